@@ -1,0 +1,15 @@
+"""bayesdyn: the Galactic potential and its dark matter from stellar phase-space densities.
+
+The pipeline (DESIGN §1), one subpackage per stage:
+
+catalog → psd → dynamics (CBE) → potentials → inference → results
+"""
+
+from . import units as units
+from .catalog import Catalog as Catalog
+from .catalog import CatalogError as CatalogError
+from .catalog import SolarParameters as SolarParameters
+
+__version__ = "0.1.0"
+
+__all__ = ["Catalog", "CatalogError", "SolarParameters", "units", "__version__"]
