@@ -1,0 +1,116 @@
+"""The equilibrium collisionless Boltzmann equation in terms of scores.
+
+With s_x = ∂log f/∂x and s_v = ∂log f/∂v the CBE reads v·s_x + a(x)·s_v = 0
+(DESIGN §3). All functions here are pure JAX on plain arrays in internal units:
+positions kpc, velocities km/s, scores 1/kpc and s/km, accelerations (km/s)²/kpc.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "cbe_residuals",
+    "lstsq_acceleration",
+    "LstsqAcceleration",
+    "disequilibrium",
+]
+
+
+class LstsqAcceleration(NamedTuple):
+    """Per-position least-squares acceleration.
+
+    Attributes:
+        a: acceleration, (..., 3) [(km/s)²/kpc].
+        cov: its heteroscedasticity-consistent (sandwich) covariance from the
+            scatter of the CBE residuals over the velocities, (..., 3, 3)
+            [((km/s)²/kpc)²]. It measures only the noise that is independent
+            between velocities, not a flow's correlated error (see the ensemble).
+        rms_residual: root-mean-square CBE residual after the fit, (...,) [km/s/kpc].
+    """
+
+    a: jax.Array
+    cov: jax.Array
+    rms_residual: jax.Array
+
+
+def cbe_residuals(v: jax.Array, s_x: jax.Array, s_v: jax.Array, a: jax.Array) -> jax.Array:
+    """CBE residuals r = v·s_x + a·s_v, zero for an equilibrium f in the potential with a = −∇Φ.
+
+    Args:
+        v: velocities, (..., 3) [km/s].
+        s_x: ∂log f/∂x at (x, v), (..., 3) [1/kpc].
+        s_v: ∂log f/∂v at (x, v), (..., 3) [s/km].
+        a: acceleration at x, broadcastable to (..., 3) [(km/s)²/kpc].
+
+    Returns:
+        residuals, (...,) [km/s/kpc] (i.e. 1/time in internal units).
+    """
+    return jnp.sum(v * s_x, axis=-1) + jnp.sum(a * s_v, axis=-1)
+
+
+def _lstsq_one(v, s_x, s_v, ridge):
+    # S_v a = −(v·s_x): M equations, 3 unknowns.
+    b = -jnp.sum(v * s_x, axis=-1)
+    ata = s_v.T @ s_v
+    scale = jnp.trace(ata) / 3.0
+    ata_r = ata + ridge * scale * jnp.eye(3, dtype=ata.dtype)
+    a = jnp.linalg.solve(ata_r, s_v.T @ b)
+    r = b - s_v @ a
+    m = v.shape[0]
+    # heteroscedasticity-consistent (HC1 sandwich) covariance: score errors enter
+    # through v·s_x, whose variance grows with |v|, so the plain σ²(AᵀA)⁻¹ underestimates.
+    inv = jnp.linalg.inv(ata_r)
+    meat = (s_v * (r**2)[:, None]).T @ s_v
+    cov = (m / jnp.maximum(m - 3, 1)) * inv @ meat @ inv
+    return LstsqAcceleration(a, cov, jnp.sqrt(jnp.mean(r**2)))
+
+
+@jax.jit
+def lstsq_acceleration(v: jax.Array, s_x: jax.Array, s_v: jax.Array, ridge: float = 0.0) -> LstsqAcceleration:
+    """Acceleration at each position by least squares over velocities (DESIGN §3).
+
+    a(x) = −(S_vᵀ S_v)⁻¹ S_vᵀ (v·s_x), a 3×3 solve per position, vectorised over
+    any leading axes.
+
+    Args:
+        v: velocities at each position, (..., M, 3) [km/s]; M ≥ 4 (in practice
+            hundreds drawn from p(v|x)).
+        s_x: ∂log f/∂x at those points, (..., M, 3) [1/kpc].
+        s_v: ∂log f/∂v at those points, (..., M, 3) [s/km].
+        ridge: optional Tikhonov regularisation, relative to the mean eigenvalue
+            of S_vᵀS_v (0 = plain least squares).
+
+    Returns:
+        :class:`LstsqAcceleration` with leading shape (...).
+    """
+    v, s_x, s_v = jnp.broadcast_arrays(jnp.asarray(v), jnp.asarray(s_x), jnp.asarray(s_v))
+    if v.ndim < 2 or v.shape[-1] != 3:
+        raise ValueError(f"v, s_x, s_v must have shape (..., M, 3); got {v.shape}")
+    lead = v.shape[:-2]
+    m = v.shape[-2]
+    flat = lambda t: t.reshape((-1, m, 3))  # noqa: E731
+    out = jax.vmap(_lstsq_one, in_axes=(0, 0, 0, None))(flat(v), flat(s_x), flat(s_v), ridge)
+    return LstsqAcceleration(
+        out.a.reshape(lead + (3,)), out.cov.reshape(lead + (3, 3)), out.rms_residual.reshape(lead)
+    )
+
+
+def disequilibrium(v: jax.Array, s_x: jax.Array, s_v: jax.Array, a: jax.Array) -> jax.Array:
+    """∂log f/∂t = −(v·s_x + a·s_v) given an independent acceleration field.
+
+    Zero in equilibrium; its spread over stars diagnoses departures from it.
+
+    Args:
+        v: velocities, (..., 3) [km/s].
+        s_x: ∂log f/∂x, (..., 3) [1/kpc].
+        s_v: ∂log f/∂v, (..., 3) [s/km].
+        a: acceleration at x, (..., 3) [(km/s)²/kpc].
+
+    Returns:
+        ∂log f/∂t, (...,) [km/s/kpc] (1 km/s/kpc ≈ 1.0227 /Gyr).
+    """
+    return -cbe_residuals(v, s_x, s_v, a)
