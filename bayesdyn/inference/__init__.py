@@ -1,0 +1,19 @@
+"""Inference: potential models with NumPyro priors and NUTS posteriors (stage 5)."""
+
+from ._data import AccelerationData as AccelerationData
+from ._data import StarScoreData as StarScoreData
+from ._infer import infer as infer
+from ._infer import run_nuts as run_nuts
+from ._model import PotentialModel as PotentialModel
+from ._model import acceleration_log_likelihood as acceleration_log_likelihood
+from ._model import derived_quantities as derived_quantities
+
+__all__ = [
+    "AccelerationData",
+    "PotentialModel",
+    "StarScoreData",
+    "acceleration_log_likelihood",
+    "derived_quantities",
+    "infer",
+    "run_nuts",
+]

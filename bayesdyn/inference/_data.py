@@ -1,0 +1,73 @@
+"""Data that a potential likelihood consumes: accelerations at nodes, or star-level scores."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["AccelerationData", "StarScoreData", "DEFAULT_SUN"]
+
+#: The Sun's position in astropy's 'v4.0' Galactocentric frame [kpc].
+DEFAULT_SUN = (-8.121973372128914, 0.0, 0.0208)
+
+
+class AccelerationData(NamedTuple):
+    """Accelerations estimated at nodes, with their covariance.
+
+    Attributes:
+        x: node positions, (P, 3) [kpc].
+        a: estimated accelerations, (P, 3) [(km/s)²/kpc].
+        cov: covariance of each estimate, (P, 3, 3) [((km/s)²/kpc)²]; with an
+            ensemble, the spread between members plus the within-member noise.
+        sun: the Sun's position (3,) [kpc], where derived local quantities are reported.
+        members: per-member accelerations (K, P, 3), or None.
+    """
+
+    x: jax.Array
+    a: jax.Array
+    cov: jax.Array
+    sun: jax.Array
+    members: jax.Array | None = None
+
+    @classmethod
+    def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None) -> "AccelerationData":
+        """Validate shapes and make the arrays; ``cov`` must be symmetric positive definite."""
+        x = jnp.asarray(x)
+        a = jnp.asarray(a)
+        cov = jnp.asarray(cov)
+        if x.ndim != 2 or x.shape[1] != 3 or a.shape != x.shape:
+            raise ValueError(f"x and a must both be (P, 3); got {x.shape} and {a.shape}")
+        if cov.shape != x.shape + (3,):
+            raise ValueError(f"cov must be (P, 3, 3) = {x.shape + (3,)}; got {cov.shape}")
+        eig = np.linalg.eigvalsh(np.asarray(0.5 * (cov + jnp.swapaxes(cov, -1, -2)), dtype=np.float64))
+        bad = int((eig.min(axis=-1) <= 0).sum())
+        if bad:
+            raise ValueError(
+                f"{bad} of {x.shape[0]} node covariances are not positive definite; add a noise "
+                "floor (e.g. cov + s² I) or drop those nodes"
+            )
+        if not (np.isfinite(np.asarray(a)).all() and np.isfinite(np.asarray(cov)).all()):
+            raise ValueError("accelerations or covariances contain NaN/inf; drop those nodes")
+        return cls(x, a, cov, jnp.asarray(sun, dtype=x.dtype), None if members is None else jnp.asarray(members))
+
+
+class StarScoreData(NamedTuple):
+    """Star-level inputs of the CBE residual likelihood.
+
+    Attributes:
+        x: positions (N, 3) [kpc]; v: velocities (N, 3) [km/s].
+        s_x: ensemble-mean ∂log f/∂x (N, 3) [1/kpc]; s_v: ensemble-mean ∂log f/∂v (N, 3) [s/km].
+        sigma: per-star residual scale (N,) [km/s/kpc], e.g. the ensemble spread of
+            the residual; the likelihood treats residuals as N(0, sigma²·tempering).
+        sun: the Sun's position (3,) [kpc].
+    """
+
+    x: jax.Array
+    v: jax.Array
+    s_x: jax.Array
+    s_v: jax.Array
+    sigma: jax.Array
+    sun: jax.Array

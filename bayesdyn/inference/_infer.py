@@ -1,0 +1,160 @@
+"""NUTS on a :class:`PotentialModel`: NumPyro or BlackJAX, chains vectorised."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+from numpyro.infer.util import initialize_model
+
+from ._data import AccelerationData, StarScoreData
+
+__all__ = ["infer", "run_nuts"]
+
+
+def run_nuts(
+    model: Any,
+    data: Any,
+    *,
+    seed: int = 0,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 1000,
+    backend: Literal["numpyro", "blackjax"] = "numpyro",
+    target_accept: float = 0.8,
+    progress: bool = True,
+    model_kwargs: dict | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run NUTS; return ``(samples, info)``.
+
+    ``samples`` maps each site (including deterministic ones) to an array of shape
+    (num_chains, num_samples, ...); ``info`` holds ``diverging`` (chains, draws),
+    ``backend``, ``num_warmup`` and ``wall_time_s``.
+    """
+    if num_chains < 1 or num_samples < 1 or num_warmup < 1:
+        raise ValueError("num_chains, num_samples and num_warmup must be positive")
+    model_kwargs = dict(model_kwargs or {})
+    key = jax.random.PRNGKey(seed)
+    t0 = time.perf_counter()
+    if backend == "numpyro":
+        # vectorised chains run everywhere; "parallel" needs one device per chain
+        chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+        mcmc = MCMC(
+            NUTS(model, target_accept_prob=target_accept),
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            chain_method=chain_method,
+            progress_bar=progress,
+        )
+        mcmc.run(key, data, extra_fields=("diverging",), **model_kwargs)
+        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    elif backend == "blackjax":
+        samples, diverging = _blackjax_nuts(
+            model, data, key, num_chains, num_warmup, num_samples, target_accept, progress, model_kwargs
+        )
+    else:
+        raise ValueError(f"backend must be 'numpyro' or 'blackjax', got {backend!r}")
+    info = {
+        "diverging": diverging,
+        "backend": backend,
+        "num_warmup": num_warmup,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    return samples, info
+
+
+def _blackjax_nuts(model, data, key, num_chains, num_warmup, num_samples, target_accept, progress, model_kwargs):
+    import blackjax
+
+    init_key, warm_key, run_key = jax.random.split(key, 3)
+    init_keys = jax.random.split(init_key, num_chains)
+    inits = []
+    for k in init_keys:
+        info = initialize_model(k, model, model_args=(data,), model_kwargs=model_kwargs, dynamic_args=False)
+        inits.append(info.param_info.z)
+    _, potential_fn, postprocess_fn, _ = initialize_model(
+        init_keys[0], model, model_args=(data,), model_kwargs=model_kwargs
+    )
+    init_z = jax.tree.map(lambda *zs: jnp.stack(zs), *inits)
+
+    def logdensity(z):
+        return -potential_fn(z)
+
+    def one_chain(z0, wkey, rkey):
+        adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, target_acceptance_rate=target_accept)
+        (state, params), _ = adapt.run(wkey, z0, num_steps=num_warmup)
+        kernel = blackjax.nuts(logdensity, **params).step
+
+        def step(st, k):
+            st, inf = kernel(k, st)
+            return st, (st.position, inf.is_divergent)
+
+        _, (pos, div) = jax.lax.scan(step, state, jax.random.split(rkey, num_samples))
+        return pos, div
+
+    if progress:
+        print(f"blackjax NUTS: {num_chains} chains × ({num_warmup} warm-up + {num_samples}) draws, vectorised ...")
+    pos, div = jax.jit(jax.vmap(one_chain))(
+        init_z, jax.random.split(warm_key, num_chains), jax.random.split(run_key, num_chains)
+    )
+    constrained = jax.vmap(jax.vmap(postprocess_fn))(pos)
+    return {k: np.asarray(v) for k, v in constrained.items()}, np.asarray(div)
+
+
+def infer(
+    model: Any,
+    data: Any,
+    *,
+    seed: int = 0,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 1000,
+    backend: Literal["numpyro", "blackjax"] = "numpyro",
+    target_accept: float = 0.8,
+    progress: bool = True,
+    **kwargs: Any,
+):
+    """Posterior of a :class:`PotentialModel` given data, by NUTS.
+
+    Args:
+        model: a :class:`bayesdyn.PotentialModel` (or any NumPyro model taking the data).
+        data: :class:`AccelerationData` (accelerations at nodes), :class:`StarScoreData`,
+            or a PhaseSpaceDensity, from which accelerations are estimated at nodes
+            with :func:`bayesdyn.dynamics.estimate_accelerations` (``kwargs`` go there).
+        seed: random seed; the same seed gives the same posterior.
+        num_chains: chains, vectorised on one device (or one per device when enough).
+        num_warmup, num_samples: draws per chain.
+        backend: ``"numpyro"`` or ``"blackjax"``.
+        target_accept: NUTS target acceptance probability.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`bayesdyn.results.Posterior`, which warns loudly when r̂ > 1.01,
+        divergences occurred or the effective sample size is low.
+    """
+    from ..results import Posterior
+
+    if not isinstance(data, (AccelerationData, StarScoreData)):
+        from ..dynamics import estimate_accelerations
+
+        data = estimate_accelerations(data, seed=seed, **kwargs)
+    elif kwargs:
+        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    samples, info = run_nuts(
+        model,
+        data,
+        seed=seed,
+        num_chains=num_chains,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        backend=backend,
+        target_accept=target_accept,
+        progress=progress,
+    )
+    return Posterior.from_samples(samples, info, model=model)

@@ -1,0 +1,165 @@
+"""`PotentialModel`: a Galactic potential stated with priors, compiled to a NumPyro model."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from ._data import AccelerationData, StarScoreData
+
+__all__ = ["PotentialModel", "acceleration_log_likelihood", "derived_quantities"]
+
+#: height of the K_z / surface-density integral (Kuijken & Gilmore 1989) [kpc]
+KZ_HEIGHT = 1.1
+
+
+def _is_dark(name: str) -> bool:
+    n = name.lower()
+    return "halo" in n or "dark" in n or n.startswith("dm")
+
+
+class PotentialModel:
+    """A potential made of named components, each with fixed parameters or NumPyro priors.
+
+    Example:
+        >>> import numpyro.distributions as dist, bayesdyn as bd
+        >>> model = bd.PotentialModel(
+        ...     halo=bd.potentials.NFW(density=dist.LogUniform(1e5, 1e9), scale_radius=dist.Uniform(2, 40)),
+        ...     disk=bd.potentials.MiyamotoNagai(mass=6.8e10, a=3.0, b=0.28),
+        ... )  # doctest: +SKIP
+
+    Calling the model (``model(data)``) runs a plain NumPyro model with sample sites
+    named ``component.parameter`` and deterministic sites ``derived.*``:
+
+    - ``derived.rho_dm_sun``: dark-matter density at the Sun [M☉/kpc³] (components
+      whose name contains "halo" or "dark", or those listed in ``dark=``);
+    - ``derived.rho_total_sun``: total density at the Sun [M☉/kpc³];
+    - ``derived.v_circ_R0``: circular velocity in the midplane at R0 [km/s];
+    - ``derived.Kz_1p1kpc``: vertical force |a_z| at (R0, z = 1.1 kpc) [(km/s)²/kpc];
+    - ``derived.Sigma_1p1kpc``: total surface density within |z| < 1.1 kpc at R0,
+      ∫ρ(R0, z) dz over |z| < 1.1 kpc [M☉/pc²] (Gauss–Legendre, 32 nodes; unlike
+      K_z/2πG it has no radial-force term).
+
+    Args:
+        dark: names of the dark-matter components (default: by name, see above).
+        likelihood: ``"acceleration"`` (Gaussian on accelerations at nodes, needs
+            :class:`AccelerationData`) or ``"star"`` (star-level CBE residuals, needs
+            :class:`StarScoreData`); the data type decides when called.
+        **components: name → component (``bayesdyn.potentials``).
+    """
+
+    def __init__(self, *, dark: tuple[str, ...] | None = None, **components: Any):
+        if not components:
+            raise ValueError("PotentialModel needs at least one component, e.g. halo=bd.potentials.NFW(...)")
+        for name, comp in components.items():
+            if "." in name:
+                raise ValueError(f"component name {name!r} must not contain '.'")
+            if not (hasattr(comp, "acceleration") and hasattr(comp, "free_parameters") and hasattr(comp, "bind")):
+                raise TypeError(
+                    f"component {name!r} is a {type(comp).__name__}, not a bayesdyn.potentials component"
+                )
+        self.components: dict[str, Any] = dict(components)
+        self.dark = tuple(dark) if dark is not None else tuple(n for n in components if _is_dark(n))
+        unknown = set(self.dark) - set(components)
+        if unknown:
+            raise ValueError(f"dark= names unknown components {sorted(unknown)}; components are {list(components)}")
+
+    # ---------------------------------------------------------------- parameters
+    def free_parameters(self) -> dict[str, dist.Distribution]:
+        """All free parameters as ``{"component.parameter": prior}``."""
+        out = {}
+        for cname, comp in self.components.items():
+            for pname, prior in comp.free_parameters().items():
+                out[f"{cname}.{pname}"] = prior
+        return out
+
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Components with the free parameters set from ``{"component.parameter": value}``."""
+        bound = {}
+        for cname, comp in self.components.items():
+            own = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == cname}
+            bound[cname] = comp.bind(own) if own else comp
+        return bound
+
+    def sample_components(self) -> dict[str, Any]:
+        """Inside a NumPyro model: sample every free parameter and return bound components."""
+        values = {name: numpyro.sample(name, prior) for name, prior in self.free_parameters().items()}
+        return self.bind(values)
+
+    # ---------------------------------------------------------------- evaluation
+    @staticmethod
+    def total_acceleration(components: Mapping[str, Any], x: jax.Array) -> jax.Array:
+        """Sum of the components' accelerations at x (P, 3) [(km/s)²/kpc]."""
+        return sum(c.acceleration(x) for c in components.values())
+
+    def __call__(self, data: AccelerationData | StarScoreData, *, tempering: float = 1.0) -> None:
+        """The NumPyro model: priors, derived quantities, and the likelihood of ``data``."""
+        comps = self.sample_components()
+        derived_quantities(comps, self.dark, data.sun, record=True)
+        if isinstance(data, AccelerationData):
+            ll = acceleration_log_likelihood(self.total_acceleration(comps, data.x), data)
+        elif isinstance(data, StarScoreData):
+            a = self.total_acceleration(comps, data.x)
+            r = jnp.sum(data.v * data.s_x, -1) + jnp.sum(a * data.s_v, -1)
+            ll = jnp.sum(dist.Normal(0.0, data.sigma).log_prob(r))
+        else:
+            raise TypeError(f"data must be AccelerationData or StarScoreData, got {type(data).__name__}")
+        numpyro.factor("likelihood", ll / tempering)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.components.items())
+        return f"PotentialModel({inner})"
+
+
+def acceleration_log_likelihood(a_model: jax.Array, data: AccelerationData) -> jax.Array:
+    """Σ_nodes log N(a_model | a_hat, C) [nats]."""
+    return jnp.sum(dist.MultivariateNormal(data.a, covariance_matrix=data.cov).log_prob(a_model))
+
+
+def derived_quantities(
+    components: Mapping[str, Any], dark: tuple[str, ...], sun: jax.Array, record: bool = False
+) -> dict[str, jax.Array]:
+    """Local quantities at the Sun from bound components (see :class:`PotentialModel`).
+
+    Returns a dict with ``rho_dm_sun`` and ``rho_total_sun`` [M☉/kpc³], ``v_circ_R0``
+    [km/s], ``Kz_1p1kpc`` [(km/s)²/kpc] and ``Sigma_1p1kpc`` [M☉/pc²]; with
+    ``record=True`` each is also a NumPyro deterministic site ``derived.<name>``.
+    """
+    sun = jnp.asarray(sun)
+    x_sun = sun[None, :]
+    rho_tot = sum(c.density(x_sun)[0] for c in components.values())
+    rho_dm = sum((components[n].density(x_sun)[0] for n in dark), jnp.zeros(()))
+    r0 = jnp.sqrt(sun[0] ** 2 + sun[1] ** 2)
+    mid = jnp.array([[sun[0], sun[1], 0.0]])
+    a_mid = sum(c.acceleration(mid)[0] for c in components.values())
+    rhat = jnp.array([sun[0], sun[1], 0.0]) / r0
+    vc = jnp.sqrt(jnp.clip(-r0 * jnp.dot(a_mid, rhat), 0.0))
+    up = jnp.array([[sun[0], sun[1], KZ_HEIGHT]])
+    kz = -sum(c.acceleration(up)[0, 2] for c in components.values())
+    # Σ(|z|<Z) = ∫_{-Z}^{Z} ρ(R0, z) dz, Gauss–Legendre
+    nodes, weights = _gauss_legendre(32)
+    zs = KZ_HEIGHT * jnp.asarray(nodes)
+    pts = jnp.stack([jnp.full_like(zs, sun[0]), jnp.full_like(zs, sun[1]), zs], axis=-1)
+    rho_line = sum(c.density(pts) for c in components.values())
+    sigma = KZ_HEIGHT * jnp.sum(jnp.asarray(weights) * rho_line) * 1e-6  # M☉/kpc² → M☉/pc²
+    out = {
+        "rho_dm_sun": rho_dm,
+        "rho_total_sun": rho_tot,
+        "v_circ_R0": vc,
+        "Kz_1p1kpc": kz,
+        "Sigma_1p1kpc": sigma,
+    }
+    if record:
+        for k, val in out.items():
+            numpyro.deterministic(f"derived.{k}", val)
+    return out
+
+
+def _gauss_legendre(n: int):
+    import numpy as np
+
+    return np.polynomial.legendre.leggauss(n)

@@ -1,0 +1,269 @@
+"""Posterior: constraint tables, local ρ_DM, upper limits, corner plots, NetCDF files."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .. import units as _u
+
+__all__ = ["Posterior", "ConvergenceWarning"]
+
+#: physical unit of each known site, for tables
+_UNITS = {
+    "derived.rho_dm_sun": "Msun/kpc3",
+    "derived.rho_total_sun": "Msun/kpc3",
+    "derived.v_circ_R0": "km/s",
+    "derived.Kz_1p1kpc": "(km/s)2/kpc",
+    "derived.Sigma_1p1kpc": "Msun/pc2",
+}
+_PARAM_UNITS = {
+    "density": "Msun/kpc3",
+    "scale_radius": "kpc",
+    "mass": "Msun",
+    "a": "kpc",
+    "b": "kpc",
+    "surface_density": "Msun/kpc2",
+    "scale_height": "kpc",
+    "core_radius": "kpc",
+}
+
+#: minimum bulk and tail effective sample sizes per chain-summed posterior
+MIN_ESS = 400
+MAX_RHAT = 1.01
+
+
+class ConvergenceWarning(UserWarning):
+    """NUTS did not converge: r̂ > 1.01, divergent transitions, or a low effective sample size."""
+
+
+def _unit_of(name: str) -> str:
+    if name in _UNITS:
+        return _UNITS[name]
+    return _PARAM_UNITS.get(name.split(".")[-1], "")
+
+
+class Posterior:
+    """Draws from a potential model's posterior, with the usual reductions.
+
+    Build it with :func:`bayesdyn.infer` or :meth:`Posterior.load`. ``samples`` maps
+    each site to an array (chains, draws, ...); scalars sites are the ones tabulated.
+    """
+
+    def __init__(self, samples: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None):
+        self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        self.info = dict(info or {})
+        div = self.info.get("diverging")
+        self.info["num_divergences"] = int(np.sum(div)) if div is not None else int(self.info.get("num_divergences", 0))
+        self._warned = False
+
+    @classmethod
+    def from_samples(cls, samples, info, model=None) -> "Posterior":
+        post = cls(samples, info)
+        post.check(warn=True)
+        return post
+
+    # ------------------------------------------------------------- diagnostics
+    @property
+    def scalar_names(self) -> list[str]:
+        """Names of scalar sites (parameters first, then derived)."""
+        names = [k for k, v in self.samples.items() if v.ndim == 2]
+        return sorted(names, key=lambda n: (n.startswith("derived."), n))
+
+    def _az(self):
+        import arviz as az
+
+        return az
+
+    def diagnostics(self) -> pd.DataFrame:
+        """r̂ (rank-normalised split), bulk and tail ESS of each scalar site."""
+        az = self._az()
+        rows = {}
+        for n in self.scalar_names:
+            x = self.samples[n]
+            if np.ptp(x) == 0:
+                rows[n] = (np.nan, np.nan, np.nan)
+                continue
+            rows[n] = (
+                float(az.rhat(x)),
+                float(az.ess(x, method="bulk")),
+                float(az.ess(x, method="tail")),
+            )
+        return pd.DataFrame.from_dict(rows, orient="index", columns=["r_hat", "ess_bulk", "ess_tail"])
+
+    def check(self, warn: bool = True) -> list[str]:
+        """Convergence problems as sentences; warns with :class:`ConvergenceWarning` when ``warn``."""
+        problems = []
+        nchains = next(iter(self.samples.values())).shape[0] if self.samples else 0
+        diag = self.diagnostics()
+        if nchains > 1:
+            bad = diag.index[diag["r_hat"] > MAX_RHAT].tolist()
+            if bad:
+                problems.append(f"r̂ > {MAX_RHAT} for {bad} (max {diag['r_hat'].max():.3f}): run longer or reparametrise")
+        low = diag.index[(diag["ess_bulk"] < MIN_ESS) | (diag["ess_tail"] < MIN_ESS)].tolist()
+        if low:
+            problems.append(f"effective sample size < {MIN_ESS} for {low}: draw more samples")
+        ndiv = self.info["num_divergences"]
+        if ndiv:
+            problems.append(f"{ndiv} divergent transitions: raise target_accept or reparametrise; intervals may be biased")
+        if warn:
+            for p in problems:
+                warnings.warn(p, ConvergenceWarning, stacklevel=3)
+        return problems
+
+    # ------------------------------------------------------------- tables
+    def summary(self) -> pd.DataFrame:
+        """Constraint table: one row per scalar site.
+
+        Columns: unit, median, the 68 % and 95 % central intervals (q16, q84,
+        q2.5, q97.5), mean, sd, r_hat, ess_bulk, ess_tail. ``attrs`` carries the
+        number of divergences and the convergence problems.
+        """
+        rows = {}
+        for n in self.scalar_names:
+            x = self.samples[n].reshape(-1)
+            q = np.percentile(x, [2.5, 16, 50, 84, 97.5])
+            rows[n] = {
+                "unit": _unit_of(n),
+                "median": q[2],
+                "q16": q[1],
+                "q84": q[3],
+                "q2.5": q[0],
+                "q97.5": q[4],
+                "mean": x.mean(),
+                "sd": x.std(ddof=1),
+            }
+        df = pd.DataFrame.from_dict(rows, orient="index")
+        df = df.join(self.diagnostics())
+        df.attrs["num_divergences"] = self.info["num_divergences"]
+        df.attrs["problems"] = self.check(warn=False)
+        return df
+
+    def to_markdown(self) -> str:
+        """The constraint table as a Markdown table (median and 68 %/95 % intervals)."""
+        df = self.summary()
+        lines = [
+            "| quantity | unit | median | 68 % interval | 95 % interval | r̂ | ESS bulk |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, r in df.iterrows():
+            lines.append(
+                f"| `{n}` | {r['unit']} | {_fmt(r['median'])} | [{_fmt(r['q16'])}, {_fmt(r['q84'])}] | "
+                f"[{_fmt(r['q2.5'])}, {_fmt(r['q97.5'])}] | {r['r_hat']:.3f} | {r['ess_bulk']:.0f} |"
+            )
+        lines.append("")
+        lines.append(f"Divergent transitions: {df.attrs['num_divergences']}.")
+        for p in df.attrs["problems"]:
+            lines.append(f"**Warning:** {p}.")
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        """The constraint table as a LaTeX tabular (median with 68 % errors)."""
+        df = self.summary()
+        lines = [r"\begin{tabular}{lll}", r"\hline", r"Quantity & Unit & Median$^{+68\%}_{-68\%}$ \\", r"\hline"]
+        for n, r in df.iterrows():
+            name = n.replace("_", r"\_")
+            lines.append(
+                rf"\texttt{{{name}}} & {r['unit']} & ${_fmt(r['median'])}^{{+{_fmt(r['q84'] - r['median'])}}}"
+                rf"_{{-{_fmt(r['median'] - r['q16'])}}}$ \\"
+            )
+        lines += [r"\hline", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write the constraint table as CSV."""
+        self.summary().to_csv(path, index_label="quantity")
+
+    # ------------------------------------------------------------- physics
+    def local_dm_density(self, name: str = "derived.rho_dm_sun") -> pd.DataFrame:
+        """Local dark-matter density with 68 % and 95 % intervals in GeV/cm³, M☉/pc³ and M☉/kpc³."""
+        if name not in self.samples:
+            raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
+        x = self.samples[name].reshape(-1)
+        rows = {}
+        for unit in ("GeV/cm3", "Msun/pc3", "Msun/kpc3"):
+            y = _u.density_to(x, unit)
+            q = np.percentile(y, [2.5, 16, 50, 84, 97.5])
+            rows[unit] = {"median": q[2], "q16": q[1], "q84": q[3], "q2.5": q[0], "q97.5": q[4], "sd": y.std(ddof=1)}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def local_dm_line(self) -> str:
+        """One line: ρ_DM(⊙) = median +err −err GeV/cm³ (= … M☉/pc³), 68 % interval."""
+        t = self.local_dm_density()
+        g, m = t.loc["GeV/cm3"], t.loc["Msun/pc3"]
+        return (
+            f"rho_DM(sun) = {g['median']:.3f} +{g['q84'] - g['median']:.3f} -{g['median'] - g['q16']:.3f} GeV/cm^3"
+            f" = {m["median"]:.4g} +{m["q84"] - m["median"]:.2g} -{m["median"] - m["q16"]:.2g} Msun/pc^3 (68 %)"
+        )
+
+    def upper_limit(self, name: str, q: float = 0.95) -> float:
+        """One-sided upper limit: the q-quantile of the marginal posterior of ``name``, in its unit."""
+        if not 0 < q < 1:
+            raise ValueError(f"q must be in (0, 1), got {q}")
+        if name not in self.samples:
+            raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
+        return float(np.quantile(self.samples[name].reshape(-1), q))
+
+    # ------------------------------------------------------------- plots
+    def corner(self, path: str | Path | None = None, names: list[str] | None = None, truths: Mapping[str, float] | None = None):
+        """Corner plot of ``names`` (default: the free parameters) with optional truths; saved to ``path``."""
+        import corner as _corner
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        names = names or [n for n in self.scalar_names if not n.startswith("derived.")] or self.scalar_names
+        data = np.stack([self.samples[n].reshape(-1) for n in names], axis=-1)
+        tv = None if truths is None else [truths.get(n) for n in names]
+        labels = [f"{n}\n[{_unit_of(n)}]" if _unit_of(n) else n for n in names]
+        fig = _corner.corner(data, labels=labels, truths=tv, quantiles=[0.16, 0.5, 0.84], show_titles=True)
+        if path is not None:
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+        return fig
+
+    # ------------------------------------------------------------- files
+    def to_inference_data(self):
+        """ArviZ InferenceData (posterior group; sample_stats with ``diverging``)."""
+        az = self._az()
+        sample_stats = {}
+        if self.info.get("diverging") is not None:
+            sample_stats["diverging"] = np.asarray(self.info["diverging"], dtype=bool)
+        meta = {k: v for k, v in self.info.items() if k != "diverging"}
+        idata = az.from_dict(posterior=self.samples, sample_stats=sample_stats or None)
+        idata.posterior.attrs["bayesdyn_info"] = json.dumps(meta, default=float)
+        return idata
+
+    def save(self, path: str | Path) -> None:
+        """Save as NetCDF (ArviZ/xarray, h5netcdf engine): data only, no code."""
+        self.to_inference_data().to_netcdf(str(path), engine="h5netcdf")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Posterior":
+        """Load a posterior written by :meth:`save`."""
+        az = cls._az(cls)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no posterior file at {path}")
+        try:
+            idata = az.from_netcdf(str(path), engine="h5netcdf")
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"{path} is not a NetCDF posterior written by Posterior.save ({err})") from None
+        post = idata.posterior
+        samples = {k: np.asarray(post[k].values) for k in post.data_vars}
+        info = json.loads(post.attrs.get("bayesdyn_info", "{}"))
+        if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
+            info["diverging"] = np.asarray(idata.sample_stats["diverging"].values)
+        return cls(samples, info)
+
+    def __repr__(self) -> str:
+        n = next(iter(self.samples.values())).shape[:2] if self.samples else (0, 0)
+        return f"Posterior(chains={n[0]}, draws={n[1]}, sites={self.scalar_names})"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if np.isfinite(x) else "nan"
