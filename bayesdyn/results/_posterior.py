@@ -198,7 +198,7 @@ class Posterior:
         g, m = t.loc["GeV/cm3"], t.loc["Msun/pc3"]
         return (
             f"rho_DM(sun) = {g['median']:.3f} +{g['q84'] - g['median']:.3f} -{g['median'] - g['q16']:.3f} GeV/cm^3"
-            f" = {m["median"]:.4g} +{m["q84"] - m["median"]:.2g} -{m["median"] - m["q16"]:.2g} Msun/pc^3 (68 %)"
+            f" = {m['median']:.4g} +{m['q84'] - m['median']:.2g} -{m['median'] - m['q16']:.2g} Msun/pc^3 (68 %)"
         )
 
     def upper_limit(self, name: str, q: float = 0.95) -> float:
