@@ -6,3 +6,11 @@ from ._cbe import disequilibrium as disequilibrium
 from ._cbe import lstsq_acceleration as lstsq_acceleration
 
 __all__ = ["LstsqAcceleration", "cbe_residuals", "disequilibrium", "lstsq_acceleration"]
+from ._estimate import ScoreSource as ScoreSource  # noqa: E402
+from ._estimate import default_nodes as default_nodes  # noqa: E402
+from ._estimate import estimate_accelerations as estimate_accelerations  # noqa: E402
+
+__all__ += ["ScoreSource", "default_nodes", "estimate_accelerations"]
+from ._estimate import ExactScores as ExactScores  # noqa: E402
+
+__all__ += ["ExactScores"]
