@@ -8,8 +8,10 @@ catalog → psd → dynamics (CBE) → potentials → inference → results
 from . import units as units
 from .catalog import Catalog as Catalog
 from .catalog import CatalogError as CatalogError
+from .catalog import CutRecord as CutRecord
+from .catalog import DroppedRowsWarning as DroppedRowsWarning
 from .catalog import SolarParameters as SolarParameters
 
 __version__ = "0.1.0"
 
-__all__ = ["Catalog", "CatalogError", "SolarParameters", "units", "__version__"]
+__all__ = ["Catalog", "CatalogError", "CutRecord", "DroppedRowsWarning", "SolarParameters", "units", "__version__"]

@@ -136,6 +136,8 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
         UnitError: if ``value`` is a Quantity whose unit cannot be converted.
     """
     target = _unit_for(physical_type)
+    if getattr(value, "unit", None) is not None and not isinstance(value, u.Quantity):
+        value = u.Quantity(value)  # an astropy Column with a unit is a Quantity in disguise
     if isinstance(value, u.Quantity):
         try:
             out = value.to_value(target)

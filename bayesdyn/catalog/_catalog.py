@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import astropy.units as u
 import numpy as np
+from astropy.table import QTable, Table
 
 from .. import units as _u
+from . import _gaia, _io
+from ._errors import CatalogError, CatalogUnitError, warn_caller
 from ._solar import SolarParameters
 
 __all__ = ["Catalog", "CatalogError", "CutRecord"]
 
-
-class CatalogError(ValueError):
-    """Input that cannot become a Catalog; the message names the problem and the fix."""
+_GALACTOCENTRIC = ("x", "y", "z", "v_x", "v_y", "v_z")
+_GALACTOCENTRIC_ALT = {"v_x": "vx", "v_y": "vy", "v_z": "vz"}
 
 
 @dataclasses.dataclass(frozen=True)
 class CutRecord:
-    """One step that removed rows: what it was, how many rows it removed and kept."""
+    """One step that removed rows.
+
+    Attributes:
+        reason: what the cut was, e.g. ``"parallax_over_error >= 5"``.
+        removed: number of stars it removed.
+        kept: number of stars left after it.
+    """
 
     reason: str
     removed: int
@@ -29,8 +40,22 @@ class CutRecord:
         return dataclasses.asdict(self)
 
 
+def _to_quantity_if_unit(value: Any) -> Any:
+    """An astropy Column (or anything with a ``unit``) becomes a Quantity so that units are honoured."""
+    if not isinstance(value, u.Quantity) and getattr(value, "unit", None) is not None:
+        try:
+            return u.Quantity(value)
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
 def _as_xyz(value: Any, physical_type: str, name: str, unit_name: str) -> np.ndarray:
-    value = _u.strip(value, physical_type, name)
+    value = _to_quantity_if_unit(value)
+    try:
+        value = _u.strip(value, physical_type, name)
+    except _u.UnitError as err:
+        raise CatalogUnitError(str(err)) from None
     try:
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is user input
@@ -42,8 +67,9 @@ def _as_xyz(value: Any, physical_type: str, name: str, unit_name: str) -> np.nda
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise CatalogError(f"{name} is complex; pass real numbers in {unit_name}")
     if arr.ndim != 2 or arr.shape[1] != 3:
+        hint = " (it looks transposed: pass a.T)" if arr.ndim == 2 and arr.shape[0] == 3 else ""
         raise CatalogError(
-            f"{name} has shape {arr.shape}; it must be (N, 3) in {unit_name} "
+            f"{name} has shape {arr.shape}; it must be (N, 3) in {unit_name}{hint} "
             "(one row per star; stack columns with np.column_stack([x, y, z]))"
         )
     arr = arr.astype(np.float64)
@@ -57,23 +83,106 @@ def _as_xyz(value: Any, physical_type: str, name: str, unit_name: str) -> np.nda
     return arr
 
 
+def _as_column(key: str, col: Any, n: int) -> np.ndarray:
+    """A per-star column as a numpy array; Gaia columns with units go to the archive's units."""
+    col = _to_quantity_if_unit(col)
+    if isinstance(col, u.Quantity):
+        target = _gaia.COLUMN_UNITS.get(key)
+        if target is None:
+            arr = np.asarray(col.value)
+        else:
+            try:
+                arr = np.asarray(col.to_value(target))
+            except u.UnitConversionError:
+                raise CatalogUnitError(
+                    f"column {key!r} is in {col.unit} (a {col.unit.physical_type}) but must be "
+                    f"convertible to {target}; fix its unit"
+                ) from None
+    else:
+        arr = np.asarray(col)
+    if arr.dtype.kind == "O":
+        raise CatalogError(
+            f"column {key!r} has dtype object; pass numbers or strings (object arrays cannot be saved without pickle)"
+        )
+    if arr.shape[:1] != (n,):
+        raise CatalogError(
+            f"column {key!r} has {arr.shape[0] if arr.ndim else 'no'} rows but the catalog has {n} stars; "
+            "pass one value per star"
+        )
+    return arr
+
+
+def _bounds(value: Any, physical_type: str, name: str) -> tuple[float, float]:
+    """A (min, max) pair; None on either side is open. Quantities accepted."""
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise CatalogError(f"{name} must be a (min, max) pair (use None for an open side), got {value!r}") from None
+    out = []
+    for side, default in ((lo, -np.inf), (hi, np.inf)):
+        if side is None:
+            out.append(default)
+            continue
+        try:
+            out.append(float(_u.strip(_to_quantity_if_unit(side), physical_type, name)))
+        except _u.UnitError as err:
+            raise CatalogUnitError(str(err)) from None
+        except (TypeError, ValueError):
+            raise CatalogError(f"{name} bounds must be numbers or None, got {side!r}") from None
+    if np.isnan(out).any() or not out[0] < out[1]:
+        raise CatalogError(f"{name} = ({out[0]}, {out[1]}) is no interval; pass (min, max) with min < max")
+    return out[0], out[1]
+
+
+def _length(value: Any, name: str) -> float:
+    try:
+        out = _u.strip(_to_quantity_if_unit(value), "length", name)
+    except _u.UnitError as err:
+        raise CatalogUnitError(str(err)) from None
+    try:
+        out = float(out)
+    except (TypeError, ValueError):
+        raise CatalogError(f"{name} must be one length in kpc (or a length Quantity), got {value!r}") from None
+    if not (np.isfinite(out) and out > 0):
+        raise CatalogError(f"{name} must be a positive, finite length in kpc, got {out}")
+    return out
+
+
+def _fmt_bound(lo: float, hi: float, name: str, unit: str) -> str:
+    if np.isinf(lo):
+        return f"{name} <= {hi:g} {unit}"
+    if np.isinf(hi):
+        return f"{name} >= {lo:g} {unit}"
+    return f"{lo:g} <= {name} <= {hi:g} {unit}"
+
+
 class Catalog:
     """Stars in a right-handed Galactocentric frame.
 
+    Build one from arrays (this constructor), an astropy table
+    (:meth:`from_table`), a Gaia archive file (:meth:`from_gaia`), any table file
+    with x..v_z columns (:meth:`read`) or a saved catalog (:meth:`load`). Selections
+    (:meth:`with_rv`, :meth:`parallax_over_error`, :meth:`g_mag`, :meth:`within`,
+    :meth:`in_volume`, :meth:`select`) return new catalogs and record in
+    :attr:`history` how many rows each removed.
+
     Args:
-        x: positions, shape (N, 3) [kpc] (or a length Quantity).
+        x: positions, shape (N, 3) [kpc] (or a length Quantity; pc are converted).
         v: velocities, shape (N, 3) [km/s] (or a velocity Quantity).
         solar: the frame's solar parameters (default: astropy 'v4.0').
         columns: extra per-star columns (name → length-N array), e.g. ``source_id``,
-            ``phot_g_mean_mag``, or the observables ``ra, dec, parallax, pmra,
-            pmdec, radial_velocity`` with their errors and correlations.
+            ``phot_g_mean_mag`` [mag], or the observables ``ra, dec`` [deg],
+            ``parallax`` [mas], ``pmra, pmdec`` [mas/yr], ``radial_velocity``
+            [km/s] with their ``*_error`` columns (``ra_error``, ``dec_error`` in
+            mas) and correlations ``*_corr``. Quantities are converted to these
+            units.
         meta: free-form JSON-serialisable metadata (provenance, truth parameters).
         history: the cuts already applied, oldest first.
 
     Raises:
         CatalogError: wrong shapes, non-numeric or non-finite values, columns of
-            the wrong length, or an empty catalog.
-        bayesdyn.units.UnitError: Quantities of the wrong dimension.
+            the wrong length, or an empty catalog. Wrong physical dimensions raise
+            :class:`CatalogUnitError`, which is also a ``bayesdyn.units.UnitError``.
     """
 
     def __init__(
@@ -99,17 +208,201 @@ class Catalog:
         self._x = x
         self._v = v
         self.solar = solar if solar is not None else SolarParameters()
-        cols: dict[str, np.ndarray] = {}
-        for key, col in (columns or {}).items():
-            arr = np.asarray(col.value if hasattr(col, "unit") and hasattr(col, "value") else col)
-            if arr.shape[:1] != (x.shape[0],):
-                raise CatalogError(
-                    f"column {key!r} has {arr.shape[0] if arr.ndim else 'no'} rows but the catalog has {x.shape[0]} stars"
-                )
-            cols[str(key)] = arr
-        self.columns: dict[str, np.ndarray] = cols
+        self.columns: dict[str, np.ndarray] = {
+            str(key): _as_column(str(key), col, x.shape[0]) for key, col in (columns or {}).items()
+        }
         self.meta: dict[str, Any] = dict(meta or {})
         self.history: list[CutRecord] = list(history or [])
+        for rec in self.history:
+            if not isinstance(rec, CutRecord):
+                raise CatalogError(f"history must hold CutRecord objects, got {type(rec).__name__}")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_gaia(
+        cls,
+        source: Any,
+        *,
+        solar: SolarParameters | None = None,
+        strict: bool = False,
+        format: str | None = None,
+        **read_kwargs: Any,
+    ) -> "Catalog":
+        """A Catalog from Gaia archive columns (a file or an astropy Table).
+
+        Reads ``ra, dec`` [deg], ``parallax`` [mas], ``pmra, pmdec`` [mas/yr],
+        ``radial_velocity`` [km/s] (units from the file where it has them), and
+        transforms them to Galactocentric x, v with astropy and ``solar``. The
+        distance is 1/parallax — biased when ``parallax_over_error`` is not large
+        (≲ 5–10); cut with :meth:`parallax_over_error` or bring your own distances.
+        The parallax zero point is not corrected.
+
+        Rows that give no 6D point are dropped and counted per reason — no
+        radial velocity, NaN/inf astrometry, parallax ≤ 0 (in that order; a row
+        counts under the first that applies). Each reason becomes a
+        :class:`CutRecord` in :attr:`history` and one
+        :class:`~bayesdyn.catalog.DroppedRowsWarning` states the counts.
+
+        The observables, their ``*_error`` columns and the ten astrometric
+        correlations (where present), ``source_id`` and ``phot_g_mean_mag`` are
+        kept in :attr:`columns` (archive units), which :meth:`error_draws` and
+        :meth:`covariance` use.
+
+        Args:
+            source: path to a FITS, VOTable, CSV, ECSV, Parquet or HDF5 file (format
+                from the extension), or an astropy Table/QTable.
+            solar: solar parameters of the frame (default astropy 'v4.0').
+            strict: if True, raise instead of dropping rows that give no 6D point.
+            format: astropy ``Table.read`` format, overriding the extension.
+            **read_kwargs: passed to ``astropy.table.Table.read``.
+
+        Raises:
+            CatalogError: unreadable file or unknown extension, missing or
+                non-numeric columns, wrong units, no usable row, or (strict) any
+                dropped row.
+        """
+        table, name = cls._table_from(source, format, read_kwargs)
+        return cls._from_gaia_table(table, solar, strict, name)
+
+    @classmethod
+    def from_table(
+        cls,
+        table: Table,
+        *,
+        solar: SolarParameters | None = None,
+        strict: bool = False,
+        name: str = "the table",
+    ) -> "Catalog":
+        """A Catalog from an astropy Table with Galactocentric or Gaia columns.
+
+        If the table has ``x, y, z`` [kpc] and ``v_x, v_y, v_z`` (or ``vx, vy,
+        vz``) [km/s] columns, they are taken as Galactocentric coordinates in the
+        frame of ``solar`` (units from the columns where present); the table's
+        other 1-D numeric and string columns become :attr:`columns`. A table written
+        by :meth:`to_table` also restores its solar parameters, history and meta.
+        Otherwise the Gaia columns are read as in :meth:`from_gaia`.
+
+        Args:
+            table: an astropy Table or QTable.
+            solar: solar parameters (default: the table's own from :meth:`to_table`,
+                else astropy 'v4.0').
+            strict: passed to the Gaia reader (see :meth:`from_gaia`).
+            name: how to name the table in messages.
+
+        Raises:
+            CatalogError: neither set of columns, NaN/inf, non-numeric columns or
+                wrong units (each named with its count of bad rows).
+        """
+        if not isinstance(table, Table):
+            raise CatalogError(f"from_table needs an astropy Table or QTable, got {type(table).__name__}")
+        names = {}
+        for col in _GALACTOCENTRIC:
+            names[col] = _gaia._find(table, col) or (
+                _gaia._find(table, _GALACTOCENTRIC_ALT[col]) if col in _GALACTOCENTRIC_ALT else None
+            )
+        if all(names.values()):
+            return cls._from_galactocentric_table(table, names, solar, name)
+        if all(_gaia._find(table, c) for c in _gaia.ASTROMETRY):
+            return cls._from_gaia_table(table, solar, strict, name)
+        gal_missing = [c for c, found in names.items() if not found]
+        gaia_missing = [c for c in _gaia.OBSERVABLES if not _gaia._find(table, c)]
+        have = ", ".join(table.colnames[:30]) + (" ..." if len(table.colnames) > 30 else "")
+        raise CatalogError(
+            f"{name} ({len(table)} rows) has neither Galactocentric columns (missing {gal_missing}) "
+            f"nor Gaia columns (missing {gaia_missing}); its columns are: {have}. Rename the columns to "
+            "x, y, z [kpc], v_x, v_y, v_z [km/s] or to the Gaia archive names"
+        )
+
+    @classmethod
+    def _from_gaia_table(cls, table, solar, strict, name):
+        solar = cls._check_solar(solar)
+        x, v, cols, cuts, meta = _gaia.gaia_to_galactocentric(table, solar=solar, strict=strict, table_name=name)
+        return cls(x, v, solar=solar, columns=cols, meta=meta, history=[CutRecord(*c) for c in cuts])
+
+    @classmethod
+    def _from_galactocentric_table(cls, table, names, solar, name) -> "Catalog":
+        saved = table.meta.get("bayesdyn") if isinstance(table.meta, Mapping) else None
+        meta: dict[str, Any] = {"source": {"name": name, "rows_read": len(table)}}
+        history: list[CutRecord] = []
+        if solar is None and isinstance(saved, Mapping) and saved.get("format") == _io.FILE_FORMAT:
+            try:
+                solar = SolarParameters.from_dict(dict(saved["solar"]))
+                history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in saved["history"]]
+                meta = dict(saved.get("meta", {}))
+            except (KeyError, TypeError, ValueError) as err:
+                raise CatalogError(f"{name}: its 'bayesdyn' metadata is malformed ({err}); drop table.meta['bayesdyn']") from None
+        solar = cls._check_solar(solar)
+        parts = []
+        for col in _GALACTOCENTRIC:
+            unit = u.kpc if col in ("x", "y", "z") else u.km / u.s
+            arr = _gaia.read_column(table, names[col], unit, table_name=name)
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise CatalogError(
+                    f"column {names[col]!r} of {name} has {int(bad.sum())} of {len(arr)} rows that are NaN, "
+                    f"inf or masked (first rows: {np.flatnonzero(bad)[:5].tolist()}); remove them first, e.g. "
+                    f"table = table[np.isfinite(table[{names[col]!r}])]"
+                )
+            parts.append(arr)
+        columns: dict[str, np.ndarray] = {}
+        for col in table.colnames:
+            if col in names.values():
+                continue
+            c = table[col]
+            if getattr(c, "ndim", 1) != 1:
+                continue
+            kind = np.asarray(getattr(c, "value", c)).dtype.kind
+            if kind in "fiub":
+                columns[col] = _gaia.read_column(table, col, _gaia.COLUMN_UNITS.get(col), table_name=name)
+            elif kind in "US":
+                columns[col] = np.asarray(c)
+        x = np.column_stack(parts[:3])
+        v = np.column_stack(parts[3:])
+        return cls(x, v, solar=solar, columns=columns, meta=meta, history=history)
+
+    @classmethod
+    def read(
+        cls,
+        path: str | os.PathLike,
+        *,
+        solar: SolarParameters | None = None,
+        strict: bool = False,
+        format: str | None = None,
+        **read_kwargs: Any,
+    ) -> "Catalog":
+        """A Catalog from any table file: Galactocentric x..v_z columns or Gaia columns.
+
+        Args:
+            path: FITS, VOTable, CSV, ECSV, Parquet or HDF5 file (format from the
+                extension) — or a ``.npz`` written by :meth:`save`.
+            solar: solar parameters (see :meth:`from_table`).
+            strict: see :meth:`from_gaia`.
+            format: astropy ``Table.read`` format, overriding the extension.
+            **read_kwargs: passed to ``astropy.table.Table.read``.
+        """
+        if format is None and str(path).lower().endswith(".npz"):
+            return cls.load(path)
+        table, name = cls._table_from(path, format, read_kwargs)
+        return cls.from_table(table, solar=solar, strict=strict, name=name)
+
+    @staticmethod
+    def _check_solar(solar: Any) -> SolarParameters:
+        if solar is None:
+            return SolarParameters()
+        if not isinstance(solar, SolarParameters):
+            raise CatalogError(f"solar must be a bayesdyn.SolarParameters, got {type(solar).__name__}")
+        return solar
+
+    @staticmethod
+    def _table_from(source: Any, format: str | None, read_kwargs: dict) -> tuple[Table, str]:
+        if isinstance(source, Table):
+            return source, "the table"
+        if isinstance(source, (str, os.PathLike)):
+            return _io.read_table(source, format=format, **read_kwargs), Path(source).name
+        raise CatalogError(
+            f"expected a file path or an astropy Table, got {type(source).__name__}; "
+            "for arrays use Catalog(x, v) (kpc, km/s)"
+        )
 
     # ------------------------------------------------------------------ basics
     @property
@@ -137,10 +430,18 @@ class Catalog:
         """Heliocentric distance of each star [kpc]."""
         return np.linalg.norm(self._x - self.solar.position, axis=1)
 
+    @property
+    def error_columns(self) -> list[str]:
+        """The Gaia ``*_error`` and ``*_corr`` columns this catalog holds."""
+        names = list(_gaia.ERROR_COLUMNS.values()) + list(_gaia.CORRELATION_COLUMNS.values())
+        return [c for c in names if c in self.columns]
+
     def _subset(self, keep: np.ndarray, reason: str) -> "Catalog":
-        keep = np.asarray(keep, dtype=bool)
+        keep = np.asarray(keep)
+        if keep.dtype != bool:
+            raise CatalogError(f"selection mask has dtype {keep.dtype}; pass a boolean array of shape ({self.n},)")
         if keep.shape != (self.n,):
-            raise CatalogError(f"selection mask has shape {keep.shape}, expected ({self.n},)")
+            raise CatalogError(f"selection mask has shape {keep.shape}, expected ({self.n},) (one entry per star)")
         removed = int(self.n - keep.sum())
         if not keep.any():
             raise CatalogError(
@@ -155,6 +456,344 @@ class Catalog:
         out.history = self.history + [CutRecord(reason, removed, int(keep.sum()))]
         return out
 
+    def _column(self, name: str, method: str) -> np.ndarray:
+        if name not in self.columns:
+            raise CatalogError(
+                f"{method} needs the column {name!r}, which this catalog lacks (it has: "
+                f"{sorted(self.columns) or 'no extra columns'}); build it with Catalog.from_gaia from a table "
+                f"that has {name!r}, or pass it in columns="
+            )
+        col = self.columns[name]
+        if col.dtype.kind not in "fiub":
+            raise CatalogError(f"{method}: column {name!r} is not numeric (dtype {col.dtype})")
+        return col.astype(np.float64)
+
+    # ------------------------------------------------------------------ selections
     def select(self, mask: Any, reason: str = "user mask") -> "Catalog":
-        """A new Catalog with the rows where ``mask`` is true; the cut is recorded in ``history``."""
+        """A new Catalog with the rows where ``mask`` is true; the cut is recorded in ``history``.
+
+        Args:
+            mask: boolean array of shape (N,).
+            reason: the description stored in the :class:`CutRecord`.
+
+        Raises:
+            CatalogError: wrong shape or dtype, or no star left.
+        """
         return self._subset(np.asarray(mask), reason)
+
+    def with_rv(self) -> "Catalog":
+        """Keep the stars with a finite ``radial_velocity`` column [km/s].
+
+        Raises:
+            CatalogError: no ``radial_velocity`` column, or no star left.
+        """
+        rv = self._column("radial_velocity", "with_rv()")
+        return self._subset(np.isfinite(rv), "with_rv: radial_velocity present")
+
+    def parallax_over_error(self, minimum: float) -> "Catalog":
+        """Keep stars with parallax / parallax_error ≥ ``minimum`` (NaN ratios are removed).
+
+        Args:
+            minimum: the smallest fractional-parallax signal to noise (dimensionless),
+                e.g. 5 or 10 to keep the 1/parallax distance nearly unbiased.
+
+        Raises:
+            CatalogError: no ``parallax``/``parallax_error`` column, or no star left.
+        """
+        minimum = float(_u.strip(minimum, "dimensionless", "minimum"))
+        plx = self._column("parallax", "parallax_over_error()")
+        err = self._column("parallax_error", "parallax_over_error()")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = plx / err
+        return self._subset(ratio >= minimum, f"parallax_over_error >= {minimum:g}")
+
+    def g_mag(self, max: float | None = None, min: float | None = None) -> "Catalog":  # noqa: A002
+        """Keep stars with ``min`` ≤ phot_g_mean_mag ≤ ``max`` [mag]; NaN magnitudes are removed.
+
+        Args:
+            max: faintest G magnitude kept [mag] (None: no faint limit).
+            min: brightest G magnitude kept [mag] (None: no bright limit).
+
+        Raises:
+            CatalogError: no limit given, no ``phot_g_mean_mag`` column, or no star left.
+        """
+        if max is None and min is None:
+            raise CatalogError("g_mag() needs max= (faint limit) and/or min= (bright limit), in mag")
+        lo = -np.inf if min is None else float(min.to_value(u.mag) if isinstance(min, u.Quantity) else min)
+        hi = np.inf if max is None else float(max.to_value(u.mag) if isinstance(max, u.Quantity) else max)
+        if not lo < hi:
+            raise CatalogError(f"g_mag(min={lo}, max={hi}) is no interval; pass min < max")
+        g = self._column("phot_g_mean_mag", "g_mag()")
+        return self._subset((g >= lo) & (g <= hi), _fmt_bound(lo, hi, "phot_g_mean_mag", "mag"))
+
+    def _center(self, center: Any) -> tuple[np.ndarray, str]:
+        if isinstance(center, str):
+            key = center.lower().replace(" ", "_")
+            if key == "sun":
+                return self.solar.position, "the Sun"
+            if key in ("galactic_center", "galactic_centre", "gc"):
+                return np.zeros(3), "the Galactic centre"
+            raise CatalogError(f"center={center!r} is unknown; use 'sun', 'galactic_center' or a 3-vector in kpc")
+        try:
+            c = np.asarray(_u.strip(_to_quantity_if_unit(center), "length", "center"), dtype=float)
+        except _u.UnitError as err:
+            raise CatalogUnitError(str(err)) from None
+        except (TypeError, ValueError):
+            raise CatalogError(f"center must be 'sun', 'galactic_center' or 3 numbers in kpc, got {center!r}") from None
+        if c.shape != (3,) or not np.isfinite(c).all():
+            raise CatalogError(f"center must be a finite Galactocentric (x, y, z) in kpc, got shape {c.shape}")
+        return c, f"({c[0]:g}, {c[1]:g}, {c[2]:g}) kpc"
+
+    def within(self, distance: Any, center: Any = "sun") -> "Catalog":
+        """Keep stars within ``distance`` of ``center``.
+
+        Args:
+            distance: radius [kpc] (or a length Quantity, e.g. ``100 * u.pc``).
+            center: ``"sun"`` (default), ``"galactic_center"``, or a Galactocentric
+                point (3,) [kpc].
+
+        Raises:
+            CatalogError: a non-positive distance, a bad center, or no star left.
+        """
+        d = _length(distance, "distance")
+        c, where = self._center(center)
+        r = np.linalg.norm(self._x - c, axis=1)
+        return self._subset(r <= d, f"within {d:g} kpc of {where}")
+
+    def in_volume(
+        self,
+        *,
+        center: Any = None,
+        radius: Any = None,
+        R: Sequence[Any] | None = None,
+        z: Sequence[Any] | None = None,
+        box: Sequence[Sequence[Any]] | None = None,
+    ) -> "Catalog":
+        """Keep stars inside a Galactocentric volume; the given shapes are intersected.
+
+        Args:
+            center: sphere centre, ``"sun"``, ``"galactic_center"`` or (3,) [kpc]
+                (needs ``radius``).
+            radius: sphere radius [kpc] (needs ``center``).
+            R: (min, max) cylindrical radius √(x² + y²) [kpc]; None for an open side.
+            z: (min, max) height z [kpc]; None for an open side.
+            box: ((x_min, x_max), (y_min, y_max), (z_min, z_max)) [kpc].
+
+        All lengths accept Quantities. Example: the solar cylinder
+        ``cat.in_volume(R=(7, 9), z=(-1, 1))``.
+
+        Raises:
+            CatalogError: no shape given, malformed bounds, or no star left.
+        """
+        keep = np.ones(self.n, dtype=bool)
+        parts = []
+        if (center is None) != (radius is None):
+            raise CatalogError("a sphere needs both center= and radius= (kpc)")
+        if center is not None:
+            r = _length(radius, "radius")
+            c, where = self._center(center)
+            keep &= np.linalg.norm(self._x - c, axis=1) <= r
+            parts.append(f"within {r:g} kpc of {where}")
+        if R is not None:
+            lo, hi = _bounds(R, "length", "R")
+            cyl = np.hypot(self._x[:, 0], self._x[:, 1])
+            keep &= (cyl >= lo) & (cyl <= hi)
+            parts.append(_fmt_bound(lo, hi, "R", "kpc"))
+        if z is not None:
+            lo, hi = _bounds(z, "length", "z")
+            keep &= (self._x[:, 2] >= lo) & (self._x[:, 2] <= hi)
+            parts.append(_fmt_bound(lo, hi, "z", "kpc"))
+        if box is not None:
+            try:
+                axes = list(box)
+            except TypeError:
+                axes = []
+            if len(axes) != 3:
+                raise CatalogError("box must be ((x_min, x_max), (y_min, y_max), (z_min, z_max)) in kpc")
+            for i, (name, bound) in enumerate(zip("xyz", axes)):
+                lo, hi = _bounds(bound, "length", f"box {name}")
+                keep &= (self._x[:, i] >= lo) & (self._x[:, i] <= hi)
+                parts.append(_fmt_bound(lo, hi, name, "kpc"))
+        if not parts:
+            raise CatalogError("in_volume() needs a shape: center= and radius=, R=, z= and/or box=")
+        return self._subset(keep, "in_volume: " + ", ".join(parts))
+
+    # ------------------------------------------------------------------ errors
+    def covariance(self) -> np.ndarray:
+        """Linearised Galactocentric covariance of each star from its Gaia errors.
+
+        The Jacobian of the ICRS → Galactocentric map (a pure JAX function of ra,
+        dec, parallax, pmra, pmdec, radial_velocity; ``jax.jacfwd``, vmapped) times
+        the observables' covariance (``*_error`` and the astrometric ``*_corr``
+        columns; ``ra_error``/``dec_error`` in mas and 0 if absent; RV
+        independent). Valid for small fractional errors; for larger ones use
+        :meth:`error_draws`.
+
+        Returns:
+            (N, 6, 6) covariance of (x, y, z [kpc], v_x, v_y, v_z [km/s]), in kpc²,
+            kpc·km/s and (km/s)².
+
+        Raises:
+            CatalogError: the Gaia observables or error columns are absent, or
+                hold NaN/negative errors (named with their count).
+        """
+        return _gaia.galactocentric_covariance(self.columns, self.solar)
+
+    def error_draws(self, n_draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Monte Carlo draws of x and v from the Gaussian errors of the Gaia observables.
+
+        Each draw perturbs (ra, dec, parallax, pmra, pmdec) with their correlations
+        and the RV independently, then applies the same JAX transform as
+        :meth:`covariance`. Draws whose parallax comes out ≤ 0 have no distance:
+        they are NaN and a warning gives their count (cut
+        :meth:`parallax_over_error` first to avoid them).
+
+        Args:
+            n_draws: number of draws (≥ 1).
+            seed: integer seed; the same seed gives the same draws.
+
+        Returns:
+            ``(x, v)``: arrays (n_draws, N, 3) in kpc and km/s.
+
+        Raises:
+            CatalogError: as :meth:`covariance`, or a bad ``n_draws``/``seed``.
+        """
+        if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+            raise CatalogError(f"n_draws must be a positive integer, got {n_draws!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise CatalogError(f"seed must be an integer, got {seed!r}")
+        x, v, n_bad = _gaia.galactocentric_draws(self.columns, self.solar, int(n_draws), int(seed))
+        if n_bad:
+            warn_caller(
+                f"{n_bad} of {x.shape[0] * x.shape[1]} error draws had parallax <= 0 and are NaN; "
+                "cut low parallax_over_error stars first (e.g. cat.parallax_over_error(5))",
+                UserWarning,
+            )
+        return x, v
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> str:
+        """A readable multi-line description: size, ranges with units, frame, errors, cuts."""
+        s = self.solar
+        lines = [
+            f"bayesdyn Catalog: {self.n} stars, right-handed Galactocentric frame",
+            f"  solar parameters: R0 = {s.galcen_distance:g} kpc, z_sun = {s.z_sun * 1e3:g} pc, "
+            f"v_sun = ({', '.join(f'{c:g}' for c in s.v_sun)}) km/s, roll = {s.roll:g} deg",
+            f"  {'':<18}{'min':>11}{'median':>11}{'max':>11}",
+        ]
+        rows = [(f"{a} [kpc]", self._x[:, i]) for i, a in enumerate("xyz")]
+        rows += [(f"v_{a} [km/s]", self._v[:, i]) for i, a in enumerate("xyz")]
+        rows += [("R [kpc]", np.hypot(self._x[:, 0], self._x[:, 1])), ("d_sun [kpc]", self.distance_from_sun())]
+        for label, arr in rows:
+            lines.append(f"  {label:<18}{arr.min():>11.4g}{np.median(arr):>11.4g}{arr.max():>11.4g}")
+        errs = self.error_columns
+        if errs:
+            n_corr = sum(c.endswith("_corr") for c in errs)
+            err_names = ", ".join(c for c in errs if c.endswith("_error"))
+            lines.append(f"  errors: {err_names}; {n_corr} correlation column(s) → error_draws(), covariance()")
+        else:
+            lines.append("  errors: none (no *_error columns; error_draws() and covariance() unavailable)")
+        others = [c for c in self.columns if c not in errs]
+        lines.append(f"  columns: {', '.join(others) if others else 'none'}")
+        src = self.meta.get("source")
+        if isinstance(src, Mapping):
+            extra = f"; distance = {src['distance']}" if "distance" in src else ""
+            lines.append(f"  source: {src.get('name')} ({src.get('rows_read')} rows read{extra})")
+        if self.history:
+            lines.append("  cuts (oldest first):")
+            for i, rec in enumerate(self.history, 1):
+                lines.append(f"    {i}. {rec.reason}: removed {rec.removed}, kept {rec.kept}")
+        else:
+            lines.append("  cuts: none")
+        return "\n".join(lines)
+
+    def to_table(self) -> QTable:
+        """An astropy QTable: x, y, z [kpc], v_x, v_y, v_z [km/s] and the columns with their units.
+
+        ``table.meta["bayesdyn"]`` holds the solar parameters, history and meta, so
+        that :meth:`from_table` (or :meth:`read` after ``table.write``) restores them.
+        ECSV, Parquet and HDF5 (``serialize_meta=True``) keep that metadata; FITS,
+        CSV and VOTable keep only the columns. :meth:`save` is the lossless format.
+        """
+        t = QTable()
+        for i, a in enumerate("xyz"):
+            t[a] = self._x[:, i] * u.kpc
+        for i, a in enumerate("xyz"):
+            t[f"v_{a}"] = self._v[:, i] * (u.km / u.s)
+        for key, col in self.columns.items():
+            unit = _gaia.COLUMN_UNITS.get(key)
+            if unit is not None and unit != u.dimensionless_unscaled and col.dtype.kind in "fiu":
+                t[key] = col * unit
+            else:
+                t[key] = col
+        t.meta["bayesdyn"] = self._header()
+        return t
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "format": _io.FILE_FORMAT,
+            "version": _io.FILE_VERSION,
+            "n_stars": self.n,
+            "solar": self.solar.to_dict(),
+            "history": [rec.to_dict() for rec in self.history],
+            "meta": self.meta,
+        }
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the catalog to ``path`` as an .npz (arrays + a JSON header), without pickle.
+
+        Args:
+            path: the file to write (the name is used as given).
+
+        Raises:
+            CatalogError: meta that is not JSON-serialisable.
+        """
+        names = list(self.columns)
+        header = self._header() | {"columns": names}
+        arrays = {"x": self._x, "v": self._v}
+        arrays |= {f"col_{i}": np.asarray(self.columns[k]) for i, k in enumerate(names)}
+        _io.write_npz(path, header, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Catalog":
+        """Read a catalog written by :meth:`save`; never unpickles.
+
+        Raises:
+            FileNotFoundError: no such file.
+            CatalogError: not a bayesdyn catalog, a newer file version, or a header
+                that does not match the arrays (shapes, names, counts).
+        """
+        header, arrays = _io.read_npz(path)
+        what = f"{str(path)!r} is a damaged catalog file"
+        n = header.get("n_stars")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise CatalogError(f"{what}: n_stars = {n!r} is not a positive integer")
+        for key in ("x", "v"):
+            arr = arrays.get(key)
+            if arr is None or arr.shape != (n, 3) or arr.dtype.kind != "f":
+                shape = None if arr is None else (arr.shape, str(arr.dtype))
+                raise CatalogError(f"{what}: array {key!r} is {shape}, expected ({n}, 3) floats")
+        names = header.get("columns")
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+            raise CatalogError(f"{what}: header 'columns' must be a list of names")
+        expected = {"x", "v"} | {f"col_{i}" for i in range(len(names))}
+        if set(arrays) != expected:
+            raise CatalogError(
+                f"{what}: arrays {sorted(set(arrays) ^ expected)} do not match the header's {len(names)} columns"
+            )
+        columns = {}
+        for i, key in enumerate(names):
+            arr = arrays[f"col_{i}"]
+            if arr.ndim == 0 or arr.shape[0] != n:
+                raise CatalogError(f"{what}: column {key!r} has shape {arr.shape}, expected {n} rows")
+            columns[key] = arr
+        try:
+            solar = SolarParameters.from_dict(header["solar"])
+            history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in header["history"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CatalogError(f"{what}: its solar parameters or history are malformed ({err})") from None
+        meta = header.get("meta", {})
+        if not isinstance(meta, dict):
+            raise CatalogError(f"{what}: meta must be a JSON object")
+        return cls(arrays["x"], arrays["v"], solar=solar, columns=columns, meta=meta, history=history)

@@ -1,0 +1,335 @@
+"""Bad input is refused with an error that names the column, the count of bad rows and the fix.
+
+Covers the list of issue 2 ("Bad input"): missing columns, NaN/inf in arrays given
+directly, wrong shapes, non-numeric columns, Quantities of the wrong dimension
+(lengths in pc are converted, a velocity given as a length is refused), selections
+that leave no star, Gaia rows that give no 6D point (dropped with a report, or an
+error with strict=True), and catalog files that are garbage or tampered with.
+"""
+
+import json
+import pickle
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.table import QTable, Table
+from numpy.testing import assert_allclose
+
+import bayesdyn as bd
+from bayesdyn.catalog import CatalogError, CatalogUnitError, DroppedRowsWarning
+from bayesdyn.units import UnitError
+
+
+def gaia_table(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return QTable(
+        {
+            "ra": rng.uniform(0, 360, n) * u.deg,
+            "dec": rng.uniform(-60, 60, n) * u.deg,
+            "parallax": rng.uniform(1, 5, n) * u.mas,
+            "pmra": rng.normal(0, 10, n) * u.mas / u.yr,
+            "pmdec": rng.normal(0, 10, n) * u.mas / u.yr,
+            "radial_velocity": rng.normal(0, 30, n) * u.km / u.s,
+        }
+    )
+
+
+@pytest.fixture
+def xv(rng):
+    return rng.normal(size=(8, 3)), rng.normal(size=(8, 3)) * 100
+
+
+@pytest.fixture
+def cat(xv):
+    return bd.Catalog(*xv)
+
+
+# ------------------------------------------------------------------ arrays given directly
+def test_nan_in_positions(xv):
+    x, v = xv
+    x[[2, 5], 1] = np.nan
+    with pytest.raises(CatalogError, match=r"x \(positions\) has 2 row\(s\) with NaN or inf \(first rows: \[2, 5\]\).*np.isfinite"):
+        bd.Catalog(x, v)
+
+
+def test_inf_in_velocities(xv):
+    x, v = xv
+    v[7, 0] = np.inf
+    with pytest.raises(CatalogError, match=r"v \(velocities\) has 1 row\(s\) with NaN or inf \(first rows: \[7\]\)"):
+        bd.Catalog(x, v)
+
+
+def test_wrong_shape(xv):
+    x, v = xv
+    with pytest.raises(CatalogError, match=r"shape \(8, 2\); it must be \(N, 3\) in kpc"):
+        bd.Catalog(x[:, :2], v)
+    with pytest.raises(CatalogError, match=r"shape \(3, 8\).*looks transposed"):
+        bd.Catalog(x, v.T)
+    with pytest.raises(CatalogError, match="x has 8 rows but v has 7"):
+        bd.Catalog(x, v[:7])
+
+
+def test_non_numeric_array(xv):
+    _, v = xv
+    with pytest.raises(CatalogError, match=r"x \(positions\) is not numeric \(dtype <U"):
+        bd.Catalog(np.full((8, 3), "1.0"), v)
+
+
+def test_empty_catalog():
+    with pytest.raises(CatalogError, match=r"empty \(0 stars\)"):
+        bd.Catalog(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_velocity_given_as_length_is_refused(xv):
+    x, v = xv
+    with pytest.raises(CatalogUnitError, match=r"v \(velocities\) was given in kpc .*must be a velocity"):
+        bd.Catalog(x, v * u.kpc)
+    with pytest.raises(UnitError):  # also a bayesdyn.units.UnitError
+        bd.Catalog(x * u.km / u.s, v)
+
+
+def test_lengths_in_pc_are_converted(xv):
+    x, v = xv
+    cat = bd.Catalog(x * 1000 * u.pc, (v * 1000) * u.m / u.s)
+    assert_allclose(cat.x, x, rtol=1e-14)
+    assert_allclose(cat.v, v, rtol=1e-14)
+
+
+def test_column_of_wrong_length_or_object(xv):
+    with pytest.raises(CatalogError, match="column 'feh' has 5 rows but the catalog has 8 stars"):
+        bd.Catalog(*xv, columns={"feh": np.zeros(5)})
+    with pytest.raises(CatalogError, match="column 'tag' has dtype object"):
+        bd.Catalog(*xv, columns={"tag": np.array([None] * 8, dtype=object)})
+    with pytest.raises(CatalogUnitError, match="column 'parallax' is in km / s"):
+        bd.Catalog(*xv, columns={"parallax": np.ones(8) * u.km / u.s})
+
+
+# ------------------------------------------------------------------ Gaia tables
+def test_missing_gaia_columns():
+    t = gaia_table()
+    del t["pmdec"]
+    with pytest.raises(CatalogError, match=r"lacks the column\(s\) 'pmdec'.*6 rows.*select them from the Gaia archive"):
+        bd.Catalog.from_gaia(t)
+
+
+def test_missing_radial_velocity_column():
+    t = gaia_table()
+    del t["radial_velocity"]
+    with pytest.raises(CatalogError, match=r"'radial_velocity'.*add gaia_source.radial_velocity"):
+        bd.Catalog.from_gaia(t)
+
+
+def test_non_numeric_gaia_column():
+    t = Table(gaia_table())
+    t["parallax"] = [f"{p:.3f}" for p in np.asarray(t["parallax"])]
+    with pytest.raises(CatalogError, match=r"column 'parallax' of the table is not numeric \(dtype <U5\): all 6 rows hold numbers as text.*in mas"):
+        bd.Catalog.from_gaia(t)
+    t["parallax"][[1, 3]] = "NULL"
+    with pytest.raises(CatalogError, match=r"2 of 6 rows are not numbers \(e.g. 'NULL'\); remove or fix those rows"):
+        bd.Catalog.from_gaia(t)
+
+
+def test_gaia_column_with_wrong_unit():
+    t = gaia_table()
+    t["parallax"] = t["parallax"].value * u.km / u.s
+    with pytest.raises(CatalogUnitError, match=r"column 'parallax' of the table is in km / s .*convertible to mas.*all 6 rows"):
+        bd.Catalog.from_gaia(t)
+
+
+def test_unrecognised_unit():
+    t = Table(gaia_table())
+    t["ra"].unit = u.Unit("degreez", parse_strict="silent")
+    with pytest.raises(CatalogError, match=r"column 'ra' .*'degreez', which astropy does not recognise.*unit = 'deg'"):
+        bd.Catalog.from_gaia(t)
+
+
+def test_rows_without_6d_point_are_dropped_and_reported():
+    t = gaia_table(10)
+    t["radial_velocity"][[0, 1]] = np.nan
+    t["parallax"][2] = 0 * u.mas
+    t["parallax"][3] = -1 * u.mas
+    t["dec"][4] = np.nan
+    with pytest.warns(DroppedRowsWarning) as rec:
+        cat = bd.Catalog.from_gaia(t)
+    msg = str(rec[0].message)
+    assert "kept 5 of 10" in msg and "2 with no radial_velocity" in msg and "1 with NaN/inf astrometry" in msg
+    assert "2 with parallax <= 0" in msg and "strict=True" in msg
+    assert cat.n == 5 and sum(r.removed for r in cat.history) == 5
+    with pytest.raises(CatalogError, match=r"5 of 10 rows give no 6D point .*strict=True refuses them"):
+        bd.Catalog.from_gaia(t, strict=True)
+
+
+@pytest.mark.parametrize("kind", [Table, QTable])
+def test_masked_radial_velocity_counts_as_missing(kind):
+    t = kind(gaia_table(5), masked=True)  # MaskedColumn / MaskedQuantity
+    t["radial_velocity"].mask = [True, False, True, False, False]
+    with pytest.warns(DroppedRowsWarning, match="2 with no radial_velocity"):
+        assert bd.Catalog.from_gaia(t).n == 3
+
+
+def test_no_usable_row():
+    t = gaia_table(4)
+    t["parallax"] = -np.ones(4) * u.mas
+    with pytest.raises(CatalogError, match=r"none of its 4 rows gives a 6D point \(4 with parallax <= 0"):
+        bd.Catalog.from_gaia(t)
+    with pytest.raises(CatalogError, match="has 0 rows"):
+        bd.Catalog.from_gaia(gaia_table()[:0])
+
+
+def test_table_with_neither_column_set():
+    t = Table({"x": [1.0], "pos_y": [2.0], "ra": [3.0]})
+    with pytest.raises(CatalogError, match=r"neither Galactocentric columns \(missing \['y', 'z', 'v_x'.*nor Gaia columns \(missing \['dec'"):
+        bd.Catalog.from_table(t)
+
+
+def test_nan_in_galactocentric_table(xv):
+    x, v = xv
+    t = Table({"x": x[:, 0], "y": x[:, 1], "z": x[:, 2], "v_x": v[:, 0], "v_y": v[:, 1], "v_z": v[:, 2]})
+    t["v_y"][[1, 4, 6]] = np.nan
+    with pytest.raises(CatalogError, match=r"column 'v_y' of the table has 3 of 8 rows that are NaN.*\[1, 4, 6\]"):
+        bd.Catalog.from_table(t)
+    t["v_y"] = v[:, 1] * u.kpc
+    with pytest.raises(CatalogUnitError, match="column 'v_y' of the table is in kpc"):
+        bd.Catalog.from_table(t)
+
+
+def test_unknown_file_extension(tmp_path):
+    path = tmp_path / "stars.dat"
+    path.write_text("ra dec\n1 2\n")
+    with pytest.raises(CatalogError, match=r"cannot tell the table format of .*stars.dat.*\.fits.*format="):
+        bd.Catalog.from_gaia(path)
+    with pytest.raises(FileNotFoundError):
+        bd.Catalog.from_gaia(tmp_path / "absent.fits")
+    with pytest.raises(CatalogError, match="could not read .*broken.fits' as fits \\(OSError"):
+        (tmp_path / "broken.fits").write_bytes(b"not a fits file at all" * 200)
+        bd.Catalog.from_gaia(tmp_path / "broken.fits")
+    with pytest.raises(CatalogError, match="expected a file path or an astropy Table, got ndarray"):
+        bd.Catalog.from_gaia(np.zeros((3, 6)))
+
+
+# ------------------------------------------------------------------ selections
+def test_selections_that_leave_no_star(cat):
+    with pytest.raises(CatalogError, match=r"'within 1e-06 kpc of the Sun' leaves no star \(it would remove all 8\); loosen"):
+        cat.within(1e-6)
+    with pytest.raises(CatalogError, match="leaves no star"):
+        cat.in_volume(z=(50, 60))
+    with pytest.raises(CatalogError, match="leaves no star"):
+        cat.select(np.zeros(8, dtype=bool), "nothing")
+
+
+def test_selections_needing_absent_columns(cat):
+    with pytest.raises(CatalogError, match=r"with_rv\(\) needs the column 'radial_velocity'"):
+        cat.with_rv()
+    with pytest.raises(CatalogError, match=r"parallax_over_error\(\) needs the column 'parallax'"):
+        cat.parallax_over_error(5)
+    with pytest.raises(CatalogError, match=r"g_mag\(\) needs the column 'phot_g_mean_mag'"):
+        cat.g_mag(max=15)
+
+
+def test_malformed_selection_arguments(cat):
+    with pytest.raises(CatalogError, match=r"shape \(7,\), expected \(8,\)"):
+        cat.select(np.ones(7, dtype=bool))
+    with pytest.raises(CatalogError, match="dtype int64; pass a boolean"):
+        cat.select(np.ones(8, dtype=np.int64))
+    with pytest.raises(CatalogError, match=r"R = \(9.0, 5.0\) is no interval"):
+        cat.in_volume(R=(9, 5))
+    with pytest.raises(CatalogError, match="needs both center= and radius="):
+        cat.in_volume(center="sun")
+    with pytest.raises(CatalogError, match="in_volume\\(\\) needs a shape"):
+        cat.in_volume()
+    with pytest.raises(CatalogUnitError, match="distance was given in km / s"):
+        cat.within(3 * u.km / u.s)
+    with pytest.raises(CatalogError, match="positive, finite length"):
+        cat.within(-1)
+    with pytest.raises(CatalogError, match="center='moon' is unknown"):
+        cat.within(1, center="moon")
+    with pytest.raises(CatalogError, match="needs max="):
+        cat.g_mag()
+
+
+# ------------------------------------------------------------------ error propagation
+def test_errors_need_error_columns(cat):
+    with pytest.raises(CatalogError, match="no Gaia observables"):
+        cat.covariance()
+    gaia = bd.Catalog.from_gaia(gaia_table())
+    with pytest.raises(CatalogError, match=r"lacks the error column\(s\) \['parallax_error', 'pmra_error'"):
+        gaia.error_draws(10, seed=0)
+    t = gaia_table()
+    for name, unit in (("parallax", u.mas), ("pmra", u.mas / u.yr), ("pmdec", u.mas / u.yr), ("radial_velocity", u.km / u.s)):
+        t[f"{name}_error"] = np.full(6, 0.1) * unit
+    t["parallax_error"][[1, 2]] = np.nan
+    with pytest.raises(CatalogError, match=r"column 'parallax_error' has 2 of 6 rows that are NaN, inf or negative"):
+        bd.Catalog.from_gaia(t).covariance()
+    with pytest.raises(CatalogError, match="n_draws must be a positive integer"):
+        bd.Catalog.from_gaia(t).error_draws(0, seed=1)
+
+
+# ------------------------------------------------------------------ files
+def test_garbage_and_pickled_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CatalogError, match="is not a bayesdyn catalog file"):
+        bd.Catalog.load(junk)
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    evil = tmp_path / "evil.npz"
+    evil.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CatalogError, match="is not a bayesdyn catalog file"):
+        bd.Catalog.load(evil)
+    # a pickled object array inside an otherwise valid archive
+    inner = tmp_path / "inner.npz"
+    np.savez(inner, header=np.frombuffer(b"{}", dtype=np.uint8), x=np.array([Evil()], dtype=object))
+    with pytest.raises(CatalogError, match="is not a bayesdyn catalog file"):
+        bd.Catalog.load(inner)
+    assert not marker.exists()  # no code ran
+
+    npy = tmp_path / "plain.npz"
+    with open(npy, "wb") as fh:
+        np.save(fh, np.zeros(3))
+    with pytest.raises(CatalogError, match="single array"):
+        bd.Catalog.load(npy)
+
+
+def _tampered(cat, path, **changes):
+    cat.save(path)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(arrays.pop("header").tobytes())
+    for key, value in changes.items():
+        if key in ("x", "v", "col_0"):
+            arrays[key] = value
+        else:
+            header[key] = value
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+    return path
+
+
+def test_tampered_catalog_files(cat, tmp_path):
+    cat = cat.within(100)
+    cat.columns["feh"] = np.zeros(8)
+    p = tmp_path / "t.npz"
+    with pytest.raises(CatalogError, match="header format is 'pandas', expected 'bayesdyn.Catalog'"):
+        bd.Catalog.load(_tampered(cat, p, format="pandas"))
+    with pytest.raises(CatalogError, match="version 99, newer than this bayesdyn reads"):
+        bd.Catalog.load(_tampered(cat, p, version=99))
+    with pytest.raises(CatalogError, match=r"array 'x' is .*\(7, 3\).*expected \(8, 3\)"):
+        bd.Catalog.load(_tampered(cat, p, x=np.zeros((7, 3))))
+    with pytest.raises(CatalogError, match="column 'feh' has shape"):
+        bd.Catalog.load(_tampered(cat, p, col_0=np.zeros(3)))
+    with pytest.raises(CatalogError, match="do not match the header's 2 columns"):
+        bd.Catalog.load(_tampered(cat, p, columns=["feh", "extra"]))
+    with pytest.raises(CatalogError, match="solar parameters or history are malformed"):
+        bd.Catalog.load(_tampered(cat, p, solar={"galcen_distance_kpc": "far"}))
+    with pytest.raises(CatalogError, match=r"x \(positions\) has 1 row\(s\) with NaN"):
+        x = cat.x.copy()
+        x[0, 0] = np.nan
+        bd.Catalog.load(_tampered(cat, p, x=x))
+    with pytest.raises(CatalogError, match="meta/history cannot be written as JSON"):
+        cat.meta["bad"] = object()
+        cat.save(tmp_path / "meta.npz")

@@ -1,0 +1,317 @@
+"""Catalog: constructors, selections, summary, tables, files, error propagation (synthetic data)."""
+
+import warnings
+
+import astropy.coordinates as coord
+import astropy.units as u
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from astropy.table import QTable, Table
+from numpy.testing import assert_allclose
+
+import bayesdyn as bd
+from bayesdyn.catalog import CutRecord, DroppedRowsWarning, galactocentric_affine, observables_to_galactocentric
+from bayesdyn.catalog._gaia import K_MASYR_KPC
+
+MAS_IN_RAD = np.pi / (180 * 3.6e6)
+
+
+def fake_gaia(n=50, seed=0, errors=True):
+    """A Gaia-like table: stars 0.1–5 kpc away all over the sky, with errors and correlations."""
+    rng = np.random.default_rng(seed)
+    t = QTable()
+    t["source_id"] = np.arange(n, dtype=np.int64) + 10**18
+    t["ra"] = rng.uniform(0, 360, n) * u.deg
+    t["dec"] = np.rad2deg(np.arcsin(rng.uniform(-1, 1, n))) * u.deg
+    t["parallax"] = rng.uniform(0.2, 10, n) * u.mas
+    t["pmra"] = rng.normal(0, 20, n) * u.mas / u.yr
+    t["pmdec"] = rng.normal(0, 20, n) * u.mas / u.yr
+    t["radial_velocity"] = rng.normal(0, 40, n) * u.km / u.s
+    t["phot_g_mean_mag"] = rng.uniform(6, 16, n) * u.mag
+    if errors:
+        for name in ("ra", "dec", "parallax"):
+            t[f"{name}_error"] = rng.uniform(0.01, 0.05, n) * u.mas
+        for name in ("pmra", "pmdec"):
+            t[f"{name}_error"] = rng.uniform(0.01, 0.08, n) * u.mas / u.yr
+        t["radial_velocity_error"] = rng.uniform(0.5, 3, n) * u.km / u.s
+        t["ra_dec_corr"] = rng.uniform(-0.3, 0.3, n)
+        t["parallax_pmra_corr"] = rng.uniform(-0.3, 0.3, n)
+        t["pmra_pmdec_corr"] = rng.uniform(-0.3, 0.3, n)
+    return t
+
+
+@pytest.fixture
+def gaia_cat():
+    return bd.Catalog.from_gaia(fake_gaia())
+
+
+def only_error(cat, keep):
+    """A copy of ``cat`` whose errors are zero except the named column; no correlations."""
+    cols = {}
+    for k, c in cat.columns.items():
+        if k.endswith("_corr"):
+            continue
+        cols[k] = c if not k.endswith("_error") or k == keep else np.zeros_like(c)
+    return bd.Catalog(cat.x, cat.v, columns=cols, solar=cat.solar)
+
+
+# ------------------------------------------------------------------ constructors
+def test_constructor_converts_quantities_and_columns(rng):
+    x = rng.normal(size=(10, 3))
+    v = rng.normal(size=(10, 3)) * 100
+    cat = bd.Catalog(x * 1000 * u.pc, v * u.km / u.s, columns={"parallax": np.ones(10) * 1e-3 * u.arcsec})
+    assert_allclose(cat.x, x, rtol=1e-14)
+    assert_allclose(cat.v, v, rtol=1e-14)
+    assert_allclose(cat.columns["parallax"], 1.0)  # arcsec → mas
+    assert cat.n == len(cat) == 10
+    # an astropy Column with a unit is honoured, not taken as a bare number
+    t = Table({"x": x[:, 0] * 1000}, units={"x": u.pc})
+    col_x = np.column_stack([t["x"].quantity.value] * 3) * u.pc
+    assert_allclose(bd.Catalog(col_x, v).x[:, 0], x[:, 0], rtol=1e-14)
+
+
+def test_from_gaia_table_units_and_frame(gaia_cat):
+    t = fake_gaia()
+    assert gaia_cat.n == len(t)
+    sky = coord.SkyCoord(
+        ra=t["ra"], dec=t["dec"], distance=(1 / t["parallax"].to_value(u.mas)) * u.kpc,
+        pm_ra_cosdec=t["pmra"], pm_dec=t["pmdec"], radial_velocity=t["radial_velocity"],
+    )
+    with coord.galactocentric_frame_defaults.set("v4.0"):
+        gal = sky.transform_to(coord.Galactocentric())
+    assert_allclose(gaia_cat.x, gal.cartesian.xyz.to_value(u.kpc).T, atol=1e-12)  # kpc
+    assert_allclose(gaia_cat.v, gal.velocity.d_xyz.to_value(u.km / u.s).T, atol=1e-9)  # km/s
+    # the Sun sits at x ≈ −8.122 kpc: nearby stars' heliocentric distance is 1/parallax
+    assert_allclose(gaia_cat.distance_from_sun(), 1 / t["parallax"].to_value(u.mas), rtol=1e-12)
+
+
+def test_from_gaia_converts_column_units():
+    t = fake_gaia(errors=False)
+    ref = bd.Catalog.from_gaia(t)
+    t2 = t.copy()
+    t2["parallax"] = t2["parallax"].to(u.arcsec)
+    t2["ra"] = t2["ra"].to(u.rad)
+    t2["pmra"] = t2["pmra"].to(u.arcsec / u.yr)
+    t2["radial_velocity"] = t2["radial_velocity"].to(u.m / u.s)
+    cat = bd.Catalog.from_gaia(QTable(t2))
+    assert_allclose(cat.x, ref.x, rtol=1e-12)
+    assert_allclose(cat.v, ref.v, rtol=1e-12)
+    assert_allclose(cat.columns["parallax"], ref.columns["parallax"], rtol=1e-14)  # stored in mas
+
+
+def test_solar_parameters_are_used():
+    t = fake_gaia(errors=False)
+    solar = bd.SolarParameters(galcen_distance=8.3, z_sun=0.025, v_sun=(11.1, 244.24, 7.25))
+    cat = bd.Catalog.from_gaia(t, solar=solar)
+    frame = coord.Galactocentric(
+        galcen_distance=8.3 * u.kpc, z_sun=25 * u.pc,
+        galcen_v_sun=coord.CartesianDifferential([11.1, 244.24, 7.25] * u.km / u.s),
+        galcen_coord=coord.ICRS(ra=266.4051 * u.deg, dec=-28.936175 * u.deg),
+    )
+    sky = coord.SkyCoord(
+        ra=t["ra"], dec=t["dec"], distance=(1 / t["parallax"].to_value(u.mas)) * u.kpc,
+        pm_ra_cosdec=t["pmra"], pm_dec=t["pmdec"], radial_velocity=t["radial_velocity"],
+    )
+    gal = sky.transform_to(frame)
+    assert cat.solar is solar
+    assert_allclose(cat.x, gal.cartesian.xyz.to_value(u.kpc).T, atol=1e-12)
+    assert_allclose(cat.v, gal.velocity.d_xyz.to_value(u.km / u.s).T, atol=1e-9)
+    assert_allclose(solar.position[0], -np.sqrt(8.3**2 - 0.025**2))
+
+
+def test_from_table_galactocentric_columns(rng):
+    x = rng.normal(size=(20, 3))
+    v = rng.normal(size=(20, 3)) * 50
+    t = Table()
+    for i, a in enumerate("xyz"):
+        t[a] = x[:, i] * 1000 * u.pc
+    for i, a in enumerate("xyz"):
+        t[f"v{a}"] = v[:, i]  # no unit: km/s; 'vx' spelling accepted
+    t["feh"] = rng.normal(size=20)
+    t["name"] = [f"star{i}" for i in range(20)]
+    cat = bd.Catalog.from_table(t)
+    assert_allclose(cat.x, x, rtol=1e-14)
+    assert_allclose(cat.v, v, rtol=1e-14)
+    assert set(cat.columns) == {"feh", "name"}
+
+
+def test_to_table_round_trip(gaia_cat, tmp_path):
+    cut = gaia_cat.parallax_over_error(5).within(3)
+    t = cut.to_table()
+    assert t["x"].unit == u.kpc and t["v_y"].unit == u.km / u.s and t["parallax"].unit == u.mas
+    back = bd.Catalog.from_table(t)
+    assert_allclose(back.x, cut.x)
+    assert_allclose(back.v, cut.v)
+    assert back.history == cut.history and back.solar == cut.solar
+    assert_allclose(back.columns["pmra"], cut.columns["pmra"])
+    # through a file: ECSV keeps the units and the metadata
+    t.write(tmp_path / "cat.ecsv")
+    again = bd.Catalog.read(tmp_path / "cat.ecsv")
+    assert_allclose(again.x, cut.x, rtol=1e-15)
+    assert again.history == cut.history
+    assert_allclose(again.covariance(), cut.covariance(), rtol=1e-10)
+
+
+# ------------------------------------------------------------------ selections
+def test_selections_count_and_record(gaia_cat):
+    cat = gaia_cat
+    c = cat.columns
+    poe = cat.parallax_over_error(200)
+    assert poe.n == int(np.sum(c["parallax"] / c["parallax_error"] >= 200))
+    assert poe.history[-1] == CutRecord("parallax_over_error >= 200", cat.n - poe.n, poe.n)
+
+    g = cat.g_mag(max=12, min=8)
+    assert g.n == int(np.sum((c["phot_g_mean_mag"] >= 8) & (c["phot_g_mean_mag"] <= 12)))
+    assert g.history[-1].removed == cat.n - g.n
+
+    near = cat.within(500 * u.pc)
+    assert near.n == int(np.sum(1 / c["parallax"] <= 0.5))
+    assert near.history[-1].reason == "within 0.5 kpc of the Sun"
+
+    rv = cat.with_rv()
+    assert rv.n == cat.n and rv.history[-1].removed == 0  # recorded even when nothing goes
+
+    chained = cat.within(2).g_mag(max=14)
+    assert [r.kept for r in chained.history] == [cat.within(2).n, chained.n]
+    assert chained.history[0].removed + chained.history[1].removed == cat.n - chained.n
+    # the original is untouched
+    assert cat.n == 50 and cat.history == []
+
+
+def test_in_volume_shapes(rng):
+    x = rng.uniform(-10, 10, size=(400, 3))
+    cat = bd.Catalog(x, np.zeros((400, 3)))
+    R = np.hypot(x[:, 0], x[:, 1])
+    cyl = cat.in_volume(R=(5, 9), z=(-1 * u.kpc, 1000 * u.pc))
+    assert cyl.n == int(np.sum((R >= 5) & (R <= 9) & (np.abs(x[:, 2]) <= 1)))
+    sph = cat.in_volume(center=(1.0, 2.0, 0.0), radius=4)
+    assert sph.n == int(np.sum(np.linalg.norm(x - [1, 2, 0], axis=1) <= 4))
+    sun = cat.in_volume(center="sun", radius=3)
+    assert sun.n == int(np.sum(np.linalg.norm(x - cat.solar.position, axis=1) <= 3))
+    box = cat.in_volume(box=((-2, 2), (None, 0), (0, None)))
+    assert box.n == int(np.sum((np.abs(x[:, 0]) <= 2) & (x[:, 1] <= 0) & (x[:, 2] >= 0)))
+    both = cat.in_volume(R=(None, 6), center="galactic_center", radius=5)
+    assert both.n == int(np.sum((R <= 6) & (np.linalg.norm(x, axis=1) <= 5)))
+    assert "R <= 6 kpc" in both.history[-1].reason and "within 5 kpc" in both.history[-1].reason
+
+
+def test_summary_is_informative(gaia_cat):
+    text = gaia_cat.within(2).summary()
+    assert "bayesdyn Catalog:" in text and f"{gaia_cat.within(2).n} stars" in text
+    for needle in ("x [kpc]", "v_y [km/s]", "R [kpc]", "d_sun [kpc]", "R0 = 8.122 kpc", "z_sun = 20.8 pc",
+                   "parallax_error", "within 2 kpc of the Sun", "removed"):
+        assert needle in text, needle
+    plain = bd.Catalog(np.ones((3, 3)), np.zeros((3, 3))).summary()
+    assert "errors: none" in plain and "cuts: none" in plain
+
+
+# ------------------------------------------------------------------ files
+def test_save_load_round_trip(gaia_cat, tmp_path):
+    cat = gaia_cat.within(3)
+    cat.columns["label"] = np.array([f"s{i}" for i in range(cat.n)])
+    cat.meta["note"] = {"seed": 0, "list": [1, 2.5], "mass": np.float64(1e10), "xyz": np.arange(3)}
+    path = tmp_path / "cat.npz"
+    cat.save(path)
+    back = bd.Catalog.load(path)
+    assert_allclose(back.x, cat.x, rtol=0, atol=0)
+    assert_allclose(back.v, cat.v, rtol=0, atol=0)
+    assert back.solar == cat.solar and back.history == cat.history
+    assert back.meta["note"] == {"seed": 0, "list": [1, 2.5], "mass": 1e10, "xyz": [0, 1, 2]}
+    assert list(back.columns) == list(cat.columns)
+    assert back.columns["source_id"].dtype == np.int64
+    assert_allclose(back.columns["source_id"], cat.columns["source_id"], rtol=0)
+    assert list(back.columns["label"]) == list(cat.columns["label"])
+    assert bd.Catalog.read(path).n == cat.n
+    # the file opens without pickle and holds only plain arrays
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz["header"].dtype == np.uint8
+
+
+# ------------------------------------------------------------------ error propagation
+def test_jax_transform_matches_astropy_all_sky(x64):
+    rng = np.random.default_rng(4)
+    n = 300
+    obs = np.column_stack([
+        rng.uniform(0, 360, n), np.rad2deg(np.arcsin(rng.uniform(-1, 1, n))), 10 ** rng.uniform(-1.5, 2, n),
+        rng.normal(0, 30, n), rng.normal(0, 30, n), rng.normal(0, 80, n),
+    ])
+    solar = bd.SolarParameters(galcen_distance=8.0, z_sun=0.03, v_sun=(10.0, 250.0, 7.0), roll=2.0)
+    m, x0, v0 = galactocentric_affine(solar)
+    out = np.asarray(observables_to_galactocentric(jnp.asarray(obs), m, x0, v0))
+    icrs = coord.ICRS(
+        ra=obs[:, 0] * u.deg, dec=obs[:, 1] * u.deg, distance=(1 / obs[:, 2]) * u.kpc,
+        pm_ra_cosdec=obs[:, 3] * u.mas / u.yr, pm_dec=obs[:, 4] * u.mas / u.yr,
+        radial_velocity=obs[:, 5] * u.km / u.s,
+    )
+    gal = icrs.transform_to(solar.to_astropy())
+    x_ref = gal.cartesian.xyz.to_value(u.kpc).T
+    v_ref = gal.velocity.d_xyz.to_value(u.km / u.s).T
+    assert np.all(np.abs(out[:, :3] - x_ref) <= 1e-9 * np.linalg.norm(x_ref, axis=1, keepdims=True))
+    assert np.all(np.abs(out[:, 3:] - v_ref) <= 1e-9 * np.linalg.norm(v_ref, axis=1, keepdims=True))
+    assert_allclose(K_MASYR_KPC, 4.740470463533348, rtol=1e-12)
+
+
+def test_covariance_exact_cases(gaia_cat):
+    """Single error sources whose Galactocentric covariance is known in closed form."""
+    c = gaia_cat.columns
+    d = 1 / c["parallax"]  # kpc
+    los = gaia_cat.x - gaia_cat.solar.position
+    los /= np.linalg.norm(los, axis=1, keepdims=True)
+
+    # parallax only: σ_d = σ_ϖ/ϖ² along the line of sight
+    cov = only_error(gaia_cat, "parallax_error").covariance()
+    sig_d = c["parallax_error"] / c["parallax"] ** 2
+    assert_allclose(cov[:, :3, :3], sig_d[:, None, None] ** 2 * los[:, :, None] * los[:, None, :], rtol=1e-9,
+                    atol=1e-15)
+
+    # ra only: ra_error is σ(α*) in mas, so the position moves by d·σ (not d·σ·cos δ)
+    cov = only_error(gaia_cat, "ra_error").covariance()
+    assert_allclose(np.trace(cov[:, :3, :3], axis1=1, axis2=2), (d * c["ra_error"] * MAS_IN_RAD) ** 2, rtol=1e-9)
+    assert_allclose(np.einsum("ni,nij,nj->n", los, cov[:, :3, :3], los), 0, atol=1e-20)
+
+    # RV only: σ_v along the line of sight, positions untouched
+    cov = only_error(gaia_cat, "radial_velocity_error").covariance()
+    assert_allclose(cov[:, 3:, 3:], c["radial_velocity_error"][:, None, None] ** 2 * los[:, :, None] * los[:, None, :],
+                    rtol=1e-9, atol=1e-12)
+    assert_allclose(cov[:, :3, :], 0, atol=0)
+
+    # pmra only: tangential speed error K d σ_μ
+    cov = only_error(gaia_cat, "pmra_error").covariance()
+    assert_allclose(np.trace(cov[:, 3:, 3:], axis1=1, axis2=2), (K_MASYR_KPC * d * c["pmra_error"]) ** 2, rtol=1e-9)
+
+
+def test_error_draws_reproducible_and_shaped(gaia_cat):
+    x1, v1 = gaia_cat.error_draws(16, seed=7)
+    x2, v2 = gaia_cat.error_draws(16, seed=7)
+    x3, _ = gaia_cat.error_draws(16, seed=8)
+    assert x1.shape == v1.shape == (16, gaia_cat.n, 3)
+    assert x1.dtype == np.float64
+    assert_allclose(x1, x2, rtol=0, atol=0)
+    assert_allclose(v1, v2, rtol=0, atol=0)
+    assert not np.allclose(x1, x3)
+
+
+def test_error_draws_flag_negative_parallax():
+    t = fake_gaia(n=5, seed=1)
+    t["parallax"] = [1.0, 1.0, 1.0, 1.0, 0.01] * u.mas
+    t["parallax_error"] = [0.01, 0.01, 0.01, 0.01, 0.05] * u.mas  # last star: ϖ/σ = 0.2
+    cat = bd.Catalog.from_gaia(t)
+    with pytest.warns(UserWarning, match=r"had parallax <= 0 and are NaN"):
+        x, v = cat.error_draws(200, seed=0)
+    assert np.isfinite(x[:, :4]).all()
+    assert np.isnan(x[:, 4]).any() and np.isnan(v[:, 4]).any()
+
+
+def test_no_rows_dropped_without_warning():
+    t = fake_gaia(n=10, errors=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DroppedRowsWarning)
+        assert bd.Catalog.from_gaia(t).n == 10
+    t["radial_velocity"][3] = np.nan
+    t["parallax"][5] = -0.5 * u.mas
+    t["pmra"][7] = np.nan
+    with pytest.warns(DroppedRowsWarning, match=r"kept 7 of 10 rows"):
+        cat = bd.Catalog.from_gaia(t)
+    assert [(r.removed, r.kept) for r in cat.history] == [(1, 9), (1, 8), (1, 7)]
+    assert "NaN/inf astrometry" in cat.history[1].reason

@@ -1,0 +1,83 @@
+"""bayesdyn.units: G, the conversions of DESIGN §2, and strip() at the public boundary."""
+
+import astropy.constants as const
+import astropy.units as u
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from bayesdyn import units
+
+
+def test_G_in_internal_units():
+    # DESIGN §2: G = 4.300917270e-6 kpc (km/s)² / M☉ (astropy CODATA 2018 value).
+    assert_allclose(units.G, 4.300917270e-6, rtol=1e-9)
+    assert_allclose(units.G, const.G.to_value(u.kpc * u.km**2 / u.s**2 / u.Msun), rtol=1e-14)
+
+
+def test_circular_speed_with_G():
+    # v_c² = G M / r: 1e11 M☉ at 8 kpc gives 231.87 km/s (independent arithmetic in SI).
+    m, r = 1e11 * const.M_sun, 8 * u.kpc
+    v_si = np.sqrt(const.G * m / r).to_value(u.km / u.s)
+    assert_allclose(np.sqrt(units.G * 1e11 / 8.0), v_si, rtol=1e-12)
+    assert_allclose(v_si, 231.87, atol=0.01)
+
+
+def test_acceleration_conversions():
+    # 1 (km/s)²/kpc = 1.04594 kpc/Gyr² = 1/977.79 km/s/Myr (DESIGN §2).
+    assert_allclose(units.acceleration_to(1.0, "kpc/Gyr2"), 1.04594, atol=5e-6)
+    assert_allclose(units.KMS2_PER_KPC_IN_KPC_PER_GYR2, 1.04594, atol=5e-6)
+    assert_allclose(units.acceleration_to(1.0, "km/s/Myr"), 1 / 977.79, rtol=1e-5)
+    assert_allclose(1 / units.KMS2_PER_KPC_IN_KMS_PER_MYR, 977.79, atol=0.01)
+    # by hand: (1 km/s)² / 1 kpc in m/s² = 1e6 / 3.0857e19
+    assert_allclose(units.acceleration_to(1.0, "m/s2"), 1e6 / 3.0856775814913673e19, rtol=1e-12)
+    # round trip
+    a = np.array([0.5, 2.0, -3.0])
+    assert_allclose(units.acceleration_from(units.acceleration_to(a, "pc/Myr2"), "pc/Myr2"), a, rtol=1e-14)
+
+
+def test_density_conversions():
+    # 1 M☉/pc³ = 37.97 GeV/cm³ (astropy constants: 37.965).
+    assert_allclose(units.density_to(1e9, "GeV/cm3"), 37.965, atol=1e-3)
+    assert_allclose(units.MSUN_PER_PC3_IN_GEV_PER_CM3, 37.97, atol=0.01)
+    assert_allclose(units.density_to(1e9, "Msun/pc3"), 1.0, rtol=1e-14)
+    # independent: M☉ c² / pc³ in GeV/cm³
+    by_hand = (const.M_sun * const.c**2 / u.pc**3).to_value(u.GeV / u.cm**3)
+    assert_allclose(units.density_to(1e9, "GeV/cm3"), by_hand, rtol=1e-12)
+    # a typical local DM density: 0.01 M☉/pc³ ≈ 0.38 GeV/cm³
+    assert_allclose(units.density_to(1e7, "GeV/cm3"), 0.37965, atol=1e-4)
+    assert_allclose(units.density_from(0.379652, "GeV/cm3"), 1e7, rtol=1e-5)
+
+
+def test_unknown_conversion_unit_is_refused():
+    with pytest.raises(ValueError, match="unknown acceleration unit"):
+        units.acceleration_to(1.0, "furlong/fortnight2")
+    with pytest.raises(ValueError, match="unknown density unit"):
+        units.density_to(1.0, "kg/m3x")
+
+
+def test_strip_converts_quantities():
+    assert units.strip(250 * u.pc, "length", name="r") == 0.25
+    assert_allclose(units.strip([1.0, 2.0] * u.Mpc, "length"), [1000.0, 2000.0])
+    assert_allclose(units.strip(1.0 * u.m / u.s, "velocity"), 1e-3)
+    assert_allclose(units.strip(1.0 * u.Msun / u.pc**3, "density"), 1e9)
+    assert_allclose(units.strip(1.0 * u.kpc / u.Gyr**2, "acceleration"), 1 / 1.0459401725, rtol=1e-9)
+    # bare numbers are already in internal units and pass through untouched
+    arr = np.array([1.0, 2.0])
+    assert units.strip(arr, "length") is arr
+    assert units.strip(3.0, "velocity") == 3.0
+
+
+def test_strip_refuses_wrong_dimension():
+    with pytest.raises(units.UnitError, match=r"v_sun was given in km / s .*must be a length"):
+        units.strip(10 * u.km / u.s, "length", name="v_sun")
+    with pytest.raises(units.UnitError, match="must be a velocity"):
+        units.strip(3 * u.kpc, "velocity", name="v")
+    with pytest.raises(ValueError, match="unknown physical type"):
+        units.strip(3.0, "lenght")
+
+
+def test_quantity_attaches_internal_units():
+    q = units.quantity([1.0, 2.0], "acceleration")
+    assert q.unit == units.ACCELERATION
+    assert_allclose(q.to_value(u.kpc / u.Gyr**2), [1.04594, 2.09188], atol=1e-5)
