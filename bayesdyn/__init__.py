@@ -5,6 +5,7 @@ The pipeline (DESIGN §1), one subpackage per stage:
 catalog → psd → dynamics (CBE) → potentials → inference → results
 """
 
+from . import jeans as jeans
 from . import units as units
 from .catalog import Catalog as Catalog
 from .catalog import CatalogError as CatalogError
@@ -14,4 +15,4 @@ from .catalog import SolarParameters as SolarParameters
 
 __version__ = "0.1.0"
 
-__all__ = ["Catalog", "CatalogError", "CutRecord", "DroppedRowsWarning", "SolarParameters", "units", "__version__"]
+__all__ = ["jeans", "Catalog", "CatalogError", "CutRecord", "DroppedRowsWarning", "SolarParameters", "units", "__version__"]
