@@ -129,9 +129,17 @@ class ExactScores:
     def sample_velocities(self, x: Any, n: int, seed: int) -> np.ndarray:
         x = np.asarray(x)
         out = np.empty((x.shape[0], n, 3))
+        k = min(4 * n, self.positions.shape[0] - 1)
         for i, xi in enumerate(x):  # loop over nodes (few), not stars
             d2 = np.sum((self.positions - xi) ** 2, axis=1)
-            out[i] = self._v[np.argpartition(d2, n)[:n]]
+            near = np.argpartition(d2, k)[:k]
+            near = near[np.argsort(d2[near])]
+            v = self._v[near]
+            s_x, s_v = self.truth.score(jnp.broadcast_to(jnp.asarray(xi), v.shape), jnp.asarray(v))
+            ok = np.isfinite(np.asarray(s_x)).all(-1) & np.isfinite(np.asarray(s_v)).all(-1)
+            if ok.sum() < n:
+                raise ValueError(f"only {ok.sum()} neighbour velocities are bound at node {xi}; ask for fewer")
+            out[i] = v[ok][:n]
         return out
 
     def score_members(self, x: Any, v: Any):

@@ -24,6 +24,7 @@ class AccelerationData(NamedTuple):
             ensemble, the spread between members plus the within-member noise.
         sun: the Sun's position (3,) [kpc], where derived local quantities are reported.
         members: per-member accelerations (K, P, 3), or None.
+        scale_tril: Cholesky factors of ``cov`` (P, 3, 3), computed once by :meth:`create`.
     """
 
     x: jax.Array
@@ -31,6 +32,7 @@ class AccelerationData(NamedTuple):
     cov: jax.Array
     sun: jax.Array
     members: jax.Array | None = None
+    scale_tril: jax.Array | None = None
 
     @classmethod
     def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None) -> "AccelerationData":
@@ -42,6 +44,9 @@ class AccelerationData(NamedTuple):
             raise ValueError(f"x and a must both be (P, 3); got {x.shape} and {a.shape}")
         if cov.shape != x.shape + (3,):
             raise ValueError(f"cov must be (P, 3, 3) = {x.shape + (3,)}; got {cov.shape}")
+        if not (np.isfinite(np.asarray(a)).all() and np.isfinite(np.asarray(cov)).all()):
+            bad = int((~np.isfinite(np.asarray(a)).all(-1) | ~np.isfinite(np.asarray(cov)).all((-1, -2))).sum())
+            raise ValueError(f"{bad} of {x.shape[0]} nodes have NaN/inf accelerations or covariances; drop those nodes")
         eig = np.linalg.eigvalsh(np.asarray(0.5 * (cov + jnp.swapaxes(cov, -1, -2)), dtype=np.float64))
         bad = int((eig.min(axis=-1) <= 0).sum())
         if bad:
@@ -49,9 +54,15 @@ class AccelerationData(NamedTuple):
                 f"{bad} of {x.shape[0]} node covariances are not positive definite; add a noise "
                 "floor (e.g. cov + s² I) or drop those nodes"
             )
-        if not (np.isfinite(np.asarray(a)).all() and np.isfinite(np.asarray(cov)).all()):
-            raise ValueError("accelerations or covariances contain NaN/inf; drop those nodes")
-        return cls(x, a, cov, jnp.asarray(sun, dtype=x.dtype), None if members is None else jnp.asarray(members))
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        return cls(
+            x,
+            a,
+            cov,
+            jnp.asarray(sun, dtype=x.dtype),
+            None if members is None else jnp.asarray(members),
+            jnp.linalg.cholesky(cov),
+        )
 
 
 class StarScoreData(NamedTuple):

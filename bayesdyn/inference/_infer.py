@@ -26,6 +26,7 @@ def run_nuts(
     num_samples: int = 1000,
     backend: Literal["numpyro", "blackjax"] = "numpyro",
     target_accept: float = 0.8,
+    dense_mass: bool = True,
     progress: bool = True,
     model_kwargs: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -44,7 +45,7 @@ def run_nuts(
         # vectorised chains run everywhere; "parallel" needs one device per chain
         chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
         mcmc = MCMC(
-            NUTS(model, target_accept_prob=target_accept),
+            NUTS(model, target_accept_prob=target_accept, dense_mass=dense_mass),
             num_warmup=num_warmup,
             num_samples=num_samples,
             num_chains=num_chains,
@@ -56,7 +57,7 @@ def run_nuts(
         diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
     elif backend == "blackjax":
         samples, diverging = _blackjax_nuts(
-            model, data, key, num_chains, num_warmup, num_samples, target_accept, progress, model_kwargs
+            model, data, key, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress, model_kwargs
         )
     else:
         raise ValueError(f"backend must be 'numpyro' or 'blackjax', got {backend!r}")
@@ -69,7 +70,9 @@ def run_nuts(
     return samples, info
 
 
-def _blackjax_nuts(model, data, key, num_chains, num_warmup, num_samples, target_accept, progress, model_kwargs):
+def _blackjax_nuts(
+    model, data, key, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress, model_kwargs
+):
     import blackjax
 
     init_key, warm_key, run_key = jax.random.split(key, 3)
@@ -87,7 +90,9 @@ def _blackjax_nuts(model, data, key, num_chains, num_warmup, num_samples, target
         return -potential_fn(z)
 
     def one_chain(z0, wkey, rkey):
-        adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, target_acceptance_rate=target_accept)
+        adapt = blackjax.window_adaptation(
+            blackjax.nuts, logdensity, is_mass_matrix_diagonal=not dense_mass, target_acceptance_rate=target_accept
+        )
         (state, params), _ = adapt.run(wkey, z0, num_steps=num_warmup)
         kernel = blackjax.nuts(logdensity, **params).step
 
@@ -117,6 +122,7 @@ def infer(
     num_samples: int = 1000,
     backend: Literal["numpyro", "blackjax"] = "numpyro",
     target_accept: float = 0.8,
+    dense_mass: bool = True,
     progress: bool = True,
     **kwargs: Any,
 ):
@@ -132,6 +138,8 @@ def infer(
         num_warmup, num_samples: draws per chain.
         backend: ``"numpyro"`` or ``"blackjax"``.
         target_accept: NUTS target acceptance probability.
+        dense_mass: adapt a dense mass matrix (cheap for the few parameters of a
+            potential model, and much faster on their correlated posteriors).
         progress: show a progress bar.
 
     Returns:
@@ -155,6 +163,10 @@ def infer(
         num_samples=num_samples,
         backend=backend,
         target_accept=target_accept,
+        dense_mass=dense_mass,
         progress=progress,
     )
+    if hasattr(model, "derived"):
+        derived = model.derived(samples, data.sun)
+        samples.update({k: np.asarray(v) for k, v in derived.items()})
     return Posterior.from_samples(samples, info, model=model)

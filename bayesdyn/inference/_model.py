@@ -33,7 +33,8 @@ class PotentialModel:
         ... )  # doctest: +SKIP
 
     Calling the model (``model(data)``) runs a plain NumPyro model with sample sites
-    named ``component.parameter`` and deterministic sites ``derived.*``:
+    named ``component.parameter``; the posterior also carries these derived
+    quantities (``derived.*``, computed per draw by :meth:`derived`):
 
     - ``derived.rho_dm_sun``: dark-matter density at the Sun [M☉/kpc³] (components
       whose name contains "halo" or "dark", or those listed in ``dark=``);
@@ -96,10 +97,21 @@ class PotentialModel:
         """Sum of the components' accelerations at x (P, 3) [(km/s)²/kpc]."""
         return sum(c.acceleration(x) for c in components.values())
 
-    def __call__(self, data: AccelerationData | StarScoreData, *, tempering: float = 1.0) -> None:
-        """The NumPyro model: priors, derived quantities, and the likelihood of ``data``."""
+    def __call__(
+        self, data: AccelerationData | StarScoreData, *, tempering: float = 1.0, record_derived: bool = False
+    ) -> None:
+        """The NumPyro model: priors and the likelihood of ``data``.
+
+        Args:
+            data: :class:`AccelerationData` or :class:`StarScoreData`.
+            tempering: the log-likelihood is divided by this (≥ 1 widens the posterior).
+            record_derived: also record the ``derived.*`` deterministic sites. :func:`infer`
+                leaves this off and computes them once per draw after sampling (see
+                :meth:`derived`), which keeps every NUTS step cheap.
+        """
         comps = self.sample_components()
-        derived_quantities(comps, self.dark, data.sun, record=True)
+        if record_derived:
+            derived_quantities(comps, self.dark, data.sun, record=True)
         if isinstance(data, AccelerationData):
             ll = acceleration_log_likelihood(self.total_acceleration(comps, data.x), data)
         elif isinstance(data, StarScoreData):
@@ -110,14 +122,35 @@ class PotentialModel:
             raise TypeError(f"data must be AccelerationData or StarScoreData, got {type(data).__name__}")
         numpyro.factor("likelihood", ll / tempering)
 
+    def derived(self, samples: Mapping[str, Any], sun: Any) -> dict[str, jax.Array]:
+        """``derived.*`` quantities for every draw of ``samples`` (arrays of any common shape)."""
+        names = list(self.free_parameters())
+        missing = [n for n in names if n not in samples]
+        if missing:
+            raise KeyError(f"samples lack the free parameters {missing}")
+        shape = jnp.shape(samples[names[0]]) if names else ()
+        flat = {n: jnp.reshape(jnp.asarray(samples[n]), (-1,)) for n in names}
+
+        def one(values):
+            return derived_quantities(self.bind(values), self.dark, jnp.asarray(sun))
+
+        if names:
+            out = jax.jit(jax.vmap(one))(flat)
+        else:
+            out = jax.tree.map(lambda t: t[None], one({}))
+        return {f"derived.{k}": jnp.reshape(v, shape) for k, v in out.items()}
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.components.items())
         return f"PotentialModel({inner})"
 
 
 def acceleration_log_likelihood(a_model: jax.Array, data: AccelerationData) -> jax.Array:
-    """Σ_nodes log N(a_model | a_hat, C) [nats]."""
-    return jnp.sum(dist.MultivariateNormal(data.a, covariance_matrix=data.cov).log_prob(a_model))
+    """Σ_nodes log N(a_model | a_hat, C) [nats] (Cholesky factors precomputed in the data)."""
+    tril = data.scale_tril if data.scale_tril is not None else jnp.linalg.cholesky(data.cov)
+    z = jax.scipy.linalg.solve_triangular(tril, (a_model - data.a)[..., None], lower=True)[..., 0]
+    logdet = jnp.sum(jnp.log(jnp.diagonal(tril, axis1=-2, axis2=-1)))
+    return -0.5 * jnp.sum(z**2) - logdet - 0.5 * z.size * jnp.log(2 * jnp.pi)
 
 
 def derived_quantities(

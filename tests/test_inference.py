@@ -1,0 +1,120 @@
+"""Model spec → NUTS → Posterior, with exact scores (no flow) on mocks with known truth."""
+
+import warnings
+
+import jax
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+from numpy.testing import assert_allclose
+
+from bayesdyn import mocks
+from bayesdyn import potentials as bp
+from bayesdyn.dynamics import ExactScores, estimate_accelerations
+from bayesdyn.inference import AccelerationData, PotentialModel, infer
+from bayesdyn.results import ConvergenceWarning, Posterior, dark_disk_limits
+
+
+@pytest.fixture(scope="module")
+def plummer_data():
+    with jax.enable_x64(True):
+        cat, truth = mocks.plummer(n=20_000, seed=1, mass=1e10, scale_radius=1.0)
+        data = estimate_accelerations(ExactScores(truth, cat), n_nodes=48, n_velocities=48, seed=0, floor=0.01)
+    return data, truth
+
+
+def test_exact_scores_give_exact_accelerations(plummer_data):
+    data, truth = plummer_data
+    with jax.enable_x64(True):
+        a_true = np.asarray(truth.acceleration(np.asarray(data.x)))
+    # exact scores satisfy the CBE for every velocity: the least squares is exact
+    assert_allclose(np.asarray(data.a), a_true, rtol=1e-8, atol=1e-8 * np.abs(a_true).max())
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "blackjax"])
+def test_plummer_posterior_recovers_truth_within_1_percent(plummer_data, backend, tmp_path):
+    data, truth = plummer_data
+    model = PotentialModel(halo=bp.Plummer(mass=dist.LogUniform(1e8, 1e12), scale_radius=dist.Uniform(0.1, 10.0)))
+    assert sorted(model.free_parameters()) == ["halo.mass", "halo.scale_radius"]
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # few draws here; r̂ is asserted below
+        post = infer(model, data, seed=3, num_chains=2, num_warmup=200, num_samples=300, backend=backend, progress=False)
+    table = post.summary()
+    for name, true in (("halo.mass", 1e10), ("halo.scale_radius", 1.0)):
+        assert abs(table.loc[name, "median"] / true - 1) < 0.01, (name, table.loc[name, "median"])
+        assert table.loc[name, "q2.5"] < true < table.loc[name, "q97.5"]
+        assert table.loc[name, "r_hat"] < 1.02
+    # derived: total density at the Sun equals the Plummer density there
+    with jax.enable_x64(True):
+        rho_sun = float(bp.Plummer(mass=1e10, scale_radius=1.0).density(np.asarray(data.sun)))
+    assert abs(table.loc["derived.rho_total_sun", "median"] / rho_sun - 1) < 0.03
+    # NetCDF round trip keeps every draw
+    post.save(tmp_path / "post.nc")
+    back = Posterior.load(tmp_path / "post.nc")
+    assert_allclose(back.samples["halo.mass"], post.samples["halo.mass"])
+    assert back.info["num_divergences"] == post.info["num_divergences"]
+
+
+def test_posterior_tables_and_warnings():
+    rng = np.random.default_rng(0)
+    good = {"h.m": rng.normal(1.0, 0.1, size=(4, 1000)), "derived.rho_dm_sun": rng.normal(1e7, 1e6, size=(4, 1000))}
+    post = Posterior(good, {"diverging": np.zeros((4, 1000), bool)})
+    assert post.check(warn=False) == []
+    t = post.local_dm_density()
+    assert_allclose(t.loc["GeV/cm3", "median"], 1e7 * 1e-9 * 37.965, rtol=0.01)
+    assert "GeV/cm^3" in post.local_dm_line()
+    assert_allclose(post.upper_limit("h.m", 0.95), 1.0 + 1.645 * 0.1, atol=0.01)
+    md, tex = post.to_markdown(), post.to_latex()
+    assert "| `h.m` |" in md and r"\begin{tabular}" in tex
+    # stuck chains and divergences are reported loudly
+    bad = {"h.m": np.stack([rng.normal(m, 0.1, 200) for m in (0, 0, 1, 1)])}
+    with pytest.warns(ConvergenceWarning, match="r̂"):
+        Posterior.from_samples(bad, {"diverging": np.ones((4, 200), bool)})
+    with pytest.raises(KeyError, match="not in the posterior"):
+        post.upper_limit("nope")
+
+
+def test_dark_disk_limit_brackets_truth():
+    """Accelerations made by a dark disk of known Σ: the limit lies above it and the median near it."""
+    with jax.enable_x64(True):
+        sigma_true = 10e6  # M☉/kpc² (10 M☉/pc²)
+        truth = bp.DarkDisk(surface_density=sigma_true, scale_height=0.1) + bp.NFW(scale_density=1e7, scale_radius=15.0)
+        x = np.column_stack([np.full(40, -8.1), np.zeros(40), np.linspace(-1.0, 1.0, 40)])
+        a = np.asarray(truth.acceleration(x))
+        cov = np.broadcast_to((0.02 * np.linalg.norm(a, axis=1) + 5.0)[:, None, None] ** 2 * np.eye(3), (40, 3, 3))
+        data = AccelerationData.create(x, a, cov, sun=(-8.1, 0.0, 0.02))
+        model = PotentialModel(
+            halo=bp.NFW(scale_density=1e7, scale_radius=15.0),
+            dark_disk=bp.DarkDisk(surface_density=dist.Uniform(0.0, 50e6), scale_height=dist.Uniform(0.01, 1.0)),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            table = dark_disk_limits(model, data, [0.1, 0.3], num_chains=2, num_warmup=200, num_samples=300, progress=False)
+    assert table.loc[0.1, "Sigma_DD_upper_Msun_pc2"] > 10.0
+    assert abs(table.loc[0.1, "Sigma_DD_median_Msun_pc2"] - 10.0) < 2.0
+
+
+def test_model_spec_errors():
+    with pytest.raises(ValueError, match="at least one component"):
+        PotentialModel()
+    with pytest.raises(TypeError, match="not a bayesdyn.potentials component"):
+        PotentialModel(halo=3.0)
+    with pytest.raises(ValueError, match="unknown components"):
+        PotentialModel(halo=bp.NFW(scale_density=1e7, scale_radius=10.0), dark=("bulge",))
+
+
+def test_acceleration_likelihood_matches_numpyro_mvn(rng):
+    from numpyro.distributions import MultivariateNormal
+
+    from bayesdyn.inference import acceleration_log_likelihood
+
+    with jax.enable_x64(True):
+        x = rng.normal(size=(5, 3))
+        m = rng.normal(size=(5, 3, 3))
+        cov = m @ np.swapaxes(m, -1, -2) + 0.5 * np.eye(3)
+        data = AccelerationData.create(x, rng.normal(size=(5, 3)), cov)
+        a_model = rng.normal(size=(5, 3))
+        ref = float(np.sum(MultivariateNormal(np.asarray(data.a), covariance_matrix=cov).log_prob(a_model)))
+        assert_allclose(float(acceleration_log_likelihood(a_model, data)), ref, rtol=1e-12)
+        with pytest.raises(ValueError, match="not positive definite"):
+            AccelerationData.create(x, data.a, -cov)
