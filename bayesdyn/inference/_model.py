@@ -92,10 +92,20 @@ class PotentialModel:
         return self.bind(values)
 
     # ---------------------------------------------------------------- evaluation
-    @staticmethod
-    def total_acceleration(components: Mapping[str, Any], x: jax.Array) -> jax.Array:
-        """Sum of the components' accelerations at x (P, 3) [(km/s)²/kpc]."""
-        return sum(c.acceleration(x) for c in components.values())
+    def total_acceleration(self, components: Mapping[str, Any], x: jax.Array) -> jax.Array:
+        """Sum of the components' accelerations at x (P, 3) [(km/s)²/kpc].
+
+        Components without free parameters are evaluated once at trace time
+        (``jax.ensure_compile_time_eval``) when ``x`` is concrete, so a fixed
+        bulge costs nothing per NUTS step.
+        """
+        fixed = [n for n, c in self.components.items() if not c.free_parameters()]
+        free = [n for n in components if n not in fixed]
+        total = sum((components[n].acceleration(x) for n in free), jnp.zeros(jnp.shape(x)))
+        if fixed:
+            with jax.ensure_compile_time_eval():
+                total = total + sum(components[n].acceleration(x) for n in fixed)
+        return total
 
     def __call__(
         self, data: AccelerationData | StarScoreData, *, tempering: float = 1.0, record_derived: bool = False
@@ -141,7 +151,21 @@ class PotentialModel:
         return {f"derived.{k}": jnp.reshape(v, shape) for k, v in out.items()}
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v!r}" for k, v in self.components.items())
+        def fmt(comp):
+            parts = []
+            for p in getattr(comp, "parameter_names", ()):
+                val = getattr(comp, p, None)
+                if isinstance(val, dist.Distribution):
+                    args = ", ".join(
+                        f"{k}={float(getattr(val, k)):.4g}" for k in ("low", "high", "loc", "scale")
+                        if hasattr(val, k) and jnp.ndim(getattr(val, k)) == 0
+                    )
+                    parts.append(f"{p}~{type(val).__name__}({args})")
+                else:
+                    parts.append(f"{p}={float(val):.4g}")
+            return f"{type(comp).__name__}({', '.join(parts)})"
+
+        inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())
         return f"PotentialModel({inner})"
 
 

@@ -1,0 +1,224 @@
+"""Run configuration: a TOML file, validated with errors that name the key and what it expects."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "PRIORS", "COMPONENTS"]
+
+
+class ConfigError(ValueError):
+    """A configuration key is missing, unknown or has a value of the wrong kind."""
+
+
+#: Prior families a config may name, with their argument names.
+PRIORS = {
+    "Uniform": ("low", "high"),
+    "LogUniform": ("low", "high"),
+    "Normal": ("loc", "scale"),
+    "TruncatedNormal": ("loc", "scale", "low", "high"),
+    "LogNormal": ("loc", "scale"),
+    "HalfNormal": ("scale",),
+}
+
+#: Potential components a config may name (bayesdyn.potentials classes).
+COMPONENTS = (
+    "NFW",
+    "Zhao",
+    "Burkert",
+    "PseudoIsothermal",
+    "CoreNFW",
+    "Einasto",
+    "Hernquist",
+    "Plummer",
+    "PowerLawCutoff",
+    "MiyamotoNagai",
+    "MN3ExponentialDisk",
+    "DarkDisk",
+)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "output": "bayesdyn-report",
+    "seed": 0,
+    "catalog": {
+        # "default" = the shipped disk mock; else a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5)
+        # or a Catalog .npz file
+        "source": "default",
+        "strict": False,
+        "max_stars": 0,  # 0 = all
+        "within_kpc": 0.0,  # 0 = no cut on the distance from the Sun
+        "parallax_over_error": 0.0,
+    },
+    "psd": {
+        "ensemble": 4,
+        "n_layers": 8,
+        "width": 64,
+        "max_epochs": 100,
+        "patience": 10,
+        "batch_size": 512,
+        "learning_rate": 1e-3,
+        "bootstrap": False,
+    },
+    "nodes": {
+        "n": 64,  # nodes where accelerations are estimated
+        "radius_kpc": 1.0,  # around the Sun
+        "n_velocities": 256,
+        "floor": 0.0,  # relative noise floor on each acceleration covariance
+    },
+    "model": {
+        "halo": {"type": "NFW", "scale_density": {"prior": "LogUniform", "low": 1e5, "high": 1e9}, "scale_radius": 16.0},
+        "disk": {"type": "MiyamotoNagai", "mass": {"prior": "TruncatedNormal", "loc": 6.82e10, "scale": 1e10, "low": 1e10, "high": 2e11}, "a": 3.0, "b": 0.28},
+        "bulge": {"type": "PowerLawCutoff", "mass": 4.501e9, "alpha": 1.8, "cutoff_radius": 1.9},
+        "dark_disk": {"type": "DarkDisk", "surface_density": {"prior": "Uniform", "low": 0.0, "high": 3e7}, "scale_height": 0.1},
+    },
+    "inference": {
+        "backend": "numpyro",
+        "num_chains": 4,
+        "num_warmup": 500,
+        "num_samples": 1000,
+        "target_accept": 0.8,
+    },
+    "report": {
+        "dark_disk_scale_heights_kpc": [0.05, 0.1, 0.2, 0.4],
+        "corner": True,
+    },
+}
+
+_TYPES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+
+
+def _merge(base: dict, user: dict, path: str, free_tables: tuple[str, ...]) -> dict:
+    out = copy.deepcopy(base)
+    for key, val in user.items():
+        where = f"{path}.{key}" if path else key
+        if key not in base:
+            if path in free_tables:
+                out[key] = val
+                continue
+            raise ConfigError(f"unknown key '{where}'; expected one of {sorted(base)}")
+        ref = base[key]
+        if isinstance(ref, dict) and path + ("." if path else "") + key in free_tables:
+            if not isinstance(val, dict):
+                raise ConfigError(f"'{where}' must be a table ([{where}]), got {type(val).__name__}")
+            out[key] = copy.deepcopy(val)
+        elif isinstance(ref, dict):
+            if not isinstance(val, dict):
+                raise ConfigError(f"'{where}' must be a table ([{where}]), got {type(val).__name__}")
+            out[key] = _merge(ref, val, where, free_tables)
+        else:
+            if isinstance(ref, bool) != isinstance(val, bool) or (
+                not isinstance(val, type(ref)) and not (isinstance(ref, float) and isinstance(val, int))
+            ):
+                raise ConfigError(f"'{where}' must be {_TYPES.get(type(ref), type(ref).__name__)}, got {val!r}")
+            out[key] = float(val) if isinstance(ref, float) else val
+    return out
+
+
+def _check_prior(where: str, spec: dict) -> None:
+    fam = spec.get("prior")
+    if fam not in PRIORS:
+        raise ConfigError(f"'{where}.prior' must be one of {sorted(PRIORS)}, got {fam!r}")
+    need = PRIORS[fam]
+    extra = set(spec) - set(need) - {"prior"}
+    missing = [k for k in need if k not in spec]
+    if missing:
+        raise ConfigError(f"'{where}' ({fam}) needs {list(need)}; missing {missing}")
+    if extra:
+        raise ConfigError(f"'{where}' ({fam}) takes {list(need)}; unknown {sorted(extra)}")
+    for k in need:
+        if isinstance(spec[k], bool) or not isinstance(spec[k], (int, float)):
+            raise ConfigError(f"'{where}.{k}' must be a number, got {spec[k]!r}")
+
+
+def validate_config(user: dict[str, Any]) -> dict[str, Any]:
+    """Merge a user configuration into :data:`DEFAULT_CONFIG` and validate it.
+
+    The ``[model]`` table replaces the default model as a whole when given.
+
+    Raises:
+        ConfigError: naming the key and the expected value.
+    """
+    cfg = _merge(DEFAULT_CONFIG, user, "", free_tables=("model",))
+    if "model" in user:
+        cfg["model"] = copy.deepcopy(user["model"])
+    from .. import potentials as bp
+
+    if not cfg["model"]:
+        raise ConfigError("'model' needs at least one component table, e.g. [model.halo] with type = \"NFW\"")
+    for name, comp in cfg["model"].items():
+        where = f"model.{name}"
+        if not isinstance(comp, dict):
+            raise ConfigError(f"'{where}' must be a table with a 'type' key")
+        typ = comp.get("type")
+        if typ not in COMPONENTS:
+            raise ConfigError(f"'{where}.type' must be one of {list(COMPONENTS)}, got {typ!r}")
+        cls = getattr(bp, typ)
+        allowed = set(cls.parameter_names)
+        for key, val in comp.items():
+            if key == "type":
+                continue
+            if key not in allowed:
+                raise ConfigError(f"'{where}.{key}' is not a parameter of {typ}; expected one of {sorted(allowed)}")
+            if isinstance(val, dict):
+                _check_prior(f"{where}.{key}", val)
+            elif isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise ConfigError(f"'{where}.{key}' must be a number or a prior table, got {val!r}")
+        missing = allowed - set(comp)
+        if missing:
+            raise ConfigError(f"'{where}' ({typ}) is missing parameters {sorted(missing)}")
+    inf = cfg["inference"]
+    if inf["backend"] not in ("numpyro", "blackjax"):
+        raise ConfigError(f"'inference.backend' must be \"numpyro\" or \"blackjax\", got {inf['backend']!r}")
+    for key in ("num_chains", "num_warmup", "num_samples"):
+        if inf[key] < 1:
+            raise ConfigError(f"'inference.{key}' must be a positive integer, got {inf[key]}")
+    if not 0 < inf["target_accept"] < 1:
+        raise ConfigError(f"'inference.target_accept' must be in (0, 1), got {inf['target_accept']}")
+    if cfg["psd"]["ensemble"] < 1:
+        raise ConfigError(f"'psd.ensemble' must be ≥ 1, got {cfg['psd']['ensemble']}")
+    if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:
+        raise ConfigError("'nodes.n' must be ≥ 1 and 'nodes.n_velocities' ≥ 8")
+    if cfg["nodes"]["radius_kpc"] <= 0:
+        raise ConfigError(f"'nodes.radius_kpc' must be positive, got {cfg['nodes']['radius_kpc']}")
+    return cfg
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a TOML run configuration."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no configuration file at {path}")
+    try:
+        user = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    return validate_config(user)
+
+
+def build_model(cfg_model: dict[str, Any]):
+    """A :class:`bayesdyn.PotentialModel` from the ``[model]`` table."""
+    import numpyro.distributions as dist
+
+    from .. import potentials as bp
+    from ..inference import PotentialModel
+
+    comps = {}
+    for name, comp in cfg_model.items():
+        kwargs = {}
+        for key, val in comp.items():
+            if key == "type":
+                continue
+            if isinstance(val, dict):
+                fam = val["prior"]
+                args = [float(val[k]) for k in PRIORS[fam]]
+                if fam == "TruncatedNormal":
+                    kwargs[key] = dist.TruncatedNormal(args[0], args[1], low=args[2], high=args[3])
+                else:
+                    kwargs[key] = getattr(dist, fam)(*args)
+            else:
+                kwargs[key] = float(val)
+        comps[name] = getattr(bp, comp["type"])(**kwargs)
+    return PotentialModel(**comps)
