@@ -1,75 +1,117 @@
-"""The ``bayesdyn`` command.
+"""The ``bayesdyn`` command: the whole pipeline, or one stage at a time.
 
-``bayesdyn demo`` runs the main job on the embedded default (the shipped
-solar-neighbourhood disk mock); ``bayesdyn mock`` writes a mock catalog;
-``bayesdyn catalog`` reads a Gaia file and prints its summary.
+    bayesdyn demo                 the embedded default: shipped disk mock → flows → posterior → report
+    bayesdyn run CONFIG.toml      catalog → PSD → accelerations → posterior → report
+    bayesdyn fit-psd CONFIG.toml  stop after the flows        (artefacts cached in the run folder)
+    bayesdyn infer CONFIG.toml    stop after the posterior    (reuses cached stages)
+    bayesdyn report CONFIG.toml   the whole path, reusing every cached stage
+    bayesdyn mock NAME            write a mock catalog with known truth
+    bayesdyn catalog FILE         read a Gaia file and summarise it
+    bayesdyn config               print the default configuration (TOML)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import copy
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "DEMO_OVERRIDES"]
+
+#: Settings of ``bayesdyn demo``: small enough for ≤ 10 minutes on two CPU cores.
+DEMO_OVERRIDES: dict[str, Any] = {
+    "catalog": {"max_stars": 30_000},
+    "psd": {"ensemble": 2, "max_epochs": 25, "patience": 5, "n_layers": 6, "width": 48},
+    "nodes": {"n": 48, "radius_kpc": 1.0, "n_velocities": 256},
+    "inference": {"num_chains": 2, "num_warmup": 400, "num_samples": 600},
+    "report": {"dark_disk_scale_heights_kpc": [0.05, 0.1, 0.2]},
+}
 
 
-def _timing_table(rows: list[tuple[str, float]]) -> str:
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{'step'.ljust(width)}  time [s]", f"{'-' * width}  --------"]
-    lines += [f"{name.ljust(width)}  {sec:8.2f}" for name, sec in rows]
-    lines.append(f"{'total'.ljust(width)}  {sum(s for _, s in rows):8.2f}")
-    return "\n".join(lines)
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return repr(v)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import mocks
+def to_toml(cfg: dict[str, Any]) -> str:
+    """A configuration as TOML text (tables one level deep; model components as sub-tables)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
+    for sec, table in cfg.items():
+        if not isinstance(table, dict):
+            continue
+        if sec == "model":
+            for name, comp in table.items():
+                lines += ["", f"[model.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in comp.items()]
+            continue
+        lines += ["", f"[{sec}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: list[tuple[str, float]] = []
-    t0 = time.perf_counter()
-    cat, truth = mocks.load_default()
-    if args.n is not None:
-        cat = cat.select(_first(cat.n, args.n), reason=f"first {args.n} stars (--n)")
-    timings.append(("load embedded disk mock", time.perf_counter() - t0))
-    summary = cat.summary()
-    print(summary)
-    (out / "catalog_summary.txt").write_text(summary + "\n")
-    (out / "truth.json").write_text(json.dumps(truth.to_dict(), indent=2) + "\n")
-    meta = {
-        "command": "bayesdyn demo",
-        "argv": sys.argv,
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "timings_s": dict(timings),
-    }
-    (out / "run_metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str, Any]:
+    from .pipeline import load_config, validate_config
+
+    if getattr(args, "config", None):
+        cfg = load_config(args.config)
+    else:
+        user = copy.deepcopy(overrides or {})
+        cfg = validate_config(user)
+    if getattr(args, "output", None):
+        cfg["output"] = args.output
+    if getattr(args, "seed", None) is not None:
+        cfg["seed"] = args.seed
+    return cfg
+
+
+def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> int:
+    from .pipeline import Run
+
+    cfg = _config(args, overrides)
+    run = Run(cfg, progress=not args.quiet)
+    print(f"run folder: {run.folder.resolve()}")
+    cat = run.catalog()
+    psd = run.psd(cat)
+    if upto == "psd":
+        print(run.timing_table())
+        return 0
+    data = run.accelerations(psd, cat)
+    post = run.posterior(data)
     print()
-    print(_timing_table(timings))
+    print(post.to_markdown())
+    if upto == "posterior":
+        print(run.timing_table())
+        return 0
+    out = run.report(post, data, cat)
+    (out / "timings.txt").write_text(run.timing_table() + "\n")
+    print(run.timing_table())
     print(f"\nreport folder: {out.resolve()}")
     return 0
 
 
-def _first(n_total: int, n: int):
-    import numpy as np
-
-    keep = np.zeros(n_total, dtype=bool)
-    keep[: max(1, min(n, n_total))] = True
-    return keep
+def _cmd_demo(args: argparse.Namespace) -> int:
+    overrides = copy.deepcopy(DEMO_OVERRIDES)
+    if args.fast:
+        overrides["catalog"]["max_stars"] = 5_000
+        overrides["psd"].update(max_epochs=3, n_layers=4, width=32)
+        overrides["nodes"].update(n=16, n_velocities=64)
+        overrides["inference"].update(num_warmup=100, num_samples=100)
+        overrides["report"]["dark_disk_scale_heights_kpc"] = [0.1]
+        print("demo --fast: tiny settings to check the installation; the numbers are NOT meaningful")
+    return _run(args, "report", overrides)
 
 
 def _cmd_mock(args: argparse.Namespace) -> int:
     from . import mocks
 
-    makers = {
-        "plummer": mocks.plummer,
-        "spherical": mocks.spherical_tracer,
-        "disk": mocks.solar_neighbourhood_disk,
-    }
+    makers = {"plummer": mocks.plummer, "spherical": mocks.spherical_tracer, "disk": mocks.solar_neighbourhood_disk}
     cat, truth = makers[args.name](n=args.n, seed=args.seed)
     cat.meta["truth"] = truth.to_dict()
     cat.save(args.output)
@@ -89,15 +131,38 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from .pipeline import DEFAULT_CONFIG
+
+    sys.stdout.write(to_toml(DEFAULT_CONFIG))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayesdyn`` command."""
-    p = argparse.ArgumentParser(prog="bayesdyn", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bayesdyn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the main job on the embedded default disk mock")
-    d.add_argument("--output", default="bayesdyn-report", help="report folder (default: ./bayesdyn-report)")
-    d.add_argument("--n", type=int, default=None, help="use only the first N stars (default: all)")
+    def common(sp, config: bool):
+        if config:
+            sp.add_argument("config", help="run configuration (TOML); `bayesdyn config` prints the defaults")
+        sp.add_argument("--output", default=None, help="run folder (default: the config's `output`)")
+        sp.add_argument("--seed", type=int, default=None, help="override the config's seed")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report")
+    common(d, config=False)
+    d.add_argument("--fast", action="store_true", help="tiny settings (seconds): checks the installation only")
     d.set_defaults(func=_cmd_demo)
+    for name, upto, text in (
+        ("run", "report", "the whole pipeline from a config file"),
+        ("fit-psd", "psd", "catalog and flows only"),
+        ("infer", "posterior", "up to the posterior (reuses cached stages)"),
+        ("report", "report", "the report (reuses every cached stage)"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        common(sp, config=True)
+        sp.set_defaults(func=lambda a, _u=upto: _run(a, _u))
 
     m = sub.add_parser("mock", help="generate a mock catalog with known truth")
     m.add_argument("name", choices=["plummer", "spherical", "disk"])
@@ -111,17 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict", action="store_true", help="fail on rows without a 6D point instead of dropping them")
     c.add_argument("--output", default=None, help="save the catalog to this .npz file")
     c.set_defaults(func=_cmd_catalog)
+
+    g = sub.add_parser("config", help="print the default configuration as TOML")
+    g.set_defaults(func=_cmd_config)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bayesdyn`` command."""
+    from .pipeline import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\ninterrupted: run the same command again to continue from the last checkpoint", file=sys.stderr)
         return 130
 
 
