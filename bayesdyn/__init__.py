@@ -6,6 +6,7 @@ catalog → psd → dynamics (CBE) → potentials → inference → results
 """
 
 from . import jeans as jeans
+from . import mocks as mocks
 from . import units as units
 from .catalog import Catalog as Catalog
 from .catalog import CatalogError as CatalogError
@@ -15,4 +16,4 @@ from .catalog import SolarParameters as SolarParameters
 
 __version__ = "0.1.0"
 
-__all__ = ["jeans", "Catalog", "CatalogError", "CutRecord", "DroppedRowsWarning", "SolarParameters", "units", "__version__"]
+__all__ = ["jeans", "mocks", "Catalog", "CatalogError", "CutRecord", "DroppedRowsWarning", "SolarParameters", "units", "__version__"]
