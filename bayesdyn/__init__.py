@@ -3,17 +3,62 @@
 The pipeline (DESIGN §1), one subpackage per stage:
 
 catalog → psd → dynamics (CBE) → potentials → inference → results
+
+Example:
+    >>> import bayesdyn as bd
+    >>> cat, truth = bd.mocks.load_default()          # 10⁵-star disk mock  # doctest: +SKIP
+    >>> psd = bd.fit_psd(cat, ensemble=4, seed=0)       # doctest: +SKIP
 """
 
+__version__ = "0.1.0"
+
+from . import catalog as catalog
+from . import dynamics as dynamics
+from . import inference as inference
 from . import jeans as jeans
 from . import mocks as mocks
+from . import potentials as potentials
+from . import psd as psd
+from . import results as results
 from . import units as units
 from .catalog import Catalog as Catalog
 from .catalog import CatalogError as CatalogError
 from .catalog import CutRecord as CutRecord
 from .catalog import DroppedRowsWarning as DroppedRowsWarning
 from .catalog import SolarParameters as SolarParameters
+from .dynamics import estimate_accelerations as estimate_accelerations
+from .inference import AccelerationData as AccelerationData
+from .inference import PotentialModel as PotentialModel
+from .inference import infer as infer
+from .psd import PhaseSpaceDensity as PhaseSpaceDensity
+from .psd import fit_psd as fit_psd
+from .psd import load_psd as load_psd
+from .results import Posterior as Posterior
+from .results import dark_disk_limits as dark_disk_limits
 
-__version__ = "0.1.0"
-
-__all__ = ["jeans", "mocks", "Catalog", "CatalogError", "CutRecord", "DroppedRowsWarning", "SolarParameters", "units", "__version__"]
+__all__ = [
+    "AccelerationData",
+    "Catalog",
+    "CatalogError",
+    "CutRecord",
+    "DroppedRowsWarning",
+    "PhaseSpaceDensity",
+    "Posterior",
+    "PotentialModel",
+    "SolarParameters",
+    "catalog",
+    "dark_disk_limits",
+    "dynamics",
+    "estimate_accelerations",
+    "fit_psd",
+    "infer",
+    "inference",
+    "jeans",
+    "load_psd",
+    "mocks",
+    "potentials",
+    "psd",
+    "results",
+    "units",
+    "__version__",
+]

@@ -2,16 +2,14 @@
 
 Inside JAX every number is a plain array in one unit system (DESIGN §2):
 
-=============  ===========================
-quantity       internal unit
-=============  ===========================
-length         kpc
-velocity       km/s
-mass           M☉ (solar mass)
-acceleration   (km/s)²/kpc
-density        M☉/kpc³
-potential      (km/s)²
-=============  ===========================
+| quantity     | internal unit   |
+|--------------|-----------------|
+| length       | kpc             |
+| velocity     | km/s            |
+| mass         | M☉ (solar mass) |
+| acceleration | (km/s)²/kpc     |
+| density      | M☉/kpc³         |
+| potential    | (km/s)²         |
 
 A bare number in the public API means the internal unit. astropy Quantities are
 accepted wherever a number is, and are converted (``1000 * u.pc`` is 1 kpc); a

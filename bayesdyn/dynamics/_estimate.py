@@ -58,8 +58,9 @@ def estimate_accelerations(
 
     Args:
         source: a PhaseSpaceDensity, or any :class:`ScoreSource` (e.g. exact truth).
-        x: node positions (P, 3) [kpc]; default ``n_nodes`` training positions of
-            the PSD (``source.positions``).
+        x: node positions (P, 3) [kpc]; default ``n_nodes`` positions from
+            ``source.positions`` (exact-score sources) or drawn from the learnt n(x)
+            (``source.sample``, a PhaseSpaceDensity).
         n_nodes: number of default nodes.
         n_velocities: velocities per node.
         seed: random seed of the velocity draws and node choice.
@@ -76,8 +77,10 @@ def estimate_accelerations(
 
     if x is None:
         pos = getattr(source, "positions", None)
+        if pos is None and hasattr(source, "sample"):
+            pos = np.asarray(source.sample(n_nodes, seed=seed)[0])  # nodes drawn from the learnt n(x)
         if pos is None:
-            raise ValueError("pass node positions x (P, 3) [kpc]: this source has no training positions")
+            raise ValueError("pass node positions x (P, 3) [kpc]: this source has no positions to draw nodes from")
         x = default_nodes(np.asarray(pos), n_nodes, seed)
     x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
     if x.ndim != 2 or x.shape[1] != 3:

@@ -135,7 +135,8 @@ def infer(
             with :func:`bayesdyn.dynamics.estimate_accelerations` (``kwargs`` go there).
         seed: random seed; the same seed gives the same posterior.
         num_chains: chains, vectorised on one device (or one per device when enough).
-        num_warmup, num_samples: draws per chain.
+        num_warmup: warm-up (adaptation) draws per chain, discarded.
+        num_samples: kept draws per chain.
         backend: ``"numpyro"`` or ``"blackjax"``.
         target_accept: NUTS target acceptance probability.
         dense_mass: adapt a dense mass matrix (cheap for the few parameters of a

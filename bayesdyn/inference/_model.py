@@ -28,7 +28,7 @@ class PotentialModel:
     Example:
         >>> import numpyro.distributions as dist, bayesdyn as bd
         >>> model = bd.PotentialModel(
-        ...     halo=bd.potentials.NFW(density=dist.LogUniform(1e5, 1e9), scale_radius=dist.Uniform(2, 40)),
+        ...     halo=bd.potentials.NFW(scale_density=dist.LogUniform(1e5, 1e9), scale_radius=dist.Uniform(2, 40)),
         ...     disk=bd.potentials.MiyamotoNagai(mass=6.8e10, a=3.0, b=0.28),
         ... )  # doctest: +SKIP
 
@@ -47,9 +47,6 @@ class PotentialModel:
 
     Args:
         dark: names of the dark-matter components (default: by name, see above).
-        likelihood: ``"acceleration"`` (Gaussian on accelerations at nodes, needs
-            :class:`AccelerationData`) or ``"star"`` (star-level CBE residuals, needs
-            :class:`StarScoreData`); the data type decides when called.
         **components: name → component (``bayesdyn.potentials``).
     """
 

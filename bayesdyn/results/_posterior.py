@@ -24,6 +24,13 @@ _UNITS = {
 }
 _PARAM_UNITS = {
     "density": "Msun/kpc3",
+    "scale_density": "Msun/kpc3",
+    "central_density": "Msun/kpc3",
+    "cutoff_radius": "kpc",
+    "scale_length": "kpc",
+    "alpha": "",
+    "beta": "",
+    "gamma": "",
     "scale_radius": "kpc",
     "mass": "Msun",
     "a": "kpc",
