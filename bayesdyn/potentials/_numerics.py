@@ -1,0 +1,125 @@
+"""Numerical kernels shared by the potential components (private).
+
+Everything here is pure ``jax.numpy`` on scalars or arrays, differentiable with
+respect to every argument, and dtype-preserving (float32 in, float32 out).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+# Gauss–Legendre rule on [0, 1] split into panels: fractions and weights summing to 1.
+_PANELS = 4
+_ORDER = 12
+_nodes, _weights = np.polynomial.legendre.leggauss(_ORDER)
+_FRACTIONS = np.concatenate([(p + 0.5 * (_nodes + 1.0)) / _PANELS for p in range(_PANELS)])
+_WEIGHTS = np.concatenate([0.5 * _weights / _PANELS for _ in range(_PANELS)])
+
+
+def sinh_quadrature(log_integrand, lower, upper, center, scale):
+    """∫ exp(log_integrand(u)) du from ``lower`` to ``upper`` (scalars).
+
+    The substitution u = center + scale·sinh(t) puts nodes densely near ``center``
+    (where the integrand changes shape) and sparsely in the exponential tails; the
+    t-interval is split into 4 panels of 12-point Gauss–Legendre (48 nodes).
+    """
+    dtype = jnp.result_type(lower, upper, center, scale)
+    frac = jnp.asarray(_FRACTIONS, dtype=dtype)
+    wts = jnp.asarray(_WEIGHTS, dtype=dtype)
+    t_lo = jnp.arcsinh((lower - center) / scale)
+    t_hi = jnp.arcsinh((upper - center) / scale)
+    t = t_lo + (t_hi - t_lo) * frac
+    u = center + scale * jnp.sinh(t)
+    return (t_hi - t_lo) * jnp.sum(wts * scale * jnp.cosh(t) * jnp.exp(log_integrand(u)))
+
+
+def upper_incomplete_gamma(a, x):
+    """Γ(a, x) = ∫_x^∞ t^{a−1} e^{−t} dt (not regularized) for −1 < a ≲ 1.5 and x > 0.
+
+    Quadrature of exp(a u − e^u) over u = ln t: no special cases at a ≤ 0 (where
+    Γ(a, x) is still finite) and no loops, unlike ``gammaincc`` (a > 0 only) and
+    ``exp1``. Relative error < 2e-8 for −0.6 ≤ a ≤ 1.6, 1e-8 ≤ x ≤ 1e4 (float64).
+    """
+    log_x = jnp.log(x)
+    shape = jnp.log(jnp.maximum(a, 1.0))  # the integrand turns over near e^u ≈ max(a, 1)
+    center = jnp.maximum(log_x, shape)
+    upper = jnp.maximum(log_x, shape) + 4.5
+    scale = 1.5 / jnp.maximum(jnp.maximum(1.0, jnp.sqrt(jnp.maximum(a, 0.0))), x - a)
+    # for a > 0 the far left contributes only e^{a u}: integrate it in closed form
+    a_pos = jnp.where(a > 0, a, 1.0)
+    lower = jnp.where(a > 0, jnp.maximum(log_x, center - 12.0 / a_pos), log_x)
+    piece = jnp.where(
+        lower > log_x,
+        (jnp.exp(a_pos * lower) - x**a_pos) / a_pos - (jnp.exp((a_pos + 1.0) * lower) - x ** (a_pos + 1.0)) / (a_pos + 1.0),
+        0.0,
+    )
+    return sinh_quadrature(lambda u: a * u - jnp.exp(u), lower, upper, center, scale) + piece
+
+
+def small_large(s, threshold, small_fn, large_fn):
+    """``small_fn(s)`` where ``s < threshold`` else ``large_fn(s)``, with finite gradients.
+
+    Both branches are evaluated on clamped arguments (the double-``where`` trick)
+    so that a series valid only at small ``s`` never sees a large one and the
+    closed form never sees ``s = 0``.
+    """
+    small = s < threshold
+    s_small = jnp.where(small, s, threshold)
+    s_large = jnp.where(small, threshold, s)
+    return jnp.where(small, small_fn(s_small), large_fn(s_large))
+
+
+def horner(coefficients, y):
+    """Σ_j c_j y^j for a sequence of Python-float coefficients."""
+    out = jnp.zeros_like(y) + coefficients[-1]
+    for c in coefficients[-2::-1]:
+        out = out * y + c
+    return out
+
+
+def nfw_mass_function(s):
+    """m(s) = ln(1 + s) − s/(1 + s), the NFW enclosed-mass function, stable at s → 0."""
+    # ln(1+s) − s/(1+s) = s² Σ_{j≥0} (−1)^j (j+1)/(j+2) s^j
+    coeffs = [(-1.0) ** j * (j + 1) / (j + 2) for j in range(12)]
+    return small_large(
+        s,
+        0.05,
+        lambda t: t * t * horner(coeffs, t),
+        lambda t: jnp.log1p(t) - t / (1.0 + t),
+    )
+
+
+def burkert_mass_function(s):
+    """B(s) = ln(1 + s²) + 2 ln(1 + s) − 2 arctan(s), stable at s → 0 (≈ 4 s³/3)."""
+
+    def series(t):
+        # t³ Σ_j t^{4j} [4/(4j+3) − t/(j+1)]  (galpy's BurkertPotential small-r series)
+        y = t**4
+        return t**3 * horner([4.0 / (4 * j + 3) for j in range(8)], y) - t**4 * horner(
+            [1.0 / (j + 1) for j in range(8)], y
+        )
+
+    return small_large(
+        s, 0.1, series, lambda t: jnp.log1p(t * t) + 2.0 * jnp.log1p(t) - 2.0 * jnp.arctan(t)
+    )
+
+
+def isothermal_mass_function(s):
+    """s − arctan(s), stable at s → 0 (≈ s³/3)."""
+    coeffs = [(-1.0) ** j / (2 * j + 3) for j in range(10)]
+    return small_large(s, 0.1, lambda t: t**3 * horner(coeffs, t * t), lambda t: t - jnp.arctan(t))
+
+
+def log_cosh(y):
+    """ln cosh(y) without overflow."""
+    a = jnp.abs(y)
+    return a + jnp.log1p(jnp.exp(-2.0 * a)) - 0.6931471805599453
+
+
+def safe_norm(x):
+    """(|x|, |x|>0) with a gradient that stays finite at x = 0."""
+    r2 = jnp.sum(x * x, axis=-1)
+    positive = r2 > 0
+    r = jnp.sqrt(jnp.where(positive, r2, 1.0))
+    return r, positive

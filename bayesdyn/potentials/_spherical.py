@@ -1,0 +1,571 @@
+"""Spherical profiles: halos (NFW, Zhao, Burkert, pseudo-isothermal, coreNFW, Einasto) and bulges.
+
+Each profile writes three radial functions (enclosed mass, density, potential);
+:class:`SphericalComponent` turns them into Φ(x), a(x) = −G M(<r) x / r³ and ρ(x).
+Notation: r = |x| [kpc], s = r / (scale radius).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import astropy.units as u
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy import special as jsp
+
+from .. import units as _units
+from . import _numerics as num
+from ._base import Component, parameter
+
+__all__ = [
+    "SphericalComponent",
+    "NFW",
+    "Zhao",
+    "Burkert",
+    "PseudoIsothermal",
+    "CoreNFW",
+    "Einasto",
+    "Hernquist",
+    "Plummer",
+    "PowerLawCutoff",
+]
+
+_G = _units.G
+_FOUR_PI = 4.0 * np.pi
+
+
+def _safe_positive(r):
+    """(r with zeros replaced by 1, mask r > 0): keeps formulas and gradients finite at r = 0."""
+    positive = r > 0
+    return jnp.where(positive, r, 1.0), positive
+
+
+class SphericalComponent(Component):
+    """A spherically symmetric component defined by radial profiles.
+
+    Subclasses implement ``_enclosed_mass(r)`` [M☉], ``_density_r(r)``
+    [M☉/kpc³] and ``_potential_r(r)`` [(km/s)²] for a scalar radius r [kpc];
+    the acceleration is a = −G M(<r) x / r³ (zero at the centre).
+    """
+
+    @abc.abstractmethod
+    def _enclosed_mass(self, r: jax.Array) -> jax.Array:
+        """Mass inside radius r [kpc], in M☉."""
+
+    @abc.abstractmethod
+    def _density_r(self, r: jax.Array) -> jax.Array:
+        """Density at radius r [kpc], in M☉/kpc³."""
+
+    @abc.abstractmethod
+    def _potential_r(self, r: jax.Array) -> jax.Array:
+        """Potential at radius r [kpc], in (km/s)²."""
+
+    def _acceleration(self, x):
+        r, positive = num.safe_norm(x)
+        g = _G * self._enclosed_mass(r) / r**3
+        return jnp.where(positive, -g, 0.0) * x
+
+    def _density(self, x):
+        r, positive = num.safe_norm(x)
+        return self._density_r(jnp.where(positive, r, 0.0))
+
+    def _potential(self, x):
+        r, positive = num.safe_norm(x)
+        return self._potential_r(jnp.where(positive, r, 0.0))
+
+    def enclosed_mass(self, r: Any) -> jax.Array:
+        """Mass inside spheres of radius r.
+
+        Args:
+            r: radii [kpc], any shape, or a length Quantity.
+
+        Returns:
+            Array of the same shape in M☉.
+        """
+        self._require_bound(f"{type(self).__name__}.enclosed_mass")
+        if isinstance(r, u.Quantity):
+            r = _units.strip(r, "length", name="r")
+        r = jnp.asarray(r)
+        if not jnp.issubdtype(r.dtype, jnp.floating):
+            r = r.astype(jnp.result_type(float))
+        return _radial_batched(self, r)
+
+
+@jax.jit
+def _radial_batched(component: SphericalComponent, r: jax.Array) -> jax.Array:
+    return jnp.vectorize(component._enclosed_mass)(r)
+
+
+# ---------------------------------------------------------------------- NFW family
+class NFW(SphericalComponent):
+    r"""Navarro–Frenk–White halo, ρ(r) = ρ_s / [(r/r_s)(1 + r/r_s)²].
+
+    M(<r) = 4π ρ_s r_s³ [ln(1 + s) − s/(1 + s)], Φ = −4πG ρ_s r_s³ ln(1 + s)/r.
+    Same profile as galpy's ``NFWPotential`` (amp = 4π G ρ_s a³) and gala's
+    ``NFWPotential`` (scale mass m = 4π ρ_s r_s³).
+
+    Args:
+        scale_density: scale density ρ_s [M☉/kpc³] (number, Quantity or prior).
+        scale_radius: scale radius r_s [kpc].
+    """
+
+    scale_density: Any
+    scale_radius: Any
+    parameter_names = ("scale_density", "scale_radius")
+    parameter_types = ("density", "length")
+
+    def __init__(self, scale_density: Any, scale_radius: Any):
+        self.scale_density = parameter(scale_density, "density", "scale_density", "NFW")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "NFW")
+
+    @classmethod
+    def from_virial(
+        cls,
+        mass: Any,
+        concentration: float,
+        overdensity: float = 200.0,
+        critical_density: Any = None,
+    ) -> "NFW":
+        """NFW halo from a spherical-overdensity mass and concentration.
+
+        Args:
+            mass: M_Δ, the mass inside R_Δ where the mean density is Δ ρ_crit [M☉].
+            concentration: c = R_Δ / r_s (dimensionless).
+            overdensity: Δ (default 200).
+            critical_density: ρ_crit [M☉/kpc³]; default: astropy's default
+                cosmology at z = 0 (as gala's ``NFWPotential.from_M200_c``).
+        """
+        mass = float(_units.strip(mass, "mass", name="NFW.from_virial mass"))
+        c = float(_units.strip(concentration, "dimensionless", name="concentration"))
+        if critical_density is None:
+            from astropy.cosmology import default_cosmology
+
+            critical_density = default_cosmology.get().critical_density0
+        rho_c = float(_units.strip(critical_density, "density", name="critical_density"))
+        if mass <= 0 or c <= 0 or rho_c <= 0 or overdensity <= 0:
+            raise ValueError("NFW.from_virial: mass, concentration, overdensity and critical_density must be > 0")
+        r_vir = (mass / (overdensity * rho_c * 4.0 / 3.0 * np.pi)) ** (1.0 / 3.0)
+        r_s = r_vir / c
+        rho_s = mass / (_FOUR_PI * r_s**3 * (np.log1p(c) - c / (1.0 + c)))
+        return cls(rho_s, r_s)
+
+    @classmethod
+    def from_circular_velocity(cls, circular_velocity: Any, scale_radius: Any, radius: Any = None) -> "NFW":
+        """NFW halo whose own circular speed is v_c at radius r (default: at r_s).
+
+        Args:
+            circular_velocity: v_c [km/s] of the halo alone at ``radius``.
+            scale_radius: r_s [kpc].
+            radius: where v_c is given [kpc]; default r_s.
+        """
+        v = float(_units.strip(circular_velocity, "velocity", name="circular_velocity"))
+        r_s = float(_units.strip(scale_radius, "length", name="scale_radius"))
+        r = r_s if radius is None else float(_units.strip(radius, "length", name="radius"))
+        s = r / r_s
+        rho_s = v**2 * r / (_G * _FOUR_PI * r_s**3 * (np.log1p(s) - s / (1.0 + s)))
+        return cls(rho_s, r_s)
+
+    def _enclosed_mass(self, r):
+        return _FOUR_PI * self.scale_density * self.scale_radius**3 * num.nfw_mass_function(r / self.scale_radius)
+
+    def _density_r(self, r):
+        s = r / self.scale_radius
+        return self.scale_density / (s * (1.0 + s) ** 2)
+
+    def _potential_r(self, r):
+        s, positive = _safe_positive(r / self.scale_radius)
+        ratio = jnp.where(positive, jnp.log1p(s) / s, 1.0)
+        return -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * ratio
+
+
+def _softplus(z):
+    return jax.nn.softplus(z)
+
+
+class Zhao(SphericalComponent):
+    r"""Zhao (α, β, γ) / generalized NFW halo.
+
+    ρ(r) = ρ_s (r/r_s)^{−γ} [1 + (r/r_s)^α]^{−(β−γ)/α}: inner slope γ, outer
+    slope β, transition sharpness α. (α, β, γ) = (1, 3, 1) is NFW, (1, 4, 1)
+    Hernquist, (2, 5, 0) Plummer; γ = 0 is cored.
+
+    M(<r) = 4π ρ_s r_s³ ∫₀^s t^{2−γ}(1+t^α)^{−(β−γ)/α} dt, an incomplete beta
+    function, computed for every (α, β, γ) by one fixed 48-node Gauss–Legendre
+    rule in ln t (sinh-mapped) plus the analytic small-radius tail: smooth and
+    differentiable in all parameters, relative error < 1e-9 for 0.5 ≤ α ≤ 5,
+    γ < 3, β ≤ 10 and 1e-6 < r/r_s < 1e6 (float64). The potential adds the outer
+    integral 4πG ∫_r^∞ ρ r' dr' and is finite (zero at infinity) only for β > 2
+    (NaN otherwise).
+
+    Args:
+        scale_density: ρ_s [M☉/kpc³].
+        scale_radius: r_s [kpc].
+        alpha: transition sharpness α > 0.
+        beta: outer slope β.
+        gamma: inner slope γ < 3.
+    """
+
+    scale_density: Any
+    scale_radius: Any
+    alpha: Any
+    beta: Any
+    gamma: Any
+    parameter_names = ("scale_density", "scale_radius", "alpha", "beta", "gamma")
+    parameter_types = ("density", "length", "dimensionless", "dimensionless", "dimensionless")
+
+    def __init__(self, scale_density: Any, scale_radius: Any, alpha: Any = 1.0, beta: Any = 3.0, gamma: Any = 1.0):
+        self.scale_density = parameter(scale_density, "density", "scale_density", "Zhao")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Zhao")
+        self.alpha = parameter(alpha, "dimensionless", "alpha", "Zhao")
+        self.beta = parameter(beta, "dimensionless", "beta", "Zhao", require="any")
+        self.gamma = parameter(gamma, "dimensionless", "gamma", "Zhao", require="any")
+        if isinstance(self.gamma, float) and self.gamma >= 3:
+            raise ValueError(f"Zhao.gamma must be < 3 (finite central mass); got {self.gamma}")
+
+    def _log_s(self, r):
+        s, _ = _safe_positive(r / self.scale_radius)
+        return jnp.log(s)
+
+    def _inner_integral(self, log_s):
+        """J(s) = ∫_{−∞}^{ln s} e^{(3−γ)u} (1 + e^{αu})^{−k} du, k = (β−γ)/α."""
+        a, g = self.alpha, self.gamma
+        k = (self.beta - g) / a
+        c = 3.0 - g
+        center = jnp.minimum(log_s, 0.0)
+        lower = center - 20.0 / a
+        body = num.sinh_quadrature(lambda u: c * u - k * _softplus(a * u), lower, log_s, center, 2.0 / a)
+        e = jnp.exp(a * lower)
+        tail = jnp.exp(c * lower) * (1.0 / c - k * e / (c + a) + 0.5 * k * (k + 1.0) * e * e / (c + 2.0 * a))
+        return body + tail
+
+    def _outer_integral(self, log_s):
+        """K(s) = ∫_{ln s}^{∞} e^{(2−γ)u} (1 + e^{αu})^{−k} du (finite for β > 2)."""
+        a, g = self.alpha, self.gamma
+        k = (self.beta - g) / a
+        d = self.beta - 2.0
+        center = jnp.maximum(log_s, 0.0)
+        upper = center + 20.0 / a
+        body = num.sinh_quadrature(lambda u: (2.0 - g) * u - k * _softplus(a * u), log_s, upper, center, 2.0 / a)
+        e = jnp.exp(-a * upper)
+        d_safe = jnp.where(d > 0, d, 1.0)
+        tail = jnp.exp(-d_safe * upper) * (
+            1.0 / d_safe - k * e / (d_safe + a) + 0.5 * k * (k + 1.0) * e * e / (d_safe + 2.0 * a)
+        )
+        return jnp.where(d > 0, body + tail, jnp.nan)
+
+    def _enclosed_mass(self, r):
+        m = _FOUR_PI * self.scale_density * self.scale_radius**3 * self._inner_integral(self._log_s(r))
+        return jnp.where(r > 0, m, 0.0)
+
+    def _density_r(self, r):
+        s = r / self.scale_radius
+        return self.scale_density * s ** (-self.gamma) * (1.0 + s**self.alpha) ** (-(self.beta - self.gamma) / self.alpha)
+
+    def _potential_r(self, r):
+        log_s = self._log_s(r)
+        s = jnp.exp(log_s)
+        inner = jnp.where(r > 0, self._inner_integral(log_s) / s, 0.0)
+        outer = self._outer_integral(jnp.where(r > 0, log_s, -30.0 / self.alpha))
+        return -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * (inner + outer)
+
+
+class Burkert(SphericalComponent):
+    r"""Burkert (1995) cored halo, ρ(r) = ρ₀ / [(1 + r/r₀)(1 + (r/r₀)²)].
+
+    M(<r) = π ρ₀ r₀³ [ln(1+s²) + 2 ln(1+s) − 2 arctan s]. Same as galpy's and
+    gala's ``BurkertPotential``; Φ → 0 at infinity.
+
+    Args:
+        central_density: central density ρ₀ [M☉/kpc³].
+        scale_radius: core radius r₀ [kpc].
+    """
+
+    central_density: Any
+    scale_radius: Any
+    parameter_names = ("central_density", "scale_radius")
+    parameter_types = ("density", "length")
+
+    def __init__(self, central_density: Any, scale_radius: Any):
+        self.central_density = parameter(central_density, "density", "central_density", "Burkert")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Burkert")
+
+    def _enclosed_mass(self, r):
+        return np.pi * self.central_density * self.scale_radius**3 * num.burkert_mass_function(r / self.scale_radius)
+
+    def _density_r(self, r):
+        s = r / self.scale_radius
+        return self.central_density / ((1.0 + s) * (1.0 + s * s))
+
+    def _potential_r(self, r):
+        s, positive = _safe_positive(r / self.scale_radius)
+        b_over_s = jnp.where(positive, num.burkert_mass_function(s) / s, 0.0)
+        s = jnp.where(positive, s, 0.0)
+        f = 2.0 * jnp.arctan2(1.0, s) + b_over_s + jnp.log1p(2.0 * s / (1.0 + s * s))
+        return -np.pi * _G * self.central_density * self.scale_radius**2 * f
+
+
+class PseudoIsothermal(SphericalComponent):
+    r"""Pseudo-isothermal cored halo, ρ(r) = ρ₀ / [1 + (r/r_c)²].
+
+    M(<r) = 4π ρ₀ r_c³ (s − arctan s); flat rotation curve v² → 4πGρ₀r_c² at
+    large r. The mass diverges, so Φ follows galpy's ``PseudoIsothermalPotential``
+    convention: Φ = 4πGρ₀r_c² [½ ln(1+s²) + arctan(s)/s], Φ(0) = 4πGρ₀r_c².
+
+    Args:
+        central_density: central density ρ₀ [M☉/kpc³].
+        core_radius: r_c [kpc].
+    """
+
+    central_density: Any
+    core_radius: Any
+    parameter_names = ("central_density", "core_radius")
+    parameter_types = ("density", "length")
+
+    def __init__(self, central_density: Any, core_radius: Any):
+        self.central_density = parameter(central_density, "density", "central_density", "PseudoIsothermal")
+        self.core_radius = parameter(core_radius, "length", "core_radius", "PseudoIsothermal")
+
+    def _enclosed_mass(self, r):
+        return _FOUR_PI * self.central_density * self.core_radius**3 * num.isothermal_mass_function(r / self.core_radius)
+
+    def _density_r(self, r):
+        s = r / self.core_radius
+        return self.central_density / (1.0 + s * s)
+
+    def _potential_r(self, r):
+        s, positive = _safe_positive(r / self.core_radius)
+        ratio = jnp.where(positive, jnp.arctan(s) / s, 1.0)
+        s = jnp.where(positive, s, 0.0)
+        return _FOUR_PI * _G * self.central_density * self.core_radius**2 * (0.5 * jnp.log1p(s * s) + ratio)
+
+
+def _log_tanh(y):
+    """ln tanh(y) for y > 0, accurate at small and large y."""
+    return jnp.log(-jnp.expm1(-2.0 * y)) - jnp.log1p(jnp.exp(-2.0 * y))
+
+
+class CoreNFW(SphericalComponent):
+    r"""coreNFW halo of Read et al. (2016, MNRAS 459, 2573): an NFW cusp turned into a core.
+
+    M(<r) = M_NFW(<r) f(r)^n with f = tanh(r / r_c); the density follows,
+    ρ = f^n ρ_NFW + n f^{n−1} (1 − f²) M_NFW / (4π r² r_c). n = 0 is NFW, n = 1
+    a full core inside r_c. Read et al. tie r_c = η R_½ and n = tanh(κ t_SF /
+    t_dyn); here both are free parameters. Φ = Φ_NFW + G ∫_r^∞ M_NFW (1 − f^n)
+    / r'² dr' (the integrand dies within ~20 r_c), by a 48-node quadrature.
+
+    Args:
+        scale_density: NFW scale density ρ_s [M☉/kpc³].
+        scale_radius: NFW scale radius r_s [kpc].
+        core_radius: r_c [kpc].
+        n: core strength, 0 ≤ n (usually ≤ 1).
+    """
+
+    scale_density: Any
+    scale_radius: Any
+    core_radius: Any
+    n: Any
+    parameter_names = ("scale_density", "scale_radius", "core_radius", "n")
+    parameter_types = ("density", "length", "length", "dimensionless")
+
+    def __init__(self, scale_density: Any, scale_radius: Any, core_radius: Any, n: Any = 1.0):
+        self.scale_density = parameter(scale_density, "density", "scale_density", "CoreNFW")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "CoreNFW")
+        self.core_radius = parameter(core_radius, "length", "core_radius", "CoreNFW")
+        self.n = parameter(n, "dimensionless", "n", "CoreNFW", require=">=0")
+
+    def _nfw_mass(self, r):
+        return _FOUR_PI * self.scale_density * self.scale_radius**3 * num.nfw_mass_function(r / self.scale_radius)
+
+    def _enclosed_mass(self, r):
+        y, positive = _safe_positive(r / self.core_radius)
+        fn = jnp.exp(self.n * _log_tanh(y))
+        return jnp.where(positive, self._nfw_mass(r) * fn, 0.0)
+
+    def _density_r(self, r):
+        y = r / self.core_radius
+        log_f = _log_tanh(y)
+        fn = jnp.exp(self.n * log_f)
+        fn1 = jnp.exp((self.n - 1.0) * log_f)
+        one_minus_f2 = 1.0 / jnp.cosh(y) ** 2
+        s = r / self.scale_radius
+        rho_nfw = self.scale_density / (s * (1.0 + s) ** 2)
+        return fn * rho_nfw + self.n * fn1 * one_minus_f2 * self._nfw_mass(r) / (_FOUR_PI * r * r * self.core_radius)
+
+    def _potential_r(self, r):
+        s, positive = _safe_positive(r / self.scale_radius)
+        r_eval = jnp.where(positive, r, 1e-8 * self.core_radius)
+        nfw = -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * jnp.where(positive, jnp.log1p(s) / s, 1.0)
+
+        def log_integrand(v):  # v = ln r'; integrand M_NFW(r') (1 − f^n) / r'² · r'
+            t = jnp.exp(v)
+            one_minus_fn = -jnp.expm1(self.n * _log_tanh(t / self.core_radius))
+            return jnp.log(self._nfw_mass(t)) + jnp.log(one_minus_fn) - v
+
+        lower = jnp.log(r_eval)
+        upper = jnp.log(r_eval + 20.0 * self.core_radius)
+        correction = num.sinh_quadrature(log_integrand, lower, upper, jnp.log(self.core_radius), 1.0)
+        return nfw + _G * correction
+
+
+class Einasto(SphericalComponent):
+    r"""Einasto halo, ρ(r) = ρ₋₂ exp{−(2/α)[(r/r₋₂)^α − 1]}.
+
+    ρ₋₂ and r₋₂ are the density and radius where the logarithmic slope is −2;
+    α ≈ 0.17 for ΛCDM halos. With n = 1/α and h = r₋₂/(2n)^n,
+    M(<r) = 4π ρ₋₂ e^{2n} h³ n Γ(3n) P(3n, (r/h)^{1/n}) (P the regularized
+    lower incomplete gamma function). Same profile as galpy's
+    ``EinastoPotential(n=1/α, rm2=r₋₂)``; Φ → 0 at infinity.
+
+    Args:
+        scale_density: ρ₋₂ [M☉/kpc³].
+        scale_radius: r₋₂ [kpc].
+        alpha: shape α > 0.
+    """
+
+    scale_density: Any
+    scale_radius: Any
+    alpha: Any
+    parameter_names = ("scale_density", "scale_radius", "alpha")
+    parameter_types = ("density", "length", "dimensionless")
+
+    def __init__(self, scale_density: Any, scale_radius: Any, alpha: Any = 0.17):
+        self.scale_density = parameter(scale_density, "density", "scale_density", "Einasto")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Einasto")
+        self.alpha = parameter(alpha, "dimensionless", "alpha", "Einasto")
+
+    def _shape(self, r):
+        n = 1.0 / self.alpha
+        log_rho_c = jnp.log(self.scale_density) + 2.0 * n
+        log_h = jnp.log(self.scale_radius) - n * jnp.log(2.0 * n)
+        x = 2.0 * n * (r / self.scale_radius) ** self.alpha  # (r/h)^{1/n}
+        return n, log_rho_c, log_h, x
+
+    def _enclosed_mass(self, r):
+        n, log_rho_c, log_h, x = self._shape(r)
+        log_pref = jnp.log(_FOUR_PI * n) + log_rho_c + 3.0 * log_h + jsp.gammaln(3.0 * n)
+        return jnp.exp(log_pref) * jsp.gammainc(3.0 * n, x)
+
+    def _density_r(self, r):
+        s = r / self.scale_radius
+        return self.scale_density * jnp.exp(-2.0 / self.alpha * (s**self.alpha - 1.0))
+
+    def _potential_r(self, r):
+        n, log_rho_c, log_h, x = self._shape(r)
+        r_safe, positive = _safe_positive(r)
+        log_pref3 = jnp.log(_FOUR_PI * n) + log_rho_c + 3.0 * log_h + jsp.gammaln(3.0 * n)
+        inner = jnp.where(positive, jnp.exp(log_pref3 - jnp.log(r_safe)) * jsp.gammainc(3.0 * n, x), 0.0)
+        log_pref2 = jnp.log(_FOUR_PI * n) + log_rho_c + 2.0 * log_h + jsp.gammaln(2.0 * n)
+        outer = jnp.exp(log_pref2) * jsp.gammaincc(2.0 * n, x)
+        return -_G * (inner + outer)
+
+
+# ---------------------------------------------------------------------- bulges
+class Hernquist(SphericalComponent):
+    r"""Hernquist (1990) sphere, ρ(r) = M a / [2π r (r + a)³], Φ = −GM/(r + a).
+
+    Args:
+        mass: total mass M [M☉].
+        scale_radius: a [kpc].
+    """
+
+    mass: Any
+    scale_radius: Any
+    parameter_names = ("mass", "scale_radius")
+    parameter_types = ("mass", "length")
+
+    def __init__(self, mass: Any, scale_radius: Any):
+        self.mass = parameter(mass, "mass", "mass", "Hernquist")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Hernquist")
+
+    def _enclosed_mass(self, r):
+        return self.mass * (r / (r + self.scale_radius)) ** 2
+
+    def _density_r(self, r):
+        a = self.scale_radius
+        return self.mass * a / (2.0 * np.pi * r * (r + a) ** 3)
+
+    def _potential_r(self, r):
+        return -_G * self.mass / (r + self.scale_radius)
+
+
+class Plummer(SphericalComponent):
+    r"""Plummer (1911) sphere, ρ(r) = 3M/(4π b³) (1 + r²/b²)^{−5/2}, Φ = −GM/√(r² + b²).
+
+    Args:
+        mass: total mass M [M☉].
+        scale_radius: b [kpc].
+    """
+
+    mass: Any
+    scale_radius: Any
+    parameter_names = ("mass", "scale_radius")
+    parameter_types = ("mass", "length")
+
+    def __init__(self, mass: Any, scale_radius: Any):
+        self.mass = parameter(mass, "mass", "mass", "Plummer")
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Plummer")
+
+    def _enclosed_mass(self, r):
+        s2 = (r / self.scale_radius) ** 2
+        return self.mass * (s2 / (1.0 + s2)) ** 1.5
+
+    def _density_r(self, r):
+        b = self.scale_radius
+        return 3.0 * self.mass / (_FOUR_PI * b**3) * (1.0 + (r / b) ** 2) ** -2.5
+
+    def _potential_r(self, r):
+        return -_G * self.mass / jnp.sqrt(r * r + self.scale_radius**2)
+
+
+class PowerLawCutoff(SphericalComponent):
+    r"""Power-law density with an exponential cut-off, ρ(r) = A r^{−α} exp[−(r/r_c)²].
+
+    Parametrised by the total mass, as gala's ``PowerLawCutoffPotential``:
+    A = M / [2π r_c^{3−α} Γ((3−α)/2)], M(<r) = M P((3−α)/2, r²/r_c²). galpy's
+    ``PowerSphericalPotentialwCutoff`` is the same profile with amplitude A. Φ → 0
+    at infinity: Φ = −G M(<r)/r − G M Γ(1 − α/2, r²/r_c²) / [r_c Γ((3−α)/2)], with
+    the upper incomplete gamma function by quadrature (valid for 0 ≤ α < 3,
+    including α ≥ 2 where its order is ≤ 0).
+
+    Args:
+        mass: total mass M [M☉].
+        alpha: inner power-law slope α < 3.
+        cutoff_radius: r_c [kpc].
+    """
+
+    mass: Any
+    alpha: Any
+    cutoff_radius: Any
+    parameter_names = ("mass", "alpha", "cutoff_radius")
+    parameter_types = ("mass", "dimensionless", "length")
+
+    def __init__(self, mass: Any, alpha: Any, cutoff_radius: Any):
+        self.mass = parameter(mass, "mass", "mass", "PowerLawCutoff")
+        self.alpha = parameter(alpha, "dimensionless", "alpha", "PowerLawCutoff", require="any")
+        self.cutoff_radius = parameter(cutoff_radius, "length", "cutoff_radius", "PowerLawCutoff")
+        if isinstance(self.alpha, float) and self.alpha >= 3:
+            raise ValueError(f"PowerLawCutoff.alpha must be < 3 (finite mass); got {self.alpha}")
+
+    def _enclosed_mass(self, r):
+        a1 = 0.5 * (3.0 - self.alpha)
+        return self.mass * jsp.gammainc(a1, (r / self.cutoff_radius) ** 2)
+
+    def _density_r(self, r):
+        a1 = 0.5 * (3.0 - self.alpha)
+        rc = self.cutoff_radius
+        norm = self.mass / (2.0 * np.pi * rc ** (3.0 - self.alpha) * jnp.exp(jsp.gammaln(a1)))
+        return norm * r ** (-self.alpha) * jnp.exp(-((r / rc) ** 2))
+
+    def _potential_r(self, r):
+        a1 = 0.5 * (3.0 - self.alpha)
+        a2 = 1.0 - 0.5 * self.alpha
+        rc = self.cutoff_radius
+        r_safe, positive = _safe_positive(r)
+        x = (r_safe / rc) ** 2
+        inner = jnp.where(positive, _G * self._enclosed_mass(r_safe) / r_safe, 0.0)
+        outer_at0 = jnp.exp(jsp.gammaln(jnp.where(a2 > 0, a2, 1.0)))  # Γ(a2, 0) = Γ(a2) for a2 > 0
+        outer = jnp.where(positive, num.upper_incomplete_gamma(a2, x), outer_at0)
+        return -inner - _G * self.mass * outer / (rc * jnp.exp(jsp.gammaln(a1)))
