@@ -1,0 +1,235 @@
+"""Speed of bayesdyn.psd against an nflows (PyTorch) MAF of the same shape, same run.
+
+Both sides learn the same model on the same data: n(u) and p(w | u) with u, w the
+bayesdyn-transformed positions and velocities of a Plummer mock, each an 8-layer
+affine MAF with one hidden layer of width 64 and gelu activations (nflows:
+``MaskedAffineAutoregressiveTransform(num_blocks=0, use_residual_blocks=False)``
+interleaved with random permutations, which is the same network as flowjax's
+``nn_depth=1``), batch 512, Adam, gradient clipping 1.0 per flow, a validation
+pass every epoch. Printed:
+
+- time per epoch (median over epochs after the first, which includes bayesdyn's
+  compilation), bayesdyn (K = 1 and K = 4 in one vmapped program) / nflows;
+- score throughput (points/s) of ∂log f/∂x and ∂log f/∂v of the full density
+  f(x, v) including the input transforms: bayesdyn ``psd.score`` against torch
+  autograd (``torch.set_num_threads(2)``, best of several chunk sizes).
+
+Needs the ``bench`` extra (torch, nflows); the package never imports them.
+
+Run:  python benchmarks/psd_speed.py [--n 50000] [--epochs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+G = 4.300917270e-6  # kpc (km/s)² / M☉
+
+
+def plummer(n: int, seed: int, mass: float = 1e10, b: float = 1.0):
+    """(x [kpc], v [km/s]) of a Plummer sphere; bayesdyn.mocks.plummer when available."""
+    try:
+        from bayesdyn.mocks import plummer as bd_plummer
+
+        cat, _ = bd_plummer(n, seed, mass=mass, scale_radius=b)
+        return np.asarray(cat.x), np.asarray(cat.v), "bayesdyn.mocks.plummer"
+    except ImportError:
+        pass
+    rng = np.random.default_rng(seed)
+
+    def iso(m):
+        c = rng.uniform(-1, 1, m)
+        p = rng.uniform(0, 2 * np.pi, m)
+        s = np.sqrt(1 - c**2)
+        return np.stack([s * np.cos(p), s * np.sin(p), c], axis=1)
+
+    r = b / np.sqrt(rng.uniform(size=n) ** (-2 / 3) - 1)
+    q = np.empty(0)
+    while q.size < n:
+        qq, yy = rng.uniform(size=2 * n), rng.uniform(0, 0.1, 2 * n)
+        q = np.concatenate([q, qq[yy < qq**2 * (1 - qq**2) ** 3.5]])
+    vesc = np.sqrt(2 * G * mass / np.sqrt(r**2 + b**2))
+    return r[:, None] * iso(n), (q[:n] * vesc)[:, None] * iso(n), "private sampler"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    return f"{platform.node()} | {cpu} | {os.cpu_count()} cores | load avg {load[0]:.2f} | {platform.platform()}"
+
+
+# ----------------------------------------------------------------------------- nflows side
+def nflows_pair(depth: int, width: int, layers: int):
+    import torch.nn.functional as F
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms import CompositeTransform, MaskedAffineAutoregressiveTransform, RandomPermutation
+
+    def maf(ctx):
+        ts = []
+        for _ in range(layers):
+            ts.append(
+                MaskedAffineAutoregressiveTransform(
+                    features=3,
+                    hidden_features=width,
+                    context_features=ctx,
+                    num_blocks=depth - 1,
+                    use_residual_blocks=False,
+                    activation=F.gelu,
+                )
+            )
+            ts.append(RandomPermutation(features=3))
+        return Flow(CompositeTransform(ts), StandardNormal([3]))
+
+    return maf(None), maf(3)
+
+
+def nflows_epochs(u, w, val, epochs, batch, depth, width, layers, seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    fx, fv = nflows_pair(depth, width, layers)
+    params = list(fx.parameters()) + list(fv.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    U, W = torch.as_tensor(u), torch.as_tensor(w)
+    Uv, Wv = torch.as_tensor(u[val]), torch.as_tensor(w[val])
+    train = np.setdiff1d(np.arange(len(u)), val)
+    n_batches = len(train) // batch
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.as_tensor(np.random.default_rng(_).permutation(train))
+        for i in range(n_batches):
+            idx = perm[i * batch : (i + 1) * batch]
+            ub, wb = U[idx], W[idx]
+            loss = -(fx.log_prob(ub).mean() + fv.log_prob(wb, context=ub).mean())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(fx.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(fv.parameters(), 1.0)
+            opt.step()
+        with torch.no_grad():
+            vl = -(fx.log_prob(Uv).mean() + fv.log_prob(Wv, context=Uv).mean())
+        times.append(time.perf_counter() - t0)
+    return fx, fv, times, float(vl)
+
+
+def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
+    import torch
+
+    xl, xs, vl, vs = (torch.as_tensor(np.asarray(a, np.float32)) for a in (prep.x_loc, prep.x_scale, prep.v_loc, prep.v_scale))
+
+    def scores(xc, vc):
+        xc = xc.clone().requires_grad_(True)
+        vc = vc.clone().requires_grad_(True)
+        z = (xc - xl) / xs
+        r2 = (z * z).sum(-1)
+        r = torch.sqrt(r2)
+        ratio = torch.asinh(r) / r
+        uu = z * ratio[:, None]
+        ldx = -0.5 * torch.log1p(r2) + 2 * torch.log(ratio) - torch.log(xs).sum()
+        ww = (vc - vl) / vs
+        lp = fx.log_prob(uu) + fv.log_prob(ww, context=uu) + ldx - torch.log(vs).sum()
+        return torch.autograd.grad(lp.sum(), [xc, vc])
+
+    X, V = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(v, np.float32))
+    best, per_chunk = 0.0, {}
+    for c in chunks:
+        scores(X[:c], V[:c])  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, len(X), c):
+            scores(X[i : i + c], V[i : i + c])
+        rate = len(X) / (time.perf_counter() - t0)
+        per_chunk[c] = rate
+        best = max(best, rate)
+    return best, per_chunk
+
+
+# ----------------------------------------------------------------------------- bayesdyn side
+def bayesdyn_score_throughput(psd, x, v, repeats=3):
+    import jax
+
+    jax.block_until_ready(psd.score(x, v))  # compile
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(psd.score(x, v))
+        rates.append(len(x) / (time.perf_counter() - t0))
+    return max(rates), float(np.median(rates))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=50_000, help="training stars")
+    ap.add_argument("--n-score", type=int, default=100_000, help="points for the score throughput")
+    ap.add_argument("--epochs", type=int, default=6, help="epochs timed on each side")
+    ap.add_argument("--depth", type=int, default=1, help="hidden layers per MADE")
+    ap.add_argument("--skip-k4", action="store_true", help="skip the K = 4 ensemble timing")
+    args = ap.parse_args()
+
+    import jax
+    import torch
+
+    torch.set_num_threads(2)
+    import bayesdyn as bd
+    from bayesdyn.psd import fit_psd
+
+    x, v, source = plummer(args.n, seed=1)
+    xs_, vs_, _ = plummer(args.n_score, seed=2)
+    cat = bd.Catalog(x=x, v=v)
+    print(f"machine: {machine()}")
+    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+          f"(threads {torch.get_num_threads()}), data: Plummer N = {args.n} ({source})")
+    shape = dict(n_layers=8, width=64, depth=args.depth, activation="gelu", batch_size=512)
+    print(f"flow shape: 2 flows × 8 affine MAF layers, width 64, depth {args.depth}, gelu, batch 512")
+
+    # bayesdyn, K = 1
+    psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=args.epochs + 1, patience=1000, progress=False, **shape)
+    sec = psd.info["history"]["seconds"]
+    bd1 = float(np.median(sec[1:]))
+    print(f"bayesdyn K=1: {bd1:.3f} s/epoch (first epoch incl. compile {sec[0]:.1f} s)")
+
+    # nflows on the same transformed data and the same validation split size
+    import jax.numpy as jnp
+
+    prep = psd.preprocessing
+    u = np.asarray(prep.position_to_latent(jnp.asarray(x, jnp.float32))[0])
+    w = np.asarray(prep.velocity_to_latent(jnp.asarray(v, jnp.float32))[0])
+    val = np.random.default_rng(0).permutation(len(u))[: psd.info["n_val"]]
+    fx, fv, times, _ = nflows_epochs(u, w, val, args.epochs, 512, args.depth, 64, 8)
+    nf = float(np.median(times[1:]))
+    print(f"nflows      : {nf:.3f} s/epoch")
+    print(f"time per epoch ratio bayesdyn/nflows (K=1): {bd1 / nf:.3f}   (target ≤ 0.4)")
+
+    if not args.skip_k4:
+        psd4 = fit_psd(cat, ensemble=4, seed=0, max_epochs=args.epochs + 1, patience=1000, progress=False, **shape)
+        sec4 = psd4.info["history"]["seconds"]
+        bd4 = float(np.median(sec4[1:]))
+        print(f"bayesdyn K=4 (one vmapped program): {bd4:.3f} s/epoch = {bd4 / nf:.3f} × one nflows run "
+              f"({bd4 / (4 * nf):.3f} × 4 sequential nflows runs)")
+
+    # score throughput of the full density (both flows + transforms)
+    best, med = bayesdyn_score_throughput(psd, xs_, vs_)
+    print(f"score throughput bayesdyn K=1: {best:.3g} points/s (median {med:.3g})")
+    nf_best, per_chunk = nflows_score_throughput(fx, fv, prep, xs_, vs_)
+    print(f"score throughput nflows (torch autograd, 2 threads): {nf_best:.3g} points/s "
+          f"(by chunk: {', '.join(f'{c}: {r:.3g}' for c, r in per_chunk.items())})")
+    print(f"score throughput ratio bayesdyn/nflows: {best / nf_best:.2f}   (target ≥ 1)")
+    if not args.skip_k4:
+        b4, m4 = bayesdyn_score_throughput(psd4, xs_, vs_)
+        print(f"score throughput bayesdyn K=4: {b4:.3g} points/s ({4 * b4:.3g} member-points/s)")
+    print(f"machine (end): {machine()}")
+
+
+if __name__ == "__main__":
+    main()
