@@ -30,7 +30,7 @@ def run_nuts(
     progress: bool = True,
     model_kwargs: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Run NUTS; return ``(samples, info)``.
+    """Run NUTS in float64; return ``(samples, info)``.
 
     ``samples`` maps each site (including deterministic ones) to an array of shape
     (num_chains, num_samples, ...); ``info`` holds ``diverging`` (chains, draws),
@@ -38,6 +38,28 @@ def run_nuts(
     """
     if num_chains < 1 or num_samples < 1 or num_warmup < 1:
         raise ValueError("num_chains, num_samples and num_warmup must be positive")
+    with jax.enable_x64(True):
+        # float64 throughout: posteriors of masses ~1e10 M☉ that are narrow compared with
+        # their priors make float32 leapfrog steps round to nothing (chains that never move)
+        data = _to_float64(data)
+        return _run_nuts(
+            model, data, seed, num_chains, num_warmup, num_samples, backend, target_accept, dense_mass, progress,
+            model_kwargs,
+        )
+
+
+def _to_float64(data):
+    def conv(a):
+        if isinstance(a, (jax.Array, np.ndarray)) and jnp.issubdtype(a.dtype, jnp.floating):
+            return jnp.asarray(a, dtype=jnp.float64)
+        return a
+
+    return jax.tree.map(conv, data)
+
+
+def _run_nuts(
+    model, data, seed, num_chains, num_warmup, num_samples, backend, target_accept, dense_mass, progress, model_kwargs
+):
     model_kwargs = dict(model_kwargs or {})
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
@@ -168,6 +190,7 @@ def infer(
         progress=progress,
     )
     if hasattr(model, "derived"):
-        derived = model.derived(samples, data.sun)
-        samples.update({k: np.asarray(v) for k, v in derived.items()})
+        with jax.enable_x64(True):
+            derived = model.derived(samples, jnp.asarray(data.sun, dtype=jnp.float64))
+            samples.update({k: np.asarray(v) for k, v in derived.items()})
     return Posterior.from_samples(samples, info, model=model)
