@@ -31,14 +31,13 @@ def test_exact_scores_give_exact_accelerations(plummer_data):
     assert_allclose(np.asarray(data.a), a_true, rtol=1e-8, atol=1e-8 * np.abs(a_true).max())
 
 
-@pytest.mark.parametrize("backend", ["numpyro", "blackjax"])
-def test_plummer_posterior_recovers_truth_within_1_percent(plummer_data, backend, tmp_path):
+def test_plummer_posterior_recovers_truth_within_1_percent(plummer_data, tmp_path):
     data, truth = plummer_data
     model = PotentialModel(halo=bp.Plummer(mass=dist.LogUniform(1e8, 1e12), scale_radius=dist.Uniform(0.1, 10.0)))
     assert sorted(model.free_parameters()) == ["halo.mass", "halo.scale_radius"]
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # few draws here; r̂ is asserted below
-        post = infer(model, data, seed=3, num_chains=2, num_warmup=200, num_samples=300, backend=backend, progress=False)
+        post = infer(model, data, seed=3, num_chains=2, num_warmup=200, num_samples=300, progress=False)
     table = post.summary()
     for name, true in (("halo.mass", 1e10), ("halo.scale_radius", 1.0)):
         assert abs(table.loc[name, "median"] / true - 1) < 0.01, (name, table.loc[name, "median"])
@@ -89,7 +88,7 @@ def test_dark_disk_limit_brackets_truth():
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            table = dark_disk_limits(model, data, [0.1, 0.3], num_chains=2, num_warmup=200, num_samples=300, progress=False)
+            table = dark_disk_limits(model, data, [0.1], num_chains=2, num_warmup=200, num_samples=300, progress=False)
     assert table.loc[0.1, "Sigma_DD_upper_Msun_pc2"] > 10.0
     assert abs(table.loc[0.1, "Sigma_DD_median_Msun_pc2"] - 10.0) < 2.0
 
@@ -121,14 +120,16 @@ def test_acceleration_likelihood_matches_numpyro_mvn(rng):
 
 
 def test_nfw_tracer_posterior_recovers_truth_within_1_percent():
-    """Exact scores of tracers in a fixed NFW halo (Eddington DF): ρ_s and r_s within 1 %."""
+    """Exact scores of tracers in a fixed NFW halo (Eddington DF): ρ_s and r_s within 1 % (BlackJAX NUTS)."""
     with jax.enable_x64(True):
         cat, truth = mocks.spherical_tracer(n=20_000, seed=2, halo="nfw", halo_density=1e7, halo_scale_radius=10.0)
         data = estimate_accelerations(ExactScores(truth, cat), n_nodes=48, n_velocities=48, seed=0, floor=0.01)
         model = PotentialModel(halo=bp.NFW(scale_density=dist.LogUniform(1e5, 1e9), scale_radius=dist.Uniform(1.0, 50.0)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            post = infer(model, data, seed=3, num_chains=2, num_warmup=200, num_samples=300, progress=False)
+            post = infer(
+                model, data, seed=3, num_chains=2, num_warmup=200, num_samples=300, backend="blackjax", progress=False
+            )
     table = post.summary()
     for name, true in (("halo.scale_density", 1e7), ("halo.scale_radius", 10.0)):
         assert abs(table.loc[name, "median"] / true - 1) < 0.01, (name, table.loc[name, "median"])
