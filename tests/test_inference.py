@@ -128,7 +128,7 @@ def test_nfw_tracer_posterior_recovers_truth_within_1_percent():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             post = infer(
-                model, data, seed=3, num_chains=2, num_warmup=200, num_samples=300, backend="blackjax", progress=False
+                model, data, seed=3, num_chains=2, num_warmup=400, num_samples=400, backend="blackjax", progress=False
             )
     table = post.summary()
     for name, true in (("halo.scale_density", 1e7), ("halo.scale_radius", 10.0)):
