@@ -16,7 +16,9 @@ from . import catalog as catalog
 from . import dynamics as dynamics
 from . import inference as inference
 from . import jeans as jeans
+from . import maps as maps
 from . import mocks as mocks
+from . import neural as neural
 from . import potentials as potentials
 from . import psd as psd
 from . import results as results
@@ -55,7 +57,9 @@ __all__ = [
     "inference",
     "jeans",
     "load_psd",
+    "maps",
     "mocks",
+    "neural",
     "potentials",
     "psd",
     "results",

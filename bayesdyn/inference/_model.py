@@ -158,8 +158,10 @@ class PotentialModel:
                         if hasattr(val, k) and jnp.ndim(getattr(val, k)) == 0
                     )
                     parts.append(f"{p}~{type(val).__name__}({args})")
-                else:
+                elif jnp.ndim(val) == 0:
                     parts.append(f"{p}={float(val):.4g}")
+                else:
+                    parts.append(f"{p}=<array {tuple(jnp.shape(val))}>")
             return f"{type(comp).__name__}({', '.join(parts)})"
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())

@@ -9,10 +9,13 @@ the distribution function and its scores ∂log f/∂x, ∂log f/∂v.
   (Burkert) halo, isotropic or Osipkov–Merritt (needs galpy);
 * :func:`solar_neighbourhood_disk` — a quasi-isothermal disk in MWPotential2014,
   sampled in a sphere around the Sun (needs galpy);
-* :func:`load_default` — the shipped 10⁵-star disk mock (no galpy needed).
+* :func:`load_default` — the shipped 10⁵-star disk mock (no galpy needed);
+* :func:`apply_dust` — removes stars with a known efficiency ε(x) from opaque Gaussian clouds.
 """
 
 from ._default import load_default as load_default
+from ._dust import DustModel as DustModel
+from ._dust import apply_dust as apply_dust
 from ._disk import DiskTruth as DiskTruth
 from ._disk import mock_solar_parameters as mock_solar_parameters
 from ._disk import solar_neighbourhood_disk as solar_neighbourhood_disk
@@ -25,6 +28,8 @@ from ._truth import MockError as MockError
 from ._truth import Truth as Truth
 
 __all__ = [
+    "DustModel",
+    "apply_dust",
     "DiskTruth",
     "GalpyRequiredError",
     "MockError",

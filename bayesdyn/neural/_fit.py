@@ -1,0 +1,541 @@
+"""Fitting a neural potential (and a selection field) to the CBE residuals of scores, with optax."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import units as _units
+from ._efficiency import EFFICIENCY_OFFSET, NeuralEfficiency, NeuralTracerDensity
+from ._network import Architecture, standardisation
+from ._potential import NeuralPotential
+
+__all__ = [
+    "NeuralFitConfig",
+    "NeuralFit",
+    "fit_neural_potential",
+    "fit_neural_potential_scores",
+    "load_neural_fit",
+    "acceleration_scale",
+    "SELECTIONS",
+    "NORMALIZATIONS",
+]
+
+_FOUR_PI_G = 4.0 * math.pi * _units.G
+
+#: What the fit learns besides Φ: nothing, the efficiency ε(x) jointly (residual
+#: v·(s_x,obs − ∇log ε) + a·s_v), or the true tracer density (residual
+#: v·(∇_x log p(v|x) + ∇log n_true) + a·s_v, fed with conditional scores).
+SELECTIONS = ("none", "efficiency", "tracer_density")
+
+#: How each star's residual is scaled in the loss (see :class:`NeuralFitConfig`).
+NORMALIZATIONS = ("score", "none")
+
+FORMAT = "bayesdyn.neural_fit"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralFitConfig:
+    """Settings of :func:`fit_neural_potential` (JSON-serialisable).
+
+    The loss of member k is, over a mini-batch of stars i,
+
+        L = mean_i [ r_i / (a₀ √(|s_v,i|² + s₀²)) ]²
+            + λ_ρ · mean_j relu(−∇²Φ(x_j) · L₀/a₀)
+            + λ_ε · mean_j (−log ε(x_j)),
+
+    with the CBE residual r_i = v_i·(s_x,i − ∇log ε(x_i)) + a(x_i)·s_v,i [km/s/kpc]
+    (without the ε term when ``selection="none"``). Dividing by |s_v| turns each
+    residual into an acceleration, r/|s_v| = (a − a_true)·ŝ_v for exact scores:
+    the loss is then the mean squared error of the acceleration projected on
+    random directions, in units of a₀² (a₀ = :func:`acceleration_scale`, the
+    data's typical |a|); s₀ = 0.1 × median |s_v| keeps stars near the peak of
+    p(v|x) (|s_v| → 0, where v·s_x is pure score noise) from dominating.
+    ``normalization="none"`` uses r/(a₀ · median|s_v|) instead (plain least
+    squares, as the NumPyro star-level likelihood). L₀ is the mean input scale
+    [kpc]; the density penalty is on the Laplacian in units of a₀/L₀ and the
+    efficiency penalty pulls log ε to 0 where the data do not constrain it.
+
+    Attributes:
+        architecture: the potential's MLP.
+        selection: one of :data:`SELECTIONS`.
+        selection_architecture: the selection field's MLP.
+        steps: optimiser steps (Adam).
+        batch_size: stars per step.
+        learning_rate: initial learning rate (cosine decay to ``final_learning_rate``).
+        final_learning_rate: learning rate at the last step.
+        clip_norm: per-member global-norm gradient clipping.
+        normalization: one of :data:`NORMALIZATIONS` (see above).
+        density_penalty: λ_ρ ≥ 0 (0: none).
+        efficiency_penalty: λ_ε ≥ 0 (efficiency selection only).
+        penalty_points: training positions per step where the penalties are evaluated.
+        val_fraction: stars held out; each member keeps its best-validation weights.
+        eval_every: steps between validations.
+        bootstrap: each member fits its own bootstrap resample of the stars
+            (adds the finite-sample error to the members' spread).
+        scale: input length scale [kpc] (scalar or 3); default the data's per-axis
+            robust spread.
+        acceleration: a₀ [(km/s)²/kpc]; default :func:`acceleration_scale` of the data.
+    """
+
+    architecture: Architecture = Architecture(64, 2, "gelu")
+    selection: str = "none"
+    selection_architecture: Architecture = Architecture(32, 2, "gelu")
+    steps: int = 3000
+    batch_size: int = 2048
+    learning_rate: float = 3e-3
+    final_learning_rate: float = 3e-5
+    clip_norm: float = 1.0
+    normalization: str = "score"
+    density_penalty: float = 0.0
+    efficiency_penalty: float = 1e-3
+    penalty_points: int = 64
+    val_fraction: float = 0.1
+    eval_every: int = 100
+    bootstrap: bool = False
+    scale: Any = None
+    acceleration: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection={self.selection!r}; choose one of {SELECTIONS}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization={self.normalization!r}; choose one of {NORMALIZATIONS}")
+        for name in ("architecture", "selection_architecture"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, Architecture.from_dict(value))
+            elif not isinstance(value, Architecture):
+                raise TypeError(f"{name} must be an Architecture, got {type(value).__name__}")
+        for name in ("steps", "batch_size", "penalty_points", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name in ("learning_rate", "final_learning_rate", "clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
+        for name in ("density_penalty", "efficiency_penalty"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be ≥ 0")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
+        if self.scale is not None:
+            s = np.atleast_1d(np.asarray(_units.strip(self.scale, "length", "scale"), dtype=float))
+            if s.size not in (1, 3) or not np.all(s > 0):
+                raise ValueError(f"scale={self.scale!r} must be a positive length or 3 of them [kpc]")
+            object.__setattr__(self, "scale", tuple(float(c) for c in np.broadcast_to(s, (3,))))
+        if self.acceleration is not None:
+            a = float(_units.strip(self.acceleration, "acceleration", "acceleration"))
+            if not a > 0:
+                raise ValueError(f"acceleration={a!r} must be positive [(km/s)²/kpc]")
+            object.__setattr__(self, "acceleration", a)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        d = dataclasses.asdict(self)
+        d["scale"] = None if self.scale is None else list(self.scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NeuralFitConfig":
+        """Inverse of :meth:`to_dict`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown neural-fit settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class NeuralFit:
+    """The result of :func:`fit_neural_potential`.
+
+    Attributes:
+        potential: the :class:`NeuralPotential` ensemble (one network per score member).
+        selection: the fitted :class:`NeuralEfficiency` (normalised to max 1 over
+            the training stars) or :class:`NeuralTracerDensity`, or None.
+        config: the settings.
+        info: training record: ``acceleration_scale`` a₀ [(km/s)²/kpc],
+            ``train_loss`` and ``val_loss`` (evaluations × K), ``best_step`` (K),
+            ``n_stars``, ``n_members``, ``seed``.
+    """
+
+    potential: NeuralPotential
+    selection: NeuralEfficiency | NeuralTracerDensity | None
+    config: NeuralFitConfig
+    info: dict[str, Any]
+
+    @property
+    def efficiency(self) -> NeuralEfficiency:
+        """The fitted efficiency (``selection="efficiency"`` fits only)."""
+        if not isinstance(self.selection, NeuralEfficiency):
+            raise AttributeError(
+                f"this fit learnt no efficiency (selection={self.config.selection!r}); refit with selection='efficiency'"
+            )
+        return self.selection
+
+    def save(self, folder: str | os.PathLike) -> pathlib.Path:
+        """Write ``neural.json`` (header) and ``neural.npz`` (weights) to ``folder``; no pickle."""
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        from .. import __version__
+
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "bayesdyn_version": __version__,
+            "config": self.config.to_dict(),
+            "potential": self.potential.header(),
+            "selection": None if self.selection is None else self.selection.header(),
+            "info": self.info,
+        }
+        arrays = {"potential": np.asarray(self.potential.weights)}
+        if self.selection is not None:
+            arrays["selection"] = np.asarray(self.selection.weights)
+        np.savez(folder / "neural.npz", **arrays)
+        (folder / "neural.json").write_text(json.dumps(header, indent=1))
+        return folder
+
+
+def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
+    """Read a :class:`NeuralFit` written by :meth:`NeuralFit.save` (``np.load(allow_pickle=False)``).
+
+    Raises:
+        ValueError: missing files, another format, or arrays that do not match the header.
+    """
+    folder = pathlib.Path(folder)
+    head_path, arr_path = folder / "neural.json", folder / "neural.npz"
+    if not (head_path.is_file() and arr_path.is_file()):
+        raise ValueError(f"{folder} holds no neural fit (neural.json and neural.npz); write one with NeuralFit.save")
+    header = json.loads(head_path.read_text())
+    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{head_path} is format {header.get('format')!r} v{header.get('format_version')}, "
+                         f"not {FORMAT!r} v{FORMAT_VERSION}")
+    with np.load(arr_path, allow_pickle=False) as z:
+        w_phi = z["potential"]
+        w_sel = z["selection"] if "selection" in z.files else None
+    potential = NeuralPotential.from_header(header["potential"], w_phi)
+    selection = None
+    if header["selection"] is not None:
+        cls = {c.kind: c for c in (NeuralEfficiency, NeuralTracerDensity)}[header["selection"]["kind"]]
+        selection = cls.from_header(header["selection"], w_sel)
+    return NeuralFit(potential, selection, NeuralFitConfig.from_dict(header["config"]), header["info"])
+
+
+# ---------------------------------------------------------------------- inputs
+def _as_members(a: Any, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3) or (K, N, 3); got {a.shape}")
+    return a
+
+
+def acceleration_scale(v: Any, s_x: Any, s_v: Any) -> float:
+    """Typical |a| implied by the scores [(km/s)²/kpc], without fitting anything.
+
+    In equilibrium v·s_x = −a·s_v, so t = (v·s_x)/|s_v| = −a·ŝ_v, whose spread over
+    directions is |a|/√3: a₀ = √3 · (robust rms of t). Used to scale the network
+    and the loss.
+
+    Args:
+        v: velocities (N, 3) [km/s].
+        s_x: position scores (N, 3) or (K, N, 3) [1/kpc].
+        s_v: velocity scores (N, 3) or (K, N, 3) [s/km].
+    """
+    v = np.asarray(v, dtype=float)
+    sx = _as_members(s_x, "s_x").mean(0)
+    sv = _as_members(s_v, "s_v").mean(0)
+    t = np.sum(v * sx, -1) / np.maximum(np.linalg.norm(sv, axis=-1), 1e-30)
+    rms = np.sqrt(np.median(t**2)) / 0.6745
+    if not (np.isfinite(rms) and rms > 0):
+        raise ValueError("cannot find an acceleration scale from these scores (all v·s_x are 0 or not finite); "
+                         "pass acceleration= [(km/s)²/kpc]")
+    return float(np.sqrt(3.0) * rms)
+
+
+def fit_neural_potential_scores(
+    x: Any,
+    v: Any,
+    s_x: Any,
+    s_v: Any,
+    *,
+    seed: int = 0,
+    config: NeuralFitConfig | None = None,
+    progress: bool = False,
+    **settings: Any,
+) -> NeuralFit:
+    """Fit a neural potential (and optionally a selection field) to CBE residuals of given scores.
+
+    One network per score member k (s_x[k], s_v[k]); all members train in one
+    vmapped program (Adam, cosine-decayed learning rate, per-member gradient
+    clipping, shared mini-batches), each keeping its best-validation weights. The
+    loss is described in :class:`NeuralFitConfig`.
+
+    Args:
+        x: star positions (N, 3) [kpc].
+        v: star velocities (N, 3) [km/s].
+        s_x: ∂log f/∂x at the stars, (N, 3) or (K, N, 3) [1/kpc] — the observed
+            density's scores for ``selection`` "none"/"efficiency", the conditional
+            ∇_x log p(v|x) for "tracer_density".
+        s_v: ∂log f/∂v, (N, 3) or (K, N, 3) [s/km].
+        seed: random seed (initialisation, validation split, batches, bootstrap).
+        config: a :class:`NeuralFitConfig`; ``**settings`` override its fields.
+        progress: print the losses at each validation.
+        **settings: fields of :class:`NeuralFitConfig` (e.g. ``steps=500``).
+
+    Returns:
+        :class:`NeuralFit`.
+
+    Raises:
+        ValueError: shapes that disagree, non-finite inputs (the count of bad stars
+            is named), or invalid settings.
+    """
+    cfg = dataclasses.replace(config or NeuralFitConfig(), **settings) if settings else (config or NeuralFitConfig())
+    x = np.asarray(_units.strip(x, "length", "x"), dtype=float)
+    v = np.asarray(_units.strip(v, "velocity", "v"), dtype=float)
+    sx = _as_members(s_x, "s_x")
+    sv = _as_members(s_v, "s_v")
+    if x.ndim != 2 or x.shape[1] != 3 or v.shape != x.shape:
+        raise ValueError(f"x and v must both be (N, 3); got {x.shape} and {v.shape}")
+    n = x.shape[0]
+    if sx.shape[1] != n or sv.shape != sx.shape:
+        raise ValueError(f"s_x {sx.shape} and s_v {sv.shape} must be (K, {n}, 3) like x (N = {n})")
+    bad = ~(np.isfinite(x).all(1) & np.isfinite(v).all(1) & np.isfinite(sx).all((0, 2)) & np.isfinite(sv).all((0, 2)))
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} of {n} stars have NaN/inf positions, velocities or scores; drop them before fitting "
+            "(e.g. unbound points of an exact Plummer score)"
+        )
+    k = sx.shape[0]
+    if n < 16:
+        raise ValueError(f"only {n} stars; a neural potential needs many more")
+
+    dtype = jnp.result_type(float)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_val = int(round(cfg.val_fraction * n))
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    center, scale = standardisation(x[train_idx], cfg.scale)
+    length = float(np.mean(scale))
+    a0 = cfg.acceleration or acceleration_scale(v[train_idx], sx[:, train_idx], sv[:, train_idx])
+    amplitude = a0 * length
+
+    sv_norm = np.linalg.norm(sv, axis=-1)  # (K, N)
+    if cfg.normalization == "score":
+        s0 = 0.1 * np.median(sv_norm)
+        weight = 1.0 / (a0 * np.sqrt(sv_norm**2 + s0**2))
+    else:
+        weight = np.full_like(sv_norm, 1.0 / (a0 * np.median(sv_norm)))
+    if cfg.bootstrap:
+        counts = np.stack([np.bincount(rng.choice(train_idx, train_idx.size), minlength=n) for _ in range(k)])
+    else:
+        counts = np.zeros((k, n))
+        counts[:, train_idx] = 1.0
+
+    arch, sarch = cfg.architecture, cfg.selection_architecture
+    k_run = jax.random.key(int(seed))
+    params = {"phi": arch.init(rng, dtype, members=k)}
+    selection = cfg.selection
+    if selection != "none":
+        params["sel"] = sarch.init(rng, dtype, members=k)
+
+    cj, sj = jnp.asarray(center, dtype), jnp.asarray(scale, dtype)
+    amp = jnp.asarray(amplitude, dtype)
+
+    def phi(w, xi):
+        return amp * arch.apply(w, (xi - cj) / sj)
+
+    def acc(w, xi):
+        return -jax.grad(phi, argnums=1)(w, xi)
+
+    def lap(w, xi):
+        return jnp.trace(jax.jacfwd(jax.grad(phi, argnums=1), argnums=1)(w, xi))
+
+    def sel_log(w, xi):
+        u = sarch.apply(w, (xi - cj) / sj)
+        return jax.nn.log_sigmoid(u + EFFICIENCY_OFFSET) if selection == "efficiency" else u
+
+    sign = -1.0 if selection == "efficiency" else 1.0
+
+    data = {
+        "x": jnp.asarray(x, dtype),
+        "v": jnp.asarray(v, dtype),
+        "sx": jnp.asarray(sx, dtype),
+        "sv": jnp.asarray(sv, dtype),
+        "w": jnp.asarray(weight, dtype),
+        "c": jnp.asarray(counts, dtype),
+    }
+    train_j = jnp.asarray(train_idx)
+    val_j = jnp.asarray(val_idx)
+
+    def residual_loss(p, sxk, svk, wk, ck, idx):
+        xb, vb = data["x"][idx], data["v"][idx]
+        a = jax.vmap(acc, in_axes=(None, 0))(p["phi"], xb)
+        s_eff = sxk[idx]
+        if selection != "none":
+            g = jax.vmap(jax.grad(sel_log, argnums=1), in_axes=(None, 0))(p["sel"], xb)
+            s_eff = s_eff + sign * g
+        r = jnp.sum(vb * s_eff, -1) + jnp.sum(a * svk[idx], -1)
+        c = ck[idx]
+        return jnp.sum(c * (r * wk[idx]) ** 2) / jnp.maximum(jnp.sum(c), 1.0)
+
+    def member_loss(p, sxk, svk, wk, ck, idx, pidx):
+        loss = residual_loss(p, sxk, svk, wk, ck, idx)
+        if cfg.density_penalty > 0 or (selection == "efficiency" and cfg.efficiency_penalty > 0):
+            xp = data["x"][pidx]
+        if cfg.density_penalty > 0:
+            lp = jax.vmap(lap, in_axes=(None, 0))(p["phi"], xp)
+            loss = loss + cfg.density_penalty * jnp.mean(jax.nn.relu(-lp * length / a0))
+        if selection == "efficiency" and cfg.efficiency_penalty > 0:
+            loss = loss - cfg.efficiency_penalty * jnp.mean(jax.vmap(sel_log, in_axes=(None, 0))(p["sel"], xp))
+        return loss
+
+    schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps, alpha=cfg.final_learning_rate / cfg.learning_rate)
+    opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(schedule))
+    opt_state = jax.vmap(opt.init)(params)
+    member_axes = (0, 0, 0, 0, 0, None, None)
+    grad_fn = jax.vmap(jax.value_and_grad(member_loss), in_axes=member_axes)
+    batch = min(cfg.batch_size, train_idx.size)
+    n_pen = min(cfg.penalty_points, train_idx.size)
+
+    def step(carry, key):
+        p, s = carry
+        k1, k2 = jax.random.split(key)
+        idx = train_j[jax.random.randint(k1, (batch,), 0, train_j.size)]
+        pidx = train_j[jax.random.randint(k2, (n_pen,), 0, train_j.size)]
+        loss, g = grad_fn(p, data["sx"], data["sv"], data["w"], data["c"], idx, pidx)
+        upd, s = jax.vmap(opt.update)(g, s, p)
+        p = optax.apply_updates(p, upd)
+        return (p, s), loss
+
+    @jax.jit
+    def run_chunk(p, s, key):
+        keys = jax.random.split(key, cfg.eval_every)
+        (p, s), losses = jax.lax.scan(step, (p, s), keys)
+        return p, s, jnp.mean(losses, axis=0)
+
+    ones = jnp.ones((k, n), dtype)
+    eval_idx = val_j if n_val > 0 else train_j[: min(train_idx.size, 8192)]
+
+    @jax.jit
+    def validate(p):
+        f = jax.vmap(residual_loss, in_axes=(0, 0, 0, 0, 0, None))
+        return f(p, data["sx"], data["sv"], data["w"], ones, eval_idx)
+
+    n_chunks = max(1, math.ceil(cfg.steps / cfg.eval_every))
+    best = params
+    best_val = np.full(k, np.inf)
+    best_step = np.zeros(k, dtype=int)
+    train_hist, val_hist = [], []
+    for i in range(n_chunks):
+        k_run, sub = jax.random.split(k_run)
+        params, opt_state, tl = run_chunk(params, opt_state, sub)
+        vl = np.asarray(validate(params))
+        train_hist.append(np.asarray(tl).tolist())
+        val_hist.append(vl.tolist())
+        improved = np.isfinite(vl) & (vl < best_val)
+        if improved.any():
+            m = jnp.asarray(improved)
+            best = jax.tree.map(lambda b, q: jnp.where(m.reshape((-1,) + (1,) * (q.ndim - 1)), q, b), best, params)
+            best_val = np.where(improved, vl, best_val)
+            best_step = np.where(improved, (i + 1) * cfg.eval_every, best_step)
+        if progress:
+            print(f"step {(i + 1) * cfg.eval_every:6d}  train {np.round(np.asarray(tl), 5)}  val {np.round(vl, 5)}")
+    if not np.all(np.isfinite(best_val)):
+        raise FloatingPointError(
+            f"{int((~np.isfinite(best_val)).sum())} of {k} members never reached a finite validation loss; "
+            "lower learning_rate or check the scores"
+        )
+
+    potential = NeuralPotential(best["phi"], arch, center, scale, amplitude)
+    sel_obj = None
+    if selection == "efficiency":
+        sel_obj = NeuralEfficiency(best["sel"], sarch, center, scale).normalised(x[train_idx])
+    elif selection == "tracer_density":
+        sel_obj = NeuralTracerDensity(best["sel"], sarch, center, scale).normalised(x[train_idx])
+    info = {
+        "acceleration_scale": float(a0),
+        "amplitude": float(amplitude),
+        "train_loss": train_hist,
+        "val_loss": val_hist,
+        "best_val_loss": best_val.tolist(),
+        "best_step": best_step.tolist(),
+        "n_stars": int(n),
+        "n_train": int(train_idx.size),
+        "n_members": int(k),
+        "seed": int(seed),
+    }
+    return NeuralFit(potential, sel_obj, cfg, info)
+
+
+def fit_neural_potential(
+    psd: Any,
+    catalog: Any,
+    *,
+    seed: int = 0,
+    velocities_per_star: int = 0,
+    config: NeuralFitConfig | None = None,
+    progress: bool = False,
+    **settings: Any,
+) -> NeuralFit:
+    """Fit a neural potential to a phase-space density's scores at a catalog's stars.
+
+    Each member k of the density gives its scores (``psd.score_members``) at the
+    stars (x_i, v_i); one network is fitted per member, so the spread of the
+    resulting ensemble carries the density's training uncertainty (plus the fit's
+    own, with ``bootstrap=True`` the finite sample too).
+
+    ``velocities_per_star = m > 0`` adds m velocities drawn from the density's
+    p(v|x_i) at each star's position: the CBE must hold for every velocity at a
+    position, and several per position separate ∇log ε (which multiplies v) from
+    a (which multiplies s_v) far better than one (DESIGN §3). p(v|x) is unaffected
+    by a spatial selection, so these draws are valid with dust.
+
+    With ``selection="tracer_density"``, the conditional scores ∇_x log p(v|x) =
+    s_x − ∇log n_obs are used, with the ensemble-mean ∇log n_obs
+    (``psd.number_density_gradient / psd.number_density``) for every member.
+
+    Args:
+        psd: a :class:`bayesdyn.psd.PhaseSpaceDensity` (or anything with
+            ``score_members(x, v)`` → (K, N, 3) pairs and, for
+            ``velocities_per_star``, ``sample_velocities(x, n, seed)``).
+        catalog: the stars (``.x`` [kpc], ``.v`` [km/s]), usually the one the density was fitted to.
+        seed: random seed (velocity draws and the fit).
+        velocities_per_star: extra velocities m drawn from p(v|x) per star (0: only the stars' own).
+        config: a :class:`NeuralFitConfig`; ``**settings`` override its fields.
+        progress: print the losses at each validation.
+        **settings: fields of :class:`NeuralFitConfig`.
+
+    Returns:
+        :class:`NeuralFit`; ``info["n_stars"]`` counts the (x, v) pairs used.
+    """
+    x = np.asarray(catalog.x, dtype=float)
+    v = np.asarray(catalog.v, dtype=float)
+    m = int(velocities_per_star)
+    if m < 0:
+        raise ValueError(f"velocities_per_star={velocities_per_star!r} must be ≥ 0")
+    if m:
+        draws = np.asarray(psd.sample_velocities(x, m, seed), dtype=float)  # (N, m, 3)
+        x = np.concatenate([x, np.repeat(x, m, axis=0)])
+        v = np.concatenate([v, draws.reshape(-1, 3)])
+    s_x, s_v = psd.score_members(x, v)
+    s_x = np.asarray(s_x)
+    cfg = dataclasses.replace(config or NeuralFitConfig(), **settings) if settings else (config or NeuralFitConfig())
+    if cfg.selection == "tracer_density":
+        grad_n = np.asarray(psd.number_density_gradient(x)) / np.asarray(psd.number_density(x))[:, None]
+        s_x = s_x - grad_n[None]
+    fit = fit_neural_potential_scores(x, v, s_x, np.asarray(s_v), seed=seed, config=cfg, progress=progress)
+    fit.info["velocities_per_star"] = m
+    return fit

@@ -1,0 +1,176 @@
+"""The figure gallery of docs/gallery/: maps, lines of sight against MWPotential2014, ε(x), ∂f/∂t.
+
+One command writes every figure and ``docs/gallery/index.md``:
+
+    python benchmarks/gallery.py            # full settings (reuses benchmarks/neural_disk.py's cache)
+    python benchmarks/gallery.py --tiny     # a quick smoke version (numbers meaningless)
+
+It needs the flows and neural fits of ``benchmarks/neural_disk.py`` with the same
+settings; when they are not in the cache it fits them (long at full settings: run
+the benchmark first, or pass ``--tiny``). Figures (disk mock, 10⁵ stars, MWPotential2014
+truth):
+
+- ``lines_of_sight.png``: a_R, a_z and ρ along (l, b) = (0°, 0°), (90°, 0°), (0°, 90°)
+  from the Sun: the neural ensemble with its 68/95 % bands, MWPotential2014 (the mock's
+  truth) and gala's MilkyWayPotential;
+- ``density_xz.png``: ρ in the x–z plane through the Sun: neural, MWPotential2014, and
+  the ensemble's relative spread;
+- ``acceleration_xz.png``: a_z in the x–z plane: neural, truth, difference;
+- ``efficiency.png``: ε(x) in the midplane: the synthetic dust's truth, the jointly learnt
+  ε, their difference;
+- ``disequilibrium.png``: rms ∂log f/∂t / rms v·s_x over p(v|x) in the x–z plane, with the
+  neural acceleration and with gala's MilkyWayPotential (not the mock's potential).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import neural_disk  # noqa: E402  (the benchmark's settings, cache and fits)
+
+OUT = HERE.parent / "docs" / "gallery"
+
+
+def _figure(rows: int, cols: int, size=(4.6, 3.6)):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="smoke settings (numbers meaningless)")
+    p.add_argument("--out", default=str(OUT), help="output folder (default docs/gallery)")
+    p.add_argument("--cache", default=neural_disk.os.environ.get("BAYESDYN_BENCH_CACHE", "~/.cache/bayesdyn/neural_disk"))
+    for name, default in (("n", 100_000), ("ensemble", 4), ("psd-epochs", 100), ("steps", 6000), ("batch", 2048),
+                          ("velocities-per-star", 3), ("width", 64), ("seed", 0), ("dust-seed", 1)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    args = p.parse_args()
+
+    import bayesdyn as bd
+    from bayesdyn import maps
+    from bayesdyn.mocks import DustModel, apply_dust
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = neural_disk.settings_from(args)
+    cache = pathlib.Path(args.cache).expanduser() / ("tiny" if args.tiny else "full")
+    cache.mkdir(parents=True, exist_ok=True)
+    log: dict = {}
+    cat, truth = bd.mocks.load_default()
+    if s["n"] < cat.n:
+        keep = np.zeros(cat.n, bool)
+        keep[np.random.default_rng(args.seed).choice(cat.n, s["n"], replace=False)] = True
+        cat = cat.select(keep, f"benchmark subsample of {s['n']}")
+    sun = np.asarray(cat.solar.position)
+    psd = neural_disk.get_psd(cat, "clean", cache, s, args.seed, log)
+    fit = neural_disk.get_neural(psd, cat, "clean", cache, s, args.seed, log)
+    pot = fit.potential
+    mw = bd.potentials.MWPotential2014()
+    gala = bd.potentials.MilkyWayPotential()
+    refs = {"MWPotential2014 (truth)": mw, "gala MilkyWayPotential": gala}
+    written = []
+
+    # ---- lines of sight
+    d = np.linspace(0.0, 1.5, 31)
+    sights = [(0.0, 0.0), (90.0, 0.0), (0.0, 90.0)]
+    fig, axes = _figure(3, 3)
+    for j, (l, b) in enumerate(sights):
+        los = maps.line_of_sight(l, b, d, cat.solar)
+        for i, q in enumerate(("a_R", "a_z", "density")):
+            est = maps.evaluate(pot, q, los)
+            ref = {k: maps.evaluate(m, q, los) for k, m in refs.items()}
+            ax = maps.plot_profile({"neural Φ (ensemble)": est}, ax=axes[i, j], axis="distance", references=ref)
+            ax.set_title(f"l = {l:g}°, b = {b:g}°")
+            if ax.get_legend() is not None and (i, j) != (0, 0):
+                ax.get_legend().remove()
+    fig.suptitle("Lines of sight from the Sun: neural potential (68/95 % bands) against reference models")
+    fig.savefig(out / "lines_of_sight.png", dpi=110)
+    written.append(("lines_of_sight.png", "a_R, a_z and ρ along three lines of sight from the Sun: the neural "
+                    "ensemble with its 68/95 % bands, MWPotential2014 (the mock's truth) and gala's MilkyWayPotential."))
+
+    # ---- density and acceleration maps in the x–z plane through the Sun
+    sl = maps.slice("xz", center=sun, extent=(1.5, 1.0), n=(61, 41))
+    rho_n = maps.evaluate(pot, "density", sl)
+    rho_t = maps.evaluate(mw, "density", sl)
+    fig, axes = _figure(1, 3)
+    lo = np.log10(max(np.nanmin(rho_t.mean), 1e5))
+    hi = np.log10(np.nanmax(rho_t.mean))
+    maps.plot_map(rho_n, ax=axes[0, 0], log=True, vmin=lo, vmax=hi, title="neural ρ = ∇²Φ/4πG")
+    maps.plot_map(rho_t, ax=axes[0, 0 + 1], log=True, vmin=lo, vmax=hi, title="MWPotential2014 ρ (truth)")
+    maps.plot_map(rho_n, ax=axes[0, 2], statistic="relative_sd", vmin=0.0, vmax=1.0,
+                 title="ensemble spread of ρ / |ρ|")
+    fig.savefig(out / "density_xz.png", dpi=110)
+    written.append(("density_xz.png", "Mass density in the x–z plane through the Sun: the neural potential's "
+                    "autodiff Laplacian, the truth, and the relative spread of the ensemble."))
+
+    az_n = maps.evaluate(pot, "a_z", sl)
+    az_t = maps.evaluate(mw, "a_z", sl)
+    diff = az_n._replace(mean=az_n.mean - az_t.mean, members=None)
+    fig, axes = _figure(1, 3)
+    v = float(np.nanmax(np.abs(az_t.mean)))
+    maps.plot_map(az_n, ax=axes[0, 0], cmap="RdBu_r", vmin=-v, vmax=v, title="neural a_z")
+    maps.plot_map(az_t, ax=axes[0, 1], cmap="RdBu_r", vmin=-v, vmax=v, title="MWPotential2014 a_z (truth)")
+    maps.plot_map(diff, ax=axes[0, 2], cmap="RdBu_r", title="neural − truth")
+    fig.savefig(out / "acceleration_xz.png", dpi=110)
+    written.append(("acceleration_xz.png", "Vertical acceleration in the x–z plane through the Sun: neural, truth, "
+                    "difference."))
+
+    # ---- learnt efficiency against the synthetic dust
+    dust = DustModel.near_sun(sun, seed=args.dust_seed, depth=0.9)
+    dcat, dust = apply_dust(cat, dust, seed=args.dust_seed)
+    dpsd = neural_disk.get_psd(dcat, "dust", cache, s, args.seed, log)
+    fit_eps = neural_disk.get_neural(dpsd, dcat, "dust_eps", cache, s, args.seed, log, selection="efficiency")
+    mid = maps.slice("xy", center=[sun[0], sun[1], 0.0], extent=1.5, n=61)
+    e_t = maps.evaluate(dust, "efficiency", mid)
+    e_n = maps.evaluate(fit_eps.efficiency, "efficiency", mid)
+    fig, axes = _figure(1, 3)
+    maps.plot_map(e_t, ax=axes[0, 0], vmin=0, vmax=1, title="true ε (synthetic dust)")
+    maps.plot_map(e_n, ax=axes[0, 1], vmin=0, vmax=1, title="learnt ε (joint with Φ)")
+    maps.plot_map(e_n._replace(mean=e_n.mean - e_t.mean, members=None), ax=axes[0, 2], cmap="RdBu_r", vmin=-0.5,
+                  vmax=0.5, title="learnt − true")
+    for ax in axes[0]:
+        ax.plot([sun[0]], [sun[1]], marker="*", color="w", ms=10, mec="k")
+    fig.savefig(out / "efficiency.png", dpi=110)
+    r = float(np.corrcoef(e_n.mean.ravel(), e_t.mean.ravel())[0, 1])
+    written.append(("efficiency.png", f"Selection efficiency in the midplane: truth, the jointly learnt ε(x) "
+                    f"(normalised to max 1 over the stars) and their difference; Pearson r = {r:.3f} on this slice. "
+                    "★ the Sun."))
+
+    # ---- disequilibrium diagnostic
+    dsl = maps.slice("xz", center=sun, extent=(1.2, 0.8), n=(25, 17))
+    deq_n = maps.disequilibrium_map(psd, pot, dsl, n_velocities=128, seed=0)
+    deq_g = maps.disequilibrium_map(psd, gala, dsl, n_velocities=128, seed=0)
+    fig, axes = _figure(1, 2)
+    top = float(np.quantile(np.concatenate([deq_n.relative.ravel(), deq_g.relative.ravel()]), 0.98))
+    maps.plot_disequilibrium(deq_n, ax=axes[0, 0], vmin=0.0, vmax=top)
+    axes[0, 0].set_title("∂log f/∂t with the neural acceleration")
+    maps.plot_disequilibrium(deq_g, ax=axes[0, 1], vmin=0.0, vmax=top)
+    axes[0, 1].set_title("∂log f/∂t with gala's MilkyWayPotential")
+    fig.savefig(out / "disequilibrium.png", dpi=110)
+    written.append(("disequilibrium.png", "The disequilibrium diagnostic rms ∂log f/∂t / rms v·s_x over p(v|x) "
+                    "(0: the acceleration balances the streaming term exactly), with the fitted neural "
+                    f"acceleration (median {np.median(deq_n.relative):.2f}) and with gala's MilkyWayPotential, "
+                    f"which is not the mock's potential (median {np.median(deq_g.relative):.2f})."))
+
+    lines = ["# Gallery", "",
+             "Made by `python benchmarks/gallery.py`" + (" --tiny (smoke settings: the fits are far from converged)"
+                                                          if args.tiny else "") + " on the shipped disk mock "
+             f"({cat.n} stars; settings {s}). Machine: {neural_disk.machine()}.", ""]
+    for name, caption in written:
+        lines += [f"## {name.rsplit('.', 1)[0].replace('_', ' ')}", "", f"![{name}]({name})", "", caption, ""]
+    (out / "index.md").write_text("\n".join(lines))
+    print(f"wrote {len(written)} figures and index.md to {out}")
+
+
+if __name__ == "__main__":
+    main()

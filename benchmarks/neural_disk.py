@@ -1,0 +1,261 @@
+"""Acceptance measurements of the neural potential and the dust correction on the disk mock (issue 6).
+
+Data: the shipped solar-neighbourhood disk mock (``bd.mocks.load_default()``: 10⁵ stars
+of a quasi-isothermal DF in MWPotential2014, inside a 2 kpc sphere around the Sun),
+whose exact acceleration and density are known.
+
+1. No dust. A flow ensemble (``bd.fit_psd``, K members) learns f(x, v); one neural
+   potential per member is fitted to the CBE residuals of its scores at the stars
+   (plus ``--velocities-per-star`` draws from p(v|x) per star). Measured at the Sun:
+   - |a − a_true| / |a_true| (target ≤ 3 %) and, per component, whether the truth lies
+     in the ensemble's 95 % band (Student t, K − 1 dof);
+   - ρ = ∇²Φ/4πG against the true total density (target ≤ 10 %, inside the 95 % band);
+   - for reference: the ball-averaged density from the divergence theorem (h = 0.2 kpc)
+     against the truth's ball average, and the pointwise least-squares acceleration
+     (``bd.dynamics.estimate_accelerations``) from the same flows.
+2. Synthetic dust: ``DustModel.near_sun`` puts 4 Gaussian clouds (radii 0.2–0.3 kpc,
+   |z| ≤ 50 pc, 0.4–1.2 kpc from the Sun) that remove 90 % of the stars at their
+   centres; ``apply_dust`` removes stars with probability 1 − ε(x). A new flow ensemble
+   learns the dusty catalog; two neural fits follow, without (``selection="none"``) and
+   with the joint efficiency (``selection="efficiency"``). Measured:
+   - Pearson correlation of the learnt ε(x) (normalised to max 1 over the stars) with the
+     true ε over the volume: points uniform in the sphere of radius 1.5 kpc about the
+     Sun with |z| < 0.5 kpc (where the tracers are), target ≥ 0.9; also at the stars;
+   - rms |a − a_true| over points uniform inside the clouds (within one radius of a
+     centre), without and with the correction: target ratio ≥ 3.
+
+Everything fitted is cached (``--cache``, default ~/.cache/bayesdyn/neural_disk) under
+names that encode the settings, so a re-run (and ``benchmarks/gallery.py``) reuses it.
+Prints a table, PASS/FAIL per target, timings and the machine; ``--json`` writes the
+figures. Cost on a 2-core CPU: each neural fit (K = 4, batch 2048, 4·10⁵ (x, v) pairs)
+takes ~15 ms CPU per step without and ~30 ms with the efficiency, i.e. 2–4 min for
+6000 steps; the two ``fit_psd`` runs on ~10⁵ stars dominate (see benchmarks/psd_speed.py). ``--tiny`` is a smoke run (5000 stars, 2 members, a few epochs/steps): its
+numbers mean nothing.
+
+Run:  python benchmarks/neural_disk.py [--tiny] [--ensemble 4] [--steps 6000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+
+def machine() -> str:
+    """One line describing the machine and its load."""
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    import jax
+
+    dev = ", ".join(str(d) for d in jax.devices())
+    return (f"{platform.node()} | {cpu} | {os.cpu_count()} cores | load avg {load:.2f} | jax {jax.__version__} "
+            f"on {dev} | {platform.platform()}")
+
+
+class Timer:
+    """Wall and process-CPU seconds of a block."""
+
+    def __init__(self, what: str, log: dict[str, Any]):
+        self.what, self.log = what, log
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.log[self.what] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+        print(f"  [{self.what}: {wall:.1f} s wall, {cpu:.1f} s CPU]", flush=True)
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    if args.tiny:
+        return dict(n=5000, ensemble=2, psd_epochs=3, steps=200, batch=512, m=1, width=32, eval_every=50)
+    return dict(n=args.n, ensemble=args.ensemble, psd_epochs=args.psd_epochs, steps=args.steps, batch=args.batch,
+                m=args.velocities_per_star, width=args.width, eval_every=250)
+
+
+def get_psd(cat, name: str, cache: pathlib.Path, s: dict, seed: int, log: dict):
+    from bayesdyn import psd as bpsd
+
+    folder = cache / f"psd_{name}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_s{seed}"
+    if (folder / "psd.json").is_file():
+        print(f"  reusing {folder}")
+        return bpsd.load_psd(folder)
+    with Timer(f"fit_psd {name}", log):
+        psd = bpsd.fit_psd(cat, ensemble=s["ensemble"], seed=seed, max_epochs=s["psd_epochs"], progress=False)
+    psd.save(folder)
+    return psd
+
+
+def get_neural(psd, cat, name: str, cache: pathlib.Path, s: dict, seed: int, log: dict, **extra):
+    from bayesdyn import neural
+
+    tag = "_".join(f"{k}{v}" for k, v in sorted(extra.items()))
+    folder = cache / (f"neural_{name}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_st{s['steps']}_b{s['batch']}"
+                      f"_m{s['m']}_w{s['width']}_s{seed}{'_' + tag if tag else ''}")
+    if (folder / "neural.json").is_file():
+        print(f"  reusing {folder}")
+        return neural.load_neural_fit(folder)
+    with Timer(f"neural {name}", log):
+        fit = neural.fit_neural_potential(
+            psd, cat, seed=seed, velocities_per_star=s["m"], steps=s["steps"], batch_size=s["batch"],
+            architecture=neural.Architecture(s["width"], 2, "gelu"), eval_every=s["eval_every"], **extra,
+        )
+    fit.save(folder)
+    return fit
+
+
+def uniform_ball(rng, center, radius, n):
+    d = rng.normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return np.asarray(center) + d * radius * rng.uniform(0, 1, (n, 1)) ** (1 / 3)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import bayesdyn as bd
+    from bayesdyn import dynamics, maps
+    from bayesdyn.mocks import DustModel, apply_dust
+
+    s = settings_from(args)
+    cache = pathlib.Path(args.cache).expanduser() / ("tiny" if args.tiny else "full")
+    cache.mkdir(parents=True, exist_ok=True)
+    log: dict[str, Any] = {}
+    out: dict[str, Any] = {"machine": machine(), "settings": s, "timings": log}
+    print(out["machine"])
+    print("settings:", s)
+
+    cat, truth = bd.mocks.load_default()
+    if s["n"] < cat.n:
+        keep = np.zeros(cat.n, bool)
+        keep[np.random.default_rng(args.seed).choice(cat.n, s["n"], replace=False)] = True
+        cat = cat.select(keep, f"benchmark subsample of {s['n']}")
+    sun = np.asarray(cat.solar.position)
+    a_true = np.asarray(truth.acceleration(sun), dtype=float)
+    rho_true = float(truth.density(sun))
+    print(f"\n== 1. no dust: {cat.n} stars; Sun at {sun.round(4).tolist()} kpc; true a = {a_true.round(2).tolist()} "
+          f"(km/s)²/kpc, ρ = {rho_true:.4g} M☉/kpc³")
+    psd = get_psd(cat, "clean", cache, s, args.seed, log)
+    fit = get_neural(psd, cat, "clean", cache, s, args.seed, log)
+    acc = maps.evaluate(fit.potential, "acceleration", sun[None])
+    rho = maps.evaluate(fit.potential, "density", sun[None])
+    a_est, rho_est = acc.mean[0], float(rho.mean[0])
+    a_err = float(np.linalg.norm(a_est - a_true) / np.linalg.norm(a_true))
+    a_cov = acc.covers(a_true[None], 0.95)[0]
+    rho_err = float(abs(rho_est - rho_true) / rho_true)
+    rho_cov = bool(rho.covers(np.array([rho_true]), 0.95)[0])
+    lo, hi = acc.band(0.95)
+    rlo, rhi = rho.band(0.95)
+    h = 0.2
+    sm_est = maps.smoothed_density(fit.potential, sun, h)
+    sm_true = float(maps.smoothed_density(truth, sun, h).mean)
+    lsq = dynamics.estimate_accelerations(psd, sun[None], n_velocities=1024, seed=args.seed)
+    out["clean"] = {
+        "a_sun": a_est.tolist(), "a_sun_members": acc.members[:, 0].tolist() if acc.members is not None else None,
+        "a_true": a_true.tolist(), "a_rel_error": a_err, "a_band95": [lo[0].tolist(), hi[0].tolist()],
+        "a_covered95": a_cov.tolist(),
+        "rho_sun": rho_est, "rho_true": rho_true, "rho_rel_error": rho_err, "rho_band95": [float(rlo[0]), float(rhi[0])],
+        "rho_covered95": rho_cov,
+        "rho_ball_h0.2": float(sm_est.mean), "rho_ball_true_h0.2": sm_true,
+        "rho_ball_rel_error": float(abs(sm_est.mean - sm_true) / sm_true),
+        "lstsq_a_sun": np.asarray(lsq.a[0]).tolist(),
+        "lstsq_a_rel_error": float(np.linalg.norm(np.asarray(lsq.a[0]) - a_true) / np.linalg.norm(a_true)),
+        "best_val_loss": fit.info["best_val_loss"],
+    }
+    print(f"  neural a(Sun) = {a_est.round(2).tolist()}  |Δa|/|a| = {100 * a_err:.2f} %  95 % band covers truth: "
+          f"{a_cov.tolist()}")
+    print(f"  neural ρ(Sun) = {rho_est:.4g}  error {100 * rho_err:.1f} %  95 % band [{rlo[0]:.4g}, {rhi[0]:.4g}] "
+          f"covers: {rho_cov}")
+    print(f"  ball average h = {h} kpc: {float(sm_est.mean):.4g} vs truth {sm_true:.4g} "
+          f"({100 * out['clean']['rho_ball_rel_error']:.1f} %)")
+    print(f"  least-squares a(Sun) from the same flows = {np.asarray(lsq.a[0]).round(2).tolist()} "
+          f"({100 * out['clean']['lstsq_a_rel_error']:.2f} %)")
+
+    print("\n== 2. synthetic dust")
+    dust = DustModel.near_sun(sun, seed=args.dust_seed, depth=0.9)
+    dcat, dust = apply_dust(cat, dust, seed=args.dust_seed)
+    inside_stars = dust.inside(cat.x)
+    removed_inside = 1 - dust.inside(dcat.x).sum() / inside_stars.sum()
+    print(f"  {len(dust.centers)} clouds {np.round(dust.centers, 3).tolist()} radii {np.round(dust.radii, 3).tolist()}; "
+          f"kept {dcat.n} of {cat.n}; {100 * removed_inside:.0f} % removed within one radius of the centres")
+    dpsd = get_psd(dcat, "dust", cache, s, args.seed, log)
+    fit_none = get_neural(dpsd, dcat, "dust_none", cache, s, args.seed, log)
+    fit_eps = get_neural(dpsd, dcat, "dust_eps", cache, s, args.seed, log, selection="efficiency")
+    rng = np.random.default_rng(12345)
+    vol = uniform_ball(rng, sun, 1.5, 60_000)
+    vol = vol[np.abs(vol[:, 2]) < 0.5]
+    e_learnt = np.asarray(fit_eps.efficiency.efficiency(vol), dtype=float)
+    e_true = np.asarray(dust.efficiency(vol), dtype=float)
+    r_vol = float(np.corrcoef(e_learnt, e_true)[0, 1])
+    r_star = float(np.corrcoef(np.asarray(fit_eps.efficiency.efficiency(dcat.x)), np.asarray(dust.efficiency(dcat.x)))[0, 1])
+    clouds = np.concatenate([uniform_ball(rng, c, r, 2000) for c, r in zip(dust.centers, dust.radii)])
+    at = np.asarray(truth.acceleration(clouds), dtype=float)
+    err = {}
+    for name, f in (("none", fit_none), ("efficiency", fit_eps)):
+        a = np.asarray(f.potential.acceleration(clouds), dtype=float)
+        err[name] = float(np.sqrt(np.mean(np.sum((a - at) ** 2, axis=1))))
+    ratio = err["none"] / err["efficiency"]
+    out["dust"] = {
+        "clouds": dust.to_dict(), "kept": int(dcat.n), "removed_inside_fraction": float(removed_inside),
+        "pearson_eps_volume": r_vol, "pearson_eps_stars": r_star,
+        "rms_a_error_in_clouds_none": err["none"], "rms_a_error_in_clouds_efficiency": err["efficiency"],
+        "rms_a_true_in_clouds": float(np.sqrt(np.mean(np.sum(at**2, axis=1)))),
+        "error_ratio": ratio,
+        "a_sun_none": np.asarray(fit_none.potential.acceleration(sun)).tolist(),
+        "a_sun_efficiency": np.asarray(fit_eps.potential.acceleration(sun)).tolist(),
+    }
+    print(f"  Pearson(ε learnt, ε true): volume {r_vol:.3f}, stars {r_star:.3f}")
+    print(f"  rms |a − a_true| inside the clouds: without correction {err['none']:.1f}, with {err['efficiency']:.1f} "
+          f"(km/s)²/kpc (|a| ≈ {out['dust']['rms_a_true_in_clouds']:.0f}); ratio {ratio:.2f}")
+
+    targets = [
+        ("a(Sun) within 3 %", a_err <= 0.03),
+        ("a(Sun) inside its 95 % band (every component)", bool(np.all(a_cov))),
+        ("ρ(Sun) within 10 %", rho_err <= 0.10),
+        ("ρ(Sun) inside its 95 % band", rho_cov),
+        ("Pearson(ε) over the volume ≥ 0.9", r_vol >= 0.9),
+        ("acceleration error in clouds ≥ 3× smaller with ε", ratio >= 3.0),
+    ]
+    out["targets"] = {k: bool(v) for k, v in targets}
+    print("\n== summary" + (" (TINY smoke run: numbers are meaningless)" if args.tiny else ""))
+    for k, v in targets:
+        print(f"  {'PASS' if v else 'FAIL'}  {k}")
+    print(out["machine"])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="smoke run (5000 stars, 2 members, few steps)")
+    p.add_argument("--n", type=int, default=100_000, help="stars (default all 10⁵)")
+    p.add_argument("--ensemble", type=int, default=4, help="flow members K = neural members")
+    p.add_argument("--psd-epochs", type=int, default=100, help="max epochs of fit_psd")
+    p.add_argument("--steps", type=int, default=6000, help="Adam steps of each neural fit")
+    p.add_argument("--batch", type=int, default=2048, help="(x, v) pairs per step")
+    p.add_argument("--velocities-per-star", type=int, default=3, help="extra p(v|x) draws per star")
+    p.add_argument("--width", type=int, default=64, help="hidden width of the MLPs (depth 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dust-seed", type=int, default=1)
+    p.add_argument("--cache", default=os.environ.get("BAYESDYN_BENCH_CACHE", "~/.cache/bayesdyn/neural_disk"))
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
+    args = p.parse_args()
+    out = run(args)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Maps: grid/slice/line-of-sight geometry, evaluation shapes and bands, the divergence-theorem density
+(exact on a Plummer sphere), the ∂f/∂t diagnostic with exact scores, and the plots.
+
+Units: kpc, (km/s)²/kpc, M☉/kpc³; ∂log f/∂t in km/s/kpc.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import stats
+
+import bayesdyn as bd
+from bayesdyn import maps, neural
+from bayesdyn.dynamics import ExactScores
+
+M, B = 1e10, 1.0  # Plummer mass [M☉] and scale radius [kpc]
+
+
+def _plummer_ball_mass(center: np.ndarray, h: float, n: int = 64) -> float:
+    """∫ρ dV over the ball |x − center| < h, independently: Gauss–Legendre in (r, cos ψ) about the centre
+    direction (the integrand is axisymmetric about the line from the Plummer centre)."""
+    d = np.linalg.norm(center)
+    r, wr = np.polynomial.legendre.leggauss(n)
+    mu, wm = np.polynomial.legendre.leggauss(n)
+    r = 0.5 * h * (r + 1)
+    wr = 0.5 * h * wr
+    rr, mm = np.meshgrid(r, mu, indexing="ij")
+    s2 = d**2 + rr**2 + 2 * d * rr * mm
+    rho = 3 * M / (4 * np.pi * B**3) * (1 + s2 / B**2) ** -2.5
+    return float(2 * np.pi * np.sum(wr[:, None] * wm[None, :] * rr**2 * rho))
+
+
+def test_divergence_theorem_density_is_exact_on_a_plummer_sphere(x64):
+    _, truth = bd.mocks.plummer(10, seed=0, mass=M, scale_radius=B)
+    for h in (0.3, 1.0, 3.0):
+        # centred: ⟨ρ⟩_ball = M(<h)/(4/3 π h³) with M(<h) = M h³/(h² + b²)^{3/2}, to rounding
+        exact = M * h**3 / (h**2 + B**2) ** 1.5 / (4 / 3 * np.pi * h**3)
+        got = maps.smoothed_density(truth, np.zeros(3), h)
+        assert_allclose(got.mean, exact, rtol=1e-12)
+    # off-centre: against an independent quadrature of ρ over the ball (rtol 1e-8)
+    centers = np.array([[0.7, 0.2, -0.3], [1.5, -1.0, 0.4]])
+    got = maps.smoothed_density(truth, centers, 0.5, order=16).mean
+    want = [_plummer_ball_mass(c, 0.5) / (4 / 3 * np.pi * 0.5**3) for c in centers]
+    assert_allclose(got, want, rtol=1e-8)
+    # the same through evaluate(), on a grid, and for a list of models (members)
+    g = maps.grid((-1.0, 1.0, 3), 0.0, 0.0)
+    fm = maps.evaluate([truth, truth], "smoothed_density", g, radius=0.5)
+    assert fm.mean.shape == (3, 1, 1) and fm.members.shape == (2, 3, 1, 1)
+
+
+def test_grid_slice_and_evaluation_shapes(x64):
+    mw = bd.potentials.MWPotential2014()
+    g = maps.grid((-9.0, -7.0, 5), (-1.0, 1.0, 4), (-0.5, 0.5, 3))
+    assert g.points.shape == (5, 4, 3, 3) and list(g.axes) == ["x", "y", "z"]
+    assert_allclose(g.points[2, 0, 1], [-8.0, -1.0, 0.0])
+    acc = maps.evaluate(mw, "acceleration", g)
+    assert acc.mean.shape == (5, 4, 3, 3) and acc.members is None and acc.unit == "(km/s)²/kpc"
+    a_r = maps.evaluate(mw, "a_R", g)
+    assert np.all(a_r.mean < 0)  # inward
+    # a_R = (x a_x + y a_y)/R
+    p = g.flat()
+    a = acc.mean.reshape(-1, 3)
+    assert_allclose(a_r.mean.reshape(-1), (p[:, 0] * a[:, 0] + p[:, 1] * a[:, 1]) / np.hypot(p[:, 0], p[:, 1]))
+    sl = maps.slice("xz", center=[-8.0, 0.5, 0.0], extent=(1.0, 0.5), n=(7, 5))
+    assert sl.points.shape == (7, 5, 3) and list(sl.axes) == ["x", "z"]
+    assert_allclose(sl.points[..., 1], 0.5)
+    assert_allclose(sl.points[0, 0], [-9.0, 0.5, -0.5])
+    rho = maps.evaluate(mw, "density", sl)
+    assert_allclose(rho.mean, np.asarray(mw.density(sl.points)))
+    with pytest.raises(ValueError, match="quantity="):
+        maps.evaluate(mw, "mass", sl)
+    with pytest.raises(ValueError, match="plane="):
+        maps.slice("xw")
+
+
+def test_neural_ensemble_members_and_bands(x64):
+    pot = neural.NeuralPotential.initialise(0, center=[-8.0, 0, 0], scale=1.0, amplitude=6000.0, members=4,
+                                            architecture=neural.Architecture(8, 1, "tanh"))
+    los = maps.line_of_sight(30.0, 10.0, np.linspace(0.0, 1.0, 5))
+    fm = maps.evaluate(pot, "a_z", los)
+    assert fm.members.shape == (4, 5) and fm.mean.shape == (5,)
+    assert_allclose(fm.mean, fm.members.mean(0))
+    lo, hi = fm.band(0.95)
+    # Student t with K − 1 = 3 degrees of freedom: half-width 3.182 sd
+    assert_allclose(hi - fm.mean, stats.t.ppf(0.975, 3) * np.std(fm.members, axis=0, ddof=1))
+    assert np.all(lo <= fm.mean) and np.all(fm.covers(fm.mean))
+    lo_q, hi_q = fm.band(0.5, method="quantile")
+    assert np.all((lo_q >= fm.members.min(0)) & (hi_q <= fm.members.max(0)))
+    sd = maps.smoothed_density(pot, los.points[:2], 0.2)
+    assert sd.members.shape == (4, 2)
+    # the ball average of a smooth field tends to the point density as h → 0
+    assert_allclose(maps.smoothed_density(pot, los.points[:2], 1e-3).mean, pot.density(los.points[:2]), rtol=1e-4)
+
+
+def test_line_of_sight_geometry():
+    solar = bd.SolarParameters()
+    d = np.array([0.0, 0.5, 1.0, 2.0])
+    to_gc = maps.line_of_sight(0.0, 0.0, d, solar)
+    assert_allclose(to_gc.points[0], solar.position, atol=1e-9)  # d = 0 is the Sun
+    assert np.all(np.diff(to_gc.points[:, 0]) > 0)  # l = 0, b = 0: towards the Galactic centre, x increases
+    assert_allclose(np.linalg.norm(np.diff(to_gc.points, axis=0), axis=1), np.diff(d), rtol=1e-9)
+    assert_allclose(to_gc.points[:, 1], 0.0, atol=1e-5)
+    # the plane b = 0 is tilted by asin(z☉/R0): z drifts down by z☉/R0 per kpc
+    assert_allclose(np.diff(to_gc.points[:, 2]) / np.diff(d), -solar.z_sun / solar.galcen_distance, rtol=1e-3)
+    l90 = maps.line_of_sight(90.0, 0.0, d, solar).points
+    assert np.all(np.diff(l90[:, 1]) > 0)  # l = 90°: along +y (the direction of rotation)
+    assert_allclose(l90[:, 0], l90[0, 0], atol=1e-5)
+    up = maps.line_of_sight(0.0, 90.0, d, solar).points
+    assert np.all(np.diff(up[:, 2]) > 0)
+    import astropy.units as u
+
+    same = maps.line_of_sight(0.0 * u.deg, 0.0 * u.rad, d * 1000 * u.pc, solar)
+    assert_allclose(same.points, to_gc.points)
+
+
+def test_disequilibrium_vanishes_for_the_true_acceleration(x64):
+    cat, truth = bd.mocks.plummer(3000, seed=2)
+    source = ExactScores(truth, cat)
+    pts = np.array([[0.5, 0.0, 0.0], [0.0, -1.0, 0.3], [0.2, 0.2, 0.2]])
+    good = maps.disequilibrium_map(source, truth, pts, n_velocities=64)
+    assert good.rms.shape == (3,) and good.members_rms.shape == (1, 3)
+    assert np.all(good.relative < 1e-8)
+    wrong = maps.disequilibrium_map(source, np.asarray(truth.acceleration(pts)) * 1.3, pts, n_velocities=64)
+    assert np.all(wrong.relative > 0.1)
+    assert_allclose(wrong.rms_per_gyr(), wrong.rms * maps.GYR_PER_KPC_S_KM)
+
+
+def test_plots_have_bands_and_references(tmp_path, x64):
+    mw = bd.potentials.MWPotential2014()
+    gala = bd.potentials.MilkyWayPotential()
+    pot = neural.NeuralPotential.initialise(1, center=[-8.0, 0, 0], scale=1.0, amplitude=6000.0, members=3,
+                                            architecture=neural.Architecture(8, 1, "tanh"))
+    fig, axes = maps.new_axes(3)
+    ax = maps.plot_line_of_sight(pot, 0.0, 0.0, np.linspace(0, 1, 6), "a_R", ax=axes[0],
+                                 references={"MWPotential2014": mw, "MilkyWayPotential": gala})
+    assert len(ax.collections) == 2  # the 68 and 95 % bands
+    assert len(ax.lines) == 3  # estimate + 2 references
+    sl = maps.slice("xz", center=[-8.0, 0.0, 0.0], extent=1.0, n=9)
+    maps.plot_map(maps.evaluate(mw, "density", sl), ax=axes[1], log=True, contours=4)
+    maps.plot_map(maps.evaluate(pot, "a_z", sl), ax=axes[2], statistic="sd")
+    out = tmp_path / "maps.png"
+    fig.savefig(out)
+    assert out.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="2-d slice"):
+        maps.plot_map(maps.evaluate(mw, "density", maps.line_of_sight(0, 0, [0.0, 1.0])))

@@ -1,0 +1,181 @@
+"""Neural potential: curl-free a and Poisson by construction, a tiny CBE fit on exact Plummer scores,
+NumPyro MAP with priors on the weights, save/load, bad input.
+
+Units: kpc, km/s, (km/s)²/kpc, M☉/kpc³. Plummer M = 1e10 M☉, b = 1 kpc: |a(r = b)| = GM/(2√2 b²) = 15206 (km/s)²/kpc.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import bayesdyn as bd
+from bayesdyn import neural
+from bayesdyn import units
+from bayesdyn.inference import PotentialModel, StarScoreData
+
+FOUR_PI_G = 4 * np.pi * units.G
+ARCH = neural.Architecture(32, 2, "gelu")
+# positions at r = b in six directions
+AT_B = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [-1.0, 0, 0], [0.6, 0.0, -0.8], [0, -0.6, 0.8]])
+
+
+def _random_potential(members=3):
+    return neural.NeuralPotential.initialise(
+        3, center=[0.1, -0.2, 0.05], scale=[1.0, 1.5, 0.5], amplitude=1e4, architecture=ARCH, members=members
+    )
+
+
+def test_acceleration_is_curl_free_and_density_is_poisson(x64, rng):
+    pot = _random_potential()
+    pts = rng.normal(size=(6, 3))
+    # curl-free: the Jacobian of a is symmetric
+    jac = jax.jit(jax.vmap(jax.jacfwd(pot._acceleration)))(jnp.asarray(pts))
+    assert_allclose(jac, np.swapaxes(jac, 1, 2), rtol=0, atol=1e-9 * float(jnp.max(jnp.abs(jac))))
+    # Poisson: ρ = −∇·a / 4πG, with ∇·a by independent central differences of the acceleration
+    eps = 1e-4
+    shifted = np.concatenate([pts + e for e in np.eye(3) * eps] + [pts - e for e in np.eye(3) * eps])
+    acc = np.asarray(pot.acceleration(shifted)).reshape(2, 3, len(pts), 3)
+    div = sum((acc[0, i, :, i] - acc[1, i, :, i]) / (2 * eps) for i in range(3))
+    members = np.asarray(pot.density_members(pts))
+    rho = members.mean(0)
+    assert_allclose(rho, -div / FOUR_PI_G, rtol=1e-6, atol=1e-6 * np.max(np.abs(rho)))
+    # the ensemble is the member mean
+    assert members.shape == (3, 6)
+    assert pot.acceleration_members(shifted).shape == (3, 6 * len(pts), 3)
+    assert_allclose(np.mean(np.asarray(pot.acceleration_members(shifted)), axis=0), acc.reshape(-1, 3), rtol=1e-10)
+
+
+def test_architecture_round_trip_and_refusals():
+    w = ARCH.init(0)
+    assert w.shape == (ARCH.n_weights(),) == (3 * 32 + 32 + 32 * 32 + 32 + 32 + 1,) == (1217,)
+    # the flat layout is (weight, bias) per layer, rows = outputs: check against a numpy forward pass
+    z = np.array([0.3, -0.1, 0.2])
+    net = ARCH.network(w)
+    assert net.layers[0].weight.shape == (32, 3) and net.layers[-1].weight.shape == (1, 32)
+    wn, h, start = np.asarray(w, dtype=float), z, 0
+    sizes = ARCH.layer_sizes()
+    for i in range(len(sizes) - 1):
+        m = wn[start:start + sizes[i] * sizes[i + 1]].reshape(sizes[i + 1], sizes[i])
+        start += m.size
+        bias = wn[start:start + sizes[i + 1]]
+        start += sizes[i + 1]
+        h = m @ h + bias
+        if i < len(sizes) - 2:
+            h = np.asarray(jax.nn.gelu(jnp.asarray(h)))
+    assert_allclose(float(net(jnp.asarray(z))), h[0], rtol=1e-5)
+    assert_allclose(float(ARCH.apply(w, jnp.asarray(z))), h[0], rtol=1e-5)
+    # equinox's initialisation width: |w| ≤ 1/√fan_in
+    assert np.all(np.abs(wn) <= ARCH.fan_in_scales())
+    with pytest.raises(ValueError, match="smooth activation"):
+        neural.Architecture(8, 1, "relu")
+    with pytest.raises(ValueError, match=r"shape \(1217,\) or \(K, 1217\)"):
+        neural.NeuralPotential(jnp.zeros(5), ARCH, [0, 0, 0], 1.0, 1.0)
+    bad = jnp.ones((2, ARCH.n_weights())).at[1, 3].set(jnp.nan)
+    with pytest.raises(ValueError, match="1 member"):
+        neural.NeuralPotential(bad, ARCH, [0, 0, 0], 1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def plummer():
+    cat, truth = bd.mocks.plummer(3000, seed=1)
+    s_x, s_v = truth.score(cat.x, cat.v)
+    return cat, truth, np.asarray(s_x), np.asarray(s_v)
+
+
+@pytest.fixture(scope="module")
+def plummer_fit(plummer):
+    """A tiny fit in the default float32: 3000 stars, exact scores, 400 Adam steps, 2 members (bootstrap)."""
+    cat, _, s_x, s_v = plummer
+    sx2 = np.stack([s_x, s_x])
+    sv2 = np.stack([s_v, s_v])
+    return neural.fit_neural_potential_scores(
+        cat.x, cat.v, sx2, sv2, seed=0, architecture=ARCH, steps=400, batch_size=512, bootstrap=True
+    )
+
+
+def test_fit_recovers_plummer_acceleration(plummer, plummer_fit):
+    _, truth, _, _ = plummer
+    a = np.asarray(plummer_fit.potential.acceleration(AT_B))
+    a_true = np.asarray(truth.acceleration(AT_B))
+    # within 10 % of |a(b)| = 15206 (km/s)²/kpc per point; a wrong sign would be off by 200 %
+    err = np.linalg.norm(a - a_true, axis=1) / np.linalg.norm(a_true, axis=1)
+    assert err.max() < 0.10, err
+    # the density ρ(b) = 3M/(4π b³) 2^{-5/2} = 4.22e8 M☉/kpc³ from the Laplacian, within 30 %
+    rho = np.asarray(plummer_fit.potential.density(AT_B))
+    assert_allclose(rho, np.asarray(truth.density(AT_B)), rtol=0.30)
+    assert plummer_fit.potential.n_members == 2
+    assert np.all(np.asarray(plummer_fit.info["best_step"]) > 0)
+
+
+def test_save_and_load(plummer_fit, tmp_path):
+    plummer_fit.save(tmp_path / "fit")
+    back = neural.load_neural_fit(tmp_path / "fit")
+    assert_allclose(back.potential.acceleration(AT_B), plummer_fit.potential.acceleration(AT_B), rtol=1e-6)
+    assert back.config == plummer_fit.config
+    with pytest.raises(ValueError, match="holds no neural fit"):
+        neural.load_neural_fit(tmp_path)
+
+
+def test_map_with_priors_on_weights_through_numpyro(plummer):
+    """A neural Φ with a N(0, 1/fan_in) prior on its weights in a PotentialModel; MAP by SVI (AutoDelta)."""
+    cat, truth, s_x, s_v = plummer
+    n = 1000
+    x, v, sx, sv = (jnp.asarray(a[:n]) for a in (cat.x, cat.v, s_x, s_v))
+    a0 = neural.acceleration_scale(v, sx, sv)
+    pot = neural.NeuralPotential.initialise(0, center=[0, 0, 0], scale=1.0, amplitude=a0, architecture=ARCH)
+    free = pot.with_prior(scale=1.0)
+    model = PotentialModel(neural=free)
+    assert list(model.free_parameters()) == ["neural.weights"]
+    assert model.free_parameters()["neural.weights"].event_shape == (ARCH.n_weights(),)
+    sigma = jnp.full(n, 0.05 * float(jnp.median(jnp.abs(jnp.sum(v * sx, -1)))))
+    data = StarScoreData(x, v, sx, sv, sigma, jnp.zeros(3))
+    fit = neural.fit_map(model, data, steps=300, learning_rate=1e-2, seed=0)
+    assert fit.losses[-1] < 0.1 * fit.losses[0]
+    a = np.asarray(fit.components["neural"].acceleration(AT_B))
+    a_true = np.asarray(truth.acceleration(AT_B))
+    err = np.linalg.norm(a - a_true, axis=1) / np.linalg.norm(a_true, axis=1)
+    assert err.max() < 0.10, err
+    with pytest.raises(bd.potentials.UnboundParameterError):
+        free.acceleration(AT_B)
+
+
+def test_bad_scores_are_named():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    s = np.ones((50, 3))
+    s[[3, 7]] = np.nan
+    with pytest.raises(ValueError, match="2 of 50 stars have NaN"):
+        neural.fit_neural_potential_scores(x, x, s, s, steps=1)
+    with pytest.raises(ValueError, match="must be \\(K, 50, 3\\)"):
+        neural.fit_neural_potential_scores(x, x, s[:40], s[:40], steps=1)
+    with pytest.raises(ValueError, match="selection="):
+        neural.NeuralFitConfig(selection="dust")
+
+
+def test_selection_fields_normalisation_and_gradients(x64, rng):
+    arch = neural.Architecture(8, 2, "tanh")
+    x = rng.normal(size=(40, 3))
+    eff = neural.NeuralEfficiency(arch.init(1, members=3), arch, [0.0, 0.0, 0.0], 1.0).normalised(x)
+    e = np.asarray(eff.efficiency_members(x))
+    assert e.shape == (3, 40)
+    assert_allclose(e.max(axis=1), 1.0, rtol=1e-12)  # max ε = 1 over the reference stars, per member
+    assert np.all((e > 0) & (e <= 1 + 1e-12))
+    # ∇log ε: member mean, against central differences of the member-mean log ε
+    h = 1e-5
+    log_e = lambda p: np.asarray(eff.log_efficiency_members(p)).mean(0)  # noqa: E731
+    fd = np.stack([(log_e(x + d) - log_e(x - d)) / (2 * h) for d in np.eye(3) * h], axis=1)
+    assert_allclose(eff.grad_log_efficiency(x), fd, rtol=1e-6, atol=1e-9)
+    tracer = neural.NeuralTracerDensity(arch.init(2), arch, [0.0, 0.0, 0.0], 1.0)
+    n_obs = np.exp(rng.normal(size=40))
+    eps = np.asarray(tracer.efficiency(x, n_obs))
+    assert_allclose(eps.max(), 1.0)
+    ratio = n_obs / np.exp(np.asarray(tracer.log_density_members(x))[0])
+    assert_allclose(eps, ratio / ratio.max(), rtol=1e-10)
+    # the header round trip keeps ε; weights fitted with another sigmoid offset are refused
+    back = neural.NeuralEfficiency.from_header(eff.header(), eff.weights)
+    assert_allclose(back.efficiency(x), eff.efficiency(x), rtol=1e-12)
+    with pytest.raises(ValueError, match="sigmoid offset"):
+        neural.NeuralEfficiency.from_header({**eff.header(), "efficiency_offset": 4.0}, eff.weights)
