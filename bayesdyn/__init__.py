@@ -23,6 +23,7 @@ from . import potentials as potentials
 from . import psd as psd
 from . import results as results
 from . import units as units
+from . import validate as validate
 from .catalog import Catalog as Catalog
 from .catalog import CatalogError as CatalogError
 from .catalog import CutRecord as CutRecord
@@ -64,5 +65,6 @@ __all__ = [
     "psd",
     "results",
     "units",
+    "validate",
     "__version__",
 ]

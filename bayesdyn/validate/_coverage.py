@@ -1,0 +1,688 @@
+"""The calibration harness: R realisations of a mock → coverage, bias and PIT of each reported quantity."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+import pandas as pd
+
+from ._likelihood import Likelihood, build_data
+from ._mocks import CalibrationMock, get_mock
+from ._quantities import DrawEvaluator, interval_summary
+from ._sampler import NutsRunner
+
+__all__ = ["coverage", "CoverageResult", "summarise", "plot_pit", "pull_table", "ACCEPTANCE"]
+
+#: Acceptance bands of issue 5 (about ±2 binomial σ at R = 30).
+ACCEPTANCE = {"coverage_68": (0.50, 0.85), "coverage_95": (0.85, 1.00), "bias_over_sd": (0.0, 0.5)}
+
+#: defaults of the flow fit and of NUTS (override with ``psd_options`` / ``nuts_options``)
+PSD_DEFAULTS = {"ensemble": 4, "bootstrap": True, "max_epochs": 100}
+NUTS_DEFAULTS = {
+    "num_chains": 2,
+    "num_warmup": 500,
+    "num_samples": 1000,
+    "target_accept": 0.8,
+    "dense_mass": True,
+    "init_steps": 300,
+}
+
+_ROW_COLUMNS = [
+    "realisation", "quantity", "unit", "truth", "median", "mean", "sd", "q2.5", "q16", "q84", "q97.5",
+    "in68", "in95", "pit", "pull",
+]
+_SUMMARY_COLUMNS = [
+    "unit", "truth", "n", "mean_bias", "rel_bias", "spread", "mean_sd", "bias_over_sd", "spread_over_sd",
+    "coverage_68", "coverage_68_se", "coverage_95", "coverage_95_se", "mean_pull", "sd_pull", "pit_ks_p",
+    "median_abs_rel_err", "pass_68", "pass_95", "pass_bias",
+]
+
+
+# ----------------------------------------------------------------------------- results
+@dataclasses.dataclass
+class CoverageResult:
+    """What a calibration run measured.
+
+    Attributes:
+        table: one row per (realisation, quantity): truth, posterior median, mean,
+            sd, 68 % and 95 % intervals, whether the truth is inside, PIT and pull.
+        records: one dict per realisation: seeds, timings (wall and CPU seconds per
+            stage), NUTS diagnostics, likelihood details, or the error if it failed.
+        config: the settings of the run (JSON).
+    """
+
+    table: pd.DataFrame
+    records: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per quantity: bias, spread, coverage and PIT uniformity (see :func:`summarise`)."""
+        return summarise(self.table)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """Records of realisations that raised an error."""
+        return [r for r in self.records if "error" in r]
+
+    def timing(self) -> pd.DataFrame:
+        """Wall and CPU seconds per stage and realisation."""
+        rows = {}
+        for rec in self.records:
+            if "timing" in rec:
+                rows[rec["realisation"]] = {
+                    f"{stage}_{kind}": v[i] for stage, v in rec["timing"].items()
+                    for i, kind in enumerate(("wall_s", "cpu_s"))
+                }
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def plot_pit(self, path: str | Path | None = None):
+        """PIT histograms and per-realisation intervals (see :func:`plot_pit`)."""
+        c = self.config
+        title = f"{c.get('mock', {}).get('name', '')} · {c.get('method', '')} · {c.get('likelihood', '')}"
+        return plot_pit(self.table, path, title=title)
+
+    def to_markdown(self) -> str:
+        """A Markdown report: settings, summary table, acceptance, timings."""
+        return _markdown(self)
+
+    def save(self, out: str | Path, plot: bool = True) -> None:
+        """Write ``realisations.csv``, ``summary.csv``, ``summary.json``, ``summary.md`` and ``pit.png`` to ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(out / "realisations.csv", index=False)
+        summ = self.summary
+        summ.to_csv(out / "summary.csv", index_label="quantity")
+        t = self.timing()
+        payload = {
+            "config": self.config,
+            "n_realisations": int(self.table["realisation"].nunique()) if len(self.table) else 0,
+            "n_failed": len(self.failures),
+            "summary": json.loads(summ.to_json(orient="index")),
+            "timing_mean": json.loads(t.mean().to_json()) if len(t) else {},
+            "timing_median": json.loads(t.median().to_json()) if len(t) else {},
+            "n_unconverged": sum(1 for r in self.records if _unconverged(r)),
+        }
+        (out / "summary.json").write_text(json.dumps(payload, indent=1))
+        if plot and len(self.table):
+            fig = self.plot_pit(out / "pit.png")
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        (out / "summary.md").write_text(self.to_markdown())
+
+    @classmethod
+    def load(cls, out: str | Path) -> "CoverageResult":
+        """Rebuild the result of a (possibly unfinished) run from its folder."""
+        out = Path(out)
+        cfg_path = out / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"no calibration run in {out} (config.json missing)")
+        config = json.loads(cfg_path.read_text())
+        records = [json.loads(p.read_text()) for p in sorted((out / "realisations").glob("r*.json"))]
+        return cls(_rows_table(records), records, config)
+
+
+def _rows_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    rows = [dict(realisation=rec["realisation"], **row) for rec in records for row in rec.get("rows", [])]
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS)
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-quantity calibration summary of a realisations table.
+
+    Columns: ``unit``, ``truth`` (mean over realisations), ``n`` realisations,
+    ``mean_bias`` = mean(median − truth), ``rel_bias`` = mean(median/truth − 1),
+    ``spread`` = sd of the medians, ``mean_sd`` = mean posterior sd,
+    ``bias_over_sd`` = |mean_bias|/mean_sd, ``spread_over_sd`` (≈ 1 when the
+    posterior width matches the scatter of the medians), ``coverage_68``,
+    ``coverage_95`` and their binomial standard errors at the nominal rates,
+    ``mean_pull`` and ``sd_pull`` of (median − truth)/sd, ``pit_ks_p`` (KS test of
+    the PITs against uniform; small = miscalibrated), ``median_abs_rel_err`` of the
+    medians, and ``pass_68``, ``pass_95``, ``pass_bias`` against :data:`ACCEPTANCE`.
+    """
+    from scipy import stats
+
+    out = {}
+    for name, g in table.groupby("quantity", sort=False):
+        n = len(g)
+        err = g["median"] - g["truth"]
+        mean_sd = float(g["sd"].mean())
+        bias = float(err.mean())
+        cov68, cov95 = float(g["in68"].mean()), float(g["in95"].mean())
+        pit = g["pit"].to_numpy(float)
+        out[name] = {
+            "unit": g["unit"].iloc[0],
+            "truth": float(g["truth"].mean()),
+            "n": n,
+            "mean_bias": bias,
+            "rel_bias": float((g["median"] / g["truth"] - 1).mean()),
+            "spread": float(g["median"].std(ddof=1)) if n > 1 else float("nan"),
+            "mean_sd": mean_sd,
+            "bias_over_sd": abs(bias) / mean_sd if mean_sd > 0 else float("inf"),
+            "spread_over_sd": float(g["median"].std(ddof=1)) / mean_sd if n > 1 and mean_sd > 0 else float("nan"),
+            "coverage_68": cov68,
+            "coverage_68_se": math.sqrt(0.68 * 0.32 / n),
+            "coverage_95": cov95,
+            "coverage_95_se": math.sqrt(0.95 * 0.05 / n),
+            "mean_pull": float(g["pull"].mean()),
+            "sd_pull": float(g["pull"].std(ddof=1)) if n > 1 else float("nan"),
+            "pit_ks_p": float(stats.kstest(pit, "uniform").pvalue) if n > 0 else float("nan"),
+            "median_abs_rel_err": float(np.median(np.abs(g["median"] / g["truth"] - 1))),
+        }
+        for key, col in (("pass_68", "coverage_68"), ("pass_95", "coverage_95"), ("pass_bias", "bias_over_sd")):
+            lo, hi = ACCEPTANCE[col]
+            out[name][key] = bool(lo <= out[name][col] <= hi)
+    if not out:  # nothing finished yet: the columns, no rows
+        return pd.DataFrame(columns=_SUMMARY_COLUMNS)
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def pull_table(results: dict[str, "CoverageResult"]) -> pd.DataFrame:
+    """Pulls of single-realisation runs (the Gaia Challenge mocks), one row per (mock, quantity).
+
+    Columns: mock, quantity, unit, truth, median, sd, q2.5, q97.5, pull = (median − truth)/sd,
+    rel_err = median/truth − 1, in68, in95.
+    """
+    rows = []
+    for mock, res in results.items():
+        for _, r in res.table.iterrows():
+            rows.append(
+                {
+                    "mock": mock, "quantity": r["quantity"], "unit": r["unit"], "truth": r["truth"],
+                    "median": r["median"], "sd": r["sd"], "q2.5": r["q2.5"], "q97.5": r["q97.5"],
+                    "pull": r["pull"], "rel_err": r["median"] / r["truth"] - 1, "in68": r["in68"], "in95": r["in95"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_pit(table: pd.DataFrame, path: str | Path | None = None, title: str = ""):
+    """PIT histograms (top) and each realisation's 68 %/95 % intervals relative to the truth (bottom).
+
+    For calibrated posteriors the PITs are uniform: the shaded band is the ±2σ
+    binomial range of each bin's count. Bottom: (interval/truth − 1) per realisation,
+    the truth at 0.
+
+    Args:
+        table: a realisations table (:attr:`CoverageResult.table`).
+        path: save the figure there (PNG) when given.
+        title: figure title.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(table["quantity"]))
+    nq = max(len(names), 1)
+    fig, axes = plt.subplots(2, nq, figsize=(3.2 * nq, 5.6), squeeze=False)
+    for i, name in enumerate(names):
+        g = table[table["quantity"] == name]
+        n = len(g)
+        bins = int(np.clip(n // 3, 3, 10))
+        ax = axes[0, i]
+        ax.hist(g["pit"], bins=bins, range=(0, 1), color="tab:blue", alpha=0.8, edgecolor="white")
+        expect = n / bins
+        sig = math.sqrt(n * (1 / bins) * (1 - 1 / bins))
+        ax.axhspan(max(expect - 2 * sig, 0), expect + 2 * sig, color="0.85", zorder=0)
+        ax.axhline(expect, color="k", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("PIT = P(draw < truth)")
+        ax.set_title(f"{name}\n68%: {g['in68'].mean():.2f}  95%: {g['in95'].mean():.2f}  (R={n})", fontsize=9)
+        if i == 0:
+            ax.set_ylabel("realisations")
+        ax = axes[1, i]
+        t = g["truth"].to_numpy(float)
+        idx = np.arange(n)
+        rel = lambda c: g[c].to_numpy(float) / t - 1  # noqa: E731
+        ax.vlines(idx, rel("q2.5"), rel("q97.5"), color="tab:blue", alpha=0.35, lw=3)
+        ax.vlines(idx, rel("q16"), rel("q84"), color="tab:blue", lw=3)
+        ax.plot(idx, rel("median"), "k.", ms=4)
+        ax.axhline(0, color="tab:red", lw=1)
+        ax.set_xlabel("realisation")
+        if i == 0:
+            ax.set_ylabel("value / truth − 1")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "**no**"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return f"{xf:.{digits}g}" if np.isfinite(xf) else "nan"
+
+
+def _markdown(res: CoverageResult) -> str:
+    c = res.config
+    s = res.summary
+    n_done = int(res.table["realisation"].nunique()) if len(res.table) else 0
+    lines = [
+        f"# Calibration: {c['mock']['name']} ({c['method']}, likelihood `{c['likelihood']}`)",
+        "",
+        f"{n_done} realisations of {c['n_stars']} stars (asked for {c['realisations']}; "
+        f"{len(res.failures)} failed), seed {c['seed']}, {c['n_nodes']} nodes × {c['n_velocities']} velocities; "
+        f"NUTS {c['nuts_options']}" + (f"; flows {c['psd_options']}" if c["method"] == "flow" else "") + ".",
+        "",
+        "| quantity | unit | truth | rel. bias | spread/sd | bias/sd | 68 % cov. | 95 % cov. | PIT KS p | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in s.iterrows():
+        ok = r["pass_68"] and r["pass_95"] and r["pass_bias"]
+        lines.append(
+            f"| `{name}` | {r['unit']} | {_fmt(r['truth'], 4)} | {r['rel_bias']:+.3f} | {_fmt(r['spread_over_sd'])} | "
+            f"{_fmt(r['bias_over_sd'])} | {r['coverage_68']:.2f} ± {r['coverage_68_se']:.2f} | "
+            f"{r['coverage_95']:.2f} ± {r['coverage_95_se']:.2f} | {_fmt(r['pit_ks_p'], 2)} | "
+            f"{'yes' if ok else '**no**'} |"
+        )
+    lines += [
+        "",
+        "Acceptance (issue 5): 68 % coverage in [0.50, 0.85], 95 % coverage in [0.85, 1.00], "
+        "|mean bias| ≤ 0.5 × mean posterior sd. ± is the binomial standard error at the nominal rate.",
+        "",
+    ]
+    t = res.timing()
+    if len(t):
+        stages = [k[: -len("_wall_s")] for k in t.columns if k.endswith("_wall_s")]
+        for label, red in (("Mean", t.mean()), ("Median", t.median())):
+            lines.append(f"{label} seconds per realisation (wall / CPU): " + ", ".join(
+                f"{k} {red[k + '_wall_s']:.1f} / {red[k + '_cpu_s']:.1f}" for k in stages) + ".")
+        lines.append("(The first realisation of each process includes JIT compilation; the median is the steady cost.)")
+        lines.append("")
+    diag = [r.get("diagnostics", {}) for r in res.records if "rows" in r]
+    if diag:
+        rh = max(d.get("max_r_hat", float("nan")) for d in diag)
+        ess = min(d.get("min_ess_bulk", float("nan")) for d in diag)
+        ndiv = sum(d.get("divergences", 0) for d in diag)
+        bad = sum(1 for r in res.records if _unconverged(r))
+        lines.append(
+            f"NUTS over all realisations: max r̂ {rh:.3f}, min bulk ESS {ess:.0f}, {ndiv} divergent transitions; "
+            f"{bad} realisation(s) with r̂ > 1.01 or divergences (kept in the table)."
+        )
+        lines.append("")
+    if len(res.table):
+        lines += ["![PIT histograms and intervals](pit.png)", ""]
+    for f in res.failures:
+        lines.append(f"- realisation {f['realisation']} failed: `{f['error']}`")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- harness
+def _seeds(seed: int, r: int) -> dict[str, int]:
+    state = np.random.SeedSequence([int(seed), int(r)]).generate_state(5)
+    return dict(zip(("mock", "nodes", "psd", "accel", "nuts"), (int(s % (2**31 - 1)) for s in state)))
+
+
+class _Clock:
+    def __init__(self):
+        self.timing: dict[str, list[float]] = {}
+
+    def __call__(self, stage: str):
+        clock = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.w, self.c = time.perf_counter(), time.process_time()
+
+            def __exit__(self, *exc):
+                clock.timing[stage] = [round(time.perf_counter() - self.w, 3), round(time.process_time() - self.c, 3)]
+
+        return _Ctx()
+
+
+def _diagnostics(samples: dict[str, np.ndarray], info: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    from ..results import Posterior
+
+    post = Posterior({k: samples[k] for k in names}, info)
+    d = post.diagnostics()
+    return {
+        "max_r_hat": float(np.nanmax(d["r_hat"])) if samples[names[0]].shape[0] > 1 else float("nan"),
+        "min_ess_bulk": float(np.nanmin(d["ess_bulk"])),
+        "min_ess_tail": float(np.nanmin(d["ess_tail"])),
+        "divergences": int(np.sum(info["diverging"])),
+        "problems": post.check(warn=False),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The settings of one calibration run (everything but the realisation index)."""
+
+    mock: CalibrationMock
+    n_stars: int
+    seed: int
+    method: str
+    likelihood: Likelihood
+    quantities: dict[str, Any]
+    n_nodes: int
+    n_velocities: int
+    psd_options: dict[str, Any]
+    nuts_options: dict[str, Any]
+    perturb: Callable[[Any, int], Any] | None
+
+    def config(self, realisations: int) -> dict[str, Any]:
+        from .. import __version__
+
+        config = {
+            "mock": self.mock.to_dict(),
+            "realisations": int(realisations),
+            "n_stars": int(self.n_stars),
+            "seed": int(self.seed),
+            "method": self.method,
+            "likelihood": self.likelihood.label,
+            "quantities": list(self.quantities),
+            "n_nodes": int(self.n_nodes),
+            "n_velocities": int(self.n_velocities),
+            "psd_options": self.psd_options if self.method == "flow" else None,
+            "nuts_options": self.nuts_options,
+            "perturb": None if self.perturb is None else getattr(self.perturb, "__name__", repr(self.perturb)),
+            "bayesdyn_version": __version__,
+        }
+        return json.loads(json.dumps(config))  # as it reads back from config.json (tuples → lists)
+
+
+def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
+    cfg_path = out / "config.json"
+    rdir = out / "realisations"
+    if cfg_path.is_file() and resume:
+        old = json.loads(cfg_path.read_text())
+        differ = sorted(k for k in set(old) | set(config) if k != "realisations" and old.get(k) != config.get(k))
+        if differ and any(rdir.glob("r*.json")):
+            raise ValueError(
+                f"{out} holds results of a run with other settings (they differ in {differ}); "
+                "use another output folder, or resume=False (--fresh) to discard them"
+            )
+    if not resume and rdir.is_dir():
+        for p in rdir.glob("r*.json"):
+            p.unlink()
+    rdir.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(config, indent=1))
+
+
+def coverage(
+    mock: "str | CalibrationMock",
+    realisations: int = 30,
+    n_stars: int = 50_000,
+    seed: int = 0,
+    *,
+    method: str = "flow",
+    likelihood: "str | Likelihood" = "ensemble",
+    quantities: Iterable[str] | None = None,
+    n_nodes: int = 64,
+    n_velocities: int = 256,
+    psd_options: dict[str, Any] | None = None,
+    nuts_options: dict[str, Any] | None = None,
+    perturb: Callable[[Any, int], Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    psd_cache: str | Path | None = None,
+    progress: bool = True,
+) -> CoverageResult:
+    """Measure the calibration of the posterior on R independent realisations of a mock.
+
+    For each realisation r: draw a new mock catalog (seeded by ``(seed, r)``), fit
+    new flows (``method="flow"``; or take the mock's exact scores,
+    ``method="exact"`` — a check of the harness itself, whose only error is the
+    noise floor; or skip the scores, ``method="truth"``: the true accelerations at
+    the nodes with the floor as their error — a check of the model, its priors and
+    the reported quantities, possible for every mock), estimate accelerations at
+    new nodes, run NUTS on the mock's
+    potential model with the chosen likelihood, and compare each reported
+    quantity's posterior with its truth (median, mean, sd, 68 %/95 % intervals,
+    whether they hold the truth, PIT = fraction of draws below the truth).
+
+    With ``out``, every realisation is written to ``out/realisations/rNNNN.json``
+    as soon as it is done, together with ``realisations.csv``, ``summary.csv``,
+    ``summary.json`` and ``summary.md``; a later call with the same settings
+    resumes after the last finished realisation (and may ask for more
+    realisations). ``pit.png`` is drawn at the end.
+
+    Args:
+        mock: ``"nfw"``, ``"disk"``, ``"gaia-challenge-core"``, ``"gaia-challenge-cusp"``,
+            or a :class:`CalibrationMock`.
+        realisations: number of realisations R.
+        n_stars: stars per realisation.
+        seed: master seed; realisation r uses seeds derived from ``(seed, r)``.
+        method: ``"flow"`` (fit a flow ensemble per realisation), ``"exact"`` or ``"truth"``.
+        likelihood: a :class:`Likelihood` or its string (``"ensemble"``,
+            ``"floor:0.05"``, ``"inflate:auto"``, ``"mixture"``, joined by ``+``).
+            ``method="exact"`` and ``"truth"`` need a floor.
+        quantities: names of the mock's quantities to report (default all).
+        n_nodes: acceleration nodes per realisation.
+        n_velocities: velocities drawn per node.
+        psd_options: keyword arguments of :func:`bayesdyn.psd.fit_psd` (defaults
+            ``ensemble=4, bootstrap=True, max_epochs=100``).
+        nuts_options: ``num_chains``, ``num_warmup``, ``num_samples``,
+            ``target_accept``, ``dense_mass``, ``init_steps`` (defaults 2, 500, 1000,
+            0.8, True, 300; see :class:`NutsRunner`).
+        perturb: optional ``perturb(data, seed)`` → data applied to each
+            :class:`AccelerationData` before inference: :func:`scale_accelerations`
+            (a biased input the harness must flag) or :func:`gaussian_noise` (with
+            exact scores, a likelihood that is exactly right: the positive control).
+        out: output folder (results saved incrementally; resumable).
+        resume: reuse finished realisations found in ``out`` (False discards them).
+        psd_cache: folder where each realisation's fitted flows are saved
+            (``bayesdyn.psd`` format, no pickle) and loaded from by later runs with
+            the same mock, stars, seed and flow settings — e.g. to compare
+            likelihoods on the same flows without training them again.
+        progress: print one line per realisation with timings.
+
+    Returns:
+        :class:`CoverageResult` (``.table``, ``.summary``, ``.plot_pit()``, ``.save()``).
+
+    Raises:
+        ValueError: unknown names, an exact-score run without a floor, or an ``out``
+            folder holding a run with different settings.
+    """
+    mock = get_mock(mock)
+    lik = Likelihood.parse(likelihood)
+    if method not in ("flow", "exact", "truth"):
+        raise ValueError(f"method must be 'flow', 'exact' or 'truth', got {method!r}")
+    if method in ("exact", "truth") and lik.floor <= 0:
+        raise ValueError(
+            f"method={method!r} gives accelerations without error, so the likelihood needs a noise floor: "
+            "use e.g. likelihood='floor:0.05'"
+        )
+    if method == "truth" and lik.mixture:
+        raise ValueError("method='truth' has no ensemble members: drop 'mixture' from the likelihood")
+    if realisations < 1 or n_stars < 1 or n_nodes < 1 or n_velocities < 4:
+        raise ValueError("realisations, n_stars and n_nodes must be ≥ 1 and n_velocities ≥ 4")
+    psd_options = {**PSD_DEFAULTS, **(psd_options or {})}
+    nuts_options = {**NUTS_DEFAULTS, **(nuts_options or {})}
+    unknown = set(nuts_options) - set(NUTS_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown nuts_options {sorted(unknown)}; known: {sorted(NUTS_DEFAULTS)}")
+    all_q = mock.quantities()
+    names = list(all_q) if quantities is None else list(quantities)
+    missing = [q for q in names if q not in all_q]
+    if missing:
+        raise ValueError(f"the {mock.name} mock has no quantities {missing}; it reports {list(all_q)}")
+    qs = {q: all_q[q] for q in names}
+    run = _Run(mock, n_stars, seed, method, lik, qs, n_nodes, n_velocities, psd_options, nuts_options, perturb)
+    config = run.config(realisations)
+    out = None if out is None else Path(out)
+    if out is not None:
+        _check_resume(out, config, resume)
+    cache = None
+    if psd_cache is not None and method == "flow":
+        tag = json.dumps([mock.to_dict(), int(n_stars), int(seed), psd_options], sort_keys=True)
+        cache = Path(psd_cache) / f"{mock.name}-n{n_stars}-s{seed}-{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+    _, runner, evaluator = _compiled(mock, qs, nuts_options)
+    records: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    n_run = 0
+    for r in range(realisations):
+        path = None if out is None else out / "realisations" / f"r{r:04d}.json"
+        if path is not None and path.is_file():
+            records.append(json.loads(path.read_text()))
+            continue
+        seeds = _seeds(seed, r)
+        clock = _Clock()
+        rec: dict[str, Any] = {"realisation": r, "seeds": seeds}
+        try:
+            with jax.enable_x64(True):
+                psd_path = None if cache is None else cache / f"r{r:04d}"
+                rec.update(_one_realisation(run, runner, evaluator, seeds, clock, psd_path))
+        except Exception as err:  # noqa: BLE001 - a failed realisation is recorded and reported, not hidden
+            rec["error"] = f"{type(err).__name__}: {err}"
+            rec["traceback"] = traceback.format_exc(limit=-4)
+        rec["timing"] = clock.timing
+        records.append(rec)
+        n_run += 1
+        if path is not None:
+            path.write_text(json.dumps(rec, indent=1, default=_json_default))
+            CoverageResult(_rows_table(records), records, config).save(out, plot=False)
+        if progress:
+            _progress(mock.name, r, realisations, rec, t_start, n_run)
+    result = CoverageResult(_rows_table(records), records, config)
+    if out is not None:
+        result.save(out, plot=True)
+    return result
+
+
+#: compiled samplers (by model and NUTS settings) and draw evaluators (by mock and quantities), reused by later runs
+_RUNNERS: dict[tuple, NutsRunner] = {}
+_EVALUATORS: dict[tuple, DrawEvaluator] = {}
+
+
+def _compiled(mock: CalibrationMock, qs: dict, nuts_options: dict):
+    model = mock.model()
+    rkey = (repr(model), tuple(sorted(nuts_options.items())))
+    ekey = (json.dumps(mock.to_dict(), sort_keys=True), repr(model), tuple(qs))
+    for cache in (_RUNNERS, _EVALUATORS):
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+    if rkey not in _RUNNERS:
+        _RUNNERS[rkey] = NutsRunner(model, **nuts_options)
+    if ekey not in _EVALUATORS:
+        _EVALUATORS[ekey] = DrawEvaluator(model, {q.name: q.fn for q in qs.values()})
+    return model, _RUNNERS[rkey], _EVALUATORS[ekey]
+
+
+def _unconverged(rec: dict[str, Any]) -> bool:
+    d = rec.get("diagnostics")
+    return bool(d) and (d.get("max_r_hat", 1.0) > 1.01 or d.get("divergences", 0) > 0)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _progress(name, r, total, rec, t_start, n_run):
+    el = time.perf_counter() - t_start
+    stages = " ".join(f"{k} {v[0]:.1f}s" for k, v in rec["timing"].items())
+    left = (total - r - 1) * el / n_run
+    status = "FAILED: " + rec["error"] if "error" in rec else (
+        "in95 " + "".join("+" if row["in95"] else "-" for row in rec["rows"])
+    )
+    print(f"[{name}] realisation {r + 1}/{total}: {stages} | {status} | elapsed {el:.0f}s, ~{left:.0f}s left",
+          flush=True)
+
+
+class _TruthAccelerations:
+    """``method="truth"``: the mock's true accelerations at the nodes, with the likelihood's floor as their error."""
+
+    def __init__(self, truth):
+        self.truth = truth
+
+    def data(self, x, lik: Likelihood, sun):
+        from ..inference import AccelerationData
+
+        a = np.asarray(self.truth.acceleration(np.asarray(x)), dtype=np.float64)
+        scale = 1.0 if lik.inflate == "auto" else float(lik.inflate)
+        cov = scale * (lik.floor * np.linalg.norm(a, axis=1))[:, None, None] ** 2 * np.eye(3)
+        return [AccelerationData.create(x, a, cov, sun=np.asarray(sun, dtype=float))], {"inflate_factor": scale}
+
+
+def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> dict[str, Any]:
+    mock = run.mock
+    with clock("mock"):
+        catalog, truth = mock.draw(run.n_stars, seeds["mock"])
+        x = mock.nodes(catalog, run.n_nodes, seeds["nodes"])
+    rec: dict[str, Any] = {"n_nodes": int(len(x))}
+    if run.method == "truth":
+        source = _TruthAccelerations(truth)
+    elif run.method == "exact":
+        source = mock.exact_source(catalog, truth)
+    else:
+        from ..psd import fit_psd, load_psd
+
+        # the flows are float32: fit, save and load them with x64 off (fit_psd under x64 saves float64
+        # leaves that load_psd then refuses)
+        with clock("psd"), jax.enable_x64(False):
+            if psd_path is not None and (psd_path / "psd.json").is_file():
+                source = load_psd(psd_path)
+                rec["psd_loaded_from"] = str(psd_path)
+            else:
+                source = fit_psd(catalog, seed=seeds["psd"], progress=False, **run.psd_options)
+                if psd_path is not None:
+                    source.save(psd_path)
+        keys = ("val_nll", "epochs", "stopped_early", "best_epoch", "seconds", "seconds_per_epoch")
+        rec["psd"] = {k: source.info[k] for k in keys if k in source.info}
+    with clock("accel"):
+        if run.method == "truth":
+            datasets, linfo = source.data(x, run.likelihood, mock.sun(catalog))
+        else:
+            datasets, linfo = build_data(
+                source, x, run.likelihood, n_velocities=run.n_velocities, seed=seeds["accel"], sun=mock.sun(catalog)
+            )
+        if run.perturb is not None:
+            datasets = [run.perturb(d, seeds["accel"] + 104729 * j) for j, d in enumerate(datasets)]
+    rec["likelihood"] = linfo
+    params = runner.parameter_names
+    with clock("nuts"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pooled: dict[str, list[np.ndarray]] = {p: [] for p in params}
+        diags = []
+        for j, data in enumerate(datasets):
+            samples, info = runner.run(data, seeds["nuts"] + j)
+            diags.append(_diagnostics(samples, info, params))
+            for p in params:
+                pooled[p].append(samples[p])
+        samples = {p: np.concatenate(v, axis=0) for p, v in pooled.items()}  # (chains·members, draws)
+    with clock("summary"):
+        values = evaluator(samples)
+        rows = [
+            {"quantity": name, "unit": q.unit, **interval_summary(values[name], q.truth)}
+            for name, q in run.quantities.items()
+        ]
+    rec["diagnostics"] = {
+        "max_r_hat": max(d["max_r_hat"] for d in diags),
+        "min_ess_bulk": min(d["min_ess_bulk"] for d in diags),
+        "min_ess_tail": min(d["min_ess_tail"] for d in diags),
+        "divergences": sum(d["divergences"] for d in diags),
+        "problems": sorted({p for d in diags for p in d["problems"]}),
+        "n_posteriors": len(datasets),
+    }
+    rec["rows"] = rows
+    return rec

@@ -1,0 +1,245 @@
+"""Likelihood choices compared by the calibration harness (issue 5, DESIGN §6).
+
+All of them are Gaussian likelihoods of accelerations at nodes
+(:func:`bayesdyn.inference.acceleration_log_likelihood`); they differ in the
+covariance and in how the ensemble members enter:
+
+- ``ensemble`` (default of :func:`bayesdyn.dynamics.estimate_accelerations`): the
+  member-mean acceleration with covariance = between-member spread + mean
+  within-member least-squares covariance / K;
+- ``floor:f``: the same plus a relative noise floor, C += (f·|a|)² I;
+- ``inflate:c`` / ``inflate:auto``: the covariance times c ≥ 1, for correlations
+  between nodes that the node-by-node likelihood ignores. ``auto`` sets c to the
+  design effect 1 + (1/P) Σ_{i≠j} ρ_ij estimated from the correlation ρ_ij of the
+  members' deviations between nodes i and j (see :func:`design_effect`);
+- ``mixture``: one posterior per ensemble member, from that member's own
+  accelerations and within-member covariance, with the draws pooled (an
+  equal-weight mixture of the per-member posteriors).
+
+Options combine with ``+``: ``"floor:0.02+inflate:auto"``, ``"mixture+floor:0.05"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..dynamics import estimate_accelerations
+from ..inference import AccelerationData
+
+__all__ = ["Likelihood", "design_effect", "build_data", "scale_accelerations", "gaussian_noise"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+    """How accelerations and their errors enter the posterior.
+
+    Attributes:
+        floor: relative noise floor f added to every node's covariance, (f·|a|)² I
+            (dimensionless; 0 for none). Needed with exact scores, whose
+            least-squares accelerations have no error.
+        inflate: factor c ≥ 1 multiplying every covariance, or ``"auto"`` for the
+            design effect of the members' correlations between nodes.
+        mixture: pool the posteriors of the members instead of one posterior of
+            the ensemble mean.
+    """
+
+    floor: float = 0.0
+    inflate: float | str = 1.0
+    mixture: bool = False
+
+    def __post_init__(self):
+        if not (np.isfinite(self.floor) and self.floor >= 0):
+            raise ValueError(f"floor must be ≥ 0 (a fraction of |a|), got {self.floor}")
+        if isinstance(self.inflate, str):
+            if self.inflate != "auto":
+                raise ValueError(f"inflate must be a factor ≥ 1 or 'auto', got {self.inflate!r}")
+        elif not (np.isfinite(self.inflate) and self.inflate >= 1):
+            raise ValueError(f"inflate must be a factor ≥ 1 or 'auto', got {self.inflate}")
+
+    @classmethod
+    def parse(cls, spec: "str | Likelihood") -> "Likelihood":
+        """From a string: ``"ensemble"``, ``"floor:0.05"``, ``"inflate:4"``, ``"inflate:auto"``, ``"mixture"``.
+
+        Options join with ``+``.
+
+        ``"floor"`` alone means a floor of 0.05 and ``"inflate"`` alone means ``"inflate:auto"``.
+        """
+        if isinstance(spec, Likelihood):
+            return spec
+        kw: dict[str, Any] = {}
+        for part in str(spec).replace(" ", "").split("+"):
+            name, _, value = part.partition(":")
+            if name == "ensemble" and not value:
+                continue
+            if name == "floor":
+                kw["floor"] = float(value) if value else 0.05
+            elif name == "inflate":
+                kw["inflate"] = "auto" if value in ("", "auto") else float(value)
+            elif name == "mixture" and not value:
+                kw["mixture"] = True
+            else:
+                raise ValueError(
+                    f"unknown likelihood option {part!r} in {spec!r}; use ensemble, floor:F, inflate:C, "
+                    "inflate:auto or mixture, joined by '+'"
+                )
+        return cls(**kw)
+
+    @property
+    def label(self) -> str:
+        """The canonical string (``parse(label)`` gives back this object)."""
+        parts = []
+        if self.mixture:
+            parts.append("mixture")
+        if self.floor:
+            parts.append(f"floor:{self.floor:g}")
+        if self.inflate != 1.0:
+            parts.append(f"inflate:{self.inflate if isinstance(self.inflate, str) else format(self.inflate, 'g')}")
+        return "+".join(parts) or "ensemble"
+
+
+def design_effect(data: AccelerationData) -> dict[str, float]:
+    """Covariance inflation for errors correlated between nodes, from the ensemble members.
+
+    The members' deviations from their mean, d_ki = a_ki − ā_i, scaled per node and
+    component by their spread, give the correlation between nodes i and j,
+    ρ_ij = Σ_k,c u_kic u_kjc / √(Σ u_ki² Σ u_kj²). Only the between-member part of
+    the covariance is correlated (the within-member part comes from independent
+    velocity draws at each node), so ρ_ij is weighted by the fractions
+    w_i = √(tr B_i / tr C_i). For P nodes sharing a correlation ρ̄ a common shift
+    is known only as well as from P / (1 + (P − 1) ρ̄) independent nodes; here
+
+        c = 1 + (1/P) Σ_{i≠j} w_i w_j ρ_ij,    clipped to [1, P].
+
+    Args:
+        data: :class:`bayesdyn.inference.AccelerationData` with ``members`` (K ≥ 2).
+
+    Returns:
+        dict with ``factor`` (c), ``mean_correlation`` (mean ρ_ij over pairs),
+        ``correlated_fraction`` (mean w_i²) and ``n_members``; c = 1 when there
+        are fewer than 2 members.
+    """
+    if data.members is None or np.shape(data.members)[0] < 2:
+        k = 0 if data.members is None else int(np.shape(data.members)[0])
+        return {"factor": 1.0, "mean_correlation": 0.0, "correlated_fraction": 0.0, "n_members": k}
+    m = np.asarray(data.members, dtype=np.float64)  # (K, P, 3)
+    k, p, _ = m.shape
+    d = m - m.mean(axis=0)
+    between = np.einsum("kpi,kpj->pij", d, d) / (k - 1)
+    sd = np.sqrt(np.maximum(np.einsum("pii->pi", between), 1e-300))
+    u = (d / sd).transpose(1, 0, 2).reshape(p, -1)  # (P, K·3)
+    norm = np.sqrt(np.sum(u**2, axis=1))
+    rho = (u @ u.T) / np.outer(norm, norm)
+    cov = np.asarray(data.cov, dtype=np.float64)
+    w = np.sqrt(np.clip(np.trace(between, axis1=1, axis2=2) / np.trace(cov, axis1=1, axis2=2), 0.0, 1.0))
+    off = ~np.eye(p, dtype=bool)
+    factor = 1.0 + float(np.sum((np.outer(w, w) * rho)[off])) / p
+    return {
+        "factor": float(np.clip(factor, 1.0, p)),
+        "mean_correlation": float(rho[off].mean()) if p > 1 else 0.0,
+        "correlated_fraction": float(np.mean(w**2)),
+        "n_members": k,
+    }
+
+
+class _OneMember:
+    """A one-member score source: member ``k`` of a PhaseSpaceDensity (its own p(v|x) and scores)."""
+
+    def __init__(self, psd: Any, k: int):
+        self.psd, self.k = psd, k
+
+    def sample_velocities(self, x, n, seed):
+        return self.psd.sample_velocities(x, n, seed, member=self.k)
+
+    def score_members(self, x, v):
+        s_x, s_v = self.psd.score_members(x, v)
+        return s_x[self.k : self.k + 1], s_v[self.k : self.k + 1]
+
+
+def _as_float(data: AccelerationData, scale: float = 1.0) -> AccelerationData:
+    """The same data in the current default float precision, with the covariance times ``scale``."""
+    dt = jnp.result_type(float)
+    members = None if data.members is None else np.asarray(data.members)
+    return AccelerationData.create(
+        jnp.asarray(np.asarray(data.x), dt),
+        jnp.asarray(np.asarray(data.a), dt),
+        jnp.asarray(np.asarray(data.cov, dtype=np.float64) * scale, dt),
+        sun=np.asarray(data.sun, dtype=np.float64),
+        members=None if members is None else jnp.asarray(members, dt),
+    )
+
+
+def build_data(
+    source: Any,
+    x: Any,
+    likelihood: Likelihood,
+    *,
+    n_velocities: int,
+    seed: int,
+    sun: Any,
+) -> tuple[list[AccelerationData], dict[str, Any]]:
+    """Accelerations at nodes for a likelihood choice.
+
+    Args:
+        source: a PhaseSpaceDensity or another :class:`bayesdyn.dynamics.ScoreSource`.
+        x: node positions (P, 3) [kpc].
+        likelihood: the :class:`Likelihood`.
+        n_velocities: velocities drawn per node.
+        seed: seed of the velocity draws.
+        sun: the Sun's position (3,) [kpc] (for the model's derived quantities).
+
+    Returns:
+        ``(datasets, info)``: one :class:`AccelerationData` (or one per member for a
+        mixture), and a dict with the inflation ``factor`` applied and the
+        :func:`design_effect` diagnostics of the ensemble.
+    """
+    ens = estimate_accelerations(source, x, n_velocities=n_velocities, seed=seed, floor=likelihood.floor, sun=sun)
+    de = design_effect(ens)
+    factor = de["factor"] if likelihood.inflate == "auto" else float(likelihood.inflate)
+    info = {"inflate_factor": factor, **{f"design_effect.{k}": v for k, v in de.items()}}
+    k = 1 if ens.members is None else int(np.shape(ens.members)[0])
+    if not likelihood.mixture or k == 1:
+        return [_as_float(ens, factor)], info
+    out = []
+    for j in range(k):
+        one = estimate_accelerations(
+            _OneMember(source, j), x, n_velocities=n_velocities, seed=seed + 7919 * (j + 1),
+            floor=likelihood.floor, sun=sun,
+        )
+        out.append(_as_float(one, factor))
+    return out, info
+
+
+def scale_accelerations(factor: float):
+    """A ``perturb`` for :func:`bayesdyn.validate.coverage`: every acceleration times ``factor``.
+
+    A deliberately biased input (the covariance is kept), which a working
+    harness must flag by low coverage and a large |bias|/sd.
+    """
+
+    def perturb(data: AccelerationData, seed: int) -> AccelerationData:
+        return data._replace(a=data.a * factor)
+
+    perturb.__name__ = f"scale_accelerations({factor:g})"
+    return perturb
+
+
+def gaussian_noise():
+    """A ``perturb`` for :func:`bayesdyn.validate.coverage`: a ~ N(a, C) at every node, drawn with the given seed.
+
+    With exact scores (exact accelerations) this makes the Gaussian likelihood
+    exactly right, so the posterior must be calibrated: the harness's positive control.
+    """
+
+    def perturb(data: AccelerationData, seed: int) -> AccelerationData:
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal(np.shape(data.a))
+        tril = np.asarray(data.scale_tril)
+        a = np.asarray(data.a) + np.einsum("pij,pj->pi", tril, z)
+        return data._replace(a=jnp.asarray(a, dtype=jnp.asarray(data.a).dtype))
+
+    perturb.__name__ = "gaussian_noise"
+    return perturb

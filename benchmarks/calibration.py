@@ -1,0 +1,303 @@
+"""Calibration of bayesdyn's posteriors on mocks with known truth (issue 5): coverage, bias, PIT.
+
+One mock:
+
+    python benchmarks/calibration.py --mock nfw  --realisations 30 --n-stars 50000 --out docs/calibration/nfw
+    python benchmarks/calibration.py --mock disk --realisations 30 --n-stars 50000 --out docs/calibration/disk
+    python benchmarks/calibration.py --mock gaia-challenge --out docs/calibration/gaia-challenge
+
+Compare likelihoods on the same flows (fitted once, cached outside the repository):
+
+    python benchmarks/calibration.py --mock nfw --realisations 30 --n-stars 50000 \\
+        --likelihood ensemble --likelihood inflate:auto --likelihood mixture --out docs/calibration/nfw
+
+(with several ``--likelihood`` each goes to ``<out>/<likelihood>/``). Controls of
+the harness: ``--method exact`` (the mock's exact scores) or ``--method truth``
+(its true accelerations at the nodes) with a floor; with ``--noise`` the
+likelihood is exactly right, so the coverage must be nominal; with ``--scale 1.2``
+it must fail:
+
+    python benchmarks/calibration.py --mock nfw --method exact --likelihood floor:0.05 --noise \\
+        --realisations 30 --n-stars 20000 --n-velocities 64 --out docs/calibration/nfw-exact-noise
+
+Suites, and the index page (docs/calibration/index.md) rebuilt from every run folder:
+
+    python benchmarks/calibration.py --suite quick   # CI: R = 3, small N, < 3 min
+    python benchmarks/calibration.py --suite full    # the acceptance runs of issue 5 (hours on 2 cores)
+    python benchmarks/calibration.py --suite full --only disk   # one run of a suite
+    python benchmarks/calibration.py --index         # only rebuild the index's results section
+
+Every realisation is saved as soon as it is done (``<out>/realisations/rNNNN.json``);
+rerunning the same command resumes. ``--fresh`` starts over. The machine, load
+and timings are printed; CPU seconds are the steadier figure on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "calibration"
+INDEX = DOCS / "index.md"
+BEGIN, END = "<!-- calibration-results:begin -->", "<!-- calibration-results:end -->"
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bayesdyn-calibration"
+
+#: the quick suite (CI) and the full suite (issue 5's acceptance runs): name → settings
+QUICK = {
+    "quick/nfw-exact-noise": dict(mock="nfw", method="exact", likelihood=["floor:0.05"], noise=True, realisations=3,
+                                  n_stars=5000, n_nodes=16, n_velocities=32, nuts=(2, 200, 300)),
+    "quick/disk-exact": dict(mock="disk", method="exact", likelihood=["floor:0.05"], realisations=3, n_stars=5000,
+                             n_nodes=16, n_velocities=32, nuts=(2, 200, 300)),
+    "quick/nfw-flow": dict(mock="nfw", method="flow", likelihood=["ensemble"], realisations=3, n_stars=5000,
+                           n_nodes=16, n_velocities=64, nuts=(2, 200, 300),
+                           psd=dict(ensemble=2, max_epochs=30, n_layers=4, width=32)),
+}
+FULL = {
+    "nfw-exact-noise": dict(mock="nfw", method="exact", likelihood=["floor:0.05"], noise=True, realisations=30,
+                            n_stars=20000, n_nodes=64, n_velocities=64),
+    "disk-truth-noise": dict(mock="disk", method="truth", likelihood=["floor:0.05"], noise=True, realisations=30,
+                             n_stars=20000, n_nodes=64),
+    "gaia-challenge-truth-noise": dict(mock="gaia-challenge", method="truth", likelihood=["floor:0.05"], noise=True,
+                                       realisations=1, n_stars=10000, n_nodes=64),
+    "nfw": dict(mock="nfw", method="flow", likelihood=["ensemble", "inflate:auto", "mixture"], realisations=30,
+                n_stars=50000),
+    "disk": dict(mock="disk", method="flow", likelihood=["ensemble", "inflate:auto", "mixture"], realisations=30,
+                 n_stars=50000),
+    "gaia-challenge": dict(mock="gaia-challenge", method="flow", likelihood=["ensemble"], realisations=1,
+                           n_stars=10000),
+}
+
+
+def machine() -> str:
+    """One line: CPU model, cores, load average, JAX backend and versions."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, load {load}; JAX {jax.__version__} on {jax.default_backend()}; "
+        f"Python {platform.python_version()}"
+    )
+
+
+def run_one(mock, out: Path, *, method, likelihood, realisations, n_stars, seed=0, n_nodes=64, n_velocities=256,
+            noise=False, scale=None, psd=None, nuts=None, fresh=False, psd_cache=DEFAULT_CACHE, quiet=False):
+    """Run the harness for one mock and one or more likelihoods; returns {likelihood: CoverageResult}."""
+    from bayesdyn import validate
+
+    perturb = None
+    if noise and scale:
+        raise SystemExit("--noise and --scale are exclusive")
+    if noise:
+        perturb = validate.gaussian_noise()
+    elif scale:
+        perturb = validate.scale_accelerations(scale)
+    nuts_options = None if nuts is None else dict(zip(("num_chains", "num_warmup", "num_samples"), nuts))
+    results = {}
+    for lik in likelihood:
+        dest = out if len(likelihood) == 1 else out / validate.Likelihood.parse(lik).label.replace(":", "-")
+        shown = dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest
+        print(f"== {mock} · {method} · {lik} → {shown}", flush=True)
+        results[lik] = validate.coverage(
+            mock, realisations, n_stars, seed, method=method, likelihood=lik, n_nodes=n_nodes,
+            n_velocities=n_velocities, psd_options=psd, nuts_options=nuts_options, perturb=perturb, out=dest,
+            resume=not fresh, psd_cache=psd_cache, progress=not quiet,
+        )
+        print(results[lik].summary[["rel_bias", "spread_over_sd", "bias_over_sd", "coverage_68", "coverage_95"]]
+              .to_string(float_format=lambda x: f"{x:.3f}"), flush=True)
+    return results
+
+
+def run_gaia_challenge(out: Path, **kw):
+    """Both Gaia Challenge mocks (one realisation each) and their pull table (``pulls.csv``, ``pulls.md``)."""
+    from bayesdyn import validate
+
+    kw = dict(kw)
+    kw["realisations"] = 1
+    res = {}
+    for kind in ("core", "cusp"):
+        r = run_one(f"gaia-challenge-{kind}", out / kind, **kw)
+        res[kind] = next(iter(r.values()))
+    table = validate.pull_table(res)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "pulls.csv", index=False)
+    lines = [
+        "# Gaia Challenge pulls",
+        "",
+        "| mock | quantity | truth [M☉/kpc³] | median | 95 % interval | pull | rel. error | in 95 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {r['mock']} | `{r['quantity']}` | {r['truth']:.4g} | {r['median']:.4g} | "
+            f"[{r['q2.5']:.4g}, {r['q97.5']:.4g}] | "
+            f"{r['pull']:+.2f} | {r['rel_err']:+.3f} | {'yes' if r['in95'] else '**no**'} |"
+        )
+    (out / "pulls.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
+
+
+def _run_block(sj: Path, base: Path) -> str:
+    """The Markdown of one run folder for the index: settings line, summary table, PIT plot."""
+    import pandas as pd
+
+    run = sj.parent
+    rel = run.relative_to(base).as_posix()
+    payload = json.loads(sj.read_text())
+    c = payload["config"]
+    summ = pd.DataFrame.from_dict(payload["summary"], orient="index")
+    t = payload.get("timing_median") or payload.get("timing_mean", {})
+    cpu = sum(v for k, v in t.items() if k.endswith("_cpu_s"))
+    head = (
+        f"### `{rel}`\n\n{c['mock']['name']}, {c['method']}, likelihood `{c['likelihood']}`"
+        + (f", perturbation `{c['perturb']}`" if c.get("perturb") else "")
+        + f": {payload['n_realisations']} realisations × {c['n_stars']} stars"
+        + (f" ({payload['n_failed']} failed)" if payload["n_failed"] else "")
+        + f"; median {cpu:.0f} CPU s per realisation. [Details]({rel}/summary.md) · [table]({rel}/realisations.csv)\n"
+    )
+    rows = ["| quantity | rel. bias | spread/sd | bias/sd | 68 % | 95 % | pass |", "|---|---|---|---|---|---|---|"]
+    for q, r in summ.iterrows():
+        ok = bool(r["pass_68"] and r["pass_95"] and r["pass_bias"])
+        rows.append(
+            f"| `{q}` | {r['rel_bias']:+.3f} | {r['spread_over_sd']:.2f} | {r['bias_over_sd']:.2f} | "
+            f"{r['coverage_68']:.2f} | {r['coverage_95']:.2f} | {'yes' if ok else '**no**'} |"
+        )
+    img = f"\n![PIT: {rel}]({rel}/pit.png)\n" if (run / "pit.png").is_file() else ""
+    return head + "\n" + "\n".join(rows) + "\n" + img
+
+
+def rebuild_index(index: Path = INDEX) -> None:
+    """Rewrite the results section of the index page from every run folder below it."""
+    base = index.parent
+    if not index.is_file():
+        raise SystemExit(f"{index} not found")
+    text = index.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{index} lacks the markers {BEGIN} … {END}")
+    from bayesdyn.validate import CoverageResult
+
+    for cfg in sorted(base.rglob("config.json")):  # regenerate each run's tables and plot from its records
+        CoverageResult.load(cfg.parent).save(cfg.parent)
+    def is_quick(path: Path) -> bool:
+        return path.parent.relative_to(base).parts[0] == "quick"
+
+    full, quick = [], []
+    for sj in sorted(base.rglob("summary.json")):
+        (quick if is_quick(sj) else full).append(_run_block(sj, base))
+    for pulls in sorted(base.rglob("pulls.md")):
+        rel = pulls.parent.relative_to(base).as_posix()
+        body = pulls.read_text().split("\n", 2)[2]
+        (quick if is_quick(pulls) else full).append(f"### `{rel}` — pulls\n\n{body}")
+    if quick:
+        quick.insert(0, (
+            "The `quick/` runs are the CI smoke test (`--suite quick`): R = 3, 5000 stars, and in `quick/nfw-flow` "
+            "tiny, under-trained flows (2 members, 4 layers of width 32, 30 epochs). They check that the pipeline "
+            "runs and that its numbers are written; they are not acceptance figures (at R = 3 a coverage is 0, 1/3, "
+            "2/3 or 1).\n"
+        ))
+    blocks = full + quick
+    section = "\n".join(blocks) if blocks else "_No runs yet: run `python benchmarks/calibration.py --suite quick`._\n"
+    new = text.split(BEGIN)[0] + BEGIN + "\n\n" + section + "\n" + END + text.split(END, 1)[1]
+    index.write_text(new)
+    n_runs = len(blocks) - (1 if quick else 0)
+    print(f"rebuilt {index.relative_to(ROOT) if index.is_relative_to(ROOT) else index} from {n_runs} runs")
+
+
+def run_suite(suite: dict, base: Path, fresh: bool, quiet: bool, psd_cache, only=None) -> None:
+    unknown = set(only or ()) - set(suite)
+    if unknown:
+        raise SystemExit(f"--only {sorted(unknown)}: the suite's runs are {sorted(suite)}")
+    for name, spec in suite.items():
+        if only and name not in only:
+            continue
+        spec = dict(spec)
+        mock = spec.pop("mock")
+        if mock == "gaia-challenge":
+            run_gaia_challenge(base / name, fresh=fresh, quiet=quiet, psd_cache=psd_cache, **spec)
+        else:
+            run_one(mock, base / name, fresh=fresh, quiet=quiet, psd_cache=psd_cache, **spec)
+
+
+def _psd_option(text: str):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--psd-option {text!r}: write KEY=VALUE, e.g. n_layers=4")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mock", choices=["nfw", "disk", "gaia-challenge", "gaia-challenge-core", "gaia-challenge-cusp"])
+    p.add_argument("--suite", choices=["quick", "full"], help="run a predefined set of runs into docs/calibration/")
+    p.add_argument("--only", action="append", help="with --suite: run only this run of the suite (repeatable)")
+    p.add_argument("--index", action="store_true", help="rebuild the results section of docs/calibration/index.md")
+    p.add_argument("--out", type=Path, help="output folder (default docs/calibration/<mock>)")
+    p.add_argument("--method", choices=["flow", "exact", "truth"], default="flow",
+                   help="flow: fit flows; exact: the mock's exact scores; truth: its true accelerations at the nodes")
+    p.add_argument("--likelihood", action="append", help="ensemble | floor:F | inflate:C | inflate:auto | mixture, "
+                   "joined by '+'; repeat to compare several (default ensemble)")
+    p.add_argument("--realisations", type=int, default=30)
+    p.add_argument("--n-stars", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-nodes", type=int, default=64)
+    p.add_argument("--n-velocities", type=int, default=256)
+    p.add_argument("--ensemble", type=int, default=4, help="flows per realisation")
+    p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument("--no-bootstrap", action="store_true", help="train members on the same stars")
+    p.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another fit_psd setting, e.g. n_layers=4 (value parsed as JSON; repeatable)")
+    p.add_argument("--num-chains", type=int, default=2)
+    p.add_argument("--num-warmup", type=int, default=500)
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--noise", action="store_true",
+                   help="add Gaussian noise drawn from the covariance (positive control)")
+    p.add_argument("--scale", type=float, help="multiply the accelerations by this factor (negative control)")
+    p.add_argument("--psd-cache", type=Path, default=DEFAULT_CACHE, help=f"fitted-flow cache (default {DEFAULT_CACHE})")
+    p.add_argument("--fresh", action="store_true", help="discard finished realisations in the output folder")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if not (a.mock or a.suite or a.index):
+        p.error("give --mock, --suite or --index")
+    print(f"machine: {machine()}", flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    if a.suite:
+        base = DOCS if a.out is None else a.out
+        run_suite(QUICK if a.suite == "quick" else FULL, base, a.fresh, a.quiet, a.psd_cache, a.only)
+    if a.mock:
+        out = a.out or DOCS / a.mock
+        kw = dict(
+            method=a.method, likelihood=a.likelihood or ["ensemble"], realisations=a.realisations, n_stars=a.n_stars,
+            seed=a.seed, n_nodes=a.n_nodes, n_velocities=a.n_velocities, noise=a.noise, scale=a.scale,
+            psd=dict(ensemble=a.ensemble, max_epochs=a.max_epochs, bootstrap=not a.no_bootstrap,
+                     **dict(_psd_option(o) for o in a.psd_option)),
+            nuts=(a.num_chains, a.num_warmup, a.num_samples), fresh=a.fresh, psd_cache=a.psd_cache, quiet=a.quiet,
+        )
+        if a.mock == "gaia-challenge":
+            if a.n_stars == 50_000:
+                kw["n_stars"] = 10_000
+            run_gaia_challenge(out, **kw)
+        else:
+            run_one(a.mock, out, **kw)
+    if a.index or a.suite:
+        rebuild_index()
+    print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

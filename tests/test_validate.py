@@ -1,0 +1,202 @@
+"""The calibration harness (bayesdyn.validate): its statistics, its likelihood options, and an end-to-end
+run on exact scores that must pass a clean input and flag a biased one."""
+
+import json
+
+import numpy as np
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from bayesdyn import potentials as bp
+from bayesdyn import validate
+from bayesdyn.inference import AccelerationData, PotentialModel
+
+SUMMARY_COLUMNS = {
+    "unit", "truth", "n", "mean_bias", "rel_bias", "spread", "mean_sd", "bias_over_sd", "spread_over_sd",
+    "coverage_68", "coverage_95", "mean_pull", "sd_pull", "pit_ks_p", "median_abs_rel_err",
+    "pass_68", "pass_95", "pass_bias",
+}
+
+
+def _synthetic_table(width: float, r: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Gaussian measurements μ ~ N(θ, 1) with posterior draws N(μ, width²): calibrated iff width = 1."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, mu in enumerate(rng.normal(3.0, 1.0, size=r)):
+        draws = mu + width * rng.standard_normal(400)
+        rows.append({"realisation": i, "quantity": "theta", "unit": "kpc", **validate.interval_summary(draws, 3.0)})
+    return pd.DataFrame(rows)
+
+
+def test_summary_statistics_are_nominal_for_a_calibrated_posterior_and_not_for_an_overconfident_one():
+    good = validate.summarise(_synthetic_table(1.0)).loc["theta"]
+    # binomial sd at R = 2000: 0.010 (68 %), 0.005 (95 %); tolerances ≈ 4 sd
+    assert_allclose(good["coverage_68"], 0.6827, atol=0.04)
+    assert_allclose(good["coverage_95"], 0.9545, atol=0.02)
+    assert_allclose(good["spread_over_sd"], 1.0, atol=0.06)
+    assert good["bias_over_sd"] < 0.1 and good["pit_ks_p"] > 1e-3
+    assert good["pass_68"] and good["pass_95"] and good["pass_bias"]
+    # posterior 3× too narrow: 68 % interval covers P(|z| < 1/3) = 0.26, 95 % covers P(|z| < 0.65) = 0.49
+    bad = validate.summarise(_synthetic_table(1.0 / 3.0)).loc["theta"]
+    assert_allclose(bad["coverage_68"], 0.261, atol=0.04)
+    assert_allclose(bad["coverage_95"], 0.497, atol=0.04)
+    assert bad["pit_ks_p"] < 1e-6 and not bad["pass_68"] and not bad["pass_95"]
+    assert_allclose(bad["sd_pull"], 3.0, rtol=0.1)
+
+
+def test_interval_summary_pit_and_pull():
+    draws = np.arange(1000.0)  # 0 … 999
+    s = validate.interval_summary(draws, 100.0)
+    assert_allclose(s["pit"], 0.1005, atol=1e-12)  # 100 below, one tie counted half
+    assert s["in95"] and not s["in68"]
+    assert_allclose(s["pull"], (s["median"] - 100.0) / np.std(draws, ddof=1))
+    with pytest.raises(ValueError, match="NaN"):
+        validate.interval_summary([1.0, np.nan], 0.0)
+
+
+def test_likelihood_strings_round_trip_and_reject_unknown_options():
+    for spec, expect in [
+        ("ensemble", validate.Likelihood()),
+        ("floor", validate.Likelihood(floor=0.05)),
+        ("floor:0.02+inflate:auto", validate.Likelihood(floor=0.02, inflate="auto")),
+        ("mixture+inflate:3", validate.Likelihood(inflate=3.0, mixture=True)),
+    ]:
+        lik = validate.Likelihood.parse(spec)
+        assert lik == expect and validate.Likelihood.parse(lik.label) == lik
+    with pytest.raises(ValueError, match="unknown likelihood option"):
+        validate.Likelihood.parse("tempered:2")
+    with pytest.raises(ValueError, match="≥ 1"):
+        validate.Likelihood(inflate=0.5)
+
+
+def _members_data(shared: bool, k: int = 8, p: int = 20, seed: int = 1) -> AccelerationData:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(p, 3)) + 5.0
+    a = rng.normal(size=(p, 3)) * 100.0
+    dev = rng.normal(size=(k, 1, 3)) * np.ones((1, p, 1)) if shared else rng.normal(size=(k, p, 3))
+    members = a + 5.0 * dev
+    d = members - members.mean(0)
+    between = np.einsum("kpi,kpj->pij", d, d) / (k - 1)
+    return AccelerationData.create(x, members.mean(0), between, members=members)
+
+
+def test_design_effect_is_p_for_fully_correlated_members_and_near_one_for_independent_ones():
+    p = 20
+    full = validate.design_effect(_members_data(True, p=p))
+    assert_allclose(full["factor"], p, rtol=1e-6)  # one shared error: P nodes count as one
+    assert_allclose(full["mean_correlation"], 1.0, rtol=1e-6)
+    indep = validate.design_effect(_members_data(False, p=p))
+    assert 1.0 <= indep["factor"] < 2.0 and abs(indep["mean_correlation"]) < 0.1
+    one = AccelerationData.create(np.ones((2, 3)), np.ones((2, 3)), np.broadcast_to(np.eye(3), (2, 3, 3)))
+    assert validate.design_effect(one)["factor"] == 1.0
+
+
+def test_evaluate_draws_binds_each_draw(x64):
+    model = PotentialModel(halo=bp.NFW(scale_density=dist.LogUniform(1e5, 1e9), scale_radius=dist.Uniform(2.0, 40.0)))
+    rng = np.random.default_rng(3)
+    samples = {"halo.scale_density": 10 ** rng.uniform(6, 8, (2, 5)), "halo.scale_radius": rng.uniform(5, 20, (2, 5))}
+    point = np.array([3.0, 4.0, 0.0])  # r = 5 kpc
+    out = validate.evaluate_draws(
+        model, samples, {"rho5": validate.density_at(point), "rs": validate.parameter("halo.scale_radius")}
+    )
+    s = 5.0 / samples["halo.scale_radius"]
+    assert_allclose(out["rho5"], samples["halo.scale_density"] / (s * (1 + s) ** 2), rtol=1e-10)  # NFW by hand
+    assert_allclose(out["rs"], samples["halo.scale_radius"], rtol=0)
+    with pytest.raises(KeyError, match="free parameters"):
+        validate.evaluate_draws(
+            model, {"halo.scale_radius": samples["halo.scale_radius"]}, {"rs": validate.parameter("halo.scale_radius")}
+        )
+
+
+def test_gaia_challenge_truth_and_nodes(shared_data):
+    mock = validate.GaiaChallengeMock("cusp", data_dir=shared_data / "gaia_challenge")
+    q = mock.quantities()
+    r = np.array([0.1, 0.25, 0.5, 1.0])
+    rho0, rs, a, b, g = 6.4e7, 1.0, 1.0, 3.0, 1.0  # the README's table (cusp)
+    truth = rho0 * (r / rs) ** -g * (1 + (r / rs) ** a) ** ((g - b) / a)
+    assert_allclose([q[f"rho_dm_r{x:g}"].truth for x in r], truth, rtol=1e-12)
+    cat, _ = mock.draw(10_000, seed=0)
+    assert cat.x.shape == (10_000, 3)
+    nodes = mock.nodes(cat, 24, seed=0)
+    rn = np.linalg.norm(nodes, axis=1)
+    assert nodes.shape == (24, 3) and rn.min() >= 0.1 and rn.max() <= 1.0
+    assert rn.min() < 0.13 and rn.max() > 0.75  # spread over the whole band in log r
+    assert not mock.has_exact_scores
+
+
+def test_disk_truths_match_the_mock_truth(x64):
+    from bayesdyn.mocks import load_default
+
+    cat, truth = load_default()
+    mock = validate.DiskMock()
+    sun = mock.sun(cat)
+    assert_allclose(sun, cat.solar.position, atol=1e-12)
+    q = mock.quantities()
+    p = truth.params
+    assert_allclose(q["rho_total_sun"].truth, float(truth.density(sun)), rtol=1e-8)
+    assert_allclose(q["Kz_1p1kpc"].truth, -float(truth.acceleration([sun[0], sun[1], 1.1])[2]), rtol=1e-8)
+    assert_allclose(q["disk.mass"].truth, p["potential_disk_mass_msun"], rtol=1e-8)
+    assert_allclose(q["halo.scale_density"].truth, p["potential_halo_rho_s_msun_kpc3"], rtol=1e-8)
+    s = np.linalg.norm(sun) / p["potential_halo_rs_kpc"]
+    assert_allclose(q["rho_dm_sun"].truth, p["potential_halo_rho_s_msun_kpc3"] / (s * (1 + s) ** 2), rtol=1e-8)
+
+
+QUICK = dict(
+    realisations=3, n_stars=5000, seed=0, method="exact", likelihood="floor:0.05", n_nodes=16, n_velocities=32,
+    nuts_options=dict(num_chains=2, num_warmup=150, num_samples=250), progress=False,
+)
+
+
+def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
+    out = tmp_path / "nfw"
+    res = validate.coverage("nfw", out=out, **QUICK)
+    s = res.summary
+    assert SUMMARY_COLUMNS <= set(s.columns)
+    assert list(s.index) == ["rho_at_rs", "halo.scale_density", "halo.scale_radius"]
+    assert (s["n"] == 3).all() and not res.failures
+    # exact accelerations, 5 % floor: the truth sits inside every interval (over-covered), no bias
+    assert (s["coverage_95"] == 1.0).all() and (s["bias_over_sd"] < 0.5).all()
+    assert (s["rel_bias"].abs() < 0.02).all()
+    per_realisation = {"truth", "median", "mean", "sd", "q2.5", "q16", "q84", "q97.5", "in68", "in95", "pit"}
+    assert per_realisation <= set(res.table.columns)
+    for name in ("config.json", "realisations.csv", "summary.csv", "summary.json", "summary.md", "pit.png"):
+        assert (out / name).is_file(), name
+    rec = json.loads((out / "realisations" / "r0002.json").read_text())
+    assert {"mock", "accel", "nuts"} <= set(rec["timing"]) and rec["diagnostics"]["divergences"] >= 0
+
+    # resuming reruns nothing; other settings in the same folder are refused
+    again = validate.coverage("nfw", out=out, **QUICK)
+    assert again.records == validate.CoverageResult.load(out).records
+    pd.testing.assert_frame_equal(again.table, res.table)
+    with pytest.raises(ValueError, match="other settings"):
+        validate.coverage("nfw", out=out, **{**QUICK, "n_nodes": 12})
+
+    # accelerations 20 % too large: the density normalisation is 20 % high, far outside its intervals
+    biased = validate.coverage("nfw", perturb=validate.scale_accelerations(1.2), **QUICK).summary
+    for q in ("rho_at_rs", "halo.scale_density"):
+        assert biased.loc[q, "coverage_95"] == 0.0 and biased.loc[q, "bias_over_sd"] > 3.0
+        assert_allclose(biased.loc[q, "rel_bias"], 0.2, atol=0.03)
+        assert not biased.loc[q, "pass_95"]
+    # the scale radius is set by the shape of a(r), which a constant factor leaves alone
+    assert biased.loc["halo.scale_radius", "coverage_95"] == 1.0
+
+    # method="truth" (true accelerations, no scores) with noise drawn from the covariance: same model, same compiled
+    # sampler; the realisations differ from the exact-score ones only by the noise
+    noisy = validate.coverage("nfw", **{**QUICK, "method": "truth"}, perturb=validate.gaussian_noise())
+    assert len(noisy.table) == 9 and not noisy.failures
+    assert (noisy.table["pull"].abs() < 5).all()
+
+
+def test_exact_method_needs_a_floor_and_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="noise floor"):
+        validate.coverage("nfw", method="exact", likelihood="ensemble")
+    with pytest.raises(ValueError, match="members"):
+        validate.coverage("nfw", method="truth", likelihood="floor:0.05+mixture")
+    with pytest.raises(ValueError, match="unknown mock"):
+        validate.coverage("plummer")
+    with pytest.raises(ValueError, match="no quantities"):
+        validate.coverage("nfw", method="exact", likelihood="floor:0.05", quantities=["rho_dm_sun"])
+    with pytest.raises(ValueError, match="no exact scores"):
+        validate.GaiaChallengeMock("core").exact_source(None, None)
