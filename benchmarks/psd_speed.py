@@ -14,9 +14,14 @@ pass every epoch. Printed:
   f(x, v) including the input transforms: bayesdyn ``psd.score`` against torch
   autograd (``torch.set_num_threads(2)``, best of several chunk sizes).
 
+Wall-clock and CPU-time figures are both printed: on a machine shared with other
+jobs, torch with 2 threads slows down by large factors (threads wait for each
+other), so a second pass with 1 torch thread and the CPU-time ratios are given as
+well; the reference figures are the wall-clock ones on a quiet machine.
+
 Needs the ``bench`` extra (torch, nflows); the package never imports them.
 
-Run:  python benchmarks/psd_speed.py [--n 50000] [--epochs 6]
+Run:  python benchmarks/psd_speed.py [--n 50000] [--epochs 6] [--torch-threads 2 1]
 """
 
 from __future__ import annotations
@@ -95,19 +100,20 @@ def nflows_pair(depth: int, width: int, layers: int):
 
 
 def nflows_epochs(u, w, val, epochs, batch, depth, width, layers, seed=0):
+    """Train the nflows pair; returns (flows, wall seconds per epoch, CPU seconds per epoch)."""
     import torch
 
     torch.manual_seed(seed)
     fx, fv = nflows_pair(depth, width, layers)
     params = list(fx.parameters()) + list(fv.parameters())
     opt = torch.optim.Adam(params, lr=1e-3)
-    U, W = torch.as_tensor(u), torch.as_tensor(w)
-    Uv, Wv = torch.as_tensor(u[val]), torch.as_tensor(w[val])
+    U, W = torch.as_tensor(np.array(u)), torch.as_tensor(np.array(w))
+    Uv, Wv = torch.as_tensor(np.array(u[val])), torch.as_tensor(np.array(w[val]))
     train = np.setdiff1d(np.arange(len(u)), val)
     n_batches = len(train) // batch
-    times = []
+    times, cpu = [], []
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         perm = torch.as_tensor(np.random.default_rng(_).permutation(train))
         for i in range(n_batches):
             idx = perm[i * batch : (i + 1) * batch]
@@ -121,7 +127,8 @@ def nflows_epochs(u, w, val, epochs, batch, depth, width, layers, seed=0):
         with torch.no_grad():
             vl = -(fx.log_prob(Uv).mean() + fv.log_prob(Wv, context=Uv).mean())
         times.append(time.perf_counter() - t0)
-    return fx, fv, times, float(vl)
+        cpu.append(time.process_time() - c0)
+    return fx, fv, times, cpu
 
 
 def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
@@ -143,29 +150,32 @@ def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
         return torch.autograd.grad(lp.sum(), [xc, vc])
 
     X, V = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(v, np.float32))
-    best, per_chunk = 0.0, {}
+    best, best_cpu, per_chunk = 0.0, 0.0, {}
     for c in chunks:
         scores(X[:c], V[:c])  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(X), c):
             scores(X[i : i + c], V[i : i + c])
         rate = len(X) / (time.perf_counter() - t0)
         per_chunk[c] = rate
         best = max(best, rate)
-    return best, per_chunk
+        best_cpu = max(best_cpu, len(X) / (time.process_time() - c0))
+    return best, best_cpu, per_chunk
 
 
 # ----------------------------------------------------------------------------- bayesdyn side
 def bayesdyn_score_throughput(psd, x, v, repeats=3):
+    """(best points/s by wall clock, median, best points per CPU-second)."""
     import jax
 
     jax.block_until_ready(psd.score(x, v))  # compile
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(psd.score(x, v))
         rates.append(len(x) / (time.perf_counter() - t0))
-    return max(rates), float(np.median(rates))
+        cpu_rates.append(len(x) / (time.process_time() - c0))
+    return max(rates), float(np.median(rates)), max(cpu_rates)
 
 
 def main() -> None:
@@ -175,12 +185,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6, help="epochs timed on each side")
     ap.add_argument("--depth", type=int, default=1, help="hidden layers per MADE")
     ap.add_argument("--skip-k4", action="store_true", help="skip the K = 4 ensemble timing")
+    ap.add_argument("--nflows-epochs", type=int, default=3, help="epochs timed for nflows (first one dropped)")
+    ap.add_argument(
+        "--torch-threads", type=int, nargs="+", default=[2, 1],
+        help="torch thread counts to time (2 is the reference; 1 shows the effect of a busy machine)",
+    )
     args = ap.parse_args()
 
     import jax
     import torch
 
-    torch.set_num_threads(2)
     import bayesdyn as bd
     from bayesdyn.psd import fit_psd
 
@@ -188,16 +202,22 @@ def main() -> None:
     xs_, vs_, _ = plummer(args.n_score, seed=2)
     cat = bd.Catalog(x=x, v=v)
     print(f"machine: {machine()}")
-    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"(threads {torch.get_num_threads()}), data: Plummer N = {args.n} ({source})")
+    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, "
+          f"data: Plummer N = {args.n} ({source})")
     shape = dict(n_layers=8, width=64, depth=args.depth, activation="gelu", batch_size=512)
     print(f"flow shape: 2 flows × 8 affine MAF layers, width 64, depth {args.depth}, gelu, batch 512")
 
     # bayesdyn, K = 1
     psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=args.epochs + 1, patience=1000, progress=False, **shape)
-    sec = psd.info["history"]["seconds"]
-    bd1 = float(np.median(sec[1:]))
-    print(f"bayesdyn K=1: {bd1:.3f} s/epoch (first epoch incl. compile {sec[0]:.1f} s)")
+    sec, cpu = psd.info["history"]["seconds"], psd.info["history"]["cpu_seconds"]
+    bd1, bd1_cpu = float(np.median(sec[1:])), float(np.median(cpu[1:]))
+    print(f"bayesdyn K=1: {bd1:.3f} s/epoch, {bd1_cpu:.3f} CPU-s/epoch (first epoch incl. compile {sec[0]:.1f} s)")
+    bd4 = None
+    if not args.skip_k4:
+        psd4 = fit_psd(cat, ensemble=4, seed=0, max_epochs=args.epochs + 1, patience=1000, progress=False, **shape)
+        sec4, cpu4 = psd4.info["history"]["seconds"], psd4.info["history"]["cpu_seconds"]
+        bd4, bd4_cpu = float(np.median(sec4[1:])), float(np.median(cpu4[1:]))
+        print(f"bayesdyn K=4 (one vmapped program): {bd4:.3f} s/epoch, {bd4_cpu:.3f} CPU-s/epoch")
 
     # nflows on the same transformed data and the same validation split size
     import jax.numpy as jnp
@@ -206,28 +226,28 @@ def main() -> None:
     u = np.asarray(prep.position_to_latent(jnp.asarray(x, jnp.float32))[0])
     w = np.asarray(prep.velocity_to_latent(jnp.asarray(v, jnp.float32))[0])
     val = np.random.default_rng(0).permutation(len(u))[: psd.info["n_val"]]
-    fx, fv, times, _ = nflows_epochs(u, w, val, args.epochs, 512, args.depth, 64, 8)
-    nf = float(np.median(times[1:]))
-    print(f"nflows      : {nf:.3f} s/epoch")
-    print(f"time per epoch ratio bayesdyn/nflows (K=1): {bd1 / nf:.3f}   (target ≤ 0.4)")
-
+    best, med, best_cpu = bayesdyn_score_throughput(psd, xs_, vs_)
+    print(f"score throughput bayesdyn K=1: {best:.3g} points/s (median {med:.3g}; {best_cpu:.3g} points per CPU-s)")
     if not args.skip_k4:
-        psd4 = fit_psd(cat, ensemble=4, seed=0, max_epochs=args.epochs + 1, patience=1000, progress=False, **shape)
-        sec4 = psd4.info["history"]["seconds"]
-        bd4 = float(np.median(sec4[1:]))
-        print(f"bayesdyn K=4 (one vmapped program): {bd4:.3f} s/epoch = {bd4 / nf:.3f} × one nflows run "
-              f"({bd4 / (4 * nf):.3f} × 4 sequential nflows runs)")
-
-    # score throughput of the full density (both flows + transforms)
-    best, med = bayesdyn_score_throughput(psd, xs_, vs_)
-    print(f"score throughput bayesdyn K=1: {best:.3g} points/s (median {med:.3g})")
-    nf_best, per_chunk = nflows_score_throughput(fx, fv, prep, xs_, vs_)
-    print(f"score throughput nflows (torch autograd, 2 threads): {nf_best:.3g} points/s "
-          f"(by chunk: {', '.join(f'{c}: {r:.3g}' for c, r in per_chunk.items())})")
-    print(f"score throughput ratio bayesdyn/nflows: {best / nf_best:.2f}   (target ≥ 1)")
-    if not args.skip_k4:
-        b4, m4 = bayesdyn_score_throughput(psd4, xs_, vs_)
-        print(f"score throughput bayesdyn K=4: {b4:.3g} points/s ({4 * b4:.3g} member-points/s)")
+        b4, _, b4_cpu = bayesdyn_score_throughput(psd4, xs_, vs_)
+        print(f"score throughput bayesdyn K=4: {b4:.3g} points/s ({4 * b4:.3g} member-points/s; "
+              f"{b4_cpu:.3g} points per CPU-s)")
+    for threads in args.torch_threads:
+        torch.set_num_threads(threads)
+        fx, fv, times, cpu_nf = nflows_epochs(u, w, val, args.nflows_epochs, 512, args.depth, 64, 8)
+        nf, nf_cpu = float(np.median(times[1:])), float(np.median(cpu_nf[1:]))
+        tag = f"nflows, torch {threads} thread{'s' if threads > 1 else ''}"
+        print(f"{tag}: {nf:.3f} s/epoch, {nf_cpu:.3f} CPU-s/epoch")
+        print(f"  time per epoch ratio bayesdyn/nflows, K=1: {bd1 / nf:.3f} (CPU time: {bd1_cpu / nf_cpu:.3f})"
+              "   (target ≤ 0.4)")
+        if bd4 is not None:
+            print(f"  K=4 in one program vs 4 sequential nflows runs: {bd4 / (4 * nf):.3f} "
+                  f"(CPU time: {bd4_cpu / (4 * nf_cpu):.3f})")
+        nf_best, nf_best_cpu, per_chunk = nflows_score_throughput(fx, fv, prep, xs_, vs_)
+        print(f"  score throughput nflows (torch autograd): {nf_best:.3g} points/s, {nf_best_cpu:.3g} per CPU-s "
+              f"(by chunk: {', '.join(f'{c}: {r:.3g}' for c, r in per_chunk.items())})")
+        print(f"  score throughput ratio bayesdyn/nflows: {best / nf_best:.2f} (per CPU-s: {best_cpu / nf_best_cpu:.2f})"
+              "   (target ≥ 1)")
     print(f"machine (end): {machine()}")
 
 

@@ -133,7 +133,10 @@ class PhaseSpaceDensity:
 
     @property
     def validation_nll(self) -> np.ndarray:
-        """Per-member negative mean log f on the held-out stars, shape (K,), in log [kpc⁻³ (km/s)⁻³]⁻¹."""
+        """Per-member validation NLL, shape (K,): −mean log f_k over the held-out stars.
+
+        f_k in kpc⁻³ (km/s)⁻³ (normalised to 1), so the NLL is in nats for those units.
+        """
         if "val_nll" not in self._info:
             raise AttributeError("this density carries no validation record (it was not made by fit_psd)")
         return np.asarray(self._info["val_nll"])

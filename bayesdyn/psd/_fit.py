@@ -24,14 +24,31 @@ def _to_latent(prep: Preprocessing, x, v):
     return u, w, ldx, ldv
 
 
-def _radius(radial_map: Any) -> float:
+#: "auto" applies the radial map when the standardised radii have a heavy tail:
+#: r₉₉/r₅₀ above this (a 3D Gaussian gives 2.2, a uniform ball 1.3, a Plummer
+#: sphere 9, a Student t with 4 degrees of freedom 3.8).
+TAIL_RATIO = 3.0
+#: The radius of the map chosen by "auto" for heavy tails [robust standard deviations].
+AUTO_RADIUS = 1.0
+
+
+def _radius(radial_map: Any, z: np.ndarray) -> tuple[float, str]:
+    """The radial map's radius s and how it was chosen; z are standardised positions."""
+    if isinstance(radial_map, str):
+        if radial_map != "auto":
+            raise ValueError(f"radial_map={radial_map!r}: pass 'auto', a radius ≥ 0, or False")
+        r = np.linalg.norm(z, axis=1)
+        r50, r99 = np.percentile(r, [50, 99])
+        ratio = float(r99 / r50) if r50 > 0 else float("inf")
+        s = AUTO_RADIUS if ratio > TAIL_RATIO else 0.0
+        return s, f"auto: r99/r50 = {ratio:.2f} {'>' if s else '≤'} {TAIL_RATIO:g}"
     if radial_map is True:
-        return 1.0
+        return AUTO_RADIUS, "given (True)"
     if radial_map is False or radial_map is None:
-        return 0.0
+        return 0.0, "given (off)"
     if not isinstance(radial_map, (int, float, np.floating)) or not (np.isfinite(radial_map) and radial_map >= 0):
-        raise ValueError(f"radial_map={radial_map!r} must be a radius ≥ 0 in robust standard deviations (0: none)")
-    return float(radial_map)
+        raise ValueError(f"radial_map={radial_map!r} must be 'auto', a radius ≥ 0 in robust standard deviations, or False")
+    return float(radial_map), "given"
 
 
 def fit_psd(
@@ -44,7 +61,7 @@ def fit_psd(
     width: int = 64,
     depth: int = 1,
     activation: str = "gelu",
-    radial_map: float = 1.0,
+    radial_map: float | str = "auto",
     batch_size: int = 512,
     max_epochs: int = 30,
     patience: int = 10,
@@ -61,8 +78,8 @@ def fit_psd(
     Each of the K members is a pair of flowjax flows: n(x) on the positions and
     p(v | x) on the velocities conditioned on the positions, so that
     f(x, v) = n(x) p(v | x). Positions are centred and scaled per axis (median,
-    1.4826 × MAD) and then radially mapped, z → z·s·asinh(|z|/s)/|z|, which tames
-    heavy tails; velocities are centred and scaled per axis. Both transforms are part of
+    1.4826 × MAD) and, for heavy-tailed samples, radially mapped,
+    z → z·s·asinh(|z|/s)/|z|; velocities are centred and scaled per axis. Both transforms are part of
     the model (their log-Jacobians enter log f), so scores are exact derivatives of
     the density in physical units.
 
@@ -85,10 +102,12 @@ def fit_psd(
         depth: conditioner hidden layers.
         activation: conditioner activation (``"gelu"``, ``"silu"``, ``"tanh"``,
             ``"softplus"``, ``"elu"``, ``"relu"``); use a smooth one for scores.
-        radial_map: radius s of the radial map z → z·s·asinh(|z|/s)/|z| of the
-            standardised positions z, in robust standard deviations (linear
-            inside, logarithmic outside: heavy tails become light); 0 or False
-            for none.
+        radial_map: the radial map z → z·s·asinh(|z|/s)/|z| of the standardised
+            positions z (linear inside s, logarithmic outside: heavy tails become
+            light). ``"auto"`` uses s = 1 robust standard deviation when the radii
+            have a heavy tail (r₉₉/r₅₀ > 3, e.g. a Plummer sphere) and no map
+            otherwise (a disk sample in a sphere, a Gaussian); or give s ≥ 0
+            (0 or False: no map).
         batch_size: stars per mini-batch.
         max_epochs: maximum passes over the training stars.
         patience: epochs without validation improvement before a flow stops
@@ -151,6 +170,7 @@ def fit_psd(
         bootstrap=bool(bootstrap),
     )
     x_loc, x_scale = robust_loc_scale(x, "catalog.x")
+    radius, radius_rule = _radius(radial_map, (x - x_loc) / x_scale)
     v_loc, v_scale = robust_loc_scale(v, "catalog.v")
     f32 = jnp.float32
     prep = Preprocessing(
@@ -158,12 +178,12 @@ def fit_psd(
         jnp.asarray(x_scale, f32),
         jnp.asarray(v_loc, f32),
         jnp.asarray(v_scale, f32),
-        jnp.asarray(_radius(radial_map), f32),
+        jnp.asarray(radius, f32),
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
         raise FloatingPointError("the input transforms produced non-finite values; check the catalog for extreme values")
-    fingerprint = {"data_sha256": data_sha256(x, v), "n_stars": int(x.shape[0]), "radial_map": _radius(radial_map)}
+    fingerprint = {"data_sha256": data_sha256(x, v), "n_stars": int(x.shape[0]), "radial_map": radius}
     members, info, val_idx = train_ensemble(
         u,
         w,
@@ -175,7 +195,7 @@ def fit_psd(
         progress=progress,
         fingerprint=fingerprint,
     )
-    info = {"seed": int(seed), "radial_map": _radius(radial_map), "training": train.to_dict(), **info}
+    info = {"seed": int(seed), "radial_map": radius, "radial_map_rule": radius_rule, "training": train.to_dict(), **info}
     # validation NLL in physical units: the flows' best validation losses minus the
     # mean log-Jacobians of the fixed transforms over the validation stars
     latent = np.asarray(info["val_loss_latent"], np.float64)  # (K, 2)

@@ -266,7 +266,7 @@ def train_ensemble(
         "seed": seed,
         "fingerprint": fingerprint,
     }
-    history: dict[str, list] = {"train": [], "val": [], "seconds": []}
+    history: dict[str, list] = {"train": [], "val": [], "seconds": [], "cpu_seconds": []}
     start_epoch = 0
     ckpt = pathlib.Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and (ckpt / "checkpoint.json").exists():
@@ -296,7 +296,7 @@ def train_ensemble(
     t_total = 0.0
     try:
         while epoch < train.max_epochs and not stopped:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             state, train_loss = _run_epoch(
                 state,
                 seed_train,
@@ -320,6 +320,7 @@ def train_ensemble(
             history["train"].append(train_np.tolist())
             history["val"].append(val_np.tolist())
             history["seconds"].append(dt)
+            history["cpu_seconds"].append(time.process_time() - c0)
             stopped = bool(np.all(np.asarray(state.bad) >= train.patience))
             if ckpt is not None:
                 write_bundle(ckpt, "checkpoint", {**header_base, "epoch": epoch, "history": history}, state)
