@@ -178,7 +178,8 @@ def main() -> None:
     from bayesdyn.psd import fit_psd
 
     defaults = {k: p.default for k, p in inspect.signature(fit_psd).parameters.items()}
-    for name, key in (("max_epochs", "max_epochs"), ("patience", "patience"), ("lr", "learning_rate"), ("radial", "radial_map")):
+    pairs = (("max_epochs", "max_epochs"), ("patience", "patience"), ("lr", "learning_rate"), ("radial", "radial_map"))
+    for name, key in pairs:
         if getattr(args, name) is None:
             setattr(args, name, defaults[key])
     if args.radial != "auto":

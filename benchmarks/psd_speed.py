@@ -134,7 +134,9 @@ def nflows_epochs(u, w, val, epochs, batch, depth, width, layers, seed=0):
 def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
     import torch
 
-    xl, xs, vl, vs = (torch.as_tensor(np.asarray(a, np.float32)) for a in (prep.x_loc, prep.x_scale, prep.v_loc, prep.v_scale))
+    xl, xs, vl, vs = (
+        torch.as_tensor(np.asarray(a, np.float32)) for a in (prep.x_loc, prep.x_scale, prep.v_loc, prep.v_scale)
+    )
 
     def scores(xc, vc):
         xc = xc.clone().requires_grad_(True)
@@ -246,7 +248,8 @@ def main() -> None:
         nf_best, nf_best_cpu, per_chunk = nflows_score_throughput(fx, fv, prep, xs_, vs_)
         print(f"  score throughput nflows (torch autograd): {nf_best:.3g} points/s, {nf_best_cpu:.3g} per CPU-s "
               f"(by chunk: {', '.join(f'{c}: {r:.3g}' for c, r in per_chunk.items())})")
-        print(f"  score throughput ratio bayesdyn/nflows: {best / nf_best:.2f} (per CPU-s: {best_cpu / nf_best_cpu:.2f})"
+        print(f"  score throughput ratio bayesdyn/nflows: {best / nf_best:.2f} "
+              f"(per CPU-s: {best_cpu / nf_best_cpu:.2f})"
               "   (target ≥ 1)")
     print(f"machine (end): {machine()}")
 

@@ -9,7 +9,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 from jaxtyping import Array
 
@@ -255,7 +254,8 @@ class PhaseSpaceDensity:
                 of the members (stratified: ⌈n/K⌉ from each, shuffled, first n kept).
         """
         n = _count(n, "n")
-        return _evaluate.sample(self._members, self._prep, self._config, _seed(seed), self._member_index(member), n)
+        with jax.enable_x64(False):  # the same draws whatever the global x64 setting
+            return _evaluate.sample(self._members, self._prep, self._config, _seed(seed), self._member_index(member), n)
 
     def sample_velocities(self, x: Any, n: int, seed: int = 0, *, member: int | None = None) -> Array:
         """Draw n velocities [km/s] from p(v | x) at each of M positions: shape (M, n, 3).
@@ -269,9 +269,10 @@ class PhaseSpaceDensity:
         """
         n = _count(n, "n")
         xs, single = _points(x, "length", "x", self._dtype)
-        v = _evaluate.sample_velocities(
-            self._members, self._prep, self._config, _seed(seed), self._member_index(member), xs, n
-        )
+        with jax.enable_x64(False):  # the same draws whatever the global x64 setting
+            v = _evaluate.sample_velocities(
+                self._members, self._prep, self._config, _seed(seed), self._member_index(member), xs, n
+            )
         return v[0] if single else v
 
     # ------------------------------------------------------------------ persistence
@@ -305,7 +306,8 @@ class PhaseSpaceDensity:
             f"depth {c.depth}, activation {c.activation}",
             "  transforms: x → (x − c)/s"
             + (f" → ·s·asinh(r/s)/r (s = {float(p.radial_scale):g})" if float(p.radial_scale) > 0 else "")
-            + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()} kpc, s = {np.round(np.asarray(p.x_scale), 4).tolist()} kpc",
+            + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()} kpc, "
+            f"s = {np.round(np.asarray(p.x_scale), 4).tolist()} kpc",
             f"              v → (v − m)/σ; m = {np.round(np.asarray(p.v_loc), 3).tolist()} km/s, "
             f"σ = {np.round(np.asarray(p.v_scale), 3).tolist()} km/s",
         ]

@@ -38,7 +38,8 @@ def score_errors(psd: Any, x: Any, v: Any, exact_sx: Any, exact_sv: Any) -> dict
     sx_m, sv_m = np.asarray(sx_m, np.float64), np.asarray(sv_m, np.float64)
     if sx_m.shape[1:] != exact_sx.shape or sv_m.shape[1:] != exact_sv.shape:
         raise ValueError(
-            f"exact scores have shapes {exact_sx.shape} and {exact_sv.shape}; expected {sx_m.shape[1:]} (one row per star)"
+            f"exact scores have shapes {exact_sx.shape} and {exact_sv.shape}; "
+            f"expected {sx_m.shape[1:]} (one row per star)"
         )
     ex = _relative(sx_m.mean(axis=0), exact_sx)
     ev = _relative(sv_m.mean(axis=0), exact_sv)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array
 
 from ._flows import FlowConfig, Member, flow_log_prob, flow_sample, prng_key
 from ._transforms import Preprocessing
@@ -27,10 +27,37 @@ __all__ = [
 
 _M = eqx.if_array(0)  # map the members axis of array leaves only
 
-#: Points per compiled evaluation call (the hidden activations stay in cache).
-CHUNK = 2048
-#: Chunks per compiled block for large inputs.
-BLOCK = 16
+#: Points per sub-batch: every matmul of an evaluation is batched over (member,
+#: sub-batch) pairs of this many points (small working sets that stay in cache).
+SUB = 512
+#: Sub-batches per member and chunk for a single member (fewer for larger ensembles).
+SPLIT = 4
+#: Points per compiled block of chunks for large inputs.
+BLOCK_POINTS = 32768
+
+
+def _chunk_size(k: int) -> int:
+    return SUB * max(1, SPLIT // k)
+
+
+def _across(member_fn: Callable, members: Member, prep: Preprocessing, config: FlowConfig, *arrays: Array):
+    """Apply a per-member batched function to every member; output leaves (K, B, ...).
+
+    The B points are split into sub-batches of :data:`SUB` points, each paired
+    with a copy of its member's parameters, so that the network's matmuls are
+    batched over (member, sub-batch) pairs (measured faster than one large batch).
+    """
+    k = jax.tree.leaves(eqx.filter(members, eqx.is_array))[0].shape[0]
+    b = arrays[0].shape[0]
+    p = b // SUB if b % SUB == 0 else 1
+    if p > 1:
+        members = jax.tree.map(lambda a: jnp.repeat(a, p, axis=0) if eqx.is_array(a) else a, members)
+        arrays = tuple(jnp.tile(a.reshape(p, b // p, *a.shape[1:]), (k,) + (1,) * a.ndim) for a in arrays)
+        axes = (_M, None, None) + (0,) * len(arrays)
+    else:
+        axes = (_M, None, None) + (None,) * len(arrays)
+    out = eqx.filter_vmap(member_fn, in_axes=axes)(members, prep, config, *arrays)
+    return jax.tree.map(lambda o: o.reshape(k, b, *o.shape[2:]), out)
 
 
 def member_log_prob(member: Member, prep: Preprocessing, config: FlowConfig, x: Array, v: Array) -> Array:
@@ -53,12 +80,12 @@ def member_log_prob_x(member: Member, prep: Preprocessing, config: FlowConfig, x
 
 def members_log_prob(members: Member, prep: Preprocessing, config: FlowConfig, x: Array, v: Array) -> Array:
     """Per-member log f, shape (K, B)."""
-    return eqx.filter_vmap(member_log_prob, in_axes=(_M, None, None, None, None))(members, prep, config, x, v)
+    return _across(member_log_prob, members, prep, config, x, v)
 
 
 def members_log_prob_x(members: Member, prep: Preprocessing, config: FlowConfig, x: Array) -> Array:
     """Per-member log n(x), shape (K, B)."""
-    return eqx.filter_vmap(member_log_prob_x, in_axes=(_M, None, None, None))(members, prep, config, x)
+    return _across(member_log_prob_x, members, prep, config, x)
 
 
 def _member_score(member: Member, prep: Preprocessing, config: FlowConfig, x: Array, v: Array):
@@ -76,12 +103,12 @@ def _member_score_x(member: Member, prep: Preprocessing, config: FlowConfig, x: 
 
 def members_score(members: Member, prep: Preprocessing, config: FlowConfig, x: Array, v: Array):
     """Per-member (∂log f/∂x [kpc⁻¹], ∂log f/∂v [(km/s)⁻¹]), each (K, B, 3)."""
-    return eqx.filter_vmap(_member_score, in_axes=(_M, None, None, None, None))(members, prep, config, x, v)
+    return _across(_member_score, members, prep, config, x, v)
 
 
 def members_score_x(members: Member, prep: Preprocessing, config: FlowConfig, x: Array):
     """Per-member ∇ log n(x) [kpc⁻¹], shape (K, B, 3)."""
-    return eqx.filter_vmap(_member_score_x, in_axes=(_M, None, None, None))(members, prep, config, x)
+    return _across(_member_score_x, members, prep, config, x)
 
 
 @eqx.filter_jit
@@ -91,10 +118,10 @@ def _chunk(fn: Callable, members: Member, prep: Preprocessing, config: FlowConfi
 
 @eqx.filter_jit
 def _block(fn: Callable, members: Member, prep: Preprocessing, config: FlowConfig, *arrays: Array):
-    # arrays: (BLOCK, CHUNK, ...); one program runs the chunks in sequence (lax.map)
+    # arrays: (n_chunks, chunk, ...); one program runs the chunks in sequence (lax.map)
     out = jax.lax.map(lambda a: fn(members, prep, config, *a), arrays)
 
-    def merge(o):  # (BLOCK, K, CHUNK, ...) → (K, BLOCK·CHUNK, ...)
+    def merge(o):  # (n_chunks, K, chunk, ...) → (K, n_chunks·chunk, ...)
         o = jnp.moveaxis(o, 0, 1)
         return o.reshape(o.shape[0], o.shape[1] * o.shape[2], *o.shape[3:])
 
@@ -108,11 +135,11 @@ def _is_concrete(a) -> bool:
 def evaluate(fn: Callable, members: Member, prep: Preprocessing, config: FlowConfig, *arrays: Array):
     """Evaluate a per-member batched ``fn`` on (N, 3) arrays in jitted chunks.
 
-    Two compiled programs per ``fn`` at most: blocks of :data:`BLOCK` chunks of
-    :data:`CHUNK` points (one ``lax.map``), and single chunks for the rest (the
-    last one padded). With concrete inputs the slicing, padding and joining happen
-    in numpy (no per-shape compilation) and numpy arrays are returned; with traced
-    inputs (inside a user's ``jit``) the same steps are traced.
+    Two compiled programs per ``fn`` at most: blocks of :data:`BLOCK_POINTS`
+    points (one ``lax.map`` over chunks), and single chunks for the rest (the
+    last one padded). With concrete inputs the slicing, padding and joining
+    happen in numpy (no per-shape compilation) and numpy arrays are returned;
+    with traced inputs (inside a user's ``jit``) the same steps are traced.
 
     Returns:
         ``fn``'s output pytree with leaves of shape (K, N, ...).
@@ -120,20 +147,22 @@ def evaluate(fn: Callable, members: Member, prep: Preprocessing, config: FlowCon
     n = arrays[0].shape[0]
     if n == 0:
         raise ValueError("no points to evaluate (N = 0); pass arrays of shape (N, 3) with N ≥ 1")
+    chunk = _chunk_size(_size(members))
+    n_block = BLOCK_POINTS // chunk
     concrete = all(_is_concrete(a) for a in arrays)
     xp = np if concrete else jnp
     if concrete:
         arrays = tuple(np.asarray(a) for a in arrays)
     outs = []
     start = 0
-    big = BLOCK * CHUNK
+    big = n_block * chunk
     while n - start >= big:
-        blocks = [a[start : start + big].reshape(BLOCK, CHUNK, *a.shape[1:]) for a in arrays]
+        blocks = [a[start : start + big].reshape(n_block, chunk, *a.shape[1:]) for a in arrays]
         outs.append(_block(fn, members, prep, config, *blocks))
         start += big
     while start < n:
-        stop = min(start + CHUNK, n)
-        pad = CHUNK - (stop - start)
+        stop = min(start + chunk, n)
+        pad = chunk - (stop - start)
         blocks = []
         for a in arrays:
             a = a[start:stop]

@@ -47,7 +47,9 @@ def _radius(radial_map: Any, z: np.ndarray) -> tuple[float, str]:
     if radial_map is False or radial_map is None:
         return 0.0, "given (off)"
     if not isinstance(radial_map, (int, float, np.floating)) or not (np.isfinite(radial_map) and radial_map >= 0):
-        raise ValueError(f"radial_map={radial_map!r} must be 'auto', a radius ≥ 0 in robust standard deviations, or False")
+        raise ValueError(
+            f"radial_map={radial_map!r} must be 'auto', a radius ≥ 0 in robust standard deviations, or False"
+        )
     return float(radial_map), "given"
 
 
@@ -134,6 +136,16 @@ def fit_psd(
         bayesdyn.psd.PSDFileError: a checkpoint written with other data or settings.
         FloatingPointError: training diverged (no finite validation loss).
     """
+    # the flows are float32 and int32: fit them the same way whatever the global x64
+    # setting, so that a seed gives the same density under either
+    with jax.enable_x64(False):
+        return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, batch_size,
+                    max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
+                    checkpoint_dir, progress)
+
+
+def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, batch_size, max_epochs,
+         patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap, checkpoint_dir, progress):
     if not (hasattr(catalog, "x") and hasattr(catalog, "v")):
         raise TypeError(
             f"catalog must be a bayesdyn.Catalog (with .x [kpc] and .v [km/s]); got {type(catalog).__name__}; "
@@ -182,7 +194,9 @@ def fit_psd(
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
-        raise FloatingPointError("the input transforms produced non-finite values; check the catalog for extreme values")
+        raise FloatingPointError(
+            "the input transforms produced non-finite values; check the catalog for extreme values"
+        )
     fingerprint = {"data_sha256": data_sha256(x, v), "n_stars": int(x.shape[0]), "radial_map": radius}
     members, info, val_idx = train_ensemble(
         u,
@@ -195,7 +209,13 @@ def fit_psd(
         progress=progress,
         fingerprint=fingerprint,
     )
-    info = {"seed": int(seed), "radial_map": radius, "radial_map_rule": radius_rule, "training": train.to_dict(), **info}
+    info = {
+        "seed": int(seed),
+        "radial_map": radius,
+        "radial_map_rule": radius_rule,
+        "training": train.to_dict(),
+        **info,
+    }
     # validation NLL in physical units: the flows' best validation losses minus the
     # mean log-Jacobians of the fixed transforms over the validation stars
     latent = np.asarray(info["val_loss_latent"], np.float64)  # (K, 2)

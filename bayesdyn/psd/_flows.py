@@ -166,6 +166,9 @@ def build_ensemble(key: PRNGKeyArray, config: FlowConfig, k: int) -> Member:
     initial parameters), which must not become tracers.
     """
     members = eqx.filter_vmap(lambda kk: build_member(kk, config))(jax.random.split(key, k))
+    # float32 and int32 whatever the x64 setting, so that densities fitted and loaded
+    # under either setting are the same objects
+    members = jax.tree.map(_narrow, members)
     arrays, static = eqx.partition(members, eqx.is_array)
     # flowjax closes over fresh function objects at every build; reusing one static
     # part per architecture lets jitted programs compiled for it be reused (no
@@ -174,6 +177,16 @@ def build_ensemble(key: PRNGKeyArray, config: FlowConfig, k: int) -> Member:
 
 
 _STATIC: dict[FlowConfig, Any] = {}
+
+
+def _narrow(a: Any) -> Any:
+    if not eqx.is_array(a):
+        return a
+    if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != jnp.float32:
+        return a.astype(jnp.float32)
+    if jnp.issubdtype(a.dtype, jnp.integer) and a.dtype != jnp.int32:
+        return a.astype(jnp.int32)
+    return a
 
 
 def prng_key(seed: int | Array) -> PRNGKeyArray:
@@ -267,7 +280,7 @@ def flow_sample(
 ) -> Array:
     """n draws (n, 3) from one flow (not stacked); cond, if given, has shape (n, 3)."""
     if config.flow == "maf":
-        z = jax.random.normal(key, (n, _DIM))
+        z = jax.random.normal(key, (n, _DIM), jnp.float32)
         return _maf_inverse(paramax.unwrap(flow), config, z, cond)
     if cond is None:
         return flow.sample(key, (n,))

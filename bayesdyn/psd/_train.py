@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array
 
 from ._flows import FlowConfig, Member, build_ensemble, flow_log_prob, prng_key
 from ._io import PSDFileError, read_header, read_leaves, write_bundle
