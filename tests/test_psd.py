@@ -25,7 +25,7 @@ from bayesdyn.psd import PSDFileError, fit_psd, load_psd, score_errors
 from bayesdyn.psd import _train
 from bayesdyn.psd._flows import reference_log_prob
 from bayesdyn.psd._io import _canonical
-from bayesdyn.psd._transforms import radial_map, radial_unmap
+from bayesdyn.psd._transforms import ball_map, ball_unmap, radial_map, radial_unmap
 
 N = 3000
 NU = 4.0  # Student-t degrees of freedom of the positions
@@ -141,6 +141,60 @@ def test_radial_map_jacobian_and_inverse():
         assert_allclose(log_det, ref, rtol=0, atol=1e-12)
         assert_allclose(back, z, rtol=1e-12, atol=1e-15)
         assert np.all(np.isfinite(grad0))  # smooth through the origin
+
+
+def test_ball_map_jacobian_and_inverse():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        d = rng.normal(size=(40, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        y = jnp.asarray(d * np.repeat([[1e-9], [0.003], [0.5], [0.999]], 10, axis=0))
+
+        @jax.jit
+        def check(y):
+            u, log_det = ball_map(y)
+            jac = jax.vmap(jax.jacobian(lambda a: ball_map(a)[0]))(y)
+            grad0 = jax.grad(lambda a: ball_map(a)[1])(jnp.zeros(3))
+            return u, log_det, jnp.linalg.slogdet(jac)[1], ball_unmap(u), grad0
+
+        u, log_det, ref, back, grad0 = check(y)
+        assert_allclose(log_det, ref, rtol=0, atol=1e-10)
+        assert_allclose(back, y, rtol=1e-12, atol=1e-15)
+        assert np.all(np.isfinite(grad0))
+        assert float(jnp.linalg.norm(u[-1])) > 3.7  # atanh(0.999) = 3.80: the edge goes far out
+
+
+def test_support_sphere_auto_normalised_and_checked(tmp_path):
+    """A sample cut to a sphere: 'auto' finds the sphere recorded by Catalog.within, n(x)
+    integrates to N over the ball, draws stay inside it, and stars outside a given support are refused."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = rng.normal(size=(n, 3)) * [1.0, 1.0, 0.3]
+    cat = bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0).within(1.5, center=[0.0, 0.0, 0.0])
+    assert cat.meta["support_spheres"] == [{"center_kpc": [0.0, 0.0, 0.0], "radius_kpc": 1.5}]
+    psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=3, **TINY)
+    assert psd.info["support_rule"].startswith("auto: meta['support_spheres'][0]")
+    assert_allclose(psd.info["support_radius_kpc"], 1.5 * 1.002, rtol=1e-6)
+    # ∫ n dx over the ball = N (uniform proposals in the support ball, float32 densities)
+    m = 40_000
+    d = rng.normal(size=(m, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    radius = psd.info["support_radius_kpc"]
+    pts = d * radius * rng.uniform(size=(m, 1)) ** (1 / 3)
+    wts = np.asarray(psd.number_density(pts.astype(np.float32)), np.float64) * (4 / 3 * np.pi * radius**3)
+    est, err = wts.mean(), wts.std() / np.sqrt(m)
+    assert abs(est / cat.n - 1) < 5 * err / cat.n + 0.01, (est, err)
+    xs, _ = psd.sample(2000, seed=1)
+    assert np.linalg.norm(np.asarray(xs), axis=1).max() < radius
+    s_x, s_v = psd.score(cat.x[:50].astype(np.float32), cat.v[:50].astype(np.float32))
+    assert np.isfinite(np.asarray(s_x)).all() and np.isfinite(np.asarray(s_v)).all()
+    off = fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support=None, **TINY)
+    assert off.info["support_rule"] == "off" and off.info["support_radius_kpc"] == 0.0
+    with pytest.raises(ValueError, match="outside the support sphere"):
+        fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support=([0.0, 0.0, 0.0], 1.0), **TINY)
+    psd.save(tmp_path / "p")
+    again = load_psd(tmp_path / "p")
+    assert_array_equal(np.asarray(again.score(cat.x[:20], cat.v[:20])[0]), np.asarray(psd.score(cat.x[:20], cat.v[:20])[0]))
 
 
 def test_score_is_the_gradient_of_log_prob(psd, data):

@@ -558,7 +558,15 @@ class Catalog:
         d = _length(distance, "distance")
         c, where = self._center(center)
         r = np.linalg.norm(self._x - c, axis=1)
-        return self._subset(r <= d, f"within {d:g} kpc of {where}")
+        return self._with_sphere(self._subset(r <= d, f"within {d:g} kpc of {where}"), c, d)
+
+    @staticmethod
+    def _with_sphere(out: "Catalog", center: np.ndarray, radius: float) -> "Catalog":
+        """Record a spherical selection in ``meta['support_spheres']`` (read by ``bd.fit_psd(support='auto')``)."""
+        spheres = list(out.meta.get("support_spheres", []))
+        spheres.append({"center_kpc": [float(a) for a in center], "radius_kpc": float(radius)})
+        out.meta["support_spheres"] = spheres
+        return out
 
     def in_volume(
         self,
@@ -616,7 +624,8 @@ class Catalog:
                 parts.append(_fmt_bound(lo, hi, name, "kpc"))
         if not parts:
             raise CatalogError("in_volume() needs a shape: center= and radius=, R=, z= and/or box=")
-        return self._subset(keep, "in_volume: " + ", ".join(parts))
+        out = self._subset(keep, "in_volume: " + ", ".join(parts))
+        return self._with_sphere(out, c, r) if center is not None else out
 
     # ------------------------------------------------------------------ errors
     def covariance(self) -> np.ndarray:

@@ -22,7 +22,7 @@ from ._transforms import Preprocessing
 __all__ = ["PhaseSpaceDensity", "load_psd", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bayesdyn.psd"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: spherical support map (support_center, support_radius)
 
 
 def _n_members(members: Member) -> int:
@@ -304,10 +304,18 @@ class PhaseSpaceDensity:
             f"PhaseSpaceDensity: ensemble of {self._k} × [n(x), p(v|x)], fitted to {self._n_stars} stars",
             f"  flows: {c.flow} ({FLOWS[c.flow]}), {c.n_layers} layers, width {c.width}, "
             f"depth {c.depth}, activation {c.activation}",
-            "  transforms: x → (x − c)/s"
+            "  transforms: x → "
+            + (
+                f"y = (x − x₀)/R → y·atanh|y|/|y| (x₀ = {np.round(np.asarray(p.support_center), 4).tolist()} kpc, "
+                f"R = {float(p.support_radius):.4g} kpc) → "
+                if float(p.support_radius) > 0
+                else ""
+            )
+            + "(· − c)/s"
             + (f" → ·s·asinh(r/s)/r (s = {float(p.radial_scale):g})" if float(p.radial_scale) > 0 else "")
-            + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()} kpc, "
-            f"s = {np.round(np.asarray(p.x_scale), 4).tolist()} kpc",
+            + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()}, "
+            f"s = {np.round(np.asarray(p.x_scale), 4).tolist()}"
+            + (" (mapped units)" if float(p.support_radius) > 0 else " kpc"),
             f"              v → (v − m)/σ; m = {np.round(np.asarray(p.v_loc), 3).tolist()} km/s, "
             f"σ = {np.round(np.asarray(p.v_scale), 3).tolist()} km/s",
         ]
@@ -357,7 +365,7 @@ def _skeleton(config: FlowConfig, k: int, dtype) -> tuple[Member, Preprocessing]
     if _dtype(members) != dtype:
         members = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, members)
     z = jnp.zeros(3, dtype)
-    return members, Preprocessing(z, z, z, z, jnp.zeros((), dtype))
+    return members, Preprocessing(z, z, z, z, jnp.zeros((), dtype), z, jnp.zeros((), dtype))
 
 
 def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:

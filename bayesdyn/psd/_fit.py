@@ -53,6 +53,63 @@ def _radius(radial_map: Any, z: np.ndarray) -> tuple[float, str]:
     return float(radial_map), "given"
 
 
+#: "auto" uses a recorded support sphere only when the stars reach its edge:
+#: max distance from its centre ≥ this fraction of its radius.
+SUPPORT_REACH = 0.98
+#: The ball map's radius is the support radius times this (stars on the very edge
+#: stay at finite mapped positions in float32).
+SUPPORT_MARGIN = 1.002
+
+
+def _support_spheres(catalog: Any) -> list[tuple[np.ndarray, float, str]]:
+    """Spherical selections recorded with a catalog: (centre [kpc], radius [kpc], where)."""
+    meta = getattr(catalog, "meta", None) or {}
+    out = []
+    for i, s in enumerate(meta.get("support_spheres", []) or []):
+        out.append((np.asarray(s["center_kpc"], float), float(s["radius_kpc"]), f"meta['support_spheres'][{i}]"))
+    params = ((meta.get("truth") or {}).get("params") or {}) if isinstance(meta, dict) else {}
+    if "sphere_center_kpc" in params and "sphere_radius_kpc" in params:
+        out.append(
+            (np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]), "the mock's sphere")
+        )
+    return out
+
+
+def _support(support: Any, catalog: Any, x: np.ndarray) -> tuple[np.ndarray, float, str]:
+    """Centre [kpc], radius [kpc] (0: none) and the rule of the spherical support map."""
+    if support is None or support is False:
+        return np.zeros(3), 0.0, "off"
+    if isinstance(support, str):
+        if support != "auto":
+            raise ValueError(f"support={support!r}: pass 'auto', None, or (center [kpc] (3,), radius [kpc])")
+        best = None
+        for c, r, where in _support_spheres(catalog):
+            d = np.linalg.norm(x - c, axis=1).max()
+            if d <= r * (1 + 1e-6) and d >= SUPPORT_REACH * r and (best is None or r < best[1]):
+                best = (c, r, f"auto: {where}, stars reach {d / r:.4f} of its radius")
+        if best is None:
+            return np.zeros(3), 0.0, "auto: no recorded sphere bounds the stars"
+        c, r, rule = best
+        return c, r * SUPPORT_MARGIN, rule
+    try:
+        center, radius = support
+        c = np.asarray(center, float).reshape(3)
+        r = float(radius)
+    except (TypeError, ValueError):
+        raise ValueError(f"support={support!r} must be 'auto', None, or (center [kpc] (3,), radius [kpc])") from None
+    if not (np.isfinite(c).all() and np.isfinite(r) and r > 0):
+        raise ValueError(f"support radius must be > 0 kpc and the centre finite; got {c.tolist()}, {r}")
+    d = np.linalg.norm(x - c, axis=1)
+    outside = int((d > r).sum())
+    if outside:
+        raise ValueError(
+            f"{outside} of {x.shape[0]} stars lie outside the support sphere (centre {c.tolist()} kpc, radius "
+            f"{r:g} kpc; farthest at {d.max():.6g} kpc); select them with catalog.within({r:g}, center) or "
+            "pass a larger radius"
+        )
+    return c, r * SUPPORT_MARGIN, "given"
+
+
 def fit_psd(
     catalog: Any,
     ensemble: int = 4,
@@ -64,6 +121,7 @@ def fit_psd(
     depth: int = 1,
     activation: str = "gelu",
     radial_map: float | str = "auto",
+    support: Any = "auto",
     batch_size: int = 512,
     max_epochs: int = 30,
     patience: int = 10,
@@ -71,7 +129,7 @@ def fit_psd(
     learning_rate: float = 1e-2,
     final_learning_rate: float = 1e-5,
     clip_norm: float = 1.0,
-    bootstrap: bool = False,
+    bootstrap: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> PhaseSpaceDensity:
@@ -110,6 +168,15 @@ def fit_psd(
             have a heavy tail (r₉₉/r₅₀ > 3, e.g. a Plummer sphere) and no map
             otherwise (a disk sample in a sphere, a Gaussian); or give s ≥ 0
             (0 or False: no map).
+        support: a sphere that bounds the sample by selection, ``(center [kpc] (3,),
+            radius [kpc])``: positions are mapped from the ball onto all of space
+            (y = (x − c)/R → y·atanh|y|/|y|, with its Jacobian in log f), so the
+            flows need not represent the sample's sharp edge — a smooth flow smears
+            such an edge and biases ∂log n/∂x far inside it. ``"auto"`` (default)
+            uses the smallest sphere recorded with the catalog
+            (``catalog.meta['support_spheres']``, written by ``Catalog.within`` and
+            ``in_volume(center=, radius=)``, or a mock's sphere) whose edge the
+            stars reach (farthest star ≥ 98 % of its radius); None for no map.
         batch_size: stars per mini-batch.
         max_epochs: maximum passes over the training stars.
         patience: epochs without validation improvement before a flow stops
@@ -119,7 +186,9 @@ def fit_psd(
         final_learning_rate: learning rate reached at ``max_epochs`` (cosine decay).
         clip_norm: global-norm gradient clipping threshold, per flow.
         bootstrap: train each member on its own bootstrap resample of the
-            training stars (finite-sample uncertainty in the members' spread).
+            training stars (default), so that the members' spread carries the
+            finite-sample uncertainty as well as the training variance; False
+            gives members that differ only by seed.
         checkpoint_dir: if given, the full training state is written there after
             every epoch (``checkpoint.json`` + ``checkpoint.eqx``, no pickle), and a
             call with the same data and settings resumes from it.
@@ -139,13 +208,14 @@ def fit_psd(
     # the flows are float32 and int32: fit them the same way whatever the global x64
     # setting, so that a seed gives the same density under either
     with jax.enable_x64(False):
-        return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, batch_size,
-                    max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
-                    checkpoint_dir, progress)
+        return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
+                    batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
+                    bootstrap, checkpoint_dir, progress)
 
 
-def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, batch_size, max_epochs,
-         patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap, checkpoint_dir, progress):
+def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, batch_size,
+         max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
+         checkpoint_dir, progress):
     if not (hasattr(catalog, "x") and hasattr(catalog, "v")):
         raise TypeError(
             f"catalog must be a bayesdyn.Catalog (with .x [kpc] and .v [km/s]); got {type(catalog).__name__}; "
@@ -181,23 +251,36 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         clip_norm=float(clip_norm),
         bootstrap=bool(bootstrap),
     )
-    x_loc, x_scale = robust_loc_scale(x, "catalog.x")
-    radius, radius_rule = _radius(radial_map, (x - x_loc) / x_scale)
-    v_loc, v_scale = robust_loc_scale(v, "catalog.v")
     f32 = jnp.float32
+    s_center, s_radius, support_rule = _support(support, catalog, x)
+    bare = Preprocessing(*(jnp.zeros(3, f32),) * 4, jnp.zeros((), f32), jnp.asarray(s_center, f32),
+                         jnp.asarray(s_radius, f32))
+    xs = np.asarray(jax.jit(lambda p, a: p.support_to_space(a)[0])(bare, jnp.asarray(x, f32)), np.float64)
+    if not np.isfinite(xs).all():
+        raise FloatingPointError("the support map produced non-finite positions; a star lies on the support's edge")
+    x_loc, x_scale = robust_loc_scale(xs, "catalog.x")
+    radius, radius_rule = _radius(radial_map, (xs - x_loc) / x_scale)
+    v_loc, v_scale = robust_loc_scale(v, "catalog.v")
     prep = Preprocessing(
         jnp.asarray(x_loc, f32),
         jnp.asarray(x_scale, f32),
         jnp.asarray(v_loc, f32),
         jnp.asarray(v_scale, f32),
         jnp.asarray(radius, f32),
+        jnp.asarray(s_center, f32),
+        jnp.asarray(s_radius, f32),
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
         raise FloatingPointError(
             "the input transforms produced non-finite values; check the catalog for extreme values"
         )
-    fingerprint = {"data_sha256": data_sha256(x, v), "n_stars": int(x.shape[0]), "radial_map": radius}
+    fingerprint = {
+        "data_sha256": data_sha256(x, v),
+        "n_stars": int(x.shape[0]),
+        "radial_map": radius,
+        "support": [*map(float, s_center), float(s_radius)],
+    }
     members, info, val_idx = train_ensemble(
         u,
         w,
@@ -213,6 +296,9 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "seed": int(seed),
         "radial_map": radius,
         "radial_map_rule": radius_rule,
+        "support_center_kpc": [float(c) for c in s_center],
+        "support_radius_kpc": float(s_radius),
+        "support_rule": support_rule,
         "training": train.to_dict(),
         **info,
     }

@@ -1,8 +1,12 @@
 """Fixed input transforms of the phase-space density (part of the model).
 
-Positions are centred and scaled per axis, then mapped radially with
-``z → z · s·asinh(|z|/s)/|z|`` so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become
-light; velocities are centred and scaled per axis. The transforms are bijections
+Positions inside a known spherical support (a catalog selected within a distance
+of a centre) are first mapped from the ball onto all of space with
+``y = (x − c)/R → y · atanh(|y|)/|y|``, so that the sharp edge of the sample, which a
+smooth flow cannot represent, moves to infinity. Positions are then centred and
+scaled per axis, and optionally mapped radially with ``z → z · s·asinh(|z|/s)/|z|``
+so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become light; velocities are centred
+and scaled per axis. The transforms are bijections
 whose log-Jacobians enter log f, so log f and its scores are exact derivatives of
 the full density in physical units.
 """
@@ -14,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-__all__ = ["Preprocessing", "robust_loc_scale", "radial_map", "radial_unmap"]
+__all__ = ["Preprocessing", "robust_loc_scale", "radial_map", "radial_unmap", "ball_map", "ball_unmap"]
 
 _SMALL = 1e-4  # |z|² below which the series expansions are used
 
@@ -82,6 +86,57 @@ def radial_map(z: Array, scale: float = 1.0) -> tuple[Array, Array]:
     return z * ratio[..., None], log_det
 
 
+def _atanh_over(r2: Array) -> Array:
+    """atanh(r)/r as a smooth function of r² < 1."""
+    small = r2 < _SMALL
+    r2s = jnp.where(small, 0.25, r2)
+    r = jnp.sqrt(r2s)
+    series = 1.0 + r2 / 3.0 + r2**2 / 5.0
+    return jnp.where(small, series, jnp.arctanh(r) / r)
+
+
+def _tanh_over(r2: Array) -> Array:
+    """tanh(r)/r as a smooth function of r²."""
+    small = r2 < _SMALL
+    r2s = jnp.where(small, 1.0, r2)
+    r = jnp.sqrt(r2s)
+    series = 1.0 - r2 / 3.0 + 2.0 * r2**2 / 15.0
+    return jnp.where(small, series, jnp.tanh(r) / r)
+
+
+def ball_map(y: Array) -> tuple[Array, Array]:
+    """The map of the open unit ball onto space, u = y · atanh(|y|)/|y|, and its log-Jacobian.
+
+    Near-identity at the centre (u ≈ y for |y| ≪ 1); the boundary |y| → 1 goes to
+    |u| → ∞. A density that stays finite up to the ball's edge becomes one with
+    exponential tails, with no discontinuity for a flow to smear.
+
+    Args:
+        y: points inside the unit ball, shape (..., 3), dimensionless.
+
+    Returns:
+        (u, log|det ∂u/∂y|) with shapes (..., 3) and (...); non-finite for |y| ≥ 1.
+    """
+    r2 = jnp.sum(y * y, axis=-1)
+    ratio = _atanh_over(r2)
+    # d = 3: det J = g'(r) (g(r)/r)², g = atanh, g'(r) = 1/(1 − r²)
+    log_det = -jnp.log1p(-r2) + 2.0 * jnp.log(ratio)
+    return y * ratio[..., None], log_det
+
+
+#: Largest |y| that :func:`ball_unmap` returns (|u| ≈ 4.95): far tails of a flow's
+#: draws would otherwise round onto the ball's edge in float32, where log f is −∞.
+BALL_MAX = 0.9999
+
+
+def ball_unmap(u: Array) -> Array:
+    """Inverse of :func:`ball_map`: y = u · tanh(|u|)/|u| (|y| clipped at :data:`BALL_MAX`)."""
+    r2 = jnp.sum(u * u, axis=-1)
+    ratio = _tanh_over(r2)
+    limit = BALL_MAX / jnp.sqrt(jnp.maximum(r2, 1e-30))
+    return u * jnp.minimum(ratio, limit)[..., None]
+
+
 def radial_unmap(u: Array, scale: float = 1.0) -> Array:
     """Inverse of :func:`radial_map`: z = u · sinh(|u|/s)/(|u|/s).
 
@@ -105,6 +160,10 @@ class Preprocessing(eqx.Module):
         v_scale: velocity scale per axis, shape (3,) [km/s].
         radial_scale: the radius s of the radial map in units of ``x_scale``
             (linear inside, logarithmic outside), shape (); 0 for none.
+        support_center: centre c of the spherical support, shape (3,) [kpc].
+        support_radius: its radius R, shape () [kpc]; 0 for none (unbounded
+            positions). With a support, ``x_loc`` and ``x_scale`` are in the
+            dimensionless mapped coordinates, not kpc.
     """
 
     x_loc: Array
@@ -112,11 +171,29 @@ class Preprocessing(eqx.Module):
     v_loc: Array
     v_scale: Array
     radial_scale: Array
+    support_center: Array
+    support_radius: Array
+
+    def support_to_space(self, x: Array) -> tuple[Array, Array]:
+        """Positions [kpc] → the support's mapped coordinates and their log-Jacobian (identity without support)."""
+        bounded = self.support_radius > 0
+        radius = jnp.where(bounded, self.support_radius, 1.0)
+        # the double where keeps the unused branch (and its gradient) finite
+        u, ld = ball_map(jnp.where(bounded, (x - self.support_center) / radius, 0.0))
+        ld = ld - 3.0 * jnp.log(radius)
+        return jnp.where(bounded, u, x), jnp.where(bounded, ld, 0.0)
+
+    def space_to_support(self, u: Array) -> Array:
+        """Inverse of :meth:`support_to_space`; returns positions [kpc]."""
+        bounded = self.support_radius > 0
+        radius = jnp.where(bounded, self.support_radius, 1.0)
+        return jnp.where(bounded, ball_unmap(jnp.where(bounded, u, 0.0)) * radius + self.support_center, u)
 
     def position_to_latent(self, x: Array) -> tuple[Array, Array]:
         """Positions [kpc], shape (..., 3) → (u, log|det ∂u/∂x| [log kpc⁻³])."""
+        x, log_det_support = self.support_to_space(x)
         z = (x - self.x_loc) / self.x_scale
-        log_det = -jnp.sum(jnp.log(self.x_scale))
+        log_det = -jnp.sum(jnp.log(self.x_scale)) + log_det_support
         on = self.radial_scale > 0
         u, ld = radial_map(z, jnp.where(on, self.radial_scale, 1.0))
         return jnp.where(on, u, z), jnp.where(on, ld, 0.0) + log_det
@@ -125,7 +202,7 @@ class Preprocessing(eqx.Module):
         """Inverse of :meth:`position_to_latent`; returns positions [kpc]."""
         on = self.radial_scale > 0
         z = jnp.where(on, radial_unmap(u, jnp.where(on, self.radial_scale, 1.0)), u)
-        return z * self.x_scale + self.x_loc
+        return self.space_to_support(z * self.x_scale + self.x_loc)
 
     def velocity_to_latent(self, v: Array) -> tuple[Array, Array]:
         """Velocities [km/s] → (w, log|det ∂w/∂v| [log (km/s)⁻³])."""
