@@ -53,8 +53,11 @@ def estimate_accelerations(
     At each node, ``n_velocities`` velocities are drawn from p(v|x); each ensemble
     member's scores there give a least-squares acceleration (DESIGN §3). The
     estimate is the member mean and its covariance is the between-member
-    covariance of the mean *plus* the mean within-member least-squares covariance,
-    plus an optional relative noise floor: C += (floor·|a|)² I.
+    covariance *plus* the mean within-member least-squares covariance / K,
+    plus an optional relative noise floor: C += (floor·|a|)² I. With K ≥ 2 the
+    result also carries each member's accelerations and own covariance, which
+    :func:`bayesdyn.infer` uses by default (one posterior per member, combined by
+    Rubin's rules; see docs/calibration).
 
     Args:
         source: a PhaseSpaceDensity, or any :class:`ScoreSource` (e.g. exact truth).
@@ -102,12 +105,16 @@ def estimate_accelerations(
     else:
         between = jnp.zeros_like(within)
     cov = within + between
+    member_cov = fit.cov  # (K, P, 3, 3): each member's own least-squares covariance
     if floor > 0:
         cov = cov + ((floor * jnp.linalg.norm(a, axis=-1)) ** 2)[:, None, None] * jnp.eye(3)
+        member_cov = member_cov + ((floor * jnp.linalg.norm(members, axis=-1)) ** 2)[..., None, None] * jnp.eye(3)
     if sun is None:
         sun = getattr(source, "sun", None)
         sun = DEFAULT_SUN if sun is None else sun
-    return AccelerationData.create(x, a, cov, sun=np.asarray(sun, dtype=float), members=members)
+    return AccelerationData.create(
+        x, a, cov, sun=np.asarray(sun, dtype=float), members=members, member_cov=member_cov if k > 1 else None
+    )
 
 
 

@@ -2,6 +2,7 @@
 
 from ._data import AccelerationData as AccelerationData
 from ._data import StarScoreData as StarScoreData
+from ._combine import combine_members as combine_members
 from ._infer import infer as infer
 from ._infer import run_nuts as run_nuts
 from ._model import PotentialModel as PotentialModel
@@ -13,6 +14,7 @@ __all__ = [
     "PotentialModel",
     "StarScoreData",
     "acceleration_log_likelihood",
+    "combine_members",
     "derived_quantities",
     "infer",
     "run_nuts",

@@ -25,6 +25,10 @@ class AccelerationData(NamedTuple):
         sun: the Sun's position (3,) [kpc], where derived local quantities are reported.
         members: per-member accelerations (K, P, 3), or None.
         scale_tril: Cholesky factors of ``cov`` (P, 3, 3), computed once by :meth:`create`.
+        member_cov: each member's own (within-member, least-squares) covariance
+            (K, P, 3, 3) [((km/s)²/kpc)²], or None; with ``members`` it lets
+            :func:`bayesdyn.infer` run one posterior per member and combine them
+            (``combine="members"``, the default for ensembles).
     """
 
     x: jax.Array
@@ -33,9 +37,21 @@ class AccelerationData(NamedTuple):
     sun: jax.Array
     members: jax.Array | None = None
     scale_tril: jax.Array | None = None
+    member_cov: jax.Array | None = None
+
+    @property
+    def n_members(self) -> int:
+        """Number of ensemble members carried (0 without ``members``)."""
+        return 0 if self.members is None else int(np.shape(self.members)[0])
+
+    def member(self, k: int) -> "AccelerationData":
+        """Member ``k``'s own accelerations with its own covariance (needs ``members`` and ``member_cov``)."""
+        if self.members is None or self.member_cov is None:
+            raise ValueError("this AccelerationData carries no per-member accelerations and covariances")
+        return AccelerationData.create(self.x, self.members[k], self.member_cov[k], sun=self.sun)
 
     @classmethod
-    def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None) -> "AccelerationData":
+    def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None, member_cov=None) -> "AccelerationData":
         """Validate shapes and make the arrays; ``cov`` must be symmetric positive definite."""
         x = jnp.asarray(x)
         a = jnp.asarray(a)
@@ -55,13 +71,26 @@ class AccelerationData(NamedTuple):
                 "floor (e.g. cov + s² I) or drop those nodes"
             )
         cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        if members is not None:
+            members = jnp.asarray(members)
+            if members.ndim != 3 or members.shape[1:] != x.shape:
+                raise ValueError(f"members must be (K, P, 3) with P = {x.shape[0]}; got {members.shape}")
+        if member_cov is not None:
+            member_cov = jnp.asarray(member_cov)
+            if members is None or member_cov.shape != members.shape + (3,):
+                raise ValueError(
+                    f"member_cov must be (K, P, 3, 3) matching members; got {member_cov.shape} "
+                    f"(members {None if members is None else members.shape})"
+                )
+            member_cov = 0.5 * (member_cov + jnp.swapaxes(member_cov, -1, -2))
         return cls(
             x,
             a,
             cov,
             jnp.asarray(sun, dtype=x.dtype),
-            None if members is None else jnp.asarray(members),
+            members,
             jnp.linalg.cholesky(cov),
+            member_cov,
         )
 
 

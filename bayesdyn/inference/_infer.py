@@ -58,22 +58,15 @@ def _to_float64(data):
 
 
 def _run_nuts(
-    model, data, seed, num_chains, num_warmup, num_samples, backend, target_accept, dense_mass, progress, model_kwargs
+    model, data, seed, num_chains, num_warmup, num_samples, backend, target_accept, dense_mass, progress, model_kwargs,
+    mcmc=None,
 ):
     model_kwargs = dict(model_kwargs or {})
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
     if backend == "numpyro":
-        # vectorised chains run everywhere; "parallel" needs one device per chain
-        chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
-        mcmc = MCMC(
-            NUTS(model, target_accept_prob=target_accept, dense_mass=dense_mass),
-            num_warmup=num_warmup,
-            num_samples=num_samples,
-            num_chains=num_chains,
-            chain_method=chain_method,
-            progress_bar=progress,
-        )
+        if mcmc is None:
+            mcmc = _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress)
         mcmc.run(key, data, extra_fields=("diverging",), **model_kwargs)
         samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
         diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
@@ -90,6 +83,21 @@ def _run_nuts(
         "wall_time_s": time.perf_counter() - t0,
     }
     return samples, info
+
+
+def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress):
+    # vectorised chains run everywhere; "parallel" needs one device per chain. The data
+    # are a traced argument (jit_model_args), so one compiled sampler serves every member.
+    chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+    return MCMC(
+        NUTS(model, target_accept_prob=target_accept, dense_mass=dense_mass),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress,
+        jit_model_args=True,
+    )
 
 
 def _blackjax_nuts(
@@ -146,9 +154,20 @@ def infer(
     target_accept: float = 0.8,
     dense_mass: bool = True,
     progress: bool = True,
+    combine: Literal["auto", "members", "mean"] = "auto",
     **kwargs: Any,
 ):
     """Posterior of a :class:`PotentialModel` given data, by NUTS.
+
+    With an ensemble (``data.members`` and ``data.member_cov``, as
+    :func:`bayesdyn.estimate_accelerations` gives for K ≥ 2 members), the default
+    runs one posterior per member — that member's own acceleration field with its
+    own least-squares covariance — and combines them by Rubin's rules
+    (:func:`bayesdyn.inference.combine_members`): the combined width is the mean
+    within-member width plus (1 + 1/K) × the members' disagreement, with Student-t
+    tails for small K. This carries a flow's spatially correlated errors into the
+    parameters, which a likelihood of the mean acceleration with independent
+    nodes does not (it was measured 10–20× overconfident; docs/calibration).
 
     Args:
         model: a :class:`bayesdyn.PotentialModel` (or any NumPyro model taking the data).
@@ -156,7 +175,8 @@ def infer(
             or a PhaseSpaceDensity, from which accelerations are estimated at nodes
             with :func:`bayesdyn.dynamics.estimate_accelerations` (``kwargs`` go there).
         seed: random seed; the same seed gives the same posterior.
-        num_chains: chains, vectorised on one device (or one per device when enough).
+        num_chains: chains, vectorised on one device (or one per device when enough),
+            per member.
         num_warmup: warm-up (adaptation) draws per chain, discarded.
         num_samples: kept draws per chain.
         backend: ``"numpyro"`` or ``"blackjax"``.
@@ -164,10 +184,17 @@ def infer(
         dense_mass: adapt a dense mass matrix (cheap for the few parameters of a
             potential model, and much faster on their correlated posteriors).
         progress: show a progress bar.
+        combine: ``"members"`` (one posterior per member, Rubin's rules),
+            ``"mean"`` (one posterior of the member-mean accelerations with the
+            ensemble covariance; overconfident for flows), or ``"auto"``:
+            ``"members"`` when the data carry K ≥ 2 members with their
+            covariances, else ``"mean"``.
 
     Returns:
         :class:`bayesdyn.results.Posterior`, which warns loudly when r̂ > 1.01,
-        divergences occurred or the effective sample size is low.
+        divergences occurred or the effective sample size is low; with
+        ``combine="members"`` its ``info["combine"]`` holds the members' medians,
+        the t degrees of freedom and each parameter's between-member share.
     """
     from ..results import Posterior
 
@@ -177,20 +204,78 @@ def infer(
         data = estimate_accelerations(data, seed=seed, **kwargs)
     elif kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-    samples, info = run_nuts(
-        model,
-        data,
-        seed=seed,
-        num_chains=num_chains,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        backend=backend,
-        target_accept=target_accept,
-        dense_mass=dense_mass,
-        progress=progress,
+    if combine not in ("auto", "members", "mean"):
+        raise ValueError(f"combine must be 'auto', 'members' or 'mean', got {combine!r}")
+    has_members = (
+        isinstance(data, AccelerationData) and data.n_members >= 2 and data.member_cov is not None
     )
+    if combine == "members" and not has_members:
+        raise ValueError(
+            "combine='members' needs AccelerationData with members (K ≥ 2) and member_cov, as "
+            "bayesdyn.estimate_accelerations gives for an ensemble PhaseSpaceDensity"
+        )
+    if combine == "auto":
+        combine = "members" if has_members else "mean"
+    options = dict(
+        num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, backend=backend,
+        target_accept=target_accept, dense_mass=dense_mass, progress=progress,
+    )
+    if combine == "mean":
+        samples, info = run_nuts(model, data, seed=seed, **options)
+    else:
+        samples, info = _run_members(model, data, seed, options)
     if hasattr(model, "derived"):
         with jax.enable_x64(True):
             derived = model.derived(samples, jnp.asarray(data.sun, dtype=jnp.float64))
             samples.update({k: np.asarray(v) for k, v in derived.items()})
     return Posterior.from_samples(samples, info, model=model)
+
+
+def _run_members(model, data: AccelerationData, seed: int, options: dict):
+    """One NUTS posterior per member, combined by Rubin's rules."""
+    from ._combine import combine_members
+
+    if not hasattr(model, "free_parameters"):
+        raise TypeError("combine='members' needs a PotentialModel (its priors fix the unconstrained coordinates)")
+    priors = model.free_parameters()
+    k = data.n_members
+    t0 = time.perf_counter()
+    member_samples, diverging, walls = [], [], []
+    with jax.enable_x64(True):
+        mcmc = None
+        if options["backend"] == "numpyro":
+            mcmc = _numpyro_mcmc(
+                model, options["num_chains"], options["num_warmup"], options["num_samples"],
+                options["target_accept"], options["dense_mass"], options["progress"],
+            )
+        for j in range(k):
+            if options["progress"]:
+                print(f"member {j + 1}/{k}:", flush=True)
+            dj = _to_float64(data.member(j))
+            sj, ij = _run_nuts(
+                model, dj, seed + 1000 * j, options["num_chains"], options["num_warmup"], options["num_samples"],
+                options["backend"], options["target_accept"], options["dense_mass"], options["progress"], None,
+                mcmc=mcmc,
+            )
+            member_samples.append({n: sj[n] for n in priors})
+            diverging.append(ij["diverging"])
+            walls.append(ij["wall_time_s"])
+    samples, cinfo = combine_members(member_samples, priors, seed=seed)
+    from ..results import Posterior
+
+    # convergence is judged per member run (the combined draws mix re-centred members)
+    member_rhat = []
+    for sj, dj in zip(member_samples, diverging):
+        post = Posterior(dict(sj), {"diverging": dj})
+        member_rhat.append(float(post.diagnostics()["r_hat"].max()))
+    cinfo["member_max_r_hat"] = member_rhat
+    cinfo["member_divergences"] = [int(np.sum(d)) for d in diverging]
+    info = {
+        "diverging": np.concatenate(diverging, axis=0),
+        "backend": options["backend"],
+        "num_warmup": options["num_warmup"],
+        "wall_time_s": time.perf_counter() - t0,
+        "member_wall_time_s": walls,
+        "combine": cinfo,
+    }
+    return samples, info

@@ -112,6 +112,13 @@ class Posterior:
             bad = diag.index[diag["r_hat"] > MAX_RHAT].tolist()
             if bad:
                 problems.append(f"r̂ > {MAX_RHAT} for {bad} (max {diag['r_hat'].max():.3f}): run longer or reparametrise")
+        member_rhat = (self.info.get("combine") or {}).get("member_max_r_hat") or []
+        bad_members = [j for j, r in enumerate(member_rhat) if r > MAX_RHAT]
+        if bad_members:
+            problems.append(
+                f"r̂ > {MAX_RHAT} in the posterior of member(s) {bad_members} (max {max(member_rhat):.3f}): "
+                "run longer"
+            )
         low = diag.index[(diag["ess_bulk"] < MIN_ESS) | (diag["ess_tail"] < MIN_ESS)].tolist()
         if low:
             problems.append(f"effective sample size < {MIN_ESS} for {low}: draw more samples")

@@ -507,8 +507,8 @@ def coverage(
             f"method={method!r} gives accelerations without error, so the likelihood needs a noise floor: "
             "use e.g. likelihood='floor:0.05'"
         )
-    if method == "truth" and lik.mixture:
-        raise ValueError("method='truth' has no ensemble members: drop 'mixture' from the likelihood")
+    if method == "truth" and (lik.mixture or lik.members):
+        raise ValueError("method='truth' has no ensemble members: drop 'mixture'/'members' from the likelihood")
     if realisations < 1 or n_stars < 1 or n_nodes < 1 or n_velocities < 4:
         raise ValueError("realisations, n_stars and n_nodes must be ≥ 1 and n_velocities ≥ 4")
     psd_options = {**PSD_DEFAULTS, **(psd_options or {})}
@@ -669,7 +669,16 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
             diags.append(_diagnostics(samples, info, params))
             for p in params:
                 pooled[p].append(samples[p])
-        samples = {p: np.concatenate(v, axis=0) for p, v in pooled.items()}  # (chains·members, draws)
+        if run.likelihood.members and len(datasets) > 1:
+            from ..inference import combine_members
+
+            priors = {p: d for p, d in run.mock.model().free_parameters().items() if p in params}
+            samples, cinfo = combine_members(
+                [{p: pooled[p][j] for p in params} for j in range(len(datasets))], priors, seed=seeds["nuts"]
+            )
+            rec["combine"] = {k: v for k, v in cinfo.items() if k != "member_medians"}
+        else:
+            samples = {p: np.concatenate(v, axis=0) for p, v in pooled.items()}  # (chains·members, draws)
     with clock("summary"):
         values = evaluator(samples)
         rows = [

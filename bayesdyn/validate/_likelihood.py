@@ -14,7 +14,11 @@ covariance and in how the ensemble members enter:
   members' deviations between nodes i and j (see :func:`design_effect`);
 - ``mixture``: one posterior per ensemble member, from that member's own
   accelerations and within-member covariance, with the draws pooled (an
-  equal-weight mixture of the per-member posteriors).
+  equal-weight mixture of the per-member posteriors);
+- ``members`` (the default of :func:`bayesdyn.infer` for ensembles): the same
+  per-member posteriors (on shared velocity draws), combined by Rubin's rules
+  (:func:`bayesdyn.inference.combine_members`): within-member width plus
+  (1 + 1/K) × the members' disagreement, with Student-t tails.
 
 Options combine with ``+``: ``"floor:0.02+inflate:auto"``, ``"mixture+floor:0.05"``.
 """
@@ -50,8 +54,11 @@ class Likelihood:
     floor: float = 0.0
     inflate: float | str = 1.0
     mixture: bool = False
+    members: bool = False
 
     def __post_init__(self):
+        if self.mixture and self.members:
+            raise ValueError("choose one of 'mixture' (pooled draws) and 'members' (Rubin's rules)")
         if not (np.isfinite(self.floor) and self.floor >= 0):
             raise ValueError(f"floor must be ≥ 0 (a fraction of |a|), got {self.floor}")
         if isinstance(self.inflate, str):
@@ -81,10 +88,12 @@ class Likelihood:
                 kw["inflate"] = "auto" if value in ("", "auto") else float(value)
             elif name == "mixture" and not value:
                 kw["mixture"] = True
+            elif name == "members" and not value:
+                kw["members"] = True
             else:
                 raise ValueError(
                     f"unknown likelihood option {part!r} in {spec!r}; use ensemble, floor:F, inflate:C, "
-                    "inflate:auto or mixture, joined by '+'"
+                    "inflate:auto, mixture or members, joined by '+'"
                 )
         return cls(**kw)
 
@@ -94,6 +103,8 @@ class Likelihood:
         parts = []
         if self.mixture:
             parts.append("mixture")
+        if self.members:
+            parts.append("members")
         if self.floor:
             parts.append(f"floor:{self.floor:g}")
         if self.inflate != 1.0:
@@ -201,6 +212,8 @@ def build_data(
     factor = de["factor"] if likelihood.inflate == "auto" else float(likelihood.inflate)
     info = {"inflate_factor": factor, **{f"design_effect.{k}": v for k, v in de.items()}}
     k = 1 if ens.members is None else int(np.shape(ens.members)[0])
+    if likelihood.members and k > 1:
+        return [_as_float(ens.member(j), factor) for j in range(k)], info
     if not likelihood.mixture or k == 1:
         return [_as_float(ens, factor)], info
     out = []
