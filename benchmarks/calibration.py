@@ -54,7 +54,7 @@ QUICK = {
                                   n_stars=5000, n_nodes=16, n_velocities=32, nuts=(2, 200, 300)),
     "quick/disk-exact": dict(mock="disk", method="exact", likelihood=["floor:0.05"], realisations=3, n_stars=5000,
                              n_nodes=16, n_velocities=32, nuts=(2, 200, 300)),
-    "quick/nfw-flow": dict(mock="nfw", method="flow", likelihood=["ensemble"], realisations=3, n_stars=5000,
+    "quick/nfw-flow": dict(mock="nfw", method="flow", likelihood=["members", "ensemble"], realisations=3, n_stars=5000,
                            n_nodes=16, n_velocities=64, nuts=(2, 200, 300),
                            psd=dict(ensemble=2, max_epochs=30, n_layers=4, width=32)),
 }
@@ -65,10 +65,11 @@ FULL = {
                              n_stars=20000, n_nodes=64),
     "gaia-challenge-truth-noise": dict(mock="gaia-challenge", method="truth", likelihood=["floor:0.05"], noise=True,
                                        realisations=1, n_stars=10000, n_nodes=64),
-    "nfw": dict(mock="nfw", method="flow", likelihood=["ensemble", "inflate:auto", "mixture"], realisations=30,
-                n_stars=50000),
-    "disk": dict(mock="disk", method="flow", likelihood=["ensemble", "inflate:auto", "mixture"], realisations=30,
-                 n_stars=50000),
+    # flows with fit_psd's defaults (K = 4 bootstrap members, ≤ 30 epochs): what a user gets
+    "nfw": dict(mock="nfw", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,
+                psd=dict(max_epochs=30)),
+    "disk": dict(mock="disk", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,
+                 psd=dict(max_epochs=30)),
     "gaia-challenge": dict(mock="gaia-challenge", method="flow", likelihood=["ensemble"], realisations=1,
                            n_stars=10000),
 }
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="output folder (default docs/calibration/<mock>)")
     p.add_argument("--method", choices=["flow", "exact", "truth"], default="flow",
                    help="flow: fit flows; exact: the mock's exact scores; truth: its true accelerations at the nodes")
-    p.add_argument("--likelihood", action="append", help="ensemble | floor:F | inflate:C | inflate:auto | mixture, "
+    p.add_argument("--likelihood", action="append", help="members | ensemble | floor:F | inflate:C | inflate:auto | mixture, "
                    "joined by '+'; repeat to compare several (default ensemble)")
     p.add_argument("--realisations", type=int, default=30)
     p.add_argument("--n-stars", type=int, default=50_000)
