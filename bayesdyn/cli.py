@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +76,69 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
     return cfg
 
 
+#: functions during which Ctrl-C waits until they return: they write a checkpoint or an
+#: artefact in several files, and an interruption between the files would leave them unreadable
+_WRITERS = frozenset({"write_bundle", "_atomic_write", "save", "_stamp", "savez"})
+
+
+class _DeferredInterrupt:
+    """SIGINT handler: KeyboardInterrupt at once, except inside a writer (:data:`_WRITERS`).
+
+    There the signal is re-raised 50 ms later, again and again until the writer has
+    returned, so a checkpoint on disk is always a complete one.
+    """
+
+    def __init__(self):
+        self.pending = False
+
+    def _resend(self) -> None:
+        self.pending = False
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def __call__(self, signum, frame):
+        f = frame
+        while f is not None:
+            module = f.f_globals.get("__name__", "")
+            if f.f_code.co_name in _WRITERS and (module.startswith("bayesdyn") or module.startswith("numpy")):
+                if not self.pending:  # one re-raise queued at a time
+                    self.pending = True
+                    threading.Timer(0.05, self._resend).start()
+                return
+            f = f.f_back
+        raise KeyboardInterrupt
+
+
+def _interrupted_message(args: argparse.Namespace, argv: list[str]) -> str:
+    """What was kept and the command that continues the run."""
+    lines = ["", "interrupted."]
+    folder = getattr(args, "run_folder", None)
+    if folder is not None:
+        ckpt = Path(folder) / "psd_checkpoint" / "checkpoint.json"
+        if ckpt.is_file():
+            try:
+                head = json.loads(ckpt.read_text())
+                lines.append(
+                    f"flow training checkpoint: epoch {head['epoch']} of at most {head['training']['max_epochs']} "
+                    f"in {ckpt.parent}"
+                )
+            except (ValueError, KeyError, TypeError):
+                lines.append(f"flow training checkpoint in {ckpt.parent}")
+        lines.append(f"finished stages are kept in {folder}.")
+    lines.append("to continue from the last checkpoint, run the same command again:")
+    lines.append("    bayesdyn " + " ".join(shlex.quote(a) for a in argv))
+    return "\n".join(lines)
+
+
 def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> int:
     from .pipeline import Run
 
     cfg = _config(args, overrides)
     run = Run(cfg, progress=not args.quiet)
+    args.run_folder = run.folder.resolve()
     print(f"run folder: {run.folder.resolve()}")
     cat = run.catalog()
+    if upto != "psd":
+        run.node_radius(cat, quiet=True)  # a bad node setting fails now, not after the flows
     psd = run.psd(cat)
     if upto == "psd":
         print(run.timing_table())
@@ -184,18 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bayesdyn`` command."""
+    from .catalog import CatalogError
     from .pipeline import ConfigError
+    from .psd import PSDFileError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _DeferredInterrupt())
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
+    except (CatalogError, PSDFileError) as err:  # bad input files: the message names the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue from the last checkpoint", file=sys.stderr)
+        print(_interrupted_message(args, argv), file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

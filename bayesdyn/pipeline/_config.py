@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "PRIORS", "COMPONENTS"]
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "resolve_source", "PRIORS", "COMPONENTS"]
 
 
 class ConfigError(ValueError):
@@ -60,11 +60,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "patience": 10,
         "batch_size": 512,
         "learning_rate": 1e-3,
-        "bootstrap": False,
+        "bootstrap": True,
     },
     "nodes": {
         "n": 64,  # nodes where accelerations are estimated
-        "radius_kpc": 1.0,  # around the Sun
+        # around the Sun, and never beyond the distance holding 80 % of the stars (the catalog's
+        # edge, where a flow's scores are poor); 0 = that distance
+        "radius_kpc": 1.0,
         "n_velocities": 256,
         "floor": 0.0,  # relative noise floor on each acceleration covariance
     },
@@ -80,6 +82,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "num_warmup": 500,
         "num_samples": 1000,
         "target_accept": 0.8,
+        # "auto": one posterior per flow member, combined (Rubin's rules), for ensembles;
+        # "members" insists on that; "mean": one posterior of the member-mean accelerations
+        "combine": "auto",
     },
     "report": {
         "dark_disk_scale_heights_kpc": [0.05, 0.1, 0.2, 0.4],
@@ -172,6 +177,8 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     inf = cfg["inference"]
     if inf["backend"] not in ("numpyro", "blackjax"):
         raise ConfigError(f"'inference.backend' must be \"numpyro\" or \"blackjax\", got {inf['backend']!r}")
+    if inf["combine"] not in ("auto", "members", "mean"):
+        raise ConfigError(f"'inference.combine' must be \"auto\", \"members\" or \"mean\", got {inf['combine']!r}")
     for key in ("num_chains", "num_warmup", "num_samples"):
         if inf[key] < 1:
             raise ConfigError(f"'inference.{key}' must be a positive integer, got {inf[key]}")
@@ -181,13 +188,42 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"'psd.ensemble' must be ≥ 1, got {cfg['psd']['ensemble']}")
     if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:
         raise ConfigError("'nodes.n' must be ≥ 1 and 'nodes.n_velocities' ≥ 8")
-    if cfg["nodes"]["radius_kpc"] <= 0:
-        raise ConfigError(f"'nodes.radius_kpc' must be positive, got {cfg['nodes']['radius_kpc']}")
+    if cfg["nodes"]["radius_kpc"] < 0:
+        raise ConfigError(
+            f"'nodes.radius_kpc' must be positive (or 0: fitted to the catalog), got {cfg['nodes']['radius_kpc']}"
+        )
     return cfg
 
 
+def resolve_source(source: str, config_dir: str | Path | None) -> str:
+    """The catalog file a ``catalog.source`` names, as an absolute path.
+
+    A relative path is read relative to the configuration file's folder first, then
+    relative to the current directory; ``"default"`` (the shipped mock) is kept.
+
+    Raises:
+        ConfigError: no file at any of those places (all of them named).
+    """
+    if source == "default":
+        return source
+    src = Path(source).expanduser()
+    tried = [src] if src.is_absolute() else ([Path(config_dir) / src] if config_dir is not None else []) + [Path.cwd() / src]
+    for cand in tried:
+        if cand.is_file():
+            return str(cand.resolve())
+    where = " nor ".join(dict.fromkeys(str(c) for c in tried))
+    raise ConfigError(
+        f"'catalog.source' = {source!r}: no file at {where}; give a path relative to the configuration "
+        "file (or absolute), or \"default\" for the shipped disk mock"
+    )
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate a TOML run configuration."""
+    """Read and validate a TOML run configuration.
+
+    ``catalog.source``, when a relative path, is resolved relative to the
+    configuration file's folder (then the current directory) and stored absolute.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no configuration file at {path}")
@@ -195,7 +231,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
         user = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    return validate_config(user)
+    cfg = validate_config(user)
+    cfg["catalog"]["source"] = resolve_source(cfg["catalog"]["source"], path.resolve().parent)
+    return cfg
 
 
 def build_model(cfg_model: dict[str, Any]):
