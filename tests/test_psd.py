@@ -330,10 +330,12 @@ def test_checkpoint_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
 
 def test_bootstrap_members_see_different_data(data, psd):
     cat, _, _ = data
-    boot = fit_psd(cat, ensemble=2, seed=0, max_epochs=3, bootstrap=True, **TINY)
+    boot = psd  # bootstrap members are fit_psd's default
     assert boot.info["training"]["bootstrap"] is True
+    plain = fit_psd(cat, ensemble=2, seed=0, max_epochs=3, bootstrap=False, **TINY)
+    assert plain.info["training"]["bootstrap"] is False
     a = np.asarray(boot.score_members(cat.x[:50], cat.v[:50])[0])
-    b = np.asarray(psd.score_members(cat.x[:50], cat.v[:50])[0])
+    b = np.asarray(plain.score_members(cat.x[:50], cat.v[:50])[0])
     assert np.all(np.isfinite(a))
     # same seed, same initialisation: only the resampled data differ
     assert not np.allclose(a, b, rtol=1e-3)
@@ -392,3 +394,38 @@ def test_fast_sampler_inverts_the_flows(psd, data):
 
     for fast, ref in both(z, u):
         assert_allclose(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cylindrical_velocity_frame_rotates_with_azimuth():
+    """A rotating disk patch: 'auto' picks the local (v_R, v_φ, v_z) frame, p(v|x) stays normalised,
+    and draws at two azimuths rotate with φ̂ — exact in this frame, even for a barely trained flow."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    phi = rng.uniform(-0.2, 0.2, n)
+    r = rng.uniform(7.0, 9.0, n)
+    x = np.stack([-r * np.cos(phi), -r * np.sin(phi), rng.normal(0, 0.3, n)], axis=1)  # around (−8, 0, 0)
+    az = np.arctan2(x[:, 1], x[:, 0])
+    e_phi = np.stack([-np.sin(az), np.cos(az), np.zeros(n)], axis=1)
+    v = 200.0 * e_phi + rng.normal(size=(n, 3)) * [30.0, 20.0, 15.0]
+    psd = fit_psd(bd.Catalog(x, v), ensemble=1, seed=0, max_epochs=2, **TINY)
+    assert psd.info["velocity_frame"] == "cylindrical", psd.info["velocity_frame_rule"]
+    assert fit_psd(bd.Catalog(x, v), ensemble=1, seed=0, max_epochs=1, velocity_frame="cartesian",
+                   **TINY).info["velocity_frame"] == "cartesian"
+    for a in (-0.15, 0.15):
+        x0 = np.array([-8 * np.cos(a), -8 * np.sin(a), 0.0])
+        draws = np.asarray(psd.sample_velocities(x0[None], 4000, seed=1))[0]
+        mean = draws.mean(0)
+        e = np.array([np.sin(a), -np.cos(a), 0.0])  # φ̂ at azimuth π + a (x < 0)
+        cosang = mean @ e / np.linalg.norm(mean)
+        assert abs(cosang) > np.cos(np.radians(3.0)), (a, mean)
+        # ∫ p(v|x0) dv = 1 by importance sampling around the draws
+        m = 20_000
+        loc, sc = draws.mean(0), 2.0 * draws.std(0)
+        z = rng.standard_t(4.0, size=(m, 3))
+        vv = loc + z * sc
+        logq = np.sum(-np.log(sc) + _t_logpdf(z, 4.0), axis=1)
+        xx = np.repeat(x0[None], m, axis=0)
+        logp = (np.asarray(psd.log_prob_members(xx, vv), np.float64)[0]
+                - np.asarray(psd.log_number_density_members(xx), np.float64)[0] + np.log(psd.n_stars))
+        w = np.exp(logp - logq)
+        assert abs(w.mean() - 1) < 5 * w.std() / np.sqrt(m) + 0.01

@@ -22,7 +22,7 @@ from ._transforms import Preprocessing
 __all__ = ["PhaseSpaceDensity", "load_psd", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bayesdyn.psd"
-FORMAT_VERSION = 2  # 2: spherical support map (support_center, support_radius)
+FORMAT_VERSION = 3  # 2: spherical support map; 3: cylindrical velocity frame
 
 
 def _n_members(members: Member) -> int:
@@ -316,7 +316,8 @@ class PhaseSpaceDensity:
             + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()}, "
             f"s = {np.round(np.asarray(p.x_scale), 4).tolist()}"
             + (" (mapped units)" if float(p.support_radius) > 0 else " kpc"),
-            f"              v → (v − m)/σ; m = {np.round(np.asarray(p.v_loc), 3).tolist()} km/s, "
+            f"              v → {'(v_R, v_φ, v_z) → ' if float(p.cylindrical) > 0 else ''}(v − m)/σ; "
+            f"m = {np.round(np.asarray(p.v_loc), 3).tolist()} km/s, "
             f"σ = {np.round(np.asarray(p.v_scale), 3).tolist()} km/s",
         ]
         i = self._info
@@ -365,7 +366,7 @@ def _skeleton(config: FlowConfig, k: int, dtype) -> tuple[Member, Preprocessing]
     if _dtype(members) != dtype:
         members = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, members)
     z = jnp.zeros(3, dtype)
-    return members, Preprocessing(z, z, z, z, jnp.zeros((), dtype), z, jnp.zeros((), dtype))
+    return members, Preprocessing(z, z, z, z, jnp.zeros((), dtype), z, jnp.zeros((), dtype), jnp.zeros((), dtype))
 
 
 def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:

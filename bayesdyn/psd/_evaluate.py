@@ -63,7 +63,7 @@ def _across(member_fn: Callable, members: Member, prep: Preprocessing, config: F
 def member_log_prob(member: Member, prep: Preprocessing, config: FlowConfig, x: Array, v: Array) -> Array:
     """log f(x, v) of one member, shape (B,), in log [kpc⁻³ (km/s)⁻³]; x, v (B, 3)."""
     u, ldx = prep.position_to_latent(x)
-    w, ldv = prep.velocity_to_latent(v)
+    w, ldv = prep.velocity_to_latent(v, x)
     return (
         flow_log_prob(member.flow_x, config, u)
         + ldx
@@ -212,7 +212,8 @@ def sample(members: Member, prep: Preprocessing, config: FlowConfig, seed: Array
         kx, kv = jr.split(key)
         u = flow_sample(member.flow_x, config, kx, n_per)
         w = flow_sample(member.flow_v, config, kv, n_per, u)
-        return prep.latent_to_position(u), prep.latent_to_velocity(w)
+        x = prep.latent_to_position(u)
+        return x, prep.latent_to_velocity(w, x)
 
     x, v = eqx.filter_vmap(one)(members, jr.split(key_s, k))
     perm = jr.permutation(key_p, k * n_per)[:n]
@@ -236,7 +237,8 @@ def sample_velocities(
     cond = jnp.repeat(u, n_per, axis=0)  # (M·n_per, 3), position-major
 
     def one(member, key):
-        return prep.latent_to_velocity(flow_sample(member.flow_v, config, key, m * n_per, cond))
+        xs = jnp.repeat(x, n_per, axis=0)
+        return prep.latent_to_velocity(flow_sample(member.flow_v, config, key, m * n_per, cond), xs)
 
     v = eqx.filter_vmap(one)(members, jr.split(key_s, k)).reshape(k, m, n_per, 3)
     v = jnp.moveaxis(v, 0, 1).reshape(m, k * n_per, 3)

@@ -20,7 +20,7 @@ __all__ = ["fit_psd"]
 @jax.jit
 def _to_latent(prep: Preprocessing, x, v):
     u, ldx = prep.position_to_latent(x)
-    w, ldv = prep.velocity_to_latent(v)
+    w, ldv = prep.velocity_to_latent(v, x)
     return u, w, ldx, ldv
 
 
@@ -110,6 +110,31 @@ def _support(support: Any, catalog: Any, x: np.ndarray) -> tuple[np.ndarray, flo
     return c, r * SUPPORT_MARGIN, "given"
 
 
+#: "auto" picks the cylindrical velocity frame for samples whose stars all lie
+#: farther than this from the z axis [kpc] ...
+FRAME_MIN_R = 1.0
+#: ... and span less than this in azimuth [degrees].
+FRAME_MAX_SPAN_DEG = 60.0
+
+
+def _frame(velocity_frame: Any, x: np.ndarray) -> tuple[float, str]:
+    """1.0 (cylindrical) or 0.0 (Cartesian) and the rule that chose it."""
+    if velocity_frame == "cartesian":
+        return 0.0, "given"
+    if velocity_frame == "cylindrical":
+        return 1.0, "given"
+    if velocity_frame != "auto":
+        raise ValueError(f"velocity_frame={velocity_frame!r}: pass 'auto', 'cartesian' or 'cylindrical'")
+    r = np.hypot(x[:, 0], x[:, 1])
+    phi = np.arctan2(x[:, 1], x[:, 0])
+    mean = np.arctan2(np.mean(np.sin(phi)), np.mean(np.cos(phi)))
+    span = float(np.degrees(np.ptp(np.angle(np.exp(1j * (phi - mean))))))
+    on = r.min() > FRAME_MIN_R and span < FRAME_MAX_SPAN_DEG
+    return (1.0 if on else 0.0), (
+        f"auto: min R = {r.min():.3g} kpc, azimuth span {span:.1f}° → {'cylindrical' if on else 'cartesian'}"
+    )
+
+
 def fit_psd(
     catalog: Any,
     ensemble: int = 4,
@@ -122,6 +147,7 @@ def fit_psd(
     activation: str = "gelu",
     radial_map: float | str = "auto",
     support: Any = "auto",
+    velocity_frame: str = "auto",
     batch_size: int = 512,
     max_epochs: int = 30,
     patience: int = 10,
@@ -177,6 +203,14 @@ def fit_psd(
             (``catalog.meta['support_spheres']``, written by ``Catalog.within`` and
             ``in_volume(center=, radius=)``, or a mock's sphere) whose edge the
             stars reach (farthest star ≥ 98 % of its radius); None for no map.
+        velocity_frame: ``"cartesian"``, ``"cylindrical"`` (velocities rotated
+            into (v_R, v_φ, v_z) about the z axis at each star before they are
+            standardised: a disk's rotation, whose direction turns with azimuth,
+            is then exact instead of learnt by the conditional flow) or
+            ``"auto"``: cylindrical when every star is farther than 1 kpc from
+            the z axis and the sample spans < 60° in azimuth (a patch of a disk
+            seen from off the axis), Cartesian otherwise (a system centred on
+            the axis, where the frame is singular).
         batch_size: stars per mini-batch.
         max_epochs: maximum passes over the training stars.
         patience: epochs without validation improvement before a flow stops
@@ -209,11 +243,12 @@ def fit_psd(
     # setting, so that a seed gives the same density under either
     with jax.enable_x64(False):
         return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
-                    batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
+                    velocity_frame, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
                     bootstrap, checkpoint_dir, progress)
 
 
-def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, batch_size,
+def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, velocity_frame,
+         batch_size,
          max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
          checkpoint_dir, progress):
     if not (hasattr(catalog, "x") and hasattr(catalog, "v")):
@@ -253,14 +288,18 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     )
     f32 = jnp.float32
     s_center, s_radius, support_rule = _support(support, catalog, x)
-    bare = Preprocessing(*(jnp.zeros(3, f32),) * 4, jnp.zeros((), f32), jnp.asarray(s_center, f32),
-                         jnp.asarray(s_radius, f32))
+    cyl, frame_rule = _frame(velocity_frame, x)
+    zero, one = jnp.zeros(3, f32), jnp.ones(3, f32)
+    bare = Preprocessing(zero, one, zero, one, jnp.zeros((), f32), jnp.asarray(s_center, f32),
+                         jnp.asarray(s_radius, f32), jnp.asarray(cyl, f32))
     xs = np.asarray(jax.jit(lambda p, a: p.support_to_space(a)[0])(bare, jnp.asarray(x, f32)), np.float64)
     if not np.isfinite(xs).all():
         raise FloatingPointError("the support map produced non-finite positions; a star lies on the support's edge")
     x_loc, x_scale = robust_loc_scale(xs, "catalog.x")
     radius, radius_rule = _radius(radial_map, (xs - x_loc) / x_scale)
-    v_loc, v_scale = robust_loc_scale(v, "catalog.v")
+    vr = np.asarray(jax.jit(lambda p, a, b: p.velocity_to_latent(b, a)[0])(
+        bare, jnp.asarray(x, f32), jnp.asarray(v, f32)), np.float64)
+    v_loc, v_scale = robust_loc_scale(vr, "catalog.v")
     prep = Preprocessing(
         jnp.asarray(x_loc, f32),
         jnp.asarray(x_scale, f32),
@@ -269,6 +308,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         jnp.asarray(radius, f32),
         jnp.asarray(s_center, f32),
         jnp.asarray(s_radius, f32),
+        jnp.asarray(cyl, f32),
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
@@ -280,6 +320,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "n_stars": int(x.shape[0]),
         "radial_map": radius,
         "support": [*map(float, s_center), float(s_radius)],
+        "velocity_frame": cyl,
     }
     members, info, val_idx = train_ensemble(
         u,
@@ -299,6 +340,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "support_center_kpc": [float(c) for c in s_center],
         "support_radius_kpc": float(s_radius),
         "support_rule": support_rule,
+        "velocity_frame": "cylindrical" if cyl else "cartesian",
+        "velocity_frame_rule": frame_rule,
         "training": train.to_dict(),
         **info,
     }

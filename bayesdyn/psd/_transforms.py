@@ -6,7 +6,10 @@ of a centre) are first mapped from the ball onto all of space with
 smooth flow cannot represent, moves to infinity. Positions are then centred and
 scaled per axis, and optionally mapped radially with ``z → z · s·asinh(|z|/s)/|z|``
 so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become light; velocities are centred
-and scaled per axis. The transforms are bijections
+and scaled per axis — optionally after rotating them into the local cylindrical
+frame (v_R, v_φ, v_z) about the z axis at each position, so that a disk's rotation,
+whose direction turns with azimuth, is exact rather than learnt (a rotation: unit
+Jacobian; its dependence on x enters ∂log f/∂x through autodiff). The transforms are bijections
 whose log-Jacobians enter log f, so log f and its scores are exact derivatives of
 the full density in physical units.
 """
@@ -164,6 +167,8 @@ class Preprocessing(eqx.Module):
         support_radius: its radius R, shape () [kpc]; 0 for none (unbounded
             positions). With a support, ``x_loc`` and ``x_scale`` are in the
             dimensionless mapped coordinates, not kpc.
+        cylindrical: 1 to standardise velocities in the local cylindrical frame
+            (v_R, v_φ, v_z) about the z axis, 0 for Cartesian, shape ().
     """
 
     x_loc: Array
@@ -173,6 +178,7 @@ class Preprocessing(eqx.Module):
     radial_scale: Array
     support_center: Array
     support_radius: Array
+    cylindrical: Array
 
     def support_to_space(self, x: Array) -> tuple[Array, Array]:
         """Positions [kpc] → the support's mapped coordinates and their log-Jacobian (identity without support)."""
@@ -204,11 +210,28 @@ class Preprocessing(eqx.Module):
         z = jnp.where(on, radial_unmap(u, jnp.where(on, self.radial_scale, 1.0)), u)
         return self.space_to_support(z * self.x_scale + self.x_loc)
 
-    def velocity_to_latent(self, v: Array) -> tuple[Array, Array]:
-        """Velocities [km/s] → (w, log|det ∂w/∂v| [log (km/s)⁻³])."""
+    def _rotation(self, x: Array) -> tuple[Array, Array]:
+        """(cos φ, sin φ) of each position's azimuth about the z axis (1, 0 where the frame is Cartesian)."""
+        on = self.cylindrical > 0
+        r2 = x[..., 0] ** 2 + x[..., 1] ** 2
+        safe = on & (r2 > 0)
+        rr = jnp.sqrt(jnp.where(safe, r2, 1.0))
+        c = jnp.where(safe, x[..., 0] / rr, 1.0)
+        s = jnp.where(safe, x[..., 1] / rr, 0.0)
+        return c, s
+
+    def velocity_to_latent(self, v: Array, x: Array | None = None) -> tuple[Array, Array]:
+        """Velocities [km/s] at positions x [kpc] → (w, log|det ∂w/∂v| [log (km/s)⁻³])."""
+        if x is not None:
+            c, s = self._rotation(x)
+            v = jnp.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1], v[..., 2]], axis=-1)
         w = (v - self.v_loc) / self.v_scale
         return w, jnp.broadcast_to(-jnp.sum(jnp.log(self.v_scale)), w.shape[:-1])
 
-    def latent_to_velocity(self, w: Array) -> Array:
+    def latent_to_velocity(self, w: Array, x: Array | None = None) -> Array:
         """Inverse of :meth:`velocity_to_latent`; returns velocities [km/s]."""
-        return w * self.v_scale + self.v_loc
+        v = w * self.v_scale + self.v_loc
+        if x is not None:
+            c, s = self._rotation(x)
+            v = jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1], v[..., 2]], axis=-1)
+        return v
