@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "calibration"
 INDEX = DOCS / "index.md"
@@ -70,8 +72,8 @@ FULL = {
                 psd=dict(max_epochs=30)),
     "disk": dict(mock="disk", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,
                  psd=dict(max_epochs=30)),
-    "gaia-challenge": dict(mock="gaia-challenge", method="flow", likelihood=["ensemble"], realisations=1,
-                           n_stars=10000),
+    "gaia-challenge": dict(mock="gaia-challenge", method="flow", likelihood=["members"], realisations=1,
+                           n_stars=10000, psd=dict(max_epochs=30)),
 }
 
 
@@ -171,9 +173,13 @@ def _run_block(sj: Path, base: Path) -> str:
     rows = ["| quantity | rel. bias | spread/sd | bias/sd | 68 % | 95 % | pass |", "|---|---|---|---|---|---|---|"]
     for q, r in summ.iterrows():
         ok = bool(r["pass_68"] and r["pass_95"] and r["pass_bias"])
+        def f(key, spec):  # a single realisation has no spread: "—"
+            v = r[key]
+            return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
         rows.append(
-            f"| `{q}` | {r['rel_bias']:+.3f} | {r['spread_over_sd']:.2f} | {r['bias_over_sd']:.2f} | "
-            f"{r['coverage_68']:.2f} | {r['coverage_95']:.2f} | {'yes' if ok else '**no**'} |"
+            f"| `{q}` | {f('rel_bias', '+.3f')} | {f('spread_over_sd', '.2f')} | {f('bias_over_sd', '.2f')} | "
+            f"{f('coverage_68', '.2f')} | {f('coverage_95', '.2f')} | {'yes' if ok else '**no**'} |"
         )
     img = f"\n![PIT: {rel}]({rel}/pit.png)\n" if (run / "pit.png").is_file() else ""
     return head + "\n" + "\n".join(rows) + "\n" + img
