@@ -59,7 +59,7 @@ def _to_float64(data):
 
 def _run_nuts(
     model, data, seed, num_chains, num_warmup, num_samples, backend, target_accept, dense_mass, progress, model_kwargs,
-    mcmc=None,
+    mcmc=None, init_params=None,
 ):
     model_kwargs = dict(model_kwargs or {})
     key = jax.random.PRNGKey(seed)
@@ -67,7 +67,7 @@ def _run_nuts(
     if backend == "numpyro":
         if mcmc is None:
             mcmc = _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress)
-        mcmc.run(key, data, extra_fields=("diverging",), **model_kwargs)
+        mcmc.run(key, data, extra_fields=("diverging",), init_params=init_params, **model_kwargs)
         samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
         diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
     elif backend == "blackjax":
@@ -83,6 +83,50 @@ def _run_nuts(
         "wall_time_s": time.perf_counter() - t0,
     }
     return samples, info
+
+
+#: BFGS iterations of the start-point search, and the spread of the chains' starts
+#: around the mode found [unconstrained units]
+START_ITERATIONS = 200
+START_JITTER = 0.3
+
+
+#: a member posterior whose chains disagree this much is rerun from starts near the mode
+RESTART_RHAT = 1.05
+
+
+def _max_rhat(samples, names) -> float:
+    import arviz as az
+
+    vals = [float(az.rhat(np.asarray(samples[n]))) for n in names if np.ptp(np.asarray(samples[n])) > 0]
+    return max(vals) if vals else 1.0
+
+
+def _mode_starts(model, data, model_kwargs, key, num_chains):
+    """Chain starts near the posterior mode, in unconstrained coordinates (chains, ...).
+
+    Chains started from random prior points can settle in a distant secondary mode
+    of these degenerate potential models (one member's chain stuck at a halo density
+    50× too high was seen); a BFGS search from the best of several prior points, then
+    per-chain jitters, avoids that. Used to restart a member whose chains disagree.
+    """
+    from jax.flatten_util import ravel_pytree
+    from jax.scipy.optimize import minimize
+
+    keys = jax.random.split(key, 9)
+    starts, potential_fn = [], None
+    for k in keys[:8]:
+        info = initialize_model(k, model, model_args=(data,), model_kwargs=model_kwargs or {}, dynamic_args=False)
+        starts.append(info.param_info.z)
+        potential_fn = info.potential_fn
+    flat0, unravel = ravel_pytree(starts[0])
+    f = jax.jit(lambda q: potential_fn(unravel(q)))
+    values = [float(f(ravel_pytree(z)[0])) for z in starts]
+    best = ravel_pytree(starts[int(np.nanargmin(values))])[0]
+    res = minimize(f, best, method="BFGS", options={"maxiter": START_ITERATIONS})
+    q = jnp.where(jnp.all(jnp.isfinite(res.x)) & (res.fun <= f(best)), res.x, best)
+    jitter = START_JITTER * jax.random.normal(keys[8], (num_chains,) + q.shape, dtype=q.dtype)
+    return jax.vmap(unravel)(q + jitter)
 
 
 def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress):
@@ -240,7 +284,7 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
     priors = model.free_parameters()
     k = data.n_members
     t0 = time.perf_counter()
-    member_samples, diverging, walls = [], [], []
+    member_samples, diverging, walls, restarted = [], [], [], []
     with jax.enable_x64(True):
         mcmc = None
         if options["backend"] == "numpyro":
@@ -252,11 +296,14 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
             if options["progress"]:
                 print(f"member {j + 1}/{k}:", flush=True)
             dj = _to_float64(data.member(j))
-            sj, ij = _run_nuts(
-                model, dj, seed + 1000 * j, options["num_chains"], options["num_warmup"], options["num_samples"],
-                options["backend"], options["target_accept"], options["dense_mass"], options["progress"], None,
-                mcmc=mcmc,
-            )
+            args = (model, dj, seed + 1000 * j, options["num_chains"], options["num_warmup"], options["num_samples"],
+                    options["backend"], options["target_accept"], options["dense_mass"], options["progress"], None)
+            sj, ij = _run_nuts(*args, mcmc=mcmc)
+            if options["backend"] == "numpyro" and _max_rhat(sj, priors) > RESTART_RHAT:
+                # a chain stuck in a secondary mode: restart every chain near the posterior mode
+                init = _mode_starts(model, dj, None, jax.random.PRNGKey(seed + 1000 * j + 1), options["num_chains"])
+                sj, ij = _run_nuts(*args, mcmc=mcmc, init_params=init)
+                restarted.append(j)
             member_samples.append({n: sj[n] for n in priors})
             diverging.append(ij["diverging"])
             walls.append(ij["wall_time_s"])
@@ -270,6 +317,7 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
         member_rhat.append(float(post.diagnostics()["r_hat"].max()))
     cinfo["member_max_r_hat"] = member_rhat
     cinfo["member_divergences"] = [int(np.sum(d)) for d in diverging]
+    cinfo["restarted_members"] = restarted
     info = {
         "diverging": np.concatenate(diverging, axis=0),
         "backend": options["backend"],
