@@ -25,7 +25,9 @@ truth):
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import shlex
 import sys
 
 import numpy as np
@@ -46,6 +48,46 @@ def _figure(rows: int, cols: int, size=(4.6, 3.6)):
     return fig, axes
 
 
+def accuracy_section(fig: dict, command: str | None) -> list[str]:
+    """Markdown lines: the acceptance figures of ``benchmarks/neural_disk.py --json`` as a table."""
+    c, d, t = fig["clean"], fig["dust"], fig["targets"]
+
+    def ok(key: str) -> str:
+        return "pass" if t[key] else "**FAIL**"
+
+    a, lo, hi = np.asarray(c["a_sun"]), np.asarray(c["a_band95"][0]), np.asarray(c["a_band95"][1])
+    at = np.asarray(c["a_true"])
+    band = ", ".join(f"{n}: {a[i]:.1f} [{lo[i]:.1f}, {hi[i]:.1f}] vs {at[i]:.1f}" for i, n in enumerate("xyz"))
+    rows = [
+        ("‖a(Sun) − a_true‖ / ‖a_true‖", f"{100 * c['a_rel_error']:.2f} %", "≤ 3 %", ok("a(Sun) within 3 %")),
+        ("a(Sun) per component, 95 % band, truth [(km/s)²/kpc]", band, "truth inside",
+         ok("a(Sun) inside its 95 % band (every component)")),
+        ("ρ(Sun) = ∇²Φ/4πG [M☉/kpc³]", f"{c['rho_sun']:.4g} vs {c['rho_true']:.4g} ({100 * c['rho_rel_error']:.1f} %)",
+         "≤ 10 %", ok("ρ(Sun) within 10 %")),
+        ("ρ(Sun) 95 % band", f"[{c['rho_band95'][0]:.4g}, {c['rho_band95'][1]:.4g}]", "truth inside",
+         ok("ρ(Sun) inside its 95 % band")),
+        ("Pearson r(ε learnt, ε true) over the volume", f"{d['pearson_eps_volume']:.3f} (at the stars "
+         f"{d['pearson_eps_stars']:.3f})", "≥ 0.9", ok("Pearson(ε) over the volume ≥ 0.9")),
+        ("rms a error inside the clouds, no correction / with ε [(km/s)²/kpc]",
+         f"{d['rms_a_error_in_clouds_none']:.0f} / {d['rms_a_error_in_clouds_efficiency']:.0f} = "
+         f"{d['error_ratio']:.2f}× (‖a‖ ≈ {d['rms_a_true_in_clouds']:.0f})", "≥ 3×",
+         ok("acceleration error in clouds ≥ 3× smaller with ε")),
+    ]
+    out = ["## Neural accuracy (issue 6 acceptance)", "",
+           f"Measured by `{command or 'python benchmarks/neural_disk.py --json figures.json'}` "
+           f"(settings {fig['settings']}; machine: {fig['machine']}). Bands: member mean ± t₀.₉₇₅,K−1 × sd "
+           "over the K neural fits, one per flow member.", "",
+           "| quantity | measured | target | |", "|---|---|---|---|"]
+    out += [f"| {q} | {m} | {tg} | {r} |" for q, m, tg, r in rows]
+    extra = [f"For reference: the ball-averaged density (divergence theorem, h = 0.2 kpc) "
+             f"{c['rho_ball_h0.2']:.4g} vs the truth's {c['rho_ball_true_h0.2']:.4g} "
+             f"({100 * c['rho_ball_rel_error']:.1f} %); the least-squares acceleration of the same flows at the Sun "
+             f"is off by {100 * c['lstsq_a_rel_error']:.2f} %. The dust removes "
+             f"{100 * d['removed_inside_fraction']:.0f} % of the stars within one radius of the cloud centres "
+             f"({d['kept']} stars kept)."]
+    return out + [""] + extra + [""]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="smoke settings (numbers meaningless)")
@@ -54,6 +96,13 @@ def main() -> None:
     for name, default in (("n", 100_000), ("ensemble", 4), ("psd-epochs", 100), ("steps", 6000), ("batch", 2048),
                           ("velocities-per-star", 3), ("width", 64), ("seed", 0), ("dust-seed", 1)):
         p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--fit-radius", type=float, default=1.8, help="as benchmarks/neural_disk.py --fit-radius [kpc]")
+    p.add_argument("--psd", default=None, help="a saved no-dust PhaseSpaceDensity folder (as benchmarks/neural_disk.py --psd)")
+    p.add_argument("--notes", default=None, help="a Markdown file appended after the accuracy table (docs/gallery/notes.md, "
+                   "hand-written, is linked when present)")
+    p.add_argument("--figures", default=None,
+                   help="JSON written by `benchmarks/neural_disk.py --json`: its acceptance figures go on the page")
+    p.add_argument("--command", default=None, help="the neural_disk.py command line that wrote --figures (shown on the page)")
     args = p.parse_args()
 
     import bayesdyn as bd
@@ -72,8 +121,13 @@ def main() -> None:
         keep[np.random.default_rng(args.seed).choice(cat.n, s["n"], replace=False)] = True
         cat = cat.select(keep, f"benchmark subsample of {s['n']}")
     sun = np.asarray(cat.solar.position)
-    psd = neural_disk.get_psd(cat, "clean", cache, s, args.seed, log)
-    fit = neural_disk.get_neural(psd, cat, "clean", cache, s, args.seed, log)
+    if args.psd:
+        psd, tag = neural_disk.load_external_psd(args.psd)
+        clean_name = f"clean_{tag}"
+    else:
+        psd = neural_disk.get_psd(cat, "clean", cache, s, args.seed, log)
+        clean_name = "clean"
+    fit = neural_disk.get_neural(psd, cat, clean_name, cache, s, args.seed, log)
     pot = fit.potential
     mw = bd.potentials.MWPotential2014()
     gala = bd.potentials.MilkyWayPotential()
@@ -111,7 +165,8 @@ def main() -> None:
                  title="ensemble spread of ρ / |ρ|")
     fig.savefig(out / "density_xz.png", dpi=110)
     written.append(("density_xz.png", "Mass density in the x–z plane through the Sun: the neural potential's "
-                    "autodiff Laplacian, the truth, and the relative spread of the ensemble."))
+                    "autodiff Laplacian, the truth, and the relative spread of the ensemble. White: ρ ≤ 0, where "
+                    "the network is unconstrained (few stars at |z| > 0.6 kpc; the fit uses no positivity penalty)."))
 
     az_n = maps.evaluate(pot, "a_z", sl)
     az_t = maps.evaluate(mw, "a_z", sl)
@@ -163,9 +218,15 @@ def main() -> None:
                     f"which is not the mock's potential (median {np.median(deq_g.relative):.2f})."))
 
     lines = ["# Gallery", "",
-             "Made by `python benchmarks/gallery.py`" + (" --tiny (smoke settings: the fits are far from converged)"
+             f"Made by `python {shlex.join(sys.argv)}`" + (" (smoke settings: the fits are far from converged)"
                                                           if args.tiny else "") + " on the shipped disk mock "
              f"({cat.n} stars; settings {s}). Machine: {neural_disk.machine()}.", ""]
+    if args.figures:
+        lines += accuracy_section(json.loads(pathlib.Path(args.figures).read_text()), args.command)
+    if args.notes:
+        lines += [pathlib.Path(args.notes).read_text(), ""]
+    if (out / "notes.md").is_file():
+        lines += ["What limits these numbers, with the control measurements: [accuracy notes](notes.md).", ""]
     for name, caption in written:
         lines += [f"## {name.rsplit('.', 1)[0].replace('_', ' ')}", "", f"![{name}]({name})", "", caption, ""]
     (out / "index.md").write_text("\n".join(lines))
