@@ -320,11 +320,21 @@ class Run:
         if "derived.rho_dm_sun" in post.samples and model.dark:
             lines.append(post.local_dm_line())
             post.local_dm_density().to_csv(out / "local_dm_density.csv", index_label="unit")
-        lines.append(
-            "CAVEAT: these intervals carry the flow-ensemble spread and the least-squares noise only; "
-            "their coverage has not yet been calibrated on mocks, and on the shipped mock they are "
-            "too narrow (see truth_check.md when the catalog is a mock)."
-        )
+        combine = post.info.get("combine")
+        if isinstance(combine, dict):
+            lines.append(
+                f"CAVEAT: intervals combine one posterior per flow member ({combine.get('n_members')} bootstrap "
+                "members, Rubin's rules, Student-t tails); they carry the members' disagreement and the "
+                "least-squares noise, not an error shared by all members (flow bias). Calibration on mocks "
+                "(docs/calibration, R = 10 so far): nominal coverage on the disk mock, undercoverage on a "
+                "spherical NFW-tracer mock — treat the intervals as provisional."
+            )
+        else:
+            lines.append(
+                "CAVEAT: these intervals come from one posterior of the member-mean accelerations "
+                "(combine='mean'), which treats the nodes as independent: measured 6–20× overconfident "
+                "on mocks (docs/calibration)."
+            )
         # how much did the data say? posterior against prior widths, in the report for every run
         from ._prior import prior_vs_posterior, prior_vs_posterior_markdown
 
