@@ -176,7 +176,7 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     assert psd.info["support_rule"].startswith("auto: meta['support_spheres'][0]")
     assert_allclose(psd.info["support_radius_kpc"], 1.5 * 1.002, rtol=1e-6)
     # ∫ n dx over the ball = N (uniform proposals in the support ball, float32 densities)
-    m = 40_000
+    m = 20_000
     d = rng.normal(size=(m, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     radius = psd.info["support_radius_kpc"]
@@ -188,8 +188,6 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     assert np.linalg.norm(np.asarray(xs), axis=1).max() < radius
     s_x, s_v = psd.score(cat.x[:50].astype(np.float32), cat.v[:50].astype(np.float32))
     assert np.isfinite(np.asarray(s_x)).all() and np.isfinite(np.asarray(s_v)).all()
-    off = fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support=None, **TINY)
-    assert off.info["support_rule"] == "off" and off.info["support_radius_kpc"] == 0.0
     with pytest.raises(ValueError, match="outside the support sphere"):
         fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support=([0.0, 0.0, 0.0], 1.0), **TINY)
     psd.save(tmp_path / "p")
