@@ -179,8 +179,8 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     model = PotentialModel(halo=bp.Plummer(mass=dist.LogUniform(1e8, 1e12), scale_radius=1.0))
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        post = infer(model, ens, seed=0, num_chains=2, num_warmup=150, num_samples=250, progress=False)
-        mean = infer(model, ens, seed=0, num_chains=2, num_warmup=150, num_samples=250, progress=False,
+        post = infer(model, ens, seed=0, num_chains=2, num_warmup=200, num_samples=300, progress=False)
+        mean = infer(model, ens, seed=0, num_chains=2, num_warmup=200, num_samples=300, progress=False,
                      combine="mean")
     c = post.info["combine"]
     assert c["n_members"] == 3 and max(c["member_max_r_hat"]) < 1.02
