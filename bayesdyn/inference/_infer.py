@@ -308,14 +308,9 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
             diverging.append(ij["diverging"])
             walls.append(ij["wall_time_s"])
     samples, cinfo = combine_members(member_samples, priors, seed=seed)
-    from ..results import Posterior
 
     # convergence is judged per member run (the combined draws mix re-centred members)
-    member_rhat = []
-    for sj, dj in zip(member_samples, diverging):
-        post = Posterior(dict(sj), {"diverging": dj})
-        member_rhat.append(float(post.diagnostics()["r_hat"].max()))
-    cinfo["member_max_r_hat"] = member_rhat
+    cinfo["member_max_r_hat"] = [_max_rhat(sj, priors) for sj in member_samples]
     cinfo["member_divergences"] = [int(np.sum(d)) for d in diverging]
     cinfo["restarted_members"] = restarted
     info = {

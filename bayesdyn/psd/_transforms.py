@@ -52,22 +52,21 @@ def robust_loc_scale(a: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return loc, scale
 
 
-def _asinh_over(r2: Array) -> Array:
-    """asinh(r)/r as a smooth function of r² (exact derivatives at r = 0)."""
+def _over_r(fn, series, r2: Array, fill: float = 1.0) -> Array:
+    """fn(r)/r as a smooth function of r², with its Taylor ``series`` near r = 0 (exact derivatives there)."""
     small = r2 < _SMALL
-    r2s = jnp.where(small, 1.0, r2)
-    r = jnp.sqrt(r2s)
-    series = 1.0 - r2 / 6.0 + 3.0 * r2**2 / 40.0
-    return jnp.where(small, series, jnp.arcsinh(r) / r)
+    r = jnp.sqrt(jnp.where(small, fill, r2))
+    return jnp.where(small, series(r2), fn(r) / r)
+
+
+def _asinh_over(r2: Array) -> Array:
+    """asinh(r)/r as a smooth function of r²."""
+    return _over_r(jnp.arcsinh, lambda q: 1.0 - q / 6.0 + 3.0 * q**2 / 40.0, r2)
 
 
 def _sinh_over(r2: Array) -> Array:
     """sinh(r)/r as a smooth function of r²."""
-    small = r2 < _SMALL
-    r2s = jnp.where(small, 1.0, r2)
-    r = jnp.sqrt(r2s)
-    series = 1.0 + r2 / 6.0 + r2**2 / 120.0
-    return jnp.where(small, series, jnp.sinh(r) / r)
+    return _over_r(jnp.sinh, lambda q: 1.0 + q / 6.0 + q**2 / 120.0, r2)
 
 
 def radial_map(z: Array, scale: float = 1.0) -> tuple[Array, Array]:
@@ -91,20 +90,12 @@ def radial_map(z: Array, scale: float = 1.0) -> tuple[Array, Array]:
 
 def _atanh_over(r2: Array) -> Array:
     """atanh(r)/r as a smooth function of r² < 1."""
-    small = r2 < _SMALL
-    r2s = jnp.where(small, 0.25, r2)
-    r = jnp.sqrt(r2s)
-    series = 1.0 + r2 / 3.0 + r2**2 / 5.0
-    return jnp.where(small, series, jnp.arctanh(r) / r)
+    return _over_r(jnp.arctanh, lambda q: 1.0 + q / 3.0 + q**2 / 5.0, r2, fill=0.25)
 
 
 def _tanh_over(r2: Array) -> Array:
     """tanh(r)/r as a smooth function of r²."""
-    small = r2 < _SMALL
-    r2s = jnp.where(small, 1.0, r2)
-    r = jnp.sqrt(r2s)
-    series = 1.0 - r2 / 3.0 + 2.0 * r2**2 / 15.0
-    return jnp.where(small, series, jnp.tanh(r) / r)
+    return _over_r(jnp.tanh, lambda q: 1.0 - q / 3.0 + 2.0 * q**2 / 15.0, r2)
 
 
 def ball_map(y: Array) -> tuple[Array, Array]:
