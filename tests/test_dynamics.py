@@ -72,3 +72,40 @@ def test_lstsq_shapes_and_errors():
         assert "(..., M, 3)" in str(err)
     else:  # pragma: no cover
         raise AssertionError("wrong shape accepted")
+
+
+class _HarmonicSource:
+    """Exact scores of f ∝ exp(−E/σ²) in Φ = ω²|x|²/2 (a = −ω² x), two members, with NaN scores planted."""
+
+    omega2, sigma2 = 900.0, 400.0  # (km/s/kpc)², (km/s)²
+
+    def __init__(self, bad):
+        self.bad = bad  # (P, M) bool: draws whose scores are NaN
+
+    def sample_velocities(self, x, n, seed):
+        return np.random.default_rng(seed).normal(0.0, 20.0, (len(x), n, 3))
+
+    def score_members(self, x, v):
+        x, v = np.asarray(x), np.asarray(v)
+        s_x, s_v = -self.omega2 * x / self.sigma2, -v / self.sigma2
+        bad = self.bad.reshape(-1)
+        s_x = np.where(bad[:, None], np.nan, s_x)
+        return np.stack([s_x, s_x]), np.stack([s_v, s_v])
+
+
+def test_nonfinite_velocity_draws_are_left_out_and_counted():
+    """A few non-finite draws: exact accelerations from the others, a warning with the count; too many: an error."""
+    import pytest
+
+    from bayesdyn.dynamics import estimate_accelerations
+
+    x = np.array([[1.0, 0.5, -0.2], [-2.0, 0.3, 1.0]])
+    bad = np.zeros((2, 64), bool)
+    bad[0, :3] = True
+    with pytest.warns(RuntimeWarning, match="3 of 128 velocity draws"):
+        est = estimate_accelerations(_HarmonicSource(bad), x, n_velocities=64, seed=1)
+    assert np.isfinite(np.asarray(est.a)).all() and np.isfinite(np.asarray(est.cov)).all()
+    assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-6)  # (km/s)²/kpc: exact scores
+    bad[1, :10] = True  # 16 % of a node's draws
+    with pytest.raises(FloatingPointError, match="more than 10 %"):
+        estimate_accelerations(_HarmonicSource(bad), x, n_velocities=64, seed=1)

@@ -60,13 +60,13 @@ def _lstsq_one(v, s_x, s_v, ridge):
     ata_r = ata + ridge * scale * jnp.eye(3, dtype=ata.dtype)
     a = jnp.linalg.solve(ata_r, s_v.T @ b)
     r = b - s_v @ a
-    m = v.shape[0]
+    m = jnp.sum(jnp.any(s_v != 0, axis=-1))  # rows zeroed by the caller (non-finite draws) do not count
     # heteroscedasticity-consistent (HC1 sandwich) covariance: score errors enter
     # through v·s_x, whose variance grows with |v|, so the plain σ²(AᵀA)⁻¹ underestimates.
     inv = jnp.linalg.inv(ata_r)
     meat = (s_v * (r**2)[:, None]).T @ s_v
     cov = (m / jnp.maximum(m - 3, 1)) * inv @ meat @ inv
-    return LstsqAcceleration(a, cov, jnp.sqrt(jnp.mean(r**2)))
+    return LstsqAcceleration(a, cov, jnp.sqrt(jnp.sum(r**2) / jnp.maximum(m, 1)))
 
 
 @jax.jit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Protocol
 
 
@@ -95,6 +97,26 @@ def estimate_accelerations(
     s_x = jnp.asarray(s_x).reshape((-1, p, m, 3))
     s_v = jnp.asarray(s_v).reshape((-1, p, m, 3))
     k = s_x.shape[0]
+    # a draw in the far tail of p(v|x) can give a non-finite score (overflow in float32): it
+    # would turn its node's solve into NaN. Such draws are left out of every member's solve
+    # and counted; a node that loses more than 10 % of its draws is an error.
+    ok = jnp.all(jnp.isfinite(s_x) & jnp.isfinite(s_v), axis=(0, -1))  # (P, M), for all members
+    n_bad = np.asarray(m - jnp.sum(ok, axis=-1))
+    if np.any(n_bad > 0.1 * m):
+        worst = np.flatnonzero(n_bad > 0.1 * m)
+        raise FloatingPointError(
+            f"{len(worst)} node(s) (first {x[worst[0]].tolist()} kpc) have non-finite scores at more than 10 % of "
+            f"their {m} velocity draws; the density is not usable there — move the nodes inside the catalog's bulk"
+        )
+    if n_bad.any():
+        warnings.warn(
+            f"{int(n_bad.sum())} of {p * m} velocity draws gave non-finite scores (far tails of p(v|x)) and were "
+            f"left out of the least-squares solves ({int((n_bad > 0).sum())} node(s) affected)",
+            RuntimeWarning, stacklevel=2,
+        )
+        keep = ok[None, :, :, None]
+        s_x, s_v = jnp.where(keep, s_x, 0.0), jnp.where(keep, s_v, 0.0)
+        v = np.where(np.asarray(ok)[:, :, None], v, 0.0)
     fit = lstsq_acceleration(jnp.broadcast_to(jnp.asarray(v), s_x.shape), s_x, s_v, ridge)
     members = fit.a  # (K, P, 3)
     a = jnp.mean(members, axis=0)
