@@ -50,6 +50,9 @@ INDEX = DOCS / "index.md"
 BEGIN, END = "<!-- calibration-results:begin -->", "<!-- calibration-results:end -->"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bayesdyn-calibration"
 
+#: failed realisations of this process (the exit status is 1 if any)
+FAILED: list[str] = []
+
 #: the quick suite (CI) and the full suite (issue 5's acceptance runs): name → settings
 QUICK = {
     "quick/nfw-exact-noise": dict(mock="nfw", method="exact", likelihood=["floor:0.05"], noise=True, realisations=3,
@@ -119,6 +122,8 @@ def run_one(mock, out: Path, *, method, likelihood, realisations, n_stars, seed=
         )
         print(results[lik].summary[["rel_bias", "spread_over_sd", "bias_over_sd", "coverage_68", "coverage_95"]]
               .to_string(float_format=lambda x: f"{x:.3f}"), flush=True)
+        for f in results[lik].failures:
+            FAILED.append(f"{shown}: realisation {f['realisation']}: {f['error']}")
     return results
 
 
@@ -303,6 +308,9 @@ def main(argv=None) -> int:
     if a.index or a.suite:
         rebuild_index()
     print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU", flush=True)
+    if FAILED:
+        print(f"{len(FAILED)} realisation(s) failed:\n  " + "\n  ".join(FAILED), file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -635,15 +635,19 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
     elif run.method == "exact":
         source = mock.exact_source(catalog, truth)
     else:
-        from ..psd import fit_psd, load_psd
+        from ..psd import PSDFileError, fit_psd, load_psd
 
         # the flows are float32: fit, save and load them with x64 off (fit_psd under x64 saves float64
         # leaves that load_psd then refuses)
         with clock("psd"), jax.enable_x64(False):
+            source = None
             if psd_path is not None and (psd_path / "psd.json").is_file():
-                source = load_psd(psd_path)
-                rec["psd_loaded_from"] = str(psd_path)
-            else:
+                try:
+                    source = load_psd(psd_path)
+                    rec["psd_loaded_from"] = str(psd_path)
+                except PSDFileError as err:  # written by another format version, or damaged: refit it
+                    rec["psd_cache_refit"] = str(err)
+            if source is None:
                 source = fit_psd(catalog, seed=seeds["psd"], progress=False, **run.psd_options)
                 if psd_path is not None:
                     source.save(psd_path)
