@@ -162,6 +162,14 @@ def test_combine_members_follows_rubins_rules():
     assert np.all(out["p.b"] > 0)
     with pytest.raises(ValueError, match="at least 2"):
         combine_members(members[:1], priors)
+    # a member piled against a prior bound, with draws rounded onto it (float32 sigmoid): still combined, inside
+    edge = [dict(m, **{"p.b": np.where(np.arange(20_000) % 7 == 0, 100.0, 99.0) * np.ones((2, 1))}) for m in members]
+    out, _ = combine_members(edge, priors, seed=2)
+    assert np.isfinite(out["p.b"]).all() and out["p.b"].max() < 100.0 and out["p.b"].min() > 0.1
+    nan = [dict(m) for m in members]
+    nan[0] = dict(nan[0], **{"p.a": np.full((2, 20_000), np.nan)})
+    with pytest.raises(FloatingPointError, match=r"\['p.a'\] are NaN"):
+        combine_members(nan, priors)
 
 
 def test_infer_members_widens_to_the_members_disagreement(plummer_data):

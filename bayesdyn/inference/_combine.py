@@ -37,6 +37,26 @@ from numpyro.distributions import biject_to
 __all__ = ["combine_members"]
 
 
+def _inside(draws, support) -> np.ndarray:
+    """Draws moved off the support's boundary by a relative 1e-12 of its width (float64).
+
+    NUTS samples in unconstrained space, so a draw is inside the support; but a
+    posterior piled against a bound (a parameter the data cannot limit) gives draws
+    that round onto it in float32 (e.g. sigmoid(20) = 1), where the inverse map is
+    infinite.
+    """
+    x = np.asarray(draws, np.float64)
+    lo = np.asarray(getattr(support, "lower_bound", -np.inf), np.float64)
+    hi = np.asarray(getattr(support, "upper_bound", np.inf), np.float64)
+    width = np.where(np.isfinite(hi - lo), hi - lo, np.maximum(np.abs(np.where(np.isfinite(lo), lo, hi)), 1.0))
+    eps = 1e-12 * width
+    if np.isfinite(lo):
+        x = np.maximum(x, lo + eps)
+    if np.isfinite(hi):
+        x = np.minimum(x, hi - eps)
+    return x
+
+
 def combine_members(
     member_samples: list[Mapping[str, np.ndarray]],
     priors: Mapping[str, Any],
@@ -70,12 +90,17 @@ def combine_members(
         # u: (K, C, S, P) unconstrained draws
         u = np.stack(
             [
-                np.stack([np.asarray(tr[n].inv(jnp.asarray(ms[n], jnp.float64))) for n in names], axis=-1)
+                np.stack([np.asarray(tr[n].inv(jnp.asarray(_inside(ms[n], priors[n].support), jnp.float64)))
+                          for n in names], axis=-1)
                 for ms in member_samples
             ]
         )
     if not np.isfinite(u).all():
-        raise FloatingPointError("member draws outside their priors' support; cannot combine")
+        bad = sorted({names[i] for i in np.flatnonzero(~np.isfinite(u).reshape(-1, len(names)).all(0))})
+        raise FloatingPointError(
+            f"member draws of {bad} are NaN or outside their priors' support; cannot combine — check the "
+            "members' NUTS diagnostics (info['combine'], Posterior.check())"
+        )
     p = len(names)
     flat = u.reshape(k, c * s, p)
     m = flat.mean(axis=1)  # (K, P)
