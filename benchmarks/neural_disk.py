@@ -115,8 +115,10 @@ def fit_stars(cat, s: dict):
 
 def get_psd(cat, name: str, cache: pathlib.Path, s: dict, seed: int, log: dict):
     from bayesdyn import psd as bpsd
+    from bayesdyn.psd._density import FORMAT_VERSION
 
-    folder = cache / f"psd_{name}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_s{seed}"
+    # the format version in the name: a density of an older format is refitted, not loaded
+    folder = cache / f"psd_{name}_v{FORMAT_VERSION}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_s{seed}"
     if (folder / "psd.json").is_file():
         print(f"  reusing {folder}")
         return bpsd.load_psd(folder)
@@ -142,8 +144,10 @@ def load_external_psd(folder: str):
 
 def get_neural(psd, cat, name: str, cache: pathlib.Path, s: dict, seed: int, log: dict, **extra):
     from bayesdyn import neural
+    from bayesdyn.psd._density import FORMAT_VERSION
 
-    tag = "_".join(f"{k}{v}" for k, v in sorted(extra.items()))
+    # a neural fit belongs to its flows: their format version is part of the name
+    tag = "_".join(f"{k}{v}" for k, v in sorted({**extra, "psdv": FORMAT_VERSION}.items()))
     fr = f"_fr{s['fit_radius']:g}" if s["fit_radius"] and s["fit_radius"] > 0 else ""
     folder = cache / (f"neural_{name}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_st{s['steps']}_b{s['batch']}"
                       f"_m{s['m']}_w{s['width']}_s{seed}{fr}{'_' + tag if tag else ''}")
