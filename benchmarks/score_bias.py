@@ -1,0 +1,115 @@
+"""Where a flow's acceleration error comes from: position or velocity scores, by radius (NFW-tracer mock).
+
+For one calibration realisation of the NFW-tracer mock (the same stars, nodes and
+cached flows as ``benchmarks/calibration.py --suite full --only nfw``), velocities
+are drawn at each node from the true p(v|x) (the catalog's nearest stars), and the
+CBE least squares is solved four ways: learnt ∂log f/∂x and ∂log f/∂v, learnt
+position scores with exact velocity scores, exact position scores with learnt
+velocity scores, and exact both. The radial acceleration over the truth, averaged
+over the nodes in each radial bin (and over the members), shows which score drives
+the error. Also printed: the ratio of the learnt to the exact radial position score,
+and of the velocity-score "slope" −⟨s_v·v⟩/⟨|v|²⟩ (1/σ² for a Gaussian).
+
+    python benchmarks/score_bias.py                      # realisation 0, fit (or reuse) its flows
+    python benchmarks/score_bias.py --realisation 3 --psd-option radial_condition=false
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BINS = [(0.0, 1.5), (1.5, 3.0), (3.0, 6.0), (6.0, 12.0), (12.0, 40.0)]  # kpc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--realisation", type=int, default=0)
+    p.add_argument("--n-stars", type=int, default=50_000)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--n-velocities", type=int, default=256)
+    p.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another fit_psd setting (value parsed as JSON)")
+    p.add_argument("--psd-cache", type=Path,
+                   default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bayesdyn-score-bias")
+    a = p.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+
+    from bayesdyn.dynamics import lstsq_acceleration
+    from bayesdyn.psd import PSDFileError, fit_psd, load_psd
+    from bayesdyn.validate._coverage import _seeds
+    from bayesdyn.validate._mocks import get_mock
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load {', '.join(f'{x:.1f}' for x in os.getloadavg())}; JAX {jax.__version__} on {jax.default_backend()}")
+    options = {"ensemble": 4, "bootstrap": True, "max_epochs": a.max_epochs}
+    for o in a.psd_option:
+        k, _, v = o.partition("=")
+        options[k] = json.loads(v)
+    mock = get_mock("nfw")
+    seeds = _seeds(0, a.realisation)
+    cat, truth = mock.draw(a.n_stars, seeds["mock"])
+    x = mock.nodes(cat, 64, seeds["nodes"])
+    tag = hashlib.sha256(json.dumps([a.n_stars, a.realisation, options], sort_keys=True).encode()).hexdigest()[:10]
+    folder = a.psd_cache / f"nfw-r{a.realisation}-{tag}"
+    psd = None
+    if (folder / "psd.json").is_file():
+        try:
+            psd = load_psd(folder)
+        except PSDFileError:
+            psd = None
+    if psd is None:
+        psd = fit_psd(cat, seed=seeds["psd"], progress=True, **options)
+        psd.save(folder)
+    print(psd.summary())
+    exact = mock.exact_source(cat, truth)
+    m = a.n_velocities
+    v = np.asarray(exact.sample_velocities(x, m, 1))  # (P, M, 3) from the true p(v|x)
+    p_, r = len(x), np.linalg.norm(x, axis=1)
+    rhat = x / r[:, None]
+    xs = np.repeat(x[:, None, :], m, 1).reshape(-1, 3)
+    sx_f, sv_f = (np.asarray(t).reshape(-1, p_, m, 3) for t in psd.score_members(xs.astype(np.float32),
+                                                                                 v.reshape(-1, 3).astype(np.float32)))
+    sx_e, sv_e = (np.asarray(t).reshape(-1, p_, m, 3)[0] for t in exact.score_members(xs, v.reshape(-1, 3)))
+    a_true = np.einsum("pi,pi->p", np.asarray(truth.acceleration(x)), rhat)
+
+    def a_r(sx, sv):
+        with jax.enable_x64(True):
+            fit = lstsq_acceleration(jnp.broadcast_to(jnp.asarray(v), sx.shape), jnp.asarray(sx), jnp.asarray(sv))
+        out = np.einsum("...pi,pi->...p", np.asarray(fit.a), rhat)
+        return out.mean(0) if out.ndim == 2 else out
+
+    cols = {
+        "learnt both": a_r(sx_f, sv_f),
+        "learnt s_x": a_r(sx_f, np.broadcast_to(sv_e, sx_f.shape)),
+        "learnt s_v": a_r(np.broadcast_to(sx_e, sv_f.shape), sv_f),
+        "exact both": a_r(sx_e, sv_e),
+    }
+    pos = np.einsum("kpmi,pi->kpm", sx_f, rhat).mean(-1) / np.einsum("pmi,pi->pm", sx_e, rhat).mean(-1)
+    slope = lambda s: -(np.einsum("...pmi,pmi->...pm", s, v)).mean(-1) / (v**2).sum(-1).mean(-1)  # noqa: E731
+    vel = slope(sx_f * 0 + sv_f) / slope(sv_e)
+    print(f"\nNFW-tracer mock, realisation {a.realisation}: {a.n_stars} stars, {p_} nodes × {m} true velocities; "
+          f"fit_psd {options}")
+    print("radial acceleration a_r / a_r,true (mean over nodes and members); score ratios learnt/exact")
+    head = f"{'r [kpc]':>10} {'nodes':>5} " + " ".join(f"{c:>12}" for c in cols) + f" {'pos score':>10} {'vel slope':>10}"
+    print(head)
+    for lo, hi in BINS:
+        k = (r >= lo) & (r < hi)
+        if not k.any():
+            continue
+        vals = " ".join(f"{np.mean(c[k] / a_true[k]):12.3f}" for c in cols.values())
+        print(f"{f'{lo:g}–{hi:g}':>10} {int(k.sum()):5d} {vals} {np.mean(pos[:, k]):10.3f} {np.mean(vel[:, k]):10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
