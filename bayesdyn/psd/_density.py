@@ -22,7 +22,9 @@ from ._transforms import Preprocessing
 __all__ = ["PhaseSpaceDensity", "load_psd", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bayesdyn.psd"
-FORMAT_VERSION = 3  # 2: spherical support map; 3: cylindrical velocity frame
+FORMAT_VERSION = 4  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map
+#: older versions that load_psd still reads (the transforms they lack are off)
+READS_VERSIONS = (3, 4)
 
 
 def _n_members(members: Member) -> int:
@@ -313,6 +315,11 @@ class PhaseSpaceDensity:
                 else ""
             )
             + "(· − c)/s"
+            + (
+                f" → ·(r²/(r² + c²))^((p−1)/2) (p = {float(p.cusp_power):.3f}, c = {float(p.cusp_core):.3g})"
+                if float(p.cusp_power) > 0
+                else ""
+            )
             + (f" → ·s·asinh(r/s)/r (s = {float(p.radial_scale):g})" if float(p.radial_scale) > 0 else "")
             + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()}, "
             f"s = {np.round(np.asarray(p.x_scale), 4).tolist()}"
@@ -361,13 +368,19 @@ def _count(n: Any, name: str) -> int:
     return int(n)
 
 
-def _skeleton(config: FlowConfig, k: int, dtype) -> tuple[Member, Preprocessing]:
-    """A freshly built density of the saved architecture, to be filled from the file."""
+def _skeleton(config: FlowConfig, k: int, dtype, version: int = FORMAT_VERSION) -> tuple[Member, Preprocessing]:
+    """A freshly built density of the saved architecture, to be filled from the file.
+
+    For format 3 the cusp-map fields are None (no leaves, as in the file) and are
+    set to "off" after reading.
+    """
     members = build_ensemble(prng_key(0), config, k)
     if _dtype(members) != dtype:
         members = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, members)
     z = jnp.zeros(3, dtype)
-    return members, Preprocessing(z, z, z, z, jnp.zeros((), dtype), z, jnp.zeros((), dtype), jnp.zeros((), dtype))
+    s = jnp.zeros((), dtype)
+    cusp = (s, s) if version >= 4 else (None, None)
+    return members, Preprocessing(z, z, z, z, s, z, s, s, *cusp)
 
 
 def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
@@ -382,9 +395,10 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
     """
     header = read_header(folder, "psd", FORMAT)
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READS_VERSIONS:
         raise PSDFileError(
-            f"psd.json has format_version {version!r}; this bayesdyn reads version {FORMAT_VERSION}"
+            f"psd.json has format_version {version!r}; this bayesdyn reads versions {list(READS_VERSIONS)} — "
+            "refit the density with this version (bayesdyn.fit_psd or `bayesdyn fit-psd`)"
         )
     try:
         config = FlowConfig.from_dict(header["flow"])
@@ -395,5 +409,9 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
             raise ValueError(f"dtype {dtype} / ensemble {k}")
     except (KeyError, TypeError, ValueError) as err:
         raise PSDFileError(f"psd.json has an invalid architecture entry ({err}); the file is damaged") from None
-    members, prep = read_leaves(folder, header, _skeleton(config, k, dtype))
+    members, prep = read_leaves(folder, header, _skeleton(config, k, dtype, version))
+    if version < 4:
+        off = jnp.zeros((), dtype)
+        prep = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core), prep, (off, off),
+                           is_leaf=lambda a: a is None)
     return PhaseSpaceDensity(members, prep, config, n_stars=n_stars, info=header.get("info", {}))

@@ -14,6 +14,7 @@ from ._density import PhaseSpaceDensity
 from ._flows import FlowConfig
 from ._train import TrainConfig, data_sha256, train_ensemble
 from ._transforms import Preprocessing, robust_loc_scale
+from ._transforms import cusp_map as cusp_map_fn
 
 __all__ = ["fit_psd"]
 
@@ -80,6 +81,30 @@ def _support_spheres(catalog: Any) -> list[tuple[np.ndarray, float, str]]:
 #: CUSP_QUANTILE % of the standardised radii; k < CUSP_MAX_K counts as a cusp
 CUSP_QUANTILE = 10.0
 CUSP_MAX_K = 2.2
+
+
+def _cusp(cusp_map: Any, z: np.ndarray, bounded: bool, cusp: bool) -> tuple[float, float, str]:
+    """(p, c, rule) of the cusp map: "auto" uses p = k/3 over the innermost CUSP_QUANTILE %, c = 2 r_q."""
+    if cusp_map is None or cusp_map is False:
+        return 0.0, 0.0, "off"
+    if not isinstance(cusp_map, str):
+        try:
+            power, core = (float(a) for a in cusp_map)
+        except (TypeError, ValueError):
+            raise ValueError(f"cusp_map={cusp_map!r} must be 'auto', None, or (power, core)") from None
+        if not (0 < power <= 1 and core > 0):
+            raise ValueError(f"cusp_map power must be in (0, 1] and core > 0 (standardised units); got {power}, {core}")
+        return power, core, "given"
+    if cusp_map != "auto":
+        raise ValueError(f"cusp_map={cusp_map!r}: pass 'auto', None, or (power, core)")
+    if bounded or not cusp:
+        return 0.0, 0.0, "auto: off (no central cusp detected, or a sample cut to a sphere)"
+    r = np.linalg.norm(z, axis=1)
+    rq = float(np.percentile(r, CUSP_QUANTILE))
+    inner = r[(r < rq) & (r > 0)]
+    k = inner.size / float(np.sum(np.log(rq / inner)))
+    power = float(np.clip(k / 3.0, 1.0 / 3.0, 1.0))
+    return power, 2.0 * rq, f"auto: inner N(<r) ∝ r^{k:.2f} → p = {power:.3f}, c = {2 * rq:.3g} (standardised units)"
 
 
 def _radial_condition(radial_condition: Any, z: np.ndarray, bounded: bool) -> tuple[bool, str]:
@@ -175,6 +200,7 @@ def fit_psd(
     support: Any = "auto",
     velocity_frame: str = "auto",
     radial_condition: Any = "auto",
+    cusp_map: Any = "auto",
     batch_size: int = 512,
     max_epochs: int = 30,
     patience: int = 10,
@@ -247,6 +273,14 @@ def fit_psd(
             have a central cusp (N(<r) ∝ r^k with k < 2.2 over the innermost 10 %
             of the stars; a cored sphere has k ≈ 3) and the sample is not cut to
             a sphere (``support``); or True / False.
+        cusp_map: stretch a central cusp of the star counts into a core,
+            z → z·(r²/(r² + c²))^((p−1)/2) on the standardised positions, whose
+            Jacobian (in log f) carries the r^(3p−3) cusp that a smooth flow would
+            smear. ``"auto"`` (default): on when ``radial_condition="auto"``
+            detected a cusp, with p = k/3 and c = 2 × the radius of the innermost
+            10 % of the stars; or ``(p, c)``; None for no map. Together with the
+            radial condition, on the NFW-tracer mock (R = 30) the bias of ρ(r_s)
+            went from −14 % to the figures in docs/calibration.
         batch_size: stars per mini-batch.
         max_epochs: maximum passes over the training stars.
         patience: epochs without validation improvement before a flow stops
@@ -279,12 +313,12 @@ def fit_psd(
     # setting, so that a seed gives the same density under either
     with jax.enable_x64(False):
         return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
-                    velocity_frame, radial_condition, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
+                    velocity_frame, radial_condition, cusp_map, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
                     bootstrap, checkpoint_dir, progress)
 
 
 def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, velocity_frame,
-         radial_condition, batch_size,
+         radial_condition, cusp_map, batch_size,
          max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
          checkpoint_dir, progress):
     if not (hasattr(catalog, "x") and hasattr(catalog, "v")):
@@ -327,14 +361,20 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     cyl, frame_rule = _frame(velocity_frame, x)
     zero, one = jnp.zeros(3, f32), jnp.ones(3, f32)
     bare = Preprocessing(zero, one, zero, one, jnp.zeros((), f32), jnp.asarray(s_center, f32),
-                         jnp.asarray(s_radius, f32), jnp.asarray(cyl, f32))
+                         jnp.asarray(s_radius, f32), jnp.asarray(cyl, f32), jnp.zeros((), f32), jnp.zeros((), f32))
     xs = np.asarray(jax.jit(lambda p, a: p.support_to_space(a)[0])(bare, jnp.asarray(x, f32)), np.float64)
     if not np.isfinite(xs).all():
         raise FloatingPointError("the support map produced non-finite positions; a star lies on the support's edge")
     x_loc, x_scale = robust_loc_scale(xs, "catalog.x")
-    radius, radius_rule = _radius(radial_map, (xs - x_loc) / x_scale)
     radial_cond, radial_cond_rule = _radial_condition(radial_condition, (xs - x_loc) / x_scale, s_radius > 0)
     config = dataclasses.replace(config, radial_condition=radial_cond)
+    # the same detection switches on the cusp map (auto): measured together on the NFW-tracer mock
+    cusp_detected = radial_cond and radial_cond_rule.startswith("auto")
+    c_power, c_core, cusp_rule = _cusp(cusp_map, (xs - x_loc) / x_scale, s_radius > 0, cusp_detected)
+    zc = (xs - x_loc) / x_scale
+    if c_power > 0:
+        zc = np.asarray(cusp_map_fn(jnp.asarray(zc, f32), c_power, c_core)[0], np.float64)
+    radius, radius_rule = _radius(radial_map, zc)
     vr = np.asarray(jax.jit(lambda p, a, b: p.velocity_to_latent(b, a)[0])(
         bare, jnp.asarray(x, f32), jnp.asarray(v, f32)), np.float64)
     v_loc, v_scale = robust_loc_scale(vr, "catalog.v")
@@ -347,6 +387,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         jnp.asarray(s_center, f32),
         jnp.asarray(s_radius, f32),
         jnp.asarray(cyl, f32),
+        jnp.asarray(c_power, f32),
+        jnp.asarray(c_core, f32),
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
@@ -359,6 +401,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "radial_map": radius,
         "support": [*map(float, s_center), float(s_radius)],
         "velocity_frame": cyl,
+        "cusp_map": [float(c_power), float(c_core)],
     }
     members, info, val_idx = train_ensemble(
         u,
@@ -382,6 +425,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "velocity_frame_rule": frame_rule,
         "radial_condition": radial_cond,
         "radial_condition_rule": radial_cond_rule,
+        "cusp_map": [c_power, c_core],
+        "cusp_map_rule": cusp_rule,
         "training": train.to_dict(),
         **info,
     }

@@ -4,7 +4,11 @@ Positions inside a known spherical support (a catalog selected within a distance
 of a centre) are first mapped from the ball onto all of space with
 ``y = (x − c)/R → y · atanh(|y|)/|y|``, so that the sharp edge of the sample, which a
 smooth flow cannot represent, moves to infinity. Positions are then centred and
-scaled per axis, and optionally mapped radially with ``z → z · s·asinh(|z|/s)/|z|``
+scaled per axis; a sample whose stars crowd into a central cusp (n ∝ r^(k−3) with
+k < 3 near the centre) is mapped with ``z → z·(r²/(r² + c²))^((p−1)/2)``, p = k/3,
+which stretches the centre so that the cusp — which a smooth flow cannot
+represent and smears over its surroundings — becomes a flat core whose exact
+r^(k−3) behaviour is carried by the Jacobian; then positions are optionally mapped radially with ``z → z · s·asinh(|z|/s)/|z|``
 so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become light; velocities are centred
 and scaled per axis — optionally after rotating them into the local cylindrical
 frame (v_R, v_φ, v_z) about the z axis at each position, so that a disk's rotation,
@@ -17,11 +21,21 @@ the full density in physical units.
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-__all__ = ["Preprocessing", "robust_loc_scale", "radial_map", "radial_unmap", "ball_map", "ball_unmap"]
+__all__ = [
+    "Preprocessing",
+    "robust_loc_scale",
+    "radial_map",
+    "radial_unmap",
+    "ball_map",
+    "ball_unmap",
+    "cusp_map",
+    "cusp_unmap",
+]
 
 _SMALL = 1e-4  # |z|² below which the series expansions are used
 
@@ -86,6 +100,43 @@ def radial_map(z: Array, scale: float = 1.0) -> tuple[Array, Array]:
     # d = 3: det J = g'(r) (g(r)/r)², g(r) = s·asinh(r/s), g'(r) = 1/sqrt(1 + (r/s)²)
     log_det = -0.5 * jnp.log1p(rho2) + 2.0 * jnp.log(ratio)
     return z * ratio[..., None], log_det
+
+
+def cusp_map(z: Array, power: Array, core: Array) -> tuple[Array, Array]:
+    """The cusp map y = z·(r²/(r² + c²))^((p−1)/2), r = |z|, and its log-Jacobian determinant.
+
+    y ≈ z for r ≫ c; |y| ∝ r^p for r ≪ c: a density n ∝ r^(3p−3) at the centre
+    becomes flat in y. Monotone for 0 < p ≤ 1 (d log|y|/d log r = (r² + p c²)/(r² + c²)).
+
+    Args:
+        z: points, shape (..., 3), dimensionless.
+        power: p in (0, 1].
+        core: c > 0, the radius inside which the map is a power law.
+
+    Returns:
+        (y, log|det ∂y/∂z|) with shapes (..., 3) and (...).
+    """
+    r2 = jnp.maximum(jnp.sum(z * z, axis=-1), 1e-30)
+    c2 = core**2
+    log_ratio = 0.5 * (power - 1.0) * (jnp.log(r2) - jnp.log(r2 + c2))  # log |y|/r
+    slope = (r2 + power * c2) / (r2 + c2)  # d log|y| / d log r
+    # d = 3: det J = g'(r) (g/r)² = (g/r)³ · slope
+    return z * jnp.exp(log_ratio)[..., None], 3.0 * log_ratio + jnp.log(slope)
+
+
+def cusp_unmap(y: Array, power: Array, core: Array, iterations: int = 40) -> Array:
+    """Inverse of :func:`cusp_map` (Newton steps on log r; log|y| is convex and increasing in log r)."""
+    g2 = jnp.maximum(jnp.sum(y * y, axis=-1), 1e-30)
+    log_g = 0.5 * jnp.log(g2)
+    c2 = core**2
+
+    def step(t, _):
+        r2 = jnp.exp(2.0 * t)
+        f = t + 0.5 * (power - 1.0) * (2.0 * t - jnp.log(r2 + c2)) - log_g
+        return t - f * (r2 + c2) / (r2 + power * c2), None
+
+    t, _ = jax.lax.scan(step, log_g, None, length=iterations)  # from the right: |y| ≥ r
+    return y * jnp.exp(t - log_g)[..., None]
 
 
 def _atanh_over(r2: Array) -> Array:
@@ -160,6 +211,9 @@ class Preprocessing(eqx.Module):
             dimensionless mapped coordinates, not kpc.
         cylindrical: 1 to standardise velocities in the local cylindrical frame
             (v_R, v_φ, v_z) about the z axis, 0 for Cartesian, shape ().
+        cusp_power: p of :func:`cusp_map` on the standardised positions, shape ();
+            0 for none.
+        cusp_core: its c (standardised units), shape ().
     """
 
     x_loc: Array
@@ -170,6 +224,8 @@ class Preprocessing(eqx.Module):
     support_center: Array
     support_radius: Array
     cylindrical: Array
+    cusp_power: Array
+    cusp_core: Array
 
     def support_to_space(self, x: Array) -> tuple[Array, Array]:
         """Positions [kpc] → the support's mapped coordinates and their log-Jacobian (identity without support)."""
@@ -191,6 +247,10 @@ class Preprocessing(eqx.Module):
         x, log_det_support = self.support_to_space(x)
         z = (x - self.x_loc) / self.x_scale
         log_det = -jnp.sum(jnp.log(self.x_scale)) + log_det_support
+        cusp = self.cusp_power > 0
+        zc, ldc = cusp_map(z, jnp.where(cusp, self.cusp_power, 1.0), jnp.where(cusp, self.cusp_core, 1.0))
+        z = jnp.where(cusp, zc, z)
+        log_det = log_det + jnp.where(cusp, ldc, 0.0)
         on = self.radial_scale > 0
         u, ld = radial_map(z, jnp.where(on, self.radial_scale, 1.0))
         return jnp.where(on, u, z), jnp.where(on, ld, 0.0) + log_det
@@ -199,6 +259,9 @@ class Preprocessing(eqx.Module):
         """Inverse of :meth:`position_to_latent`; returns positions [kpc]."""
         on = self.radial_scale > 0
         z = jnp.where(on, radial_unmap(u, jnp.where(on, self.radial_scale, 1.0)), u)
+        cusp = self.cusp_power > 0
+        z = jnp.where(cusp, cusp_unmap(z, jnp.where(cusp, self.cusp_power, 1.0),
+                                       jnp.where(cusp, self.cusp_core, 1.0)), z)
         return self.space_to_support(z * self.x_scale + self.x_loc)
 
     def _rotation(self, x: Array) -> tuple[Array, Array]:
