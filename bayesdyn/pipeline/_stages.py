@@ -327,8 +327,8 @@ class Run:
                 "members, Rubin's rules, Student-t tails); they carry the members' disagreement and the "
                 "least-squares noise, not an error shared by all members (flow bias). Calibration on mocks "
                 "(docs/calibration, R = 30): nominal or conservative coverage on the solar-neighbourhood disk "
-                "mock; undercoverage on a spherical NFW-tracer mock (95 % intervals cover 77 %, a −5 % flow bias "
-                "in its cusp) — treat intervals for cuspy spherical systems as provisional."
+                "mock and on a spherical NFW-tracer mock; the Gaia Challenge cusp mock is missed at 0.5 and 1 kpc "
+                "— an error shared by all members is not in these intervals."
             )
         else:
             lines.append(
