@@ -37,12 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "calibration"
@@ -78,23 +80,6 @@ FULL = {
     "gaia-challenge": dict(mock="gaia-challenge", method="flow", likelihood=["members"], realisations=1,
                            n_stars=10000, psd=dict(max_epochs=30)),
 }
-
-
-def machine() -> str:
-    """One line: CPU model, cores, load average, JAX backend and versions."""
-    import jax
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, load {load}; JAX {jax.__version__} on {jax.default_backend()}; "
-        f"Python {platform.python_version()}"
-    )
 
 
 def run_one(mock, out: Path, *, method, likelihood, realisations, n_stars, seed=0, n_nodes=64, n_velocities=256,

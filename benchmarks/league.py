@@ -42,7 +42,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -50,6 +49,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_PAGE = ROOT / "docs" / "league.md"
@@ -100,21 +102,6 @@ SPHERICAL_FD_EPS = 0.1
 
 
 # ----------------------------------------------------------------------------- bookkeeping
-def machine() -> str:
-    """One line: CPU model, cores, load average, JAX backend and versions."""
-    import jax
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{cpu}, {os.cpu_count()} cores, load {load}; JAX {jax.__version__} on {jax.default_backend()}; "
-            f"Python {platform.python_version()}")
-
-
 class Clock:
     """Wall and CPU seconds per named stage."""
 

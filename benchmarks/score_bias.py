@@ -20,11 +20,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
 
 BINS = [(0.0, 1.5), (1.5, 3.0), (3.0, 6.0), (6.0, 12.0), (12.0, 40.0)]  # kpc
 
@@ -49,8 +51,7 @@ def main(argv=None) -> int:
     from bayesdyn.validate._coverage import _seeds
     from bayesdyn.validate._mocks import get_mock
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load {', '.join(f'{x:.1f}' for x in os.getloadavg())}; JAX {jax.__version__} on {jax.default_backend()}")
+    print(f"machine: {machine()}")
     options = {"ensemble": 4, "bootstrap": True, "max_epochs": a.max_epochs}
     for o in a.psd_option:
         k, _, v = o.partition("=")

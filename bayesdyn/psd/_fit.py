@@ -83,6 +83,16 @@ CUSP_QUANTILE = 10.0
 CUSP_MAX_K = 2.2
 
 
+def _inner_count_index(z: np.ndarray) -> tuple[float, float]:
+    """(k, r_q): maximum-likelihood index of N(<r) ∝ r^k over the innermost CUSP_QUANTILE % of the radii |z|
+    (k = 3, a uniform core, when there are too few), and r_q, their outer radius (units of z)."""
+    r = np.linalg.norm(z, axis=1)
+    rq = float(np.percentile(r, CUSP_QUANTILE))
+    inner = r[(r < rq) & (r > 0)]
+    k = inner.size / float(np.sum(np.log(rq / inner))) if inner.size > 10 else 3.0
+    return k, rq
+
+
 def _cusp(cusp_map: Any, z: np.ndarray, bounded: bool, cusp: bool) -> tuple[float, float, str]:
     """(p, c, rule) of the cusp map: "auto" uses p = k/3 over the innermost CUSP_QUANTILE %, c = 2 r_q."""
     if cusp_map is None or cusp_map is False:
@@ -99,10 +109,7 @@ def _cusp(cusp_map: Any, z: np.ndarray, bounded: bool, cusp: bool) -> tuple[floa
         raise ValueError(f"cusp_map={cusp_map!r}: pass 'auto', None, or (power, core)")
     if bounded or not cusp:
         return 0.0, 0.0, "auto: off (no central cusp detected, or a sample cut to a sphere)"
-    r = np.linalg.norm(z, axis=1)
-    rq = float(np.percentile(r, CUSP_QUANTILE))
-    inner = r[(r < rq) & (r > 0)]
-    k = inner.size / float(np.sum(np.log(rq / inner)))
+    k, rq = _inner_count_index(z)
     power = float(np.clip(k / 3.0, 1.0 / 3.0, 1.0))
     return power, 2.0 * rq, f"auto: inner N(<r) ∝ r^{k:.2f} → p = {power:.3f}, c = {2 * rq:.3g} (standardised units)"
 
@@ -115,10 +122,7 @@ def _radial_condition(radial_condition: Any, z: np.ndarray, bounded: bool) -> tu
         raise ValueError(f"radial_condition={radial_condition!r}: pass 'auto', True or False")
     if bounded:
         return False, "auto: off for a sample cut to a sphere (a patch of a larger system)"
-    r = np.linalg.norm(z, axis=1)
-    rq = float(np.percentile(r, CUSP_QUANTILE))
-    inner = r[(r < rq) & (r > 0)]
-    k = inner.size / float(np.sum(np.log(rq / inner))) if inner.size > 10 else 3.0
+    k, _ = _inner_count_index(z)
     cusp = bool(k < CUSP_MAX_K)
     return cusp, (
         f"auto: inner star counts N(<r) ∝ r^{k:.2f} (innermost {CUSP_QUANTILE:g} %) → "
