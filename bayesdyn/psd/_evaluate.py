@@ -242,5 +242,9 @@ def sample_velocities(
 
     v = eqx.filter_vmap(one)(members, jr.split(key_s, k)).reshape(k, m, n_per, 3)
     v = jnp.moveaxis(v, 0, 1).reshape(m, k * n_per, 3)
-    v = jr.permutation(key_p, v, axis=1, independent=True)
+    # shuffle whole draws (rows), with a permutation of its own at each position; permuting
+    # with independent=True would shuffle each velocity component on its own and break the
+    # joint distribution into the product of its marginals
+    order = jax.vmap(lambda key: jr.permutation(key, k * n_per))(jr.split(key_p, m))
+    v = jnp.take_along_axis(v, order[:, :, None], axis=1)
     return v[:, :n]
