@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -429,6 +431,61 @@ def test_cylindrical_velocity_frame_rotates_with_azimuth():
         assert abs(w.mean() - 1) < 5 * w.std() / np.sqrt(m) + 0.01
 
 
+def test_spherical_velocity_frame_basis_is_a_rotation_with_r_hat_first():
+    """Frame 2 rotates v into (v_r, v_θ, v_φ): e₁ = x/|x|, a right-handed orthonormal basis, unit Jacobian,
+    exact inverse, finite gradients on the z axis and at the origin; frames 0 and 1 are unchanged."""
+    from bayesdyn.psd._transforms import Preprocessing
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(size=(50, 3)), [[0.0, 0.0, 2.0], [0.0, 0.0, -1.0], [0.0, 0.0, 0.0]]])
+    v = rng.normal(size=(53, 3)) * 50.0
+    with jax.enable_x64(True):
+        z3, o3, s0 = jnp.zeros(3), jnp.ones(3), jnp.zeros(())
+        x, v = jnp.asarray(x), jnp.asarray(v)
+        for frame in (0.0, 1.0, 2.0):
+            p = Preprocessing(z3, o3, z3, o3, s0, z3, s0, jnp.asarray(frame), s0, s0)
+            e = np.stack([np.asarray(b) for b in p._basis(x)], axis=-2)  # (N, 3 rows, 3)
+            assert_allclose(e @ np.swapaxes(e, -1, -2), np.broadcast_to(np.eye(3), e.shape), atol=1e-12)
+            assert_allclose(np.linalg.det(e), 1.0, atol=1e-12)  # right-handed
+            w, ld = p.velocity_to_latent(v, x)
+            assert_allclose(np.asarray(p.latent_to_velocity(w, x)), np.asarray(v), atol=1e-10)
+            assert_allclose(np.asarray(ld), 0.0)
+            grads = jax.vmap(jax.jacfwd(lambda xx, vv: p.velocity_to_latent(vv, xx)[0]))(x, v)
+            assert np.isfinite(np.asarray(grads)).all()
+        r = np.linalg.norm(np.asarray(x[:52]), axis=1)
+        assert_allclose(e[:52, 0], np.asarray(x[:52]) / r[:, None], atol=1e-12)
+        # v_r, and the squared tangential speed, do not depend on the basis' choice on the axis
+        assert_allclose(np.asarray(w[:52, 0]), np.sum(np.asarray(v[:52]) * np.asarray(x[:52]), 1) / r, atol=1e-10)
+
+
+def test_spherical_velocity_frame_auto_for_an_anisotropic_sphere():
+    """Stars around the origin with radially elongated velocities: 'auto' picks (v_r, v_θ, v_φ), and draws
+    from a barely trained flow have their largest spread along r̂ wherever they are drawn (off the axes this
+    needs whole draws: sample_velocities once shuffled each component on its own, which put the axis
+    elsewhere); a saved density keeps the frame (format 5)."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = rng.normal(size=(n, 3)) * [1.0, 1.0, 0.8]
+    rhat = x / np.linalg.norm(x, axis=1, keepdims=True)
+    t = rng.normal(size=(n, 3)) * 10.0
+    v = rhat * rng.normal(size=(n, 1)) * 40.0 + (t - np.sum(t * rhat, 1, keepdims=True) * rhat)
+    psd = fit_psd(bd.Catalog(x, v), ensemble=1, seed=0, max_epochs=2, **TINY)
+    assert psd.info["velocity_frame"] == "spherical", psd.info["velocity_frame_rule"]
+    for x0 in ([1.0, 0.0, 0.0], [0.0, -0.8, 0.6], [0.0, 0.0, 1.0], [-0.5, 0.5, -0.7]):
+        x0 = np.asarray(x0)
+        draws = np.asarray(psd.sample_velocities(x0[None], 4000, seed=2))[0]
+        evals, evecs = np.linalg.eigh(np.cov(draws.T))
+        cosang = abs(evecs[:, -1] @ x0) / np.linalg.norm(x0)
+        assert cosang > np.cos(np.radians(10.0)), (x0, evecs[:, -1])
+        assert evals[-1] > 4 * evals[-2]
+    s_x, s_v = psd.score(x[:200], v[:200])
+    assert np.isfinite(np.asarray(s_x)).all() and np.isfinite(np.asarray(s_v)).all()
+    psd.save(_tmp := Path(tempfile.mkdtemp()) / "sph")
+    assert json.loads((_tmp / "psd.json").read_text())["format_version"] == 5
+    again = load_psd(_tmp)
+    assert_array_equal(np.asarray(again.log_prob(x[:50], v[:50])), np.asarray(psd.log_prob(x[:50], v[:50])))
+
+
 def test_radial_condition_auto_on_for_a_cusp_and_fast_path_exact():
     """Star counts with an r⁻¹ cusp switch on the log|u| condition of p(v|x) (a cored Plummer sphere does not);
     with it, the fast MAF path still equals flowjax's log_prob plus the Jacobians, and p(v|x) integrates to 1."""
@@ -450,7 +507,7 @@ def test_radial_condition_auto_on_for_a_cusp_and_fast_path_exact():
 
     def one(xi, vi):
         u = prep.position_to_latent(xi)[0]
-        w, ldv = prep.velocity_to_latent(vi)
+        w, ldv = prep.velocity_to_latent(vi, xi)  # the (spherical, "auto") frame rotation: unit Jacobian
         log_jac_x = jnp.linalg.slogdet(jax.jacobian(lambda a: prep.position_to_latent(a)[0])(xi))[1]
         return (reference_log_prob(member.flow_x, u) + log_jac_x
                 + reference_log_prob(member.flow_v, w, condition(psd.config, u)) + ldv)

@@ -22,9 +22,11 @@ from ._transforms import Preprocessing
 __all__ = ["PhaseSpaceDensity", "load_psd", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bayesdyn.psd"
-FORMAT_VERSION = 4  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map
+FORMAT_VERSION = 5  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map; 5: spherical velocity frame
 #: older versions that load_psd still reads (the transforms they lack are off)
-READS_VERSIONS = (3, 4)
+READS_VERSIONS = (3, 4, 5)
+#: how summary() writes the velocity frame (Preprocessing.cylindrical: 0, 1, 2)
+_FRAME_LABEL = {1: "(v_R, v_φ, v_z) → ", 2: "(v_r, v_θ, v_φ) → "}
 
 
 def _n_members(members: Member) -> int:
@@ -324,7 +326,7 @@ class PhaseSpaceDensity:
             + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()}, "
             f"s = {np.round(np.asarray(p.x_scale), 4).tolist()}"
             + (" (mapped units)" if float(p.support_radius) > 0 else " kpc"),
-            f"              v → {'(v_R, v_φ, v_z) → ' if float(p.cylindrical) > 0 else ''}(v − m)/σ; "
+            f"              v → {_FRAME_LABEL.get(round(float(p.cylindrical)), '')}(v − m)/σ; "
             f"m = {np.round(np.asarray(p.v_loc), 3).tolist()} km/s, "
             f"σ = {np.round(np.asarray(p.v_scale), 3).tolist()} km/s",
         ]

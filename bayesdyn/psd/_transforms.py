@@ -12,7 +12,9 @@ r^(k−3) behaviour is carried by the Jacobian; then positions are optionally ma
 so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become light; velocities are centred
 and scaled per axis — optionally after rotating them into the local cylindrical
 frame (v_R, v_φ, v_z) about the z axis at each position, so that a disk's rotation,
-whose direction turns with azimuth, is exact rather than learnt (a rotation: unit
+whose direction turns with azimuth, is exact rather than learnt, or into the local
+spherical frame (v_r, v_θ, v_φ) about the origin, so that the radially elongated
+velocity ellipsoid of an anisotropic sphere is aligned with the axes (a rotation: unit
 Jacobian; its dependence on x enters ∂log f/∂x through autodiff). The transforms are bijections
 whose log-Jacobians enter log f, so log f and its scores are exact derivatives of
 the full density in physical units.
@@ -209,8 +211,9 @@ class Preprocessing(eqx.Module):
         support_radius: its radius R, shape () [kpc]; 0 for none (unbounded
             positions). With a support, ``x_loc`` and ``x_scale`` are in the
             dimensionless mapped coordinates, not kpc.
-        cylindrical: 1 to standardise velocities in the local cylindrical frame
-            (v_R, v_φ, v_z) about the z axis, 0 for Cartesian, shape ().
+        cylindrical: the velocity frame, shape (): 0 Cartesian; 1 the local
+            cylindrical frame (v_R, v_φ, v_z) about the z axis; 2 the local
+            spherical frame (v_r, v_θ, v_φ) about the origin (format 5).
         cusp_power: p of :func:`cusp_map` on the standardised positions, shape ();
             0 for none.
         cusp_core: its c (standardised units), shape ().
@@ -264,21 +267,41 @@ class Preprocessing(eqx.Module):
                                        jnp.where(cusp, self.cusp_core, 1.0)), z)
         return self.space_to_support(z * self.x_scale + self.x_loc)
 
-    def _rotation(self, x: Array) -> tuple[Array, Array]:
-        """(cos φ, sin φ) of each position's azimuth about the z axis (1, 0 where the frame is Cartesian)."""
-        on = self.cylindrical > 0
-        r2 = x[..., 0] ** 2 + x[..., 1] ** 2
-        safe = on & (r2 > 0)
-        rr = jnp.sqrt(jnp.where(safe, r2, 1.0))
-        c = jnp.where(safe, x[..., 0] / rr, 1.0)
-        s = jnp.where(safe, x[..., 1] / rr, 0.0)
-        return c, s
+    def _basis(self, x: Array) -> tuple[Array, Array, Array]:
+        """The orthonormal frame (e₁, e₂, e₃), each (..., 3), in which velocities are standardised at x [kpc].
+
+        ``frame`` 0: the Cartesian axes; 1: cylindrical about the z axis,
+        (R̂, φ̂, ẑ); 2: spherical about the origin, (r̂, θ̂, φ̂). On the z axis the
+        azimuthal directions fall back to x̂ and ŷ (and at the origin to the
+        Cartesian axes); a double ``where`` keeps gradients finite there.
+        """
+        frame = self.cylindrical
+        x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
+        big_r2 = x0**2 + x1**2
+        off_axis = (frame > 0) & (big_r2 > 0)
+        big_r = jnp.sqrt(jnp.where(off_axis, big_r2, 1.0))
+        c = jnp.where(off_axis, x0 / big_r, 1.0)  # cos φ
+        s = jnp.where(off_axis, x1 / big_r, 0.0)  # sin φ
+        zero, one = jnp.zeros_like(c), jnp.ones_like(c)
+        e_big_r = jnp.stack([c, s, zero], -1)
+        e_phi = jnp.stack([-s, c, zero], -1)
+        e_z = jnp.stack([zero, zero, one], -1)
+        r2 = big_r2 + x2**2
+        sph = (frame > 1.5) & (r2 > 0)
+        r = jnp.sqrt(jnp.where(sph, r2, 1.0))
+        cos_t = jnp.where(sph, x2 / r, 1.0)  # cos θ
+        sin_t = jnp.where(sph, jnp.where(off_axis, big_r, 0.0) / r, 0.0)
+        e_r = sin_t[..., None] * e_big_r + cos_t[..., None] * e_z
+        e_theta = cos_t[..., None] * e_big_r - sin_t[..., None] * e_z
+        sph = sph[..., None]
+        # frames 0 and 1: off_axis is False for 0, so (R̂, φ̂, ẑ) is then (x̂, ŷ, ẑ)
+        return jnp.where(sph, e_r, e_big_r), jnp.where(sph, e_theta, e_phi), jnp.where(sph, e_phi, e_z)
 
     def velocity_to_latent(self, v: Array, x: Array | None = None) -> tuple[Array, Array]:
         """Velocities [km/s] at positions x [kpc] → (w, log|det ∂w/∂v| [log (km/s)⁻³])."""
         if x is not None:
-            c, s = self._rotation(x)
-            v = jnp.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1], v[..., 2]], axis=-1)
+            e1, e2, e3 = self._basis(x)
+            v = jnp.stack([jnp.sum(e1 * v, -1), jnp.sum(e2 * v, -1), jnp.sum(e3 * v, -1)], axis=-1)
         w = (v - self.v_loc) / self.v_scale
         return w, jnp.broadcast_to(-jnp.sum(jnp.log(self.v_scale)), w.shape[:-1])
 
@@ -286,6 +309,6 @@ class Preprocessing(eqx.Module):
         """Inverse of :meth:`velocity_to_latent`; returns velocities [km/s]."""
         v = w * self.v_scale + self.v_loc
         if x is not None:
-            c, s = self._rotation(x)
-            v = jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1], v[..., 2]], axis=-1)
+            e1, e2, e3 = self._basis(x)
+            v = v[..., :1] * e1 + v[..., 1:2] * e2 + v[..., 2:] * e3
         return v
