@@ -109,3 +109,35 @@ def test_nonfinite_velocity_draws_are_left_out_and_counted():
     bad[1, :10] = True  # 16 % of a node's draws
     with pytest.raises(FloatingPointError, match="more than 10 %"):
         estimate_accelerations(_HarmonicSource(bad), x, n_velocities=64, seed=1)
+
+
+class _OutlierSource(_HarmonicSource):
+    """The harmonic source with one absurd draw per given node (8e5 km/s, wrong scores ~1e17, as seen from a flow)."""
+
+    def __init__(self, nodes):
+        super().__init__(np.zeros((0,), bool))
+        self.nodes = nodes
+
+    def sample_velocities(self, x, n, seed):
+        v = super().sample_velocities(x, n, seed)
+        v[self.nodes, 0] = [8e5, -3e5, 1e5]
+        return v
+
+    def score_members(self, x, v):
+        x, v = np.asarray(x), np.asarray(v)
+        s_x, s_v = -self.omega2 * x / self.sigma2, -v / self.sigma2
+        far = np.abs(v).max(-1) > 1e5
+        s_x = np.where(far[:, None], 1e17, s_x)
+        return np.stack([s_x, s_x]), np.stack([s_v, s_v])
+
+
+def test_outlying_velocity_draws_are_left_out_and_counted():
+    """A draw 10⁴ robust sd from its node's others (scores 1e17) is left out: exact accelerations, counted."""
+    import pytest
+
+    from bayesdyn.dynamics import estimate_accelerations
+
+    x = np.array([[1.0, 0.5, -0.2], [-2.0, 0.3, 1.0], [0.4, -1.0, 0.0]])
+    with pytest.warns(RuntimeWarning, match="2 of 192 velocity draws .* beyond 10 robust sd"):
+        est = estimate_accelerations(_OutlierSource([0, 2]), x, n_velocities=64, seed=1)
+    assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-5, atol=1e-3)  # (km/s)²/kpc

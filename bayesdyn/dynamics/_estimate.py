@@ -39,6 +39,20 @@ def default_nodes(positions: np.ndarray, n_nodes: int, seed: int, center: np.nda
     return positions[np.sort(idx)]
 
 
+#: velocity draws farther than this many robust standard deviations (per axis, at a node)
+#: from the node's median draw are left out of the least-squares solves (a Gaussian
+#: gives such a draw once in ~1e23)
+OUTLIER_MAD = 10.0
+
+
+def _inliers(v: np.ndarray) -> np.ndarray:
+    """(P, M) mask of the velocity draws (P, M, 3) within OUTLIER_MAD robust sd of their node's median, per axis."""
+    med = np.median(v, axis=1, keepdims=True)
+    mad = 1.4826 * np.median(np.abs(v - med), axis=1, keepdims=True)
+    scale = np.where(mad > 0, mad, np.inf)  # a constant axis flags nothing
+    return np.all(np.abs(v - med) <= OUTLIER_MAD * scale, axis=-1)
+
+
 def estimate_accelerations(
     source: ScoreSource,
     x: Any = None,
@@ -97,20 +111,26 @@ def estimate_accelerations(
     s_x = jnp.asarray(s_x).reshape((-1, p, m, 3))
     s_v = jnp.asarray(s_v).reshape((-1, p, m, 3))
     k = s_x.shape[0]
-    # a draw in the far tail of p(v|x) can give a non-finite score (overflow in float32): it
-    # would turn its node's solve into NaN. Such draws are left out of every member's solve
-    # and counted; a node that loses more than 10 % of its draws is an error.
+    # a draw in the far tail of p(v|x) can give a non-finite score (overflow in float32), or a
+    # finite but absurd one (seen: a flow's draw at 8e5 km/s, scores 1e17, a 3×3 solve that
+    # overflows): either would turn its node's solve into NaN or let one draw dominate it. Such
+    # draws — non-finite scores, or farther than OUTLIER_MAD robust standard deviations
+    # (1.4826 × MAD per axis at the node) from the node's median draw — are left out of every
+    # member's solve and counted; a node that loses more than 10 % of its draws is an error.
     ok = jnp.all(jnp.isfinite(s_x) & jnp.isfinite(s_v), axis=(0, -1))  # (P, M), for all members
+    ok = ok & jnp.asarray(_inliers(v))
     n_bad = np.asarray(m - jnp.sum(ok, axis=-1))
     if np.any(n_bad > 0.1 * m):
         worst = np.flatnonzero(n_bad > 0.1 * m)
         raise FloatingPointError(
-            f"{len(worst)} node(s) (first {x[worst[0]].tolist()} kpc) have non-finite scores at more than 10 % of "
+            f"{len(worst)} node(s) (first {x[worst[0]].tolist()} kpc) have non-finite scores or outlying draws at "
+            f"more than 10 % of "
             f"their {m} velocity draws; the density is not usable there — move the nodes inside the catalog's bulk"
         )
     if n_bad.any():
         warnings.warn(
-            f"{int(n_bad.sum())} of {p * m} velocity draws gave non-finite scores (far tails of p(v|x)) and were "
+            f"{int(n_bad.sum())} of {p * m} velocity draws gave non-finite scores or lay beyond {OUTLIER_MAD:g} robust "
+            f"sd of their node's draws (far tails of p(v|x)) and were "
             f"left out of the least-squares solves ({int((n_bad > 0).sum())} node(s) affected)",
             RuntimeWarning, stacklevel=2,
         )
