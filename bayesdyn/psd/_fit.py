@@ -290,8 +290,10 @@ def fit_psd(
             (|median x| < 0.25 × the median radius and |mean x/|x|| < 0.25: a
             spherical system in its own frame); Cartesian otherwise. On a
             Gaia-Challenge-like Osipkov–Merritt dwarf (10⁴ stars, r_a = r* =
-            0.1 kpc) the spherical frame took the flows' a_r between 0.5 and
-            1 kpc from 0.29 to 0.93 of the truth.
+            0.1 kpc; ``benchmarks/score_bias.py --mock om-dwarf``) the
+            spherical frame took the flows' a_r between 0.5 and 1 kpc from
+            0.21 to 0.78 of the truth, and between 0.25 and 0.5 kpc from 0.60
+            to 1.00.
         radial_condition: also condition p(v|x) on ½ log(|u|² + ε²) of the
             standardised position u (``FlowConfig.radial_condition``), so that the
             velocity distribution can change quickly with radius near a centre.
