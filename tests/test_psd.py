@@ -471,6 +471,8 @@ def test_spherical_velocity_frame_auto_for_an_anisotropic_sphere():
     v = rhat * rng.normal(size=(n, 1)) * 40.0 + (t - np.sum(t * rhat, 1, keepdims=True) * rhat)
     psd = fit_psd(bd.Catalog(x, v), ensemble=1, seed=0, max_epochs=2, **TINY)
     assert psd.info["velocity_frame"] == "spherical", psd.info["velocity_frame_rule"]
+    off = fit_psd(bd.Catalog(x + [4.0, 0.0, 0.0], v), ensemble=1, seed=0, max_epochs=1, **TINY)
+    assert off.info["velocity_frame"] == "cartesian", off.info["velocity_frame_rule"]  # the origin is outside
     for x0 in ([1.0, 0.0, 0.0], [0.0, -0.8, 0.6], [0.0, 0.0, 1.0], [-0.5, 0.5, -0.7]):
         x0 = np.asarray(x0)
         draws = np.asarray(psd.sample_velocities(x0[None], 4000, seed=2))[0]
