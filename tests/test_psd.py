@@ -459,7 +459,8 @@ def test_spherical_velocity_frame_basis_is_a_rotation_with_r_hat_first():
 
 
 def test_spherical_velocity_frame_auto_for_an_anisotropic_sphere():
-    """Stars around the origin with radially elongated velocities: 'auto' picks (v_r, v_θ, v_φ), and draws
+    """Stars around the origin with radially elongated velocities: 'auto' picks (v_r, v_θ, v_φ) (not for the
+    same stars off-centre, nor with isotropic velocities), and draws
     from a barely trained flow have their largest spread along r̂ wherever they are drawn (off the axes this
     needs whole draws: sample_velocities once shuffled each component on its own, which put the axis
     elsewhere); a saved density keeps the frame (format 5)."""
@@ -473,6 +474,8 @@ def test_spherical_velocity_frame_auto_for_an_anisotropic_sphere():
     assert psd.info["velocity_frame"] == "spherical", psd.info["velocity_frame_rule"]
     off = fit_psd(bd.Catalog(x + [4.0, 0.0, 0.0], v), ensemble=1, seed=0, max_epochs=1, **TINY)
     assert off.info["velocity_frame"] == "cartesian", off.info["velocity_frame_rule"]  # the origin is outside
+    iso = fit_psd(bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0), ensemble=1, seed=0, max_epochs=1, **TINY)
+    assert iso.info["velocity_frame"] == "cartesian", iso.info["velocity_frame_rule"]  # isotropic: |β| < 0.2
     for x0 in ([1.0, 0.0, 0.0], [0.0, -0.8, 0.6], [0.0, 0.0, 1.0], [-0.5, 0.5, -0.7]):
         x0 = np.asarray(x0)
         draws = np.asarray(psd.sample_velocities(x0[None], 4000, seed=2))[0]
@@ -509,7 +512,7 @@ def test_radial_condition_auto_on_for_a_cusp_and_fast_path_exact():
 
     def one(xi, vi):
         u = prep.position_to_latent(xi)[0]
-        w, ldv = prep.velocity_to_latent(vi, xi)  # the (spherical, "auto") frame rotation: unit Jacobian
+        w, ldv = prep.velocity_to_latent(vi, xi)  # with the velocity frame chosen by "auto" (a rotation)
         log_jac_x = jnp.linalg.slogdet(jax.jacobian(lambda a: prep.position_to_latent(a)[0])(xi))[1]
         return (reference_log_prob(member.flow_x, u) + log_jac_x
                 + reference_log_prob(member.flow_v, w, condition(psd.config, u)) + ldv)
