@@ -86,25 +86,52 @@ class _DeferredInterrupt:
 
     There the signal is re-raised 50 ms later, again and again until the writer has
     returned, so a checkpoint on disk is always a complete one.
+
+    A KeyboardInterrupt raised while Python runs a finalizer (``__del__``, a weakref
+    callback — JAX frees arrays that way all the time) is printed as "Exception
+    ignored" and lost. So every raise also queues a re-send :attr:`RETRY_S` later,
+    which :meth:`acknowledge` (called once the interrupt has reached ``main``) cancels.
     """
+
+    #: seconds after a raise at which the signal is sent again unless acknowledged
+    RETRY_S = 0.5
 
     def __init__(self):
         self.pending = False
+        self.acknowledged = False
+        self._retry: threading.Timer | None = None
 
     def _resend(self) -> None:
         self.pending = False
-        os.kill(os.getpid(), signal.SIGINT)
+        if not self.acknowledged:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def _timer(self, seconds: float) -> threading.Timer:
+        t = threading.Timer(seconds, self._resend)
+        t.daemon = True
+        t.start()
+        return t
+
+    def acknowledge(self) -> None:
+        """The interrupt arrived: send nothing more, ignore further signals."""
+        self.acknowledged = True
+        if self._retry is not None:
+            self._retry.cancel()
 
     def __call__(self, signum, frame):
+        if self.acknowledged:  # already being handled: a second Ctrl-C must not break the clean exit
+            return
         f = frame
         while f is not None:
             module = f.f_globals.get("__name__", "")
             if f.f_code.co_name in _WRITERS and (module.startswith("bayesdyn") or module.startswith("numpy")):
                 if not self.pending:  # one re-raise queued at a time
                     self.pending = True
-                    threading.Timer(0.05, self._resend).start()
+                    self._timer(0.05)
                 return
             f = f.f_back
+        if self._retry is None or not self._retry.is_alive():
+            self._retry = self._timer(self.RETRY_S)  # in case a finalizer swallows this raise
         raise KeyboardInterrupt
 
 
@@ -253,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = None
+    handler = _DeferredInterrupt()
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, _DeferredInterrupt())
+        previous = signal.signal(signal.SIGINT, handler)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
@@ -264,9 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        handler.acknowledge()
         print(_interrupted_message(args, argv), file=sys.stderr)
         return 130
     finally:
+        handler.acknowledge()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 

@@ -115,6 +115,40 @@ def test_sigint_waits_while_a_checkpoint_is_written(monkeypatch):
     assert sent == [(os.getpid(), signal.SIGINT)]
     with pytest.raises(KeyboardInterrupt):
         handler(signal.SIGINT, sys._getframe())
+    handler.acknowledge()  # as main() does once the interrupt reaches it: no re-send after this test
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, on purpose
+def test_sigint_swallowed_by_a_finalizer_is_sent_again(monkeypatch):
+    """A KeyboardInterrupt raised inside __del__ is only printed ("Exception ignored"); the handler re-sends it."""
+    import gc
+
+    from bayesdyn import cli
+
+    sent = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(cli._DeferredInterrupt, "RETRY_S", 0.1)
+    handler = cli._DeferredInterrupt()
+
+    class Finalized:
+        def __del__(self):
+            handler(signal.SIGINT, sys._getframe())  # raises KeyboardInterrupt, which Python ignores here
+
+    Finalized()  # freed at once: its __del__ runs, the interrupt is swallowed
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [(os.getpid(), signal.SIGINT)], "the swallowed interrupt was not sent again"
+
+    # once acknowledged (main() caught the KeyboardInterrupt), nothing more is sent and signals are ignored
+    sent.clear()
+    with pytest.raises(KeyboardInterrupt):
+        handler(signal.SIGINT, sys._getframe())
+    handler.acknowledge()
+    time.sleep(0.3)
+    assert sent == []
+    assert handler(signal.SIGINT, sys._getframe()) is None
 
 
 def test_relative_catalog_paths_resolve_from_the_config_file(tmp_path, monkeypatch):
