@@ -22,11 +22,14 @@ Run:  python benchmarks/psd_accuracy.py            (both Plummer runs)
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
 
 G = 4.300917270e-6  # kpc (km/s)² / M☉
 
@@ -81,17 +84,6 @@ def disk(n: int, seed: int):
         return np.asarray(sx, np.float64), np.asarray(sv, np.float64)
 
     return x[idx], v[idx], score, f"bayesdyn.mocks.load_default ({len(x)} stars)"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return f"{platform.node()} | {cpu} | {os.cpu_count()} cores | load avg {load[0]:.2f} | {platform.platform()}"
 
 
 def run(args, n: int, k: int) -> dict:
