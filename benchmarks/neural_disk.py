@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  no-dust density loaded from {args.psd} ({tag}; {psd.n_members} members, fitted to {psd.n_stars} stars)")
         if psd.n_stars != cat.n:
             print(f"  note: that density was fitted to {psd.n_stars} stars, this catalog has {cat.n}")
-        out["clean_psd"] = {"folder": str(args.psd), "tag": tag, "info": psd.info}
+        out["clean_psd"] = {"folder": str(args.psd), "tag": tag,
+                            "info": {k: v for k, v in psd.info.items() if k != "history"}}  # not the per-epoch log
         clean_name = f"clean_{tag}"
     else:
         psd = get_psd(cat, "clean", cache, s, args.seed, log)
