@@ -145,25 +145,69 @@ def test_radial_map_jacobian_and_inverse():
         assert np.all(np.isfinite(grad0))  # smooth through the origin
 
 
-def test_ball_map_jacobian_and_inverse():
+@pytest.mark.parametrize("core", [0.0, 0.6])
+def test_ball_map_jacobian_and_inverse(core):
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
-        d = rng.normal(size=(40, 3))
+        d = rng.normal(size=(60, 3))
         d /= np.linalg.norm(d, axis=1, keepdims=True)
-        y = jnp.asarray(d * np.repeat([[1e-9], [0.003], [0.5], [0.999]], 10, axis=0))
+        radii = [[1e-9], [0.003], [0.5], [0.599], [0.601], [0.999]]
+        y = jnp.asarray(d * np.repeat(radii, 10, axis=0))
 
         @jax.jit
         def check(y):
-            u, log_det = ball_map(y)
-            jac = jax.vmap(jax.jacobian(lambda a: ball_map(a)[0]))(y)
-            grad0 = jax.grad(lambda a: ball_map(a)[1])(jnp.zeros(3))
-            return u, log_det, jnp.linalg.slogdet(jac)[1], ball_unmap(u), grad0
+            u, log_det = ball_map(y, core)
+            jac = jax.vmap(jax.jacobian(lambda a: ball_map(a, core)[0]))(y)
+            grad0 = jax.grad(lambda a: ball_map(a, core)[1])(jnp.zeros(3))
+            # the log-Jacobian's gradient (it enters the scores) is finite on both sides of the core's edge
+            grads = jax.vmap(jax.grad(lambda a: ball_map(a, core)[1]))(y)
+            return u, log_det, jnp.linalg.slogdet(jac)[1], ball_unmap(u, core), grad0, grads
 
-        u, log_det, ref, back, grad0 = check(y)
+        u, log_det, ref, back, grad0, grads = check(y)
         assert_allclose(log_det, ref, rtol=0, atol=1e-10)
         assert_allclose(back, y, rtol=1e-12, atol=1e-15)
-        assert np.all(np.isfinite(grad0))
-        assert float(jnp.linalg.norm(u[-1])) > 3.7  # atanh(0.999) = 3.80: the edge goes far out
+        assert np.all(np.isfinite(grad0)) and np.all(np.isfinite(grads))
+        r = np.linalg.norm(np.asarray(y), axis=1)
+        if core > 0:  # the identity inside the core, stretched outside
+            inside = r < core
+            assert_allclose(np.asarray(u)[inside], np.asarray(y)[inside], rtol=1e-14, atol=0)
+            assert_allclose(np.asarray(log_det)[inside], 0.0, atol=1e-14)
+            assert np.all(np.asarray(log_det)[r > core] > 0)
+            # φ(0.999) = 0.6 + 0.4·atanh(0.399/0.4) = 1.94: the edge still goes out
+            assert float(jnp.linalg.norm(u[-1])) > 1.9
+        else:
+            assert float(jnp.linalg.norm(u[-1])) > 3.7  # atanh(0.999) = 3.80: the edge goes far out
+
+
+def test_support_core_keeps_the_interior_and_loads(tmp_path):
+    """support_core: the flows see the interior of the support unmapped; the setting is saved (format 6),
+    refused outside [0, 1), and ignored without a support."""
+    rng = np.random.default_rng(12)
+    n = 3000
+    x = rng.normal(size=(n, 3)) * [1.0, 1.0, 0.3]
+    cat = bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0).within(1.5, center=[0.0, 0.0, 0.0])
+    psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=2, support_core=0.6, **TINY)
+    assert psd.info["support_core"] == pytest.approx(0.6)
+    assert "identity inside |y| < 0.6" in psd.summary()
+    prep = psd.preprocessing
+    inner = cat.x[np.linalg.norm(cat.x, axis=1) < 0.5][:20].astype(np.float32)
+    mapped, log_det = prep.support_to_space(jnp.asarray(inner))
+    radius = float(prep.support_radius)
+    assert_allclose(np.asarray(mapped), inner / radius, rtol=1e-6)
+    assert_allclose(np.asarray(log_det), -3 * np.log(radius), rtol=1e-6)
+    xs, _ = psd.sample(500, seed=2)
+    assert np.linalg.norm(np.asarray(xs), axis=1).max() < radius
+    psd.save(tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "psd.json").read_text())["format_version"] == 6
+    again = load_psd(tmp_path / "p")
+    assert float(again.preprocessing.support_core) == pytest.approx(0.6)
+    assert_array_equal(np.asarray(again.log_prob(cat.x[:20], cat.v[:20])), np.asarray(psd.log_prob(cat.x[:20], cat.v[:20])))
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(ValueError, match="support_core"):
+            fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support_core=bad, **TINY)
+    free = fit_psd(bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0), ensemble=1, seed=0, max_epochs=1, support_core=0.6,
+                   **TINY)
+    assert free.info["support_core"] == 0.0  # no support sphere: nothing to keep
 
 
 def test_support_sphere_auto_normalised_and_checked(tmp_path):
@@ -443,7 +487,7 @@ def test_spherical_velocity_frame_basis_is_a_rotation_with_r_hat_first():
         z3, o3, s0 = jnp.zeros(3), jnp.ones(3), jnp.zeros(())
         x, v = jnp.asarray(x), jnp.asarray(v)
         for frame in (0.0, 1.0, 2.0):
-            p = Preprocessing(z3, o3, z3, o3, s0, z3, s0, jnp.asarray(frame), s0, s0)
+            p = Preprocessing(z3, o3, z3, o3, s0, z3, s0, jnp.asarray(frame), s0, s0, s0)
             e = np.stack([np.asarray(b) for b in p._basis(x)], axis=-2)  # (N, 3 rows, 3)
             assert_allclose(e @ np.swapaxes(e, -1, -2), np.broadcast_to(np.eye(3), e.shape), atol=1e-12)
             assert_allclose(np.linalg.det(e), 1.0, atol=1e-12)  # right-handed
@@ -486,7 +530,7 @@ def test_spherical_velocity_frame_auto_for_an_anisotropic_sphere():
     s_x, s_v = psd.score(x[:200], v[:200])
     assert np.isfinite(np.asarray(s_x)).all() and np.isfinite(np.asarray(s_v)).all()
     psd.save(_tmp := Path(tempfile.mkdtemp()) / "sph")
-    assert json.loads((_tmp / "psd.json").read_text())["format_version"] == 5
+    assert json.loads((_tmp / "psd.json").read_text())["format_version"] == 6
     again = load_psd(_tmp)
     assert_array_equal(np.asarray(again.log_prob(x[:50], v[:50])), np.asarray(psd.log_prob(x[:50], v[:50])))
 
@@ -563,11 +607,27 @@ def test_cusp_map_jacobian_inverse_and_auto_rule(tmp_path):
     assert cored.info["cusp_map"] == [0.0, 0.0], cored.info["cusp_map_rule"]
 
 
+def test_format_5_files_load_with_the_whole_ball_map(psd, data, tmp_path, monkeypatch):
+    """A density saved by format 5 (no support-core leaf) loads with support_core = 0 and the same log f."""
+    from bayesdyn.psd import _density
+
+    old = eqx.tree_at(lambda p: p.support_core, psd.preprocessing, None)
+    five = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
+    monkeypatch.setattr(_density, "FORMAT_VERSION", 5)
+    five.save(tmp_path / "v5")
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "v5" / "psd.json").read_text())["format_version"] == 5
+    back = load_psd(tmp_path / "v5")
+    assert float(back.preprocessing.support_core) == 0.0
+    cat, _, _ = data
+    assert_array_equal(back.log_prob(cat.x[:50], cat.v[:50]), psd.log_prob(cat.x[:50], cat.v[:50]))
+
+
 def test_format_3_files_load_with_the_cusp_map_off(psd, data, tmp_path, monkeypatch):
     """A density saved by the previous format (no cusp-map leaves) loads, with the map off and the same log f."""
     from bayesdyn.psd import _density
 
-    old = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core), psd.preprocessing, (None, None))
+    old = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core, p.support_core), psd.preprocessing, (None, None, None))
     three = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
     monkeypatch.setattr(_density, "FORMAT_VERSION", 3)
     three.save(tmp_path / "v3")

@@ -22,9 +22,10 @@ from ._transforms import Preprocessing
 __all__ = ["PhaseSpaceDensity", "load_psd", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bayesdyn.psd"
-FORMAT_VERSION = 5  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map; 5: spherical velocity frame
+FORMAT_VERSION = 6  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map; 5: spherical velocity frame;
+#                     6: support map with an untouched core
 #: older versions that load_psd still reads (the transforms they lack are off)
-READS_VERSIONS = (3, 4, 5)
+READS_VERSIONS = (3, 4, 5, 6)
 #: how summary() writes the velocity frame (Preprocessing.cylindrical: 0, 1, 2)
 _FRAME_LABEL = {1: "(v_R, v_φ, v_z) → ", 2: "(v_r, v_θ, v_φ) → "}
 
@@ -312,7 +313,9 @@ class PhaseSpaceDensity:
             "  transforms: x → "
             + (
                 f"y = (x − x₀)/R → y·atanh|y|/|y| (x₀ = {np.round(np.asarray(p.support_center), 4).tolist()} kpc, "
-                f"R = {float(p.support_radius):.4g} kpc) → "
+                f"R = {float(p.support_radius):.4g} kpc"
+                + (f"; identity inside |y| < {float(p.support_core):g}" if float(p.support_core) > 0 else "")
+                + ") → "
                 if float(p.support_radius) > 0
                 else ""
             )
@@ -373,8 +376,8 @@ def _count(n: Any, name: str) -> int:
 def _skeleton(config: FlowConfig, k: int, dtype, version: int = FORMAT_VERSION) -> tuple[Member, Preprocessing]:
     """A freshly built density of the saved architecture, to be filled from the file.
 
-    For format 3 the cusp-map fields are None (no leaves, as in the file) and are
-    set to "off" after reading.
+    For format 3 the cusp-map fields, and before format 6 the support core, are
+    None (no leaves, as in the file) and are set to "off" after reading.
     """
     members = build_ensemble(prng_key(0), config, k)
     if _dtype(members) != dtype:
@@ -382,7 +385,8 @@ def _skeleton(config: FlowConfig, k: int, dtype, version: int = FORMAT_VERSION) 
     z = jnp.zeros(3, dtype)
     s = jnp.zeros((), dtype)
     cusp = (s, s) if version >= 4 else (None, None)
-    return members, Preprocessing(z, z, z, z, s, z, s, s, *cusp)
+    core = s if version >= 6 else None
+    return members, Preprocessing(z, z, z, z, s, z, s, s, *cusp, core)
 
 
 def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
@@ -416,4 +420,6 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
         off = jnp.zeros((), dtype)
         prep = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core), prep, (off, off),
                            is_leaf=lambda a: a is None)
+    if version < 6:
+        prep = eqx.tree_at(lambda p: p.support_core, prep, jnp.zeros((), dtype), is_leaf=lambda a: a is None)
     return PhaseSpaceDensity(members, prep, config, n_stars=n_stars, info=header.get("info", {}))

@@ -238,6 +238,7 @@ def fit_psd(
     activation: str = "gelu",
     radial_map: float | str = "auto",
     support: Any = "auto",
+    support_core: float = 0.0,
     velocity_frame: str = "auto",
     radial_condition: Any = "auto",
     cusp_map: Any = "auto",
@@ -296,6 +297,15 @@ def fit_psd(
             (``catalog.meta['support_spheres']``, written by ``Catalog.within`` and
             ``in_volume(center=, radius=)``, or a mock's sphere) whose edge the
             stars reach (farthest star ≥ 98 % of its radius); None for no map.
+        support_core: the fraction r₀ ∈ [0, 1) of the support's radius that the
+            support map leaves untouched: 0 (default) maps the whole ball with
+            atanh; r₀ > 0 uses the identity inside r₀ R and stretches only the
+            outer shell (``ball_map``). On the disk mock (2 kpc sphere, K = 2,
+            30 epochs; ``benchmarks/support_core.py``) the atanh map made
+            ∂log n/∂z at |z| = 1 kpc 9–14 % too shallow (r₀ = 0.6: 0.5–2.4 %;
+            no map: −12 to +4 %), while r₀ = 0.6 made the slopes 1.8 kpc from
+            the centre worse (see docs/flows.md). Opt-in until the calibration
+            is re-run with it.
         velocity_frame: ``"cartesian"``, ``"cylindrical"`` (velocities rotated
             into (v_R, v_φ, v_z) about the z axis at each star before they are
             standardised: a disk's rotation, whose direction turns with azimuth,
@@ -365,11 +375,12 @@ def fit_psd(
     # setting, so that a seed gives the same density under either
     with jax.enable_x64(False):
         return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
-                    velocity_frame, radial_condition, cusp_map, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
+                    support_core, velocity_frame, radial_condition, cusp_map, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
                     bootstrap, checkpoint_dir, progress)
 
 
-def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, velocity_frame,
+def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, support_core,
+         velocity_frame,
          radial_condition, cusp_map, batch_size,
          max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
          checkpoint_dir, progress):
@@ -410,10 +421,19 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     )
     f32 = jnp.float32
     s_center, s_radius, support_rule = _support(support, catalog, x)
+    try:
+        s_core = float(support_core)
+    except (TypeError, ValueError):
+        s_core = float("nan")
+    if not 0.0 <= s_core < 1.0:
+        raise ValueError(f"support_core={support_core!r} must be a number in [0, 1) (the untouched fraction of the radius)")
+    if s_radius == 0:
+        s_core = 0.0
     cyl, frame_rule = _frame(velocity_frame, x, v)
     zero, one = jnp.zeros(3, f32), jnp.ones(3, f32)
     bare = Preprocessing(zero, one, zero, one, jnp.zeros((), f32), jnp.asarray(s_center, f32),
-                         jnp.asarray(s_radius, f32), jnp.asarray(cyl, f32), jnp.zeros((), f32), jnp.zeros((), f32))
+                         jnp.asarray(s_radius, f32), jnp.asarray(cyl, f32), jnp.zeros((), f32), jnp.zeros((), f32),
+                         jnp.asarray(s_core, f32))
     xs = np.asarray(jax.jit(lambda p, a: p.support_to_space(a)[0])(bare, jnp.asarray(x, f32)), np.float64)
     if not np.isfinite(xs).all():
         raise FloatingPointError("the support map produced non-finite positions; a star lies on the support's edge")
@@ -441,6 +461,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         jnp.asarray(cyl, f32),
         jnp.asarray(c_power, f32),
         jnp.asarray(c_core, f32),
+        jnp.asarray(s_core, f32),
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
@@ -451,7 +472,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "data_sha256": data_sha256(x, v),
         "n_stars": int(x.shape[0]),
         "radial_map": radius,
-        "support": [*map(float, s_center), float(s_radius)],
+        "support": [*map(float, s_center), float(s_radius)] + ([s_core] if s_core > 0 else []),
         "velocity_frame": cyl,
         "cusp_map": [float(c_power), float(c_core)],
     }
@@ -473,6 +494,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "support_center_kpc": [float(c) for c in s_center],
         "support_radius_kpc": float(s_radius),
         "support_rule": support_rule,
+        "support_core": s_core,
         "velocity_frame": {v: k for k, v in FRAMES.items()}[cyl],
         "velocity_frame_rule": frame_rule,
         "radial_condition": radial_cond,

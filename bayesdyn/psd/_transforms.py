@@ -151,23 +151,40 @@ def _tanh_over(r2: Array) -> Array:
     return _over_r(jnp.tanh, lambda q: 1.0 - q / 3.0 + 2.0 * q**2 / 15.0, r2)
 
 
-def ball_map(y: Array) -> tuple[Array, Array]:
-    """The map of the open unit ball onto space, u = y · atanh(|y|)/|y|, and its log-Jacobian.
+def ball_map(y: Array, core: Array | float = 0.0) -> tuple[Array, Array]:
+    """The map of the open unit ball onto space, u = y · φ(|y|)/|y|, and its log-Jacobian.
 
-    Near-identity at the centre (u ≈ y for |y| ≪ 1); the boundary |y| → 1 goes to
-    |u| → ∞. A density that stays finite up to the ball's edge becomes one with
-    exponential tails, with no discontinuity for a flow to smear.
+    ``core`` = 0 (default): φ = atanh, near-identity at the centre (u ≈ y for
+    |y| ≪ 1). ``core`` = r₀ ∈ (0, 1): the identity inside |y| ≤ r₀ and
+    φ(r) = r₀ + (1 − r₀)·atanh((r − r₀)/(1 − r₀)) outside (C² at r₀), so the
+    stretching is confined to the outer shell and a flow sees the interior
+    unchanged. Either way the boundary |y| → 1 goes to |u| → ∞: a density that
+    stays finite up to the ball's edge becomes one with exponential tails, with no
+    discontinuity for a flow to smear.
 
     Args:
         y: points inside the unit ball, shape (..., 3), dimensionless.
+        core: r₀, the radius left untouched, in [0, 1).
 
     Returns:
         (u, log|det ∂u/∂y|) with shapes (..., 3) and (...); non-finite for |y| ≥ 1.
     """
     r2 = jnp.sum(y * y, axis=-1)
     ratio = _atanh_over(r2)
-    # d = 3: det J = g'(r) (g(r)/r)², g = atanh, g'(r) = 1/(1 − r²)
+    # d = 3: det J = φ'(r) (φ(r)/r)², φ = atanh, φ'(r) = 1/(1 − r²)
     log_det = -jnp.log1p(-r2) + 2.0 * jnp.log(ratio)
+    # with a core: t = max(r − r₀, 0)/(1 − r₀), φ(r) = r + (1 − r₀)(atanh t − t), φ'(r) = 1/(1 − t²)
+    cored = jnp.asarray(core) > 0
+    r0 = jnp.where(cored, core, 0.5)  # the unused branch stays finite
+    r = jnp.sqrt(jnp.maximum(r2, 1e-30))
+    t = jnp.maximum(r - r0, 0.0) / (1.0 - r0)
+    t2 = jnp.where(cored, t * t, 0.0)
+    # atanh(t) − t = t³·(atanh(t) − t)/t³, series near 0 keeps the gradient finite
+    excess = t * (_atanh_over(t2) - 1.0)
+    ratio_c = 1.0 + (1.0 - r0) * excess / r
+    log_det_c = -jnp.log1p(-t2) + 2.0 * jnp.log(ratio_c)
+    ratio = jnp.where(cored, ratio_c, ratio)
+    log_det = jnp.where(cored, log_det_c, log_det)
     return y * ratio[..., None], log_det
 
 
@@ -176,10 +193,20 @@ def ball_map(y: Array) -> tuple[Array, Array]:
 BALL_MAX = 0.9999
 
 
-def ball_unmap(u: Array) -> Array:
-    """Inverse of :func:`ball_map`: y = u · tanh(|u|)/|u| (|y| clipped at :data:`BALL_MAX`)."""
+def ball_unmap(u: Array, core: Array | float = 0.0) -> Array:
+    """Inverse of :func:`ball_map`: y = u · φ⁻¹(|u|)/|u| (|y| clipped at :data:`BALL_MAX`).
+
+    φ⁻¹ = tanh without a core; with core r₀, the identity up to r₀ and
+    r₀ + (1 − r₀)·tanh((s − r₀)/(1 − r₀)) beyond.
+    """
     r2 = jnp.sum(u * u, axis=-1)
     ratio = _tanh_over(r2)
+    cored = jnp.asarray(core) > 0
+    r0 = jnp.where(cored, core, 0.5)
+    s = jnp.sqrt(jnp.maximum(r2, 1e-30))
+    r = r0 + (1.0 - r0) * jnp.tanh(jnp.maximum(s - r0, 0.0) / (1.0 - r0))
+    ratio_c = jnp.where(s <= r0, 1.0, r / s)
+    ratio = jnp.where(cored, ratio_c, ratio)
     limit = BALL_MAX / jnp.sqrt(jnp.maximum(r2, 1e-30))
     return u * jnp.minimum(ratio, limit)[..., None]
 
@@ -217,6 +244,9 @@ class Preprocessing(eqx.Module):
         cusp_power: p of :func:`cusp_map` on the standardised positions, shape ();
             0 for none.
         cusp_core: its c (standardised units), shape ().
+        support_core: the fraction r₀ of the support's radius that the support map
+            leaves untouched (:func:`ball_map`), shape (); 0 for the atanh map of
+            the whole ball (format 6; older files: 0).
     """
 
     x_loc: Array
@@ -229,13 +259,14 @@ class Preprocessing(eqx.Module):
     cylindrical: Array
     cusp_power: Array
     cusp_core: Array
+    support_core: Array
 
     def support_to_space(self, x: Array) -> tuple[Array, Array]:
         """Positions [kpc] → the support's mapped coordinates and their log-Jacobian (identity without support)."""
         bounded = self.support_radius > 0
         radius = jnp.where(bounded, self.support_radius, 1.0)
         # the double where keeps the unused branch (and its gradient) finite
-        u, ld = ball_map(jnp.where(bounded, (x - self.support_center) / radius, 0.0))
+        u, ld = ball_map(jnp.where(bounded, (x - self.support_center) / radius, 0.0), self.support_core)
         ld = ld - 3.0 * jnp.log(radius)
         return jnp.where(bounded, u, x), jnp.where(bounded, ld, 0.0)
 
@@ -243,7 +274,8 @@ class Preprocessing(eqx.Module):
         """Inverse of :meth:`support_to_space`; returns positions [kpc]."""
         bounded = self.support_radius > 0
         radius = jnp.where(bounded, self.support_radius, 1.0)
-        return jnp.where(bounded, ball_unmap(jnp.where(bounded, u, 0.0)) * radius + self.support_center, u)
+        y = ball_unmap(jnp.where(bounded, u, 0.0), self.support_core)
+        return jnp.where(bounded, y * radius + self.support_center, u)
 
     def position_to_latent(self, x: Array) -> tuple[Array, Array]:
         """Positions [kpc], shape (..., 3) → (u, log|det ∂u/∂x| [log kpc⁻³])."""
