@@ -179,37 +179,6 @@ def test_ball_map_jacobian_and_inverse(core):
             assert float(jnp.linalg.norm(u[-1])) > 3.7  # atanh(0.999) = 3.80: the edge goes far out
 
 
-def test_support_core_keeps_the_interior_and_loads(tmp_path):
-    """support_core: the flows see the interior of the support unmapped; the setting is saved (format 6),
-    refused outside [0, 1), and ignored without a support."""
-    rng = np.random.default_rng(12)
-    n = 3000
-    x = rng.normal(size=(n, 3)) * [1.0, 1.0, 0.3]
-    cat = bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0).within(1.5, center=[0.0, 0.0, 0.0])
-    psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=2, support_core=0.6, **TINY)
-    assert psd.info["support_core"] == pytest.approx(0.6)
-    assert "identity inside |y| < 0.6" in psd.summary()
-    prep = psd.preprocessing
-    inner = cat.x[np.linalg.norm(cat.x, axis=1) < 0.5][:20].astype(np.float32)
-    mapped, log_det = prep.support_to_space(jnp.asarray(inner))
-    radius = float(prep.support_radius)
-    assert_allclose(np.asarray(mapped), inner / radius, rtol=1e-6)
-    assert_allclose(np.asarray(log_det), -3 * np.log(radius), rtol=1e-6)
-    xs, _ = psd.sample(500, seed=2)
-    assert np.linalg.norm(np.asarray(xs), axis=1).max() < radius
-    psd.save(tmp_path / "p")
-    assert json.loads((tmp_path / "p" / "psd.json").read_text())["format_version"] == 6
-    again = load_psd(tmp_path / "p")
-    assert float(again.preprocessing.support_core) == pytest.approx(0.6)
-    assert_array_equal(np.asarray(again.log_prob(cat.x[:20], cat.v[:20])), np.asarray(psd.log_prob(cat.x[:20], cat.v[:20])))
-    for bad in (1.0, -0.1, "half"):
-        with pytest.raises(ValueError, match="support_core"):
-            fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support_core=bad, **TINY)
-    free = fit_psd(bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0), ensemble=1, seed=0, max_epochs=1, support_core=0.6,
-                   **TINY)
-    assert free.info["support_core"] == 0.0  # no support sphere: nothing to keep
-
-
 def test_support_sphere_auto_normalised_and_checked(tmp_path):
     """A sample cut to a sphere: 'auto' finds the sphere recorded by Catalog.within, n(x)
     integrates to N over the ball, draws stay inside it, and stars outside a given support are refused."""
@@ -239,6 +208,28 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     psd.save(tmp_path / "p")
     again = load_psd(tmp_path / "p")
     assert_array_equal(np.asarray(again.score(cat.x[:20], cat.v[:20])[0]), np.asarray(psd.score(cat.x[:20], cat.v[:20])[0]))
+
+    # support_core: the interior of the ball is left unmapped; still normalised, saved (format 6), checked
+    cored = fit_psd(cat, ensemble=1, seed=0, max_epochs=3, support_core=0.6, **TINY)
+    assert cored.info["support_core"] == pytest.approx(0.6)
+    assert "identity inside |y| < 0.6" in cored.summary()
+    to_space = jax.jit(lambda prep, a: prep.support_to_space(a))
+    inner = cat.x[np.linalg.norm(cat.x, axis=1) < 0.5][:20].astype(np.float32)
+    mapped, log_det = to_space(cored.preprocessing, jnp.asarray(inner))
+    assert_allclose(np.asarray(mapped), inner / radius, rtol=1e-6)
+    assert_allclose(np.asarray(log_det), -3 * np.log(radius), rtol=1e-6)
+    wts = np.asarray(cored.number_density(pts.astype(np.float32)), np.float64) * (4 / 3 * np.pi * radius**3)
+    est, err = wts.mean(), wts.std() / np.sqrt(m)
+    assert abs(est / cat.n - 1) < 5 * err / cat.n + 0.01, (est, err)
+    cored.save(tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "psd.json").read_text())["format_version"] == 6
+    back = load_psd(tmp_path / "c")
+    assert float(back.preprocessing.support_core) == pytest.approx(0.6)
+    x20 = jnp.asarray(cat.x[:20], jnp.float32)
+    assert_array_equal(np.asarray(to_space(back.preprocessing, x20)[0]), np.asarray(to_space(cored.preprocessing, x20)[0]))
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(ValueError, match="support_core"):
+            fit_psd(cat, ensemble=1, seed=0, max_epochs=1, support_core=bad, **TINY)
 
 
 def test_score_is_the_gradient_of_log_prob(psd, data):
