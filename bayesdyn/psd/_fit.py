@@ -304,8 +304,8 @@ def fit_psd(
             30 epochs; ``benchmarks/support_core.py``) the atanh map made
             ∂log n/∂z at |z| = 1 kpc 9–14 % too shallow (r₀ = 0.6: 0.5–2.4 %;
             no map: −12 to +4 %), while r₀ = 0.6 made the slopes 1.8 kpc from
-            the centre worse (see docs/flows.md). Opt-in until the calibration
-            is re-run with it.
+            the centre worse, and the disk calibration (R = 15) got worse:
+            ρ_tot(⊙) −4.4 %, 95 % coverage 0.73–0.87 (see docs/flows.md).
         velocity_frame: ``"cartesian"``, ``"cylindrical"`` (velocities rotated
             into (v_R, v_φ, v_z) about the z axis at each star before they are
             standardised: a disk's rotation, whose direction turns with azimuth,
