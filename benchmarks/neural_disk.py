@@ -225,19 +225,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  least-squares a(Sun) from the same flows = {np.asarray(lsq.a[0]).round(2).tolist()} "
           f"({100 * out['clean']['lstsq_a_rel_error']:.2f} %)")
 
+    targets = [
+        ("a(Sun) within 3 %", a_err <= 0.03),
+        ("a(Sun) inside its 95 % band (every component)", bool(np.all(a_cov))),
+        ("ρ(Sun) within 10 %", rho_err <= 0.10),
+        ("ρ(Sun) inside its 95 % band", rho_cov),
+    ]
     if args.no_dust:
-        targets = [
-            ("a(Sun) within 3 %", a_err <= 0.03),
-            ("a(Sun) inside its 95 % band (every component)", bool(np.all(a_cov))),
-            ("ρ(Sun) within 10 %", rho_err <= 0.10),
-            ("ρ(Sun) inside its 95 % band", rho_cov),
-        ]
-        out["targets"] = {k: bool(v) for k, v in targets}
-        print("\n== summary (part 1 only, --no-dust)" + (" (TINY smoke run: numbers are meaningless)" if args.tiny else ""))
-        for k, v in targets:
-            print(f"  {'PASS' if v else 'FAIL'}  {k}")
-        print(out["machine"])
-        return out
+        return summarise(out, targets, " (part 1 only, --no-dust)", args.tiny)
 
     print("\n== 2. synthetic dust")
     dust = DustModel.near_sun(sun, seed=args.dust_seed, depth=0.9)
@@ -299,16 +294,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r_vol, ratio = out["dust"]["pearson_eps_volume"], out["dust"]["error_ratio"]
     print(f"  (‖a‖ ≈ {out['dust']['rms_a_true_in_clouds']:.0f} (km/s)²/kpc inside the clouds)")
 
-    targets = [
-        ("a(Sun) within 3 %", a_err <= 0.03),
-        ("a(Sun) inside its 95 % band (every component)", bool(np.all(a_cov))),
-        ("ρ(Sun) within 10 %", rho_err <= 0.10),
-        ("ρ(Sun) inside its 95 % band", rho_cov),
+    targets += [
         ("Pearson(ε) over the volume ≥ 0.9", r_vol >= 0.9),
         ("acceleration error in clouds ≥ 3× smaller with ε", ratio >= 3.0),
     ]
+    return summarise(out, targets, "", args.tiny)
+
+
+def summarise(out: dict[str, Any], targets: list, label: str, tiny: bool) -> dict[str, Any]:
+    """Record and print PASS/FAIL per acceptance target, then the machine line."""
     out["targets"] = {k: bool(v) for k, v in targets}
-    print("\n== summary" + (" (TINY smoke run: numbers are meaningless)" if args.tiny else ""))
+    print("\n== summary" + label + (" (TINY smoke run: numbers are meaningless)" if tiny else ""))
     for k, v in targets:
         print(f"  {'PASS' if v else 'FAIL'}  {k}")
     print(out["machine"])
