@@ -3,10 +3,14 @@
 The command runs in a subprocess (`python -m bayesdyn.cli fit-psd CONFIG`), receives
 SIGINT once its first checkpoint is on disk, must exit cleanly (status 130, no
 traceback, a message naming the command that continues), and, run again, must finish
-training from the checkpoint. The flows' parameters after the resumed run must be
-bit-identical to those of an uninterrupted run with the same seed: every epoch is one
-deterministic jitted program of (state, seed, epoch), the checkpoint holds the full
-float32 state exactly, and both runs execute the same programs on the same machine.
+training *from the checkpoint*: the epochs run before the interruption keep the wall
+times the first process recorded (a restart would re-measure them), and the saved
+flows are the checkpoint's state trained on. That a resumed training is bit-identical
+to an uninterrupted one with the same seed (every epoch is one deterministic jitted
+program of (state, seed, epoch) and the checkpoint holds the full float32 state
+exactly) is asserted in-process by
+``tests/test_psd.py::test_checkpoint_resume_equals_uninterrupted``; a third
+subprocess here, for an uninterrupted reference, cost ~20 s of the suite.
 """
 
 import json
@@ -70,32 +74,26 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path):
     assert proc.returncode == 130, f"exit status {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     assert "Traceback" not in err and "Traceback" not in out, err
     assert "run the same command again" in err and "fit-psd" in err, err
-    stopped_at = json.loads(ckpt.read_text())["epoch"]
+    interrupted = json.loads(ckpt.read_text())
+    stopped_at = interrupted["epoch"]
     assert 1 <= stopped_at < MAX_EPOCHS, f"training was not interrupted mid-way (checkpoint at epoch {stopped_at})"
+    assert len(interrupted["history"]["seconds"]) == stopped_at
     assert not (run_dir / "psd" / "psd.json").exists()
 
     # the same command again: continues from the checkpoint and finishes
     again = subprocess.run(_cmd(config, run_dir), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert json.loads(ckpt.read_text())["epoch"] == MAX_EPOCHS
+    final = json.loads(ckpt.read_text())
+    assert final["epoch"] == MAX_EPOCHS
 
-    # an uninterrupted run with the same seed
-    fresh_dir = tmp_path / "uninterrupted"
-    fresh = subprocess.run(_cmd(config, fresh_dir), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert fresh.returncode == 0, fresh.stderr
-
-    import bayesdyn as bd
-    from bayesdyn.psd import load_psd
-
-    resumed, reference = load_psd(run_dir / "psd"), load_psd(fresh_dir / "psd")
-    cat = bd.Catalog.load(fresh_dir / "catalog.npz")
-    x, v = cat.x[:64], cat.v[:64]
-    s_resumed, s_reference = resumed.score(x, v), reference.score(x, v)
-    for a, b in zip(s_resumed, s_reference):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit-identical scores
-    np.testing.assert_array_equal(np.asarray(resumed.log_prob(x, v)), np.asarray(reference.log_prob(x, v)))
-    assert resumed.info["val_nll"] == reference.info["val_nll"]
-    assert resumed.info["epochs"] == reference.info["epochs"] == MAX_EPOCHS
+    info = json.loads((run_dir / "psd" / "psd.json").read_text())["info"]  # the saved flows' header
+    assert info["epochs"] == MAX_EPOCHS
+    history = info["history"]
+    assert len(history["val"]) == MAX_EPOCHS
+    # resumed, not restarted: the first epochs carry the first process's own records, bit for bit
+    for key in ("seconds", "cpu_seconds", "train", "val"):
+        assert history[key][:stopped_at] == interrupted["history"][key], key
+    assert history["val"] == final["history"]["val"]
 
 
 # ---------------------------------------------------------------- the pieces, without subprocesses
