@@ -172,6 +172,47 @@ def test_combine_members_follows_rubins_rules():
         combine_members(nan, priors)
 
 
+def test_combine_members_with_resample_groups_splits_training_from_sampling_variance():
+    """J = 2 resamples × L = 2 seeds: between-member variance M/(JL) + (1 + 1/J)[S − M/L]₊ with Satterthwaite
+    degrees of freedom (the module docstring), not Rubin's (1 + 1/K) B; where the resample means agree better
+    than the seeds do, the training part M/(JL) alone; unbalanced groups are refused."""
+    from bayesdyn.inference import combine_members
+
+    rng = np.random.default_rng(5)
+    w = 0.05
+    priors = {"p.a": dist.Normal(0.0, 10.0)}
+
+    def run(means, groups):
+        draws = [rng.normal(0.0, w, size=(2, 20_000)) for _ in means]
+        members = [{"p.a": d - d.mean() + m} for d, m in zip(draws, means)]  # member means exactly `means`
+        within = np.mean([np.var(m["p.a"], ddof=1) for m in members])
+        out, info = combine_members(members, priors, seed=1, groups=groups)
+        bf = info["between_fraction"]["p.a"]
+        return out, info, bf / (1 - bf) * within, within
+
+    means = np.array([0.8, 1.0, 1.3, 1.7])  # resample 0: members 0, 1; resample 1: members 2, 3
+    _, info, between, within = run(means, [0, 0, 1, 1])
+    s, m = np.var([0.9, 1.5], ddof=1), (2 * 0.1**2 + 2 * 0.2**2) / 2  # 0.18, 0.05
+    assert_allclose(between, m / 4 + 1.5 * (s - m / 2), rtol=1e-3)  # 0.245
+    satt = max((1.5 * s - m / 2) ** 2 / ((1.5 * s) ** 2 / 1 + (m / 2) ** 2 / 2), 1.0)
+    assert_allclose(info["dof"], satt * (1 + within / between) ** 2, rtol=1e-3)
+    assert info["n_resamples"] == 2 and info["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in info["combine"]
+    # the same members as independent resamples: Rubin's rules
+    _, plain, between_rubin, _ = run(means, None)
+    assert_allclose(between_rubin, 1.25 * np.var(means, ddof=1), rtol=1e-3)
+    assert plain["combine"] == "members (Rubin's rules)" and "n_resamples" not in plain
+    _, same, _, _ = run(means, [3, 1, 2, 0])  # distinct labels: also Rubin's rules
+    assert same["combine"] == plain["combine"]
+    # resample means equal, seeds apart: the clip binds and the training part M/(JL) remains, with J(L − 1) dof
+    out, info, between, within = run(np.array([0.8, 1.2, 0.9, 1.1]), [0, 0, 1, 1])
+    assert_allclose(between, (2 * 0.2**2 + 2 * 0.1**2) / 2 / 4, rtol=1e-3)  # 0.0125
+    assert_allclose(info["dof"], 2 * (1 + within / between) ** 2, rtol=1e-3)
+    assert_allclose(out["p.a"].mean(), 1.0, atol=0.01)
+    for bad in ([0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 2]):
+        with pytest.raises(ValueError, match="groups"):
+            combine_members([{"p.a": rng.normal(0, w, size=(2, 100))} for _ in range(4)], priors, groups=bad)
+
+
 def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     """Three members whose fields are the truth scaled by 0.97, 1.00, 1.03 (a correlated error over
     all nodes): the default combination spans them; the mean likelihood does not."""

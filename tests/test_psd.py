@@ -377,6 +377,41 @@ def test_bootstrap_members_see_different_data(data, psd):
     assert np.all(np.isfinite(boot.validation_nll))
 
 
+def test_seeds_per_resample_groups_members_on_shared_resamples(data, psd):
+    """fit_psd(seeds_per_resample=L): J = K/L bootstrap resamples, the L members of a group on the same stars
+    (differing by seed only); L = 1 draws exactly the resamples of earlier versions; the groups reach the
+    accelerations that bd.infer combines."""
+    tr_idx = np.arange(100, 400)
+
+    def indices(ensemble, **kw):
+        return _train._member_indices(np.random.default_rng(7), tr_idx, ensemble,
+                                      _train.TrainConfig(bootstrap=True, **kw))
+
+    paired = indices(6, seeds_per_resample=2)
+    assert paired.shape == (6, 300) and paired.dtype == np.int32
+    for j in range(3):
+        assert_array_equal(paired[2 * j], paired[2 * j + 1])
+    assert not np.array_equal(paired[0], paired[2]) and not np.array_equal(paired[2], paired[4])
+    assert set(np.unique(paired)) <= set(tr_idx.tolist())
+    # L = 1 (the default): one resample per member, as drawn before the option existed
+    assert_array_equal(indices(4), tr_idx[np.random.default_rng(7).integers(0, 300, size=(4, 300))])
+    assert "seeds_per_resample" not in _train.TrainConfig().to_dict()  # checkpoints of earlier versions still match
+    assert _train.TrainConfig(seeds_per_resample=2).to_dict()["seeds_per_resample"] == 2
+    cat, _, _ = data
+    for kw, msg in [(dict(ensemble=4, seeds_per_resample=3), "divides ensemble"),
+                    (dict(ensemble=4, seeds_per_resample=2, bootstrap=False), "needs bootstrap=True"),
+                    (dict(ensemble=2, seeds_per_resample=2), "gives one resample")]:
+        with pytest.raises(ValueError, match=msg):
+            fit_psd(cat, seed=0, max_epochs=1, **{**TINY, **kw})
+    assert "resample_groups" not in psd.info  # one member per resample
+    # the groups travel from the flows' info into the accelerations (here a relabelled copy of the fixture)
+    labelled = bd.PhaseSpaceDensity(psd._members, psd.preprocessing, psd._config, n_stars=psd.n_stars,
+                                    info={**psd.info, "resample_groups": [0, 1]})
+    data_ = bd.estimate_accelerations(labelled, np.asarray(cat.x[:3]), n_velocities=16, seed=0)
+    assert_array_equal(data_.member_groups, [0, 1])
+    assert bd.estimate_accelerations(psd, np.asarray(cat.x[:3]), n_velocities=16, seed=0).member_groups is None
+
+
 def test_scores_recovered_and_jacobian_needed(data, psd):
     """A short training reaches loose score errors on held-out stars; the same
     flows without the radial map's Jacobian in log f, or trained without the

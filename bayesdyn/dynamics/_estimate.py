@@ -154,8 +154,10 @@ def estimate_accelerations(
     if sun is None:
         sun = getattr(source, "sun", None)
         sun = DEFAULT_SUN if sun is None else sun
+    groups = (getattr(source, "info", None) or {}).get("resample_groups") if k > 1 else None
     return AccelerationData.create(
-        x, a, cov, sun=np.asarray(sun, dtype=float), members=members, member_cov=member_cov if k > 1 else None
+        x, a, cov, sun=np.asarray(sun, dtype=float), members=members, member_cov=member_cov if k > 1 else None,
+        member_groups=None if groups is None or len(groups) != k else np.asarray(groups, np.int64),
     )
 
 

@@ -23,6 +23,25 @@ of the between-member part: u = u_ks − m_k + m̄ + g·√(ν/χ²_ν), with g 
 combination of the deviations m_j − m̄ of covariance (1 + 1/K) B. Common-mode
 errors of all members (a bias shared by the architecture) are not in B; the
 calibration harness measures whether they matter.
+
+**Resample groups.** With one member per bootstrap resample, B estimates
+V_s + V_t (the sampling and the training variance of one member), while the member
+mean's error variance is V_s + (V_s + V_t)/K: Rubin's (1 + 1/K) B overstates it by
+V_t, which on the NFW mock is most of B (docs/calibration). When the K members
+come as J resamples × L seeds (``fit_psd(seeds_per_resample=L)``), the two parts
+separate as in a nested one-way ANOVA: with group means p̄_j, their covariance
+S = Σ_j (p̄_j − m̄)(p̄_j − m̄)ᵀ/(J − 1) estimates V_s + V_t/L, and the pooled
+within-group covariance M = Σ_jl (m_jl − p̄_j)(m_jl − p̄_j)ᵀ/(J(L − 1)) estimates
+V_t. The member mean's error variance is then
+
+    (1 + 1/J) V_s + V_t/(JL),   estimated by   M/(JL) + (1 + 1/J) [S − M/L]₊,
+
+[·]₊ clipping negative eigenvalues to zero (where it does not bind this is
+(1 + 1/J) S − M/L; where it does, the training part M/(JL) alone), and
+T = W̄ + that. Its degrees of freedom follow Satterthwaite for (1 + 1/J) S − M/L
+with J − 1 and J(L − 1) degrees of freedom (J(L − 1) where the clip binds),
+averaged over parameters, then ν = ν_b (1 + 1/r)² as above.
+``benchmarks/rubin_design.py`` simulates the coverage of both designs.
 """
 
 from __future__ import annotations
@@ -57,10 +76,29 @@ def _inside(draws, support) -> np.ndarray:
     return x
 
 
+def _groups(groups: Any, k: int) -> np.ndarray | None:
+    """Validated resample groups as (J, L) member indices, or None for one member per resample."""
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (k,) or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"groups must give one integer resample label per member ({k}); got {groups!r}")
+    labels, counts = np.unique(g, return_counts=True)
+    if np.all(counts == 1):
+        return None
+    if len(set(counts.tolist())) != 1 or len(labels) < 2:
+        raise ValueError(
+            f"groups {g.tolist()} must be balanced (every resample with the same number of members) with at "
+            "least 2 resamples; fit the flows with fit_psd(ensemble=J·L, seeds_per_resample=L)"
+        )
+    return np.stack([np.flatnonzero(g == lab) for lab in labels])
+
+
 def combine_members(
     member_samples: list[Mapping[str, np.ndarray]],
     priors: Mapping[str, Any],
     seed: int = 0,
+    groups: Any = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Combine per-member posteriors by Rubin's rules in unconstrained coordinates.
 
@@ -70,6 +108,12 @@ def combine_members(
         priors: site name → its prior distribution (its support fixes the
             unconstrained coordinates, e.g. log for a positive parameter).
         seed: seed of the between-member draws.
+        groups: optional resample label per member (``PhaseSpaceDensity.info
+            ["resample_groups"]``, from ``fit_psd(seeds_per_resample=L)``): members
+            with the same label were trained on the same bootstrap resample with
+            different seeds, and the between-member variance is split into its
+            resample and training parts (module docstring). None, or all labels
+            distinct: plain Rubin's rules.
 
     Returns:
         ``(samples, info)``: the combined draws, site → (K·chains, draws), and a
@@ -102,19 +146,48 @@ def combine_members(
             "members' NUTS diagnostics (info['combine'], Posterior.check())"
         )
     p = len(names)
+    grid = _groups(groups, k)
     flat = u.reshape(k, c * s, p)
     m = flat.mean(axis=1)  # (K, P)
     mbar = m.mean(axis=0)
     dev = m - mbar
     b = dev.T @ dev / (k - 1)
     w = np.mean([np.atleast_2d(np.cov(flat[j], rowvar=False)) for j in range(k)], axis=0)
-    between = (1 + 1 / k) * np.diag(b)
     within = np.diag(w)
-    r = float(np.mean(between / np.maximum(within, 1e-300)))
-    dof = (k - 1) * (1 + 1 / r) ** 2 if r > 0 else np.inf
     rng = np.random.default_rng(seed)
-    z = rng.standard_normal((k, c, s, k))  # weights of the K deviations, per draw
-    g = np.sqrt((1 + 1 / k) / (k - 1)) * np.einsum("kcsj,jp->kcsp", z, dev)
+    extra: dict[str, Any] = {}
+    if grid is None:
+        between = (1 + 1 / k) * np.diag(b)
+        dof_b = k - 1.0
+    else:
+        nj, nl = grid.shape
+        gm = m[grid].mean(axis=1)  # (J, P) resample means
+        gdev = gm - mbar
+        s_mat = gdev.T @ gdev / (nj - 1)  # estimates V_s + V_t/L
+        wdev = (m[grid] - gm[:, None, :]).reshape(-1, p)
+        m_mat = wdev.T @ wdev / (nj * (nl - 1))  # estimates V_t
+        lam, vec = np.linalg.eigh(s_mat - m_mat / nl)
+        v_s = (vec * np.clip(lam, 0.0, None)) @ vec.T  # [S − M/L]₊
+        cov_b = m_mat / (nj * nl) + (1 + 1 / nj) * v_s
+        between = np.diag(cov_b)
+        sd, md = np.diag(s_mat), np.diag(m_mat)
+        est = (1 + 1 / nj) * sd - md / nl
+        satt = est**2 / np.maximum(((1 + 1 / nj) * sd) ** 2 / (nj - 1) + (md / nl) ** 2 / (nj * (nl - 1)), 1e-300)
+        dof_b = float(np.mean(np.where(sd > md / nl, np.maximum(satt, 1.0), nj * (nl - 1.0))))
+        extra = {
+            "n_resamples": int(nj),
+            "seeds_per_resample": int(nl),
+            "training_fraction": {n: float(md[i] / max(md[i] + max(sd[i] - md[i] / nl, 0.0), 1e-300))
+                                  for i, n in enumerate(names)},
+        }
+    r = float(np.mean(between / np.maximum(within, 1e-300)))
+    dof = dof_b * (1 + 1 / r) ** 2 if r > 0 else np.inf
+    if grid is None:
+        z = rng.standard_normal((k, c, s, k))  # weights of the K deviations, per draw
+        g = np.sqrt((1 + 1 / k) / (k - 1)) * np.einsum("kcsj,jp->kcsp", z, dev)
+    else:
+        lam, vec = np.linalg.eigh(cov_b)
+        g = rng.standard_normal((k, c, s, p)) @ (vec * np.sqrt(np.clip(lam, 0.0, None))).T
     if np.isfinite(dof):
         g = g * np.sqrt(dof / rng.chisquare(dof, size=(k, c, s, 1)))
     combined = u - m[:, None, None, :] + mbar + g
@@ -124,10 +197,12 @@ def combine_members(
             for i, n in enumerate(names)
         }
     info = {
-        "combine": "members (Rubin's rules)",
+        "combine": "members (Rubin's rules)" if grid is None else
+                   f"members (Rubin's rules, {grid.shape[0]} resamples × {grid.shape[1]} seeds)",
         "n_members": k,
         "dof": float(dof),
         "between_fraction": {n: float(between[i] / (between[i] + within[i])) for i, n in enumerate(names)},
+        **extra,
         "member_medians": {
             n: [float(np.median(np.asarray(ms[n]))) for ms in member_samples] for n in names
         },

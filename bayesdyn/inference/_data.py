@@ -29,6 +29,11 @@ class AccelerationData(NamedTuple):
             (K, P, 3, 3) [((km/s)²/kpc)²], or None; with ``members`` it lets
             :func:`bayesdyn.infer` run one posterior per member and combine them
             (``combine="members"``, the default for ensembles).
+        member_groups: the bootstrap resample of each member (K,) int, when the
+            flows were fitted with ``fit_psd(seeds_per_resample=L ≥ 2)``
+            (``PhaseSpaceDensity.info["resample_groups"]``), else None; the
+            members' combination then separates training from sampling variance
+            (:func:`bayesdyn.inference.combine_members`).
     """
 
     x: jax.Array
@@ -38,6 +43,7 @@ class AccelerationData(NamedTuple):
     members: jax.Array | None = None
     scale_tril: jax.Array | None = None
     member_cov: jax.Array | None = None
+    member_groups: np.ndarray | None = None
 
     @property
     def n_members(self) -> int:
@@ -51,7 +57,7 @@ class AccelerationData(NamedTuple):
         return AccelerationData.create(self.x, self.members[k], self.member_cov[k], sun=self.sun)
 
     @classmethod
-    def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None, member_cov=None) -> "AccelerationData":
+    def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None, member_cov=None, member_groups=None) -> "AccelerationData":
         """Validate shapes and make the arrays; ``cov`` must be symmetric positive definite."""
         x = jnp.asarray(x)
         a = jnp.asarray(a)
@@ -83,6 +89,14 @@ class AccelerationData(NamedTuple):
                     f"(members {None if members is None else members.shape})"
                 )
             member_cov = 0.5 * (member_cov + jnp.swapaxes(member_cov, -1, -2))
+        if member_groups is not None:
+            member_groups = np.asarray(member_groups)
+            if members is None or member_groups.shape != members.shape[:1] \
+                    or not np.issubdtype(member_groups.dtype, np.integer):
+                raise ValueError(
+                    f"member_groups must give one integer resample label per member; got {member_groups!r} "
+                    f"(members {None if members is None else members.shape})"
+                )
         return cls(
             x,
             a,
@@ -91,6 +105,7 @@ class AccelerationData(NamedTuple):
             members,
             jnp.linalg.cholesky(cov),
             member_cov,
+            member_groups,
         )
 
 

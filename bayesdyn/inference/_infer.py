@@ -307,7 +307,7 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
             member_samples.append({n: sj[n] for n in priors})
             diverging.append(ij["diverging"])
             walls.append(ij["wall_time_s"])
-    samples, cinfo = combine_members(member_samples, priors, seed=seed)
+    samples, cinfo = combine_members(member_samples, priors, seed=seed, groups=data.member_groups)
 
     # convergence is judged per member run (the combined draws mix re-centred members)
     cinfo["member_max_r_hat"] = [_max_rhat(sj, priors) for sj in member_samples]

@@ -250,6 +250,7 @@ def fit_psd(
     final_learning_rate: float = 1e-5,
     clip_norm: float = 1.0,
     bootstrap: bool = True,
+    seeds_per_resample: int = 1,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> PhaseSpaceDensity:
@@ -355,6 +356,13 @@ def fit_psd(
             training stars (default), so that the members' spread carries the
             finite-sample uncertainty as well as the training variance; False
             gives members that differ only by seed.
+        seeds_per_resample: L, members trained on each bootstrap resample with
+            different seeds (K/L resamples; K must be a multiple of L). With
+            L ≥ 2 the members' spread splits into a between-resample part and a
+            training (seed) part, which :func:`bayesdyn.inference.combine_members`
+            weighs apart (``info["resample_groups"]``): Rubin's rules with one
+            member per resample count the training variance at full weight though
+            the member mean averages it down (docs/calibration). Default 1.
         checkpoint_dir: if given, the full training state is written there after
             every epoch (``checkpoint.json`` + ``checkpoint.eqx``, no pickle), and a
             call with the same data and settings resumes from it.
@@ -376,14 +384,14 @@ def fit_psd(
     with jax.enable_x64(False):
         return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
                     support_core, velocity_frame, radial_condition, cusp_map, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
-                    bootstrap, checkpoint_dir, progress)
+                    bootstrap, seeds_per_resample, checkpoint_dir, progress)
 
 
 def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, support_core,
          velocity_frame,
          radial_condition, cusp_map, batch_size,
          max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
-         checkpoint_dir, progress):
+         seeds_per_resample, checkpoint_dir, progress):
     if not (hasattr(catalog, "x") and hasattr(catalog, "v")):
         raise TypeError(
             f"catalog must be a bayesdyn.Catalog (with .x [kpc] and .v [km/s]); got {type(catalog).__name__}; "
@@ -402,6 +410,19 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         raise ValueError(f"ensemble={ensemble!r} must be a positive integer")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an integer")
+    if not isinstance(seeds_per_resample, (int, np.integer)) or isinstance(seeds_per_resample, bool) \
+            or seeds_per_resample < 1 or ensemble % seeds_per_resample:
+        raise ValueError(
+            f"seeds_per_resample={seeds_per_resample!r} must be a positive integer that divides ensemble={ensemble} "
+            "(e.g. ensemble=4, seeds_per_resample=2: two bootstrap resamples, two seeds each)"
+        )
+    if seeds_per_resample > 1 and not bootstrap:
+        raise ValueError("seeds_per_resample > 1 groups bootstrap resamples; it needs bootstrap=True")
+    if seeds_per_resample > 1 and ensemble // seeds_per_resample < 2:
+        raise ValueError(
+            f"ensemble={ensemble} with seeds_per_resample={seeds_per_resample} gives one resample; the members' "
+            f"combination needs at least 2 (e.g. ensemble={2 * seeds_per_resample})"
+        )
     config = FlowConfig(
         flow=flow,
         n_layers=n_layers,
@@ -418,6 +439,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         final_learning_rate=float(final_learning_rate),
         clip_norm=float(clip_norm),
         bootstrap=bool(bootstrap),
+        seeds_per_resample=int(seeds_per_resample),
     )
     f32 = jnp.float32
     s_center, s_radius, support_rule = _support(support, catalog, x)
@@ -504,6 +526,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "training": train.to_dict(),
         **info,
     }
+    if seeds_per_resample > 1:
+        info["resample_groups"] = [j // int(seeds_per_resample) for j in range(int(ensemble))]
     # validation NLL in physical units: the flows' best validation losses minus the
     # mean log-Jacobians of the fixed transforms over the validation stars
     latent = np.asarray(info["val_loss_latent"], np.float64)  # (K, 2)

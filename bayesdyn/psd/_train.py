@@ -49,9 +49,11 @@ class TrainConfig:
     final_learning_rate: float = 1e-5
     clip_norm: float = 1.0
     bootstrap: bool = False
+    #: members per bootstrap resample, each with its own seed (1: every member its own resample)
+    seeds_per_resample: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_epochs", "patience"):
+        for name in ("batch_size", "max_epochs", "patience", "seeds_per_resample"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -63,7 +65,10 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} must be a positive number")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["seeds_per_resample"] == 1:  # the default is left out: checkpoints and files of earlier versions match
+            del d["seeds_per_resample"]
+        return d
 
 
 class _State(eqx.Module):
@@ -198,6 +203,21 @@ def _chunks(a: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     return a.reshape(n_chunks, size, *a.shape[1:]), pad
 
 
+def _member_indices(rng: np.random.Generator, tr_idx: np.ndarray, ensemble: int, train: TrainConfig) -> np.ndarray:
+    """Each member's training stars, (K, n_train) int32: the training set, or bootstrap resamples of it.
+
+    With bootstrap, J = K / L resamples are drawn and member j trains on resample
+    j // L: the L members of a group share their stars and differ by seed
+    (initialisation and batch order) only.
+    """
+    n_train = len(tr_idx)
+    if not train.bootstrap:
+        return np.ascontiguousarray(np.broadcast_to(tr_idx, (ensemble, n_train)), np.int32)
+    n_groups = ensemble // train.seeds_per_resample
+    resamples = tr_idx[rng.integers(0, n_train, size=(n_groups, n_train))]
+    return np.ascontiguousarray(np.repeat(resamples, train.seeds_per_resample, axis=0), np.int32)
+
+
 def data_sha256(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -236,11 +256,7 @@ def train_ensemble(
     rng = np.random.default_rng([int(seed) % 2**32, 0x505344])
     perm = rng.permutation(n)
     val_idx, tr_idx = perm[:n_val], np.sort(perm[n_val:])
-    if train.bootstrap:
-        train_idx = tr_idx[rng.integers(0, n_train, size=(ensemble, n_train))]
-    else:
-        train_idx = np.broadcast_to(tr_idx, (ensemble, n_train))
-    train_idx = jnp.asarray(np.ascontiguousarray(train_idx, np.int32))
+    train_idx = jnp.asarray(_member_indices(rng, tr_idx, ensemble, train))
     k_init = prng_key(2 * (int(seed) % 2**31))
     seed_train = jnp.asarray(np.uint32((2 * (int(seed) % 2**31) + 1) % 2**32))
 

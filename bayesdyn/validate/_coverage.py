@@ -677,8 +677,10 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
             from ..inference import combine_members
 
             priors = {p: d for p, d in run.mock.model().free_parameters().items() if p in params}
+            groups = getattr(source, "info", {}).get("resample_groups") if run.method == "flow" else None
             samples, cinfo = combine_members(
-                [{p: pooled[p][j] for p in params} for j in range(len(datasets))], priors, seed=seeds["nuts"]
+                [{p: pooled[p][j] for p in params} for j in range(len(datasets))], priors, seed=seeds["nuts"],
+                groups=groups,
             )
             rec["combine"] = {k: v for k, v in cinfo.items() if k != "member_medians"}
         else:

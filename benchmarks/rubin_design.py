@@ -1,0 +1,110 @@
+"""Why the NFW mock's ρ_s and r_s 68 % intervals over-cover: Rubin's rules with K = 4 members, simulated.
+
+Each ensemble member's estimate of a parameter (unconstrained coordinates) is
+modelled as  m_jl = θ̂(D) + e_s(D*_j) + e_t(j, l):  θ̂(D) the (bagged) estimator on
+the catalog D, with sampling variance V_s; e_s the bootstrap resample's perturbation,
+also of variance V_s; e_t the training noise of seed l, variance V_t. J resamples with
+L seeds each give K = J·L members. The member mean's error variance is
+
+    V_true = (1 + 1/J) V_s + V_t / (J L) + W,
+
+W the within-member (Monte-Carlo) variance, which every design also carries. With one
+seed per resample (L = 1, bd.infer's default) the members' spread B estimates
+V_s + V_t, and Rubin's T = W + (1 + 1/K) B overstates V_true by V_t.
+
+The script draws 200 000 synthetic realisations per case for the training shares
+V_t/B measured on the NFW mock (members on the same stars with different seeds
+against bootstrap members, ``docs/calibration/nfw-no-bootstrap``: 0.94 for ρ_s, 0.82
+for r_s, 0.46 for ρ(r_s)) and prints the coverage of each design's 68 % and 95 %
+Student-t intervals and their median half-widths in units of √V_true, beside the
+coverage measured by the real harness (R = 30, ``docs/calibration/nfw/members``).
+Designs compared:
+
+- ``rubin K=4``: bd.infer's default (J = 4, L = 1);
+- ``rubin K=8``: eight bootstrap members (2× training);
+- ``anova J=2 L=2``: K = 4 as two resamples × two seeds (same training cost),
+  T = W + MSW/(JL) + (1 + 1/J)[S² − MSW/L]₊ from the resample means' variance S² and
+  the within-resample (seed) mean square MSW, Satterthwaite degrees of freedom
+  (``bayesdyn.inference.combine_members(groups=...)``);
+- ``anova J=4 L=2``: the same with K = 8;
+- ``oracle``: V_true known, Gaussian (what a perfect variance estimate gives).
+
+    python benchmarks/rubin_design.py
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from _machine import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURED = ROOT / "docs" / "calibration" / "nfw" / "members" / "summary.csv"
+SHARES = {"halo.scale_density": 0.94, "halo.scale_radius": 0.82, "rho_at_rs": 0.46}
+W_OVER_B = 0.03  # within-member share: between_fraction ≈ 0.975 in the NFW runs (realisations/*.json)
+N_SIM = 200_000
+
+
+def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator) -> tuple[float, ...]:
+    vt, vs, w = share, 1.0 - share, W_OVER_B
+    theta = rng.normal(0.0, np.sqrt(vs), N_SIM)
+    m = theta[:, None, None] + rng.normal(0.0, np.sqrt(vs), (N_SIM, j, 1)) + rng.normal(0.0, np.sqrt(vt), (N_SIM, j, l))
+    err = m.mean(axis=(1, 2)) + rng.normal(0.0, np.sqrt(w), N_SIM)  # the within-member noise, honest in W
+    v_true = w + (1 + 1 / j) * vs + vt / (j * l)
+    if design == "rubin":
+        k = j * l
+        b = m.reshape(N_SIM, k).var(axis=1, ddof=1)
+        t = w + (1 + 1 / k) * b
+        r = (1 + 1 / k) * b / w
+        dof = (k - 1) * (1 + 1 / r) ** 2
+    elif design == "anova":
+        means = m.mean(axis=2)
+        s2 = means.var(axis=1, ddof=1)
+        msw = ((m - means[..., None]) ** 2).sum(axis=(1, 2)) / (j * (l - 1))
+        c = (1 + 1 / j) * s2
+        est = c - msw / l
+        clipped = s2 < msw / l  # V̂_s = [S² − MSW/L]₊ = 0: the training part MSW/(JL) alone
+        t = w + np.where(clipped, msw / (j * l), est)
+        satt = est**2 / (c**2 / (j - 1) + (msw / l) ** 2 / (j * (l - 1)))
+        dof = np.where(clipped, j * (l - 1.0), np.clip(satt, 1.0, None))
+    elif design == "oracle":
+        t = np.full(N_SIM, v_true)
+        dof = np.full(N_SIM, np.inf)
+    else:
+        raise ValueError(design)
+    out = []
+    for level in (0.68, 0.95):
+        half = stats.t.ppf(0.5 + level / 2, np.minimum(dof, 1e6)) * np.sqrt(t)
+        out += [float(np.mean(np.abs(err) < half)), float(np.median(half) / np.sqrt(v_true))]
+    return tuple(out)
+
+
+def main() -> None:
+    print(machine())
+    measured = {}
+    if MEASURED.is_file():
+        with open(MEASURED) as fh:
+            measured = {row["quantity"]: row for row in csv.DictReader(fh)}
+    designs = [("rubin K=4 (default)", 4, 1, "rubin"), ("rubin K=8", 8, 1, "rubin"),
+               ("anova J=2 L=2 (K=4)", 2, 2, "anova"), ("anova J=4 L=2 (K=8)", 4, 2, "anova"),
+               ("oracle", 4, 1, "oracle")]
+    print(f"{N_SIM} simulated realisations per row; W/B = {W_OVER_B}; half-widths in units of the true error sd")
+    print("| quantity | V_t/B | design | cov 68 % | half 68 % | cov 95 % | half 95 % |")
+    print("|---|---|---|---|---|---|---|")
+    for q, share in SHARES.items():
+        rng = np.random.default_rng(20261203)
+        for name, j, l, design in designs:
+            c68, h68, c95, h95 = simulate(share, j, l, design, rng)
+            print(f"| {q} | {share:.2f} | {name} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
+        if q in measured:
+            row = measured[q]
+            print(f"| {q} | — | **measured** (harness, R = 30, K = 4) | {float(row['coverage_68']):.3f} | — | "
+                  f"{float(row['coverage_95']):.3f} | — |")
+
+
+if __name__ == "__main__":
+    main()
