@@ -182,3 +182,35 @@ def test_nodes_stay_inside_the_catalog_volume(tmp_path):
     small = Run(validate_config({"nodes": {"n": 48, "radius_kpc": 0.01}}), folder=tmp_path, log=logs.append)
     with pytest.raises(ConfigError, match=r"only \d+ of 4000 stars lie within 0\.01 kpc"):
         small.node_radius(cat)
+
+
+def test_psd_table_passes_seeds_per_resample_and_support_core(tmp_path, monkeypatch):
+    """[psd] seeds_per_resample and support_core reach fit_psd; at their defaults the stage's cache key is the
+    one earlier versions wrote (run folders stay valid), set they change it."""
+    import bayesdyn as bd
+    import bayesdyn.psd as bpsd
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.pipeline import _stages
+
+    calls, keys = [], []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(cat, **kw):
+        calls.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(bpsd, "fit_psd", fake_fit)
+    real_fp = _stages._fingerprint
+    monkeypatch.setattr(_stages, "_fingerprint", lambda *parts: keys.append(parts) or real_fp(*parts))
+    cat = bd.Catalog(x=np.zeros((10, 3)), v=np.zeros((10, 3)))
+    for table in ({}, {"seeds_per_resample": 2, "support_core": 0.6}):
+        run = Run(validate_config({"psd": table}), folder=tmp_path / str(len(calls)), log=lambda *_: None)
+        with pytest.raises(Stop):
+            run.psd(cat)
+    assert calls[0]["seeds_per_resample"] == 1 and calls[0]["support_core"] == 0.0
+    assert calls[1]["seeds_per_resample"] == 2 and calls[1]["support_core"] == 0.6
+    default_table = keys[0][0]
+    assert "seeds_per_resample" not in default_table and "support_core" not in default_table
+    assert keys[1][0]["seeds_per_resample"] == 2 and keys[1][0]["support_core"] == 0.6

@@ -61,6 +61,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "batch_size": 512,
         "learning_rate": 1e-3,
         "bootstrap": True,
+        # members per bootstrap resample, each with its own seed (fit_psd's seeds_per_resample; 1 = one each)
+        "seeds_per_resample": 1,
+        # fraction of the support ball's radius left untouched by the support map (fit_psd's support_core)
+        "support_core": 0.0,
     },
     "nodes": {
         "n": 64,  # nodes where accelerations are estimated

@@ -153,7 +153,10 @@ class Run:
         from ..psd import PSDFileError, fit_psd, load_psd
 
         p = self.cfg["psd"]
-        key = _fingerprint(p, self.cfg["seed"], self._read_stamp("catalog"))
+        # options added later enter the key only when set, so that run folders of earlier versions stay valid
+        later = {"seeds_per_resample": 1, "support_core": 0.0}
+        key = _fingerprint({k: v for k, v in p.items() if later.get(k, object()) != v}, self.cfg["seed"],
+                           self._read_stamp("catalog"))
         folder = self.folder / "psd"
         t0 = time.perf_counter()
         psd = None
@@ -176,6 +179,8 @@ class Run:
                 batch_size=p["batch_size"],
                 learning_rate=p["learning_rate"],
                 bootstrap=p["bootstrap"],
+                seeds_per_resample=p["seeds_per_resample"],
+                support_core=p["support_core"],
                 checkpoint_dir=self.folder / "psd_checkpoint",
                 progress=self.progress,
             )
@@ -203,6 +208,7 @@ class Run:
                 data = AccelerationData.create(
                     z["x"], z["a"], z["cov"], sun=z["sun"], members=z["members"] if "members" in z else None,
                     member_cov=z["member_cov"] if "member_cov" in z else None,
+                    member_groups=z["member_groups"] if "member_groups" in z else None,
                 )
             self.log(f"[accelerations] reusing {path}")
         else:
@@ -213,8 +219,11 @@ class Run:
             data = estimate_accelerations(
                 source, nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"], floor=nd["floor"], sun=sun
             )
+            groups = psd.info.get("resample_groups")  # the wrapper above has no info of its own
+            if groups is not None and data.n_members == len(groups):
+                data = data._replace(member_groups=np.asarray(groups, np.int64))
             arrays = {"x": data.x, "a": data.a, "cov": data.cov, "sun": data.sun, "members": data.members,
-                      "member_cov": data.member_cov}
+                      "member_cov": data.member_cov, "member_groups": data.member_groups}
             np.savez(path, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
             self._stamp("accelerations", key)
             if source.rejected:
@@ -324,7 +333,8 @@ class Run:
         if isinstance(combine, dict):
             lines.append(
                 f"CAVEAT: intervals combine one posterior per flow member ({combine.get('n_members')} bootstrap "
-                "members, Rubin's rules, Student-t tails); they carry the members' disagreement and the "
+                f"members{', ' + str(combine.get('n_resamples')) + ' resamples' if combine.get('n_resamples') else ''}, "
+                "Rubin's rules, Student-t tails); they carry the members' disagreement and the "
                 "least-squares noise, not an error shared by all members (flow bias). Calibration on mocks "
                 "(docs/calibration, R = 30): nominal or conservative coverage on the solar-neighbourhood disk "
                 "mock and on a spherical NFW-tracer mock; on the two Gaia Challenge mocks all 8 densities fall "
