@@ -81,7 +81,7 @@ def main(argv=None) -> None:
         return
     qdf = _galpy_qdf(*truth._qdf_args())
     R, _, _, z, _ = _cylindrical(cat.x, cat.v)
-    ro, vo = 8.0, 220.0
+    ro = 8.0  # galpy's natural length unit [kpc]
     grid = dict(R_pixel=0.1 / ro, z_pixel=0.05 / ro, R_min=R.min() / ro, R_max=R.max() / ro, z_max=np.abs(z).max() / ro)
 
     def peer(m, seed):

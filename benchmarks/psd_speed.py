@@ -125,7 +125,7 @@ def nflows_epochs(u, w, val, epochs, batch, depth, width, layers, seed=0):
             torch.nn.utils.clip_grad_norm_(fv.parameters(), 1.0)
             opt.step()
         with torch.no_grad():
-            vl = -(fx.log_prob(Uv).mean() + fv.log_prob(Wv, context=Uv).mean())
+            (-(fx.log_prob(Uv).mean() + fv.log_prob(Wv, context=Uv).mean())).item()  # the validation loss, as ours
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return fx, fv, times, cpu

@@ -26,7 +26,7 @@ Designs compared:
   T = W + MSW/(JL) + (1 + 1/J)[S² − MSW/L]₊ from the resample means' variance S² and
   the within-resample (seed) mean square MSW, Satterthwaite degrees of freedom
   (``bayesdyn.inference.combine_members(groups=...)``);
-- ``anova J=4 L=2``: the same with K = 8;
+- ``anova J=3 L=2``, ``anova J=4 L=2``: the same with K = 6 and 8;
 - ``oracle``: V_true known, Gaussian (what a perfect variance estimate gives).
 
     python benchmarks/rubin_design.py
@@ -90,7 +90,7 @@ def main() -> None:
         with open(MEASURED) as fh:
             measured = {row["quantity"]: row for row in csv.DictReader(fh)}
     designs = [("rubin K=4 (default)", 4, 1, "rubin"), ("rubin K=8", 8, 1, "rubin"),
-               ("anova J=2 L=2 (K=4)", 2, 2, "anova"), ("anova J=4 L=2 (K=8)", 4, 2, "anova"),
+               ("anova J=2 L=2 (K=4)", 2, 2, "anova"), ("anova J=3 L=2 (K=6)", 3, 2, "anova"), ("anova J=4 L=2 (K=8)", 4, 2, "anova"),
                ("oracle", 4, 1, "oracle")]
     print(f"{N_SIM} simulated realisations per row; W/B = {W_OVER_B}; half-widths in units of the true error sd")
     print("| quantity | V_t/B | design | cov 68 % | half 68 % | cov 95 % | half 95 % |")

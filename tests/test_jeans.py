@@ -209,6 +209,7 @@ def test_acceleration_at_sun_and_1kpc_sheet(sheet_catalog):
     assert_allclose(vec.value, [-sun.a_R.value, 0.0, sun.a_z.value], atol=1e-9 * abs(sun.a_R.value))
     assert_allclose(vec.error, [sun.a_R.error, 0.0, sun.a_z.error], atol=1e-9 * sun.a_R.error)
 
+    single_error = None  # a_z's error at the previous z without mirroring (set before the mirrored case)
     for z, sym in ((1.0, False), (-1.0, False), (1.0, True)):
         p = jeans.acceleration_at(cat, R_SUN, z, dR=0.4, dz=0.2, selection=_in_sphere, symmetrize_z=sym, seed=2)
         aR, az, _ = _sheet_truth(R_SUN, z)
