@@ -24,8 +24,8 @@ Designs compared:
 - ``rubin K=8``: eight bootstrap members (2× training);
 - ``anova J=2 L=2``: K = 4 as two resamples × two seeds (same training cost),
   T = W + MSW/(JL) + (1 + 1/J)[S² − MSW/L]₊ from the resample means' variance S² and
-  the within-resample (seed) mean square MSW, Satterthwaite degrees of freedom
-  (``bayesdyn.inference.combine_members(groups=...)``);
+  the within-resample (seed) mean square MSW, Satterthwaite degrees of freedom for
+  the sum of the two parts (``bayesdyn.inference.combine_members(groups=...)``);
 - ``anova J=3 L=2``, ``anova J=4 L=2``: the same with K = 6 and 8;
 - ``oracle``: V_true known, Gaussian (what a perfect variance estimate gives).
 
@@ -66,11 +66,10 @@ def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator
         s2 = means.var(axis=1, ddof=1)
         msw = ((m - means[..., None]) ** 2).sum(axis=(1, 2)) / (j * (l - 1))
         c = (1 + 1 / j) * s2
-        est = c - msw / l
-        clipped = s2 < msw / l  # V̂_s = [S² − MSW/L]₊ = 0: the training part MSW/(JL) alone
-        t = w + np.where(clipped, msw / (j * l), est)
-        satt = est**2 / (c**2 / (j - 1) + (msw / l) ** 2 / (j * (l - 1)))
-        dof = np.where(clipped, j * (l - 1.0), np.clip(satt, 1.0, None))
+        c_t = msw / (j * l)  # training part, J(L − 1) dof
+        c_s = (1 + 1 / j) * np.maximum(s2 - msw / l, 0.0)  # sampling part (1 + 1/J)[S² − MSW/L]₊, J − 1 dof
+        t = w + c_t + c_s
+        dof = (c_t + c_s) ** 2 / (c_t**2 / (j * (l - 1)) + c_s**2 / (j - 1))
     elif design == "oracle":
         t = np.full(N_SIM, v_true)
         dof = np.full(N_SIM, np.inf)

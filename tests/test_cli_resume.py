@@ -214,3 +214,12 @@ def test_psd_table_passes_seeds_per_resample_and_support_core(tmp_path, monkeypa
     default_table = keys[0][0]
     assert "seeds_per_resample" not in default_table and "support_core" not in default_table
     assert keys[1][0]["seeds_per_resample"] == 2 and keys[1][0]["support_core"] == 0.6
+
+    from bayesdyn.pipeline import ConfigError
+
+    for table in ({"seeds_per_resample": 3}, {"seeds_per_resample": 2, "bootstrap": False},
+                  {"ensemble": 2, "seeds_per_resample": 2}, {"seeds_per_resample": 0}):
+        with pytest.raises(ConfigError, match="psd.seeds_per_resample"):
+            validate_config({"psd": table})
+    with pytest.raises(ConfigError, match="psd.support_core"):
+        validate_config({"psd": {"support_core": 1.0}})

@@ -174,7 +174,7 @@ def test_combine_members_follows_rubins_rules():
 
 def test_combine_members_with_resample_groups_splits_training_from_sampling_variance():
     """J = 2 resamples × L = 2 seeds: between-member variance M/(JL) + (1 + 1/J)[S − M/L]₊ with Satterthwaite
-    degrees of freedom (the module docstring), not Rubin's (1 + 1/K) B; where the resample means agree better
+    degrees of freedom for the sum of the two parts (the module docstring), not Rubin's (1 + 1/K) B; where the resample means agree better
     than the seeds do, the training part M/(JL) alone; unbalanced groups are refused."""
     from bayesdyn.inference import combine_members
 
@@ -194,7 +194,8 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
     _, info, between, within = run(means, [0, 0, 1, 1])
     s, m = np.var([0.9, 1.5], ddof=1), (2 * 0.1**2 + 2 * 0.2**2) / 2  # 0.18, 0.05
     assert_allclose(between, m / 4 + 1.5 * (s - m / 2), rtol=1e-3)  # 0.245
-    satt = max((1.5 * s - m / 2) ** 2 / ((1.5 * s) ** 2 / 1 + (m / 2) ** 2 / 2), 1.0)
+    c_t, c_s = m / 4, 1.5 * (s - m / 2)  # training part (J(L − 1) = 2 dof), sampling part (J − 1 = 1 dof)
+    satt = (c_t + c_s) ** 2 / (c_t**2 / 2 + c_s**2 / 1)  # 1.109
     assert_allclose(info["dof"], satt * (1 + within / between) ** 2, rtol=1e-3)
     assert info["n_resamples"] == 2 and info["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in info["combine"]
     # the same members as independent resamples: Rubin's rules
@@ -240,3 +241,19 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     assert abs(t["median"] / 1e10 - 1) < 0.01
     tm = mean.summary().loc["halo.mass"]
     assert (tm["q97.5"] - tm["q2.5"]) < 0.3 * (t["q97.5"] - t["q2.5"])
+    # members in resample pairs (fit_psd(seeds_per_resample=2)): bd.infer hands the groups to combine_members,
+    # and the member-mean likelihood, which cannot use them, says so
+    scale4 = np.array([0.97, 0.99, 1.01, 1.03])
+    with jax.enable_x64(True):
+        paired = AccelerationData.create(
+            data.x, np.asarray(data.a), 1e-2 * cov, sun=data.sun, members=np.asarray(data.a)[None] * scale4[:, None, None],
+            member_cov=np.broadcast_to(1e-2 * cov, (4,) + cov.shape), member_groups=np.array([0, 0, 1, 1]),
+        )
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grouped = infer(model, paired, seed=0, num_chains=2, num_warmup=200, num_samples=300, progress=False)
+        with pytest.warns(UserWarning, match="seeds_per_resample"):
+            infer(model, paired, seed=0, num_chains=2, num_warmup=200, num_samples=300, progress=False,
+                  combine="mean")
+    g = grouped.info["combine"]
+    assert g["n_resamples"] == 2 and g["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in g["combine"]

@@ -38,9 +38,12 @@ V_t. The member mean's error variance is then
 
 [·]₊ clipping negative eigenvalues to zero (where it does not bind this is
 (1 + 1/J) S − M/L; where it does, the training part M/(JL) alone), and
-T = W̄ + that. Its degrees of freedom follow Satterthwaite for (1 + 1/J) S − M/L
-with J − 1 and J(L − 1) degrees of freedom (J(L − 1) where the clip binds),
-averaged over parameters, then ν = ν_b (1 + 1/r)² as above.
+T = W̄ + that. Its degrees of freedom follow Satterthwaite for the sum of the
+two parts, M/(JL) with J(L − 1) and (1 + 1/J) V̂_s with J − 1 degrees of freedom
+(so J(L − 1) where the clip binds, continuously), averaged over parameters, then
+ν = ν_b (1 + 1/r)² as above. (Satterthwaite for the difference (1 + 1/J) S − M/L
+collapses towards 1 degree of freedom, Cauchy tails, just where the sampling part
+is small.)
 ``benchmarks/rubin_design.py`` simulates the coverage of both designs.
 """
 
@@ -119,7 +122,10 @@ def combine_members(
         ``(samples, info)``: the combined draws, site → (K·chains, draws), and a
         dict with ``n_members``, ``dof`` (ν), and per site ``between_fraction``
         ((1 + 1/K)B / T on the diagonal: the share of the variance from the
-        members' disagreement), ``member_medians`` (K,) in the parameter's unit.
+        members' disagreement), ``member_medians`` (K,) in the parameter's unit;
+        with resample groups also ``n_resamples`` (J), ``seeds_per_resample`` (L)
+        and per site ``training_fraction`` = M/(M + V̂_s), the estimated share of
+        one member's variance that is training (seed) variance.
     """
     k = len(member_samples)
     names = list(priors)
@@ -170,15 +176,16 @@ def combine_members(
         v_s = (vec * np.clip(lam, 0.0, None)) @ vec.T  # [S − M/L]₊
         cov_b = m_mat / (nj * nl) + (1 + 1 / nj) * v_s
         between = np.diag(cov_b)
-        sd, md = np.diag(s_mat), np.diag(m_mat)
-        est = (1 + 1 / nj) * sd - md / nl
-        satt = est**2 / np.maximum(((1 + 1 / nj) * sd) ** 2 / (nj - 1) + (md / nl) ** 2 / (nj * (nl - 1)), 1e-300)
-        dof_b = float(np.mean(np.where(sd > md / nl, np.maximum(satt, 1.0), nj * (nl - 1.0))))
+        # Satterthwaite for the sum of the two components: the training part M/(JL), J(L − 1) dof, and the
+        # sampling part (1 + 1/J) V̂_s, J − 1 dof (V̂_s follows S); continuous where the clip starts to bind
+        md, vs_d = np.diag(m_mat), np.diag(v_s)
+        c_t, c_s = md / (nj * nl), (1 + 1 / nj) * vs_d
+        dof_p = (c_t + c_s) ** 2 / np.maximum(c_t**2 / (nj * (nl - 1)) + c_s**2 / (nj - 1), 1e-300)
+        dof_b = float(np.mean(np.where(c_t + c_s > 0, dof_p, nj - 1.0)))
         extra = {
             "n_resamples": int(nj),
             "seeds_per_resample": int(nl),
-            "training_fraction": {n: float(md[i] / max(md[i] + max(sd[i] - md[i] / nl, 0.0), 1e-300))
-                                  for i, n in enumerate(names)},
+            "training_fraction": {n: float(md[i] / max(md[i] + vs_d[i], 1e-300)) for i, n in enumerate(names)},
         }
     r = float(np.mean(between / np.maximum(within, 1e-300)))
     dof = dof_b * (1 + 1 / r) ** 2 if r > 0 else np.inf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Literal
 
 import jax
@@ -260,6 +261,13 @@ def infer(
         )
     if combine == "auto":
         combine = "members" if has_members else "mean"
+    if combine == "mean" and isinstance(data, AccelerationData) and data.member_groups is not None:
+        warnings.warn(
+            "these accelerations come from flows fitted with seeds_per_resample ≥ 2, but combine='mean' uses "
+            "the members' plain covariance, which treats them as independent resamples and undercounts the "
+            "finite-sample variance; use combine='members' (the default), which weighs the resample groups",
+            stacklevel=2,
+        )
     options = dict(
         num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, backend=backend,
         target_accept=target_accept, dense_mass=dense_mass, progress=progress,

@@ -188,8 +188,17 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"'inference.{key}' must be a positive integer, got {inf[key]}")
     if not 0 < inf["target_accept"] < 1:
         raise ConfigError(f"'inference.target_accept' must be in (0, 1), got {inf['target_accept']}")
-    if cfg["psd"]["ensemble"] < 1:
-        raise ConfigError(f"'psd.ensemble' must be ≥ 1, got {cfg['psd']['ensemble']}")
+    ps = cfg["psd"]
+    if ps["ensemble"] < 1:
+        raise ConfigError(f"'psd.ensemble' must be ≥ 1, got {ps['ensemble']}")
+    spr = ps["seeds_per_resample"]
+    if spr < 1 or ps["ensemble"] % spr or (spr > 1 and (not ps["bootstrap"] or ps["ensemble"] // spr < 2)):
+        raise ConfigError(
+            f"'psd.seeds_per_resample' = {spr} must be ≥ 1 and divide 'psd.ensemble' = {ps['ensemble']} into at "
+            "least 2 bootstrap resamples (with bootstrap = true), e.g. ensemble = 4, seeds_per_resample = 2"
+        )
+    if not 0 <= ps["support_core"] < 1:
+        raise ConfigError(f"'psd.support_core' must be in [0, 1) (a fraction of the support radius), got {ps['support_core']}")
     if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:
         raise ConfigError("'nodes.n' must be ≥ 1 and 'nodes.n_velocities' ≥ 8")
     if cfg["nodes"]["radius_kpc"] < 0:
