@@ -191,12 +191,12 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     ps = cfg["psd"]
     if ps["ensemble"] < 1:
         raise ConfigError(f"'psd.ensemble' must be ≥ 1, got {ps['ensemble']}")
-    spr = ps["seeds_per_resample"]
-    if spr < 1 or ps["ensemble"] % spr or (spr > 1 and (not ps["bootstrap"] or ps["ensemble"] // spr < 2)):
-        raise ConfigError(
-            f"'psd.seeds_per_resample' = {spr} must be ≥ 1 and divide 'psd.ensemble' = {ps['ensemble']} into at "
-            "least 2 bootstrap resamples (with bootstrap = true), e.g. ensemble = 4, seeds_per_resample = 2"
-        )
+    from ..psd._fit import check_seeds_per_resample  # the rule fit_psd applies, checked before any stage runs
+
+    try:
+        check_seeds_per_resample(ps["ensemble"], ps["seeds_per_resample"], ps["bootstrap"])
+    except ValueError as err:
+        raise ConfigError(f"'psd.seeds_per_resample': {err}") from None
     if not 0 <= ps["support_core"] < 1:
         raise ConfigError(f"'psd.support_core' must be in [0, 1) (a fraction of the support radius), got {ps['support_core']}")
     if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:

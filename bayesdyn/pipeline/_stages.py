@@ -43,6 +43,11 @@ class _VelocitiesInsideCatalog:
         self.psd, self.lo, self.hi = psd, lo - pad, hi + pad
         self.drawn = self.rejected = 0
 
+    @property
+    def info(self) -> dict:
+        """The density's training record (its resample groups reach the accelerations through it)."""
+        return self.psd.info
+
     def sample_velocities(self, x, n: int, seed: int) -> np.ndarray:
         """(P, n, 3) velocities [km/s] from p(v|x) inside the box."""
         x = np.asarray(x)
@@ -219,9 +224,6 @@ class Run:
             data = estimate_accelerations(
                 source, nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"], floor=nd["floor"], sun=sun
             )
-            groups = psd.info.get("resample_groups")  # the wrapper above has no info of its own
-            if groups is not None and data.n_members == len(groups):
-                data = data._replace(member_groups=np.asarray(groups, np.int64))
             arrays = {"x": data.x, "a": data.a, "cov": data.cov, "sun": data.sun, "members": data.members,
                       "member_cov": data.member_cov, "member_groups": data.member_groups}
             np.savez(path, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})

@@ -387,6 +387,23 @@ def fit_psd(
                     bootstrap, seeds_per_resample, checkpoint_dir, progress)
 
 
+def check_seeds_per_resample(ensemble: int, seeds_per_resample: Any, bootstrap: bool) -> None:
+    """Raise ValueError unless ``seeds_per_resample`` is 1 or splits ``ensemble`` into ≥ 2 bootstrap resamples."""
+    if not isinstance(seeds_per_resample, (int, np.integer)) or isinstance(seeds_per_resample, bool) \
+            or seeds_per_resample < 1 or ensemble % seeds_per_resample:
+        raise ValueError(
+            f"seeds_per_resample={seeds_per_resample!r} must be a positive integer that divides ensemble={ensemble} "
+            "(e.g. ensemble=4, seeds_per_resample=2: two bootstrap resamples, two seeds each)"
+        )
+    if seeds_per_resample > 1 and not bootstrap:
+        raise ValueError("seeds_per_resample > 1 groups bootstrap resamples; it needs bootstrap=True")
+    if seeds_per_resample > 1 and ensemble // seeds_per_resample < 2:
+        raise ValueError(
+            f"ensemble={ensemble} with seeds_per_resample={seeds_per_resample} gives one resample; the members' "
+            f"combination needs at least 2 (e.g. ensemble={2 * seeds_per_resample})"
+        )
+
+
 def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, support_core,
          velocity_frame,
          radial_condition, cusp_map, batch_size,
@@ -410,19 +427,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         raise ValueError(f"ensemble={ensemble!r} must be a positive integer")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an integer")
-    if not isinstance(seeds_per_resample, (int, np.integer)) or isinstance(seeds_per_resample, bool) \
-            or seeds_per_resample < 1 or ensemble % seeds_per_resample:
-        raise ValueError(
-            f"seeds_per_resample={seeds_per_resample!r} must be a positive integer that divides ensemble={ensemble} "
-            "(e.g. ensemble=4, seeds_per_resample=2: two bootstrap resamples, two seeds each)"
-        )
-    if seeds_per_resample > 1 and not bootstrap:
-        raise ValueError("seeds_per_resample > 1 groups bootstrap resamples; it needs bootstrap=True")
-    if seeds_per_resample > 1 and ensemble // seeds_per_resample < 2:
-        raise ValueError(
-            f"ensemble={ensemble} with seeds_per_resample={seeds_per_resample} gives one resample; the members' "
-            f"combination needs at least 2 (e.g. ensemble={2 * seeds_per_resample})"
-        )
+    check_seeds_per_resample(ensemble, seeds_per_resample, bootstrap)
     config = FlowConfig(
         flow=flow,
         n_layers=n_layers,
