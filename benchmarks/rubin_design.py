@@ -65,7 +65,6 @@ def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator
         means = m.mean(axis=2)
         s2 = means.var(axis=1, ddof=1)
         msw = ((m - means[..., None]) ** 2).sum(axis=(1, 2)) / (j * (l - 1))
-        c = (1 + 1 / j) * s2
         c_t = msw / (j * l)  # training part, J(L − 1) dof
         c_s = (1 + 1 / j) * np.maximum(s2 - msw / l, 0.0)  # sampling part (1 + 1/J)[S² − MSW/L]₊, J − 1 dof
         t = w + c_t + c_s

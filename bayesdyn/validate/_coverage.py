@@ -512,6 +512,16 @@ def coverage(
     if realisations < 1 or n_stars < 1 or n_nodes < 1 or n_velocities < 4:
         raise ValueError("realisations, n_stars and n_nodes must be ≥ 1 and n_velocities ≥ 4")
     psd_options = {**PSD_DEFAULTS, **(psd_options or {})}
+    if method == "flow":
+        # the seed pairing fit_psd will use, resolved here so that the run's record and the flow cache's key name
+        # it (L = 1 is left out: caches and run folders of earlier versions stay valid)
+        from ..psd._fit import resolve_seeds_per_resample
+
+        spr = resolve_seeds_per_resample(psd_options.get("ensemble", 4), psd_options.get("seeds_per_resample", "auto"),
+                                         psd_options.get("bootstrap", True))
+        psd_options.pop("seeds_per_resample", None)
+        if spr > 1:
+            psd_options["seeds_per_resample"] = spr
     nuts_options = {**NUTS_DEFAULTS, **(nuts_options or {})}
     unknown = set(nuts_options) - set(NUTS_DEFAULTS)
     if unknown:
