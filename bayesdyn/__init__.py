@@ -29,6 +29,7 @@ from .catalog import CatalogError as CatalogError
 from .catalog import CutRecord as CutRecord
 from .catalog import DroppedRowsWarning as DroppedRowsWarning
 from .catalog import SolarParameters as SolarParameters
+from .dynamics import correct_measurement_errors as correct_measurement_errors
 from .dynamics import estimate_accelerations as estimate_accelerations
 from .inference import AccelerationData as AccelerationData
 from .inference import PotentialModel as PotentialModel
@@ -50,6 +51,7 @@ __all__ = [
     "PotentialModel",
     "SolarParameters",
     "catalog",
+    "correct_measurement_errors",
     "dark_disk_limits",
     "dynamics",
     "estimate_accelerations",

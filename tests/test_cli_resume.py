@@ -185,8 +185,9 @@ def test_nodes_stay_inside_the_catalog_volume(tmp_path):
 
 
 def test_psd_table_passes_seeds_per_resample_and_support_core(tmp_path, monkeypatch):
-    """[psd] seeds_per_resample and support_core reach fit_psd; at their defaults the stage's cache key is the
-    one earlier versions wrote (run folders stay valid), set they change it."""
+    """[psd] seeds_per_resample and support_core reach fit_psd; "auto" (the default) is resolved before the stage's
+    cache key is made, so the key says what is trained: seed pairs for the default K = 4, and for one member per
+    resample (L = 1) or support_core = 0 the key earlier versions wrote (their run folders stay valid)."""
     import bayesdyn as bd
     import bayesdyn.psd as bpsd
     from bayesdyn.pipeline import Run, validate_config
@@ -205,20 +206,25 @@ def test_psd_table_passes_seeds_per_resample_and_support_core(tmp_path, monkeypa
     real_fp = _stages._fingerprint
     monkeypatch.setattr(_stages, "_fingerprint", lambda *parts: keys.append(parts) or real_fp(*parts))
     cat = bd.Catalog(x=np.zeros((10, 3)), v=np.zeros((10, 3)))
-    for table in ({}, {"seeds_per_resample": 2, "support_core": 0.6}):
+    tables = ({}, {"seeds_per_resample": 1}, {"ensemble": 2}, {"seeds_per_resample": "auto", "ensemble": 6},
+              {"seeds_per_resample": 2, "support_core": 0.6})
+    for table in tables:
         run = Run(validate_config({"psd": table}), folder=tmp_path / str(len(calls)), log=lambda *_: None)
         with pytest.raises(Stop):
             run.psd(cat)
-    assert calls[0]["seeds_per_resample"] == 1 and calls[0]["support_core"] == 0.0
-    assert calls[1]["seeds_per_resample"] == 2 and calls[1]["support_core"] == 0.6
-    default_table = keys[0][0]
-    assert "seeds_per_resample" not in default_table and "support_core" not in default_table
-    assert keys[1][0]["seeds_per_resample"] == 2 and keys[1][0]["support_core"] == 0.6
+    assert [c["seeds_per_resample"] for c in calls] == [2, 1, 1, 2, 2]
+    assert calls[0]["support_core"] == 0.0 and calls[4]["support_core"] == 0.6
+    assert keys[0][0]["seeds_per_resample"] == 2 and "support_core" not in keys[0][0]
+    for k in (1, 2):  # one member per resample: the key of earlier versions
+        assert "seeds_per_resample" not in keys[k][0] and "support_core" not in keys[k][0]
+    assert keys[4][0]["seeds_per_resample"] == 2 and keys[4][0]["support_core"] == 0.6
+    assert keys[0][0] == {**keys[1][0], "seeds_per_resample": 2}  # "auto" keys exactly as an explicit 2
 
     from bayesdyn.pipeline import ConfigError
 
     for table in ({"seeds_per_resample": 3}, {"seeds_per_resample": 2, "bootstrap": False},
-                  {"ensemble": 2, "seeds_per_resample": 2}, {"seeds_per_resample": 0}):
+                  {"ensemble": 2, "seeds_per_resample": 2}, {"seeds_per_resample": 0},
+                  {"seeds_per_resample": "two"}, {"seeds_per_resample": True}, {"seeds_per_resample": 2.0}):
         with pytest.raises(ConfigError, match="psd.seeds_per_resample"):
             validate_config({"psd": table})
     with pytest.raises(ConfigError, match="psd.support_core"):

@@ -89,3 +89,11 @@ def test_gaia_run_config_is_valid_and_finds_its_file(shared_data, monkeypatch, t
     cfg = load_config(EXAMPLES / "gaia_dr2_4096.toml")
     assert Path(cfg["catalog"]["source"]) == (shared_data / "gaia" / "gdr2_rv_4096_within100pc.fits").resolve()
     assert cfg["nodes"]["radius_kpc"] == 0.0  # nodes fitted inside the 100 pc catalog
+
+
+def test_measurement_errors_example_removes_the_bias(capsys):
+    """Exact Gaussian sphere, ε²/σ² = 1/2: observed accelerations 1.5× too strong, corrected within 4 %."""
+    ratios = _run_example("measurement_errors.py", ["--tiny"])
+    np.testing.assert_allclose(ratios["observed"], 1.5, atol=0.03)
+    np.testing.assert_allclose(ratios["corrected"], 1.0, atol=0.04)
+    assert "expected bias factor 1 + ε²/σ² = 1.500" in capsys.readouterr().out

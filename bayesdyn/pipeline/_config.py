@@ -61,8 +61,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "batch_size": 512,
         "learning_rate": 1e-3,
         "bootstrap": True,
-        # members per bootstrap resample, each with its own seed (fit_psd's seeds_per_resample; 1 = one each)
-        "seeds_per_resample": 1,
+        # members per bootstrap resample, each with its own seed (fit_psd's seeds_per_resample; 1 = one each;
+        # "auto" = 2 for an even ensemble ≥ 4 with bootstrap, else 1)
+        "seeds_per_resample": "auto",
         # fraction of the support ball's radius left untouched by the support map (fit_psd's support_core)
         "support_core": 0.0,
     },
@@ -73,6 +74,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "radius_kpc": 1.0,
         "n_velocities": 256,
         "floor": 0.0,  # relative noise floor on each acceleration covariance
+    },
+    "errors": {
+        # correct the accelerations for measurement errors (SIMEX: flows fitted to re-smeared copies of the
+        # catalog, a = 2 a_data − a_copies; bd.correct_measurement_errors); each copy costs one more flow fit
+        "correct": False,
+        "copies": 2,  # ≥ 2 estimates the copies' Monte Carlo error
+        # Gaussian errors per Galactocentric axis; both 0 = draw from the catalog's Gaia error columns
+        "velocity_error_kms": 0.0,
+        "position_error_kpc": 0.0,
     },
     "model": {
         "halo": {"type": "NFW", "scale_density": {"prior": "LogUniform", "low": 1e5, "high": 1e9}, "scale_radius": 16.0},
@@ -96,6 +106,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
 }
 
+#: keys whose value is "auto" or an integer
+_INT_OR_AUTO = {"psd.seeds_per_resample"}
+
 _TYPES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
 
 
@@ -117,6 +130,10 @@ def _merge(base: dict, user: dict, path: str, free_tables: tuple[str, ...]) -> d
             if not isinstance(val, dict):
                 raise ConfigError(f"'{where}' must be a table ([{where}]), got {type(val).__name__}")
             out[key] = _merge(ref, val, where, free_tables)
+        elif where in _INT_OR_AUTO:
+            if val != "auto" and (isinstance(val, bool) or not isinstance(val, int)):
+                raise ConfigError(f"'{where}' must be \"auto\" or an integer, got {val!r}")
+            out[key] = val
         else:
             if isinstance(ref, bool) != isinstance(val, bool) or (
                 not isinstance(val, type(ref)) and not (isinstance(ref, float) and isinstance(val, int))
@@ -197,6 +214,12 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         check_seeds_per_resample(ps["ensemble"], ps["seeds_per_resample"], ps["bootstrap"])
     except ValueError as err:
         raise ConfigError(f"'psd.seeds_per_resample': {err}") from None
+    er = cfg["errors"]
+    if er["copies"] < 1:
+        raise ConfigError(f"'errors.copies' must be ≥ 1 (2 or more estimate the Monte Carlo error), got {er['copies']}")
+    for key in ("velocity_error_kms", "position_error_kpc"):
+        if not er[key] >= 0:
+            raise ConfigError(f"'errors.{key}' must be ≥ 0 (0 with the other 0: use the Gaia error columns), got {er[key]}")
     if not 0 <= ps["support_core"] < 1:
         raise ConfigError(f"'psd.support_core' must be in [0, 1) (a fraction of the support radius), got {ps['support_core']}")
     if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:
