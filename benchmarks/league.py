@@ -484,7 +484,9 @@ def get_psd(spec: MockSpec, s, seed, cache: Path | None, clock: Clock, external:
             except PSDFileError as err:
                 log(f"  flows: cached {folder} unreadable ({err}); refitting")
         with clock("flows (fit)"):
-            psd = bd.fit_psd(spec.catalog, seed=seed, progress=False, **s["psd"])
+            # one member per resample unless the settings say otherwise: the cache key (the settings) leaves L = 1 out,
+            # and the published table was made so
+            psd = bd.fit_psd(spec.catalog, seed=seed, progress=False, **{"seeds_per_resample": 1, **s["psd"]})
         info = psd.info
         log(f"  flows: fitted K = {psd.n_members} on {spec.catalog.n} stars in {clock.stages['flows (fit)'][0]:.0f} s "
             f"({info.get('epochs')} epochs)")

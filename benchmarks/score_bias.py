@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         except PSDFileError:
             psd = None
     if psd is None:
-        psd = fit_psd(cat, seed=seeds["psd"], progress=True, **options)
+        psd = fit_psd(cat, seed=seeds["psd"], progress=True, **{"seeds_per_resample": 1, **options})  # as its cache key says
         psd.save(folder)
     print(psd.summary())
     v = np.asarray(exact.sample_velocities(x, m, 1))  # (P, M, 3) from the true p(v|x)

@@ -69,7 +69,7 @@ def main():
             t0 = time.perf_counter()
             with jax.enable_x64(False):
                 psd = bd.psd.fit_psd(catalog, ensemble=args.ensemble, seed=seeds["psd"], max_epochs=epochs,
-                                     bootstrap=boot, progress=False)
+                                     bootstrap=boot, seeds_per_resample=1, progress=False)
             data = bd.dynamics.estimate_accelerations(psd, x, n_velocities=256, seed=seeds["accel"])
             mem = np.asarray(data.members, np.float64)  # (K, P, 3)
             mcov = np.asarray(data.member_cov, np.float64)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bayesdyn as bd
-from bayesdyn.dynamics import correct_measurement_errors, estimate_accelerations, measurement_error_correction, resmear
+from bayesdyn.dynamics import correct_measurement_errors, measurement_error_correction, resmear
 
 S, SIGMA = 2.0, 20.0  # kpc, km/s
 OMEGA2 = (SIGMA / S) ** 2  # (km/s)²/kpc²
@@ -64,9 +64,10 @@ def test_simex_removes_the_velocity_error_bias_of_an_exact_gaussian_sphere(x64):
     sd = np.sqrt(np.diagonal(np.asarray(res.corrected.cov), axis1=1, axis2=2))
     pulls = (np.asarray(res.corrected.a) - a_true) / sd
     assert np.max(np.abs(pulls)) < 4.0
-    # the copies' Monte Carlo error is in every member's covariance (3 copies: estimated from their spread)
-    assert np.all(np.diagonal(np.asarray(res.corrected.member_cov) - 4 * np.asarray(res.observed.member_cov),
-                              axis1=-2, axis2=-1) > 0)
+    # without resample groups the copies go round robin (members 0-3 ← copies 0, 1, 2, 0): each member carries its
+    # own copy's Monte Carlo noise as a whole field, so the members' spread holds it
+    raw_obs = [np.asarray(s.members) for s in res.smeared]
+    assert not np.allclose(raw_obs[0], raw_obs[1])
     np.testing.assert_allclose(res.bias, np.asarray(res.observed.a) - np.asarray(res.corrected.a))
     assert res.corrected.n_members == 4 and res.corrected.member_cov is not None
     assert "3 re-smeared copies" in res.summary()
@@ -77,28 +78,55 @@ def test_correction_algebra_members_covariances_and_monte_carlo_error(x64):
     k, p = 4, 5
     x = rng.normal(size=(p, 3))
 
-    def data(members, c):
+    def data(members, c, groups=(0, 0, 1, 1), with_cov=True):
         members = np.asarray(members)
-        cov = np.broadcast_to(np.eye(3) * c, (k, p, 3, 3))
+        cov = np.broadcast_to(np.eye(3) * c, (k, p, 3, 3)) if with_cov else None
         return bd.AccelerationData.create(x, members.mean(0), np.broadcast_to(np.eye(3) * c, (p, 3, 3)),
-                                          members=members, member_cov=cov, member_groups=[0, 0, 1, 1])
+                                          members=members, member_cov=cov, member_groups=groups)
 
     obs = rng.normal(size=(k, p, 3))
     sm1, sm2 = rng.normal(size=(2, k, p, 3))
     out = measurement_error_correction(data(obs, 0.1), [data(sm1, 0.2), data(sm2, 0.3)])
-    expect = 2 * obs - 0.5 * (sm1 + sm2)
+    # pieces estimated with a floor: it is taken out of each and added once to the result
+    fl = lambda a: (0.05 * np.linalg.norm(a, axis=-1)) ** 2  # noqa: E731
+
+    def floored(members, c):
+        members = np.asarray(members)
+        mc = c * np.eye(3) + fl(members)[..., None, None] * np.eye(3)
+        return bd.AccelerationData.create(x, members.mean(0), np.broadcast_to(np.eye(3) * c, (p, 3, 3)),
+                                          members=members, member_cov=mc, member_groups=(0, 0, 1, 1))
+
+    with_floor = measurement_error_correction(floored(obs, 0.1), [floored(sm1, 0.2), floored(sm2, 0.3)], floor=0.05)
+    # seed pairs (0, 1) and (2, 3): each resample is corrected with its own copy, so the copies' Monte Carlo
+    # noise is in the spread between resamples, coherently over the nodes
+    expect = 2 * obs - np.stack([sm1[0], sm1[1], sm2[2], sm2[3]])
     np.testing.assert_allclose(np.asarray(out.members), expect, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(out.a), expect.mean(0), rtol=1e-12)
-    d = sm1.mean(0) - sm2.mean(0)  # two copies: Var(mean) = (m1 − m2)(m1 − m2)ᵀ/4
-    v_mc = np.einsum("pi,pj->pij", d, d) / 4
-    ls = (4 * 0.1 + (0.2 + 0.3) / 4) * np.eye(3)
-    np.testing.assert_allclose(np.asarray(out.member_cov), np.broadcast_to(ls + v_mc, (k, p, 3, 3)), rtol=1e-12)
+    ls = np.array([4 * 0.1 + 0.2, 4 * 0.1 + 0.2, 4 * 0.1 + 0.3, 4 * 0.1 + 0.3])[:, None, None, None] * np.eye(3)
+    np.testing.assert_allclose(np.asarray(out.member_cov), np.broadcast_to(ls, (k, p, 3, 3)), rtol=1e-12)
     dm = expect - expect.mean(0)
     between = np.einsum("kpi,kpj->pij", dm, dm) / (k - 1)
-    np.testing.assert_allclose(np.asarray(out.cov), between + ls / k + v_mc, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(out.cov), between + ls.mean(0) / k, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(with_floor.member_cov), ls + fl(expect)[..., None, None] * np.eye(3),
+                               rtol=1e-10)  # the floor once, not scaled by the correction's 4×
+    np.testing.assert_allclose(np.asarray(with_floor.cov) - np.asarray(out.cov),
+                               fl(expect.mean(0))[:, None, None] * np.eye(3), rtol=1e-8, atol=1e-12)
     assert out.member_groups.tolist() == [0, 0, 1, 1]
+    # one field (no members): the copies' mean, and their spread / n as the Monte Carlo error
+    one = lambda a, c: bd.AccelerationData.create(x, a, np.broadcast_to(np.eye(3) * c, (p, 3, 3)))  # noqa: E731
+    single = measurement_error_correction(one(obs[0], 0.1), [one(sm1[0], 0.2), one(sm2[0], 0.3)])
+    np.testing.assert_allclose(np.asarray(single.a), 2 * obs[0] - 0.5 * (sm1[0] + sm2[0]), rtol=1e-12)
+    d = sm1[0] - sm2[0]
+    np.testing.assert_allclose(np.asarray(single.cov), (0.4 + 0.5 / 4) * np.eye(3) + np.einsum("pi,pj->pij", d, d) / 4,
+                               rtol=1e-12)
+    with pytest.warns(UserWarning, match="one re-smeared copy"):
+        measurement_error_correction(data(obs, 0.1), [data(sm1, 0.2)])
     with pytest.raises(ValueError, match="other nodes"):
         measurement_error_correction(data(obs, 0.1), [data(sm1, 0.2)._replace(x=x + 1)])
+    with pytest.raises(ValueError, match="resample groups"):
+        measurement_error_correction(data(obs, 0.1), [data(sm1, 0.2, groups=None), data(sm2, 0.2, groups=None)])
+    with pytest.raises(ValueError, match="member_cov"):
+        measurement_error_correction(data(obs, 0.1, with_cov=False), [data(sm1, 0.2, with_cov=False)] * 2)
     with pytest.raises(ValueError, match="at least one"):
         measurement_error_correction(data(obs, 0.1), [])
 
@@ -137,16 +165,6 @@ def test_resmear_draws_the_given_errors_recuts_the_selection_and_refuses_lost_st
     faint = bd.Catalog(good.x, good.v, solar=good.solar, columns=cols)
     with pytest.raises(ValueError, match="parallax ≤ 0.*parallax_over_error"):
         resmear(faint, 2)
-
-def test_estimate_at_the_same_nodes_with_exact_sources_is_unbiased_without_errors(x64):
-    """No measurement errors: the copy equals the data, so the correction changes nothing."""
-    cat = sphere(20_000)
-    nodes = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
-    src = fit_gaussian(cat)
-    obs = estimate_accelerations(src, nodes, n_velocities=32, seed=0)
-    out = measurement_error_correction(obs, [obs])
-    np.testing.assert_allclose(np.asarray(out.a), np.asarray(obs.a), rtol=1e-12)
-
 
 def test_pipeline_errors_table_fits_copies_and_corrects_the_accelerations(tmp_path, monkeypatch, x64):
     """[errors] correct = true: the accelerations stage fits one density per re-smeared copy (the stars moved by
@@ -190,6 +208,16 @@ def test_pipeline_errors_table_fits_copies_and_corrects_the_accelerations(tmp_pa
     ratio = np.sum(np.asarray(data.a) * a_true, 1) / np.sum(a_true**2, 1)
     assert np.allclose(ratio, 1.0, atol=0.05)
     assert "2 re-smeared copies" in (tmp_path / "measurement_errors.txt").read_text()
+    # the same settings again: the accelerations are reused; other errors: the copies are fitted again
+    again = Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None)
+    np.testing.assert_array_equal(np.asarray(again.accelerations(None, observed).a), np.asarray(data.a))
+    assert len(fitted) == 3
+    cfg2 = {**cfg, "errors": {**cfg["errors"], "velocity_error_kms": 5.0}}
+    Run(validate_config(cfg2), folder=tmp_path, log=lambda *_: None).accelerations(fitted and None or
+                                                                                     density(run, observed, "psd", "", ""),
+                                                                                     observed)
+    assert [n for n, _ in fitted[3:]] == ["psd", "psd-copy0", "psd-copy1"]
+    np.testing.assert_allclose(np.std(fitted[-1][1] - np.asarray(observed.v), axis=0), 5.0, rtol=0.03)
     # the same stage without the correction: observed accelerations, 1.5× too strong, under another cache key
     plain = Run(validate_config({"nodes": cfg["nodes"]}), folder=tmp_path / "plain", log=lambda *_: None)
     raw = plain.accelerations(density(plain, observed, "psd", "", ""), observed)

@@ -15,8 +15,9 @@ from ._estimate import ExactScores as ExactScores  # noqa: E402
 
 __all__ += ["ExactScores"]
 from ._measurement import MeasurementErrorCorrection as MeasurementErrorCorrection  # noqa: E402
+from ._measurement import copy_seed as copy_seed  # noqa: E402
 from ._measurement import correct_measurement_errors as correct_measurement_errors  # noqa: E402
 from ._measurement import measurement_error_correction as measurement_error_correction  # noqa: E402
 from ._measurement import resmear as resmear  # noqa: E402
 
-__all__ += ["MeasurementErrorCorrection", "correct_measurement_errors", "measurement_error_correction", "resmear"]
+__all__ += ["MeasurementErrorCorrection", "copy_seed", "correct_measurement_errors", "measurement_error_correction", "resmear"]

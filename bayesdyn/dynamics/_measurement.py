@@ -12,15 +12,18 @@ Stefanski 1994) is
 
     a_corrected = a_data − (a_smeared − a_data) = 2 a_data − a_smeared.
 
-The correction is made per ensemble member k (member k of the copies' flows is
-fitted with the same seed and settings as member k of the data's flows), so that
-the members' spread still carries the training and sampling variance — now of
-the corrected field. The copies are independent Monte Carlo draws of the
-errors: their mean is used, and the spread of the copies' member-mean fields
-estimates the Monte Carlo error of that mean, which is common to all members
-and is therefore added to every member's own covariance (it enters Rubin's W̄,
-not the between-member B). With one copy that error is not estimated (a warning
-says so).
+The correction is made per ensemble member k: member k of every copy's flows is
+fitted with the same seed and settings as member k of the data's flows, and the
+corrected member is 2 a_k − a'_{c(k),k}, with the copy c(k) assigned by bootstrap
+resample (``member_groups``: the members of a seed pair share a copy) or, without
+groups, round robin. Each copy is an independent Monte Carlo draw of the errors,
+so its noise is a *field* shared by the members that use it: assigned this way it
+enters the members' spread — coherently over the nodes, as the combination needs
+— and not a per-node covariance. The member mean averages over all copies, while
+the combination counts their spread like sampling variance, so this part of the
+intervals is conservative (with 2 resamples × 2 seeds and 2 copies, by up to 3×
+in variance). With one copy its noise is common to all members and is in no
+interval: a warning says so.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any, Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["resmear", "measurement_error_correction", "correct_measurement_errors", "MeasurementErrorCorrection"]
+__all__ = ["resmear", "copy_seed", "measurement_error_correction", "correct_measurement_errors", "MeasurementErrorCorrection"]
 
 
 def _per_star(value: Any, n: int, physical_type: str, name: str) -> np.ndarray:
@@ -63,9 +66,10 @@ def resmear(catalog, seed: int, *, velocity_error: Any = None, position_error: A
     error-free mock, the same function makes an "observed" catalog.
 
     Spherical selections recorded with the catalog (``meta['support_spheres']``,
-    or a mock's sphere) are applied again to the moved positions, as the same selection of a second
-    observation would be; the cut and its count are recorded in the copy's
-    ``history``. The copy keeps the solar parameters and meta (plus
+    or a mock's sphere) are applied again to the moved positions; the cut and its
+    count are recorded in the copy's ``history``. (Stars that would scatter in from
+    outside the sphere are not in the catalog, so near its edge the copy is
+    depleted; keep nodes well inside.) The copy keeps the solar parameters and meta (plus
     ``meta['resmeared']``) but not the Gaia columns, which no longer describe it.
 
     Args:
@@ -134,9 +138,17 @@ def _check_pair(data, other, what: str) -> None:
         )
     if (data.member_cov is None) != (other.member_cov is None):
         raise ValueError(f"{what} and the data must both carry per-member covariances, or neither")
+    g0, g1 = data.member_groups, other.member_groups
+    if (g0 is None) != (g1 is None) or (g0 is not None and not np.array_equal(np.asarray(g0), np.asarray(g1))):
+        raise ValueError(f"{what} have other resample groups than the data; fit them with the same fit_psd settings")
 
 
-def measurement_error_correction(data, smeared: Sequence):
+def copy_seed(seed: int, c: int) -> int:
+    """The error-draw seed of re-smeared copy ``c``, derived from ``seed`` (never ``seed`` itself)."""
+    return int(np.random.SeedSequence([int(seed), 104729, int(c)]).generate_state(1)[0])
+
+
+def measurement_error_correction(data, smeared: Sequence, *, floor: float = 0.0):
     """Leading-order (SIMEX) correction of node accelerations for measurement errors.
 
     Args:
@@ -145,14 +157,23 @@ def measurement_error_correction(data, smeared: Sequence):
         smeared: one or more AccelerationData from flows fitted, with the same
             settings and seed, to re-smeared copies (:func:`resmear`), estimated
             at the same nodes.
+        floor: the relative noise floor all of them were estimated with
+            (``estimate_accelerations(floor=...)``): it is taken out of their
+            covariances before they are combined and added once, (floor·|a|)² I,
+            to the corrected ones.
 
     Returns:
-        AccelerationData with members 2 a_k − mean_c a'_{c,k}; member covariances
-        4 C_k + Σ_c C'_{c,k}/n² (least-squares noise) + V_MC (the Monte Carlo
-        error of the copies' mean, from their spread; n ≥ 2); the combined
-        estimate and covariance as :func:`~bayesdyn.estimate_accelerations` forms
-        them (member mean; between-member spread + mean least-squares part / K),
-        plus V_MC. Resample groups are kept.
+        AccelerationData. For an ensemble (K ≥ 2 members with covariances):
+        members 2 a_k − a'_{c(k),k} with c(k) = resample group of k (or k) modulo
+        the number of copies, member covariances 4 C_k + C'_{c(k),k}, and the
+        combined estimate and covariance as :func:`~bayesdyn.estimate_accelerations`
+        forms them (member mean; between-member spread + mean least-squares part /
+        K). For a single field: 2 a − mean_c a'_c with covariance 4 C + Σ_c C'_c/n²
+        plus the copies' spread / n (per node). Resample groups are kept.
+
+    Raises:
+        ValueError: copies at other nodes, with another number of members or other
+            resample groups, or members without their covariances.
     """
     from ..inference._data import AccelerationData
 
@@ -162,35 +183,47 @@ def measurement_error_correction(data, smeared: Sequence):
     for i, s in enumerate(smeared):
         _check_pair(data, s, f"smeared[{i}]")
     n = len(smeared)
-    k = max(data.n_members, 1)
-    a_obs = jnp.asarray(data.members) if data.members is not None else jnp.asarray(data.a)[None]
-    a_sm = jnp.stack([jnp.asarray(s.members) if s.members is not None else jnp.asarray(s.a)[None] for s in smeared])
-    members = 2.0 * a_obs - jnp.mean(a_sm, axis=0)  # (K, P, 3)
-    if n >= 2:
-        means = jnp.mean(a_sm, axis=1)  # (n, P, 3): each copy's member mean
-        d = means - jnp.mean(means, axis=0)
-        v_mc = jnp.einsum("npi,npj->pij", d, d) / (n - 1) / n  # variance of the copies' mean
-    else:
-        v_mc = jnp.zeros(np.shape(data.cov))
-    if data.member_cov is not None:
-        c_sm = jnp.stack([jnp.asarray(s.member_cov) for s in smeared])  # (n, K, P, 3, 3)
-        ls = 4.0 * jnp.asarray(data.member_cov) + jnp.sum(c_sm, axis=0) / n**2
-        member_cov = ls + v_mc[None]
-        within = jnp.mean(ls, axis=0) / k
-    else:  # a single field: its covariance is all we have
-        member_cov = None
-        within = 4.0 * jnp.asarray(data.cov) + sum(jnp.asarray(s.cov) for s in smeared) / n**2
-    a = jnp.mean(members, axis=0)
-    if k > 1:
+    k = data.n_members
+    if k >= 2 and data.member_cov is None:
+        raise ValueError(
+            "the data carry members but not their covariances (member_cov); estimate them with "
+            "bayesdyn.estimate_accelerations, which gives both"
+        )
+    if n == 1 and k >= 2:
+        warnings.warn(
+            "one re-smeared copy: its Monte Carlo noise is shared by every member, so it is in no interval; "
+            "use at least 2 copies (one per bootstrap resample)", UserWarning, stacklevel=2,
+        )
+    eye = jnp.eye(3)
+
+    def unfloor(cov, a):  # the floor estimate_accelerations added, taken out again
+        return jnp.asarray(cov) - ((floor * jnp.linalg.norm(jnp.asarray(a), axis=-1)) ** 2)[..., None, None] * eye
+
+    if k >= 2:
+        groups = np.arange(k) if data.member_groups is None else np.asarray(data.member_groups)
+        _, label = np.unique(groups, return_inverse=True)
+        which = label % n  # the copy each member is corrected with
+        a_sm = jnp.stack([jnp.asarray(smeared[c].members)[m] for m, c in enumerate(which)])
+        c_sm = jnp.stack([unfloor(smeared[c].member_cov[m], smeared[c].members[m]) for m, c in enumerate(which)])
+        members = 2.0 * jnp.asarray(data.members) - a_sm
+        member_cov = 4.0 * unfloor(data.member_cov, data.members) + c_sm
+        a = jnp.mean(members, axis=0)
         dm = members - a
-        between = jnp.einsum("kpi,kpj->pij", dm, dm) / (k - 1)
+        cov = jnp.einsum("kpi,kpj->pij", dm, dm) / (k - 1) + jnp.mean(member_cov, axis=0) / k
+        if floor > 0:
+            member_cov = member_cov + ((floor * jnp.linalg.norm(members, axis=-1)) ** 2)[..., None, None] * eye
     else:
-        between = jnp.zeros_like(within)
-    return AccelerationData.create(
-        data.x, a, within + between + v_mc, sun=data.sun,
-        members=members if data.members is not None else None,
-        member_cov=member_cov, member_groups=data.member_groups,
-    )
+        a_sm = jnp.stack([jnp.asarray(s.a) for s in smeared])  # (n, P, 3)
+        a = 2.0 * jnp.asarray(data.a) - jnp.mean(a_sm, axis=0)
+        cov = 4.0 * unfloor(data.cov, data.a) + sum(unfloor(s.cov, s.a) for s in smeared) / n**2
+        if n >= 2:
+            d = a_sm - jnp.mean(a_sm, axis=0)
+            cov = cov + jnp.einsum("npi,npj->pij", d, d) / (n - 1) / n  # Monte Carlo error of the copies' mean
+        members = member_cov = None
+    if floor > 0:
+        cov = cov + ((floor * jnp.linalg.norm(a, axis=-1)) ** 2)[:, None, None] * eye
+    return AccelerationData.create(data.x, a, cov, sun=data.sun, members=members, member_cov=member_cov,
+                                   member_groups=data.member_groups)
 
 
 @dataclasses.dataclass
@@ -230,7 +263,7 @@ def correct_measurement_errors(
     fit: Callable[[Any], Any],
     x: Any,
     *,
-    n_copies: int = 2,
+    n_copies: int | str = "auto",
     seed: int = 0,
     velocity_error: Any = None,
     position_error: Any = None,
@@ -250,8 +283,11 @@ def correct_measurement_errors(
             ``lambda c: bd.fit_psd(c, ensemble=4, seed=0)`` (a fixed seed pairs member
             k of every fit).
         x: node positions (P, 3) [kpc].
-        n_copies: re-smeared copies (≥ 1; 2 or more estimate the Monte Carlo error).
-        seed: seed of the copies' error draws (copy c uses ``seed + c``) and of the
+        n_copies: re-smeared copies (≥ 1); ``"auto"``: one per bootstrap resample of
+            the data's flows (their ``resample_groups``: 2 for ``fit_psd``'s default
+            K = 4), or 2 without groups. With one copy its Monte Carlo noise is in no
+            interval (a warning says so).
+        seed: seed of the copies' error draws (copy c uses :func:`copy_seed`) and of the
             velocity draws at the nodes (the same for every fit).
         velocity_error: Gaussian velocity errors for :func:`resmear` [km/s]; with
             ``position_error`` also None, the catalog's Gaia error columns are used.
@@ -265,20 +301,23 @@ def correct_measurement_errors(
     """
     from ._estimate import estimate_accelerations
 
-    if isinstance(n_copies, bool) or not isinstance(n_copies, (int, np.integer)) or n_copies < 1:
-        raise ValueError(f"n_copies={n_copies!r} must be a positive integer (2 or more estimate the Monte Carlo error)")
-    if n_copies == 1:
-        warnings.warn(
-            "n_copies=1: the Monte Carlo error of the re-smeared copy is not estimated, so it is missing from the "
-            "covariances; use n_copies ≥ 2", UserWarning, stacklevel=2,
-        )
+    from .. import units as _u
+
+    if n_copies != "auto" and (isinstance(n_copies, bool) or not isinstance(n_copies, (int, np.integer))
+                               or n_copies < 1):
+        raise ValueError(f"n_copies={n_copies!r} must be \"auto\" or a positive integer (≥ 2: one per resample)")
     if "seed" in estimate_options:
         raise TypeError("give the seed as correct_measurement_errors(seed=...); it is also the velocity-draw seed")
-    x = np.asarray(x, float)
+    floor = float(estimate_options.pop("floor", 0.0))  # taken out of the pieces and added once to the result
+    x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
     src = fit(catalog) if psd is None else psd
-    observed = estimate_accelerations(src, x, seed=seed, **estimate_options)
+    observed = estimate_accelerations(src, x, seed=seed, floor=floor, **estimate_options)
+    if n_copies == "auto":
+        groups = observed.member_groups
+        n_copies = len(np.unique(groups)) if groups is not None else 2
     smeared = []
     for c in range(int(n_copies)):
-        copy = resmear(catalog, int(seed) + c, velocity_error=velocity_error, position_error=position_error)
-        smeared.append(estimate_accelerations(fit(copy), x, seed=seed, **estimate_options))
-    return MeasurementErrorCorrection(measurement_error_correction(observed, smeared), observed, smeared)
+        copy = resmear(catalog, copy_seed(seed, c), velocity_error=velocity_error, position_error=position_error)
+        smeared.append(estimate_accelerations(fit(copy), x, seed=seed, floor=floor, **estimate_options))
+    corrected = measurement_error_correction(observed, smeared, floor=floor)
+    return MeasurementErrorCorrection(corrected, observed, smeared)

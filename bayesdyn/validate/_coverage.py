@@ -658,7 +658,9 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
                 except PSDFileError as err:  # written by another format version, or damaged: refit it
                     rec["psd_cache_refit"] = str(err)
             if source is None:
-                source = fit_psd(catalog, seed=seeds["psd"], progress=False, **run.psd_options)
+                # L = 1 is left out of psd_options (and so of the cache key) but must reach fit_psd, whose default is "auto"
+                source = fit_psd(catalog, seed=seeds["psd"], progress=False,
+                                 **{"seeds_per_resample": 1, **run.psd_options})
                 if psd_path is not None:
                     source.save(psd_path)
         keys = ("val_nll", "epochs", "stopped_early", "best_epoch", "seconds", "seconds_per_epoch")
