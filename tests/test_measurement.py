@@ -10,6 +10,9 @@ up to sampling noise.
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -17,31 +20,12 @@ import pytest
 import bayesdyn as bd
 from bayesdyn.dynamics import correct_measurement_errors, measurement_error_correction, resmear
 
-S, SIGMA = 2.0, 20.0  # kpc, km/s
+# the example's exact Gaussian sphere: its density, and the Gaussian "estimator" with exact scores
+_EXAMPLE = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "measurement_errors.py"),
+                          run_name="example")
+GaussianDF, fit_gaussian = _EXAMPLE["GaussianDF"], _EXAMPLE["fit_gaussian"]
+S, SIGMA = _EXAMPLE["S_KPC"], _EXAMPLE["SIGMA_KMS"]  # kpc, km/s
 OMEGA2 = (SIGMA / S) ** 2  # (km/s)²/kpc²
-
-
-class GaussianDF:
-    """K Gaussian phase-space densities (one per bootstrap member) with exact scores."""
-
-    def __init__(self, s2, sig2):
-        self.s2, self.sig2, self.info = np.asarray(s2), np.asarray(sig2), {}
-
-    def sample_velocities(self, x, n, seed):
-        rng = np.random.default_rng(seed)
-        return rng.normal(0.0, np.sqrt(self.sig2.mean()), size=(len(x), n, 3))
-
-    def score_members(self, x, v):
-        x, v = np.asarray(x), np.asarray(v)
-        return -x[None] / self.s2[:, None, None], -v[None] / self.sig2[:, None, None]
-
-
-def fit_gaussian(cat, ensemble=4, seed=0):
-    """The Gaussian maximum-likelihood fit, on K bootstrap resamples (a tiny stand-in for fit_psd)."""
-    rng = np.random.default_rng(seed)
-    x, v = np.asarray(cat.x), np.asarray(cat.v)
-    idx = rng.integers(0, len(x), size=(ensemble, len(x)))
-    return GaussianDF((x[idx] ** 2).mean(axis=(1, 2)), (v[idx] ** 2).mean(axis=(1, 2)))
 
 
 def sphere(n=40_000, seed=1):

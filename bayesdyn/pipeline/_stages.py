@@ -235,11 +235,12 @@ class Run:
             radius = self.node_radius(cat)
             nodes = default_nodes(cat.x, nd["n"], self.cfg["seed"], center=sun, radius=radius)
             source = _VelocitiesInsideCatalog(psd, cat.v)
-            data = estimate_accelerations(
-                source, nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"], floor=nd["floor"], sun=sun
-            )
             if er["correct"]:
-                data = self._measurement_error_correction(cat, data, nodes, sun)
+                data = self._measurement_error_correction(cat, source, nodes, sun)
+            else:
+                data = estimate_accelerations(
+                    source, nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"], floor=nd["floor"], sun=sun
+                )
             arrays = {"x": data.x, "a": data.a, "cov": data.cov, "sun": data.sun, "members": data.members,
                       "member_cov": data.member_cov, "member_groups": data.member_groups}
             np.savez(path, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
@@ -254,32 +255,35 @@ class Run:
         self.log(f"[accelerations] {data.x.shape[0]} nodes, {d.min():.3g}–{d.max():.3g} kpc from the Sun")
         return data
 
-    def _measurement_error_correction(self, cat, data, nodes, sun):
-        """[errors] correct = true: flows on re-smeared copies of the catalog, and the SIMEX correction."""
-        from ..dynamics import MeasurementErrorCorrection, estimate_accelerations, measurement_error_correction
+    def _measurement_error_correction(self, cat, source, nodes, sun):
+        """[errors] correct = true: bd.correct_measurement_errors with this run's cached flows for the copies."""
+        from ..dynamics import correct_measurement_errors
 
         er, nd = self.cfg["errors"], self.cfg["nodes"]
         how = (f"Gaussian errors σ_v = {er['velocity_error_kms']:g} km/s, σ_x = {er['position_error_kpc']:g} kpc"
                if er["velocity_error_kms"] or er["position_error_kpc"] else "the catalog's Gaia error columns")
         self.log(f"[errors] correcting for measurement errors: {er['copies']} re-smeared cop"
                  f"{'y' if er['copies'] == 1 else 'ies'} of the catalog ({how}), one flow fit each")
-        smeared = []
-        for c in range(er["copies"]):
-            copy = self._copy(cat, c)
+        errors = {k: float(er[k]) for k in ("velocity_error_kms", "position_error_kpc")}
+        copies = iter(range(er["copies"]))  # correct_measurement_errors fits the copies in order 0, 1, …
+
+        def fit(copy):
+            c = next(copies)
             if copy.n < cat.n:
-                self.log(f"[errors] copy {c}: {cat.n - copy.n} star(s) left the selection sphere and were cut "
-                         "(as a second observation with the same selection would lose them)")
-            errors = {k: float(er[k]) for k in ("velocity_error_kms", "position_error_kpc")}
+                self.log(f"[errors] copy {c}: {cat.n - copy.n} star(s) left the selection sphere and were cut")
             dens = self._density(copy, f"psd-copy{c}", _fingerprint(self._read_stamp("catalog"), errors, c),
                                  f"flows (re-smeared copy {c})")
-            smeared.append(estimate_accelerations(
-                _VelocitiesInsideCatalog(dens, copy.v), nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"],
-                floor=nd["floor"], sun=sun))
-        corrected = measurement_error_correction(data, smeared, floor=nd["floor"])  # the floor counted once
-        text = MeasurementErrorCorrection(corrected, data, smeared).summary()
+            return _VelocitiesInsideCatalog(dens, copy.v)
+
+        res = correct_measurement_errors(
+            cat, fit, nodes, n_copies=er["copies"], seed=self.cfg["seed"], velocity_error=er["velocity_error_kms"] or None,
+            position_error=er["position_error_kpc"] or None, psd=source, n_velocities=nd["n_velocities"],
+            floor=nd["floor"], sun=sun,
+        )
+        text = res.summary()
         (self.folder / "measurement_errors.txt").write_text(text + "\n")
         self.log(f"[errors] {text}")
-        return corrected
+        return res.corrected
 
     def _copy(self, cat, c: int):
         """Re-smeared copy ``c`` of the catalog ([errors]); the same stars and seed give the same copy."""
