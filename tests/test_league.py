@@ -28,8 +28,16 @@ def test_tiny_league_disk(tmp_path):
     """
     league = _league()
     out = tmp_path / "league.md"
-    res = league.main(["--tiny", "--mocks", "disk", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"])
-    disk = res["disk"]
+    res = league.main(["--tiny", "--mocks", "disk", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet",
+                       "--realisations", "1"])
+    # one realisation of validate.DiskMock (3000 stars): its flows land in the run's cache, every method has a value
+    disk, real = res["disk"], res["realisations"]
+    assert len(real.cells) == 1 and real.n_stars == 3000
+    assert list((tmp_path / "cache" / "tiny" / "realisation-flows").glob("disk-n3000-s0-*/r0000/psd.json"))
+    # the same potential (MWPotential2014) and the same Sun as the shipped mock: the same true rows
+    assert math.isclose(real.cells[0]["truth"]["az_up"].value, disk.cells["truth"]["az_up"].value, rel_tol=1e-6)
+    for m in ("flows", "parametric", "jeans"):
+        assert math.isfinite(real.cells[0][m]["aR_sun"].value), m
     keys = [q.key for q in disk.quantities]
     assert keys == ["aR_sun", "az_sun", "aR_up", "az_up", "aR_down", "az_down", "rho_sun"]
     assert set(disk.cells) == set(league.METHODS)
@@ -51,5 +59,64 @@ def test_tiny_league_disk(tmp_path):
     text = out.read_text()
     assert "| a_R at the Sun (R = 8, z = 0.0208 kpc) | (km/s)²/kpc | -6050 |" in text
     table_rows = [line for line in text.splitlines() if line.startswith("| a_") or line.startswith("| ρ")]
-    assert len(table_rows) == len(keys) + 12  # the league table + the acceptance table (6 × 2 bayesdyn rows)
+    # the league table, the one-catalog ratios (6 × 2 bayesdyn rows), the realisations' summary (6 × 3 methods)
+    # and per-realisation errors (6 × 3)
+    assert len(table_rows) == len(keys) + 12 + 18 + 18
+    assert "### Acceptance (issue 8) over 1 independent realisations of 3000 stars" in text
     assert "Machine (start)" in text and "## Timings" in text
+
+
+def test_realisation_summary_rms_ratios_and_pulls():
+    """The acceptance over realisations: RMS of the relative errors, their ratio to Jeans', pulls, bold ≤ 0.5."""
+    league = _league()
+    _, qs = league.disk_quantities(np.array([-8.0, 0.0, 0.0208]))
+    acc = [q for q in qs if q.kind == "acc"]
+    errs = {"flows": [0.01, -0.01, 0.03, -0.03], "parametric": [0.02, 0.02, 0.02, 0.02],
+            "jeans": [0.04, -0.04, 0.0, 0.08]}
+    sig = {"flows": 0.02, "parametric": 0.005, "jeans": 0.05}
+    cells = []
+    for r in range(4):
+        c = {"truth": {q.key: league.Cell(-100.0, 0.0) for q in qs}}
+        for m, e in errs.items():
+            c[m] = {q.key: league.Cell(-100.0 + 100.0 * e[r], 100.0 * sig[m]) for q in qs}
+        if r == 3:
+            c["jeans"][acc[0].key] = league.Cell(math.nan, math.nan, "failed")
+        cells.append(c)
+    res = league.Realisations(1000, qs, cells, ["ok"] * 4, ["cached"] * 4, league.Clock(), [])
+    rows = {(r["key"], r["method"]): r for r in league.realisation_rows(res)}
+    assert len(rows) == 3 * len(acc)  # densities are not part of issue 8's acceptance
+    k0, k1 = acc[0].key, acc[1].key
+    assert math.isclose(rows[(k1, "flows")]["rms"], math.sqrt(0.0005))
+    assert math.isclose(rows[(k1, "jeans")]["rms"], math.sqrt(0.0024))
+    assert math.isclose(rows[(k1, "flows")]["ratio"], math.sqrt(0.0005 / 0.0024))
+    assert math.isclose(rows[(k1, "parametric")]["ratio"], 0.02 / math.sqrt(0.0024))
+    # a Jeans failure: left out of its RMS (not counted as zero), and the ratio is paired over the other three
+    assert rows[(k0, "jeans")]["n"] == 3 and math.isclose(rows[(k0, "jeans")]["rms"], math.sqrt(0.0032 / 3))
+    assert math.isclose(rows[(k0, "flows")]["rms"], math.sqrt(0.0005))
+    assert math.isclose(rows[(k0, "flows")]["ratio"], math.sqrt(0.0011 / 0.0032))  # 0.59
+    # pulls: flows 1 σ = 2 %: |err| 1 % twice within 1σ, 3 % twice within 2σ; parametric 2 % at σ 0.5 %: 4σ
+    assert (rows[(k1, "flows")]["within1"], rows[(k1, "flows")]["within2"]) == (2, 4)
+    assert (rows[(k1, "parametric")]["within1"], rows[(k1, "parametric")]["within2"]) == (0, 0)
+    text = league.realisations_markdown(res)
+    assert "over 4 independent realisations of 1000 stars" in text
+    assert (f"bayesdyn CBE flows: 5 of 6 RMS-error ratios ≤ 0.5** (0 of 6 with the whole 68 % range ≤ 0.5) "
+            f"(largest 0.59, {acc[0].label})") in text
+    assert "bayesdyn parametric fit: 5 of 6 RMS-error ratios ≤ 0.5** (0 of 6 with the whole 68 % range" in text
+    assert f"| {acc[1].label} | bayesdyn CBE flows | 2.24 % | +0.00 % | **0.46** | 0.27–0.78 |" in text
+    # the 68 % range of a ratio over n paired realisations: (observed/true)² ~ F(n, n)
+    lo, hi = league.ratio_range(0.5, 5)
+    assert lo < 0.5 < hi and math.isclose(lo * hi, 0.25, rel_tol=1e-9)  # F(n, n) is symmetric in log
+    assert 0.30 < lo < 0.32 and 0.78 < hi < 0.83  # R = 5: a ratio is known to a factor ≈ 1.6 either way
+
+
+def test_member_variance_follows_the_combination_rule():
+    """Ungrouped members: (1 + 1/K)·var; seed pairs: M/(JL) + (1 + 1/J)·[S − M/L]₊ (bd.infer's combine rule)."""
+    league = _league()
+    v = np.array([1.0, 3.0, 2.0, 6.0])
+    assert math.isclose(league.member_variance(v, None), 1.25 * np.var(v, ddof=1))
+    # groups (0, 0, 1, 1): resample means 2 and 4 → S = 2; within M = ((1 + 1) + (4 + 4)) / 2 = 5 → S − M/2 < 0
+    assert math.isclose(league.member_variance(v, np.array([0, 0, 1, 1])), 5 / 4)
+    w = np.array([0.0, 0.2, 3.0, 3.4])  # S = (0.1 − 1.65)² + (3.2 − 1.65)² = 4.805, M = (0.02 + 0.08)/2 = 0.05
+    expect = 0.05 / 4 + 1.5 * (4.805 - 0.025)
+    assert math.isclose(league.member_variance(w, np.array([0, 0, 1, 1])), expect)
+    assert league.member_variance(np.array([2.0]), None) == 0.0

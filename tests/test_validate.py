@@ -200,3 +200,32 @@ def test_exact_method_needs_a_floor_and_unknown_names_are_refused():
         validate.coverage("nfw", method="exact", likelihood="floor:0.05", quantities=["rho_dm_sun"])
     with pytest.raises(ValueError, match="no exact scores"):
         validate.GaiaChallengeMock("core").exact_source(None, None)
+
+
+def test_realisation_shares_the_harness_flow_cache(tmp_path):
+    """validate.realisation(r) draws the stars of a coverage run's realisation r and loads the flows that run
+    fitted into its cache (the same key), instead of fitting new ones."""
+    psd = dict(ensemble=2, max_epochs=1, n_layers=1, width=8, batch_size=500)
+    res = validate.coverage("nfw", realisations=1, n_stars=1500, method="flow", likelihood="ensemble", n_nodes=8,
+                            n_velocities=16, psd_options=psd, psd_cache=tmp_path, progress=False,
+                            nuts_options=dict(num_chains=1, num_warmup=30, num_samples=30))
+    assert "psd_loaded_from" not in res.records[0]
+    real = validate.realisation("nfw", 0, n_stars=1500, psd_options=psd, psd_cache=tmp_path, n_nodes=8)
+    assert real["record"]["psd_loaded_from"] == str(real["psd_path"]) and real["psd_path"].name == "r0000"
+    assert real["psd"].n_members == 2 and real["psd"].n_stars == 1500
+    catalog, _ = validate.NFWMock().draw(1500, real["seeds"]["mock"])
+    np.testing.assert_array_equal(np.asarray(real["catalog"].x), np.asarray(catalog.x))
+    with pytest.raises(ValueError, match="r must be"):
+        validate.realisation("nfw", -1, n_stars=1500, psd_options=psd)
+
+
+def test_flow_cache_key_is_stable():
+    """The flow cache's folder names must not change silently: calibration runs and the league load flows by them
+    (this one holds the disk-1e5 suite's flows: fit_psd's defaults, seed pairs, 30 epochs)."""
+    from bayesdyn.validate._coverage import _flow_cache, _flow_options
+
+    opts = _flow_options({"max_epochs": 30})
+    assert opts == {"ensemble": 4, "bootstrap": True, "max_epochs": 30, "seeds_per_resample": 2}
+    assert _flow_cache("/c", validate.DiskMock(), 100_000, 0, opts).name == "disk-n100000-s0-875e242843"
+    assert "seeds_per_resample" not in _flow_options({"ensemble": 2})  # L = 1 stays out of the key
+    assert _flow_cache(None, validate.DiskMock(), 100_000, 0, opts) is None

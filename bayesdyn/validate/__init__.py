@@ -21,6 +21,7 @@ from ._coverage import CoverageResult as CoverageResult
 from ._coverage import coverage as coverage
 from ._coverage import plot_pit as plot_pit
 from ._coverage import pull_table as pull_table
+from ._coverage import realisation as realisation
 from ._coverage import summarise as summarise
 from ._likelihood import Likelihood as Likelihood
 from ._likelihood import build_data as build_data
@@ -66,6 +67,7 @@ __all__ = [
     "parameter",
     "plot_pit",
     "pull_table",
+    "realisation",
     "scale_accelerations",
     "summarise",
 ]

@@ -423,6 +423,92 @@ def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
     cfg_path.write_text(json.dumps(config, indent=1))
 
 
+def _flow_options(psd_options: dict[str, Any] | None) -> dict[str, Any]:
+    """``fit_psd`` options of a flow run, with the seed pairing resolved (``"auto"`` → 1 or 2).
+
+    Resolved here so that a run's record and its flow cache's key name the pairing; L = 1 is
+    left out, so caches and run folders of earlier versions stay valid.
+    """
+    from ..psd._fit import resolve_seeds_per_resample
+
+    opts = {**PSD_DEFAULTS, **(psd_options or {})}
+    spr = resolve_seeds_per_resample(opts.get("ensemble", 4), opts.get("seeds_per_resample", "auto"),
+                                     opts.get("bootstrap", True))
+    opts.pop("seeds_per_resample", None)
+    if spr > 1:
+        opts["seeds_per_resample"] = spr
+    return opts
+
+
+def _flow_cache(psd_cache, mock: CalibrationMock, n_stars: int, seed: int, opts: dict[str, Any]) -> Path | None:
+    """The cache folder of a run's flows (one ``rNNNN`` sub-folder per realisation), keyed by mock, stars, seed, options."""
+    if psd_cache is None:
+        return None
+    tag = json.dumps([mock.to_dict(), int(n_stars), int(seed), opts], sort_keys=True)
+    return Path(psd_cache) / f"{mock.name}-n{n_stars}-s{seed}-{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+
+
+def _load_or_fit(catalog, psd_path: Path | None, seed: int, opts: dict[str, Any], rec: dict[str, Any]):
+    """The realisation's flows from ``psd_path`` if saved there (and readable), else fitted (and saved there)."""
+    from ..psd import PSDFileError, fit_psd, load_psd
+
+    # the flows are float32: fit, save and load them with x64 off (fit_psd under x64 saves float64
+    # leaves that load_psd then refuses)
+    with jax.enable_x64(False):
+        if psd_path is not None and (psd_path / "psd.json").is_file():
+            try:
+                source = load_psd(psd_path)
+                rec["psd_loaded_from"] = str(psd_path)
+                return source
+            except PSDFileError as err:  # written by another format version, or damaged: refit it
+                rec["psd_cache_refit"] = str(err)
+        # L = 1 is left out of opts (and so of the cache key) but must reach fit_psd, whose default is "auto"
+        source = fit_psd(catalog, seed=seed, progress=False, **{"seeds_per_resample": 1, **opts})
+        if psd_path is not None:
+            source.save(psd_path)
+        return source
+
+
+def realisation(
+    mock: "str | CalibrationMock",
+    r: int,
+    n_stars: int = 50_000,
+    seed: int = 0,
+    *,
+    psd_options: dict[str, Any] | None = None,
+    psd_cache: str | Path | None = None,
+    n_nodes: int = 64,
+) -> dict[str, Any]:
+    """Realisation ``r`` of a :func:`coverage` run with ``method="flow"``: the same stars, nodes and flows.
+
+    With the ``psd_cache`` of that run, the flows it fitted are loaded instead of
+    fitted again (and flows fitted here are saved there for the run to reuse), so
+    other benchmarks (``benchmarks/league.py``) can work on the calibration's realisations.
+
+    Args:
+        mock, n_stars, seed, psd_options, psd_cache, n_nodes: as in :func:`coverage`.
+        r: the realisation's index (0-based).
+
+    Returns:
+        dict with ``catalog``, ``truth``, ``nodes`` (n_nodes, 3) [kpc], ``psd``, ``seeds``
+        (the per-stage seeds), ``psd_path`` (or None) and ``record`` (where the flows came from).
+    """
+    mock = get_mock(mock)
+    if r < 0 or n_stars < 1 or n_nodes < 1:
+        raise ValueError(f"r must be ≥ 0 and n_stars, n_nodes ≥ 1, got r={r}, n_stars={n_stars}, n_nodes={n_nodes}")
+    opts = _flow_options(psd_options)
+    cache = _flow_cache(psd_cache, mock, n_stars, seed, opts)
+    seeds = _seeds(seed, r)
+    with jax.enable_x64(True):  # as coverage() draws them
+        catalog, truth = mock.draw(n_stars, seeds["mock"])
+        nodes = mock.nodes(catalog, n_nodes, seeds["nodes"])
+    psd_path = None if cache is None else cache / f"r{r:04d}"
+    rec: dict[str, Any] = {}
+    psd = _load_or_fit(catalog, psd_path, seeds["psd"], opts, rec)
+    return {"catalog": catalog, "truth": truth, "nodes": nodes, "psd": psd, "seeds": seeds, "psd_path": psd_path,
+            "record": rec}
+
+
 def coverage(
     mock: "str | CalibrationMock",
     realisations: int = 30,
@@ -511,17 +597,7 @@ def coverage(
         raise ValueError("method='truth' has no ensemble members: drop 'mixture'/'members' from the likelihood")
     if realisations < 1 or n_stars < 1 or n_nodes < 1 or n_velocities < 4:
         raise ValueError("realisations, n_stars and n_nodes must be ≥ 1 and n_velocities ≥ 4")
-    psd_options = {**PSD_DEFAULTS, **(psd_options or {})}
-    if method == "flow":
-        # the seed pairing fit_psd will use, resolved here so that the run's record and the flow cache's key name
-        # it (L = 1 is left out: caches and run folders of earlier versions stay valid)
-        from ..psd._fit import resolve_seeds_per_resample
-
-        spr = resolve_seeds_per_resample(psd_options.get("ensemble", 4), psd_options.get("seeds_per_resample", "auto"),
-                                         psd_options.get("bootstrap", True))
-        psd_options.pop("seeds_per_resample", None)
-        if spr > 1:
-            psd_options["seeds_per_resample"] = spr
+    psd_options = _flow_options(psd_options) if method == "flow" else {**PSD_DEFAULTS, **(psd_options or {})}
     nuts_options = {**NUTS_DEFAULTS, **(nuts_options or {})}
     unknown = set(nuts_options) - set(NUTS_DEFAULTS)
     if unknown:
@@ -537,10 +613,7 @@ def coverage(
     out = None if out is None else Path(out)
     if out is not None:
         _check_resume(out, config, resume)
-    cache = None
-    if psd_cache is not None and method == "flow":
-        tag = json.dumps([mock.to_dict(), int(n_stars), int(seed), psd_options], sort_keys=True)
-        cache = Path(psd_cache) / f"{mock.name}-n{n_stars}-s{seed}-{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+    cache = _flow_cache(psd_cache, mock, n_stars, seed, psd_options) if method == "flow" else None
     _, runner, evaluator = _compiled(mock, qs, nuts_options)
     records: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -645,24 +718,8 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
     elif run.method == "exact":
         source = mock.exact_source(catalog, truth)
     else:
-        from ..psd import PSDFileError, fit_psd, load_psd
-
-        # the flows are float32: fit, save and load them with x64 off (fit_psd under x64 saves float64
-        # leaves that load_psd then refuses)
-        with clock("psd"), jax.enable_x64(False):
-            source = None
-            if psd_path is not None and (psd_path / "psd.json").is_file():
-                try:
-                    source = load_psd(psd_path)
-                    rec["psd_loaded_from"] = str(psd_path)
-                except PSDFileError as err:  # written by another format version, or damaged: refit it
-                    rec["psd_cache_refit"] = str(err)
-            if source is None:
-                # L = 1 is left out of psd_options (and so of the cache key) but must reach fit_psd, whose default is "auto"
-                source = fit_psd(catalog, seed=seeds["psd"], progress=False,
-                                 **{"seeds_per_resample": 1, **run.psd_options})
-                if psd_path is not None:
-                    source.save(psd_path)
+        with clock("psd"):
+            source = _load_or_fit(catalog, psd_path, seeds["psd"], run.psd_options, rec)
         keys = ("val_nll", "epochs", "stopped_early", "best_epoch", "seconds", "seconds_per_epoch")
         rec["psd"] = {k: source.info[k] for k in keys if k in source.info}
     with clock("accel"):
