@@ -406,17 +406,16 @@ def make_disk(s, seed) -> MockSpec:
 
 def _disk_spec(name, title, cat, truth, s, seed) -> MockSpec:
     """The disk rows (a_R, a_z at the Sun and at z = ±1 kpc; ρ at the Sun), nodes, model and Jeans for a disk catalog."""
-    import bayesdyn as bd
-    from bayesdyn import jeans
-    from bayesdyn.pipeline import DEFAULT_CONFIG, build_model
+    from bayesdyn import jeans, validate
 
     sun = np.asarray(cat.solar.position, dtype=float)
     X, qs = disk_quantities(sun)
     radius_sphere = float(truth.sphere_radius)
     center = np.asarray(truth.sphere_center, dtype=float)
-    d = np.linalg.norm(cat.x - sun, axis=1)
-    node_radius = min(1.0, float(np.quantile(d, 0.8)))  # as the pipeline: within 1 kpc, inside the catalog's bulk
-    nodes = bd.dynamics.default_nodes(cat.x, s["n_nodes"], seed, center=sun, radius=node_radius)
+    # the calibrated disk fit (issue 5): validate.DiskMock's nodes and model
+    mock = validate.DiskMock()
+    node_radius = mock.node_radius
+    nodes = mock.nodes(cat, s["n_nodes"], seed)
     R0 = float(np.hypot(sun[0], sun[1]))
     heights = {"sun": float(sun[2]), "up": 1.0, "down": -1.0}
 
@@ -437,10 +436,11 @@ def _disk_spec(name, title, cat, truth, s, seed) -> MockSpec:
             out[f"az_{tag}"] = Cell(float(p.a_z.value), float(p.a_z.error))
         return out
 
-    model = build_model(DEFAULT_CONFIG["model"])
+    model = mock.model()
     notes = [
-        f"Parametric model: the pipeline's default disk model ({model!r}), fitted to accelerations at "
-        f"{len(nodes)} nodes within {node_radius:.2g} kpc of the Sun.",
+        f"Parametric model: `validate.DiskMock.model()` ({model!r}), the model whose intervals the calibration "
+        f"measured (docs/calibration), fitted to accelerations at {len(nodes)} nodes within {node_radius:.2g} kpc "
+        "of the Sun (`validate.DiskMock.nodes`).",
         f"Jeans: `jeans.acceleration_at` on a 3 × 3 stencil with a quadratic fit, (dR, dz) = "
         f"{JEANS_DISK_BINS['sun']} kpc at the Sun and {JEANS_DISK_BINS['up']} kpc at |z| = 1 kpc, with the "
         f"selection volumes of the {radius_sphere:g}-kpc sphere; no density.",
@@ -757,7 +757,7 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         log(f"== disk realisation {r + 1}/{cfg['count']}")
         with clock("mock and flows"):
             real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
-                                        psd_cache=flow_cache)
+                                        psd_cache=flow_cache, n_nodes=s["n_nodes"])
         psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
         where = real["record"].get("psd_loaded_from")
         flows.append(f"r{r}: " + ("loaded from the cache" if where else "fitted here")
@@ -765,6 +765,8 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
                         if isinstance(psd.info.get("seconds"), (int, float)) else ""))
         log(f"  flows: {flows[-1]}")
         spec = _disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", cat, real["truth"], s, seeds["nodes"])
+        if not np.array_equal(spec.nodes, real["nodes"]):
+            raise RuntimeError("the realisation's nodes differ from the calibration's")
         qs = spec.quantities
         c: dict[str, dict[str, Cell]] = {}
         import jax
@@ -793,8 +795,9 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         "the realisations of `python benchmarks/calibration.py --suite full --only disk-1e5` and later ones continue "
         f"its seed sequence); flows: `fit_psd`'s defaults (2 resamples × 2 seeds) with {json.dumps(cfg['psd'])}, "
         f"shared through `{flow_cache}`.",
-        f"Rows, nodes ({s['n_nodes']} within 1 kpc of the Sun), parametric model (the pipeline's default disk model) and Jeans "
-        "stencils as in the shipped disk's table above.",
+        f"Rows, nodes ({s['n_nodes']} within 1.5 kpc of the Sun, the calibration's), parametric model "
+        "(`validate.DiskMock.model()`) and Jeans stencils as in the shipped disk's table above: the parametric fit "
+        "is the calibration's disk-1e5 fit, with `bd.infer`'s NUTS settings of this page.",
     ]
     return Realisations(cfg["n"], qs, cells, diags, flows, clock, notes)
 
@@ -1031,11 +1034,10 @@ def page(results, argv, settings, machine_start, machine_end, total_s, realisati
         "What each method assumes: the CBE flows assume equilibrium only (no symmetry, no model); Jeans assumes "
         "equilibrium, axisymmetry (disk) or spherical symmetry, and smooth binned moments; the parametric fit "
         "assumes equilibrium *and* the mock's family of potentials — on the disk the shapes of MWPotential2014 "
-        "(Miyamoto–Nagai a and b, the NFW scale radius, the whole bulge) are fixed at their true values, the "
-        "disk mass has a prior centred on its true value (TruncatedNormal, 6.82e10 ± 1e10 M☉), and only the disk "
-        "mass, the halo density and a dark disk (scale height fixed at 0.1 kpc) are free. Much of its advantage "
-        "over Jeans is that knowledge, which a real galaxy does not hand over; the CBE-flow column is the "
-        "like-for-like comparison.",
+        "(Miyamoto–Nagai a and b, the NFW scale radius, the whole bulge) are fixed at their true values and only "
+        "the disk mass and the halo density are free (broad log-uniform priors; `validate.DiskMock.model()`, the "
+        "model whose intervals the calibration measured). Much of its advantage over Jeans is that knowledge, "
+        "which a real galaxy does not hand over; the CBE-flow column is the like-for-like comparison.",
         "",
         f"Generated by `{cmd}` on {datetime.date.today().isoformat()}, in {total_s / 60:.1f} min (flows and "
         "posteriors found in the cache are reused; each flow's training time is in its notes).",

@@ -12,6 +12,7 @@ from numpy.testing import assert_allclose
 from bayesdyn import potentials as bp
 from bayesdyn import validate
 from bayesdyn.inference import AccelerationData, PotentialModel
+from bayesdyn.validate._coverage import _seeds
 
 SUMMARY_COLUMNS = {
     "unit", "truth", "n", "mean_bias", "rel_bias", "spread", "mean_sd", "bias_over_sd", "spread_over_sd",
@@ -202,19 +203,19 @@ def test_exact_method_needs_a_floor_and_unknown_names_are_refused():
         validate.GaiaChallengeMock("core").exact_source(None, None)
 
 
-def test_realisation_shares_the_harness_flow_cache(tmp_path):
-    """validate.realisation(r) draws the stars of a coverage run's realisation r and loads the flows that run
-    fitted into its cache (the same key), instead of fitting new ones."""
+def test_realisation_fits_then_loads_its_flows(tmp_path):
+    """validate.realisation(r) draws realisation r's stars (the seeds coverage() uses), fits its flows into the
+    run's cache folder (the folder coverage() uses: test_flow_cache_key_is_stable) and loads them the next time."""
     psd = dict(ensemble=2, max_epochs=1, n_layers=1, width=8, batch_size=500)
-    res = validate.coverage("nfw", realisations=1, n_stars=1500, method="flow", likelihood="ensemble", n_nodes=8,
-                            n_velocities=16, psd_options=psd, psd_cache=tmp_path, progress=False,
-                            nuts_options=dict(num_chains=1, num_warmup=30, num_samples=30))
-    assert "psd_loaded_from" not in res.records[0]
-    real = validate.realisation("nfw", 0, n_stars=1500, psd_options=psd, psd_cache=tmp_path, n_nodes=8)
-    assert real["record"]["psd_loaded_from"] == str(real["psd_path"]) and real["psd_path"].name == "r0000"
-    assert real["psd"].n_members == 2 and real["psd"].n_stars == 1500
-    catalog, _ = validate.NFWMock().draw(1500, real["seeds"]["mock"])
-    np.testing.assert_array_equal(np.asarray(real["catalog"].x), np.asarray(catalog.x))
+    first = validate.realisation("nfw", 1, n_stars=1500, psd_options=psd, psd_cache=tmp_path, n_nodes=8)
+    assert first["record"] == {} and (first["psd_path"] / "psd.json").is_file()
+    assert first["psd_path"].name == "r0001" and first["psd"].n_members == 2 and first["psd"].n_stars == 1500
+    again = validate.realisation("nfw", 1, n_stars=1500, psd_options=psd, psd_cache=tmp_path, n_nodes=8)
+    assert again["record"]["psd_loaded_from"] == str(first["psd_path"])
+    catalog, _ = validate.NFWMock().draw(1500, _seeds(0, 1)["mock"])
+    np.testing.assert_array_equal(np.asarray(again["catalog"].x), np.asarray(catalog.x))
+    np.testing.assert_array_equal(again["nodes"], first["nodes"])
+    assert again["nodes"].shape == (8, 3)
     with pytest.raises(ValueError, match="r must be"):
         validate.realisation("nfw", -1, n_stars=1500, psd_options=psd)
 
@@ -223,6 +224,8 @@ def test_flow_cache_key_is_stable():
     """The flow cache's folder names must not change silently: calibration runs and the league load flows by them
     (this one holds the disk-1e5 suite's flows: fit_psd's defaults, seed pairs, 30 epochs)."""
     from bayesdyn.validate._coverage import _flow_cache, _flow_options
+
+    # coverage() names its flow folder with these two functions (and its realisations' seeds with _seeds)
 
     opts = _flow_options({"max_epochs": 30})
     assert opts == {"ensemble": 4, "bootstrap": True, "max_epochs": 30, "seeds_per_resample": 2}

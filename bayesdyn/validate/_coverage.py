@@ -486,8 +486,13 @@ def realisation(
     other benchmarks (``benchmarks/league.py``) can work on the calibration's realisations.
 
     Args:
-        mock, n_stars, seed, psd_options, psd_cache, n_nodes: as in :func:`coverage`.
+        mock: as in :func:`coverage`.
         r: the realisation's index (0-based).
+        n_stars: stars per realisation, as in :func:`coverage`.
+        seed: the run's master seed, as in :func:`coverage`.
+        psd_options: ``fit_psd`` options, as in :func:`coverage`.
+        psd_cache: the run's flow cache, as in :func:`coverage` (None: fit, do not save).
+        n_nodes: acceleration nodes, as in :func:`coverage`.
 
     Returns:
         dict with ``catalog``, ``truth``, ``nodes`` (n_nodes, 3) [kpc], ``psd``, ``seeds``
