@@ -634,12 +634,12 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id) -> tu
             d = post.diagnostics()
         samples = {n: np.asarray(post.samples[n]) for n in names}
         rhat = float(np.nanmax(d["r_hat"])) if len(d) and np.isfinite(d["r_hat"]).any() else float("nan")
-        member_rhat = np.asarray((post.info.get("combine") or {}).get("member_max_r_hat", []), dtype=float) \
-            if isinstance(post.info.get("combine"), dict) else np.zeros(0)
+        cinfo = post.info.get("combine")
+        cinfo = cinfo if isinstance(cinfo, dict) else {}  # only combine="members" records one
+        member_rhat = np.asarray(cinfo.get("member_max_r_hat", []), dtype=float)
         if np.isfinite(member_rhat).any():
             rhat = float(np.nanmax(member_rhat))  # convergence is judged per member run
-        combine = (post.info.get("combine") or {}).get("combine", "mean of the members (one likelihood)") \
-            if isinstance(post.info.get("combine"), dict) else str(post.info.get("combine", "mean"))
+        combine = cinfo.get("combine", "mean")
         diag = (f"{combine}; r̂ max {rhat:.3f}, ESS bulk min {float(np.nanmin(d['ess_bulk'])):.0f}, "
                 f"{post.info['num_divergences']} divergences" + (f"; problems: {'; '.join(problems)}" if problems else ""))
         if path is not None:
