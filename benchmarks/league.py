@@ -536,16 +536,11 @@ def get_psd(spec: MockSpec, s, seed, cache: Path | None, clock: Clock, external:
             tag = _key(_data_sha(spec.catalog), s["psd"], seed, FORMAT_VERSION)
             folder = cache / f"psd-{spec.name}-n{spec.catalog.n}-{tag}"
         if folder is not None and not fresh and (folder / "psd.json").is_file():
-            from bayesdyn.psd._fit import stale_auto_rules
-
             try:
                 with clock("flows (cached)"):
                     psd = bd.load_psd(folder)
-                stale = stale_auto_rules(psd.info)
-                if stale is None:
-                    log(f"  flows: cached {folder}")
-                    return psd, f"cached fit ({folder.name})", folder.name
-                log(f"  flows: cached {folder} {stale}; refitting")
+                log(f"  flows: cached {folder}")
+                return psd, f"cached fit ({folder.name})", folder.name
             except PSDFileError as err:
                 log(f"  flows: cached {folder} unreadable ({err}); refitting")
         with clock("flows (fit)"):

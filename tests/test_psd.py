@@ -179,27 +179,6 @@ def test_ball_map_jacobian_and_inverse(core):
             assert float(jnp.linalg.norm(u[-1])) > 3.7  # atanh(0.999) = 3.80: the edge goes far out
 
 
-def test_radial_map_auto_off_for_a_sample_cut_to_a_sphere():
-    """'auto' tests the standardised radii for a heavy tail, except on a sample cut to a support sphere: a thin
-    disk in a sphere passes the test (r99/r50 ≈ 3.1) although the ball map already gives it light tails, and the
-    map flattened its vertical slopes (benchmarks/radial_map_disk.py). Flows saved under the old rule are named
-    stale for the caches."""
-    from bayesdyn.psd._fit import BOUNDED_RULE, TAIL_RATIO, _radius, stale_auto_rules
-
-    rng = np.random.default_rng(3)
-    heavy = rng.standard_t(3, size=(4000, 3))  # r99/r50 ≈ 4.7
-    s, rule = _radius("auto", heavy)
-    assert s == 1.0 and rule.startswith("auto: r99/r50") and float(rule.split("= ")[1].split()[0]) > TAIL_RATIO
-    assert _radius("auto", heavy, bounded=True) == (0.0, BOUNDED_RULE)
-    assert _radius(1.0, heavy, bounded=True) == (1.0, "given")  # an explicit radius is kept
-    assert _radius("auto", rng.normal(size=(4000, 3)))[0] == 0.0  # light tails: off, bounded or not
-    old = {"support_radius_kpc": 2.004, "radial_map": 1.0, "radial_map_rule": "auto: r99/r50 = 3.10 > 3"}
-    assert "no longer applies" in stale_auto_rules(old)
-    assert stale_auto_rules({**old, "support_radius_kpc": 0.0}) is None  # unbounded: the heavy-tail rule stands
-    assert stale_auto_rules({**old, "radial_map_rule": "given"}) is None  # chosen by the user
-    assert stale_auto_rules({**old, "radial_map": 0.0, "radial_map_rule": BOUNDED_RULE}) is None
-
-
 def test_support_sphere_auto_normalised_and_checked(tmp_path):
     """A sample cut to a sphere: 'auto' finds the sphere recorded by Catalog.within, n(x)
     integrates to N over the ball, draws stay inside it, and stars outside a given support are refused."""

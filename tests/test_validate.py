@@ -216,20 +216,6 @@ def test_realisation_fits_then_loads_its_flows(tmp_path):
     np.testing.assert_array_equal(np.asarray(again["catalog"].x), np.asarray(catalog.x))
     np.testing.assert_array_equal(again["nodes"], first["nodes"])
     assert again["nodes"].shape == (8, 3)
-    # flows saved under an earlier "auto" rule (the radial map on a sample cut to a sphere) are refitted, not loaded
-    import hashlib
-
-    from bayesdyn.psd._io import _canonical
-
-    head = first["psd_path"] / "psd.json"
-    meta = json.loads(head.read_text())
-    meta["info"].update(support_radius_kpc=2.0, radial_map=1.0, radial_map_rule="auto: r99/r50 = 3.10 > 3")
-    meta["header_sha256"] = hashlib.sha256(_canonical(meta)).hexdigest()  # a valid file, as an old version wrote it
-    head.write_text(json.dumps(meta))
-    third = validate.realisation("nfw", 1, n_stars=1500, psd_options=psd, psd_cache=tmp_path, n_nodes=8)
-    assert "psd_loaded_from" not in third["record"]
-    assert "no longer applies to a sample cut to a sphere" in third["record"]["psd_cache_refit"]
-    assert json.loads(head.read_text())["info"]["support_radius_kpc"] == 0.0  # the refit replaced it
     with pytest.raises(ValueError, match="r must be"):
         validate.realisation("nfw", -1, n_stars=1500, psd_options=psd)
 

@@ -34,25 +34,11 @@ TAIL_RATIO = 3.0
 AUTO_RADIUS = 1.0
 
 
-#: How "auto" decides the radial map on a sample cut to a sphere (recorded in ``info["radial_map_rule"]``).
-#: Before this rule the tail test also ran there: a disk in a 2 kpc sphere, thin in z, has r₉₉/r₅₀ = 3.1 in its
-#: standardised coordinates, so the map switched on and flattened the density slopes (∂log n/∂z at z = −1, +1 kpc
-#: −9.9, −12.5 % with it, −5.3, −8.4 % without: ``python benchmarks/radial_map_disk.py``, K = 2, 30 epochs).
-BOUNDED_RULE = "auto: off for a sample cut to a sphere (the support map already gives it light tails)"
-
-
-def _radius(radial_map: Any, z: np.ndarray, bounded: bool = False) -> tuple[float, str]:
-    """The radial map's radius s and how it was chosen; z are standardised positions.
-
-    ``"auto"`` is off when the sample is bounded by a support sphere: the ball map
-    already sends its edge to exponential tails, and a thin disk's flattened
-    standardised radii would otherwise pass the heavy-tail test.
-    """
+def _radius(radial_map: Any, z: np.ndarray) -> tuple[float, str]:
+    """The radial map's radius s and how it was chosen; z are standardised positions."""
     if isinstance(radial_map, str):
         if radial_map != "auto":
             raise ValueError(f"radial_map={radial_map!r}: pass 'auto', a radius ≥ 0, or False")
-        if bounded:
-            return 0.0, BOUNDED_RULE
         r = np.linalg.norm(z, axis=1)
         r50, r99 = np.percentile(r, [50, 99])
         ratio = float(r99 / r50) if r50 > 0 else float("inf")
@@ -67,27 +53,6 @@ def _radius(radial_map: Any, z: np.ndarray, bounded: bool = False) -> tuple[floa
             f"radial_map={radial_map!r} must be 'auto', a radius ≥ 0 in robust standard deviations, or False"
         )
     return float(radial_map), "given"
-
-
-def stale_auto_rules(info: dict) -> str | None:
-    """Why flows saved by an earlier bayesdyn differ from what ``fit_psd``'s "auto" rules choose now, or None.
-
-    A fitted PSD stays exact whatever its transforms (they are part of the model), so
-    :func:`~bayesdyn.psd.load_psd` loads it as it is. Caches that stand for "``fit_psd``
-    with these options" (the calibration's and the league's) refit flows for which
-    this returns a reason.
-
-    Args:
-        info: ``PhaseSpaceDensity.info`` (the ``info`` of its ``psd.json``).
-
-    Returns:
-        a one-line reason, or None.
-    """
-    if (float(info.get("support_radius_kpc", 0.0) or 0.0) > 0 and float(info.get("radial_map", 0.0) or 0.0) > 0
-            and str(info.get("radial_map_rule", "")).startswith("auto: r99/r50")):
-        return ("fitted with the radial map that radial_map='auto' no longer applies to a sample cut to a sphere "
-                f"({info['radial_map_rule']})")
-    return None
 
 
 #: "auto" uses a recorded support sphere only when the stars reach its edge:
@@ -322,10 +287,13 @@ def fit_psd(
             positions z (linear inside s, logarithmic outside: heavy tails become
             light). ``"auto"`` uses s = 1 robust standard deviation when the radii
             have a heavy tail (r₉₉/r₅₀ > 3, e.g. a Plummer sphere) and no map
-            otherwise (a Gaussian) or when the sample is cut to a support sphere
-            (a disk sample around the Sun: the support map gives it light tails,
-            and the radial map flattened its vertical density slopes); or give
-            s ≥ 0 (0 or False: no map).
+            otherwise (a Gaussian); or give s ≥ 0 (0 or False: no map). A thin
+            disk cut to a sphere can pass the test in its standardised
+            coordinates: the disk mock does (r₉₉/r₅₀ = 3.1), and there the map is
+            a measured trade-off — slopes within 0.4 kpc of the plane (the
+            density at the Sun) better with it, at |z| = 1 kpc and near the
+            sphere's edge better without (docs/flows.md,
+            ``benchmarks/radial_map_disk.py``).
         support: a sphere that bounds the sample by selection, ``(center [kpc] (3,),
             radius [kpc])``: positions are mapped from the ball onto all of space
             (y = (x − c)/R → y·atanh|y|/|y|, with its Jacobian in log f), so the
@@ -534,7 +502,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     zc = (xs - x_loc) / x_scale
     if c_power > 0:
         zc = np.asarray(cusp_map_fn(jnp.asarray(zc, f32), c_power, c_core)[0], np.float64)
-    radius, radius_rule = _radius(radial_map, zc, s_radius > 0)
+    radius, radius_rule = _radius(radial_map, zc)
     vr = np.asarray(jax.jit(lambda p, a, b: p.velocity_to_latent(b, a)[0])(
         bare, jnp.asarray(x, f32), jnp.asarray(v, f32)), np.float64)
     v_loc, v_scale = robust_loc_scale(vr, "catalog.v")

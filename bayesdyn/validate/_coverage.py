@@ -451,7 +451,6 @@ def _flow_cache(psd_cache, mock: CalibrationMock, n_stars: int, seed: int, opts:
 def _load_or_fit(catalog, psd_path: Path | None, seed: int, opts: dict[str, Any], rec: dict[str, Any]):
     """The realisation's flows from ``psd_path`` if saved there (and readable), else fitted (and saved there)."""
     from ..psd import PSDFileError, fit_psd, load_psd
-    from ..psd._fit import stale_auto_rules
 
     # the flows are float32: fit, save and load them with x64 off (fit_psd under x64 saves float64
     # leaves that load_psd then refuses)
@@ -459,11 +458,8 @@ def _load_or_fit(catalog, psd_path: Path | None, seed: int, opts: dict[str, Any]
         if psd_path is not None and (psd_path / "psd.json").is_file():
             try:
                 source = load_psd(psd_path)
-                stale = stale_auto_rules(source.info)
-                if stale is None:
-                    rec["psd_loaded_from"] = str(psd_path)
-                    return source
-                rec["psd_cache_refit"] = stale  # fitted under an earlier "auto" rule: refit it
+                rec["psd_loaded_from"] = str(psd_path)
+                return source
             except PSDFileError as err:  # written by another format version, or damaged: refit it
                 rec["psd_cache_refit"] = str(err)
         # L = 1 is left out of opts (and so of the cache key) but must reach fit_psd, whose default is "auto"
