@@ -855,6 +855,12 @@ def ratio_range(ratio: float, n: int, level: float = 0.68) -> tuple[float, float
     return (ratio / math.sqrt(hi_q), ratio / math.sqrt(lo_q))
 
 
+def _ratio_text(x: float) -> str:
+    """A ratio with 2 decimals, or 3 where 2 would print the acceptance threshold for a ratio above it (0.503)."""
+    text = f"{x:.2f}"
+    return f"{x:.3f}" if text == f"{ACCEPTANCE_RATIO:.2f}" and x > ACCEPTANCE_RATIO else text
+
+
 def realisations_markdown(res: Realisations) -> str:
     rows = realisation_rows(res)
     R = len(res.cells)
@@ -863,7 +869,7 @@ def realisations_markdown(res: Realisations) -> str:
         return "—" if not np.isfinite(x) else f"{100 * x:.2f} %"
 
     def mark(x):
-        return "—" if not np.isfinite(x) else (f"**{x:.2f}**" if x <= ACCEPTANCE_RATIO else f"{x:.2f}")
+        return "—" if not np.isfinite(x) else (f"**{x:.2f}**" if x <= ACCEPTANCE_RATIO else _ratio_text(x))
 
     verdict = []
     for m in ("flows", "parametric"):
@@ -875,7 +881,7 @@ def realisations_markdown(res: Realisations) -> str:
                 f"({n_sure} of {len(mine)} with the whole 68 % range ≤ {ACCEPTANCE_RATIO:g})")
         if finite:
             worst = max(finite, key=lambda r: r["ratio"])
-            text += f" (largest {worst['ratio']:.2f}, {worst['quantity']}"
+            text += f" (largest {_ratio_text(worst['ratio'])}, {worst['quantity']}"
             text += f"; {len(mine) - len(finite)} without a ratio)" if len(finite) < len(mine) else ")"
         verdict.append(text)
     out = [
@@ -995,7 +1001,7 @@ def ratios_markdown(rows) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def mark(x):
-            return "—" if not np.isfinite(x) else (f"**{x:.2f}**" if x <= ACCEPTANCE_RATIO else f"{x:.2f}")
+            return "—" if not np.isfinite(x) else (f"**{x:.2f}**" if x <= ACCEPTANCE_RATIO else _ratio_text(x))
         def pct(x):
             return "—" if not np.isfinite(x) else f"{100 * x:.2f} %"
         lines.append(

@@ -19,7 +19,7 @@ slopes at |z| = 1 kpc and near the edge improve but the slopes within 0.2 kpc of
 plane become 7–20 % too shallow (+10 % too steep with it), and on the league's K = 4,
 100-epoch flows the CBE density at the Sun went from −3.5 % to −29.8 %.
 
-    python benchmarks/radial_map_disk.py [--ensemble 2] [--epochs 30] [--seed 0]
+    python benchmarks/radial_map_disk.py [--ensemble 2] [--epochs 30] [--seed 0] [--radii 1 none 2 3]
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--ensemble", type=int, default=2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--radii", nargs="+", default=["1", "none"],
+                   help="radial-map radii s to compare (robust standard deviations; 'none' for no map); default 1 none")
     args = p.parse_args(argv)
 
     import bayesdyn as bd
@@ -75,7 +77,12 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     cat, truth = bd.mocks.load_default()
     exact = {**near_plane_exact(truth), **exact_slopes(truth)}
-    settings = {"radial map s = 1 ('auto')": dict(radial_map=1.0), "no radial map": dict(radial_map=None)}
+    settings = {}
+    for r in args.radii:
+        if r.lower() == "none":
+            settings["no radial map"] = dict(radial_map=None)
+        else:
+            settings[f"radial map s = {float(r):g}" + (" ('auto')" if float(r) == 1.0 else "")] = dict(radial_map=float(r))
     results, nll = {}, {}
     for label, kw in settings.items():
         t = time.perf_counter()

@@ -69,6 +69,8 @@ def test_tiny_league_disk(tmp_path):
 def test_realisation_summary_rms_ratios_and_pulls():
     """The acceptance over realisations: RMS of the relative errors, their ratio to Jeans', pulls, bold ≤ 0.5."""
     league = _league()
+    # a ratio just above the threshold must not print as the threshold
+    assert (league._ratio_text(0.5031), league._ratio_text(0.5), league._ratio_text(0.56)) == ("0.503", "0.50", "0.56")
     _, qs = league.disk_quantities(np.array([-8.0, 0.0, 0.0208]))
     acc = [q for q in qs if q.kind == "acc"]
     errs = {"flows": [0.01, -0.01, 0.03, -0.03], "parametric": [0.02, 0.02, 0.02, 0.02],
