@@ -19,12 +19,13 @@ slopes at |z| = 1 kpc and near the edge improve but the slopes within 0.2 kpc of
 plane become 7–20 % too shallow (+10 % too steep with it), and on the league's K = 4,
 100-epoch flows the CBE density at the Sun went from −3.5 % to −29.8 %.
 
-    python benchmarks/radial_map_disk.py [--ensemble 2] [--epochs 30] [--seed 0] [--radii 1 none 2 3]
+    python benchmarks/radial_map_disk.py [--ensemble 2] [--epochs 30] [--seed 0] [--radii 1 none 2 3] [--psd-option width=128]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radii", nargs="+", default=["1", "none"],
                    help="radial-map radii s to compare (robust standard deviations; 'none' for no map); default 1 none")
+    p.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another fit_psd setting for every fit, e.g. width=128 (value parsed as JSON; repeatable)")
     args = p.parse_args(argv)
+    extra = {}
+    for text in args.psd_option:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--psd-option {text!r}: write KEY=VALUE, e.g. width=128")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
 
     import bayesdyn as bd
     from bayesdyn.psd import fit_psd
@@ -86,13 +98,14 @@ def main(argv=None) -> int:
     results, nll = {}, {}
     for label, kw in settings.items():
         t = time.perf_counter()
-        psd = fit_psd(cat, ensemble=args.ensemble, seed=args.seed, max_epochs=args.epochs, progress=False, **kw)
+        psd = fit_psd(cat, ensemble=args.ensemble, seed=args.seed, max_epochs=args.epochs, progress=False,
+                      **{**extra, **kw})
         results[label] = {**near_plane(psd), **slopes(psd)}
         nll[label] = psd.info["val_nll_x"]
         print(f"{label}: fitted in {time.perf_counter() - t:.0f} s ({psd.info['epochs']} epochs; radial map "
               f"{psd.info['radial_map']:g}: {psd.info['radial_map_rule']})", flush=True)
     print(f"\n∂log n/∂(axis) [1/kpc] per member; exact from galpy; {cat.n} stars, K = {args.ensemble}, "
-          f"{args.epochs} epochs, seed {args.seed}")
+          f"{args.epochs} epochs, seed {args.seed}" + (f", {extra}" if extra else ""))
     print(f"{'point':>18} {'exact':>7}  " + "  ".join(f"{k:>28}" for k in settings))
     first = next(iter(results.values()))
     for key in first:
