@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
-from support_core import H, exact_slopes, slopes  # noqa: E402
+from support_core import H, exact_slopes, print_slopes, slopes  # noqa: E402
 
 NEAR = (-0.4, -0.2, -0.1, 0.1, 0.2, 0.4)  # kpc, heights of the near-plane probes at (x, y) = (−8, 0)
 
@@ -106,13 +106,8 @@ def main(argv=None) -> int:
               f"{psd.info['radial_map']:g}: {psd.info['radial_map_rule']})", flush=True)
     print(f"\n∂log n/∂(axis) [1/kpc] per member; exact from galpy; {cat.n} stars, K = {args.ensemble}, "
           f"{args.epochs} epochs, seed {args.seed}" + (f", {extra}" if extra else ""))
-    print(f"{'point':>18} {'exact':>7}  " + "  ".join(f"{k:>28}" for k in settings))
+    print_slopes(results, exact, 28)
     first = next(iter(results.values()))
-    for key in first:
-        name, where = key
-        pt = {"z": f"z = {where:+.1f}", "x": f"x = {where:.1f}", "y": f"y = {where:+.1f}"}[name]
-        cells = "  ".join(f"{str(np.round(results[k][key], 2).tolist()):>28}" for k in settings)
-        print(f"{'∂/∂' + name + ' at ' + pt:>18} {exact[key]:7.3f}  {cells}")
     print("\nerror of the member mean, relative to |exact| [%] (y probes: |exact| = 0.08 /kpc, so absolute [1/kpc])")
     for k in settings:
         parts = []

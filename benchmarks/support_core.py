@@ -65,6 +65,16 @@ def slopes(psd) -> dict:
     return out
 
 
+def print_slopes(results: dict, exact: dict, width: int) -> None:
+    """One line per probe: the exact slope and, per setting (the keys of ``results``), the members' slopes."""
+    print(f"{'point':>18} {'exact':>7}  " + "  ".join(f"{k:>{width}}" for k in results))
+    for key in next(iter(results.values())):
+        name, where = key
+        pt = {"z": f"z = {where:+.1f}", "x": f"x = {where:.1f}", "y": f"y = {where:+.1f}"}[name]
+        cells = "  ".join(f"{str(np.round(r[key], 2).tolist()):>{width}}" for r in results.values())
+        print(f"{'∂/∂' + name + ' at ' + pt:>18} {exact[key]:7.3f}  {cells}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--core", type=float, default=0.6)
@@ -87,12 +97,7 @@ def main() -> None:
         print(f"{label}: fitted in {time.perf_counter() - t:.0f} s ({psd.info['epochs']} epochs; {psd.info['support_rule']}, "
               f"core {psd.info['support_core']:g})", flush=True)
     print(f"\n∂log n/∂(axis) [1/kpc] per member; exact from galpy; {cat.n} stars, K = {args.ensemble}, {args.epochs} epochs")
-    print(f"{'point':>18} {'exact':>7}  " + "  ".join(f"{k:>22}" for k in settings))
-    for key in results["no map"]:
-        name, where = key
-        pt = {"z": f"z = {where:+.1f}", "x": f"x = {where:.1f}", "y": f"y = {where:+.1f}"}[name]
-        cells = "  ".join(f"{str(np.round(results[k][key], 2).tolist()):>22}" for k in settings)
-        print(f"{'∂/∂' + name + ' at ' + pt:>18} {exact[key]:7.3f}  {cells}")
+    print_slopes(results, exact, 22)
     print("\nrelative error of the member mean at |z| = 1 kpc:")
     for k in settings:
         errs = [float(np.mean(results[k][("z", z)]) / exact[("z", z)] - 1) for z in (-1.0, 1.0)]
