@@ -135,6 +135,26 @@ class _DeferredInterrupt:
         raise KeyboardInterrupt
 
 
+class _QuietInterruptHook:
+    """``sys.unraisablehook`` for the command's lifetime: a KeyboardInterrupt lost in a finalizer is not printed.
+
+    Python prints an exception raised in a finalizer as "Exception ignored in ..." with
+    a traceback, and drops it. For the KeyboardInterrupt of a Ctrl-C that landed in one
+    (JAX frees device buffers in a gc callback) the traceback would tell the user
+    something broke; it did not: :class:`_DeferredInterrupt` re-sends the signal
+    :attr:`_DeferredInterrupt.RETRY_S` later. Every other unraisable exception goes to
+    the previous hook unchanged.
+    """
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        self.previous(unraisable)
+
+
 def _interrupted_message(args: argparse.Namespace, argv: list[str]) -> str:
     """What was kept and the command that continues the run."""
     lines = ["", "interrupted."]
@@ -281,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = None
     handler = _DeferredInterrupt()
+    previous_hook = sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, handler)
+        sys.unraisablehook = _QuietInterruptHook(previous_hook)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
@@ -299,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         handler.acknowledge()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = previous_hook
 
 
 if __name__ == "__main__":  # pragma: no cover
