@@ -6,6 +6,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # XLA compilation dominates the potentials' tests; a persistent cache makes reruns fast
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".jax_cache"))
+# ... including the ~300 sub-second programs of eager jnp calls each integration test compiles
+# (by default only programs that take > 1 s are cached, so each xdist worker recompiled them)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The suite runs tiny models, so compiling dominates its time: on a clean clone (cold cache)
+# LLVM's optimisation was ~1/3 of the wall time. Tests (and the subprocesses they start, which
+# inherit this environment) compile unoptimised machine code: same arithmetic, less compiling.
+# Measured on the 2-core CI-size machine, cold cache: 331 s with XLA's defaults, 266 and 284 s with
+# these flags (tests/conftest.py, 2026-12-03). Users' runs keep XLA's defaults.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
 from pathlib import Path  # noqa: E402
 
