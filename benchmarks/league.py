@@ -1105,9 +1105,23 @@ def parse(argv):
     ap.add_argument("--flow-cache", default=None,
                     help=f"where the realisations' flows are shared (default the calibration's, {CALIBRATION_CACHE}; "
                          "--tiny: inside --cache)")
+    ap.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="another fit_psd setting for every flow fit of the run (the shipped mocks' and the "
+                         "realisations'), e.g. flow=sas_maf or radial_map=null; value parsed as JSON; repeatable. "
+                         "The caches are keyed by the settings, so other settings fit their own flows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.psd_extra = {}
+    for text in args.psd_option:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            ap.error(f"--psd-option {text!r}: write KEY=VALUE, e.g. flow=sas_maf")
+        try:
+            args.psd_extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.psd_extra[key] = value
+    return args
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -1126,6 +1140,8 @@ def main(argv=None) -> dict[str, Any]:
         opts["seeds_per_resample"] = spr
     if args.realisations is not None:
         settings["realisations"]["count"] = args.realisations
+    settings["psd"].update(args.psd_extra)
+    settings["realisations"]["psd"].update(args.psd_extra)
     cache = Path(args.cache).expanduser() if args.cache else None
     if cache is not None and args.tiny:
         cache = cache / "tiny"
