@@ -122,3 +122,18 @@ def test_member_variance_follows_the_combination_rule():
     expect = 0.05 / 4 + 1.5 * (4.805 - 0.025)
     assert math.isclose(league.member_variance(w, np.array([0, 0, 1, 1])), expect)
     assert league.member_variance(np.array([2.0]), None) == 0.0
+
+
+def test_psd_options_reach_every_flow_fit_and_name_the_page():
+    """--psd-option KEY=VALUE (JSON values) is parsed, and a page made with it says so and links the default one."""
+    import pytest
+
+    league = _league()
+    args = league.parse(["--psd-option", "flow=sas_maf", "--psd-option", "radial_map=null", "--psd-option", "width=32"])
+    assert args.psd_extra == {"flow": "sas_maf", "radial_map": None, "width": 32}
+    with pytest.raises(SystemExit):
+        league.parse(["--psd-option", "flow"])
+    text = league.page([], [], {}, "m0", "m1", 60.0, None, args.psd_extra)
+    assert text.startswith("# League table: bayesdyn against Jeans (non-default flows)")
+    assert '`{"flow": "sas_maf", "radial_map": null, "width": 32}`' in text and "(league.md)" in text
+    assert "non-default" not in league.page([], [], {}, "m0", "m1", 60.0)
