@@ -66,6 +66,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "seeds_per_resample": "auto",
         # fraction of the support ball's radius left untouched by the support map (fit_psd's support_core)
         "support_core": 0.0,
+        # flow architecture (fit_psd's flow): "maf" (the calibrated default) or "sas_maf" (opt-in, docs/flows.md)
+        "flow": "maf",
+        # fit_psd's radial_map: "auto", or the radius s in robust standard deviations (0 = no map)
+        "radial_map": "auto",
     },
     "nodes": {
         "n": 64,  # nodes where accelerations are estimated
@@ -108,6 +112,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 #: keys whose value is "auto" or an integer
 _INT_OR_AUTO = {"psd.seeds_per_resample"}
+#: keys whose value is "auto" or a number
+_NUM_OR_AUTO = {"psd.radial_map"}
 
 _TYPES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
 
@@ -130,6 +136,10 @@ def _merge(base: dict, user: dict, path: str, free_tables: tuple[str, ...]) -> d
             if not isinstance(val, dict):
                 raise ConfigError(f"'{where}' must be a table ([{where}]), got {type(val).__name__}")
             out[key] = _merge(ref, val, where, free_tables)
+        elif where in _NUM_OR_AUTO:
+            if val != "auto" and (isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0):
+                raise ConfigError(f"'{where}' must be \"auto\" or a number ≥ 0, got {val!r}")
+            out[key] = val if val == "auto" else float(val)
         elif where in _INT_OR_AUTO:
             if val != "auto" and (isinstance(val, bool) or not isinstance(val, int)):
                 raise ConfigError(f"'{where}' must be \"auto\" or an integer, got {val!r}")
@@ -208,6 +218,10 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     ps = cfg["psd"]
     if ps["ensemble"] < 1:
         raise ConfigError(f"'psd.ensemble' must be ≥ 1, got {ps['ensemble']}")
+    from ..psd._flows import FLOWS
+
+    if cfg["psd"]["flow"] not in FLOWS:
+        raise ConfigError(f"'psd.flow' must be one of {sorted(FLOWS)}, got {cfg['psd']['flow']!r}")
     from ..psd._fit import check_seeds_per_resample  # the rule fit_psd applies, checked before any stage runs
 
     try:

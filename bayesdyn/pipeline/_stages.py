@@ -166,7 +166,7 @@ class Run:
         p = {**self.cfg["psd"], "seeds_per_resample": resolve_seeds_per_resample(
             self.cfg["psd"]["ensemble"], self.cfg["psd"]["seeds_per_resample"], self.cfg["psd"]["bootstrap"])}
         # options added later enter the key only when set, so that run folders of earlier versions stay valid
-        later = {"seeds_per_resample": 1, "support_core": 0.0}
+        later = {"seeds_per_resample": 1, "support_core": 0.0, "flow": "maf", "radial_map": "auto"}
         key = _fingerprint({k: v for k, v in p.items() if later.get(k, object()) != v}, self.cfg["seed"], data_key)
         folder = self.folder / name
         tag = f"[{name}]"
@@ -196,6 +196,8 @@ class Run:
                 bootstrap=p["bootstrap"],
                 seeds_per_resample=p["seeds_per_resample"],
                 support_core=p["support_core"],
+                flow=p["flow"],
+                radial_map=p["radial_map"],
                 checkpoint_dir=self.folder / (name + "_checkpoint"),
                 progress=self.progress,
             )
