@@ -3,11 +3,12 @@
 A member is two flowjax flows on the transformed variables (see ``_transforms``):
 n(u) on the mapped positions and p(w | u) on the standardised velocities,
 conditioned on the mapped positions. The default masked autoregressive flow with
-affine transformers has a hand-written batched log-density (:func:`flow_log_prob`)
-that reads the flowjax weights directly: masked dense layers become plain matmuls
-on a batch of points, so that one forward and one reverse pass give the scores of a
-whole batch. It agrees with flowjax's own ``log_prob`` (tested); the other
-architectures use flowjax's ``log_prob``.
+affine transformers, and the one with sinh-arcsinh + affine transformers
+(``"sas_maf"``), have a hand-written batched log-density (:func:`flow_log_prob`)
+and sampler that read the flowjax weights directly: masked dense layers become
+plain matmuls on a batch of points, so that one forward and one reverse pass give
+the scores of a whole batch. They agree with flowjax's own ``log_prob`` and inverse
+(tested); the other architectures use flowjax's.
 """
 
 from __future__ import annotations
