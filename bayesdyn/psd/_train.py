@@ -115,9 +115,19 @@ def _init_state(members: Member, opt: optax.GradientTransformation) -> _State:
 
 def _flow_step(flow, opt_state, opt, lr, loss_fn):
     loss, grads = eqx.filter_value_and_grad(loss_fn)(flow)
-    updates, opt_state = opt.update(grads, opt_state, _params(flow))
+    new_opt_state = opt.update(grads, opt_state, _params(flow))
+    updates, new_opt_state = new_opt_state
     updates = jax.tree.map(lambda g: -lr * g, updates)
-    return eqx.apply_updates(flow, updates), opt_state, loss
+    new_flow = eqx.apply_updates(flow, updates)
+    # a batch whose loss or gradient is not finite (one star's log-density overflowed) is skipped: the flow
+    # and Adam's moments stay as they were, instead of turning NaN for the rest of the training. With finite
+    # values the update is the same; the compiled program differs, so fits differ from those of bayesdyn
+    # before this guard at float32 rounding (4e-6 in log f after 4 epochs of a small fit, measured)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    keep = lambda new, old: jnp.where(finite, new, old) if eqx.is_array(new) else new  # noqa: E731
+    new_flow = jax.tree.map(keep, new_flow, flow)
+    new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    return new_flow, new_opt_state, loss
 
 
 @eqx.filter_jit
