@@ -115,8 +115,7 @@ def _init_state(members: Member, opt: optax.GradientTransformation) -> _State:
 
 def _flow_step(flow, opt_state, opt, lr, loss_fn):
     loss, grads = eqx.filter_value_and_grad(loss_fn)(flow)
-    new_opt_state = opt.update(grads, opt_state, _params(flow))
-    updates, new_opt_state = new_opt_state
+    updates, new_opt_state = opt.update(grads, opt_state, _params(flow))
     updates = jax.tree.map(lambda g: -lr * g, updates)
     new_flow = eqx.apply_updates(flow, updates)
     # a batch whose loss or gradient is not finite (one star's log-density overflowed) is skipped: the flow
