@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
+from _options import psd_options  # noqa: E402  (benchmarks/_options.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "calibration"
@@ -243,16 +244,6 @@ def run_suite(suite: dict, base: Path, fresh: bool, quiet: bool, psd_cache, only
             run_one(mock, base / name, fresh=fresh, quiet=quiet, psd_cache=psd_cache, **spec)
 
 
-def _psd_option(text: str):
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise SystemExit(f"--psd-option {text!r}: write KEY=VALUE, e.g. n_layers=4")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mock", choices=["nfw", "disk", "gaia-challenge", "gaia-challenge-core", "gaia-challenge-cusp"])
@@ -297,7 +288,7 @@ def main(argv=None) -> int:
             method=a.method, likelihood=a.likelihood or ["ensemble"], realisations=a.realisations, n_stars=a.n_stars,
             seed=a.seed, n_nodes=a.n_nodes, n_velocities=a.n_velocities, noise=a.noise, scale=a.scale,
             psd=dict(ensemble=a.ensemble, max_epochs=a.max_epochs, bootstrap=not a.no_bootstrap,
-                     **dict(_psd_option(o) for o in a.psd_option)),
+                     **psd_options(a.psd_option)),
             nuts=(a.num_chains, a.num_warmup, a.num_samples), fresh=a.fresh, psd_cache=a.psd_cache, quiet=a.quiet,
         )
         if a.mock == "gaia-challenge":

@@ -61,6 +61,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
+from _options import psd_options  # noqa: E402  (benchmarks/_options.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_PAGE = ROOT / "docs" / "league.md"
@@ -1121,15 +1122,7 @@ def parse(argv):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    args.psd_extra = {}
-    for text in args.psd_option:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            ap.error(f"--psd-option {text!r}: write KEY=VALUE, e.g. flow=sas_maf")
-        try:
-            args.psd_extra[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args.psd_extra[key] = value
+    args.psd_extra = psd_options(args.psd_option)
     return args
 
 

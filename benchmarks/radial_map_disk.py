@@ -25,7 +25,6 @@ plane become 7–20 % too shallow (+10 % too steep with it), and on the league's
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
+from _options import psd_options  # noqa: E402  (benchmarks/_options.py)
 from support_core import H, exact_slopes, print_slopes, slopes  # noqa: E402
 
 NEAR = (-0.4, -0.2, -0.1, 0.1, 0.2, 0.4)  # kpc, heights of the near-plane probes at (x, y) = (−8, 0)
@@ -73,15 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
                    help="another fit_psd setting for every fit, e.g. width=128 (value parsed as JSON; repeatable)")
     args = p.parse_args(argv)
-    extra = {}
-    for text in args.psd_option:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--psd-option {text!r}: write KEY=VALUE, e.g. width=128")
-        try:
-            extra[key] = json.loads(value)
-        except json.JSONDecodeError:
-            extra[key] = value
+    extra = psd_options(args.psd_option)
 
     import bayesdyn as bd
     from bayesdyn.psd import fit_psd

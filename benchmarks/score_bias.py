@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
+from _options import psd_options  # noqa: E402  (benchmarks/_options.py)
 
 BINS = {  # kpc
     "nfw": [(0.0, 1.5), (1.5, 3.0), (3.0, 6.0), (6.0, 12.0), (12.0, 40.0)],
@@ -76,9 +77,7 @@ def main(argv=None) -> int:
 
     print(f"machine: {machine()}")
     options = {"ensemble": 4, "bootstrap": True, "max_epochs": a.max_epochs}
-    for o in a.psd_option:
-        k, _, v = o.partition("=")
-        options[k] = json.loads(v)
+    options.update(psd_options(a.psd_option))
     n_stars = a.n_stars or (50_000 if a.mock == "nfw" else 10_000)
     m = a.n_velocities or (256 if a.mock == "nfw" else 200)
     seeds = _seeds(0, a.realisation)
