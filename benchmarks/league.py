@@ -513,6 +513,12 @@ def make_spherical(name, s, seed) -> MockSpec:
 
 
 # ----------------------------------------------------------------------------- methods
+def _flows_id(folder: Path) -> str:
+    """The posterior cache's name for the flows saved in ``folder``: its name and its header's content, so that
+    flows refitted into the same folder never meet the posteriors of the ones they replaced."""
+    return f"{folder.name}-{hashlib.sha256((folder / 'psd.json').read_bytes()).hexdigest()[:16]}"
+
+
 def get_psd(spec: MockSpec, s, seed, cache: Path | None, clock: Clock, external: str | None, fresh: bool, log):
     """The fitted flows: external folder, cache, or a new fit (saved to the cache)."""
     import jax
@@ -541,7 +547,7 @@ def get_psd(spec: MockSpec, s, seed, cache: Path | None, clock: Clock, external:
                 with clock("flows (cached)"):
                     psd = bd.load_psd(folder)
                 log(f"  flows: cached {folder}")
-                return psd, f"cached fit ({folder.name})", folder.name
+                return psd, f"cached fit ({folder.name})", _flows_id(folder)
             except PSDFileError as err:
                 log(f"  flows: cached {folder} unreadable ({err}); refitting")
         with clock("flows (fit)"):
@@ -552,12 +558,8 @@ def get_psd(spec: MockSpec, s, seed, cache: Path | None, clock: Clock, external:
         log(f"  flows: fitted K = {psd.n_members} on {spec.catalog.n} stars in {clock.stages['flows (fit)'][0]:.0f} s "
             f"({info.get('epochs')} epochs)")
         if folder is not None:
-            # the posteriors are keyed by this folder's name: those of the flows it held before are stale now
-            for old in cache.glob(f"post-{spec.name}-{'[0-9a-f]' * 12}.npz"):
-                old.unlink()
-                log(f"  removed {old.name}: a posterior of the flows this fit replaces")
             psd.save(folder)
-        return psd, "fitted in this run", folder.name if folder is not None else f"uncached-{_key(s['psd'], seed)}"
+        return psd, "fitted in this run", _flows_id(folder) if folder is not None else f"uncached-{_key(s['psd'], seed)}"
 
 
 def robust_accelerations(psd, x, n_velocities, seed, sun):

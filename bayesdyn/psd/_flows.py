@@ -140,9 +140,14 @@ def _affine(min_scale: float) -> Affine:
 TAIL_MAX, SKEW_MAX = 1.5, 2.0
 
 
-def _sas_params(raw_skew: Array, raw_tail: Array) -> tuple[Array, Array]:
-    """Skew ε and tail weight δ of :class:`SinhArcsinh` from their unconstrained parameters."""
-    return SKEW_MAX * jnp.tanh(raw_skew / SKEW_MAX), jnp.exp(math.log(TAIL_MAX) * jnp.tanh(raw_tail))
+def _skew(raw: Array) -> Array:
+    """Skew ε of :class:`SinhArcsinh` from its unconstrained parameter."""
+    return SKEW_MAX * jnp.tanh(raw / SKEW_MAX)
+
+
+def _tail(raw: Array) -> Array:
+    """Tail weight δ of :class:`SinhArcsinh` from its unconstrained parameter."""
+    return jnp.exp(math.log(TAIL_MAX) * jnp.tanh(raw))
 
 
 class SinhArcsinh(AbstractBijection):
@@ -161,8 +166,8 @@ class SinhArcsinh(AbstractBijection):
     tail: Any = None
 
     def __init__(self):
-        self.skew = Parameterize(lambda q: _sas_params(q, q)[0], jnp.zeros(()))
-        self.tail = Parameterize(lambda p: _sas_params(p, p)[1], jnp.zeros(()))
+        self.skew = Parameterize(_skew, jnp.zeros(()))
+        self.tail = Parameterize(_tail, jnp.zeros(()))
 
     def transform_and_log_det(self, x, condition=None):
         a = self.tail * jnp.arcsinh(x) - self.skew
@@ -295,7 +300,7 @@ def _maf_log_prob(flow: AbstractDistribution, config: FlowConfig, y: Array, cond
             h = act(h @ layer.weight[l].T + layer.bias[l])
         out = (h @ layers[-1].weight[l].T + layers[-1].bias[l]).reshape(z.shape[0], d, -1)
         if config.flow == "sas_maf":  # Chain([SinhArcsinh, Affine]): ravelled as (skew, tail, loc, scale)
-            skew, tail = _sas_params(out[..., 0], out[..., 1])
+            skew, tail = _skew(out[..., 0]), _tail(out[..., 1])
             a = tail * jnp.arcsinh(z) - skew
             log_det = log_det + jnp.sum(jnp.log(tail) + jnp.logaddexp(a, -a) - math.log(2.0)
                                         - 0.5 * jnp.log1p(z * z), axis=-1)
@@ -340,7 +345,7 @@ def _maf_inverse(flow: AbstractDistribution, config: FlowConfig, z: Array, cond:
         for i in range(d):  # dimension i depends on dimensions < i only
             out = params(x, l)[:, i]
             if config.flow == "sas_maf":
-                skew, tail = _sas_params(out[:, 0], out[:, 1])
+                skew, tail = _skew(out[:, 0]), _tail(out[:, 1])
                 loc, scale = out[:, 2], softplus(out[:, 3] + raw0) + config.min_scale
                 xi = jnp.sinh((jnp.arcsinh((y[:, i] - loc) / scale) + skew) / tail)
             else:
