@@ -747,6 +747,11 @@ class Realisations:
     flows: list[str]
     clock: Clock
     notes: list[str]
+    ids: list[int] | None = None  # the realisation number of each entry of cells (default 0, 1, …)
+    excluded: list[str] = dataclasses.field(default_factory=list)  # "r<i>: why", realisations left out
+
+    def labels(self) -> list[int]:
+        return list(range(len(self.cells))) if self.ids is None else list(self.ids)
 
 
 def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisations:
@@ -761,12 +766,18 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
     cfg = s["realisations"]
     mock = validate.DiskMock()
     clock = Clock()
-    cells, diags, flows, qs = [], [], [], None
+    cells, diags, flows, qs, ids, excluded = [], [], [], None, [], []
     for r in range(cfg["count"]):
         log(f"== disk realisation {r + 1}/{cfg['count']}")
-        with clock("mock and flows"):
-            real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
-                                        psd_cache=flow_cache, n_nodes=s["n_nodes"])
+        try:
+            with clock("mock and flows"):
+                real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
+                                            psd_cache=flow_cache, n_nodes=s["n_nodes"])
+        except FloatingPointError as err:  # fit_psd's "training diverged": recorded on the page, the run goes on
+            log(f"  flows diverged; realisation {r} is left out: {err}")
+            excluded.append(f"r{r}: {err}")
+            continue
+        ids.append(r)
         psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
         where = real["record"].get("psd_loaded_from")
         flows.append(f"r{r}: " + ("loaded from the cache" if where else "fitted here")
@@ -796,6 +807,8 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         for m in METHODS[1:]:
             log("  " + METHOD_TITLES[m] + ": " + ", ".join(
                 f"{q.key} {100 * rel_error(c[m][q.key], c['truth'][q.key]):+.1f} %" for q in qs if q.kind == "acc"))
+    if not cells:
+        raise RuntimeError(f"no disk realisation gave flows ({len(excluded)} diverged): " + "; ".join(excluded))
     notes = [
         f"Mock: `validate.DiskMock()` (galpy quasi-isothermal disk in MWPotential2014, stars in a "
         f"{mock.radius:g}-kpc sphere around the Sun), {cfg['n']} stars per realisation, master seed {seed}; "
@@ -808,7 +821,7 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         "(`validate.DiskMock.model()`) and Jeans stencils as in the shipped disk's table above: the parametric fit "
         "is the calibration's disk-1e5 fit, with `bd.infer`'s NUTS settings of this page.",
     ]
-    return Realisations(cfg["n"], qs, cells, diags, flows, clock, notes)
+    return Realisations(cfg["n"], qs, cells, diags, flows, clock, notes, ids, excluded)
 
 
 def realisation_rows(res: Realisations) -> list[dict[str, Any]]:
@@ -887,8 +900,10 @@ def realisations_markdown(res: Realisations) -> str:
             text += f" (largest {_ratio_text(worst['ratio'])}, {worst['quantity']}"
             text += f"; {len(mine) - len(finite)} without a ratio)" if len(finite) < len(mine) else ")"
         verdict.append(text)
+    ids = res.labels()
+    left_out = (f" ({len(res.excluded)} more left out: their flows diverged)" if res.excluded else "")
     out = [
-        f"### Acceptance (issue 8) over {R} independent realisations of {res.n_stars} stars", "",
+        f"### Acceptance (issue 8) over {R} independent realisations of {res.n_stars} stars{left_out}", "",
         "; ".join(verdict) + ".", "",
         f"The expected error of each method is measured as the RMS of its relative error over {R} independent "
         "disk realisations (new stars, new flows, new nodes, new bootstrap), so that one lucky or unlucky draw "
@@ -911,14 +926,17 @@ def realisations_markdown(res: Realisations) -> str:
                    f"{mean} | {ratio} | {rng} | {pct(r['sigma'])} | {ratio_s} | "
                    f"{r['within1']}/{r['n']} | {r['within2']}/{r['n']} |")
     out += ["", "Relative error of each realisation (estimate − truth)/|truth|, in %:", "",
-            "| quantity | method | " + " | ".join(f"r{r}" for r in range(R)) + " |",
+            "| quantity | method | " + " | ".join(f"r{r}" for r in ids) + " |",
             "|---|---|" + "---|" * R]
     for r in rows:
         out.append(f"| {r['quantity']} | {METHOD_TITLES[r['method']]} | "
                    + " | ".join("—" if not np.isfinite(e) else f"{100 * e:+.1f}" for e in r["errors"]) + " |")
     out += [""] + [f"- {n}" for n in res.notes]
+    if res.excluded:
+        out.append("- **Left out** (`fit_psd` diverged; every number above is over the other realisations, which "
+                   "flatters the flows if their failures go with large errors): " + "; ".join(res.excluded) + ".")
     out.append("- Flows: " + "; ".join(res.flows) + ".")
-    out.append("- NUTS per realisation: " + " | ".join(f"r{i}: {d}" for i, d in enumerate(res.diags)) + ".")
+    out.append("- NUTS per realisation: " + " | ".join(f"r{i}: {d}" for i, d in zip(ids, res.diags)) + ".")
     return "\n".join(out)
 
 

@@ -1,11 +1,13 @@
 """benchmarks/league.py (issue 8) runs end to end at its --tiny settings and writes a complete table."""
 
+import dataclasses
 import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,10 +107,44 @@ def test_realisation_summary_rms_ratios_and_pulls():
             f"(largest 0.59, {acc[0].label})") in text
     assert "bayesdyn parametric fit: 5 of 6 RMS-error ratios ≤ 0.5** (0 of 6 with the whole 68 % range" in text
     assert f"| {acc[1].label} | bayesdyn CBE flows | 2.24 % | +0.00 % | **0.46** | 0.27–0.78 |" in text
+    assert "| r0 | r1 | r2 | r3 |" in text and "Left out" not in text
+    # a realisation whose flows diverged is named on the page, and the columns keep the realisations' numbers
+    gap = dataclasses.replace(res, ids=[0, 1, 2, 4], excluded=["r3: training diverged: (member, flow) pairs [[1, 1]]"])
+    text = league.realisations_markdown(gap)
+    assert "over 4 independent realisations of 1000 stars (1 more left out: their flows diverged)" in text
+    assert "| r0 | r1 | r2 | r4 |" in text and "r4: ok." in text
+    assert "**Left out** (`fit_psd` diverged" in text and "r3: training diverged: (member, flow) pairs [[1, 1]]" in text
     # the 68 % range of a ratio over n paired realisations: (observed/true)² ~ F(n, n)
     lo, hi = league.ratio_range(0.5, 5)
     assert lo < 0.5 < hi and math.isclose(lo * hi, 0.25, rel_tol=1e-9)  # F(n, n) is symmetric in log
     assert 0.30 < lo < 0.32 and 0.78 < hi < 0.83  # R = 5: a ratio is known to a factor ≈ 1.6 either way
+
+
+def test_diverged_realisation_flows_are_left_out_and_other_errors_raise(monkeypatch):
+    """fit_psd's FloatingPointError (training diverged) skips that realisation, and all of them failing is an
+    error naming why; any other exception is not swallowed."""
+    league = _league()
+    from bayesdyn import validate
+
+    calls = []
+
+    def diverge(mock, r, **kw):
+        calls.append(r)
+        raise FloatingPointError(f"training diverged: (member, flow) pairs [[0, 1]] in realisation {r}")
+
+    monkeypatch.setattr(validate, "realisation", diverge)
+    s = {"realisations": {"count": 2, "n": 3000, "psd": {}}, "n_nodes": 16}
+    with pytest.raises(RuntimeError, match=r"no disk realisation gave flows \(2 diverged\): r0: training "
+                                           r"diverged.*realisation 0; r1: .*realisation 1"):
+        league.run_disk_realisations(s, 0, None, None, False, lambda *a: None)
+    assert calls == [0, 1]  # the first failure did not end the run
+
+    def broken(mock, r, **kw):
+        raise ValueError("a bug, not a divergence")
+
+    monkeypatch.setattr(validate, "realisation", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        league.run_disk_realisations(s, 0, None, None, False, lambda *a: None)
 
 
 def test_member_variance_follows_the_combination_rule():
