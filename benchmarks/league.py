@@ -294,28 +294,19 @@ def spherical_quantities(radii, n_dir: int) -> tuple[np.ndarray, list[Quantity]]
 def member_variance(values: np.ndarray, groups: np.ndarray | None) -> float:
     """Variance of the ensemble mean of a functional about its truth, from its K per-member values.
 
-    The rule ``bd.infer``'s member combination uses (``combine_members``): without
-    resample groups (1 + 1/K)·B with B the members' variance; with J bootstrap
-    resamples × L seeds, M/(JL) + (1 + 1/J)·[S − M/L]₊, where M is the pooled
-    within-resample (training) variance and S the variance of the resample means.
+    ``bd.inference.ensemble_mean_covariance``: the rule ``bd.infer``'s member combination uses
+    (``combine_members``); 0 for one member. Groups that are not balanced resample pairs are ignored
+    (plain (1 + 1/K)·B), as for flows fitted without ``seeds_per_resample``.
     """
+    from bayesdyn.inference import ensemble_mean_covariance
+
     values = np.asarray(values, dtype=float)
-    k = values.size
-    if k < 2:
+    if values.size < 2:
         return 0.0
-    grid = None
-    if groups is not None:
-        labels = np.unique(groups)
-        rows = [np.flatnonzero(groups == g) for g in labels]
-        if len(rows) >= 2 and len({len(r) for r in rows}) == 1 and len(rows[0]) >= 2:
-            grid = np.array(rows)
-    if grid is None:
-        return float((1 + 1 / k) * np.var(values, ddof=1))
-    nj, nl = grid.shape
-    gm = values[grid].mean(axis=1)
-    s_var = float(np.var(gm, ddof=1))
-    m_var = float(np.sum((values[grid] - gm[:, None]) ** 2) / (nj * (nl - 1)))
-    return m_var / (nj * nl) + (1 + 1 / nj) * max(s_var - m_var / nl, 0.0)
+    try:
+        return float(ensemble_mean_covariance(values, groups))
+    except ValueError:  # unbalanced or a single resample: treat the members as independent resamples
+        return float(ensemble_mean_covariance(values))
 
 
 def functional_estimates(data, quantities: list[Quantity], groups: np.ndarray | None = None) -> dict[str, Cell]:

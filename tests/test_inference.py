@@ -214,6 +214,27 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
             combine_members([{"p.a": rng.normal(0, w, size=(2, 100))} for _ in range(4)], priors, groups=bad)
 
 
+def test_ensemble_mean_covariance_is_combine_members_rule():
+    """The public covariance of an ensemble mean: the same numbers as combine_members' between part, per column of
+    (K, P) values and for (K,) values; one member or unbalanced groups are refused."""
+    from bayesdyn.inference import ensemble_mean_covariance
+
+    means = np.array([0.8, 1.0, 1.3, 1.7])
+    s, m = np.var([0.9, 1.5], ddof=1), (2 * 0.1**2 + 2 * 0.2**2) / 2
+    assert_allclose(ensemble_mean_covariance(means, [0, 0, 1, 1]), m / 4 + 1.5 * (s - m / 2), rtol=1e-12)
+    assert_allclose(ensemble_mean_covariance(means), 1.25 * np.var(means, ddof=1), rtol=1e-12)
+    assert_allclose(ensemble_mean_covariance(np.array([0.8, 1.2, 0.9, 1.1]), [0, 0, 1, 1]), 0.0125, rtol=1e-12)
+    two = np.stack([means, 3.0 * means[::-1]], axis=1)  # (K, P = 2)
+    cov = ensemble_mean_covariance(two)
+    assert cov.shape == (2, 2)
+    assert_allclose(np.diag(cov), [1.25 * np.var(means, ddof=1), 9 * 1.25 * np.var(means, ddof=1)], rtol=1e-12)
+    assert_allclose(cov[0, 1], 1.25 * np.cov(two[:, 0], two[:, 1])[0, 1], rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        ensemble_mean_covariance([1.0])
+    with pytest.raises(ValueError, match="groups"):
+        ensemble_mean_covariance(means, [0, 0, 0, 1])
+
+
 def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     """Three members whose fields are the truth scaled by 0.97, 1.00, 1.03 (a correlated error over
     all nodes): the default combination spans them; the mean likelihood does not."""

@@ -3,6 +3,7 @@
 from ._data import AccelerationData as AccelerationData
 from ._data import StarScoreData as StarScoreData
 from ._combine import combine_members as combine_members
+from ._combine import ensemble_mean_covariance as ensemble_mean_covariance
 from ._infer import infer as infer
 from ._infer import run_nuts as run_nuts
 from ._model import PotentialModel as PotentialModel
@@ -16,6 +17,7 @@ __all__ = [
     "acceleration_log_likelihood",
     "combine_members",
     "derived_quantities",
+    "ensemble_mean_covariance",
     "infer",
     "run_nuts",
 ]

@@ -97,6 +97,49 @@ def _groups(groups: Any, k: int) -> np.ndarray | None:
     return np.stack([np.flatnonzero(g == lab) for lab in labels])
 
 
+def _between(m: np.ndarray, grid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Covariance of the member mean from member values m (K, P): ((1 + 1/K)B, or M/(JL) + (1 + 1/J)[S − M/L]₊
+    with resample groups), and for groups also (M, [S − M/L]₊); see the module docstring."""
+    k, p = m.shape
+    dev = m - m.mean(axis=0)
+    if grid is None:
+        return (1 + 1 / k) * (dev.T @ dev) / (k - 1), None, None
+    nj, nl = grid.shape
+    gm = m[grid].mean(axis=1)  # (J, P) resample means
+    gdev = gm - m.mean(axis=0)
+    s_mat = gdev.T @ gdev / (nj - 1)  # estimates V_s + V_t/L
+    wdev = (m[grid] - gm[:, None, :]).reshape(-1, p)
+    m_mat = wdev.T @ wdev / (nj * (nl - 1))  # estimates V_t
+    lam, vec = np.linalg.eigh(s_mat - m_mat / nl)
+    v_s = (vec * np.clip(lam, 0.0, None)) @ vec.T  # [S − M/L]₊
+    return m_mat / (nj * nl) + (1 + 1 / nj) * v_s, m_mat, v_s
+
+
+def ensemble_mean_covariance(values: Any, groups: Any = None) -> np.ndarray:
+    """Covariance of an ensemble's mean about the truth, from its K members' values: the rule of :func:`combine_members`.
+
+    Without resample groups (1 + 1/K)·B, B the members' covariance; with J bootstrap
+    resamples × L seeds (``fit_psd(seeds_per_resample=L)``), M/(JL) + (1 + 1/J)·[S − M/L]₊,
+    M the pooled within-resample (training) covariance and S that of the resample means.
+
+    Args:
+        values: (K,) or (K, P) per-member values of P quantities (any unit).
+        groups: optional resample label per member (``PhaseSpaceDensity.info["resample_groups"]``).
+
+    Returns:
+        (P, P) covariance in the values' unit squared, or a 0-d variance for (K,) values.
+
+    Raises:
+        ValueError: fewer than 2 members, or unbalanced groups.
+    """
+    v = np.asarray(values, dtype=float)
+    m = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
+    if m.shape[0] < 2:
+        raise ValueError(f"an ensemble's spread needs at least 2 members, got {m.shape[0]}")
+    cov = _between(m, _groups(groups, m.shape[0]))[0]
+    return cov[0, 0] if v.ndim == 1 else cov
+
+
 def combine_members(
     member_samples: list[Mapping[str, np.ndarray]],
     priors: Mapping[str, Any],
@@ -157,25 +200,16 @@ def combine_members(
     m = flat.mean(axis=1)  # (K, P)
     mbar = m.mean(axis=0)
     dev = m - mbar
-    b = dev.T @ dev / (k - 1)
     w = np.mean([np.atleast_2d(np.cov(flat[j], rowvar=False)) for j in range(k)], axis=0)
     within = np.diag(w)
     rng = np.random.default_rng(seed)
     extra: dict[str, Any] = {}
+    cov_b, m_mat, v_s = _between(m, grid)
+    between = np.diag(cov_b)
     if grid is None:
-        between = (1 + 1 / k) * np.diag(b)
         dof_b = k - 1.0
     else:
         nj, nl = grid.shape
-        gm = m[grid].mean(axis=1)  # (J, P) resample means
-        gdev = gm - mbar
-        s_mat = gdev.T @ gdev / (nj - 1)  # estimates V_s + V_t/L
-        wdev = (m[grid] - gm[:, None, :]).reshape(-1, p)
-        m_mat = wdev.T @ wdev / (nj * (nl - 1))  # estimates V_t
-        lam, vec = np.linalg.eigh(s_mat - m_mat / nl)
-        v_s = (vec * np.clip(lam, 0.0, None)) @ vec.T  # [S − M/L]₊
-        cov_b = m_mat / (nj * nl) + (1 + 1 / nj) * v_s
-        between = np.diag(cov_b)
         # Satterthwaite for the sum of the two components: the training part M/(JL), J(L − 1) dof, and the
         # sampling part (1 + 1/J) V̂_s, J − 1 dof (V̂_s follows S); continuous where the clip starts to bind
         md, vs_d = np.diag(m_mat), np.diag(v_s)
