@@ -39,9 +39,10 @@ numbers mean nothing.
 Run:  python benchmarks/neural_disk.py [--tiny] [--no-dust] [--ensemble 4] [--steps 6000] [--fit-radius 1.8] [--psd DIR]
       [--json out.json]
 
-Measured (2-core CPU, load ~7; docs/gallery/index.md and docs/gallery/notes.md): a(Sun) 1.30 % (inside the
-95 % band), ρ(Sun) −12.2 % (inside the band; the flows' score error — exact scores give −1.3 %), Pearson(ε)
-0.52 and in-cloud error ratio 2.25 (the flows' n(x) does not resolve the clouds).
+Measured (docs/gallery/index.md, on the league's no-dust flows; docs/gallery/notes.md says what limits each):
+a(Sun) 1.73 % (inside the 95 % band), ρ(Sun) −8.0 % (inside the band; the flows' score error — exact scores
+give −1.3 %), Pearson(ε) 0.51 and in-cloud error ratio 1.76 (the flows' n(x) does not resolve the clouds; a
+learnt tilt of n(x) that does, benchmarks/dust_tilt.py, was measured and not kept).
 """
 
 from __future__ import annotations
