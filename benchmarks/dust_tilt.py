@@ -54,7 +54,8 @@ def r2(a) -> list[float]:
 
 
 def fit_tilt(x, y, xv, yv, steps, width, seed):
-    """MLP t(x) maximising mean t(x_i) − log mean exp t(y_j); returns (t as a jitted batch function, gain per star)."""
+    """MLP t(x) maximising mean t(x_i) − log mean exp t(y_j); returns (t and ∇t as jitted batch functions, the
+    held-out gain per star)."""
     import jax
     import jax.numpy as jnp
     import optax

@@ -296,7 +296,8 @@ def member_variance(values: np.ndarray, groups: np.ndarray | None) -> float:
 
     ``bd.inference.ensemble_mean_covariance``: the rule ``bd.infer``'s member combination uses
     (``combine_members``); 0 for one member. Groups that are not balanced resample pairs are ignored
-    (plain (1 + 1/K)·B), as for flows fitted without ``seeds_per_resample``.
+    (plain (1 + 1/K)·B), as for flows fitted without ``seeds_per_resample``; balanced groups of any size L ≥ 2
+    use the resample rule.
     """
     from bayesdyn.inference import ensemble_mean_covariance
 
@@ -742,6 +743,8 @@ class Realisations:
     excluded: list[str] = dataclasses.field(default_factory=list)  # "r<i>: why", realisations left out
 
     def labels(self) -> list[int]:
+        if self.ids is not None and len(self.ids) != len(self.cells):
+            raise ValueError(f"{len(self.ids)} realisation numbers for {len(self.cells)} realisations")
         return list(range(len(self.cells))) if self.ids is None else list(self.ids)
 
 
@@ -765,6 +768,8 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
                 real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
                                             psd_cache=flow_cache, n_nodes=s["n_nodes"])
         except FloatingPointError as err:  # fit_psd's "training diverged": recorded on the page, the run goes on
+            if "training diverged" not in str(err):  # other non-finite values (the catalog, the maps): a real error
+                raise
             log(f"  flows diverged; realisation {r} is left out: {err}")
             excluded.append(f"r{r}: {err}")
             continue
@@ -1103,7 +1108,8 @@ def page(results, argv, settings, machine_start, machine_end, total_s, realisati
     out += ["## Timings", "", "Wall seconds (CPU seconds) per stage, on the machine above, shared with other jobs.",
             "", timings_markdown(results), ""]
     if realisations is not None:
-        out += [f"Disk realisations ({len(realisations.cells)}), wall seconds (CPU seconds) in all: " + ", ".join(
+        tried = len(realisations.cells) + len(realisations.excluded)  # the clock also ran for those left out
+        out += [f"Disk realisations ({tried}), wall seconds (CPU seconds) in all: " + ", ".join(
             f"{k} {w:.0f} s ({c:.0f} CPU s)" for k, (w, c) in realisations.clock.stages.items()) + ".", ""]
     return "\n".join(out)
 

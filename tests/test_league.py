@@ -121,8 +121,8 @@ def test_realisation_summary_rms_ratios_and_pulls():
 
 
 def test_diverged_realisation_flows_are_left_out_and_other_errors_raise(monkeypatch):
-    """fit_psd's FloatingPointError (training diverged) skips that realisation, and all of them failing is an
-    error naming why; any other exception is not swallowed."""
+    """fit_psd's "training diverged" FloatingPointError skips that realisation, and all of them failing is an
+    error naming why; any other exception (also another FloatingPointError) is not swallowed."""
     league = _league()
     from bayesdyn import validate
 
@@ -144,6 +144,13 @@ def test_diverged_realisation_flows_are_left_out_and_other_errors_raise(monkeypa
 
     monkeypatch.setattr(validate, "realisation", broken)
     with pytest.raises(ValueError, match="a bug"):
+        league.run_disk_realisations(s, 0, None, None, False, lambda *a: None)
+
+    def bad_catalog(mock, r, **kw):  # fit_psd's other FloatingPointError: non-finite inputs are not a divergence
+        raise FloatingPointError("the support map produced non-finite positions for 3 stars")
+
+    monkeypatch.setattr(validate, "realisation", bad_catalog)
+    with pytest.raises(FloatingPointError, match="support map"):
         league.run_disk_realisations(s, 0, None, None, False, lambda *a: None)
 
 

@@ -103,7 +103,7 @@ def _between(m: np.ndarray, grid: np.ndarray | None) -> tuple[np.ndarray, np.nda
     k, p = m.shape
     dev = m - m.mean(axis=0)
     if grid is None:
-        return (1 + 1 / k) * (dev.T @ dev) / (k - 1), None, None
+        return (1 + 1 / k) * ((dev.T @ dev) / (k - 1)), None, None  # combine_members' order of operations
     nj, nl = grid.shape
     gm = m[grid].mean(axis=1)  # (J, P) resample means
     gdev = gm - m.mean(axis=0)
