@@ -40,12 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
-
-
-def uniform_ball(rng, center, radius, n):
-    d = rng.normal(size=(n, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return np.asarray(center) + d * radius * rng.uniform(0, 1, (n, 1)) ** (1 / 3)
+from neural_disk import fit_stars, uniform_ball  # noqa: E402  (the same stars and points as neural_disk.py)
 
 
 def r2(a) -> list[float]:
@@ -168,7 +163,7 @@ def main() -> None:
         return float(np.sqrt(np.mean(np.sum((a - at) ** 2, axis=1))))
 
     a_sun = np.asarray(truth.acceleration(sun), dtype=float)
-    near = dcat.select(np.linalg.norm(dcat.x - sun, axis=1) < 1.8, "neural fit: stars within 1.8 kpc of the Sun")
+    near = fit_stars(dcat, {"fit_radius": 1.8})
     m = args.velocities_per_star
     x = np.asarray(near.x, dtype=float)
     v = np.asarray(near.v, dtype=float)
