@@ -39,9 +39,9 @@ numbers mean nothing.
 Run:  python benchmarks/neural_disk.py [--tiny] [--no-dust] [--ensemble 4] [--steps 6000] [--fit-radius 1.8] [--psd DIR]
       [--json out.json]
 
-Measured (docs/gallery/index.md, on the league's no-dust flows; docs/gallery/notes.md says what limits each):
-a(Sun) 1.73 % (inside the 95 % band), ρ(Sun) −8.0 % (inside the band; the flows' score error — exact scores
-give −1.3 %), Pearson(ε) 0.51 and in-cloud error ratio 1.76 (the flows' n(x) does not resolve the clouds; a
+Measured (docs/gallery/index.md, on the league's no-dust flows psd-disk-n100000-e06cc1352332; docs/gallery/notes.md
+says what limits each): a(Sun) 2.40 % (inside the 95 % band), ρ(Sun) −6.2 % (inside the band; the flows' score error —
+exact scores give −1.3 %), Pearson(ε) 0.495 and in-cloud error ratio 1.65 (the flows' n(x) does not resolve the clouds; a
 learnt tilt of n(x) that does, benchmarks/dust_tilt.py, was measured and not kept).
 """
 
