@@ -757,6 +757,8 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
     (``validate.realisation``; flows loaded from the calibration's cache, or fitted and saved there), and the
     same rows, methods, nodes, model and Jeans stencils as the shipped disk's table.
     """
+    import jax
+
     from bayesdyn import validate
 
     cfg = s["realisations"]
@@ -765,6 +767,10 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
     cells, diags, flows, qs, ids, excluded = [], [], [], None, [], []
     for r in range(cfg["count"]):
         log(f"== disk realisation {r + 1}/{cfg['count']}")
+        # each realisation's flows compile anew, and compiled code is kept for the life of the process:
+        # benchmarks/league_nodes.py (3 fits per realisation) died at realisation 7 with LLVM's "Cannot allocate
+        # memory" (a CI run beside it); clearing per realisation keeps its memory maps at 8–13 thousand
+        jax.clear_caches()
         try:
             with clock("mock and flows"):
                 real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
@@ -787,8 +793,6 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
             raise RuntimeError("the realisation's nodes differ from the calibration's")
         qs = spec.quantities
         c: dict[str, dict[str, Cell]] = {}
-        import jax
-
         with jax.enable_x64(True):
             c["truth"] = exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
         c["flows"] = flows_cells(spec, psd, s, seeds["accel"], clock, log)
