@@ -603,6 +603,21 @@ def flows_cells(spec, psd, s, seed, clock, log) -> dict[str, Cell]:
     return functional_estimates(data, spec.quantities, _groups(psd))
 
 
+def node_data(spec, psd, s, seed, log):
+    """The parametric fit's data: the flows' accelerations at the spec's nodes, with members and resample groups."""
+    import bayesdyn as bd
+
+    d, bad = robust_accelerations(psd, spec.nodes, s["node_velocities"], seed, spec.sun)
+    if bad.any():
+        log(f"  WARNING: dropped {int(bad.sum())} of {len(bad)} nodes with NaN/inf flow accelerations")
+    member_cov = getattr(d, "member_cov", None)
+    return bd.AccelerationData.create(
+        spec.nodes[~bad], np.asarray(d.a)[~bad], np.asarray(d.cov)[~bad], sun=spec.sun,
+        members=np.asarray(d.members)[:, ~bad],
+        member_cov=None if member_cov is None else np.asarray(member_cov)[:, ~bad],
+        member_groups=_groups(psd))
+
+
 def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id) -> tuple[dict[str, Cell], str]:
     import jax
 
@@ -621,15 +636,7 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id) -> tu
         log(f"  parametric: cached {path.name}")
     else:
         with clock("nodes for the fit"):
-            d, bad = robust_accelerations(psd, spec.nodes, s["node_velocities"], seed, spec.sun)
-            if bad.any():
-                log(f"  WARNING: dropped {int(bad.sum())} of {len(bad)} nodes with NaN/inf flow accelerations")
-            member_cov = getattr(d, "member_cov", None)
-            data = bd.AccelerationData.create(
-                spec.nodes[~bad], np.asarray(d.a)[~bad], np.asarray(d.cov)[~bad], sun=spec.sun,
-                members=np.asarray(d.members)[:, ~bad],
-                member_cov=None if member_cov is None else np.asarray(member_cov)[:, ~bad],
-                member_groups=_groups(psd))
+            data = node_data(spec, psd, s, seed, log)
         with clock("NUTS"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             post = bd.infer(spec.model, data, seed=seed, progress=False, combine=COMBINE, **nuts)

@@ -18,6 +18,15 @@ the league's settings are not changed by it (the calibration that vouches for th
 64 nodes).
 
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
+    python benchmarks/league_nodes.py --members [--realisations 20]
+
+``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
+combine="members")`` (the league's ``"auto"`` is this, for the flows' 2 resamples × 2 seeds) and reads the four
+members' posterior medians m_jl (resample j, seed l). With a_jl the member's a_R(⊙) (at its median parameters),
+the training variance is V_t ≈ mean((a_j1 − a_j2)²)/2, the resamples' V_s ≈ mean((ā_1 − ā_2)²)/2 − V_t/2 (ā_j
+the resample means), and the member mean's error variance is modelled as (1 + 1/J) V_s + V_t/(JL) + b² (the
+dataset's own sampling error, as large as one resample's, is shared by all members; b a bias shared by all
+fits). It prints the measured RMS, the modelled one, and what J resamples × L seeds would give.
 
 Needs the league's disk-realisation flows in the calibration's cache (``python benchmarks/league.py`` fits
 them when missing); ~1–2 min per realisation and variant on 2 idle cores.
@@ -46,7 +55,10 @@ def main(argv=None):
     ap.add_argument("--realisations", type=int, default=20)
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--members", action="store_true", help="split the shared error into training and resampling")
     a = ap.parse_args(argv)
+    if a.members:
+        return members(a)
 
     import jax
 
@@ -129,6 +141,85 @@ def main(argv=None):
             node = 0.5 * np.mean((e1 - e2) ** 2)
             print(f"| {label} | {100 * math.sqrt(np.mean(e1 ** 2)):.2f} | {100 * math.sqrt(node):.2f} | "
                   f"{100 * math.sqrt(max(mse - node, 0.0)):.2f} | {np.corrcoef(e1, e2)[0, 1]:.2f} |")
+    print(f"\n# {time.time() - t0:.0f} s; {machine()}")
+
+
+def members(a):
+    """``--members``: training vs resampling variance of the members' a_R(⊙) etc., on the league's nodes."""
+    import warnings
+
+    import jax
+
+    import bayesdyn as bd
+    from bayesdyn import validate
+
+    t0 = time.time()
+    print(f"# machine: {machine()}", flush=True)
+    s = league.FULL
+    cfg = s["realisations"]
+    mock = validate.DiskMock()
+    quiet = lambda *_: None  # noqa: E731
+    nuts = dict(s["nuts"])
+    rows = []  # per realisation: {key: (truth, combined, members (J, L) array)}
+    keys = None
+    for r in range(a.realisations):
+        jax.clear_caches()
+        real = validate.realisation(mock, r, n_stars=cfg["n"], seed=a.seed, psd_options=cfg["psd"],
+                                    psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
+        psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
+        spec = league._disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", cat, real["truth"], s, seeds["nodes"])
+        with jax.enable_x64(True):
+            truth = league.exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
+        data = league.node_data(spec, psd, s, seeds["nuts"], quiet)  # as league.parametric_cells seeds it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            post = bd.infer(spec.model, data, seed=seeds["nuts"], progress=False, combine="members", **nuts)
+        info = post.info["combine"]
+        groups = np.asarray(psd.info["resample_groups"])
+        J, L = int(groups.max()) + 1, int(np.bincount(groups).max())
+        names = list(spec.model.free_parameters())
+        med = info["member_medians"]
+        with jax.enable_x64(True):
+            comb = league.posterior_predictive(spec, {n: np.asarray(post.samples[n]) for n in names})
+            per = [league.posterior_predictive(spec, {n: np.array([med[n][k]]) for n in names})
+                   for k in range(len(groups))]
+        qs = [q for q in spec.quantities if q.kind == "acc"]
+        keys = [(q.key, q.label) for q in qs]
+        row = {}
+        for q in qs:
+            t = truth[q.key]
+            m = np.full((J, L), np.nan)
+            fill = np.zeros(J, int)
+            for k, g in enumerate(groups):
+                m[g, fill[g]] = league.rel_error(per[k][q.key], t)
+                fill[g] += 1
+            row[q.key] = (league.rel_error(comb[q.key], t), m)
+        rows.append(row)
+        m = row["aR_sun"][1]
+        print(f"r{r}: a_R(⊙) combined {100 * row['aR_sun'][0]:+.2f} %, members "
+              + "; ".join(", ".join(f"{100 * x:+.2f}" for x in m[j]) for j in range(J))
+              + f" %  [{time.time() - t0:.0f} s]", flush=True)
+    n = len(rows)
+    print(f"\n# members of the league's disk fits over {n} realisations ({J} resamples × {L} seeds): relative "
+          "errors in %; V_t training, V_s resampling variance, b the mean error of the member mean")
+    print("| quantity | RMS combined | RMS member mean | √V_t | √V_s | b | modelled RMS (J=2, L=2) | J=3, L=2 | "
+          "J=4, L=2 | J=8, L=1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key, label in keys:
+        comb = np.array([row[key][0] for row in rows])
+        ms = np.array([row[key][1] for row in rows])  # (n, J, L)
+        mean = ms.mean(axis=(1, 2))
+        vt = float(np.mean(np.var(ms, axis=2, ddof=1)))
+        gm = ms.mean(axis=2)
+        vs = max(float(np.mean(np.var(gm, axis=1, ddof=1))) - vt / L, 0.0)
+        b = float(mean.mean())
+
+        def model(j, l_):
+            return 100 * math.sqrt((1 + 1 / j) * vs + vt / (j * l_) + b ** 2)
+
+        print(f"| {label} | {100 * math.sqrt(np.mean(comb ** 2)):.2f} | {100 * math.sqrt(np.mean(mean ** 2)):.2f} | "
+              f"{100 * math.sqrt(vt):.2f} | {100 * math.sqrt(vs):.2f} | {100 * b:+.2f} | {model(J, L):.2f} | "
+              f"{model(3, 2):.2f} | {model(4, 2):.2f} | {model(8, 1):.2f} |")
     print(f"\n# {time.time() - t0:.0f} s; {machine()}")
 
 
