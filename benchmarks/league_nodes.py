@@ -168,6 +168,8 @@ def members(a):
                                     psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
         psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
         spec = league._disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", cat, real["truth"], s, seeds["nodes"])
+        if not np.array_equal(spec.nodes, real["nodes"]):
+            raise RuntimeError("the nodes differ from the league's")
         with jax.enable_x64(True):
             truth = league.exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
         data = league.node_data(spec, psd, s, seeds["nuts"], quiet)  # as league.parametric_cells seeds it
