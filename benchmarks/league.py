@@ -757,6 +757,14 @@ class Realisations:
         return list(range(len(self.cells))) if self.ids is None else list(self.ids)
 
 
+def realisation_psd_id(real, cfg, r) -> str:
+    """The posterior cache's id for a disk realisation's flows and stars (``validate.realisation``'s output)."""
+    head = None if real["psd_path"] is None else real["psd_path"] / "psd.json"
+    psd_id = "calibration-" + (hashlib.sha256(head.read_bytes()).hexdigest()[:16] if head is not None
+                               and head.is_file() else _key(cfg, r))  # the flows' content: a refit is a new key
+    return psd_id + _data_sha(real["catalog"])
+
+
 def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisations:
     """Issue 8's acceptance over independent draws of ``validate.DiskMock`` (the calibration's disk realisations).
 
@@ -803,11 +811,8 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         with jax.enable_x64(True):
             c["truth"] = exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
         c["flows"] = flows_cells(spec, psd, s, seeds["accel"], clock, log)
-        head = None if real["psd_path"] is None else real["psd_path"] / "psd.json"
-        psd_id = "calibration-" + (hashlib.sha256(head.read_bytes()).hexdigest()[:16] if head is not None
-                                   and head.is_file() else _key(cfg, r))  # the flows' content: a refit is a new key
         c["parametric"], diag = parametric_cells(spec, psd, s, seeds["nuts"], cache, clock, fresh, log,
-                                                 psd_id + _data_sha(cat))
+                                                 realisation_psd_id(real, cfg, r))
         diags.append(diag)
         with clock("Jeans"):
             jc = spec.jeans(s["n_boot"], seeds["accel"])

@@ -50,6 +50,27 @@ from _machine import machine  # noqa: E402
 VARIANTS = {"league": (64, 0), "other64": (64, 7919), "n128": (128, 7919)}
 
 
+def realisation(mock, r, seed):
+    """League disk realisation r: ``validate.realisation``'s dict (cached flows), its league spec, the exact cells."""
+    import jax
+
+    from bayesdyn import validate
+
+    s, cfg = league.FULL, league.FULL["realisations"]
+    jax.clear_caches()  # each realisation's flows compile anew; keep the process's compiled code bounded (league.py)
+    real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
+                                psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
+    if not real["record"].get("psd_loaded_from"):
+        print(f"  r{r}: flows were not in the cache; fitted here", flush=True)
+    spec = league._disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", real["catalog"], real["truth"], s,
+                             real["seeds"]["nodes"])
+    if not np.array_equal(spec.nodes, real["nodes"]):
+        raise RuntimeError("the league spec's nodes differ from the calibration's")
+    with jax.enable_x64(True):
+        truth = league.exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
+    return real, spec, truth
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--realisations", type=int, default=20)
@@ -59,8 +80,6 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.members:
         return members(a)
-
-    import jax
 
     from bayesdyn import validate
 
@@ -74,19 +93,9 @@ def main(argv=None):
     err = {v: [] for v in ["jeans", *a.variants]}  # per variant: list over realisations of {key: (rel err, rel σ, |pull|)}
     keys = None
     for r in range(a.realisations):
-        jax.clear_caches()  # each realisation's flows compile anew; keep the process's compiled code bounded (league.py)
-        real = validate.realisation(mock, r, n_stars=cfg["n"], seed=a.seed, psd_options=cfg["psd"],
-                                    psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
-        if not real["record"].get("psd_loaded_from"):
-            print(f"  r{r}: flows were not in the cache; fitted here", flush=True)
+        real, base, truth = realisation(mock, r, a.seed)
         psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
-        head = real["psd_path"] / "psd.json"
-        import hashlib
-
-        psd_id = "calibration-" + hashlib.sha256(head.read_bytes()).hexdigest()[:16]
-        base = league._disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", cat, real["truth"], s, seeds["nodes"])
-        with jax.enable_x64(True):
-            truth = league.exact_cells(base.quantities, base.X, base.truth_acceleration, base.truth_density)
+        psd_id = league.realisation_psd_id(real, cfg, r)
         qs = [q for q in base.quantities if q.kind == "acc"]
         keys = [(q.key, q.label) for q in qs]
 
@@ -105,10 +114,8 @@ def main(argv=None):
             spec = base if v == "league" else league._disk_spec(
                 f"disk-r{r:04d}", f"disk realisation {r}", cat, real["truth"], {**s, "n_nodes": n_nodes},
                 seeds["nodes"] + offset)
-            if v == "league" and not np.array_equal(spec.nodes, real["nodes"]):
-                raise RuntimeError("the league variant's nodes differ from the calibration's")
             cells, diag = league.parametric_cells(spec, psd, s, seeds["nuts"], league.DEFAULT_CACHE, clock, False,
-                                                  quiet, psd_id + league._data_sha(cat))
+                                                  quiet, psd_id)
             if "problems" in diag:
                 print(f"  r{r} {v}: {diag}", flush=True)
             record(v, cells)
@@ -156,22 +163,14 @@ def members(a):
     t0 = time.time()
     print(f"# machine: {machine()}", flush=True)
     s = league.FULL
-    cfg = s["realisations"]
     mock = validate.DiskMock()
     quiet = lambda *_: None  # noqa: E731
     nuts = dict(s["nuts"])
-    rows = []  # per realisation: {key: (truth, combined, members (J, L) array)}
+    rows = []  # per realisation: {key: (combined relative error, members' relative errors as a (J, L) array)}
     keys = None
     for r in range(a.realisations):
-        jax.clear_caches()
-        real = validate.realisation(mock, r, n_stars=cfg["n"], seed=a.seed, psd_options=cfg["psd"],
-                                    psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
-        psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
-        spec = league._disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", cat, real["truth"], s, seeds["nodes"])
-        if not np.array_equal(spec.nodes, real["nodes"]):
-            raise RuntimeError("the nodes differ from the league's")
-        with jax.enable_x64(True):
-            truth = league.exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
+        real, spec, truth = realisation(mock, r, a.seed)
+        psd, seeds = real["psd"], real["seeds"]
         data = league.node_data(spec, psd, s, seeds["nuts"], quiet)  # as league.parametric_cells seeds it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
