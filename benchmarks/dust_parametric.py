@@ -18,7 +18,10 @@ Mind what the parametric model knows: the shapes of the true potential (docs/lea
 its accelerations inside the clouds are close to the truth whatever ε does; the in-cloud
 ratio measures how much of the dust bias on its two free parameters ε removes.
 
-    python benchmarks/dust_parametric.py [--dust-psd DIR] [--stars 20000] [--steps 4000] [--tilt]
+    python benchmarks/dust_parametric.py [--dust-psd DIR] [--stars 20000] [--steps 4000] [--tilt] [--neural]
+
+``--neural`` then asks whether ε learnt next to the rigid Φ helps a model-free Φ: the neural fit of
+``dust_tilt.py`` (no ε of its own) on the dusty scores, uncorrected and with this fit's ∇log ε subtracted.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=32, help="hidden width of the efficiency MLP (depth 2, gelu)")
     ap.add_argument("--tilt", action="store_true", help="sharpen the dusty n(x) with dust_tilt.py's learnt tilt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--free-shapes", action="store_true",
+                    help="also free the shapes the calibrated model fixes at their true values: the disk's a, b "
+                         "and the halo's scale radius (broad priors)")
+    ap.add_argument("--neural", action="store_true",
+                    help="then fit a neural Φ (dust_tilt.py's settings) to the dusty scores, uncorrected and "
+                         "corrected by this fit's ∇log ε")
+    ap.add_argument("--neural-steps", type=int, default=6000, help="Adam steps of each neural fit")
     args = ap.parse_args(argv)
 
     import jax.numpy as jnp
@@ -73,6 +83,7 @@ def main(argv=None) -> int:
     pick = np.sort(rng.choice(near, min(args.stars, near.size), replace=False))
     x, v = np.asarray(dcat.x[pick], np.float32), np.asarray(dcat.v[pick], np.float32)
     s_x, s_v = (np.asarray(a, np.float64) for a in dpsd.score(x, v))
+    grad_tilt = None
     if args.tilt:
         from dust_tilt import fit_tilt
 
@@ -87,6 +98,18 @@ def main(argv=None) -> int:
         print(f"tilt fitted in {time.perf_counter() - t0:.0f} s; held-out gain {gain:.4f} nats per star")
 
     model = validate.DiskMock().model()
+    if args.free_shapes:
+        import numpyro.distributions as dist
+
+        from bayesdyn import potentials as bp
+
+        model = bd.PotentialModel(
+            bulge=model.components["bulge"],
+            disk=bp.MiyamotoNagai(mass=dist.LogUniform(1e10, 3e11), a=dist.LogUniform(1.0, 10.0),
+                                  b=dist.LogUniform(0.05, 1.0)),
+            halo=bp.NFW(scale_density=dist.LogUniform(1e5, 1e9), scale_radius=dist.LogUniform(3.0, 60.0)),
+        )
+    print(f"model: {model!r}")
     # residual scale: the spread of the no-ε fit's residuals, in units of √(|s_v|² + s₀²) (the neural loss's)
     s0 = float(np.median(np.linalg.norm(s_v, axis=1)))
     w = np.sqrt(np.sum(s_v**2, 1) + s0**2)
@@ -136,8 +159,49 @@ def main(argv=None) -> int:
         d = np.linalg.norm(a_sun[name] - a_true_sun) / np.linalg.norm(a_true_sun)
         print(f"a(⊙) {name}: {np.round(a_sun[name], 1).tolist()} vs {np.round(a_true_sun, 1).tolist()} "
               f"({100 * d:.2f} %)")
+    if args.neural:
+        neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun)
     print(f"machine (end): {machine()}")
     return 0
+
+
+def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun):
+    """``--neural``: a neural Φ on the dusty flows' scores (× the tilt), without and with the parametric fit's ε.
+
+    The ε learnt next to the rigid parametric Φ is frozen and its gradient subtracted from every member's s_x;
+    the neural fit (K = 4 networks, one per flow member, MLP 64×2 gelu, 3 extra velocities per star from
+    p(v|x), stars within 1.8 kpc of the Sun: ``dust_tilt.py``'s settings) then has no ε of its own.
+    """
+    import jax.numpy as jnp
+
+    from bayesdyn import neural
+    from neural_disk import fit_stars
+
+    near = fit_stars(dcat, {"fit_radius": 1.8})
+    m = 3
+    x = np.asarray(near.x, dtype=float)
+    v = np.asarray(near.v, dtype=float)
+    draws = np.asarray(dpsd.sample_velocities(x, m, 0), dtype=float)
+    x = np.concatenate([x, np.repeat(x, m, axis=0)])
+    v = np.concatenate([v, draws.reshape(-1, 3)])
+    sx, sv = (np.asarray(s) for s in dpsd.score_members(x, v))
+    if grad_tilt is not None:
+        sx = sx + np.asarray(grad_tilt(jnp.asarray(x - sun)))[None]
+    g_eps = np.asarray(sel.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float)
+    kw = dict(steps=args.neural_steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"),
+              eval_every=250)
+    err = {}
+    for label, s in (("uncorrected", sx), ("corrected by the parametric fit's ε", sx - g_eps[None])):
+        t0 = time.perf_counter()
+        fit = neural.fit_neural_potential_scores(x, v, s, sv, seed=0, selection="none", **kw)
+        a = np.asarray(fit.potential.acceleration(clouds), dtype=float)
+        err[label] = float(np.sqrt(np.mean(np.sum((a - at) ** 2, axis=1))))
+        a_s = np.asarray(fit.potential.acceleration(sun), dtype=float)
+        d = np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun)
+        print(f"neural Φ, {label}: {time.perf_counter() - t0:.0f} s; {len(x)} star-velocities; rms in-cloud "
+              f"|Δa| {err[label]:.0f} (km/s)²/kpc; |Δa(⊙)|/|a| {100 * d:.2f} %", flush=True)
+    a, b = err.values()
+    print(f"neural Φ: in-cloud error ratio uncorrected / corrected {a / b:.2f} (target ≥ 3)")
 
 
 if __name__ == "__main__":
