@@ -16,7 +16,7 @@ and prints, per acceleration row and variant, the RMS relative error over the re
     python benchmarks/node_velocities.py [--realisations 10] [--variants 256 1024 4096 1024/4 4096/16]
 
 Needs the league's disk-realisation flows in the calibration's cache (fitted here when missing, ~80 s each on
-2 idle cores); ~20 s per realisation and variant for the posteriors.
+2 idle cores); ~35 s per realisation and variant for the posteriors.
 """
 
 from __future__ import annotations
@@ -50,9 +50,13 @@ def fit(spec, psd, n_velocities, factor, seed):
     d, bad = league.robust_accelerations(psd, spec.nodes, n_velocities, seed, spec.sun)
     if bad.any():
         print(f"  WARNING: dropped {int(bad.sum())} nodes with NaN/inf flow accelerations", flush=True)
+    member_cov = getattr(d, "member_cov", None)  # league.robust_accelerations' point-by-point fallback has none
+    if member_cov is None:
+        raise RuntimeError("some nodes gave NaN/inf flow accelerations and the fallback keeps no member "
+                           "covariances; this diagnostic needs them (use other node or velocity seeds)")
     data = bd.AccelerationData.create(
         spec.nodes[~bad], np.asarray(d.a)[~bad], factor * np.asarray(d.cov)[~bad], sun=spec.sun,
-        members=np.asarray(d.members)[:, ~bad], member_cov=factor * np.asarray(d.member_cov)[:, ~bad],
+        members=np.asarray(d.members)[:, ~bad], member_cov=factor * np.asarray(member_cov)[:, ~bad],
         member_groups=league._groups(psd))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
