@@ -178,16 +178,9 @@ def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, 
     import jax.numpy as jnp
 
     from bayesdyn import neural
-    from neural_disk import fit_stars
+    from dust_tilt import star_velocities
 
-    near = fit_stars(dcat, {"fit_radius": 1.8})
-    m = 3
-    x = np.asarray(near.x, dtype=float)
-    v = np.asarray(near.v, dtype=float)
-    draws = np.asarray(dpsd.sample_velocities(x, m, 0), dtype=float)
-    x = np.concatenate([x, np.repeat(x, m, axis=0)])
-    v = np.concatenate([v, draws.reshape(-1, 3)])
-    sx, sv = (np.asarray(s) for s in dpsd.score_members(x, v))
+    x, v, sx, sv = star_velocities(dcat, dpsd, 3)
     if grad_tilt is not None:
         sx = sx + np.asarray(grad_tilt(jnp.asarray(x - sun)))[None]
     g_eps = np.asarray(sel.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float)

@@ -92,6 +92,21 @@ def fit_tilt(x, y, xv, yv, steps, width, seed):
     return f, g, gain
 
 
+def star_velocities(dcat, dpsd, m: int):
+    """The neural fits' data: the stars within 1.8 kpc of the Sun plus m draws each from p(v|x) (seed 0).
+
+    Returns x, v (N(1 + m), 3) and every flow member's scores s_x, s_v (K, N(1 + m), 3).
+    """
+    near = fit_stars(dcat, {"fit_radius": 1.8})
+    x = np.asarray(near.x, dtype=float)
+    v = np.asarray(near.v, dtype=float)
+    draws = np.asarray(dpsd.sample_velocities(x, m, 0), dtype=float)
+    x = np.concatenate([x, np.repeat(x, m, axis=0)])
+    v = np.concatenate([v, draws.reshape(-1, 3)])
+    sx, sv = (np.asarray(s) for s in dpsd.score_members(x, v))
+    return x, v, sx, sv
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clean-psd", required=True, help="no-dust flows of the same mock (used only to score the tilt)")
@@ -163,14 +178,7 @@ def main() -> None:
         return float(np.sqrt(np.mean(np.sum((a - at) ** 2, axis=1))))
 
     a_sun = np.asarray(truth.acceleration(sun), dtype=float)
-    near = fit_stars(dcat, {"fit_radius": 1.8})
-    m = args.velocities_per_star
-    x = np.asarray(near.x, dtype=float)
-    v = np.asarray(near.v, dtype=float)
-    draws = np.asarray(dpsd.sample_velocities(x, m, 0), dtype=float)
-    x = np.concatenate([x, np.repeat(x, m, axis=0)])
-    v = np.concatenate([v, draws.reshape(-1, 3)])
-    sx, sv = (np.asarray(s) for s in dpsd.score_members(x, v))
+    x, v, sx, sv = star_velocities(dcat, dpsd, args.velocities_per_star)
     gt = np.asarray(grad_tilt(jnp.asarray(x - sun)))
     kw = dict(steps=args.steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"), eval_every=250,
               selection_architecture=neural.Architecture(args.selection_width, 2, "gelu"))

@@ -63,6 +63,25 @@ def near_plane(psd) -> dict:
     return out
 
 
+def print_report(results: dict, nll: dict, exact: dict, width: int) -> None:
+    """Per setting (the keys of ``results``): the members' slopes, the member mean's error, the validation NLL."""
+    print_slopes(results, exact, width)
+    first = next(iter(results.values()))
+    print("\nerror of the member mean, relative to |exact| [%] (y probes: |exact| = 0.08 /kpc, so absolute [1/kpc])")
+    for k in results:
+        parts = []
+        for key in first:
+            m = float(np.mean(results[k][key]))
+            if key[0] == "y":
+                parts.append(f"{key[0]}{key[1]:+g}: {m - exact[key]:+.2f}/kpc")
+            else:
+                parts.append(f"{key[0]}{key[1]:+g}: {100 * (m / exact[key] - 1):+.1f} %")
+        print(f"  {k}: " + ", ".join(parts))
+    print("\nvalidation NLL of n(x) per member [−mean log n, log kpc⁻³]:")
+    for k in results:
+        print(f"  {k}: {np.round(nll[k], 4).tolist()}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ensemble", type=int, default=2)
@@ -98,21 +117,7 @@ def main(argv=None) -> int:
               f"{psd.info['radial_map']:g}: {psd.info['radial_map_rule']})", flush=True)
     print(f"\n∂log n/∂(axis) [1/kpc] per member; exact from galpy; {cat.n} stars, K = {args.ensemble}, "
           f"{args.epochs} epochs, seed {args.seed}" + (f", {extra}" if extra else ""))
-    print_slopes(results, exact, 28)
-    first = next(iter(results.values()))
-    print("\nerror of the member mean, relative to |exact| [%] (y probes: |exact| = 0.08 /kpc, so absolute [1/kpc])")
-    for k in settings:
-        parts = []
-        for key in first:
-            m = float(np.mean(results[k][key]))
-            if key[0] == "y":
-                parts.append(f"{key[0]}{key[1]:+g}: {m - exact[key]:+.2f}/kpc")
-            else:
-                parts.append(f"{key[0]}{key[1]:+g}: {100 * (m / exact[key] - 1):+.1f} %")
-        print(f"  {k}: " + ", ".join(parts))
-    print("\nvalidation NLL of n(x) per member [−mean log n, log kpc⁻³]:")
-    for k in settings:
-        print(f"  {k}: {np.round(nll[k], 4).tolist()}")
+    print_report(results, nll, exact, 28)
     print(f"machine (end): {machine()}")
     return 0
 

@@ -28,13 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 from _options import psd_options  # noqa: E402
-from radial_map_disk import near_plane, near_plane_exact  # noqa: E402
-from support_core import exact_slopes, print_slopes, slopes  # noqa: E402
+from radial_map_disk import near_plane, near_plane_exact, print_report  # noqa: E402
+from support_core import exact_slopes, slopes  # noqa: E402
 
 
 #: stars of each batch (of 512, shuffled) on which the score-matching term is evaluated
@@ -135,21 +134,7 @@ def main(argv=None) -> int:
         print(f"{label}: fitted in {time.perf_counter() - t:.0f} s ({psd.info['epochs']} epochs)", flush=True)
     print(f"\n∂log n/∂(axis) [1/kpc] per member; exact from galpy; {cat.n} stars, K = {args.ensemble}, "
           f"{args.epochs} epochs, seed {args.seed}" + (f", {extra}" if extra else ""))
-    print_slopes(results, exact, 24)
-    first = next(iter(results.values()))
-    print("\nerror of the member mean, relative to |exact| [%] (y probes: absolute [1/kpc])")
-    for k in results:
-        parts = []
-        for key in first:
-            m = float(np.mean(results[k][key]))
-            if key[0] == "y":
-                parts.append(f"{key[0]}{key[1]:+g}: {m - exact[key]:+.2f}/kpc")
-            else:
-                parts.append(f"{key[0]}{key[1]:+g}: {100 * (m / exact[key] - 1):+.1f} %")
-        print(f"  {k}: " + ", ".join(parts))
-    print("\nvalidation NLL of n(x) per member [−mean log n, log kpc⁻³]:")
-    for k in results:
-        print(f"  {k}: {np.round(nll[k], 4).tolist()}")
+    print_report(results, nll, exact, 24)
     print(f"machine (end): {machine()}")
     return 0
 
