@@ -22,6 +22,14 @@ ratio measures how much of the dust bias on its two free parameters ε removes.
 
 ``--neural`` then asks whether ε learnt next to the rigid Φ helps a model-free Φ: the neural fit of
 ``dust_tilt.py`` (no ε of its own) on the dusty scores, uncorrected and with this fit's ∇log ε subtracted.
+Model-free ε stages (ε learnt without the parametric model, then frozen the same way):
+``--neural-eps-widths W…`` next to a small MLP Φ; ``--separable-eps D…`` next to the separable Φ of
+``benchmarks/_separable.py`` (a polynomial of degree D across the plane, an MLP along z), each with every
+efficiency penalty of ``--eps-penalties`` and every seed of ``--eps-seeds`` (several: log ε averaged);
+``--separable-peer`` also fits the separable Φ without ε.
+
+    python benchmarks/dust_parametric.py --tilt --neural --separable-eps 3 --eps-penalties 0.01 0.03 \
+        --eps-seeds 0 1 2 --skip-parametric-correction
 """
 
 from __future__ import annotations
@@ -57,6 +65,19 @@ def main(argv=None) -> int:
     ap.add_argument("--neural-eps-widths", type=int, nargs="*", default=[],
                     help="with --neural, also learn ε model-free: jointly with a small neural Φ (MLP W×2 gelu, "
                          "for each W given), then freeze it under the 64×2 neural Φ like the parametric fit's ε")
+    ap.add_argument("--separable-eps", type=int, nargs="*", default=[],
+                    help="with --neural, also learn ε jointly with a separable Φ (benchmarks/_separable.py: "
+                         "polynomial of degree D across the plane, an MLP 32×2 gelu along z; for each D given), "
+                         "then freeze it under the 64×2 neural Φ")
+    ap.add_argument("--eps-penalties", type=float, nargs="+", default=[1e-3],
+                    help="efficiency penalties λ_ε of the model-free ε stages (NeuralFitConfig.efficiency_penalty; "
+                         "each stage is run with each)")
+    ap.add_argument("--eps-seeds", type=int, nargs="*", default=[],
+                    help="seeds of the model-free ε stages (default --seed); with several, their log ε are averaged")
+    ap.add_argument("--separable-peer", action="store_true",
+                    help="also fit each separable Φ without ε (its own uncorrected in-cloud error)")
+    ap.add_argument("--skip-parametric-correction", action="store_true",
+                    help="with --neural, skip the neural fit corrected by the parametric fit's ε")
     args = ap.parse_args(argv)
 
     import jax.numpy as jnp
@@ -163,12 +184,12 @@ def main(argv=None) -> int:
         print(f"a(⊙) {name}: {np.round(a_sun[name], 1).tolist()} vs {np.round(a_true_sun, 1).tolist()} "
               f"({100 * d:.2f} %)")
     if args.neural:
-        neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, vol, e_true)
+        neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, vol, e_true, dust)
     print(f"machine (end): {machine()}")
     return 0
 
 
-def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, vol, e_true):
+def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, vol, e_true, dust):
     """``--neural``: a neural Φ on the dusty flows' scores (× the tilt), without and with the parametric fit's ε.
 
     The ε learnt next to the rigid parametric Φ is frozen and its gradient subtracted from every member's s_x;
@@ -186,18 +207,49 @@ def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, 
     g_eps = np.asarray(sel.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float)
     kw = dict(steps=args.neural_steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"),
               eval_every=250)
-    corrections = [("uncorrected", sx), ("corrected by the parametric fit's ε", sx - g_eps[None])]
-    for width in args.neural_eps_widths:  # a model-free ε stage: ε learnt next to a small, smooth neural Φ
-        t0 = time.perf_counter()
-        joint = neural.fit_neural_potential_scores(
-            x, v, sx, sv, seed=0, selection="efficiency", **{**kw, "architecture": neural.Architecture(width, 2, "gelu")},
-            selection_architecture=neural.Architecture(32, 2, "gelu"))
-        eff = joint.efficiency
-        e = np.asarray(eff.efficiency(jnp.asarray(vol, jnp.float32)), dtype=float)
-        print(f"ε stage, neural Φ {width}×2 with ε (32×2): {time.perf_counter() - t0:.0f} s; Pearson(ε learnt, "
-              f"ε true) over the volume {np.corrcoef(e, e_true)[0, 1]:.3f}", flush=True)
-        g = np.asarray(eff.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float)
-        corrections.append((f"corrected by the ε of the {width}×2 neural Φ", sx - g[None]))
+    corrections = [("uncorrected", sx)]
+    if not args.skip_parametric_correction:
+        corrections.append(("corrected by the parametric fit's ε", sx - g_eps[None]))
+    from _separable import SeparableArchitecture
+
+    stages = [(f"{w}×2 neural Φ", neural.Architecture(w, 2, "gelu")) for w in args.neural_eps_widths]
+    stages += [(f"separable Φ (degree {d})", SeparableArchitecture(32, 2, "gelu", degree=d)) for d in args.separable_eps]
+    if args.separable_peer:
+        for d in args.separable_eps:
+            t0 = time.perf_counter()
+            fit = neural.fit_neural_potential_scores(x, v, sx, sv, seed=args.seed, selection="none",
+                                                     **{**kw, "architecture": SeparableArchitecture(32, 2, "gelu", degree=d)})
+            a = np.asarray(fit.potential.acceleration(clouds), dtype=float)
+            a_s = np.asarray(fit.potential.acceleration(sun), dtype=float)
+            print(f"separable Φ (degree {d}) without ε: {time.perf_counter() - t0:.0f} s; rms in-cloud |Δa| "
+                  f"{np.sqrt(np.mean(np.sum((a - at) ** 2, 1))):.0f} (km/s)²/kpc, |Δa(⊙)|/|a| "
+                  f"{100 * np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun):.2f} %", flush=True)
+    stages = [(f"{name}, λ_ε {lam:g}", arch, lam) for name, arch in stages for lam in args.eps_penalties]
+    seeds = args.eps_seeds or [args.seed]
+    for name, arch, lam in stages:  # a model-free ε stage: ε learnt next to a Φ that cannot bend around a cloud
+        logs, grads = [], []
+        for sd in seeds:
+            t0 = time.perf_counter()
+            joint = neural.fit_neural_potential_scores(
+                x, v, sx, sv, seed=sd, selection="efficiency", **{**kw, "architecture": arch},
+                selection_architecture=neural.Architecture(32, 2, "gelu"), efficiency_penalty=lam)
+            eff = joint.efficiency
+            e = np.asarray(eff.efficiency(jnp.asarray(vol, jnp.float32)), dtype=float)
+            e_c = np.asarray(eff.efficiency(jnp.asarray(dust.centers, jnp.float32)), dtype=float) / np.median(e)
+            a = np.asarray(joint.potential.acceleration(clouds), dtype=float)
+            a_s = np.asarray(joint.potential.acceleration(sun), dtype=float)
+            print(f"ε stage, {name}, seed {sd} with ε (32×2): {time.perf_counter() - t0:.0f} s; Pearson(ε learnt, "
+                  f"ε true) over the volume {np.corrcoef(e, e_true)[0, 1]:.3f}; ε at the centres ÷ median "
+                  f"{np.round(e_c, 2).tolist()}; its own Φ: rms in-cloud |Δa| "
+                  f"{np.sqrt(np.mean(np.sum((a - at) ** 2, 1))):.0f} (km/s)²/kpc, |Δa(⊙)|/|a| "
+                  f"{100 * np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun):.2f} %", flush=True)
+            logs.append(np.log(e))
+            grads.append(np.asarray(eff.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float))
+        if len(seeds) > 1:  # the seeds' geometric-mean ε: log ε and its gradient averaged
+            name = f"{name}, seeds {seeds} averaged"
+            print(f"ε stage, {name}: Pearson(ε learnt, ε true) over the volume "
+                  f"{np.corrcoef(np.exp(np.mean(logs, 0)), e_true)[0, 1]:.3f}", flush=True)
+        corrections.append((f"corrected by the ε of the {name}", sx - np.mean(grads, 0)[None]))
     err = {}
     for label, s in corrections:
         t0 = time.perf_counter()
