@@ -10,7 +10,10 @@ absorbed by such a Φ and must go into ε. A stated assumption, not a neutral on
 structure narrower than ~(fitted width)/D across the plane is out of its reach.
 
 Used as an ``Architecture`` (its ``apply`` and flat-weight layout), so it runs in
-``bayesdyn.neural.fit_neural_potential_scores`` and ``NeuralPotential`` unchanged.
+``bayesdyn.neural.fit_neural_potential_scores`` and ``NeuralPotential`` unchanged — but not
+saved: the package's loaders rebuild a plain ``Architecture`` from the JSON header (``degree``
+would be lost and the weights refused), and ``network()`` (the equinox R³ → R MLP) does not
+exist for it. Benchmark code until it moves into the package with a loader that knows it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class SeparableArchitecture(Architecture):
         super().__post_init__()
         if isinstance(self.degree, bool) or int(self.degree) != self.degree or self.degree < 0:
             raise ValueError(f"SeparableArchitecture.degree={self.degree!r} must be an integer ≥ 0")
+        object.__setattr__(self, "degree", int(self.degree))
 
     @property
     def powers(self) -> tuple[tuple[int, int], ...]:
@@ -43,6 +47,9 @@ class SeparableArchitecture(Architecture):
 
     def to_dict(self):
         return {**super().to_dict(), "degree": self.degree, "kind": "separable"}
+
+    def network(self, weights):
+        raise NotImplementedError("SeparableArchitecture is not one equinox MLP on R³; use apply(weights, z)")
 
     def apply(self, weights, z):
         sizes = self.layer_sizes()

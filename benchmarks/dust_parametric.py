@@ -79,6 +79,17 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-parametric-correction", action="store_true",
                     help="with --neural, skip the neural fit corrected by the parametric fit's ε")
     args = ap.parse_args(argv)
+    model_free = args.neural_eps_widths or args.separable_eps
+    if not args.neural and (model_free or args.separable_peer or args.skip_parametric_correction):
+        ap.error("--neural-eps-widths, --separable-eps, --separable-peer and --skip-parametric-correction "
+                 "belong to the neural stage: add --neural")
+    if args.separable_peer and not args.separable_eps:
+        ap.error("--separable-peer fits the separable Φs of --separable-eps: give their degrees "
+                 "(e.g. --separable-eps 3)")
+    if min(args.eps_penalties) < 0:
+        ap.error(f"--eps-penalties {args.eps_penalties} must be ≥ 0")
+    if len(set(args.eps_penalties)) < len(args.eps_penalties) or len(set(args.separable_eps)) < len(args.separable_eps):
+        ap.error("--eps-penalties and --separable-eps must not repeat a value (the runs are labelled by them)")
 
     import jax.numpy as jnp
 
@@ -207,23 +218,29 @@ def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, 
     g_eps = np.asarray(sel.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float)
     kw = dict(steps=args.neural_steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"),
               eval_every=250)
+    def errors(potential):
+        """rms |a − a_true| over the cloud points [(km/s)²/kpc] and |Δa(⊙)|/|a(⊙)| [%] of a fitted potential."""
+        a = np.asarray(potential.acceleration(clouds), dtype=float)
+        a_s = np.asarray(potential.acceleration(sun), dtype=float)
+        return (float(np.sqrt(np.mean(np.sum((a - at) ** 2, 1)))),
+                float(100 * np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun)))
+
     corrections = [("uncorrected", sx)]
     if not args.skip_parametric_correction:
         corrections.append(("corrected by the parametric fit's ε", sx - g_eps[None]))
     from _separable import SeparableArchitecture
 
+    separable = {d: SeparableArchitecture(32, 2, "gelu", degree=d) for d in args.separable_eps}
     stages = [(f"{w}×2 neural Φ", neural.Architecture(w, 2, "gelu")) for w in args.neural_eps_widths]
-    stages += [(f"separable Φ (degree {d})", SeparableArchitecture(32, 2, "gelu", degree=d)) for d in args.separable_eps]
+    stages += [(f"separable Φ (degree {d})", arch) for d, arch in separable.items()]
     if args.separable_peer:
-        for d in args.separable_eps:
+        for d, arch in separable.items():
             t0 = time.perf_counter()
             fit = neural.fit_neural_potential_scores(x, v, sx, sv, seed=args.seed, selection="none",
-                                                     **{**kw, "architecture": SeparableArchitecture(32, 2, "gelu", degree=d)})
-            a = np.asarray(fit.potential.acceleration(clouds), dtype=float)
-            a_s = np.asarray(fit.potential.acceleration(sun), dtype=float)
+                                                     **{**kw, "architecture": arch})
+            rms, pct = errors(fit.potential)
             print(f"separable Φ (degree {d}) without ε: {time.perf_counter() - t0:.0f} s; rms in-cloud |Δa| "
-                  f"{np.sqrt(np.mean(np.sum((a - at) ** 2, 1))):.0f} (km/s)²/kpc, |Δa(⊙)|/|a| "
-                  f"{100 * np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun):.2f} %", flush=True)
+                  f"{rms:.0f} (km/s)²/kpc, |Δa(⊙)|/|a| {pct:.2f} %", flush=True)
     stages = [(f"{name}, λ_ε {lam:g}", arch, lam) for name, arch in stages for lam in args.eps_penalties]
     seeds = args.eps_seeds or [args.seed]
     for name, arch, lam in stages:  # a model-free ε stage: ε learnt next to a Φ that cannot bend around a cloud
@@ -236,13 +253,11 @@ def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, 
             eff = joint.efficiency
             e = np.asarray(eff.efficiency(jnp.asarray(vol, jnp.float32)), dtype=float)
             e_c = np.asarray(eff.efficiency(jnp.asarray(dust.centers, jnp.float32)), dtype=float) / np.median(e)
-            a = np.asarray(joint.potential.acceleration(clouds), dtype=float)
-            a_s = np.asarray(joint.potential.acceleration(sun), dtype=float)
+            rms, pct = errors(joint.potential)
             print(f"ε stage, {name}, seed {sd} with ε (32×2): {time.perf_counter() - t0:.0f} s; Pearson(ε learnt, "
                   f"ε true) over the volume {np.corrcoef(e, e_true)[0, 1]:.3f}; ε at the centres ÷ median "
-                  f"{np.round(e_c, 2).tolist()}; its own Φ: rms in-cloud |Δa| "
-                  f"{np.sqrt(np.mean(np.sum((a - at) ** 2, 1))):.0f} (km/s)²/kpc, |Δa(⊙)|/|a| "
-                  f"{100 * np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun):.2f} %", flush=True)
+                  f"{np.round(e_c, 2).tolist()}; its own Φ: rms in-cloud |Δa| {rms:.0f} (km/s)²/kpc, "
+                  f"|Δa(⊙)|/|a| {pct:.2f} %", flush=True)
             logs.append(np.log(e))
             grads.append(np.asarray(eff.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float))
         if len(seeds) > 1:  # the seeds' geometric-mean ε: log ε and its gradient averaged
@@ -254,12 +269,11 @@ def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, 
     for label, s in corrections:
         t0 = time.perf_counter()
         fit = neural.fit_neural_potential_scores(x, v, s, sv, seed=0, selection="none", **kw)
-        a = np.asarray(fit.potential.acceleration(clouds), dtype=float)
-        err[label] = float(np.sqrt(np.mean(np.sum((a - at) ** 2, axis=1))))
-        a_s = np.asarray(fit.potential.acceleration(sun), dtype=float)
-        d = np.linalg.norm(a_s - a_true_sun) / np.linalg.norm(a_true_sun)
+        err[label], pct = errors(fit.potential)
         print(f"neural Φ, {label}: {time.perf_counter() - t0:.0f} s; {len(x)} star-velocities; rms in-cloud "
-              f"|Δa| {err[label]:.0f} (km/s)²/kpc; |Δa(⊙)|/|a| {100 * d:.2f} %", flush=True)
+              f"|Δa| {err[label]:.0f} (km/s)²/kpc; |Δa(⊙)|/|a| {pct:.2f} %; held-out loss (member mean) "
+              f"{np.mean(fit.info['best_val_loss']) * fit.info['acceleration_scale'] ** 2:.1f} (km/s)⁴/kpc² "
+              "(× a₀², comparable across corrections; same held-out stars, seed 0)", flush=True)
     base = err.pop("uncorrected")
     for label, e in err.items():
         print(f"neural Φ: in-cloud error ratio uncorrected / {label} {base / e:.2f} (target ≥ 3)")
