@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dust-psd", default="~/.cache/bayesdyn/neural_disk/full/psd_dust_v6_n92508_k4_e100_s0",
                     help="dusty flows (benchmarks/neural_disk.py's cache; fitted and saved there when missing)")
+    ap.add_argument("--dust-seed", type=int, default=1,
+                    help="seed of the clouds (DustModel.near_sun) and of the star removal; 1 is neural_disk.py's. "
+                         "Another seed needs its own --dust-psd folder")
     ap.add_argument("--stars", type=int, default=20_000, help="dusty stars within 1.8 kpc of the Sun used in the fit")
     ap.add_argument("--steps", type=int, default=4000, help="SVI steps of each fit")
     ap.add_argument("--width", type=int, default=32, help="hidden width of the efficiency MLP (depth 2, gelu)")
@@ -101,12 +104,17 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     cat, truth = bd.mocks.load_default()
     sun = np.asarray(cat.solar.position)
-    dust = DustModel.near_sun(sun, seed=1, depth=0.9)  # the clouds of benchmarks/neural_disk.py
-    dcat, dust = apply_dust(cat, dust, seed=1)
+    dust = DustModel.near_sun(sun, seed=args.dust_seed, depth=0.9)  # seed 1: the clouds of benchmarks/neural_disk.py
+    dcat, dust = apply_dust(cat, dust, seed=args.dust_seed)
+    print(f"clouds (dust seed {args.dust_seed}): centres {np.round(dust.centers - sun, 2).tolist()} kpc from the Sun, "
+          f"radii {np.round(dust.radii, 2).tolist()} kpc; {cat.n - dcat.n} of {cat.n} stars removed")
     folder = pathlib.Path(args.dust_psd).expanduser()
     if (folder / "psd.json").is_file():
         dpsd = bd.load_psd(folder)
         print(f"dusty flows loaded from {folder} ({dcat.n} stars)")
+        if args.dust_seed != 1 and folder == pathlib.Path(ap.get_default("dust_psd")).expanduser():
+            ap.error(f"--dust-seed {args.dust_seed}: the default --dust-psd holds the flows of dust seed 1; "
+                     "give a folder of its own")
     else:
         t0 = time.perf_counter()
         dpsd = bd.fit_psd(dcat, ensemble=4, seed=0, max_epochs=100, progress=False)
