@@ -71,6 +71,16 @@ def realisation(mock, r, seed):
     return real, spec, truth
 
 
+def error_row(qs, truth, cells):
+    """Per quantity: (relative error, relative σ, |error|/σ) of a method's cells against the truth."""
+    row = {}
+    for q in qs:
+        t, e = truth[q.key], cells[q.key]
+        row[q.key] = (league.rel_error(e, t), e.error / abs(t.value),
+                      abs(e.value - t.value) / e.error if e.error > 0 else math.nan)
+    return row
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--realisations", type=int, default=20)
@@ -100,12 +110,7 @@ def main(argv=None):
         keys = [(q.key, q.label) for q in qs]
 
         def record(variant, cells):
-            row = {}
-            for q in qs:
-                t, e = truth[q.key], cells[q.key]
-                row[q.key] = (league.rel_error(e, t), e.error / abs(t.value),
-                              abs(e.value - t.value) / e.error if e.error > 0 else math.nan)
-            err[variant].append(row)
+            err[variant].append(error_row(qs, truth, cells))
 
         record("jeans", base.jeans(s["n_boot"], seeds["accel"]))
         line = []

@@ -92,11 +92,7 @@ def main(argv=None):
             nv, factor = VARIANTS[v]
             cells = fit(spec, psd, nv, factor, seeds["nuts"])  # the league seeds velocities and NUTS alike
             cache[(r, v)] = cells
-            row = {}
-            for q in qs:
-                t, e = truth[q.key], cells[q.key]
-                row[q.key] = (league.rel_error(e, t), e.error / abs(t.value),
-                              abs(e.value - t.value) / e.error if e.error > 0 else math.nan)
+            row = league_nodes.error_row(qs, truth, cells)
             err[v].append(row)
             line.append(f"{v}: {100 * row['aR_sun'][0]:+.2f} ± {100 * row['aR_sun'][1]:.2f} %")
         print(f"r{r} a_R(⊙) " + ", ".join(line) + f"  [{time.time() - t0:.0f} s]", flush=True)
