@@ -105,6 +105,58 @@ class TestZhaoTwoPower(ComponentTests, Float32Tests):
             amp=FOUR_PI * a**3 * G * p["scale_density"], a=a, alpha=p["gamma"], beta=p["beta"]))]
 
 
+def _zhao_shape(r, scale_radius, alpha, beta, gamma):
+    """ρ(r)/ρ_s of a Zhao profile (numpy, float64)."""
+    s = r / scale_radius
+    return s ** (-gamma) * (1.0 + s**alpha) ** (-(beta - gamma) / alpha)
+
+
+class TestZhaoAtRadius(ComponentTests):
+    """ρ(r_ref) as the amplitude: galpy's TwoPowerSphericalPotential with ρ_s = ρ_ref / shape(r_ref)."""
+
+    cls = bp.ZhaoAtRadius
+    params = dict(reference_density=4e7, scale_radius=12.0, alpha=1.0, beta=3.4, gamma=0.6, reference_radius=3.0)
+    quantities = dict(reference_density=4e-2 * MSUN_PC3, scale_radius=12 * u.kpc, alpha=1.0, beta=3.4, gamma=0.6,
+                      reference_radius=3000 * u.pc)
+
+    def references(self):
+        p = self.params
+        a = p["scale_radius"]
+        rho_s = p["reference_density"] / _zhao_shape(p["reference_radius"], a, p["alpha"], p["beta"], p["gamma"])
+        return [galpy_reference(gp.TwoPowerSphericalPotential(
+            amp=FOUR_PI * a**3 * G * rho_s, a=a, alpha=p["gamma"], beta=p["beta"]))]
+
+
+def test_zhao_at_radius_is_the_zhao_with_the_implied_scale_density():
+    """Sharp transition (α = 2.5): the same field as Zhao(ρ_s = ρ_ref / shape), ρ(r_ref) = ρ_ref, to 1e-12."""
+    p = dict(scale_radius=0.7, alpha=2.5, beta=4.6, gamma=1.3)
+    r_ref, rho_ref = 0.3, 2.5e8
+    ours = bp.ZhaoAtRadius(rho_ref, reference_radius=r_ref, **p)
+    rho_s = rho_ref / _zhao_shape(r_ref, **p)
+    assert_allclose(float(ours.scale_density), rho_s, rtol=1e-13)
+    theirs = bp.Zhao(rho_s, **p)
+    x = np.random.default_rng(3).normal(size=(16, 3))
+    x *= (np.geomspace(0.02, 20.0, 16) / np.linalg.norm(x, axis=1))[:, None]  # radii 0.02-20 kpc
+    assert_vectors_close(ours.acceleration(x), theirs.acceleration(x), 1e-12, "acceleration")
+    assert_allclose(ours.density(x), theirs.density(x), rtol=1e-12)
+    assert_allclose(ours.potential(x), theirs.potential(x), rtol=1e-12)
+    assert_allclose(float(ours.density(np.array([0.0, r_ref, 0.0]))), rho_ref, rtol=1e-12)
+    assert_allclose(ours.enclosed_mass(np.array([0.1, 1.0, 10.0])), theirs.enclosed_mass(np.array([0.1, 1.0, 10.0])),
+                    rtol=1e-12)
+    assert isinstance(ours.to_zhao(), bp.Zhao)
+
+
+def test_zhao_at_radius_refuses_a_free_or_missing_reference_radius():
+    with pytest.raises(TypeError, match="reference_radius must be a fixed number"):
+        bp.ZhaoAtRadius(1e8, 1.0, reference_radius=dist.Uniform(0.1, 1.0))
+    with pytest.raises(TypeError, match="reference_radius"):
+        bp.ZhaoAtRadius(1e8, 1.0)  # keyword-only and required
+    with pytest.raises(ValueError, match="gamma must be < 3"):
+        bp.ZhaoAtRadius(1e8, 1.0, gamma=3.5, reference_radius=0.3)
+    with pytest.raises(bp.UnboundParameterError, match="reference_density"):
+        bp.ZhaoAtRadius(dist.LogUniform(1e5, 1e11), 1.0, reference_radius=0.3).scale_density
+
+
 def _zhao_mass_betainc(rho, rs, alpha, beta, gamma):
     """M(<r) for β > 3 from scipy's regularized incomplete beta function (exact)."""
     A, B = (3 - gamma) / alpha, (beta - 3) / alpha
@@ -607,3 +659,20 @@ def test_zhao_gradient_with_respect_to_slopes():
 
     fd = (exact(0.7 + 1e-6) - exact(0.7 - 1e-6)) / 2e-6
     assert_allclose(grad, fd, rtol=1e-6)
+
+
+def test_zhao_at_radius_in_a_pipeline_config():
+    """The [model] table takes reference_radius as a fixed number and builds the same component; a prior there fails."""
+    from bayesdyn.pipeline import ConfigError, validate_config
+    from bayesdyn.pipeline._config import build_model
+
+    table = {"type": "ZhaoAtRadius", "reference_density": {"prior": "LogUniform", "low": 1e5, "high": 1e11},
+             "scale_radius": 1.0, "alpha": 1.0, "beta": 3.0, "gamma": 1.0, "reference_radius": 0.3}
+    model = build_model(validate_config({"model": {"halo": table}})["model"])
+    assert list(model.free_parameters()) == ["halo.reference_density"]
+    halo = model.bind({"halo.reference_density": 1e8})["halo"]
+    assert_allclose(float(halo.density(np.array([0.3, 0.0, 0.0]))), 1e8, rtol=1e-12)
+    with pytest.raises(ConfigError, match="reference_radius' must be a number"):
+        validate_config({"model": {"halo": {**table, "reference_radius": {"prior": "Uniform", "low": 0.1, "high": 1}}}})
+    with pytest.raises(ConfigError, match=r"missing parameters \['reference_radius'\]"):
+        validate_config({"model": {"halo": {k: v for k, v in table.items() if k != "reference_radius"}}})

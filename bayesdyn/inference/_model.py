@@ -162,6 +162,8 @@ class PotentialModel:
                     parts.append(f"{p}={float(val):.4g}")
                 else:
                     parts.append(f"{p}=<array {tuple(jnp.shape(val))}>")
+            for k in getattr(comp, "fixed_keywords", ()):  # fixed settings that are not parameters (r_ref)
+                parts.append(f"{k}={float(getattr(comp, k)):.4g}")
             return f"{type(comp).__name__}({', '.join(parts)})"
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())

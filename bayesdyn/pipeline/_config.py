@@ -28,6 +28,7 @@ PRIORS = {
 COMPONENTS = (
     "NFW",
     "Zhao",
+    "ZhaoAtRadius",
     "Burkert",
     "PseudoIsothermal",
     "CoreNFW",
@@ -192,12 +193,15 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         if typ not in COMPONENTS:
             raise ConfigError(f"'{where}.type' must be one of {list(COMPONENTS)}, got {typ!r}")
         cls = getattr(bp, typ)
-        allowed = set(cls.parameter_names)
+        fixed = set(getattr(cls, "fixed_keywords", ()))
+        allowed = set(cls.parameter_names) | fixed
         for key, val in comp.items():
             if key == "type":
                 continue
             if key not in allowed:
                 raise ConfigError(f"'{where}.{key}' is not a parameter of {typ}; expected one of {sorted(allowed)}")
+            if isinstance(val, dict) and key in fixed:
+                raise ConfigError(f"'{where}.{key}' must be a number (a fixed setting of {typ}, not a prior), got {val!r}")
             if isinstance(val, dict):
                 _check_prior(f"{where}.{key}", val)
             elif isinstance(val, bool) or not isinstance(val, (int, float)):

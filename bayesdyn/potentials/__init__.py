@@ -37,6 +37,7 @@ from ._spherical import PowerLawCutoff as PowerLawCutoff
 from ._spherical import PseudoIsothermal as PseudoIsothermal
 from ._spherical import SphericalComponent as SphericalComponent
 from ._spherical import Zhao as Zhao
+from ._spherical import ZhaoAtRadius as ZhaoAtRadius
 from ._wrappers import Flattened as Flattened
 from ._wrappers import Tilted as Tilted
 from ._wrappers import rotation_matrix as rotation_matrix
@@ -49,6 +50,7 @@ __all__ = [
     "UnboundParameterError",
     "NFW",
     "Zhao",
+    "ZhaoAtRadius",
     "Burkert",
     "PseudoIsothermal",
     "CoreNFW",

@@ -8,9 +8,10 @@ Notation: r = |x| [kpc], s = r / (scale radius).
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import astropy.units as u
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "SphericalComponent",
     "NFW",
     "Zhao",
+    "ZhaoAtRadius",
     "Burkert",
     "PseudoIsothermal",
     "CoreNFW",
@@ -270,6 +272,90 @@ class Zhao(SphericalComponent):
         inner = jnp.where(r > 0, self._inner_integral(log_s) / s, 0.0)
         outer = self._outer_integral(jnp.where(r > 0, log_s, -30.0 / self.alpha))
         return -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * (inner + outer)
+
+
+class ZhaoAtRadius(SphericalComponent):
+    r"""Zhao (α, β, γ) halo parametrised by its density at a reference radius.
+
+    The same profile as :class:`Zhao`, ρ(r) = ρ_s (r/r_s)^{−γ} [1 + (r/r_s)^α]^{−(β−γ)/α},
+    but the free amplitude is ρ_ref = ρ(r_ref), the density at a fixed radius r_ref
+    inside the data, instead of ρ_s:
+
+        ρ_s = ρ_ref (r_ref/r_s)^γ [1 + (r_ref/r_s)^α]^{(β−γ)/α}.
+
+    Why: tracers that cover only part of the halo (a dwarf's stars inside ~r_s) fix
+    the density where they are, not ρ_s. With ρ_s free, every change of r_s, α, β or
+    γ must be matched by a change of ρ_s along a narrow curved ridge (for r_s beyond
+    the data only ρ_s r_s^γ is measured); NUTS then needs tiny steps and can stall
+    (Gaia Challenge cusp in docs/league.md: r̂ 2.8, 407 divergences). With ρ_ref free
+    that ridge becomes a straight direction along which the likelihood does not
+    change. Choose r_ref near the middle of the tracers' radii (e.g. their median, or
+    the geometric mean of the fitted radial range).
+
+    A prior on ρ_ref is a different prior from the same one on ρ_s: a log-uniform
+    prior on ρ_ref is uniform in log ρ_s − log g(r_ref/r_s; α, β, γ) (g the profile's
+    shape), which is not uniform in log ρ_s once r_s, α, β, γ vary. State the prior
+    you used. :meth:`to_zhao` gives the equivalent :class:`Zhao`; ``scale_density``
+    is ρ_s as a property.
+
+    Args:
+        reference_density: ρ_ref = ρ(r_ref) [M☉/kpc³].
+        scale_radius: r_s [kpc].
+        alpha: transition sharpness α > 0.
+        beta: outer slope β.
+        gamma: inner slope γ < 3.
+        reference_radius: r_ref [kpc] (a fixed number, keyword only).
+    """
+
+    reference_density: Any
+    scale_radius: Any
+    alpha: Any
+    beta: Any
+    gamma: Any
+    reference_radius: float = eqx.field(static=True)
+    parameter_names = ("reference_density", "scale_radius", "alpha", "beta", "gamma")
+    parameter_types = ("density", "length", "dimensionless", "dimensionless", "dimensionless")
+    #: constructor keywords that are fixed numbers, never priors (the pipeline's config accepts them too)
+    fixed_keywords: ClassVar[tuple[str, ...]] = ("reference_radius",)
+
+    def __init__(self, reference_density: Any, scale_radius: Any, alpha: Any = 1.0, beta: Any = 3.0,
+                 gamma: Any = 1.0, *, reference_radius: Any):
+        owner = "ZhaoAtRadius"
+        self.reference_density = parameter(reference_density, "density", "reference_density", owner)
+        self.scale_radius = parameter(scale_radius, "length", "scale_radius", owner)
+        self.alpha = parameter(alpha, "dimensionless", "alpha", owner)
+        self.beta = parameter(beta, "dimensionless", "beta", owner, require="any")
+        self.gamma = parameter(gamma, "dimensionless", "gamma", owner, require="any")
+        if isinstance(self.gamma, float) and self.gamma >= 3:
+            raise ValueError(f"ZhaoAtRadius.gamma must be < 3 (finite central mass); got {self.gamma}")
+        r_ref = parameter(reference_radius, "length", "reference_radius", owner)
+        if not isinstance(r_ref, float):
+            raise TypeError(
+                "ZhaoAtRadius.reference_radius must be a fixed number in kpc (or a length Quantity), not a prior "
+                f"or a traced value; got {type(r_ref).__name__}. Fix: pick r_ref near the middle of the tracers' radii"
+            )
+        self.reference_radius = r_ref
+
+    @property
+    def scale_density(self):
+        """ρ_s [M☉/kpc³] of the same profile (needs the parameters bound)."""
+        self._require_bound("ZhaoAtRadius.scale_density")
+        log_s = jnp.log(self.reference_radius / self.scale_radius)
+        log_shape = -self.gamma * log_s - (self.beta - self.gamma) / self.alpha * _softplus(self.alpha * log_s)
+        return self.reference_density * jnp.exp(-log_shape)
+
+    def to_zhao(self) -> Zhao:
+        """The same halo as a :class:`Zhao` (bound parameters only)."""
+        return Zhao(self.scale_density, self.scale_radius, alpha=self.alpha, beta=self.beta, gamma=self.gamma)
+
+    def _enclosed_mass(self, r):
+        return self.to_zhao()._enclosed_mass(r)
+
+    def _density_r(self, r):
+        return self.to_zhao()._density_r(r)
+
+    def _potential_r(self, r):
+        return self.to_zhao()._potential_r(r)
 
 
 class Burkert(SphericalComponent):
