@@ -1,8 +1,8 @@
 """Zhao halo fits of the Gaia Challenge mocks: ρ_s free (``Zhao``) against ρ(r_ref) free (``ZhaoAtRadius``).
 
-The league (``benchmarks/league.py``) fits ``validate.GaiaChallengeMock.model()`` — a Zhao halo with ρ_s, r_s, α,
-β, γ free — to CBE accelerations at 64 nodes over 0.1–1 kpc. On the cusp its NUTS did not converge (r̂ 2.8, 407
-divergences, 1700 s). With the stars inside ~r_s only the density where they are is measured, so ρ_s has to follow
+The league (``benchmarks/league.py``) fits ``validate.GaiaChallengeMock.model()`` — until 2026-12-04 a Zhao halo
+with ρ_s, r_s, α, β, γ free — to CBE accelerations at 64 nodes over 0.1–1 kpc. On the cusp its NUTS did not
+converge (r̂ 2.8, 407 divergences, 1700 s, in the league run of 2026-12-04 on a 2-core AMD EPYC). With the stars inside ~r_s only the density where they are is measured, so ρ_s has to follow
 r_s, α, β and γ along a narrow curved ridge. ``bp.ZhaoAtRadius`` makes ρ(r_ref) the free amplitude instead.
 
 This script runs both on the same flows (the league's: fitted or loaded from the league's cache, K = 4, 100

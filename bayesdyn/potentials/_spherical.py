@@ -287,7 +287,7 @@ class ZhaoAtRadius(SphericalComponent):
     the density where they are, not ρ_s. With ρ_s free, every change of r_s, α, β or
     γ must be matched by a change of ρ_s along a narrow curved ridge (for r_s beyond
     the data only ρ_s r_s^γ is measured); NUTS then needs tiny steps and can stall
-    (Gaia Challenge cusp in docs/league.md: r̂ 2.8, 407 divergences). With ρ_ref free
+    (Gaia Challenge core with ρ_s free: worst r̂ 3.6; ``benchmarks/zhao_reparam.py``). With ρ_ref free
     that ridge becomes a straight direction along which the likelihood does not
     change. Choose r_ref near the middle of the tracers' radii (e.g. their median, or
     the geometric mean of the fitted radial range).
