@@ -63,27 +63,6 @@ def zhao_model():
     )
 
 
-def at_radius_model(mock):
-    """The same priors on r_s, α, β, γ, LogUniform(1e5, 1e11) on ρ(r_ref) instead of ρ_s, r_ref = the nodes' middle
-    (``validate.GaiaChallengeMock.model()`` since 2026-12-04)."""
-    import numpyro.distributions as dist
-
-    from bayesdyn import PotentialModel
-    from bayesdyn import potentials as bp
-
-    lo, hi = mock.node_band
-    return PotentialModel(
-        halo=bp.ZhaoAtRadius(
-            reference_density=dist.LogUniform(1e5, 1e11),
-            scale_radius=dist.LogUniform(0.05, 20.0),
-            alpha=dist.Uniform(0.5, 3.0),
-            beta=dist.Uniform(2.5, 6.0),
-            gamma=dist.Uniform(0.0, 2.0),
-            reference_radius=math.sqrt(lo * hi),
-        )
-    )
-
-
 def settings():
     """The league's full settings, seed pairing resolved as ``league.main`` does."""
     from bayesdyn.psd._fit import resolve_seeds_per_resample
@@ -139,7 +118,7 @@ def main(argv=None):
         log(f"== {name}: {spec.title}; flows {psd_tag}")
         rows = []
         for p in args.parametrisations:
-            model = zhao_model() if p == "zhao" else at_radius_model(mock)
+            model = zhao_model() if p == "zhao" else mock.model()  # ZhaoAtRadius since 2026-12-04
             pspec = dataclasses.replace(spec, model=model)
             c = league.Clock()
             cells, diag = league.parametric_cells(pspec, psd, s, args.seed, cache, c, False, log,
