@@ -670,6 +670,7 @@ def test_zhao_at_radius_in_a_pipeline_config():
              "scale_radius": 1.0, "alpha": 1.0, "beta": 3.0, "gamma": 1.0, "reference_radius": 0.3}
     model = build_model(validate_config({"model": {"halo": table}})["model"])
     assert list(model.free_parameters()) == ["halo.reference_density"]
+    assert "reference_radius=0.3)" in repr(model)  # part of the model's identity (caches are keyed by the repr)
     halo = model.bind({"halo.reference_density": 1e8})["halo"]
     assert_allclose(float(halo.density(np.array([0.3, 0.0, 0.0]))), 1e8, rtol=1e-12)
     with pytest.raises(ConfigError, match="reference_radius' must be a number"):
