@@ -24,6 +24,10 @@ target_accept 0.9) with the earlier ρ_s model, into ``--out`` (not docs/), so t
 from the same flows and machine (``python benchmarks/calibration.py --suite full --only gaia-challenge`` gives the
 ``ZhaoAtRadius`` one).
 
+``--chains KIND [--model zhao|at_radius]`` reruns that run's NUTS member by member (the calibration's flows, nodes,
+seeds and sampler, ``validate.NutsRunner``) and prints, per member and chain, the divergences, the step size and
+the chain's median of every parameter, to see whether a member that does not mix has chains in different places.
+
 Posteriors are cached with the league's (``~/.cache/bayesdyn/league``) under keys that include the model, so the
 ``Zhao`` rows are the league's when its cache is present.
 """
@@ -63,6 +67,39 @@ def zhao_model():
     )
 
 
+def chains(kind, which):
+    """Each member's NUTS on the calibration suite's ``gaia-challenge`` run, chain by chain."""
+    import jax
+    import numpy as np
+
+    import calibration
+    from bayesdyn import validate
+    from bayesdyn.validate._coverage import _seeds
+
+    spec = calibration.FULL["gaia-challenge"]
+    mock = validate.GaiaChallengeMock(kind)
+    model = zhao_model() if which == "zhao" else mock.model()
+    print(f"machine: {machine()}\n{kind}, {which}: {model!r}", flush=True)
+    real = validate.realisation(mock, 0, spec["n_stars"], 0, psd_options=spec["psd"], psd_cache=calibration.DEFAULT_CACHE)
+    print(f"flows: {real['record']}", flush=True)
+    seeds = _seeds(0, 0)
+    with jax.enable_x64(True):
+        datasets, _ = validate.build_data(real["psd"], real["nodes"], validate.Likelihood.parse("members"),
+                                          n_velocities=256, seed=seeds["accel"], sun=mock.sun(real["catalog"]))
+        runner = validate.NutsRunner(model, num_chains=2, num_warmup=spec["nuts"]["num_warmup"], num_samples=1000,
+                                     target_accept=spec["nuts"]["target_accept"])
+        names = list(model.free_parameters())
+        print("| member | chain | divergences | step size | " + " | ".join(f"median {n}" for n in names) + " |")
+        print("|---|---|---|---|" + "---|" * len(names))
+        for j, data in enumerate(datasets):
+            samples, info = runner.run(data, seeds["nuts"] + j)
+            for c in range(runner.num_chains):
+                med = " | ".join(f"{float(np.median(samples[n][c])):.4g}" for n in names)
+                print(f"| {j} | {c} | {int(info['diverging'][c].sum())} | {info['step_size'][c]:.3g} | {med} |",
+                      flush=True)
+    print(f"machine (end): {machine()}")
+
+
 def settings():
     """The league's full settings, seed pairing resolved as ``league.main`` does."""
     from bayesdyn.psd._fit import resolve_seeds_per_resample
@@ -84,8 +121,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibration", choices=("core", "cusp"), help="rerun the calibration suite's run with ρ_s free")
     ap.add_argument("--out", type=Path, help="with --calibration: the run folder (required)")
+    ap.add_argument("--chains", choices=("core", "cusp"), help="per-member, per-chain NUTS of the calibration's run")
+    ap.add_argument("--model", choices=PARAMETRISATIONS, default="at_radius", help="with --chains: which model")
     args = ap.parse_args(argv)
     from bayesdyn import validate
+
+    if args.chains:
+        return chains(args.chains, args.model)
 
     if args.calibration:
         if args.out is None:
