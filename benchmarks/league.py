@@ -618,7 +618,10 @@ def node_data(spec, psd, s, seed, log):
         member_groups=_groups(psd))
 
 
-def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id) -> tuple[dict[str, Cell], str]:
+def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, samples_out: dict | None = None
+                     ) -> tuple[dict[str, Cell], str]:
+    """The parametric fit's cells at the reference points and its NUTS diagnostics (posterior cached under
+    ``cache``); the posterior draws are also put into ``samples_out`` when one is given."""
     import jax
 
     import bayesdyn as bd
@@ -661,6 +664,8 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id) -> tu
     if "problems" in diag:
         for c in cells.values():
             c.flag = "†"
+    if samples_out is not None:
+        samples_out.update(samples)
     return cells, diag
 
 

@@ -100,6 +100,30 @@ def chains(kind, which):
     print(f"machine (end): {machine()}")
 
 
+def same_posterior(posteriors, mock) -> str:
+    """Are the two posteriors one distribution? The change of variables log ρ_s → log ρ(r_ref) has unit Jacobian, so
+    the two models' posteriors differ only where a prior bound binds: the share of the ``ZhaoAtRadius`` draws whose
+    implied ρ_s lies outside the ρ_s model's [1e5, 1e11] bounds how much they can differ. Also ρ(0.5 kpc)'s 68 %
+    interval under each."""
+    import numpy as np
+
+    def shape(r, d, amplitude):
+        rs, a, b, g = (np.ravel(d[f"halo.{k}"]) for k in ("scale_radius", "alpha", "beta", "gamma"))
+        x = r / rs
+        return np.ravel(d[f"halo.{amplitude}"]), x ** (-g) * (1.0 + x**a) ** (-(b - g) / a)
+
+    r_ref = mock.model().components["halo"].reference_radius
+    rho_ref, g_ref = shape(r_ref, posteriors["at_radius"], "reference_density")
+    rho_s = rho_ref / g_ref
+    outside = float(np.mean((rho_s < 1e5) | (rho_s > 1e11)))
+    new = rho_ref * shape(0.5, posteriors["at_radius"], "reference_density")[1] / g_ref
+    old = np.prod(shape(0.5, posteriors["zhao"], "scale_density"), axis=0)
+    q = lambda v: "[" + ", ".join(f"{x:.3g}" for x in np.percentile(v, [15.865, 84.135])) + "]"  # noqa: E731
+    return (f"  ZhaoAtRadius draws whose implied ρ_s is outside the ρ_s model's [1e5, 1e11]: {100 * outside:.1f} % "
+            f"(the two posteriors can differ only there); ρ(0.5 kpc) 68 % interval: ρ_s model {q(old)}, "
+            f"ZhaoAtRadius {q(new)} M☉/kpc³")
+
+
 def settings():
     """The league's full settings, seed pairing resolved as ``league.main`` does."""
     from bayesdyn.psd._fit import resolve_seeds_per_resample
@@ -158,13 +182,15 @@ def main(argv=None):
         with jax.enable_x64(True):
             truth = league.exact_cells(spec.quantities, spec.X, spec.truth_acceleration, spec.truth_density)
         log(f"== {name}: {spec.title}; flows {psd_tag}")
-        rows = []
+        rows, posteriors = [], {}
         for p in args.parametrisations:
             model = zhao_model() if p == "zhao" else mock.model()  # ZhaoAtRadius since 2026-12-04
             pspec = dataclasses.replace(spec, model=model)
             c = league.Clock()
+            draws = {}
             cells, diag = league.parametric_cells(pspec, psd, s, args.seed, cache, c, False, log,
-                                                  psd_id + league._data_sha(spec.catalog))
+                                                  psd_id + league._data_sha(spec.catalog), samples_out=draws)
+            posteriors[p] = draws
             nuts_s = c.stages.get("NUTS", (math.nan, math.nan))[0]
             log(f"  {p}: {diag}; NUTS {nuts_s:.0f} s" + (" (cached)" if "parametric (cached)" in c.stages else ""))
             rows.append((p, cells))
@@ -178,6 +204,8 @@ def main(argv=None):
                 pull = (cl.value - t) / cl.error if cl.error > 0 else math.nan
                 parts.append(f"{cl.value:.4g} ± {cl.error:.3g} ({100 * (cl.value - t) / abs(t):+.1f} %, {pull:+.1f}σ)")
             log(f"| {q.label} | {t:.4g} | " + " | ".join(parts) + " |")
+        if len(posteriors) == 2:
+            log(same_posterior(posteriors, mock))
         log("")
     log(f"total {time.perf_counter() - t0:.0f} s; machine (end): {machine()}")
 
