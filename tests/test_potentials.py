@@ -149,6 +149,11 @@ def test_zhao_at_radius_is_the_zhao_with_the_implied_scale_density():
 def test_zhao_at_radius_refuses_a_free_or_missing_reference_radius():
     with pytest.raises(TypeError, match="reference_radius must be a fixed number"):
         bp.ZhaoAtRadius(1e8, 1.0, reference_radius=dist.Uniform(0.1, 1.0))
+    with pytest.raises(TypeError, match="reference_radius must be a fixed number"):
+        bp.ZhaoAtRadius(1e8, 1.0, reference_radius="0.3 kpc")
+    with pytest.raises(TypeError, match="not a traced or non-scalar array"):
+        bp.ZhaoAtRadius(1e8, 1.0, reference_radius=jnp.array([0.2, 0.3]))
+    assert bp.ZhaoAtRadius(1e8, 1.0, reference_radius=jnp.asarray(0.3)).reference_radius == 0.3  # concrete: fine
     with pytest.raises(TypeError, match="reference_radius"):
         bp.ZhaoAtRadius(1e8, 1.0)  # keyword-only and required
     with pytest.raises(ValueError, match="gamma must be < 3"):
@@ -671,9 +676,26 @@ def test_zhao_at_radius_in_a_pipeline_config():
     model = build_model(validate_config({"model": {"halo": table}})["model"])
     assert list(model.free_parameters()) == ["halo.reference_density"]
     assert "reference_radius=0.3)" in repr(model)  # part of the model's identity (caches are keyed by the repr)
+    other = build_model(validate_config({"model": {"halo": {**table, "reference_radius": 0.30001}}})["model"])
+    assert repr(other) != repr(model)
     halo = model.bind({"halo.reference_density": 1e8})["halo"]
     assert_allclose(float(halo.density(np.array([0.3, 0.0, 0.0]))), 1e8, rtol=1e-12)
     with pytest.raises(ConfigError, match="reference_radius' must be a number"):
         validate_config({"model": {"halo": {**table, "reference_radius": {"prior": "Uniform", "low": 0.1, "high": 1}}}})
-    with pytest.raises(ConfigError, match=r"missing parameters \['reference_radius'\]"):
+    with pytest.raises(ConfigError, match="must be a number"):
+        validate_config({"model": {"halo": {**table, "reference_radius": "0.3"}}})
+    with pytest.raises(ConfigError, match=r"missing the fixed setting\(s\) \['reference_radius'\]"):
         validate_config({"model": {"halo": {k: v for k, v in table.items() if k != "reference_radius"}}})
+
+
+def test_gaia_challenge_model_is_referenced_to_the_middle_of_the_node_band():
+    """validate.GaiaChallengeMock.model(): a ZhaoAtRadius at √(lo·hi) of the node band, with the documented priors."""
+    from bayesdyn import validate
+
+    halo = validate.GaiaChallengeMock("cusp").model().components["halo"]
+    assert isinstance(halo, bp.ZhaoAtRadius)
+    assert_allclose(halo.reference_radius, np.sqrt(0.1 * 1.0), rtol=1e-15)
+    assert sorted(halo.free_parameters()) == ["alpha", "beta", "gamma", "reference_density", "scale_radius"]
+    assert_allclose([float(halo.reference_density.low), float(halo.reference_density.high)], [1e5, 1e11])
+    moved = validate.GaiaChallengeMock("core", node_band=(0.2, 0.8)).model().components["halo"]
+    assert_allclose(moved.reference_radius, 0.4, rtol=1e-15)

@@ -163,7 +163,7 @@ class PotentialModel:
                 else:
                     parts.append(f"{p}=<array {tuple(jnp.shape(val))}>")
             for k in getattr(comp, "fixed_keywords", ()):  # fixed settings that are not parameters (r_ref)
-                parts.append(f"{k}={float(getattr(comp, k)):.4g}")
+                parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
             return f"{type(comp).__name__}({', '.join(parts)})"
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())

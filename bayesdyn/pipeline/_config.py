@@ -200,15 +200,18 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
                 continue
             if key not in allowed:
                 raise ConfigError(f"'{where}.{key}' is not a parameter of {typ}; expected one of {sorted(allowed)}")
-            if isinstance(val, dict) and key in fixed:
+            if key in fixed and (isinstance(val, (dict, bool)) or not isinstance(val, (int, float))):
                 raise ConfigError(f"'{where}.{key}' must be a number (a fixed setting of {typ}, not a prior), got {val!r}")
             if isinstance(val, dict):
                 _check_prior(f"{where}.{key}", val)
             elif isinstance(val, bool) or not isinstance(val, (int, float)):
                 raise ConfigError(f"'{where}.{key}' must be a number or a prior table, got {val!r}")
         missing = allowed - set(comp)
+        if missing - fixed:
+            raise ConfigError(f"'{where}' ({typ}) is missing parameters {sorted(missing - fixed)}")
         if missing:
-            raise ConfigError(f"'{where}' ({typ}) is missing parameters {sorted(missing)}")
+            raise ConfigError(f"'{where}' ({typ}) is missing the fixed setting(s) {sorted(missing)} (numbers, e.g. "
+                              "reference_radius in kpc near the middle of the tracers' radii)")
     inf = cfg["inference"]
     if inf["backend"] not in ("numpyro", "blackjax"):
         raise ConfigError(f"'inference.backend' must be \"numpyro\" or \"blackjax\", got {inf['backend']!r}")

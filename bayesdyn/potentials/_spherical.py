@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special as jsp
+from numpyro.distributions import Distribution
 
 from .. import units as _units
 from . import _numerics as num
@@ -292,11 +293,14 @@ class ZhaoAtRadius(SphericalComponent):
     change. Choose r_ref near the middle of the tracers' radii (e.g. their median, or
     the geometric mean of the fitted radial range).
 
-    A prior on ρ_ref is a different prior from the same one on ρ_s: a log-uniform
-    prior on ρ_ref is uniform in log ρ_s − log g(r_ref/r_s; α, β, γ) (g the profile's
-    shape), which is not uniform in log ρ_s once r_s, α, β, γ vary. State the prior
-    you used. :meth:`to_zhao` gives the equivalent :class:`Zhao`; ``scale_density``
-    is ρ_s as a property.
+    Priors: log ρ_ref = log ρ_s + log g(r_ref/r_s; α, β, γ) (g the profile's shape)
+    has unit Jacobian, so a log-uniform prior on ρ_ref equals the log-uniform prior
+    on ρ_s given the shape parameters; only the bounds move with them (the two
+    models differ where a bound binds). Any other prior on the amplitude (normal,
+    uniform in ρ) is a genuinely different prior: state which one you used.
+    :meth:`to_zhao` gives the equivalent :class:`Zhao`; ``scale_density`` is ρ_s as
+    a property (posterior draws of it:
+    ``jax.vmap(lambda v: model.bind(v)["halo"].scale_density)(samples)``).
 
     Args:
         reference_density: ρ_ref = ρ(r_ref) [M☉/kpc³].
@@ -328,13 +332,21 @@ class ZhaoAtRadius(SphericalComponent):
         self.gamma = parameter(gamma, "dimensionless", "gamma", owner, require="any")
         if isinstance(self.gamma, float) and self.gamma >= 3:
             raise ValueError(f"ZhaoAtRadius.gamma must be < 3 (finite central mass); got {self.gamma}")
-        r_ref = parameter(reference_radius, "length", "reference_radius", owner)
-        if not isinstance(r_ref, float):
+        fix = "Fix: pass a number in kpc, e.g. reference_radius=0.3 or float(np.median(r)), near the middle of the tracers' radii"
+        if isinstance(reference_radius, Distribution) or isinstance(reference_radius, str):
             raise TypeError(
                 "ZhaoAtRadius.reference_radius must be a fixed number in kpc (or a length Quantity), not a prior "
-                f"or a traced value; got {type(r_ref).__name__}. Fix: pick r_ref near the middle of the tracers' radii"
+                f"or a string; got {type(reference_radius).__name__}. {fix}"
             )
-        self.reference_radius = r_ref
+        if isinstance(reference_radius, jax.Array):
+            try:
+                reference_radius = float(reference_radius)  # a concrete scalar; a tracer cannot be a static setting
+            except (TypeError, jax.errors.ConcretizationTypeError):
+                raise TypeError(
+                    "ZhaoAtRadius.reference_radius must be a fixed number, not a traced or non-scalar array "
+                    f"(shape {tuple(reference_radius.shape)}). {fix}"
+                ) from None
+        self.reference_radius = parameter(reference_radius, "length", "reference_radius", owner)
 
     @property
     def scale_density(self):

@@ -25,6 +25,7 @@ _UNITS = {
 _PARAM_UNITS = {
     "density": "Msun/kpc3",
     "scale_density": "Msun/kpc3",
+    "reference_density": "Msun/kpc3",
     "central_density": "Msun/kpc3",
     "cutoff_radius": "kpc",
     "scale_length": "kpc",
