@@ -352,9 +352,8 @@ class ZhaoAtRadius(SphericalComponent):
     def scale_density(self):
         """ρ_s [M☉/kpc³] of the same profile (needs the parameters bound)."""
         self._require_bound("ZhaoAtRadius.scale_density")
-        log_s = jnp.log(self.reference_radius / self.scale_radius)
-        log_shape = -self.gamma * log_s - (self.beta - self.gamma) / self.alpha * _softplus(self.alpha * log_s)
-        return self.reference_density * jnp.exp(-log_shape)
+        shape = Zhao(1.0, self.scale_radius, alpha=self.alpha, beta=self.beta, gamma=self.gamma)  # ρ(r)/ρ_s
+        return self.reference_density / shape._density_r(jnp.asarray(self.reference_radius))
 
     def to_zhao(self) -> Zhao:
         """The same halo as a :class:`Zhao` (bound parameters only)."""
