@@ -666,6 +666,29 @@ def test_zhao_gradient_with_respect_to_slopes():
     assert_allclose(grad, fd, rtol=1e-6)
 
 
+def test_model_repr_shows_wrapped_and_summed_components():
+    """PotentialModel's repr (the key of cached posteriors) includes what a wrapper or composite holds: models that
+    differ only inside a Flattened, Tilted or CompositePotential have different reprs."""
+    from bayesdyn import PotentialModel
+
+    prior = dist.LogUniform(1e5, 1e9)
+
+    def flat(inner):
+        return repr(PotentialModel(halo=bp.Flattened(inner, q=dist.Uniform(0.5, 1.5))))
+
+    def tilted(r_s):
+        return repr(PotentialModel(halo=bp.Tilted(bp.NFW(scale_density=1e7, scale_radius=r_s), tilt=10.0)))
+
+    reprs = [flat(bp.NFW(scale_density=prior, scale_radius=16.0)), flat(bp.NFW(scale_density=prior, scale_radius=20.0)),
+             flat(bp.Burkert(central_density=prior, scale_radius=16.0)), tilted(16.0), tilted(12.0)]
+    assert len(set(reprs)) == 5
+    assert "component=NFW(scale_density~LogUniform(low=1e+05, high=1e+09), scale_radius=16)" in reprs[0]
+    mw = bp.MWPotential2014()
+    heavier = mw.bind({"halo.scale_density": 1.1 * float(mw["halo"].scale_density)})
+    assert repr(PotentialModel(mw=mw)) != repr(PotentialModel(mw=heavier))
+    assert "disk=MiyamotoNagai(" in repr(PotentialModel(mw=mw))
+
+
 def test_zhao_at_radius_in_a_pipeline_config():
     """The [model] table takes reference_radius as a fixed number and builds the same component; a prior there fails."""
     from bayesdyn.pipeline import ConfigError, validate_config

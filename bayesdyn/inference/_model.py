@@ -164,6 +164,12 @@ class PotentialModel:
                     parts.append(f"{p}=<array {tuple(jnp.shape(val))}>")
             for k in getattr(comp, "fixed_keywords", ()):  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
+            for field in getattr(comp, "_subcomponent_fields", ()):  # what a wrapper or composite holds
+                value = getattr(comp, field)
+                if isinstance(value, tuple):  # a composite's named parts
+                    parts.append(f"{field}=[{', '.join(f'{n}={fmt(c)}' for n, c in zip(comp.names, value))}]")
+                else:
+                    parts.append(f"{field}={fmt(value)}")
             return f"{type(comp).__name__}({', '.join(parts)})"
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())
