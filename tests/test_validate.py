@@ -173,6 +173,17 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
     pd.testing.assert_frame_equal(again.table, res.table)
     with pytest.raises(ValueError, match="other settings"):
         validate.coverage("nfw", out=out, **{**QUICK, "n_nodes": 12})
+    # the fitted model is recorded: a run made with another model is refused; one whose config predates the record
+    # resumes with a warning that says it could not check
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"] == repr(validate.NFWMock().model())
+    (out / "config.json").write_text(json.dumps({**cfg, "model": "PotentialModel(halo=Zhao(...))"}))
+    with pytest.raises(ValueError, match=r"differ in \['model'\]"):
+        validate.coverage("nfw", out=out, **QUICK)
+    (out / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "model"}))
+    with pytest.warns(RuntimeWarning, match="does not record the fitted model"):
+        validate.coverage("nfw", out=out, **QUICK)
+    assert json.loads((out / "config.json").read_text())["model"] == cfg["model"]
 
     # accelerations 20 % too large: the density normalisation is 20 % high, far outside its intervals
     biased = validate.coverage("nfw", perturb=validate.scale_accelerations(1.2), **QUICK).summary

@@ -400,6 +400,7 @@ class _Run:
             "psd_options": self.psd_options if self.method == "flow" else None,
             "nuts_options": self.nuts_options,
             "perturb": None if self.perturb is None else getattr(self.perturb, "__name__", repr(self.perturb)),
+            "model": repr(self.mock.model()),  # the fitted model: a mock's model can change between versions
             "bayesdyn_version": __version__,
         }
         return json.loads(json.dumps(config))  # as it reads back from config.json (tuples → lists)
@@ -410,7 +411,15 @@ def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
     rdir = out / "realisations"
     if cfg_path.is_file() and resume:
         old = json.loads(cfg_path.read_text())
-        differ = sorted(k for k in set(old) | set(config) if k != "realisations" and old.get(k) != config.get(k))
+        unrecorded = "model" not in old and "model" in config and any(rdir.glob("r*.json"))
+        if unrecorded:
+            warnings.warn(
+                f"{out}/config.json does not record the fitted model (written before it did), so resuming cannot "
+                f"check that its realisations were fitted with {config['model']}; if the mock's model has changed "
+                "since, use another output folder or resume=False (--fresh)", RuntimeWarning, stacklevel=3,
+            )
+        differ = sorted(k for k in set(old) | set(config) if k != "realisations" and old.get(k) != config.get(k)
+                        and not (k == "model" and unrecorded))
         if differ and any(rdir.glob("r*.json")):
             raise ValueError(
                 f"{out} holds results of a run with other settings (they differ in {differ}); "
