@@ -666,6 +666,25 @@ def test_zhao_gradient_with_respect_to_slopes():
     assert_allclose(grad, fd, rtol=1e-6)
 
 
+def test_docs_zhao_at_radius_toml_example_builds_the_gaia_challenge_model():
+    """docs/potentials.md's [model.halo] example parses and gives validate.GaiaChallengeMock's model (r_ref rounded)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from bayesdyn import validate
+    from bayesdyn.pipeline import validate_config
+    from bayesdyn.pipeline._config import build_model
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "potentials.md").read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "ZhaoAtRadius" in b]
+    assert len(blocks) == 1
+    model = build_model(validate_config(tomllib.loads(blocks[0]))["model"])
+    ref = validate.GaiaChallengeMock("core").model()
+    assert repr(model) == repr(ref).replace(f"reference_radius={ref.components['halo'].reference_radius!r}",
+                                            "reference_radius=0.316")
+
+
 def test_model_repr_shows_wrapped_and_summed_components():
     """PotentialModel's repr (the key of cached posteriors) includes what a wrapper or composite holds: models that
     differ only inside a Flattened, Tilted or CompositePotential have different reprs."""
