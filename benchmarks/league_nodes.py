@@ -19,6 +19,7 @@ the league's settings are not changed by it (the calibration that vouches for th
 
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
     python benchmarks/league_nodes.py --members [--realisations 20]
+    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt]
 
 ``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
 combine="members")`` (the league's ``"auto"`` is this, for the flows' 2 resamples × 2 seeds) and reads the four
@@ -27,6 +28,17 @@ the training variance is V_t ≈ mean((a_j1 − a_j2)²)/2, the resamples' V_s �
 the resample means), and the member mean's error variance is modelled as (1 + 1/J) V_s + V_t/(JL) + b² (the
 dataset's own sampling error, as large as one resample's, is shared by all members; b a bias shared by all
 fits). It prints the measured RMS, the modelled one, and what J resamples × L seeds would give.
+
+``--node-bias`` locates the shared error instead: on the league's nodes and flows (no NUTS) it prints the
+flows' node accelerations' error in a_R by distance from the Sun and, beyond 1 kpc, by direction, with the pulls
+under the nodes' combined covariance; and it refits the model by generalised least squares — both free
+parameters (disk mass, halo ρ_s) are amplitudes, so a = a_bulge + M u_disk + ρ_s u_halo is linear in them — per
+member with its own node covariance, averaged over the members, next to the league's NUTS result (cached). The
+same least-squares fit on the inner (< 1 kpc) and outer nodes, and with the combined covariance, shows how the
+error depends on where the nodes are and how they are weighted. These are diagnostics, chosen after seeing the
+truth: none of them is a setting to adopt. ``--tilt`` repeats it with the flows' n(x) multiplied by a learnt
+tilt e^t(x) (``dust_tilt.fit_tilt``: MLP 64×2, 3000 steps, maximum likelihood on the realisation's stars, 10 %
+held out), ∇t added to every member's s_x, to see whether a finer n(x) removes the error (~95 s per realisation).
 
 Needs the league's disk-realisation flows in the calibration's cache (``python benchmarks/league.py`` fits
 them when missing); ~1–2 min per realisation and variant on 2 idle cores.
@@ -45,20 +57,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import league  # noqa: E402
 from _machine import machine  # noqa: E402
+from _options import psd_options  # noqa: E402  (benchmarks/_options.py)
 
 #: variant -> (number of nodes, offset added to the realisation's node seed)
 VARIANTS = {"league": (64, 0), "other64": (64, 7919), "n128": (128, 7919)}
 
 
-def realisation(mock, r, seed):
-    """League disk realisation r: ``validate.realisation``'s dict (cached flows), its league spec, the exact cells."""
+def realisation(mock, r, seed, psd_extra=None):
+    """League disk realisation r: ``validate.realisation``'s dict (cached flows), its league spec, the exact cells.
+
+    ``psd_extra`` (``--node-bias --psd-option``) adds ``fit_psd`` settings: the same stars and nodes with other
+    flows (fitted once, cached under their own key in the calibration's cache)."""
     import jax
 
     from bayesdyn import validate
 
     s, cfg = league.FULL, league.FULL["realisations"]
     jax.clear_caches()  # each realisation's flows compile anew; keep the process's compiled code bounded (league.py)
-    real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options=cfg["psd"],
+    real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options={**cfg["psd"], **(psd_extra or {})},
                                 psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
     if not real["record"].get("psd_loaded_from"):
         print(f"  r{r}: flows were not in the cache; fitted here", flush=True)
@@ -87,9 +103,16 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--members", action="store_true", help="split the shared error into training and resampling")
+    ap.add_argument("--node-bias", action="store_true", help="where the shared error lies among the nodes (no NUTS)")
+    ap.add_argument("--tilt", action="store_true", help="with --node-bias: also with a learnt tilt of the flows' n(x)")
+    ap.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --node-bias: other flows for the same stars (fit_psd setting, repeatable; e.g. "
+                         "bootstrap=false); the league's NUTS column is then left out")
     a = ap.parse_args(argv)
     if a.members:
         return members(a)
+    if a.node_bias:
+        return node_bias(a)
 
     from bayesdyn import validate
 
@@ -226,6 +249,162 @@ def members(a):
         print(f"| {label} | {100 * math.sqrt(np.mean(comb ** 2)):.2f} | {100 * math.sqrt(np.mean(mean ** 2)):.2f} | "
               f"{100 * math.sqrt(vt):.2f} | {100 * math.sqrt(vs):.2f} | {100 * b:+.2f} | {model(J, L):.2f} | "
               f"{model(3, 2):.2f} | {model(4, 2):.2f} | {model(8, 1):.2f} |")
+    print(f"\n# {time.time() - t0:.0f} s; {machine()}")
+
+
+class _TiltedScores:
+    """A flow ensemble's scores with ∇t(x − x_⊙) added to every member's s_x (``--node-bias --tilt``)."""
+
+    def __init__(self, psd, grad_tilt, sun):
+        self.psd, self.grad_tilt, self.origin = psd, grad_tilt, np.asarray(sun, float)
+        self.info, self.n_members, self.sun = psd.info, psd.n_members, getattr(psd, "sun", None)
+
+    def sample_velocities(self, x, n, seed):
+        return self.psd.sample_velocities(x, n, seed)
+
+    def score_members(self, x, v):
+        import jax.numpy as jnp
+
+        s_x, s_v = self.psd.score_members(x, v)
+        return np.asarray(s_x) + np.asarray(self.grad_tilt(jnp.asarray(np.asarray(x) - self.origin)))[None], s_v
+
+
+def _linear_disk_fit(spec, x, a, cov):
+    """Generalised least squares of the disk model's two amplitudes (disk mass, halo ρ_s) to accelerations a (P, 3)
+    with covariances cov (P, 3, 3); returns the fitted acceleration function."""
+    import jax.numpy as jnp
+
+    import bayesdyn.potentials as bp
+    from bayesdyn import validate
+
+    if list(spec.model.free_parameters()) != ["disk.mass", "halo.scale_density"]:
+        raise RuntimeError(f"--node-bias expects the disk model's two amplitudes free; got {list(spec.model.free_parameters())}")
+    mw = validate.DiskMock()._truth_components()
+    unit_disk = bp.MiyamotoNagai(mass=1.0, a=mw["disk"].a, b=mw["disk"].b)
+    unit_halo = bp.NFW(scale_density=1.0, scale_radius=mw["halo"].scale_radius)
+
+    def parts(p):
+        p = jnp.asarray(p)
+        return (np.asarray(mw["bulge"].acceleration(p)), np.stack([np.asarray(unit_disk.acceleration(p)),
+                                                                   np.asarray(unit_halo.acceleration(p))], -1))
+
+    base, design = parts(x)
+    w = np.linalg.inv(cov)
+    fisher = np.einsum("pia,pij,pjb->ab", design, w, design)
+    theta = np.linalg.solve(fisher, np.einsum("pia,pij,pj->a", design, w, a - base))
+
+    def accel(p):
+        b, d = parts(p)
+        return b + d @ theta
+
+    return accel
+
+
+def node_bias(a):
+    """``--node-bias``: the flows' node errors by position, and linear refits that locate the fit's shared error."""
+    import jax
+
+    from bayesdyn import validate
+
+    t0 = time.time()
+    print(f"# machine: {machine()}", flush=True)
+    s = league.FULL
+    mock = validate.DiskMock()
+    quiet = lambda *_: None  # noqa: E731
+    shells = [(0.0, 0.5), (0.5, 0.75), (0.75, 1.0), (1.0, 1.25), (1.25, 1.5)]
+    directions = [("towards the Galactic centre (+x)", 0, 1), ("away from it (−x)", 0, -1), ("+y", 1, 1),
+                  ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
+    variants = ["all nodes, member covariances", "all nodes, combined covariance", "nodes < 1 kpc from the Sun",
+                "nodes ≥ 1 kpc from the Sun"]
+    flows = ["flows", "flows × e^t"] if a.tilt else ["flows"]
+    nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
+    fits = {(f, v): [] for f in flows for v in variants}  # per (flows, variant): list of {key: rel error}
+    nuts, keys = [], None
+    extra = psd_options(a.psd_option)
+    if extra:
+        print(f"# flows with the extra fit_psd settings {extra} (the league's flows' settings: "
+              f"{s['realisations']['psd']})", flush=True)
+    for r in range(a.realisations):
+        real, spec, truth = realisation(mock, r, a.seed, extra)
+        psd, seeds = real["psd"], real["seeds"]
+        qs = [q for q in spec.quantities if q.kind == "acc"]
+        keys = [(q.key, q.label) for q in qs]
+        line = f"r{r}:"
+        if not extra:  # the league's own flows: its cached NUTS posterior
+            psd_id = league.realisation_psd_id(real, league.FULL["realisations"], r)
+            cells, _ = league.parametric_cells(spec, psd, s, seeds["nuts"], league.DEFAULT_CACHE, league.Clock(),
+                                               False, quiet, psd_id)
+            nuts.append(league.rel_error(cells["aR_sun"], truth["aR_sun"]))
+            line += f" a_R(⊙) NUTS {100 * nuts[-1]:+.2f} %;"
+        sources = {"flows": psd}
+        if a.tilt:
+            from dust_tilt import fit_tilt
+
+            xs = np.asarray(real["catalog"].x) - spec.sun
+            perm = np.random.default_rng(5).permutation(len(xs))
+            n_val = len(xs) // 10
+            base_draws = np.asarray(psd.sample(400_000, seed=3)[0]) - spec.sun
+            val_draws = np.asarray(psd.sample(200_000, seed=4)[0]) - spec.sun
+            _, grad_tilt, gain = fit_tilt(xs[perm[n_val:]], base_draws, xs[perm[:n_val]], val_draws, 3000, 64, 0)
+            sources["flows × e^t"] = _TiltedScores(psd, grad_tilt, spec.sun)
+            line += f" tilt held-out gain {gain:+.4f} nats per star;"
+        for f, src in sources.items():
+            d = league.node_data(spec, src, s, seeds["nuts"], quiet)
+            x, acc, cov = np.asarray(d.x), np.asarray(d.a), np.asarray(d.cov)
+            mem, mcov = np.asarray(d.members), np.asarray(d.member_cov)
+            exact = np.asarray(spec.truth_acceleration(x), dtype=float)
+            e_R = np.concatenate([x[:, :2] / np.linalg.norm(x[:, :2], axis=1)[:, None], np.zeros((len(x), 1))], 1)
+            err = np.einsum("pi,pi->p", acc - exact, e_R)
+            t_R = np.abs(np.einsum("pi,pi->p", exact, e_R))
+            sig = np.sqrt(np.einsum("pi,pij,pj->p", e_R, cov, e_R))
+            dist = np.linalg.norm(x - spec.sun, axis=1)
+            nodes[f].append(np.c_[dist, (x - spec.sun) / dist[:, None], err / t_R, err / sig, sig / t_R])
+            sel = {variants[0]: (np.ones(len(x), bool), False), variants[1]: (np.ones(len(x), bool), True),
+                   variants[2]: (dist < 1.0, False), variants[3]: (dist >= 1.0, False)}
+            for v, (k, combined) in sel.items():
+                members_err = []
+                for m in range(mem.shape[0]):
+                    fit = _linear_disk_fit(spec, x[k], mem[m][k], cov[k] if combined else mcov[m][k])
+                    with jax.enable_x64(True):
+                        members_err.append(league.exact_cells(qs, spec.X, fit, None))
+                fits[(f, v)].append({q.key: float(np.mean([league.rel_error(c[q.key], truth[q.key])
+                                                           for c in members_err])) for q in qs})
+            line += f" {f}: least squares {100 * fits[(f, variants[0])][-1]['aR_sun']:+.2f} %;"
+        print(line.rstrip(";") + f"  [{time.time() - t0:.0f} s]", flush=True)
+
+    n = a.realisations
+    print(f"\n# the flows' node accelerations over {n} realisations × {s['n_nodes']} nodes: relative error of a_R "
+          "(a_R < 0; a positive error is too weak), its pull under the nodes' combined covariance, and the relative σ")
+    print("| flows | distance from the Sun [kpc] | nodes | mean error | median error | mean pull | RMS pull | mean σ |")
+    print("|---|---|---|---|---|---|---|---|")
+    for f in flows:
+        rows = np.concatenate(nodes[f])
+        for lo, hi in shells:
+            k = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
+            print(f"| {f} | {lo}–{hi} | {int(k.sum())} | {100 * rows[k, 4].mean():+.2f} % | "
+                  f"{100 * np.median(rows[k, 4]):+.2f} % | {rows[k, 5].mean():+.2f} | "
+                  f"{math.sqrt(np.mean(rows[k, 5] ** 2)):.2f} | {100 * rows[k, 6].mean():.2f} % |")
+    print("\n# nodes ≥ 1 kpc from the Sun by direction (unit vector's component > 0.6): mean relative error of a_R")
+    print("| flows | direction | nodes | mean error |")
+    print("|---|---|---|---|")
+    for f in flows:
+        rows = np.concatenate(nodes[f])
+        for label, axis, sign in directions:
+            k = (rows[:, 0] >= 1.0) & (sign * rows[:, 1 + axis] > 0.6)
+            print(f"| {f} | {label} | {int(k.sum())} | {100 * rows[k, 4].mean():+.2f} % |")
+    nuts = np.array(nuts)
+    print(f"\n# the disk model refitted by least squares (member mean): RMS and mean relative error over {n} "
+          "realisations, in %" + ("" if extra else f"; the league's NUTS fit on a_R(⊙): RMS "
+                                  f"{100 * math.sqrt(np.mean(nuts ** 2)):.2f}, mean {100 * nuts.mean():+.2f}"))
+    print("| quantity | flows | " + " | ".join(variants) + " |")
+    print("|---|---|" + "---|" * len(variants))
+    for key, label in keys:
+        for f in flows:
+            cells = []
+            for v in variants:
+                e = np.array([row[key] for row in fits[(f, v)]])
+                cells.append(f"{100 * math.sqrt(np.mean(e ** 2)):.2f} ({100 * e.mean():+.2f})")
+            print(f"| {label} | {f} | " + " | ".join(cells) + " |")
     print(f"\n# {time.time() - t0:.0f} s; {machine()}")
 
 

@@ -111,7 +111,7 @@ def _zhao_shape(r, scale_radius, alpha, beta, gamma):
     return s ** (-gamma) * (1.0 + s**alpha) ** (-(beta - gamma) / alpha)
 
 
-class TestZhaoAtRadius(ComponentTests):
+class TestZhaoAtRadius(ComponentTests, Float32Tests):
     """ρ(r_ref) as the amplitude: galpy's TwoPowerSphericalPotential with ρ_s = ρ_ref / shape(r_ref)."""
 
     cls = bp.ZhaoAtRadius
