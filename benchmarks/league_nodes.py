@@ -19,7 +19,7 @@ the league's settings are not changed by it (the calibration that vouches for th
 
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
     python benchmarks/league_nodes.py --members [--realisations 20]
-    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt]
+    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--psd-option KEY=VALUE ...]
 
 ``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
 combine="members")`` (the league's ``"auto"`` is this, for the flows' 2 resamples × 2 seeds) and reads the four
@@ -33,12 +33,17 @@ fits). It prints the measured RMS, the modelled one, and what J resamples × L s
 flows' node accelerations' error in a_R by distance from the Sun and, beyond 1 kpc, by direction, with the pulls
 under the nodes' combined covariance; and it refits the model by generalised least squares — both free
 parameters (disk mass, halo ρ_s) are amplitudes, so a = a_bulge + M u_disk + ρ_s u_halo is linear in them — per
-member with its own node covariance, averaged over the members, next to the league's NUTS result (cached). The
+member with its own node covariance, averaged over the members, next to the league's NUTS result (read from the
+league's cache; run, silently, and cached there when missing). The
 same least-squares fit on the inner (< 1 kpc) and outer nodes, and with the combined covariance, shows how the
 error depends on where the nodes are and how they are weighted. These are diagnostics, chosen after seeing the
 truth: none of them is a setting to adopt. ``--tilt`` repeats it with the flows' n(x) multiplied by a learnt
 tilt e^t(x) (``dust_tilt.fit_tilt``: MLP 64×2, 3000 steps, maximum likelihood on the realisation's stars, 10 %
-held out), ∇t added to every member's s_x, to see whether a finer n(x) removes the error (~95 s per realisation).
+held out), ∇t added to every member's s_x, to see whether a finer n(x) removes the error (the tilt ~95 s, a
+realisation ~4 min on 2 cores beside another run).
+``--psd-option KEY=VALUE`` (repeatable) does the same on other flows for the same stars, e.g. ``bootstrap=false
+seeds_per_resample=1``: four members trained on all the stars with the league's seeds (fitted once, 100–270 s per
+realisation on 2 cores, and cached in the calibration's cache under their own key).
 
 Needs the league's disk-realisation flows in the calibration's cache (``python benchmarks/league.py`` fits
 them when missing); ~1–2 min per realisation and variant on 2 idle cores.
@@ -100,7 +105,8 @@ def error_row(qs, truth, cells):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--realisations", type=int, default=20)
-    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                    help="node draws to compare (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--members", action="store_true", help="split the shared error into training and resampling")
     ap.add_argument("--node-bias", action="store_true", help="where the shared error lies among the nodes (no NUTS)")
@@ -109,6 +115,15 @@ def main(argv=None):
                     help="with --node-bias: other flows for the same stars (fit_psd setting, repeatable; e.g. "
                          "bootstrap=false); the league's NUTS column is then left out")
     a = ap.parse_args(argv)
+    if a.realisations < 1:
+        ap.error("--realisations must be at least 1")
+    if a.members and a.node_bias:
+        ap.error("--members and --node-bias are two separate runs: give one")
+    if (a.tilt or a.psd_option) and not a.node_bias:
+        ap.error("--tilt and --psd-option apply to --node-bias only")
+    if (a.members or a.node_bias) and a.variants is not None:
+        ap.error("--variants applies to the node-draw comparison only (without --members or --node-bias)")
+    a.variants = a.variants or list(VARIANTS)
     if a.members:
         return members(a)
     if a.node_bias:
@@ -269,26 +284,30 @@ class _TiltedScores:
         return np.asarray(s_x) + np.asarray(self.grad_tilt(jnp.asarray(np.asarray(x) - self.origin)))[None], s_v
 
 
-def _linear_disk_fit(spec, x, a, cov):
-    """Generalised least squares of the disk model's two amplitudes (disk mass, halo ρ_s) to accelerations a (P, 3)
-    with covariances cov (P, 3, 3); returns the fitted acceleration function."""
+def _linear_disk_fit(model, x, a, cov):
+    """Generalised least squares of ``model``'s free parameters, which must be amplitudes (the acceleration linear
+    in them, as the disk model's disk mass and halo ρ_s), to accelerations a (P, 3) with covariances cov (P, 3, 3).
+    Returns the fitted acceleration function."""
+    import jax
     import jax.numpy as jnp
 
-    import bayesdyn.potentials as bp
-    from bayesdyn import validate
+    names = list(model.free_parameters())
+    scale = 1e8  # any amplitude: the columns are differences of bound models, divided by it
 
-    if list(spec.model.free_parameters()) != ["disk.mass", "halo.scale_density"]:
-        raise RuntimeError(f"--node-bias expects the disk model's two amplitudes free; got {list(spec.model.free_parameters())}")
-    mw = validate.DiskMock()._truth_components()
-    unit_disk = bp.MiyamotoNagai(mass=1.0, a=mw["disk"].a, b=mw["disk"].b)
-    unit_halo = bp.NFW(scale_density=1.0, scale_radius=mw["halo"].scale_radius)
+    def at(values, p):
+        with jax.enable_x64(True):
+            return np.asarray(model.total_acceleration(model.bind(values), jnp.asarray(p, jnp.float64)), float)
+
+    zero = dict.fromkeys(names, 0.0)
 
     def parts(p):
-        p = jnp.asarray(p)
-        return (np.asarray(mw["bulge"].acceleration(p)), np.stack([np.asarray(unit_disk.acceleration(p)),
-                                                                   np.asarray(unit_halo.acceleration(p))], -1))
+        base = at(zero, p)
+        return base, np.stack([(at({**zero, n: scale}, p) - base) / scale for n in names], -1)
 
     base, design = parts(x)
+    probe = {n: scale * (k + 2) for k, n in enumerate(names)}  # linear in the amplitudes? (else this fit is not the model)
+    if not np.allclose(at(probe, x), base + design @ np.array([probe[n] for n in names]), rtol=1e-9, atol=1e-9):
+        raise RuntimeError(f"--node-bias needs a model linear in its free parameters {names}")
     w = np.linalg.inv(cov)
     fisher = np.einsum("pia,pij,pjb->ab", design, w, design)
     theta = np.linalg.solve(fisher, np.einsum("pia,pij,pj->a", design, w, a - base))
@@ -338,19 +357,17 @@ def node_bias(a):
             line += f" a_R(⊙) NUTS {100 * nuts[-1]:+.2f} %;"
         sources = {"flows": psd}
         if a.tilt:
-            from dust_tilt import fit_tilt
+            from dust_tilt import tilt_of
 
-            xs = np.asarray(real["catalog"].x) - spec.sun
-            perm = np.random.default_rng(5).permutation(len(xs))
-            n_val = len(xs) // 10
-            base_draws = np.asarray(psd.sample(400_000, seed=3)[0]) - spec.sun
-            val_draws = np.asarray(psd.sample(200_000, seed=4)[0]) - spec.sun
-            _, grad_tilt, gain = fit_tilt(xs[perm[n_val:]], base_draws, xs[perm[:n_val]], val_draws, 3000, 64, 0)
+            _, grad_tilt, gain = tilt_of(real["catalog"].x, psd, spec.sun)
             sources["flows × e^t"] = _TiltedScores(psd, grad_tilt, spec.sun)
             line += f" tilt held-out gain {gain:+.4f} nats per star;"
         for f, src in sources.items():
             d = league.node_data(spec, src, s, seeds["nuts"], quiet)
             x, acc, cov = np.asarray(d.x), np.asarray(d.a), np.asarray(d.cov)
+            if getattr(d, "member_cov", None) is None:
+                raise SystemExit(f"r{r}: the {f} give no per-member covariances (one member, or nodes that failed); "
+                                 "--node-bias refits member by member and needs them")
             mem, mcov = np.asarray(d.members), np.asarray(d.member_cov)
             exact = np.asarray(spec.truth_acceleration(x), dtype=float)
             e_R = np.concatenate([x[:, :2] / np.linalg.norm(x[:, :2], axis=1)[:, None], np.zeros((len(x), 1))], 1)
@@ -364,7 +381,7 @@ def node_bias(a):
             for v, (k, combined) in sel.items():
                 members_err = []
                 for m in range(mem.shape[0]):
-                    fit = _linear_disk_fit(spec, x[k], mem[m][k], cov[k] if combined else mcov[m][k])
+                    fit = _linear_disk_fit(spec.model, x[k], mem[m][k], cov[k] if combined else mcov[m][k])
                     with jax.enable_x64(True):
                         members_err.append(league.exact_cells(qs, spec.X, fit, None))
                 fits[(f, v)].append({q.key: float(np.mean([league.rel_error(c[q.key], truth[q.key])

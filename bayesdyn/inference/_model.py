@@ -167,9 +167,12 @@ class PotentialModel:
             for field in getattr(comp, "_subcomponent_fields", ()):  # what a wrapper or composite holds
                 value = getattr(comp, field)
                 if isinstance(value, tuple):  # a composite's named parts
-                    parts.append(f"{field}=[{', '.join(f'{n}={fmt(c)}' for n, c in zip(comp.names, value))}]")
-                else:
+                    names = getattr(comp, "names", range(len(value)))
+                    parts.append(f"{field}=[{', '.join(f'{n}={fmt(c)}' for n, c in zip(names, value))}]")
+                elif hasattr(value, "parameter_names"):  # a wrapped component
                     parts.append(f"{field}={fmt(value)}")
+                else:
+                    parts.append(f"{field}={value!r}")
             return f"{type(comp).__name__}({', '.join(parts)})"
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())

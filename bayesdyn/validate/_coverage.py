@@ -409,15 +409,10 @@ class _Run:
 def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
     cfg_path = out / "config.json"
     rdir = out / "realisations"
+    unrecorded = False  # resuming results whose config predates the "model" record
     if cfg_path.is_file() and resume:
         old = json.loads(cfg_path.read_text())
         unrecorded = "model" not in old and "model" in config and any(rdir.glob("r*.json"))
-        if unrecorded:
-            warnings.warn(
-                f"{out}/config.json does not record the fitted model (written before it did), so resuming cannot "
-                f"check that its realisations were fitted with {config['model']}; if the mock's model has changed "
-                "since, use another output folder or resume=False (--fresh)", RuntimeWarning, stacklevel=3,
-            )
         differ = sorted(k for k in set(old) | set(config) if k != "realisations" and old.get(k) != config.get(k)
                         and not (k == "model" and unrecorded))
         if differ and any(rdir.glob("r*.json")):
@@ -425,11 +420,19 @@ def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
                 f"{out} holds results of a run with other settings (they differ in {differ}); "
                 "use another output folder, or resume=False (--fresh) to discard them"
             )
+        if unrecorded:
+            warnings.warn(
+                f"{out}/config.json does not record the fitted model (written before it did), so resuming cannot "
+                f"check that its realisations were fitted with {config['model']}; if the mock's model has changed "
+                "since, use another output folder or resume=False (--fresh)", RuntimeWarning, stacklevel=3,
+            )
     if not resume and rdir.is_dir():
         for p in rdir.glob("r*.json"):
             p.unlink()
     rdir.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(json.dumps(config, indent=1))
+    # after an unchecked resume the model stays unrecorded: writing it would vouch for the old realisations
+    written = {k: v for k, v in config.items() if not (k == "model" and unrecorded)}
+    cfg_path.write_text(json.dumps(written, indent=1))
 
 
 def _flow_options(psd_options: dict[str, Any] | None) -> dict[str, Any]:
