@@ -706,6 +706,9 @@ def test_model_repr_shows_wrapped_and_summed_components():
     heavier = mw.bind({"halo.scale_density": 1.1 * float(mw["halo"].scale_density)})
     assert repr(PotentialModel(mw=mw)) != repr(PotentialModel(mw=heavier))
     assert "disk=MiyamotoNagai(" in repr(PotentialModel(mw=mw))
+    disks = {repr(PotentialModel(disk=bp.MN3ExponentialDisk(mass=5e10, scale_length=2.6, scale_height=0.3, sech2=s)))
+             for s in (True, False)}  # a static setting, not a parameter
+    assert len(disks) == 2
 
 
 def test_zhao_at_radius_in_a_pipeline_config():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import jax
@@ -162,8 +163,13 @@ class PotentialModel:
                     parts.append(f"{p}={float(val):.4g}")
                 else:
                     parts.append(f"{p}=<array {tuple(jnp.shape(val))}>")
-            for k in getattr(comp, "fixed_keywords", ()):  # fixed settings that are not parameters (r_ref)
+            fixed = tuple(getattr(comp, "fixed_keywords", ()))
+            for k in fixed:  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
+            if dataclasses.is_dataclass(comp):  # other static settings (MN3ExponentialDisk's sech2, a network's shape)
+                for f in dataclasses.fields(comp):
+                    if f.metadata.get("static") and f.name not in fixed and f.name != "names":
+                        parts.append(f"{f.name}={getattr(comp, f.name)!r}")
             for field in getattr(comp, "_subcomponent_fields", ()):  # what a wrapper or composite holds
                 value = getattr(comp, field)
                 if isinstance(value, tuple):  # a composite's named parts
