@@ -80,3 +80,31 @@ def test_quick_start_matches_readme():
     block = re.search(r"```bash\n(.*?)```", section, flags=re.S)
     assert block, "README.md has no bash block under '## Quick start'"
     assert block.group(1) in index, "docs/index.md's Quick start commands differ from README.md's; copy them over"
+
+
+def test_report_caveat_quotes_the_calibration_table():
+    """The pipeline report's CAVEAT states what docs/calibration/index.md's summary table measured for each member
+    design: the coverage ranges on the disk and NFW mocks and how many Gaia Challenge densities fall inside."""
+    from bayesdyn.pipeline._stages import member_caveat
+
+    text = (ROOT / "docs" / "calibration" / "index.md").read_text()
+    rows = [r for r in text.splitlines() if r.startswith("| disk (ii) |") or r.startswith("| nfw (i) |")
+            or r.startswith("| Gaia Challenge (iii) |") or r.startswith("| *earlier default")]
+    split = next(i for i, r in enumerate(rows) if r.startswith("| *earlier default"))
+    current, earlier = rows[:split], rows[split + 1:]
+    assert len(current) == 8 and len(earlier) == 3
+
+    def cov(rows, col):
+        return [float(v) for r in rows if not r.startswith("| Gaia") for v in re.findall(r"\d\.\d\d", r.split("|")[col])]
+
+    def inside(rows):
+        return re.search(r"(\d) of 8 inside", next(r for r in rows if r.startswith("| Gaia"))).group(1)
+
+    now = member_caveat({"n_members": 4, "n_resamples": 2, "seeds_per_resample": 2})
+    assert f"68 % coverage {min(cov(current, 5)):.2f}–{max(cov(current, 5)):.2f}" in now
+    assert f"95 % coverage {min(cov(current, 6)):.2f}–{max(cov(current, 6)):.2f}" in now
+    assert f"only {inside(current)} of 8 densities fall inside" in now
+    old = member_caveat({"n_members": 4})
+    disk = next(r for r in earlier if r.startswith("| disk"))
+    assert f"68 % coverage {disk.split('|')[5].strip()}" in old
+    assert f"{inside(earlier)} of 8 densities inside" in old
