@@ -618,8 +618,8 @@ def member_caveat(combine: dict) -> str:
         design = f"{combine.get('n_members')} bootstrap members, Rubin's rules"
         calib = ("Calibration on mocks (docs/calibration, R = 30, K = 4 one per resample): conservative on the "
                  "disk mock (68 % coverage 0.73–0.80), over-covering on an NFW-tracer mock (0.87–0.90 for the "
-                 "halo parameters); on the two Gaia Challenge mocks (the earlier ρ_s Zhao model) 8 of 8 densities inside their 95 % intervals, "
-                 "but with NUTS unconverged (max r̂ 1.13)")
+                 "halo parameters); on the two Gaia Challenge mocks (the earlier ρ_s Zhao model) 8 of 8 densities "
+                 "inside their 95 % intervals, but with NUTS unconverged (max r̂ 1.13)")
     return (f"CAVEAT: intervals combine one posterior per flow member ({design}; Student-t tails); they carry the "
             f"members' disagreement and the least-squares noise, not an error shared by all members (flow bias). "
             f"{calib}. An error shared by all members is not in these intervals.")
