@@ -92,6 +92,19 @@ def realisation(mock, r, seed, psd_extra=None):
     return real, spec, truth
 
 
+def _quiet(*_):
+    """A log that drops its messages (league.py's helpers take one)."""
+
+
+def _start():
+    """Each mode's start: its clock, the machine line, the league's settings and the disk mock."""
+    from bayesdyn import validate
+
+    t0 = time.time()
+    print(f"# machine: {machine()}", flush=True)
+    return t0, league.FULL, validate.DiskMock()
+
+
 def error_row(qs, truth, cells):
     """Per quantity: (relative error, relative σ, |error|/σ) of a method's cells against the truth."""
     row = {}
@@ -129,15 +142,10 @@ def main(argv=None):
     if a.node_bias:
         return node_bias(a)
 
-    from bayesdyn import validate
-
-    t0 = time.time()
-    print(f"# machine: {machine()}", flush=True)
-    s = league.FULL
+    t0, s, mock = _start()
     cfg = s["realisations"]
-    mock = validate.DiskMock()
     clock = league.Clock()
-    quiet = lambda *_: None  # noqa: E731
+    quiet = _quiet
     err = {v: [] for v in ["jeans", *a.variants]}  # per variant: list over realisations of {key: (rel err, rel σ, |pull|)}
     keys = None
     for r in range(a.realisations):
@@ -201,13 +209,9 @@ def members(a):
     import jax
 
     import bayesdyn as bd
-    from bayesdyn import validate
 
-    t0 = time.time()
-    print(f"# machine: {machine()}", flush=True)
-    s = league.FULL
-    mock = validate.DiskMock()
-    quiet = lambda *_: None  # noqa: E731
+    t0, s, mock = _start()
+    quiet = _quiet
     nuts = dict(s["nuts"])
     rows = []  # per realisation: {key: (combined relative error, members' relative errors as a (J, L) array)}
     keys = None
@@ -323,13 +327,8 @@ def node_bias(a):
     """``--node-bias``: the flows' node errors by position, and linear refits that locate the fit's shared error."""
     import jax
 
-    from bayesdyn import validate
-
-    t0 = time.time()
-    print(f"# machine: {machine()}", flush=True)
-    s = league.FULL
-    mock = validate.DiskMock()
-    quiet = lambda *_: None  # noqa: E731
+    t0, s, mock = _start()
+    quiet = _quiet
     shells = [(0.0, 0.5), (0.5, 0.75), (0.75, 1.0), (1.0, 1.25), (1.25, 1.5)]
     directions = [("towards the Galactic centre (+x)", 0, 1), ("away from it (−x)", 0, -1), ("+y", 1, 1),
                   ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
