@@ -217,7 +217,7 @@ def test_nodes_stay_inside_the_catalog_volume(tmp_path):
         small.node_radius(cat)
 
 
-def test_psd_table_passes_seeds_per_resample_support_core_flow_and_radial_map(tmp_path, monkeypatch):
+def test_psd_table_passes_seeds_per_resample_support_core_flow_radial_and_axis_map(tmp_path, monkeypatch):
     """[psd] seeds_per_resample and support_core reach fit_psd; "auto" (the default) is resolved before the stage's
     cache key is made, so the key says what is trained: seed pairs for the default K = 4, and for one member per
     resample (L = 1) or support_core = 0 the key earlier versions wrote (their run folders stay valid)."""
@@ -240,19 +240,22 @@ def test_psd_table_passes_seeds_per_resample_support_core_flow_and_radial_map(tm
     monkeypatch.setattr(_stages, "_fingerprint", lambda *parts: keys.append(parts) or real_fp(*parts))
     cat = bd.Catalog(x=np.zeros((10, 3)), v=np.zeros((10, 3)))
     tables = ({}, {"seeds_per_resample": 1}, {"ensemble": 2}, {"seeds_per_resample": "auto", "ensemble": 6},
-              {"seeds_per_resample": 2, "support_core": 0.6}, {"flow": "sas_maf", "radial_map": 0})
+              {"seeds_per_resample": 2, "support_core": 0.6}, {"flow": "sas_maf", "radial_map": 0},
+              {"axis_map": [0, 0, 1]})
     for table in tables:
         run = Run(validate_config({"psd": table}), folder=tmp_path / str(len(calls)), log=lambda *_: None)
         with pytest.raises(Stop):
             run.psd(cat)
-    assert [c["seeds_per_resample"] for c in calls] == [2, 1, 1, 2, 2, 2]
+    assert [c["seeds_per_resample"] for c in calls] == [2, 1, 1, 2, 2, 2, 2]
+    assert calls[0]["axis_map"] is None and calls[6]["axis_map"] == [0.0, 0.0, 1.0]
+    assert keys[6][0]["axis_map"] == [0.0, 0.0, 1.0] and "axis_map" not in keys[0][0]
     assert calls[0]["support_core"] == 0.0 and calls[4]["support_core"] == 0.6
     assert (calls[0]["flow"], calls[0]["radial_map"]) == ("maf", "auto")
     assert (calls[5]["flow"], calls[5]["radial_map"]) == ("sas_maf", 0.0)
     assert keys[5][0]["flow"] == "sas_maf" and keys[5][0]["radial_map"] == 0.0
     assert keys[0][0]["seeds_per_resample"] == 2 and "support_core" not in keys[0][0]
     for k in (1, 2):  # one member per resample, the default flows: the key of earlier versions
-        assert not {"seeds_per_resample", "support_core", "flow", "radial_map"} & set(keys[k][0])
+        assert not {"seeds_per_resample", "support_core", "flow", "radial_map", "axis_map"} & set(keys[k][0])
     assert keys[4][0]["seeds_per_resample"] == 2 and keys[4][0]["support_core"] == 0.6
     assert keys[0][0] == {**keys[1][0], "seeds_per_resample": 2}  # "auto" keys exactly as an explicit 2
 
@@ -267,4 +270,8 @@ def test_psd_table_passes_seeds_per_resample_support_core_flow_and_radial_map(tm
         validate_config({"psd": {"support_core": 1.0}})
     for table in ({"flow": "glow"}, {"radial_map": "none"}, {"radial_map": -1}, {"radial_map": True}):
         with pytest.raises(ConfigError, match="psd.flow|psd.radial_map"):
+            validate_config({"psd": table})
+    for table in ({"axis_map": [0, 1]}, {"axis_map": [0, 0, -1]}, {"axis_map": [0, 0, True]}, {"axis_map": "z"},
+                  {"axis_map": [0, 0, 1], "radial_map": 1.0}):
+        with pytest.raises(ConfigError, match="psd.axis_map"):
             validate_config({"psd": table})

@@ -27,7 +27,16 @@ from bayesdyn.psd import PSDFileError, fit_psd, load_psd, score_errors
 from bayesdyn.psd import _train
 from bayesdyn.psd._flows import reference_log_prob
 from bayesdyn.psd._io import _canonical
-from bayesdyn.psd._transforms import ball_map, ball_unmap, cusp_map, cusp_unmap, radial_map, radial_unmap
+from bayesdyn.psd._transforms import (
+    axis_map,
+    axis_unmap,
+    ball_map,
+    ball_unmap,
+    cusp_map,
+    cusp_unmap,
+    radial_map,
+    radial_unmap,
+)
 
 N = 3000
 NU = 4.0  # Student-t degrees of freedom of the positions
@@ -145,6 +154,66 @@ def test_radial_map_jacobian_and_inverse():
         assert np.all(np.isfinite(grad0))  # smooth through the origin
 
 
+def test_axis_map_jacobian_inverse_and_radial_map_on_the_axis():
+    """log-det = log|det J| (autodiff), exact inverse, unmapped axes untouched; on the mapped axis it equals the radial map."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        z = jnp.asarray(rng.normal(size=(40, 3)) * np.repeat([[0.003], [1.0], [30.0], [1e-9]], 10, axis=0))
+        scales = jnp.asarray([0.0, 2.0, 0.7])
+
+        @jax.jit
+        def check(z):
+            u, log_det = axis_map(z, scales)
+            jac = jax.vmap(jax.jacobian(lambda a: axis_map(a, scales)[0]))(z)
+            return u, log_det, jnp.linalg.slogdet(jac)[1], axis_unmap(u, scales)
+
+        u, log_det, ref, back = check(z)
+        assert_allclose(log_det, ref, rtol=0, atol=1e-12)
+        assert_allclose(back, z, rtol=1e-12, atol=1e-12)
+        assert_array_equal(np.asarray(u[:, 0]), np.asarray(z[:, 0]))
+        assert_allclose(np.asarray(u[:, 2]), 0.7 * np.arcsinh(np.asarray(z[:, 2]) / 0.7), rtol=1e-12)
+        on_axis = jnp.zeros((5, 3)).at[:, 2].set(jnp.asarray([-9.0, -1.0, 0.1, 1.0, 4.0]))
+        u_a, ld_a = axis_map(on_axis, jnp.asarray([0.0, 0.0, 1.0]))
+        u_r, _ = radial_map(on_axis, 1.0)
+        assert_allclose(np.asarray(u_a), np.asarray(u_r), rtol=1e-12)
+        # one axis compressed: only its factor 1/sqrt(1 + z²) (the radial map has two more, tangential)
+        assert_allclose(np.asarray(ld_a), -0.5 * np.log1p(np.asarray(on_axis[:, 2]) ** 2), rtol=1e-12)
+
+
+def test_fit_psd_axis_map(tmp_path):
+    """axis_map=(0, 0, s): the vertical axis alone is mapped, the radial map is off, n(x) still integrates to N,
+    the file keeps the map (format 7), and bad values or a second map are refused with the fix."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    x = rng.normal(size=(n, 3)) * [1.0, 1.0, 0.3]
+    x[:, 2] = rng.laplace(size=n) * 0.3  # exponential vertical tails
+    cat = bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0)
+    psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=3, **{**TINY, "radial_map": "auto"}, axis_map=(0, 0, 1))
+    assert psd.info["axis_map"] == [0.0, 0.0, 1.0]
+    assert psd.info["radial_map"] == 0.0 and psd.info["radial_map_rule"] == "off: axis_map given"
+    assert "asinh(·/s_i) per axis (s = [0.0, 0.0, 1.0])" in psd.summary()
+    # ∫ n dx = N by importance sampling from a broad Gaussian
+    m = 40_000
+    sig = np.array([3.0, 3.0, 2.0])
+    xx = rng.normal(size=(m, 3)) * sig
+    logq = -0.5 * np.sum((xx / sig) ** 2, axis=1) - np.log((2 * np.pi) ** 1.5 * np.prod(sig))
+    w = np.exp(np.asarray(psd.log_number_density_members(xx), np.float64)[0] - logq)
+    assert abs(w.mean() / n - 1) < 5 * w.std() / np.sqrt(m) / n + 0.01, w.mean() / n
+    psd.save(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "psd.json").read_text())["format_version"] == 7
+    back = load_psd(tmp_path / "a")
+    assert_array_equal(np.asarray(back.preprocessing.axis_scale), [0.0, 0.0, 1.0])
+    assert_array_equal(np.asarray(back.log_prob(cat.x[:50], cat.v[:50])), np.asarray(psd.log_prob(cat.x[:50], cat.v[:50])))
+    prep = psd.preprocessing
+    u, _ = prep.position_to_latent(jnp.asarray(cat.x[:50], jnp.float32))
+    assert_allclose(np.asarray(prep.latent_to_position(u)), cat.x[:50], atol=1e-5)
+    for bad in ((0, 1), (0, 0, -1), (0, 0, float("nan")), "z"):
+        with pytest.raises(ValueError, match="three radii ≥ 0"):
+            fit_psd(cat, ensemble=1, seed=0, max_epochs=1, **TINY, axis_map=bad)
+    with pytest.raises(ValueError, match="not both"):
+        fit_psd(cat, ensemble=1, seed=0, max_epochs=1, **TINY, axis_map=(0, 0, 1))  # TINY has radial_map=1
+
+
 @pytest.mark.parametrize("core", [0.0, 0.6])
 def test_ball_map_jacobian_and_inverse(core):
     with jax.enable_x64(True):
@@ -222,7 +291,7 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     est, err = wts.mean(), wts.std() / np.sqrt(m)
     assert abs(est / cat.n - 1) < 5 * err / cat.n + 0.01, (est, err)
     cored.save(tmp_path / "c")
-    assert json.loads((tmp_path / "c" / "psd.json").read_text())["format_version"] == 6
+    assert json.loads((tmp_path / "c" / "psd.json").read_text())["format_version"] == 7
     back = load_psd(tmp_path / "c")
     assert float(back.preprocessing.support_core) == pytest.approx(0.6)
     x20 = jnp.asarray(cat.x[:20], jnp.float32)
@@ -527,7 +596,7 @@ def test_spherical_velocity_frame_basis_is_a_rotation_with_r_hat_first():
         z3, o3, s0 = jnp.zeros(3), jnp.ones(3), jnp.zeros(())
         x, v = jnp.asarray(x), jnp.asarray(v)
         for frame in (0.0, 1.0, 2.0):
-            p = Preprocessing(z3, o3, z3, o3, s0, z3, s0, jnp.asarray(frame), s0, s0, s0)
+            p = Preprocessing(z3, o3, z3, o3, s0, z3, s0, jnp.asarray(frame), s0, s0, s0, z3)
             e = np.stack([np.asarray(b) for b in p._basis(x)], axis=-2)  # (N, 3 rows, 3)
             assert_allclose(e @ np.swapaxes(e, -1, -2), np.broadcast_to(np.eye(3), e.shape), atol=1e-12)
             assert_allclose(np.linalg.det(e), 1.0, atol=1e-12)  # right-handed
@@ -570,7 +639,7 @@ def test_spherical_velocity_frame_auto_for_an_anisotropic_sphere():
     s_x, s_v = psd.score(x[:200], v[:200])
     assert np.isfinite(np.asarray(s_x)).all() and np.isfinite(np.asarray(s_v)).all()
     psd.save(_tmp := Path(tempfile.mkdtemp()) / "sph")
-    assert json.loads((_tmp / "psd.json").read_text())["format_version"] == 6
+    assert json.loads((_tmp / "psd.json").read_text())["format_version"] == 7
     again = load_psd(_tmp)
     assert_array_equal(np.asarray(again.log_prob(x[:50], v[:50])), np.asarray(psd.log_prob(x[:50], v[:50])))
 
@@ -647,11 +716,27 @@ def test_cusp_map_jacobian_inverse_and_auto_rule(tmp_path):
     assert cored.info["cusp_map"] == [0.0, 0.0], cored.info["cusp_map_rule"]
 
 
+def test_format_6_files_load_with_the_axis_map_off(psd, data, tmp_path, monkeypatch):
+    """A density saved by format 6 (no per-axis-map leaf) loads with axis_scale = 0 and the same log f."""
+    from bayesdyn.psd import _density
+
+    old = eqx.tree_at(lambda p: p.axis_scale, psd.preprocessing, None)
+    six = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
+    monkeypatch.setattr(_density, "FORMAT_VERSION", 6)
+    six.save(tmp_path / "v6")
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "v6" / "psd.json").read_text())["format_version"] == 6
+    back = load_psd(tmp_path / "v6")
+    assert_array_equal(np.asarray(back.preprocessing.axis_scale), np.zeros(3))
+    cat, _, _ = data
+    assert_array_equal(back.log_prob(cat.x[:50], cat.v[:50]), psd.log_prob(cat.x[:50], cat.v[:50]))
+
+
 def test_format_5_files_load_with_the_whole_ball_map(psd, data, tmp_path, monkeypatch):
     """A density saved by format 5 (no support-core leaf) loads with support_core = 0 and the same log f."""
     from bayesdyn.psd import _density
 
-    old = eqx.tree_at(lambda p: p.support_core, psd.preprocessing, None)
+    old = eqx.tree_at(lambda p: (p.support_core, p.axis_scale), psd.preprocessing, (None, None))
     five = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
     monkeypatch.setattr(_density, "FORMAT_VERSION", 5)
     five.save(tmp_path / "v5")
@@ -667,7 +752,8 @@ def test_format_3_files_load_with_the_cusp_map_off(psd, data, tmp_path, monkeypa
     """A density saved by the previous format (no cusp-map leaves) loads, with the map off and the same log f."""
     from bayesdyn.psd import _density
 
-    old = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core, p.support_core), psd.preprocessing, (None, None, None))
+    old = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core, p.support_core, p.axis_scale), psd.preprocessing,
+                      (None, None, None, None))
     three = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
     monkeypatch.setattr(_density, "FORMAT_VERSION", 3)
     three.save(tmp_path / "v3")

@@ -71,6 +71,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "flow": "maf",
         # fit_psd's radial_map: "auto", or the radius s in robust standard deviations (0 = no map)
         "radial_map": "auto",
+        # fit_psd's axis_map: per-axis radii [s_x, s_y, s_z] of z_i → s_i·asinh(z_i/s_i) in robust standard
+        # deviations (0 = that axis unmapped), instead of the radial map; [] = none
+        "axis_map": [],
     },
     "nodes": {
         "n": 64,  # nodes where accelerations are estimated
@@ -241,6 +244,12 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     for key in ("velocity_error_kms", "position_error_kpc"):
         if not er[key] >= 0:
             raise ConfigError(f"'errors.{key}' must be ≥ 0 (0 with the other 0: use the Gaia error columns), got {er[key]}")
+    am = ps["axis_map"]
+    if am and (len(am) != 3 or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not a >= 0 for a in am)):
+        raise ConfigError(f"'psd.axis_map' must be [] or three radii ≥ 0 (e.g. [0, 0, 1] for the vertical axis), got {am!r}")
+    if any(am) and ps["radial_map"] not in ("auto", 0.0):
+        raise ConfigError("'psd.axis_map' and 'psd.radial_map' > 0 are two maps of the positions; set radial_map = 0")
+    ps["axis_map"] = [float(a) for a in am]
     if not 0 <= ps["support_core"] < 1:
         raise ConfigError(f"'psd.support_core' must be in [0, 1) (a fraction of the support radius), got {ps['support_core']}")
     if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:

@@ -166,7 +166,7 @@ class Run:
         p = {**self.cfg["psd"], "seeds_per_resample": resolve_seeds_per_resample(
             self.cfg["psd"]["ensemble"], self.cfg["psd"]["seeds_per_resample"], self.cfg["psd"]["bootstrap"])}
         # options added later enter the key only when set, so that run folders of earlier versions stay valid
-        later = {"seeds_per_resample": 1, "support_core": 0.0, "flow": "maf", "radial_map": "auto"}
+        later = {"seeds_per_resample": 1, "support_core": 0.0, "flow": "maf", "radial_map": "auto", "axis_map": []}
         key = _fingerprint({k: v for k, v in p.items() if later.get(k, object()) != v}, self.cfg["seed"], data_key)
         folder = self.folder / name
         tag = f"[{name}]"
@@ -198,6 +198,7 @@ class Run:
                 support_core=p["support_core"],
                 flow=p["flow"],
                 radial_map=p["radial_map"],
+                axis_map=p["axis_map"] or None,
                 checkpoint_dir=self.folder / (name + "_checkpoint"),
                 progress=self.progress,
             )

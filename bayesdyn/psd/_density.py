@@ -22,10 +22,10 @@ from ._transforms import Preprocessing
 __all__ = ["PhaseSpaceDensity", "load_psd", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bayesdyn.psd"
-FORMAT_VERSION = 6  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map; 5: spherical velocity frame;
-#                     6: support map with an untouched core
+FORMAT_VERSION = 7  # 2: spherical support map; 3: cylindrical velocity frame; 4: cusp map; 5: spherical velocity frame;
+#                     6: support map with an untouched core; 7: per-axis map
 #: older versions that load_psd still reads (the transforms they lack are off)
-READS_VERSIONS = (3, 4, 5, 6)
+READS_VERSIONS = (3, 4, 5, 6, 7)
 #: how summary() writes the velocity frame (Preprocessing.cylindrical: 0, 1, 2)
 _FRAME_LABEL = {1: "(v_R, v_φ, v_z) → ", 2: "(v_r, v_θ, v_φ) → "}
 
@@ -326,6 +326,8 @@ class PhaseSpaceDensity:
                 else ""
             )
             + (f" → ·s·asinh(r/s)/r (s = {float(p.radial_scale):g})" if float(p.radial_scale) > 0 else "")
+            + (f" → s_i·asinh(·/s_i) per axis (s = {np.round(np.asarray(p.axis_scale), 4).tolist()})"
+               if np.any(np.asarray(p.axis_scale) > 0) else "")
             + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()}, "
             f"s = {np.round(np.asarray(p.x_scale), 4).tolist()}"
             + (" (mapped units)" if float(p.support_radius) > 0 else " kpc"),
@@ -376,8 +378,9 @@ def _count(n: Any, name: str) -> int:
 def _skeleton(config: FlowConfig, k: int, dtype, version: int = FORMAT_VERSION) -> tuple[Member, Preprocessing]:
     """A freshly built density of the saved architecture, to be filled from the file.
 
-    For format 3 the cusp-map fields, and before format 6 the support core, are
-    None (no leaves, as in the file) and are set to "off" after reading.
+    For format 3 the cusp-map fields, before format 6 the support core and before
+    format 7 the per-axis map are None (no leaves, as in the file) and are set to
+    "off" after reading.
     """
     members = build_ensemble(prng_key(0), config, k)
     if _dtype(members) != dtype:
@@ -386,7 +389,8 @@ def _skeleton(config: FlowConfig, k: int, dtype, version: int = FORMAT_VERSION) 
     s = jnp.zeros((), dtype)
     cusp = (s, s) if version >= 4 else (None, None)
     core = s if version >= 6 else None
-    return members, Preprocessing(z, z, z, z, s, z, s, s, *cusp, core)
+    axes = z if version >= 7 else None
+    return members, Preprocessing(z, z, z, z, s, z, s, s, *cusp, core, axes)
 
 
 def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
@@ -422,4 +426,6 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
                            is_leaf=lambda a: a is None)
     if version < 6:
         prep = eqx.tree_at(lambda p: p.support_core, prep, jnp.zeros((), dtype), is_leaf=lambda a: a is None)
+    if version < 7:
+        prep = eqx.tree_at(lambda p: p.axis_scale, prep, jnp.zeros(3, dtype), is_leaf=lambda a: a is None)
     return PhaseSpaceDensity(members, prep, config, n_stars=n_stars, info=header.get("info", {}))

@@ -55,6 +55,22 @@ def _radius(radial_map: Any, z: np.ndarray) -> tuple[float, str]:
     return float(radial_map), "given"
 
 
+def _axes(axis_map: Any) -> np.ndarray:
+    """The per-axis map's radii s_i (3,), zeros for None; ValueError names a bad entry."""
+    if axis_map is None or axis_map is False:
+        return np.zeros(3)
+    try:
+        axes = np.asarray(axis_map, dtype=float)
+    except (TypeError, ValueError):
+        axes = np.full(1, np.nan)
+    if axes.shape != (3,) or not np.all(np.isfinite(axes) & (axes >= 0)):
+        raise ValueError(
+            f"axis_map={axis_map!r} must be three radii ≥ 0 in robust standard deviations, one per axis "
+            "(0: that axis unmapped), e.g. (0, 0, 1) for a disk's vertical axis; or None"
+        )
+    return axes
+
+
 #: "auto" uses a recorded support sphere only when the stars reach its edge:
 #: max distance from its centre ≥ this fraction of its radius.
 SUPPORT_REACH = 0.98
@@ -237,6 +253,7 @@ def fit_psd(
     depth: int = 1,
     activation: str = "gelu",
     radial_map: float | str = "auto",
+    axis_map: Any = None,
     support: Any = "auto",
     support_core: float = 0.0,
     velocity_frame: str = "auto",
@@ -299,6 +316,13 @@ def fit_psd(
             density at the Sun) better with it, at |z| = 1 kpc and near the
             sphere's edge better without (docs/flows.md,
             ``benchmarks/radial_map_disk.py``).
+        axis_map: per-axis radii (s_x, s_y, s_z) ≥ 0 in robust standard
+            deviations of the map z_i → s_i·asinh(z_i/s_i) of the standardised
+            positions (0 leaves an axis unmapped), applied instead of the radial
+            map: e.g. ``(0, 0, 1)`` makes a disk's vertical tails light and leaves
+            the in-plane directions, and so the slopes near a support sphere's
+            edge, untouched. None (default): no per-axis map. Given, it turns
+            ``radial_map="auto"`` off; with a radial radius > 0 it is an error.
         support: a sphere that bounds the sample by selection, ``(center [kpc] (3,),
             radius [kpc])``: positions are mapped from the ball onto all of space
             (y = (x − c)/R → y·atanh|y|/|y|, with its Jacobian in log f), so the
@@ -397,7 +421,7 @@ def fit_psd(
     # the flows are float32 and int32: fit them the same way whatever the global x64
     # setting, so that a seed gives the same density under either
     with jax.enable_x64(False):
-        return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support,
+        return _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, axis_map, support,
                     support_core, velocity_frame, radial_condition, cusp_map, batch_size, max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm,
                     bootstrap, seeds_per_resample, checkpoint_dir, progress)
 
@@ -438,7 +462,8 @@ def check_seeds_per_resample(ensemble: int, seeds_per_resample: Any, bootstrap: 
         )
 
 
-def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, support, support_core,
+def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radial_map, axis_map, support,
+         support_core,
          velocity_frame,
          radial_condition, cusp_map, batch_size,
          max_epochs, patience, val_fraction, learning_rate, final_learning_rate, clip_norm, bootstrap,
@@ -494,7 +519,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     zero, one = jnp.zeros(3, f32), jnp.ones(3, f32)
     bare = Preprocessing(zero, one, zero, one, jnp.zeros((), f32), jnp.asarray(s_center, f32),
                          jnp.asarray(s_radius, f32), jnp.asarray(cyl, f32), jnp.zeros((), f32), jnp.zeros((), f32),
-                         jnp.asarray(s_core, f32))
+                         jnp.asarray(s_core, f32), zero)
     xs = np.asarray(jax.jit(lambda p, a: p.support_to_space(a)[0])(bare, jnp.asarray(x, f32)), np.float64)
     if not np.isfinite(xs).all():
         raise FloatingPointError("the support map produced non-finite positions; a star lies on the support's edge")
@@ -507,7 +532,16 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     zc = (xs - x_loc) / x_scale
     if c_power > 0:
         zc = np.asarray(cusp_map_fn(jnp.asarray(zc, f32), c_power, c_core)[0], np.float64)
-    radius, radius_rule = _radius(radial_map, zc)
+    axes = _axes(axis_map)
+    if axes.any() and radial_map == "auto":
+        radius, radius_rule = 0.0, "off: axis_map given"
+    else:
+        radius, radius_rule = _radius(radial_map, zc)
+        if axes.any() and radius > 0:
+            raise ValueError(
+                f"radial_map={radial_map!r} and axis_map={axis_map!r}: use one map of the positions, not both "
+                "(radial_map=None with axis_map)"
+            )
     vr = np.asarray(jax.jit(lambda p, a, b: p.velocity_to_latent(b, a)[0])(
         bare, jnp.asarray(x, f32), jnp.asarray(v, f32)), np.float64)
     v_loc, v_scale = robust_loc_scale(vr, "catalog.v")
@@ -523,6 +557,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         jnp.asarray(c_power, f32),
         jnp.asarray(c_core, f32),
         jnp.asarray(s_core, f32),
+        jnp.asarray(axes, f32),
     )
     u, w, ldx, ldv = (np.asarray(a) for a in _to_latent(prep, jnp.asarray(x, f32), jnp.asarray(v, f32)))
     if not (np.isfinite(u).all() and np.isfinite(w).all()):
@@ -537,6 +572,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "velocity_frame": cyl,
         "cusp_map": [float(c_power), float(c_core)],
     }
+    if axes.any():  # only when set, so that earlier checkpoints stay valid
+        fingerprint["axis_map"] = axes.tolist()
     members, info, val_idx = train_ensemble(
         u,
         w,
@@ -552,6 +589,7 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "seed": int(seed),
         "radial_map": radius,
         "radial_map_rule": radius_rule,
+        "axis_map": axes.tolist(),
         "support_center_kpc": [float(c) for c in s_center],
         "support_radius_kpc": float(s_radius),
         "support_rule": support_rule,

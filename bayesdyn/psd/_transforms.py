@@ -9,7 +9,8 @@ k < 3 near the centre) is mapped with ``z → z·(r²/(r² + c²))^((p−1)/2)``
 which stretches the centre so that the cusp — which a smooth flow cannot
 represent and smears over its surroundings — becomes a flat core whose exact
 r^(k−3) behaviour is carried by the Jacobian; then positions are optionally mapped radially with ``z → z · s·asinh(|z|/s)/|z|``
-so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become light; velocities are centred
+so that heavy spatial tails (Plummer: ρ ∝ r⁻⁵) become light, or per axis with
+``z_i → s_i·asinh(z_i/s_i)`` (e.g. a disk's vertical axis only); velocities are centred
 and scaled per axis — optionally after rotating them into the local cylindrical
 frame (v_R, v_φ, v_z) about the z axis at each position, so that a disk's rotation,
 whose direction turns with azimuth, is exact rather than learnt, or into the local
@@ -33,6 +34,8 @@ __all__ = [
     "robust_loc_scale",
     "radial_map",
     "radial_unmap",
+    "axis_map",
+    "axis_unmap",
     "ball_map",
     "ball_unmap",
     "cusp_map",
@@ -102,6 +105,34 @@ def radial_map(z: Array, scale: float = 1.0) -> tuple[Array, Array]:
     # d = 3: det J = g'(r) (g(r)/r)², g(r) = s·asinh(r/s), g'(r) = 1/sqrt(1 + (r/s)²)
     log_det = -0.5 * jnp.log1p(rho2) + 2.0 * jnp.log(ratio)
     return z * ratio[..., None], log_det
+
+
+def axis_map(z: Array, scales: Array) -> tuple[Array, Array]:
+    """The per-axis map u_i = s_i·asinh(z_i/s_i) (identity where s_i = 0) and its log-Jacobian determinant.
+
+    Unlike :func:`radial_map`, each axis is compressed on its own: a disk's
+    vertical tails can be made light without touching the in-plane directions.
+
+    Args:
+        z: points, shape (..., 3), dimensionless.
+        scales: s_i ≥ 0 per axis, shape (3,); 0 leaves that axis unmapped.
+
+    Returns:
+        (u, log|det ∂u/∂z|) with shapes (..., 3) and (...).
+    """
+    on = scales > 0
+    s = jnp.where(on, scales, 1.0)
+    q = z / s
+    u = jnp.where(on, s * jnp.arcsinh(q), z)
+    log_det = jnp.sum(jnp.where(on, -0.5 * jnp.log1p(q * q), 0.0), axis=-1)
+    return u, log_det
+
+
+def axis_unmap(u: Array, scales: Array) -> Array:
+    """Inverse of :func:`axis_map`: z_i = s_i·sinh(u_i/s_i) (identity where s_i = 0)."""
+    on = scales > 0
+    s = jnp.where(on, scales, 1.0)
+    return jnp.where(on, s * jnp.sinh(u / s), u)
 
 
 def cusp_map(z: Array, power: Array, core: Array) -> tuple[Array, Array]:
@@ -247,6 +278,9 @@ class Preprocessing(eqx.Module):
         support_core: the fraction r₀ of the support's radius that the support map
             leaves untouched (:func:`ball_map`), shape (); 0 for the atanh map of
             the whole ball (format 6; older files: 0).
+        axis_scale: the radii s_i of :func:`axis_map`, applied after the radial
+            map, per axis in units of ``x_scale``, shape (3,); 0 leaves an axis
+            unmapped (format 7; older files: zeros).
     """
 
     x_loc: Array
@@ -260,6 +294,7 @@ class Preprocessing(eqx.Module):
     cusp_power: Array
     cusp_core: Array
     support_core: Array
+    axis_scale: Array
 
     def support_to_space(self, x: Array) -> tuple[Array, Array]:
         """Positions [kpc] → the support's mapped coordinates and their log-Jacobian (identity without support)."""
@@ -288,10 +323,13 @@ class Preprocessing(eqx.Module):
         log_det = log_det + jnp.where(cusp, ldc, 0.0)
         on = self.radial_scale > 0
         u, ld = radial_map(z, jnp.where(on, self.radial_scale, 1.0))
-        return jnp.where(on, u, z), jnp.where(on, ld, 0.0) + log_det
+        u, log_det = jnp.where(on, u, z), jnp.where(on, ld, 0.0) + log_det
+        u, ld = axis_map(u, self.axis_scale)
+        return u, ld + log_det
 
     def latent_to_position(self, u: Array) -> Array:
         """Inverse of :meth:`position_to_latent`; returns positions [kpc]."""
+        u = axis_unmap(u, self.axis_scale)
         on = self.radial_scale > 0
         z = jnp.where(on, radial_unmap(u, jnp.where(on, self.radial_scale, 1.0)), u)
         cusp = self.cusp_power > 0
