@@ -19,7 +19,7 @@ the league's settings are not changed by it (the calibration that vouches for th
 
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
     python benchmarks/league_nodes.py --members [--realisations 20]
-    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--psd-option KEY=VALUE ...]
+    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--score-split] [--psd-option KEY=VALUE ...]
 
 ``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
 combine="members")`` (the league's ``"auto"`` is this, for the flows' 2 resamples × 2 seeds) and reads the four
@@ -41,6 +41,9 @@ truth: none of them is a setting to adopt. ``--tilt`` repeats it with the flows'
 tilt e^t(x) (``dust_tilt.fit_tilt``: MLP 64×2, 3000 steps, maximum likelihood on the realisation's stars, 10 %
 held out), ∇t added to every member's s_x, to see whether a finer n(x) removes the error (the tilt ~95 s, a
 realisation ~4 min on 2 cores beside another run).
+``--score-split`` repeats it with the flows' position scores and the mock's exact velocity scores, and the
+reverse (``DiskTruth.score``: finite differences of galpy's quasi-isothermal DF at the flows' velocity draws,
+~30 s per realisation), to see which score carries the error.
 ``--psd-option KEY=VALUE`` (repeatable) does the same on other flows for the same stars, e.g. ``bootstrap=false
 seeds_per_resample=1``: four members trained on all the stars with the league's seeds (fitted once, 100–270 s per
 realisation on 2 cores, and cached in the calibration's cache under their own key).
@@ -124,6 +127,9 @@ def main(argv=None):
     ap.add_argument("--members", action="store_true", help="split the shared error into training and resampling")
     ap.add_argument("--node-bias", action="store_true", help="where the shared error lies among the nodes (no NUTS)")
     ap.add_argument("--tilt", action="store_true", help="with --node-bias: also with a learnt tilt of the flows' n(x)")
+    ap.add_argument("--score-split", action="store_true",
+                    help="with --node-bias: also with the flows' position scores and the exact velocity scores, and "
+                         "the reverse (finite differences of the mock's DF at the same velocities)")
     ap.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
                     help="with --node-bias: other flows for the same stars (fit_psd setting, repeatable; e.g. "
                          "bootstrap=false); the league's NUTS column is then left out")
@@ -132,8 +138,8 @@ def main(argv=None):
         ap.error("--realisations must be at least 1")
     if a.members and a.node_bias:
         ap.error("--members and --node-bias are two separate runs: give one")
-    if (a.tilt or a.psd_option) and not a.node_bias:
-        ap.error("--tilt and --psd-option apply to --node-bias only")
+    if (a.tilt or a.psd_option or a.score_split) and not a.node_bias:
+        ap.error("--tilt, --score-split and --psd-option apply to --node-bias only")
     if (a.members or a.node_bias) and a.variants is not None:
         ap.error("--variants applies to the node-draw comparison only (without --members or --node-bias)")
     a.variants = a.variants or list(VARIANTS)
@@ -288,6 +294,37 @@ class _TiltedScores:
         return np.asarray(s_x) + np.asarray(self.grad_tilt(jnp.asarray(np.asarray(x) - self.origin)))[None], s_v
 
 
+class _CrossedScores:
+    """A flow ensemble with one of its scores replaced by the mock's exact one (``--node-bias --score-split``):
+    ``which="x"`` keeps the flows' s_x and takes the exact s_v; ``"v"`` the reverse. The velocities are the
+    flows' draws (the same seed gives the same draws as the flows' own estimate); the exact scores are finite
+    differences of the DF (``DiskTruth.score``), computed once per draw set and shared through ``memo``."""
+
+    LABELS = {"x": "flows' s_x, exact s_v", "v": "exact s_x, flows' s_v"}
+
+    def __init__(self, psd, truth, which, memo):
+        self.psd, self.truth, self.which, self.memo = psd, truth, which, memo
+        self.info, self.n_members, self.sun = psd.info, psd.n_members, getattr(psd, "sun", None)
+
+    def sample_velocities(self, x, n, seed):
+        return self.psd.sample_velocities(x, n, seed)
+
+    def score_members(self, x, v):
+        import hashlib
+
+        x, v = np.asarray(x), np.asarray(v)
+        key = hashlib.sha256(x.tobytes() + v.tobytes()).hexdigest()
+        if key not in self.memo:
+            self.memo.clear()
+            self.memo[key] = tuple(np.asarray(t, np.float64) for t in self.truth.score(x.astype(np.float64),
+                                                                                    v.astype(np.float64)))
+        ex_x, ex_v = self.memo[key]
+        s_x, s_v = (np.asarray(t) for t in self.psd.score_members(x, v))
+        if self.which == "x":
+            return s_x, np.broadcast_to(ex_v.astype(s_v.dtype), s_v.shape)
+        return np.broadcast_to(ex_x.astype(s_x.dtype), s_x.shape), s_v
+
+
 def _linear_disk_fit(model, x, a, cov):
     """Generalised least squares of ``model``'s free parameters, which must be amplitudes (the acceleration linear
     in them, as the disk model's disk mass and halo ρ_s), to accelerations a (P, 3) with covariances cov (P, 3, 3).
@@ -334,7 +371,8 @@ def node_bias(a):
                   ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
     variants = ["all nodes, member covariances", "all nodes, combined covariance", "nodes < 1 kpc from the Sun",
                 "nodes ≥ 1 kpc from the Sun"]
-    flows = ["flows", "flows × e^t"] if a.tilt else ["flows"]
+    flows = ["flows"] + (["flows × e^t"] if a.tilt else []) + (list(_CrossedScores.LABELS.values())
+                                                                 if a.score_split else [])
     nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
     fits = {(f, v): [] for f in flows for v in variants}  # per (flows, variant): list of {key: rel error}
     nuts, keys = [], None
@@ -361,6 +399,10 @@ def node_bias(a):
             _, grad_tilt, gain = tilt_of(real["catalog"].x, psd, spec.sun)
             sources["flows × e^t"] = _TiltedScores(psd, grad_tilt, spec.sun)
             line += f" tilt held-out gain {gain:+.4f} nats per star;"
+        if a.score_split:
+            exact = {}  # the exact scores at the velocities drawn, shared by the two crossings
+            for which, label in _CrossedScores.LABELS.items():
+                sources[label] = _CrossedScores(psd, real["truth"], which, exact)
         for f, src in sources.items():
             d = league.node_data(spec, src, s, seeds["nuts"], quiet)
             x, acc, cov = np.asarray(d.x), np.asarray(d.a), np.asarray(d.cov)

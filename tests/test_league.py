@@ -180,3 +180,41 @@ def test_psd_options_reach_every_flow_fit_and_name_the_page():
     assert text.startswith("# League table: bayesdyn against Jeans (non-default flows)")
     assert '`{"flow": "sas_maf", "radial_map": null, "width": 32}`' in text and "(league.md)" in text
     assert "non-default" not in league.page([], [], {}, "m0", "m1", 60.0)
+
+
+def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
+    """--node-bias --score-split: "x" keeps the flows' s_x and takes the exact s_v, "v" the reverse; the exact
+    scores (finite differences of a DF: costly) are computed once per draw set for both crossings."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    _league()
+    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+
+    class Flows:
+        info, n_members = {}, 2
+
+        def score_members(self, x, v):
+            k = np.arange(1.0, 3.0)[:, None, None]
+            return np.broadcast_to(10.0 * k, (2, *np.shape(x))), np.broadcast_to(-k, (2, *np.shape(v)))
+
+        def sample_velocities(self, x, n, seed):
+            return np.zeros((len(x), n, 3))
+
+    calls = []
+
+    class Truth:
+        def score(self, x, v):
+            calls.append(len(x))
+            return np.full(np.shape(x), 7.0), np.full(np.shape(v), -0.5)
+
+    memo = {}
+    x, v = np.ones((5, 3)), np.zeros((5, 3))
+    sx, sv = nodes._CrossedScores(Flows(), Truth(), "x", memo).score_members(x, v)
+    assert sx.shape == sv.shape == (2, 5, 3)
+    assert np.all(sx[0] == 10.0) and np.all(sx[1] == 20.0) and np.all(sv == -0.5)
+    sx, sv = nodes._CrossedScores(Flows(), Truth(), "v", memo).score_members(x, v)
+    assert np.all(sx == 7.0) and np.all(sv[0] == -1.0) and np.all(sv[1] == -2.0)
+    assert calls == [5]  # the second crossing reused the exact scores
+    nodes._CrossedScores(Flows(), Truth(), "v", memo).score_members(x, v + 1.0)
+    assert calls == [5, 5]  # other draws: computed anew
