@@ -400,9 +400,9 @@ def node_bias(a):
             sources["flows × e^t"] = _TiltedScores(psd, grad_tilt, spec.sun)
             line += f" tilt held-out gain {gain:+.4f} nats per star;"
         if a.score_split:
-            exact = {}  # the exact scores at the velocities drawn, shared by the two crossings
+            exact_scores = {}  # the exact scores at the velocities drawn, shared by the two crossings
             for which, label in _CrossedScores.LABELS.items():
-                sources[label] = _CrossedScores(psd, real["truth"], which, exact)
+                sources[label] = _CrossedScores(psd, real["truth"], which, exact_scores)
         for f, src in sources.items():
             d = league.node_data(spec, src, s, seeds["nuts"], quiet)
             x, acc, cov = np.asarray(d.x), np.asarray(d.a), np.asarray(d.cov)

@@ -271,7 +271,9 @@ def test_psd_table_passes_seeds_per_resample_support_core_flow_radial_and_axis_m
     for table in ({"flow": "glow"}, {"radial_map": "none"}, {"radial_map": -1}, {"radial_map": True}):
         with pytest.raises(ConfigError, match="psd.flow|psd.radial_map"):
             validate_config({"psd": table})
+    assert validate_config({"psd": {"axis_map": [0, 0, 0]}})["psd"]["axis_map"] == []  # no map: the default's key
     for table in ({"axis_map": [0, 1]}, {"axis_map": [0, 0, -1]}, {"axis_map": [0, 0, True]}, {"axis_map": "z"},
+                  {"axis_map": [0, 0, float("inf")]},
                   {"axis_map": [0, 0, 1], "radial_map": 1.0}):
         with pytest.raises(ConfigError, match="psd.axis_map"):
             validate_config({"psd": table})

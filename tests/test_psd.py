@@ -178,6 +178,17 @@ def test_axis_map_jacobian_inverse_and_radial_map_on_the_axis():
         assert_allclose(np.asarray(u_a), np.asarray(u_r), rtol=1e-12)
         # one axis compressed: only its factor 1/sqrt(1 + z²) (the radial map has two more, tangential)
         assert_allclose(np.asarray(ld_a), -0.5 * np.log1p(np.asarray(on_axis[:, 2]) ** 2), rtol=1e-12)
+        # Preprocessing with both maps on: radial then per axis, undone in the reverse order, log-det of both
+        from bayesdyn.psd._transforms import Preprocessing
+
+        z3, s0 = jnp.zeros(3), jnp.zeros(())
+        prep = Preprocessing(z3, jnp.asarray([1.0, 2.0, 0.5]), z3, jnp.ones(3), jnp.asarray(1.5), z3, s0, s0, s0, s0,
+                             s0, scales)
+        x = z[:30]
+        u, ld = prep.position_to_latent(x)
+        jac = jax.vmap(jax.jacobian(lambda a: prep.position_to_latent(a)[0]))(x)
+        assert_allclose(np.asarray(ld), np.asarray(jnp.linalg.slogdet(jac)[1]), rtol=0, atol=1e-10)
+        assert_allclose(np.asarray(prep.latent_to_position(u)), np.asarray(x), rtol=1e-10, atol=1e-10)
 
 
 def test_fit_psd_axis_map(tmp_path):
@@ -424,7 +435,11 @@ def test_checkpoint_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
     monkeypatch.setattr(_train, "write_bundle", interrupt_after_two)
     with pytest.raises(KeyboardInterrupt):
         fit_psd(cat, checkpoint_dir=tmp_path, **settings)
-    assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 2
+    header = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert header["epoch"] == 2
+    # options added later enter the fingerprint only when set: checkpoints of earlier versions still match
+    assert set(header["fingerprint"]) == {"data_sha256", "n_stars", "radial_map", "support", "velocity_frame",
+                                          "cusp_map"}
     monkeypatch.setattr(_train, "write_bundle", real)
     resumed = fit_psd(cat, checkpoint_dir=tmp_path, **settings)
     for a, b in zip(full.score(cat.x[:50], cat.v[:50]), resumed.score(cat.x[:50], cat.v[:50])):

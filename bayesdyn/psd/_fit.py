@@ -321,8 +321,9 @@ def fit_psd(
             positions (0 leaves an axis unmapped), applied instead of the radial
             map: e.g. ``(0, 0, 1)`` makes a disk's vertical tails light and leaves
             the in-plane directions, and so the slopes near a support sphere's
-            edge, untouched. None (default): no per-axis map. Given, it turns
-            ``radial_map="auto"`` off; with a radial radius > 0 it is an error.
+            edge, untouched. None or all zeros (default None): no per-axis map.
+            With a radius > 0 it turns ``radial_map="auto"`` off; with an
+            explicit radial radius > 0 it is an error.
         support: a sphere that bounds the sample by selection, ``(center [kpc] (3,),
             radius [kpc])``: positions are mapped from the ball onto all of space
             (y = (x − c)/R → y·atanh|y|/|y|, with its Jacobian in log f), so the
