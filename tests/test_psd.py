@@ -731,51 +731,30 @@ def test_cusp_map_jacobian_inverse_and_auto_rule(tmp_path):
     assert cored.info["cusp_map"] == [0.0, 0.0], cored.info["cusp_map_rule"]
 
 
-def test_format_6_files_load_with_the_axis_map_off(psd, data, tmp_path, monkeypatch):
-    """A density saved by format 6 (no per-axis-map leaf) loads with axis_scale = 0 and the same log f."""
+#: per older file format: the Preprocessing leaves it lacks (read back as "off")
+_MISSING_LEAVES = {
+    6: ("axis_scale",),
+    5: ("support_core", "axis_scale"),
+    3: ("cusp_power", "cusp_core", "support_core", "axis_scale"),
+}
+
+
+@pytest.mark.parametrize("version", sorted(_MISSING_LEAVES, reverse=True))
+def test_older_format_files_load_with_the_newer_maps_off(psd, data, tmp_path, monkeypatch, version):
+    """A density saved by an older format (without the leaves of later maps: 4 the cusp map, 6 the support core,
+    7 the per-axis map) loads with those maps off and the same log f."""
     from bayesdyn.psd import _density
 
-    old = eqx.tree_at(lambda p: p.axis_scale, psd.preprocessing, None)
-    six = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
-    monkeypatch.setattr(_density, "FORMAT_VERSION", 6)
-    six.save(tmp_path / "v6")
+    missing = _MISSING_LEAVES[version]
+    old = eqx.tree_at(lambda p: tuple(getattr(p, n) for n in missing), psd.preprocessing, (None,) * len(missing))
+    older = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
+    monkeypatch.setattr(_density, "FORMAT_VERSION", version)
+    older.save(tmp_path / f"v{version}")
     monkeypatch.undo()
-    assert json.loads((tmp_path / "v6" / "psd.json").read_text())["format_version"] == 6
-    back = load_psd(tmp_path / "v6")
-    assert_array_equal(np.asarray(back.preprocessing.axis_scale), np.zeros(3))
-    cat, _, _ = data
-    assert_array_equal(back.log_prob(cat.x[:50], cat.v[:50]), psd.log_prob(cat.x[:50], cat.v[:50]))
-
-
-def test_format_5_files_load_with_the_whole_ball_map(psd, data, tmp_path, monkeypatch):
-    """A density saved by format 5 (no support-core leaf) loads with support_core = 0 and the same log f."""
-    from bayesdyn.psd import _density
-
-    old = eqx.tree_at(lambda p: (p.support_core, p.axis_scale), psd.preprocessing, (None, None))
-    five = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
-    monkeypatch.setattr(_density, "FORMAT_VERSION", 5)
-    five.save(tmp_path / "v5")
-    monkeypatch.undo()
-    assert json.loads((tmp_path / "v5" / "psd.json").read_text())["format_version"] == 5
-    back = load_psd(tmp_path / "v5")
-    assert float(back.preprocessing.support_core) == 0.0
-    cat, _, _ = data
-    assert_array_equal(back.log_prob(cat.x[:50], cat.v[:50]), psd.log_prob(cat.x[:50], cat.v[:50]))
-
-
-def test_format_3_files_load_with_the_cusp_map_off(psd, data, tmp_path, monkeypatch):
-    """A density saved by the previous format (no cusp-map leaves) loads, with the map off and the same log f."""
-    from bayesdyn.psd import _density
-
-    old = eqx.tree_at(lambda p: (p.cusp_power, p.cusp_core, p.support_core, p.axis_scale), psd.preprocessing,
-                      (None, None, None, None))
-    three = _density.PhaseSpaceDensity(psd._members, old, psd.config, n_stars=psd.n_stars, info=psd.info)
-    monkeypatch.setattr(_density, "FORMAT_VERSION", 3)
-    three.save(tmp_path / "v3")
-    monkeypatch.undo()
-    assert json.loads((tmp_path / "v3" / "psd.json").read_text())["format_version"] == 3
-    back = load_psd(tmp_path / "v3")
-    assert float(back.preprocessing.cusp_power) == 0.0
+    assert json.loads((tmp_path / f"v{version}" / "psd.json").read_text())["format_version"] == version
+    back = load_psd(tmp_path / f"v{version}")
+    for name in missing:
+        assert not np.any(np.asarray(getattr(back.preprocessing, name))), name
     cat, _, _ = data
     assert_array_equal(back.log_prob(cat.x[:50], cat.v[:50]), psd.log_prob(cat.x[:50], cat.v[:50]))
 
