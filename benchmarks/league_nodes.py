@@ -277,15 +277,24 @@ def members(a):
     print(f"\n# {time.time() - t0:.0f} s; {machine()}")
 
 
-class _TiltedScores:
-    """A flow ensemble's scores with ∇t(x − x_⊙) added to every member's s_x (``--node-bias --tilt``)."""
+class _FlowScores:
+    """A flow ensemble as a score source whose ``score_members`` a subclass alters: velocities, members and
+    record are the flows'."""
 
-    def __init__(self, psd, grad_tilt, sun):
-        self.psd, self.grad_tilt, self.origin = psd, grad_tilt, np.asarray(sun, float)
+    def __init__(self, psd):
+        self.psd = psd
         self.info, self.n_members, self.sun = psd.info, psd.n_members, getattr(psd, "sun", None)
 
     def sample_velocities(self, x, n, seed):
         return self.psd.sample_velocities(x, n, seed)
+
+
+class _TiltedScores(_FlowScores):
+    """A flow ensemble's scores with ∇t(x − x_⊙) added to every member's s_x (``--node-bias --tilt``)."""
+
+    def __init__(self, psd, grad_tilt, sun):
+        super().__init__(psd)
+        self.grad_tilt, self.origin = grad_tilt, np.asarray(sun, float)
 
     def score_members(self, x, v):
         import jax.numpy as jnp
@@ -294,7 +303,7 @@ class _TiltedScores:
         return np.asarray(s_x) + np.asarray(self.grad_tilt(jnp.asarray(np.asarray(x) - self.origin)))[None], s_v
 
 
-class _CrossedScores:
+class _CrossedScores(_FlowScores):
     """A flow ensemble with one of its scores replaced by the mock's exact one (``--node-bias --score-split``):
     ``which="x"`` keeps the flows' s_x and takes the exact s_v; ``"v"`` the reverse. The velocities are the
     flows' draws (the same seed gives the same draws as the flows' own estimate); the exact scores are finite
@@ -303,11 +312,8 @@ class _CrossedScores:
     LABELS = {"x": "flows' s_x, exact s_v", "v": "exact s_x, flows' s_v"}
 
     def __init__(self, psd, truth, which, memo):
-        self.psd, self.truth, self.which, self.memo = psd, truth, which, memo
-        self.info, self.n_members, self.sun = psd.info, psd.n_members, getattr(psd, "sun", None)
-
-    def sample_velocities(self, x, n, seed):
-        return self.psd.sample_velocities(x, n, seed)
+        super().__init__(psd)
+        self.truth, self.which, self.memo = truth, which, memo
 
     def score_members(self, x, v):
         import hashlib

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -245,13 +244,15 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     for key in ("velocity_error_kms", "position_error_kpc"):
         if not er[key] >= 0:
             raise ConfigError(f"'errors.{key}' must be ≥ 0 (0 with the other 0: use the Gaia error columns), got {er[key]}")
-    am = ps["axis_map"]
-    if am and (len(am) != 3 or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < math.inf
-                                   for a in am)):
-        raise ConfigError(f"'psd.axis_map' must be [] or three radii ≥ 0 (e.g. [0, 0, 1] for the vertical axis), got {am!r}")
-    if any(am) and ps["radial_map"] not in ("auto", 0.0):
+    from ..psd._fit import _axes  # the rule fit_psd applies
+
+    try:
+        axes = _axes(ps["axis_map"] or None)
+    except ValueError as err:
+        raise ConfigError(f"'psd.axis_map': {err} ([] for none)") from None
+    if axes.any() and ps["radial_map"] not in ("auto", 0.0):
         raise ConfigError("'psd.axis_map' and 'psd.radial_map' > 0 are two maps of the positions; set radial_map = 0")
-    ps["axis_map"] = [float(a) for a in am] if any(am) else []  # all zeros is no map: the default's cache key
+    ps["axis_map"] = axes.tolist() if axes.any() else []  # all zeros is no map: the default's cache key
     if not 0 <= ps["support_core"] < 1:
         raise ConfigError(f"'psd.support_core' must be in [0, 1) (a fraction of the support radius), got {ps['support_core']}")
     if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:

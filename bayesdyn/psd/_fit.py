@@ -56,19 +56,18 @@ def _radius(radial_map: Any, z: np.ndarray) -> tuple[float, str]:
 
 
 def _axes(axis_map: Any) -> np.ndarray:
-    """The per-axis map's radii s_i (3,), zeros for None; ValueError names a bad entry."""
+    """The per-axis map's radii s_i (3,), zeros for None; ValueError names a bad entry (the pipeline's check too)."""
     if axis_map is None or axis_map is False:
         return np.zeros(3)
-    try:
-        axes = np.asarray(axis_map, dtype=float)
-    except (TypeError, ValueError):
-        axes = np.full(1, np.nan)
-    if axes.shape != (3,) or not np.all(np.isfinite(axes) & (axes >= 0)):
+    items = list(axis_map) if isinstance(axis_map, (list, tuple, np.ndarray)) else []
+    number = (int, float, np.integer, np.floating)
+    if len(items) != 3 or not all(isinstance(a, number) and not isinstance(a, (bool, np.bool_))
+                                  and np.isfinite(a) and a >= 0 for a in items):
         raise ValueError(
             f"axis_map={axis_map!r} must be three radii ≥ 0 in robust standard deviations, one per axis "
             "(0: that axis unmapped), e.g. (0, 0, 1) for a disk's vertical axis; or None"
         )
-    return axes
+    return np.asarray(items, dtype=float)
 
 
 #: "auto" uses a recorded support sphere only when the stars reach its edge:
