@@ -143,6 +143,21 @@ def test_map_with_priors_on_weights_through_numpyro(plummer):
         free.acceleration(AT_B)
 
 
+def test_repr_shows_the_fixed_input_map():
+    """A network's centre, scale and amplitude enter its repr and PotentialModel's (the key of cached posteriors):
+    models that differ only there have different reprs, each number written exactly (float32 0.3 as 0.3)."""
+    def net(center=(-8.0, 0.0, 0.02), scale=(1.5, 1.5, 0.3), amplitude=1e4):
+        return neural.NeuralPotential.initialise(0, center=center, scale=scale, amplitude=amplitude)
+
+    base = net()
+    assert "center=[-8, 0, 0.02] kpc, scale=[1.5, 1.5, 0.3] kpc, amplitude=10000 (km/s)²" in repr(base)
+    models = {repr(PotentialModel(halo=n)) for n in (base, net(center=(-8.0, 0.0, 0.0)), net(scale=(1.5, 1.5, 0.4)),
+                                                     net(amplitude=2e4))}
+    assert len(models) == 4
+    assert "center=[-8, 0, 0.02], scale=[1.5, 1.5, 0.3], amplitude=10000" in repr(PotentialModel(halo=base))
+    assert "weights~Independent" in repr(base.with_prior())
+
+
 def test_bad_scores_are_named():
     x = np.random.default_rng(0).normal(size=(50, 3))
     s = np.ones((50, 3))

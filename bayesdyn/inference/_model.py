@@ -166,6 +166,8 @@ class PotentialModel:
             fixed = tuple(getattr(comp, "fixed_keywords", ()))
             for k in fixed:  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
+            for k in getattr(comp, "fixed_arrays", ()):  # fixed array settings (a network's input centre, scale)
+                parts.append(f"{k}={_exact_list(getattr(comp, k))}")
             if dataclasses.is_dataclass(comp):  # other static settings (MN3ExponentialDisk's sech2, a network's shape)
                 for f in dataclasses.fields(comp):
                     if f.metadata.get("static") and f.name not in fixed and f.name != "names":
@@ -183,6 +185,16 @@ class PotentialModel:
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())
         return f"PotentialModel({inner})"
+
+
+def _exact_list(value: Any) -> str:
+    """A fixed setting's numbers, each written as the shortest text that reads back to it in its own
+    precision (float32 0.3 as ``0.3``, not ``0.30000001192092896``): exact, since caches are keyed by the repr."""
+    import numpy as np
+
+    arr = np.asarray(value)
+    text = ", ".join(np.format_float_positional(x, unique=True, trim="-") for x in arr.ravel())
+    return text if arr.ndim == 0 else f"[{text}]"
 
 
 def acceleration_log_likelihood(a_model: jax.Array, data: AccelerationData) -> jax.Array:

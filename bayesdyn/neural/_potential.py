@@ -100,6 +100,8 @@ class NeuralPotential(PotentialComponent):
 
     parameter_names: ClassVar[tuple[str, ...]] = ("weights",)
     parameter_types: ClassVar[tuple[str, ...]] = ("dimensionless",)
+    #: fixed settings that ``PotentialModel``'s repr (and so every cache keyed by it) shows
+    fixed_arrays: ClassVar[tuple[str, ...]] = ("center", "scale", "amplitude")
 
     weights: Any
     center: jax.Array
@@ -168,6 +170,16 @@ class NeuralPotential(PotentialComponent):
             raise ValueError(f"around={around!r} must be 'zero' or 'current'")
         prior = weight_prior(self.architecture, scale, None if around == "zero" else w)
         return NeuralPotential(prior, self.architecture, self.center, self.scale, self.amplitude, initial_weights=w)
+
+    def __repr__(self) -> str:
+        from ..inference._model import _exact_list
+
+        w = self.weights
+        weights = (f"~{type(w).__name__}" if isinstance(w, Distribution)
+                   else f"=<array {tuple(jnp.shape(w))}>")
+        return (f"NeuralPotential(weights{weights}, center={_exact_list(self.center)} kpc, "
+                f"scale={_exact_list(self.scale)} kpc, amplitude={_exact_list(self.amplitude)} (km/s)², "
+                f"architecture={self.architecture!r})")
 
     def _single_weights(self, what: str) -> jax.Array:
         if isinstance(self.weights, Distribution):
