@@ -131,6 +131,19 @@ def nflows_epochs(u, w, val, epochs, batch, depth, width, layers, seed=0):
     return fx, fv, times, cpu
 
 
+def torch_position_map(xc, x_loc, x_scale, s_map: float):
+    """The package's ``Preprocessing.position_to_latent`` with only the radial map (radius ``s_map``, 0 for none),
+    written in torch: standardised positions z → u = z·s·asinh(|z|/s)/|z|, and log|det ∂u/∂x|."""
+    import torch
+
+    z = (xc - x_loc) / x_scale
+    if s_map == 0:
+        return z, -torch.log(x_scale).sum().expand(len(z))
+    r = torch.sqrt((z * z).sum(-1))
+    ratio = s_map * torch.asinh(r / s_map) / r
+    return z * ratio[:, None], -0.5 * torch.log1p((r / s_map) ** 2) + 2 * torch.log(ratio) - torch.log(x_scale).sum()
+
+
 def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
     import torch
 
@@ -138,15 +151,23 @@ def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
         torch.as_tensor(np.asarray(a, np.float32)) for a in (prep.x_loc, prep.x_scale, prep.v_loc, prep.v_scale)
     )
 
+    s_map = float(prep.radial_scale)
+
+    def position_map(xc):
+        return torch_position_map(xc, xl, xs, s_map)
+
+    # the torch copy must be the package's map: the flows' other maps (support, cusp, per-axis) are not in it
+    probe = np.asarray(x[:256], np.float32)
+    u_ref, ld_ref = (np.asarray(t) for t in prep.position_to_latent(probe))
+    u_t, ld_t = (t.detach().numpy() for t in position_map(torch.as_tensor(probe)))
+    if not (np.allclose(u_t, u_ref, rtol=1e-4, atol=1e-5) and np.allclose(ld_t, ld_ref, rtol=1e-4, atol=1e-4)):
+        raise SystemExit("psd_speed.py's torch position map differs from the flows' Preprocessing (a support, cusp "
+                         "or per-axis map is on?): the score comparison would not compute the same thing")
+
     def scores(xc, vc):
         xc = xc.clone().requires_grad_(True)
         vc = vc.clone().requires_grad_(True)
-        z = (xc - xl) / xs
-        r2 = (z * z).sum(-1)
-        r = torch.sqrt(r2)
-        ratio = torch.asinh(r) / r
-        uu = z * ratio[:, None]
-        ldx = -0.5 * torch.log1p(r2) + 2 * torch.log(ratio) - torch.log(xs).sum()
+        uu, ldx = position_map(xc)
         ww = (vc - vl) / vs
         lp = fx.log_prob(uu) + fv.log_prob(ww, context=uu) + ldx - torch.log(vs).sum()
         return torch.autograd.grad(lp.sum(), [xc, vc])
