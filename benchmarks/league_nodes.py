@@ -19,7 +19,8 @@ the league's settings are not changed by it (the calibration that vouches for th
 
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
     python benchmarks/league_nodes.py --members [--realisations 20]
-    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--score-split] [--psd-option KEY=VALUE ...]
+    python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--score-split]
+        [--velocity-weights exp(-q/2) exp(-q)] [--psd-option KEY=VALUE ...]
 
 ``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
 combine="members")`` (the league's ``"auto"`` is this, for the flows' 2 resamples × 2 seeds) and reads the four
@@ -44,6 +45,12 @@ realisation ~4 min on 2 cores beside another run).
 ``--score-split`` repeats it with the flows' position scores and the mock's exact velocity scores, and the
 reverse (``DiskTruth.score``: finite differences of galpy's quasi-isothermal DF at the flows' velocity draws,
 ~30 s per realisation), to see which score carries the error.
+``--velocity-weights`` repeats each of these with the velocity draws weighted in the CBE least squares by
+w = exp(−q/2) or exp(−q), q = |u|² with u a draw's offset from its node's median draw in robust standard
+deviations per axis: with exact scores any weights give the same acceleration, so how the error moves with the
+weights shows whether it sits in the core or the tails of p(v|x). An error of ∇log n(x) alone (the same at
+every velocity) moves little: for a Gaussian p(v|x) it gives δa = Σ_v δ(∇log n), Σ_v the node's velocity
+covariance, under any weights symmetric about the mean velocity.
 ``--psd-option KEY=VALUE`` (repeatable) does the same on other flows for the same stars, e.g. ``bootstrap=false
 seeds_per_resample=1``: four members trained on all the stars with the league's seeds (fitted once, 100–270 s per
 realisation on 2 cores, and cached in the calibration's cache under their own key).
@@ -130,6 +137,8 @@ def main(argv=None):
     ap.add_argument("--score-split", action="store_true",
                     help="with --node-bias: also with the flows' position scores and the exact velocity scores, and "
                          "the reverse (finite differences of the mock's DF at the same velocities)")
+    ap.add_argument("--velocity-weights", nargs="+", choices=list(VELOCITY_WEIGHTS), default=[],
+                    help="with --node-bias: also with the velocity draws weighted by w(q) in the CBE least squares")
     ap.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
                     help="with --node-bias: other flows for the same stars (fit_psd setting, repeatable; e.g. "
                          "bootstrap=false); the league's NUTS column is then left out")
@@ -138,8 +147,8 @@ def main(argv=None):
         ap.error("--realisations must be at least 1")
     if a.members and a.node_bias:
         ap.error("--members and --node-bias are two separate runs: give one")
-    if (a.tilt or a.psd_option or a.score_split) and not a.node_bias:
-        ap.error("--tilt, --score-split and --psd-option apply to --node-bias only")
+    if (a.tilt or a.psd_option or a.score_split or a.velocity_weights) and not a.node_bias:
+        ap.error("--tilt, --score-split, --velocity-weights and --psd-option apply to --node-bias only")
     if (a.members or a.node_bias) and a.variants is not None:
         ap.error("--variants applies to the node-draw comparison only (without --members or --node-bias)")
     a.variants = a.variants or list(VARIANTS)
@@ -303,6 +312,37 @@ class _TiltedScores(_FlowScores):
         return np.asarray(s_x) + np.asarray(self.grad_tilt(jnp.asarray(np.asarray(x) - self.origin)))[None], s_v
 
 
+#: ``--velocity-weights``: weights w(q) of the velocity draws in the CBE least squares, q = |u|² with u the draw's
+#: offset from its node's median draw in robust standard deviations per axis (exp(−q/2): the draws' own Gaussian core)
+VELOCITY_WEIGHTS = {"exp(-q/2)": lambda q: np.exp(-q / 2), "exp(-q)": lambda q: np.exp(-q)}
+
+
+class _WeightedScores:
+    """Another score source's scores times √w of each velocity draw (``--node-bias --velocity-weights``), so that
+    ``bd.estimate_accelerations``' least squares over the draws is weighted by w; with exact scores any weights
+    give the same acceleration. Draws, members and record are the source's."""
+
+    def __init__(self, source, weight):
+        self.source, self.weight = source, VELOCITY_WEIGHTS[weight]
+        self.info, self.n_members, self.sun = source.info, source.n_members, getattr(source, "sun", None)
+
+    def sample_velocities(self, x, n, seed):
+        return self.source.sample_velocities(x, n, seed)
+
+    def score_members(self, x, v):
+        x, v = np.asarray(x), np.asarray(v)
+        s_x, s_v = (np.asarray(t) for t in self.source.score_members(x, v))
+        # the rows come node by node (estimate_accelerations broadcasts each node over its M draws)
+        changes = np.flatnonzero(np.any(x[1:] != x[:-1], axis=1))
+        m = len(x) if changes.size == 0 else int(changes[0]) + 1
+        vv = v.reshape(-1, m, 3)
+        med = np.median(vv, axis=1, keepdims=True)
+        mad = 1.4826 * np.median(np.abs(vv - med), axis=1, keepdims=True)
+        q = np.sum(((vv - med) / np.where(mad > 0, mad, np.inf)) ** 2, axis=-1).reshape(-1)
+        root_w = np.sqrt(self.weight(q))[:, None].astype(s_x.dtype)
+        return s_x * root_w, s_v * root_w
+
+
 class _CrossedScores(_FlowScores):
     """A flow ensemble with one of its scores replaced by the mock's exact one (``--node-bias --score-split``):
     ``which="x"`` keeps the flows' s_x and takes the exact s_v; ``"v"`` the reverse. The velocities are the
@@ -377,8 +417,9 @@ def node_bias(a):
                   ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
     variants = ["all nodes, member covariances", "all nodes, combined covariance", "nodes < 1 kpc from the Sun",
                 "nodes ≥ 1 kpc from the Sun"]
-    flows = ["flows"] + (["flows × e^t"] if a.tilt else []) + (list(_CrossedScores.LABELS.values())
+    bases = ["flows"] + (["flows × e^t"] if a.tilt else []) + (list(_CrossedScores.LABELS.values())
                                                                  if a.score_split else [])
+    flows = bases + [f"{b}, w = {w}" for b in bases for w in a.velocity_weights]
     nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
     fits = {(f, v): [] for f in flows for v in variants}  # per (flows, variant): list of {key: rel error}
     nuts, keys = [], None
@@ -409,6 +450,9 @@ def node_bias(a):
             exact_scores = {}  # the exact scores at the velocities drawn, shared by the two crossings
             for which, label in _CrossedScores.LABELS.items():
                 sources[label] = _CrossedScores(psd, real["truth"], which, exact_scores)
+        for b in list(sources):
+            for w in a.velocity_weights:
+                sources[f"{b}, w = {w}"] = _WeightedScores(sources[b], w)
         for f, src in sources.items():
             d = league.node_data(spec, src, s, seeds["nuts"], quiet)
             x, acc, cov = np.asarray(d.x), np.asarray(d.a), np.asarray(d.cov)

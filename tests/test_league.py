@@ -218,3 +218,57 @@ def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
     assert calls == [5]  # the second crossing reused the exact scores
     nodes._CrossedScores(Flows(), Truth(), "v", memo).score_members(x, v + 1.0)
     assert calls == [5, 5]  # other draws: computed anew
+
+
+def test_league_nodes_velocity_weights_leave_exact_scores_and_a_density_gradient_error_alone():
+    """--node-bias --velocity-weights: √w(q) on both scores makes estimate_accelerations' least squares weighted by
+    w; with scores that satisfy the CBE the acceleration is the same for any weights, and an error δg of ∇log n(x)
+    alone (the same at every velocity) gives δa = Σ_v δg under w = 1 and under the Gaussian weights alike, for a
+    Gaussian p(v|x) (the docstring's claim)."""
+    import bayesdyn as bd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    _league()
+    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+    a0 = np.array([-6000.0, 50.0, -120.0])  # (km/s)²/kpc
+    mean = np.array([-5.0, 210.0, 1.0])  # km/s
+    cov = np.array([[1200.0, 100.0, 0.0], [100.0, 500.0, 0.0], [0.0, 0.0, 300.0]])  # (km/s)²
+    prec = np.linalg.inv(cov)
+    dg = np.array([0.02, -0.01, 0.03])  # 1/kpc: an error of ∇log n
+
+    class Gaussian:
+        info, n_members, sun = {}, 2, None
+
+        def sample_velocities(self, x, n, seed):
+            rng = np.random.default_rng(seed)
+            return mean + rng.multivariate_normal(np.zeros(3), cov, size=(len(x), n))
+
+        def score_members(self, x, v):
+            s_v = -(v - mean) @ prec
+            s_x = (np.sum((v - mean) @ prec * a0, axis=-1) / np.sum(v * v, axis=-1))[:, None] * v  # v·s_x = −a0·s_v
+            return np.stack([s_x, s_x + dg]), np.stack([s_v, s_v])  # member 1: with the density-gradient error
+
+    x = np.array([[-8.0, 0.0, 0.0], [-8.5, 0.3, 0.2], [-7.6, -0.2, -0.4]])
+    out = {}
+    for w in [None, *nodes.VELOCITY_WEIGHTS]:
+        src = Gaussian() if w is None else nodes._WeightedScores(Gaussian(), w)
+        d = bd.estimate_accelerations(src, x, n_velocities=20000, seed=3)
+        out[w] = np.asarray(d.members, float)
+        np.testing.assert_allclose(out[w][0], np.broadcast_to(a0, (3, 3)), rtol=0, atol=1e-3 * abs(a0[0]))
+        # within 10 % of |Σ_v δg| (the draws' finite sample leaks the constant part v̄·δg a little)
+        np.testing.assert_allclose(out[w][1] - out[w][0], np.broadcast_to(cov @ dg, (3, 3)), rtol=0,
+                                   atol=0.1 * np.linalg.norm(cov @ dg))
+    # the weights do change a solve whose error depends on the velocity: s_x off by ∝ |v − mean|² in the tails
+    base = Gaussian().score_members
+
+    class Tails(Gaussian):
+        def score_members(self, x, v):
+            s_x, s_v = base(x, v)
+            return s_x + 1e-6 * np.sum((v - mean) ** 2, -1)[None, :, None] * (v - mean)[None], s_v
+
+    plain = np.asarray(bd.estimate_accelerations(Tails(), x, n_velocities=20000, seed=3).members)[0]
+    core = np.asarray(bd.estimate_accelerations(nodes._WeightedScores(Tails(), "exp(-q)"), x, n_velocities=20000,
+                                                seed=3).members)[0]
+    assert np.all(np.abs(core - a0) < 0.8 * np.abs(plain - a0))
