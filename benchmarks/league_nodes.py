@@ -335,6 +335,9 @@ class _WeightedScores:
         # the rows come node by node (estimate_accelerations broadcasts each node over its M draws)
         changes = np.flatnonzero(np.any(x[1:] != x[:-1], axis=1))
         m = len(x) if changes.size == 0 else int(changes[0]) + 1
+        if len(x) % m or not np.array_equal(x.reshape(-1, m, 3), np.broadcast_to(x[::m, None], (len(x) // m, m, 3))):
+            raise ValueError("_WeightedScores needs the rows node by node, M draws each (as estimate_accelerations "
+                             "passes them)")
         vv = v.reshape(-1, m, 3)
         med = np.median(vv, axis=1, keepdims=True)
         mad = 1.4826 * np.median(np.abs(vv - med), axis=1, keepdims=True)

@@ -222,9 +222,10 @@ def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
 
 def test_league_nodes_velocity_weights_leave_exact_scores_and_a_density_gradient_error_alone():
     """--node-bias --velocity-weights: √w(q) on both scores makes estimate_accelerations' least squares weighted by
-    w; with scores that satisfy the CBE the acceleration is the same for any weights, and an error δg of ∇log n(x)
-    alone (the same at every velocity) gives δa = Σ_v δg under w = 1 and under the Gaussian weights alike, for a
-    Gaussian p(v|x) (the docstring's claim)."""
+    w, node by node (each node its own mean velocity); with scores that satisfy the CBE the acceleration is the same
+    for any weights, and an error δg of ∇log n(x) alone (the same at every velocity, here with v̄·δg = 0) gives
+    δa = Σ_v δg exactly under w = 1 and under the Gaussian weights alike, for a Gaussian p(v|x) (the docstring's
+    claim); an error that grows in the tails of p(v|x) is cut by the core weights."""
     import bayesdyn as bd
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -233,42 +234,61 @@ def test_league_nodes_velocity_weights_leave_exact_scores_and_a_density_gradient
     nodes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nodes)
     a0 = np.array([-6000.0, 50.0, -120.0])  # (km/s)²/kpc
-    mean = np.array([-5.0, 210.0, 1.0])  # km/s
+    x = np.array([[-8.0, 0.0, 0.0], [-8.5, 0.3, 0.2], [-7.6, -0.2, -0.4]])
+    means = np.array([[-5.0, 210.0, 1.0], [20.0, 180.0, -3.0], [0.0, 230.0, 6.0]])  # km/s, one per node
     cov = np.array([[1200.0, 100.0, 0.0], [100.0, 500.0, 0.0], [0.0, 0.0, 300.0]])  # (km/s)²
     prec = np.linalg.inv(cov)
-    dg = np.array([0.02, -0.01, 0.03])  # 1/kpc: an error of ∇log n
+    dg = np.array([0.03, 0.0, 0.02])  # 1/kpc: an error of ∇log n, with v̄·δg ≠ 0 at no node but the first
+    dgs = dg - means * (means @ dg / np.sum(means**2, -1))[:, None]  # per node, made orthogonal to its mean
+
+    def node_of(xs):
+        return np.argmin(np.linalg.norm(np.asarray(xs)[:, None, :] - x[None], axis=-1), axis=1)
 
     class Gaussian:
         info, n_members, sun = {}, 2, None
 
-        def sample_velocities(self, x, n, seed):
+        def sample_velocities(self, xs, n, seed):
             rng = np.random.default_rng(seed)
-            return mean + rng.multivariate_normal(np.zeros(3), cov, size=(len(x), n))
+            return means[node_of(xs)][:, None, :] + rng.multivariate_normal(np.zeros(3), cov, size=(len(xs), n))
 
-        def score_members(self, x, v):
-            s_v = -(v - mean) @ prec
-            s_x = (np.sum((v - mean) @ prec * a0, axis=-1) / np.sum(v * v, axis=-1))[:, None] * v  # v·s_x = −a0·s_v
-            return np.stack([s_x, s_x + dg]), np.stack([s_v, s_v])  # member 1: with the density-gradient error
+        def score_members(self, xs, v):
+            mu, g = means[node_of(xs)], dgs[node_of(xs)]
+            s_v = -(v - mu) @ prec
+            s_x = (np.sum((v - mu) @ prec * a0, axis=-1) / np.sum(v * v, axis=-1))[:, None] * v  # v·s_x = −a0·s_v
+            return np.stack([s_x, s_x + g]), np.stack([s_v, s_v])  # member 1: with the density-gradient error
 
-    x = np.array([[-8.0, 0.0, 0.0], [-8.5, 0.3, 0.2], [-7.6, -0.2, -0.4]])
-    out = {}
     for w in [None, *nodes.VELOCITY_WEIGHTS]:
         src = Gaussian() if w is None else nodes._WeightedScores(Gaussian(), w)
-        d = bd.estimate_accelerations(src, x, n_velocities=20000, seed=3)
-        out[w] = np.asarray(d.members, float)
-        np.testing.assert_allclose(out[w][0], np.broadcast_to(a0, (3, 3)), rtol=0, atol=1e-3 * abs(a0[0]))
-        # within 10 % of |Σ_v δg| (the draws' finite sample leaks the constant part v̄·δg a little)
-        np.testing.assert_allclose(out[w][1] - out[w][0], np.broadcast_to(cov @ dg, (3, 3)), rtol=0,
-                                   atol=0.1 * np.linalg.norm(cov @ dg))
-    # the weights do change a solve whose error depends on the velocity: s_x off by ∝ |v − mean|² in the tails
+        mem = np.asarray(bd.estimate_accelerations(src, x, n_velocities=4000, seed=3, floor=1e-3).members, float)
+        np.testing.assert_allclose(mem[0], np.broadcast_to(a0, (3, 3)), rtol=0, atol=0.5)  # float32 solves
+        np.testing.assert_allclose(mem[1] - mem[0], dgs @ cov, rtol=0, atol=1e-3 * np.abs(dgs @ cov).max() + 0.2)
+
+    # weights that were not applied node by node (one block over all rows) would centre q on the wrong means
+    rows = np.repeat(x, 50, axis=0)
+    v = Gaussian().sample_velocities(rows[::50], 50, 0).reshape(-1, 3)
+    _, sv_w = nodes._WeightedScores(Gaussian(), "exp(-q)").score_members(rows, v)
+    _, sv = Gaussian().score_members(rows, v)
+    ratio = (sv_w[0] / sv[0])[:, 0] ** 2  # = w of each draw
+
+    def robust_w(vv):  # exp(−q) with q from the draws' median and 1.4826 MAD per axis, per block of draws
+        med = np.median(vv, axis=1, keepdims=True)
+        mad = 1.4826 * np.median(np.abs(vv - med), axis=1, keepdims=True)
+        return np.exp(-np.sum(((vv - med) / mad) ** 2, -1)).reshape(-1)
+
+    np.testing.assert_allclose(ratio, robust_w(v.reshape(3, 50, 3)), rtol=1e-4, atol=1e-30)
+    assert not np.allclose(ratio, robust_w(v.reshape(1, 150, 3)), rtol=0.1)  # one block over all rows differs
+
+    # an error that grows in the tails (∝ |v − v̄|² (v − v̄) in s_x) is cut by the core weights, in a_R and a_φ
     base = Gaussian().score_members
 
     class Tails(Gaussian):
-        def score_members(self, x, v):
-            s_x, s_v = base(x, v)
-            return s_x + 1e-6 * np.sum((v - mean) ** 2, -1)[None, :, None] * (v - mean)[None], s_v
+        def score_members(self, xs, v):
+            s_x, s_v = base(xs, v)
+            d = v - means[node_of(xs)]
+            return s_x + 1e-6 * np.sum(d**2, -1)[None, :, None] * d[None], s_v
 
-    plain = np.asarray(bd.estimate_accelerations(Tails(), x, n_velocities=20000, seed=3).members)[0]
-    core = np.asarray(bd.estimate_accelerations(nodes._WeightedScores(Tails(), "exp(-q)"), x, n_velocities=20000,
-                                                seed=3).members)[0]
-    assert np.all(np.abs(core - a0) < 0.8 * np.abs(plain - a0))
+    for seed in (0, 1, 2, 3):
+        plain = np.asarray(bd.estimate_accelerations(Tails(), x, n_velocities=4000, seed=seed, floor=1e-3).members)[0]
+        core = np.asarray(bd.estimate_accelerations(nodes._WeightedScores(Tails(), "exp(-q)"), x, n_velocities=4000, floor=1e-3,
+                                                    seed=seed).members)[0]
+        assert np.all(np.linalg.norm((core - a0)[:, :2], axis=1) < 0.5 * np.linalg.norm((plain - a0)[:, :2], axis=1))

@@ -192,6 +192,8 @@ def _exact_list(value: Any) -> str:
     precision (float32 0.3 as ``0.3``, not ``0.30000001192092896``): exact, since caches are keyed by the repr."""
     import numpy as np
 
+    if isinstance(value, jax.core.Tracer):  # inside jit: no values to write
+        return f"<traced {value.dtype}{list(value.shape)}>"
     arr = np.asarray(value)
     text = ", ".join(np.format_float_positional(x, unique=True, trim="-") for x in arr.ravel())
     return text if arr.ndim == 0 else f"[{text}]"
