@@ -144,6 +144,21 @@ def torch_position_map(xc, x_loc, x_scale, s_map: float):
     return z * ratio[:, None], -0.5 * torch.log1p((r / s_map) ** 2) + 2 * torch.log(ratio) - torch.log(x_scale).sum()
 
 
+def check_torch_position_map(prep, x) -> None:
+    """Stop unless :func:`torch_position_map` is the flows' ``Preprocessing.position_to_latent`` at x (their other
+    maps — support, cusp, per-axis — are not in the torch copy)."""
+    import torch
+
+    xl, xs = (torch.as_tensor(np.asarray(a, np.float32)) for a in (prep.x_loc, prep.x_scale))
+    probe = np.asarray(x[:256], np.float32)
+    u_ref, ld_ref = (np.asarray(t) for t in prep.position_to_latent(probe))
+    u_t, ld_t = (t.detach().numpy() for t in torch_position_map(torch.as_tensor(probe), xl, xs,
+                                                                 float(prep.radial_scale)))
+    if not (np.allclose(u_t, u_ref, rtol=1e-4, atol=1e-5) and np.allclose(ld_t, ld_ref, rtol=1e-4, atol=1e-4)):
+        raise SystemExit("psd_speed.py's torch position map differs from the flows' Preprocessing (a support, cusp "
+                         "or per-axis map is on?): the score comparison would not compute the same thing")
+
+
 def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
     import torch
 
@@ -155,14 +170,6 @@ def nflows_score_throughput(fx, fv, prep, x, v, chunks=(2048, 8192, 32768)):
 
     def position_map(xc):
         return torch_position_map(xc, xl, xs, s_map)
-
-    # the torch copy must be the package's map: the flows' other maps (support, cusp, per-axis) are not in it
-    probe = np.asarray(x[:256], np.float32)
-    u_ref, ld_ref = (np.asarray(t) for t in prep.position_to_latent(probe))
-    u_t, ld_t = (t.detach().numpy() for t in position_map(torch.as_tensor(probe)))
-    if not (np.allclose(u_t, u_ref, rtol=1e-4, atol=1e-5) and np.allclose(ld_t, ld_ref, rtol=1e-4, atol=1e-4)):
-        raise SystemExit("psd_speed.py's torch position map differs from the flows' Preprocessing (a support, cusp "
-                         "or per-axis map is on?): the score comparison would not compute the same thing")
 
     def scores(xc, vc):
         xc = xc.clone().requires_grad_(True)
@@ -246,6 +253,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     prep = psd.preprocessing
+    check_torch_position_map(prep, x)  # once, before any nflows training
     u = np.asarray(prep.position_to_latent(jnp.asarray(x, jnp.float32))[0])
     w = np.asarray(prep.velocity_to_latent(jnp.asarray(v, jnp.float32))[0])
     val = np.random.default_rng(0).permutation(len(u))[: psd.info["n_val"]]
