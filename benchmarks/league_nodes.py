@@ -20,7 +20,8 @@ the league's settings are not changed by it (the calibration that vouches for th
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
     python benchmarks/league_nodes.py --members [--realisations 20]
     python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--score-split]
-        [--velocity-weights exp(-q/2) exp(-q)] [--psd-option KEY=VALUE ...]
+        [--velocity-weights exp(-q/2) exp(-q)] [--psd-option KEY=VALUE ...] [--no-nuts]
+    ... [--first R]   (any mode: realisations R … R + N − 1; default 0, the league's)
 
 ``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
 combine="members")`` (the league's ``"auto"`` is this, for the flows' 2 resamples × 2 seeds) and reads the four
@@ -51,6 +52,11 @@ deviations per axis: with exact scores any weights give the same acceleration, s
 weights shows whether it sits in the core or the tails of p(v|x). An error of ∇log n(x) alone (the same at
 every velocity) moves little: for a Gaussian p(v|x) it gives δa = Σ_v δ(∇log n), Σ_v the node's velocity
 covariance, under any weights symmetric about the mean velocity.
+Its refit table also gives Jeans (``bd.jeans`` on the league's stencils, seeded as the league seeds it, so r0–r19
+give docs/league.md's Jeans numbers) and every refit's RMS over Jeans' RMS on the same realisations. ``--first 20``
+runs on realisations the league has not seen (their flows are fitted and cached on first use, ~1–2 min each);
+``--no-nuts`` leaves out the league's NUTS column, which is otherwise run (and cached) where the league's cache
+lacks it.
 ``--psd-option KEY=VALUE`` (repeatable) does the same on other flows for the same stars, e.g. ``bootstrap=false
 seeds_per_resample=1``: four members trained on all the stars with the league's seeds (fitted once, 100–270 s per
 realisation on 2 cores, and cached in the calibration's cache under their own key).
@@ -128,6 +134,8 @@ def error_row(qs, truth, cells):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--realisations", type=int, default=20)
+    ap.add_argument("--first", type=int, default=0,
+                    help="first realisation (default 0: the league's); e.g. --first 20 for 20 held-out ones")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
                     help="node draws to compare (default: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -139,16 +147,21 @@ def main(argv=None):
                          "the reverse (finite differences of the mock's DF at the same velocities)")
     ap.add_argument("--velocity-weights", nargs="+", choices=list(VELOCITY_WEIGHTS), default=[],
                     help="with --node-bias: also with the velocity draws weighted by w(q) in the CBE least squares")
+    ap.add_argument("--no-nuts", action="store_true",
+                    help="with --node-bias: leave out the league's NUTS column (it runs NUTS, and caches it, for "
+                         "realisations not in the league's cache)")
     ap.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
                     help="with --node-bias: other flows for the same stars (fit_psd setting, repeatable; e.g. "
                          "bootstrap=false); the league's NUTS column is then left out")
     a = ap.parse_args(argv)
     if a.realisations < 1:
         ap.error("--realisations must be at least 1")
+    if a.first < 0:
+        ap.error("--first must be at least 0")
     if a.members and a.node_bias:
         ap.error("--members and --node-bias are two separate runs: give one")
-    if (a.tilt or a.psd_option or a.score_split or a.velocity_weights) and not a.node_bias:
-        ap.error("--tilt, --score-split, --velocity-weights and --psd-option apply to --node-bias only")
+    if (a.tilt or a.psd_option or a.score_split or a.velocity_weights or a.no_nuts) and not a.node_bias:
+        ap.error("--tilt, --score-split, --velocity-weights, --no-nuts and --psd-option apply to --node-bias only")
     if (a.members or a.node_bias) and a.variants is not None:
         ap.error("--variants applies to the node-draw comparison only (without --members or --node-bias)")
     a.variants = a.variants or list(VARIANTS)
@@ -163,7 +176,7 @@ def main(argv=None):
     quiet = _quiet
     err = {v: [] for v in ["jeans", *a.variants]}  # per variant: list over realisations of {key: (rel err, rel σ, |pull|)}
     keys = None
-    for r in range(a.realisations):
+    for r in range(a.first, a.first + a.realisations):
         real, base, truth = realisation(mock, r, a.seed)
         psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
         psd_id = league.realisation_psd_id(real, cfg, r)
@@ -230,7 +243,7 @@ def members(a):
     nuts = dict(s["nuts"])
     rows = []  # per realisation: {key: (combined relative error, members' relative errors as a (J, L) array)}
     keys = None
-    for r in range(a.realisations):
+    for r in range(a.first, a.first + a.realisations):
         real, spec, truth = realisation(mock, r, a.seed)
         psd, seeds = real["psd"], real["seeds"]
         data = league.node_data(spec, psd, s, seeds["nuts"], quiet)  # as league.parametric_cells seeds it
@@ -425,18 +438,20 @@ def node_bias(a):
     flows = bases + [f"{b}, w = {w}" for b in bases for w in a.velocity_weights]
     nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
     fits = {(f, v): [] for f in flows for v in variants}  # per (flows, variant): list of {key: rel error}
-    nuts, keys = [], None
+    nuts, jeans, keys = [], [], None  # jeans: per realisation {key: relative error} (the league's Jeans stencils)
     extra = psd_options(a.psd_option)
     if extra:
         print(f"# flows with the extra fit_psd settings {extra} (the league's flows' settings: "
               f"{s['realisations']['psd']})", flush=True)
-    for r in range(a.realisations):
+    for r in range(a.first, a.first + a.realisations):
         real, spec, truth = realisation(mock, r, a.seed, extra)
         psd, seeds = real["psd"], real["seeds"]
         qs = [q for q in spec.quantities if q.kind == "acc"]
         keys = [(q.key, q.label) for q in qs]
-        line = f"r{r}:"
-        if not extra:  # the league's own flows: its cached NUTS posterior
+        jc = spec.jeans(s["n_boot"], seeds["accel"])  # as league.run_disk_realisations seeds it
+        jeans.append({q.key: league.rel_error(jc[q.key], truth[q.key]) for q in qs})
+        line = f"r{r}: a_R(⊙) Jeans {100 * jeans[-1]['aR_sun']:+.2f} %;"
+        if not extra and not a.no_nuts:  # the league's own flows: its cached NUTS posterior
             psd_id = league.realisation_psd_id(real, league.FULL["realisations"], r)
             cells, _ = league.parametric_cells(spec, psd, s, seeds["nuts"], league.DEFAULT_CACHE, league.Clock(),
                                                False, quiet, psd_id)
@@ -504,18 +519,23 @@ def node_bias(a):
             k = (rows[:, 0] >= 1.0) & (sign * rows[:, 1 + axis] > 0.6)
             print(f"| {f} | {label} | {int(k.sum())} | {100 * rows[k, 4].mean():+.2f} % |")
     nuts = np.array(nuts)
+    rms_j = {key: math.sqrt(np.mean([row[key] ** 2 for row in jeans])) for key, _ in keys}
     print(f"\n# the disk model refitted by least squares (member mean): RMS and mean relative error over {n} "
-          "realisations, in %" + ("" if extra else f"; the league's NUTS fit on a_R(⊙): RMS "
-                                  f"{100 * math.sqrt(np.mean(nuts ** 2)):.2f}, mean {100 * nuts.mean():+.2f}"))
-    print("| quantity | flows | " + " | ".join(variants) + " |")
-    print("|---|---|" + "---|" * len(variants))
+          f"realisations (r{a.first}–r{a.first + n - 1}), in %, and the RMS over Jeans' RMS on the same realisations "
+          "(× J)" + ("" if extra or a.no_nuts else f"; the league's NUTS fit on a_R(⊙): RMS "
+                     f"{100 * math.sqrt(np.mean(nuts ** 2)):.2f}, mean {100 * nuts.mean():+.2f}, "
+                     f"{math.sqrt(np.mean(nuts ** 2)) / rms_j['aR_sun']:.2f} × J"))
+    print("| quantity | Jeans | flows | " + " | ".join(variants) + " |")
+    print("|---|---|---|" + "---|" * len(variants))
     for key, label in keys:
+        ej = np.array([row[key] for row in jeans])
         for f in flows:
             cells = []
             for v in variants:
                 e = np.array([row[key] for row in fits[(f, v)]])
-                cells.append(f"{100 * math.sqrt(np.mean(e ** 2)):.2f} ({100 * e.mean():+.2f})")
-            print(f"| {label} | {f} | " + " | ".join(cells) + " |")
+                rms = math.sqrt(np.mean(e ** 2))
+                cells.append(f"{100 * rms:.2f} ({100 * e.mean():+.2f}; {rms / rms_j[key]:.2f} × J)")
+            print(f"| {label} | {100 * rms_j[key]:.2f} ({100 * ej.mean():+.2f}) | {f} | " + " | ".join(cells) + " |")
     print(f"\n# {time.time() - t0:.0f} s; {machine()}")
 
 
