@@ -21,6 +21,7 @@ the league's settings are not changed by it (the calibration that vouches for th
     python benchmarks/league_nodes.py --members [--realisations 20]
     python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--score-split]
         [--velocity-weights exp(-q/2) exp(-q)] [--psd-option KEY=VALUE ...] [--no-nuts]
+    python benchmarks/league_nodes.py --star-level [--realisations 20] [--fit-radius 1.5]
     ... [--first R]   (any mode: realisations R … R + N − 1; default 0, the league's)
 
 ``--members`` splits the shared part instead, on the league's nodes: it refits with ``bd.infer(...,
@@ -60,6 +61,13 @@ lacks it.
 ``--psd-option KEY=VALUE`` (repeatable) does the same on other flows for the same stars, e.g. ``bootstrap=false
 seeds_per_resample=1``: four members trained on all the stars with the league's seeds (fitted once, 100–270 s per
 realisation on 2 cores, and cached in the calibration's cache under their own key).
+
+``--star-level`` asks whether the nodes are the bottleneck: it fits the same linear model to every star's own CBE
+residual v·s_x + a(x)·s_v within ``--fit-radius`` of the Sun (~54 000 stars at 1.5 kpc; each member's scores at
+the star's (x, v); no nodes, no velocity draws), by least squares weighted 1/(|s_v|² + s₀²) with s₀ = 0.1 × the
+median |s_v| (the neural fit's default normalisation, which makes each residual an acceleration error along ŝ_v)
+or unweighted, member by member, next to the league-like node refit and Jeans on the same realisations (~50 s
+per realisation on cached flows).
 
 Needs the league's disk-realisation flows in the calibration's cache (``python benchmarks/league.py`` fits
 them when missing); ~1–2 min per realisation and variant on 2 idle cores.
@@ -141,6 +149,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--members", action="store_true", help="split the shared error into training and resampling")
     ap.add_argument("--node-bias", action="store_true", help="where the shared error lies among the nodes (no NUTS)")
+    ap.add_argument("--star-level", action="store_true",
+                    help="the disk model fitted to every star's CBE residual, no nodes (no NUTS)")
+    ap.add_argument("--fit-radius", type=float, default=1.5,
+                    help="with --star-level: the stars within this distance of the Sun [kpc] (default: the nodes')")
     ap.add_argument("--tilt", action="store_true", help="with --node-bias: also with a learnt tilt of the flows' n(x)")
     ap.add_argument("--score-split", action="store_true",
                     help="with --node-bias: also with the flows' position scores and the exact velocity scores, and "
@@ -158,17 +170,22 @@ def main(argv=None):
         ap.error("--realisations must be at least 1")
     if a.first < 0:
         ap.error("--first must be at least 0")
-    if a.members and a.node_bias:
-        ap.error("--members and --node-bias are two separate runs: give one")
+    if a.members + a.node_bias + a.star_level > 1:
+        ap.error("--members, --node-bias and --star-level are separate runs: give one")
+    if a.fit_radius <= 0:
+        ap.error("--fit-radius must be positive [kpc]")
     if (a.tilt or a.psd_option or a.score_split or a.velocity_weights or a.no_nuts) and not a.node_bias:
         ap.error("--tilt, --score-split, --velocity-weights, --no-nuts and --psd-option apply to --node-bias only")
-    if (a.members or a.node_bias) and a.variants is not None:
-        ap.error("--variants applies to the node-draw comparison only (without --members or --node-bias)")
+    if (a.members or a.node_bias or a.star_level) and a.variants is not None:
+        ap.error("--variants applies to the node-draw comparison only (without --members, --node-bias or "
+                 "--star-level)")
     a.variants = a.variants or list(VARIANTS)
     if a.members:
         return members(a)
     if a.node_bias:
         return node_bias(a)
+    if a.star_level:
+        return star_level(a)
 
     t0, s, mock = _start()
     cfg = s["realisations"]
@@ -387,10 +404,10 @@ class _CrossedScores(_FlowScores):
         return np.broadcast_to(ex_x.astype(s_x.dtype), s_x.shape), s_v
 
 
-def _linear_disk_fit(model, x, a, cov):
-    """Generalised least squares of ``model``'s free parameters, which must be amplitudes (the acceleration linear
-    in them, as the disk model's disk mass and halo ρ_s), to accelerations a (P, 3) with covariances cov (P, 3, 3).
-    Returns the fitted acceleration function."""
+def _linear_design(model):
+    """``model``'s acceleration as base(p) + design(p) @ θ, θ its free parameters, which must be amplitudes (the
+    acceleration linear in them, as the disk model's disk mass and halo ρ_s): a function p (P, 3) → (base (P, 3),
+    design (P, 3, n_free)), checked for linearity at p on first use."""
     import jax
     import jax.numpy as jnp
 
@@ -402,24 +419,115 @@ def _linear_disk_fit(model, x, a, cov):
             return np.asarray(model.total_acceleration(model.bind(values), jnp.asarray(p, jnp.float64)), float)
 
     zero = dict.fromkeys(names, 0.0)
+    checked = []
 
     def parts(p):
         base = at(zero, p)
-        return base, np.stack([(at({**zero, n: scale}, p) - base) / scale for n in names], -1)
+        design = np.stack([(at({**zero, n: scale}, p) - base) / scale for n in names], -1)
+        if not checked:
+            probe = {n: scale * (k + 2) for k, n in enumerate(names)}  # linear? (else a linear fit is not the model)
+            if not np.allclose(at(probe, p), base + design @ np.array([probe[n] for n in names]), rtol=1e-9,
+                               atol=1e-9):
+                raise RuntimeError(f"the linear refits need a model linear in its free parameters {names}")
+            checked.append(True)
+        return base, design
 
-    base, design = parts(x)
-    probe = {n: scale * (k + 2) for k, n in enumerate(names)}  # linear in the amplitudes? (else this fit is not the model)
-    if not np.allclose(at(probe, x), base + design @ np.array([probe[n] for n in names]), rtol=1e-9, atol=1e-9):
-        raise RuntimeError(f"--node-bias needs a model linear in its free parameters {names}")
-    w = np.linalg.inv(cov)
-    fisher = np.einsum("pia,pij,pjb->ab", design, w, design)
-    theta = np.linalg.solve(fisher, np.einsum("pia,pij,pj->a", design, w, a - base))
+    return parts
+
+
+def _fitted(parts, theta):
+    """The acceleration function of the linear model ``parts`` (:func:`_linear_design`) at parameters θ."""
 
     def accel(p):
         b, d = parts(p)
         return b + d @ theta
 
     return accel
+
+
+def _linear_disk_fit(model, x, a, cov):
+    """Generalised least squares of ``model``'s free parameters (amplitudes, :func:`_linear_design`) to
+    accelerations a (P, 3) with covariances cov (P, 3, 3). Returns the fitted acceleration function."""
+    parts = _linear_design(model)
+    base, design = parts(x)
+    w = np.linalg.inv(cov)
+    fisher = np.einsum("pia,pij,pjb->ab", design, w, design)
+    theta = np.linalg.solve(fisher, np.einsum("pia,pij,pj->a", design, w, a - base))
+    return _fitted(parts, theta)
+
+
+#: ``--star-level``: each star's CBE residual weight, |s_v| the norm of its velocity score and s₀ = 0.1 × the median
+#: |s_v| (``"score"``: the neural fit's default normalisation; ``"none"``: plain least squares)
+STAR_WEIGHTS = ("score", "none")
+
+
+def _star_level_fit(model, x, v, s_x, s_v, weights):
+    """Least squares of ``model``'s amplitudes to the star-level CBE residuals v·s_x + a(x)·s_v of one member's
+    scores (N, 3) at the stars' own (x, v), weighted as ``weights`` (:data:`STAR_WEIGHTS`). Returns the fitted
+    acceleration function."""
+    parts = _linear_design(model)
+    base, design = parts(x)
+    y = -(np.einsum("ni,ni->n", v, s_x) + np.einsum("ni,ni->n", base, s_v))
+    cols = np.einsum("nia,ni->na", design, s_v)
+    norm = np.linalg.norm(s_v, axis=1)
+    w = 1.0 / (norm ** 2 + (0.1 * np.median(norm)) ** 2) if weights == "score" else np.ones_like(norm)
+    theta = np.linalg.solve(cols.T @ (w[:, None] * cols), cols.T @ (w * y))
+    return _fitted(parts, theta)
+
+
+def star_level(a):
+    """``--star-level``: the disk model fitted to every star's CBE residual within ``--fit-radius`` of the Sun (no
+    nodes), member by member, next to the league-like node refit and Jeans on the same realisations."""
+    import jax
+
+    t0, s, mock = _start()
+    quiet = _quiet
+    methods = ["nodes (league-like refit)"] + [f"stars, weights {w}" for w in STAR_WEIGHTS]
+    errs = {m: [] for m in ["Jeans", *methods]}  # per method: list over realisations of {key: relative error}
+    keys = None
+    for r in range(a.first, a.first + a.realisations):
+        real, spec, truth = realisation(mock, r, a.seed)
+        psd, seeds, cat = real["psd"], real["seeds"], real["catalog"]
+        qs = [q for q in spec.quantities if q.kind == "acc"]
+        keys = [(q.key, q.label) for q in qs]
+
+        def rel(fits):  # member mean of the fits' relative errors
+            cells = []
+            for fit in fits:
+                with jax.enable_x64(True):
+                    cells.append(league.exact_cells(qs, spec.X, fit, None))
+            return {q.key: float(np.mean([league.rel_error(c[q.key], truth[q.key]) for c in cells])) for q in qs}
+
+        jc = spec.jeans(s["n_boot"], seeds["accel"])
+        errs["Jeans"].append({q.key: league.rel_error(jc[q.key], truth[q.key]) for q in qs})
+        d = league.node_data(spec, psd, s, seeds["nuts"], quiet)
+        x, mem, mcov = np.asarray(d.x), np.asarray(d.members), np.asarray(d.member_cov)
+        errs[methods[0]].append(rel([_linear_disk_fit(spec.model, x, mem[m], mcov[m]) for m in range(len(mem))]))
+        xs, vs = np.asarray(cat.x, float), np.asarray(cat.v, float)
+        k = np.linalg.norm(xs - spec.sun, axis=1) < a.fit_radius
+        xs, vs = xs[k], vs[k]
+        sx, sv = (np.asarray(t, float) for t in psd.score_members(xs, vs))  # (K, N, 3)
+        for w, m in zip(STAR_WEIGHTS, methods[1:]):
+            errs[m].append(rel([_star_level_fit(spec.model, xs, vs, sx[j], sv[j], w) for j in range(len(sx))]))
+        print(f"r{r}: {int(k.sum())} stars; a_R(⊙) " + ", ".join(f"{m} {100 * errs[m][-1]['aR_sun']:+.2f} %"
+                                                                for m in errs) + f"  [{time.time() - t0:.0f} s]",
+              flush=True)
+    n = a.realisations
+    print(f"\n# the disk model fitted by least squares, member mean, over {n} realisations (r{a.first}–"
+          f"r{a.first + n - 1}); stars within {a.fit_radius:g} kpc of the Sun: RMS (mean) relative error in %, and "
+          "the RMS over Jeans' RMS on the same realisations (× J)")
+    print("| quantity | " + " | ".join(errs) + " |")
+    print("|---|" + "---|" * len(errs))
+    for key, label in keys:
+        rms_j = math.sqrt(np.mean([row[key] ** 2 for row in errs["Jeans"]]))
+        cells = []
+        for m, rows in errs.items():
+            e = np.array([row[key] for row in rows])
+            rms = math.sqrt(np.mean(e ** 2))
+            cells.append(f"{100 * rms:.2f} ({100 * e.mean():+.2f}" + (")" if m == "Jeans" else
+                                                                    f"; {rms / rms_j:.2f} × J)"))
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"\n# {time.time() - t0:.0f} s; {machine()}")
 
 
 def node_bias(a):

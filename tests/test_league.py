@@ -292,3 +292,42 @@ def test_league_nodes_velocity_weights_leave_exact_scores_and_a_density_gradient
         core = np.asarray(bd.estimate_accelerations(nodes._WeightedScores(Tails(), "exp(-q)"), x, n_velocities=4000, floor=1e-3,
                                                     seed=seed).members)[0]
         assert np.all(np.linalg.norm((core - a0)[:, :2], axis=1) < 0.5 * np.linalg.norm((plain - a0)[:, :2], axis=1))
+
+
+def test_league_nodes_star_level_fit_recovers_amplitudes_from_scores_that_satisfy_the_cbe():
+    """--star-level: with scores that satisfy the CBE for the disk model at known amplitudes (v·s_x = −a·s_v at
+    every star), the least squares of the star residuals gives back that acceleration under either weighting; a
+    wrong sign in the residual or a wrong design column would not; and an error of ∇log n alone (δg, the same at
+    every velocity) moves it by about Σ_v δg under either weighting, for a Gaussian p(v|x)."""
+    from bayesdyn import validate
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    _league()
+    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+    model = validate.DiskMock().model()
+    rng = np.random.default_rng(4)
+    n = 3000
+    x = np.array([-8.0, 0.0, 0.02]) + rng.uniform(-1.0, 1.0, (n, 3))  # kpc
+    mean, sd = np.array([0.0, 220.0, 0.0]), np.array([35.0, 25.0, 18.0])  # km/s
+    v = mean + rng.normal(0.0, sd, (n, 3))
+    s_v = -(v - mean) / sd**2  # s/km: a Gaussian p(v|x)
+    theta = np.array([6.0e10, 1.1e7])  # M☉, M☉/kpc³ (disk.mass, halo.scale_density)
+    parts = nodes._linear_design(model)
+    base, design = parts(x)
+    a_true = base + design @ theta  # (km/s)²/kpc
+    s_x = -(np.sum(a_true * s_v, -1) / np.sum(v * v, -1))[:, None] * v  # v·s_x = −a·s_v exactly
+    probe = x[:5]
+    for w in nodes.STAR_WEIGHTS:
+        fit = nodes._star_level_fit(model, x, v, s_x, s_v, w)
+        np.testing.assert_allclose(fit(probe), a_true[:5], rtol=1e-7, atol=1e-6)
+    # the residual's sign matters: flipping s_x is not the same acceleration
+    assert not np.allclose(nodes._star_level_fit(model, x, v, -s_x, s_v, "none")(probe), a_true[:5], rtol=0.05)
+    # a density-gradient error moves the fit, differently under the two weightings
+    dg = np.array([0.05, 0.0, 0.0])  # 1/kpc
+    moved = {w: nodes._star_level_fit(model, x, v, s_x + dg, s_v, w)(probe) for w in nodes.STAR_WEIGHTS}
+    for w in nodes.STAR_WEIGHTS:  # δa ≈ Σ_v δg: σ_x² δg_x = 61 (km/s)²/kpc in a_x, as far as the model can follow
+        np.testing.assert_allclose((moved[w] - a_true[:5])[:, 0], 61.25, rtol=0, atol=6.0)
+    # for a Gaussian p(v|x) either weighting gives the same move (|s_v|-weights are symmetric about the mean)
+    np.testing.assert_allclose(moved["score"], moved["none"], rtol=0, atol=1.0)
