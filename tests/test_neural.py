@@ -155,7 +155,22 @@ def test_repr_shows_the_fixed_input_map():
                                                      net(amplitude=2e4))}
     assert len(models) == 4
     assert "center=[-8, 0, 0.02], scale=[1.5, 1.5, 0.3], amplitude=10000" in repr(PotentialModel(halo=base))
-    assert "weights~Independent" in repr(base.with_prior())
+    assert "weights~Independent(sha256=" in repr(base.with_prior())
+    # the weights and the prior's centre and width enter as a digest: same shapes, other numbers, other reprs
+    other = neural.NeuralPotential(base.weights * 1.001, base.architecture, base.center, base.scale, base.amplitude)
+    priors = [base.with_prior(), base.with_prior(scale=2.0), base.with_prior(around="current"), other.with_prior()]
+    nets = [base, other, *priors]
+    assert len({repr(n) for n in nets}) == len(nets) - 1  # other.with_prior() is base.with_prior(): around zero
+    assert len({repr(PotentialModel(halo=n)) for n in nets}) == len(nets) - 1
+    assert repr(base) == repr(net())  # and the same numbers give the same repr
+    seen = []
+
+    def traced(n):  # under jit there are no numbers to digest; the repr still works
+        seen.append(repr(n))
+        return n.weights.sum()
+
+    jax.jit(traced)(base)
+    assert "sha256=<traced>" in seen[0]
 
 
 def test_bad_scores_are_named():

@@ -158,11 +158,14 @@ class PotentialModel:
                         f"{k}={float(getattr(val, k)):.4g}" for k in ("low", "high", "loc", "scale")
                         if hasattr(val, k) and jnp.ndim(getattr(val, k)) == 0
                     )
+                    arrays = _distribution_arrays(val)  # a network's prior: its loc and scale vectors
+                    if arrays:
+                        args += (", " if args else "") + f"sha256={_digest(*arrays)}"
                     parts.append(f"{p}~{type(val).__name__}({args})")
                 elif jnp.ndim(val) == 0:
                     parts.append(f"{p}={float(val):.4g}")
                 else:
-                    parts.append(f"{p}=<array {tuple(jnp.shape(val))}>")
+                    parts.append(f"{p}=<array {tuple(jnp.shape(val))} sha256={_digest(val)}>")
             fixed = tuple(getattr(comp, "fixed_keywords", ()))
             for k in fixed:  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
@@ -185,6 +188,32 @@ class PotentialModel:
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())
         return f"PotentialModel({inner})"
+
+
+def _distribution_arrays(d: Any) -> list:
+    """The array-valued (non-scalar) low/high/loc/scale of a distribution, through ``Independent`` and the like
+    (``base_dist``), in a fixed order: what a repr must digest to tell two such priors apart."""
+    out = []
+    while d is not None:
+        out += [getattr(d, k) for k in ("low", "high", "loc", "scale") if hasattr(d, k) and jnp.ndim(getattr(d, k)) > 0]
+        d = getattr(d, "base_dist", None)
+    return out
+
+
+def _digest(*arrays: Any) -> str:
+    """The first 12 hex digits of a SHA-256 over the arrays' dtypes, shapes and bytes (a repr's stand-in for an
+    array too long to write out: caches are keyed by the repr)."""
+    import hashlib
+
+    import numpy as np
+
+    if any(isinstance(a, jax.core.Tracer) for a in arrays):  # inside jit: no values to digest
+        return "<traced>"
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
+    return h.hexdigest()[:12]
 
 
 def _exact_list(value: Any) -> str:
