@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 import pytest
 from numpy.testing import assert_allclose
 
@@ -163,6 +164,10 @@ def test_repr_shows_the_fixed_input_map():
     assert len({repr(n) for n in nets}) == len(nets) - 1  # other.with_prior() is base.with_prior(): around zero
     assert len({repr(PotentialModel(halo=n)) for n in nets}) == len(nets) - 1
     assert repr(base) == repr(net())  # and the same numbers give the same repr
+    wide = [PotentialModel(halo=neural.NeuralPotential(dist.Normal(0.0, w).expand([base.weights.size]).to_event(1),
+                                                          base.architecture, base.center, base.scale, base.amplitude))
+            for w in (1.0, 2.0)]  # scalar parameters under expand()/Independent are digested too
+    assert repr(wide[0]) != repr(wide[1])
     seen = []
 
     def traced(n):  # under jit there are no numbers to digest; the repr still works

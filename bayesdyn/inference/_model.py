@@ -191,11 +191,14 @@ class PotentialModel:
 
 
 def _distribution_arrays(d: Any) -> list:
-    """The array-valued (non-scalar) low/high/loc/scale of a distribution, through ``Independent`` and the like
-    (``base_dist``), in a fixed order: what a repr must digest to tell two such priors apart."""
-    out = []
-    while d is not None:
-        out += [getattr(d, k) for k in ("low", "high", "loc", "scale") if hasattr(d, k) and jnp.ndim(getattr(d, k)) > 0]
+    """The array-valued (non-scalar) low/high/loc/scale of a distribution, and every one of them under
+    ``Independent`` or ``expand()`` (``base_dist``), in a fixed order: what a repr must digest to tell two such
+    priors apart."""
+    out, inside_wrapper = [], False
+    while d is not None:  # below Independent or expand(), scalar parameters too (Normal(0, s).expand([P]))
+        out += [getattr(d, k) for k in ("low", "high", "loc", "scale")
+                if hasattr(d, k) and (inside_wrapper or jnp.ndim(getattr(d, k)) > 0)]
+        inside_wrapper = isinstance(d, (dist.Independent, dist.ExpandedDistribution))
         d = getattr(d, "base_dist", None)
     return out
 
