@@ -152,20 +152,7 @@ class PotentialModel:
         def fmt(comp):
             parts = []
             for p in getattr(comp, "parameter_names", ()):
-                val = getattr(comp, p, None)
-                if isinstance(val, dist.Distribution):
-                    args = ", ".join(
-                        f"{k}={float(getattr(val, k)):.4g}" for k in ("low", "high", "loc", "scale")
-                        if hasattr(val, k) and jnp.ndim(getattr(val, k)) == 0
-                    )
-                    arrays = _distribution_arrays(val)  # a network's prior: its loc and scale vectors
-                    if arrays:
-                        args += (", " if args else "") + f"sha256={_digest(*arrays)}"
-                    parts.append(f"{p}~{type(val).__name__}({args})")
-                elif jnp.ndim(val) == 0:
-                    parts.append(f"{p}={float(val):.4g}")
-                else:
-                    parts.append(f"{p}=<array {tuple(jnp.shape(val))} sha256={_digest(val)}>")
+                parts.append(f"{p}{_value_text(getattr(comp, p, None))}")
             fixed = tuple(getattr(comp, "fixed_keywords", ()))
             for k in fixed:  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
@@ -188,6 +175,23 @@ class PotentialModel:
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())
         return f"PotentialModel({inner})"
+
+
+def _value_text(val: Any) -> str:
+    """A parameter's text in a repr (the key of cached posteriors): ``~Prior(args)`` with its scalar arguments and a
+    digest of its array ones, ``=value`` for a scalar, ``=<array (shape) sha256=…>`` for an array."""
+    if isinstance(val, dist.Distribution):
+        args = ", ".join(
+            f"{k}={float(getattr(val, k)):.4g}" for k in ("low", "high", "loc", "scale")
+            if hasattr(val, k) and jnp.ndim(getattr(val, k)) == 0
+        )
+        arrays = _distribution_arrays(val)  # a network's prior: its loc and scale vectors
+        if arrays:
+            args += (", " if args else "") + f"sha256={_digest(*arrays)}"
+        return f"~{type(val).__name__}({args})"
+    if jnp.ndim(val) == 0:
+        return f"={float(val):.4g}"
+    return f"=<array {tuple(jnp.shape(val))} sha256={_digest(val)}>"
 
 
 def _distribution_arrays(d: Any) -> list:

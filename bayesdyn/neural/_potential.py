@@ -172,12 +172,9 @@ class NeuralPotential(PotentialComponent):
         return NeuralPotential(prior, self.architecture, self.center, self.scale, self.amplitude, initial_weights=w)
 
     def __repr__(self) -> str:
-        from ..inference._model import _digest, _distribution_arrays, _exact_list
+        from ..inference._model import _exact_list, _value_text
 
-        w = self.weights
-        weights = (f"~{type(w).__name__}(sha256={_digest(*_distribution_arrays(w))})" if isinstance(w, Distribution)
-                   else f"=<array {tuple(jnp.shape(w))} sha256={_digest(w)}>")
-        return (f"NeuralPotential(weights{weights}, center={_exact_list(self.center)} kpc, "
+        return (f"NeuralPotential(weights{_value_text(self.weights)}, center={_exact_list(self.center)} kpc, "
                 f"scale={_exact_list(self.scale)} kpc, amplitude={_exact_list(self.amplitude)} (km/s)², "
                 f"architecture={self.architecture!r})")
 
