@@ -22,7 +22,8 @@ neural fits (the floor a perfect correction could reach). The clean flows are us
 only to score the tilt, never to fit anything.
 
 Run:  python benchmarks/dust_tilt.py --clean-psd DIR [--dust-psd DIR] [--tilt-steps 3000] [--steps 6000]
-      [--selection-width 32] [--compare] [--floor-fits GLOB]
+      [--selection-width 32] [--compare] [--floor-fits GLOB] [--dust-seed S]
+      [--density-penalties λ ...] [--density-penalty-where stars|ball] [--penalty-points N]
 
 Cost (2-core CPU): the dusty flows ~4 min (cached in --dust-psd), the tilt ~1 min, each
 neural fit 2–4 min (more with two runs at once).
@@ -130,6 +131,13 @@ def main() -> None:
     ap.add_argument("--selection-width", type=int, default=32, help="hidden width of the efficiency MLP (depth 2)")
     ap.add_argument("--velocities-per-star", type=int, default=3)
     ap.add_argument("--compare", action="store_true", help="also fit both neural fits without the tilt")
+    ap.add_argument("--dust-seed", type=int, default=1,
+                    help="seed of the clouds and the star removal (1: neural_disk.py's); another needs its own --dust-psd")
+    ap.add_argument("--density-penalties", type=float, nargs="+", default=[0.0],
+                    help="λ_ρ of both neural fits (NeuralFitConfig.density_penalty), one pair of fits per value")
+    ap.add_argument("--density-penalty-where", choices=["stars", "ball"], default="stars",
+                    help="where the density penalty is evaluated (NeuralFitConfig.density_penalty_where)")
+    ap.add_argument("--penalty-points", type=int, default=64, help="NeuralFitConfig.penalty_points")
     ap.add_argument("--floor-fits", default="~/.cache/bayesdyn/neural_disk/full/neural_clean*",
                     help="glob of saved no-dust neural fits whose in-cloud error is printed as the floor")
     args = ap.parse_args()
@@ -143,8 +151,10 @@ def main() -> None:
     print(machine())
     cat, truth = bd.mocks.load_default()
     sun = np.asarray(cat.solar.position)
-    dust = DustModel.near_sun(sun, seed=1, depth=0.9)  # the clouds of benchmarks/neural_disk.py
-    dcat, dust = apply_dust(cat, dust, seed=1)
+    if args.dust_seed != 1 and args.dust_psd == ap.get_default("dust_psd"):
+        ap.error("--dust-seed other than 1 needs its own --dust-psd folder")
+    dust = DustModel.near_sun(sun, seed=args.dust_seed, depth=0.9)  # seed 1: the clouds of benchmarks/neural_disk.py
+    dcat, dust = apply_dust(cat, dust, seed=args.dust_seed)
     print(f"dusty catalog: {dcat.n} of {cat.n} stars; clouds {np.round(dust.centers, 3).tolist()} kpc, "
           f"radii {np.round(dust.radii, 3).tolist()} kpc")
     folder = pathlib.Path(args.dust_psd).expanduser()
@@ -190,11 +200,15 @@ def main() -> None:
     kw = dict(steps=args.steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"), eval_every=250,
               selection_architecture=neural.Architecture(args.selection_width, 2, "gelu"))
     variants = [("with tilt", sx + gt[None])] + ([("flows only", sx)] if args.compare else [])
-    for label, s_x in variants:
+    variants = [(f"{label}, λ_ρ = {lam:g} at the {args.density_penalty_where}" if lam else label, s_x, lam)
+                for label, s_x in variants for lam in args.density_penalties]
+    for label, s_x, lam in variants:
         errs = {}
         for sel in ("none", "efficiency"):
             t0 = time.perf_counter()
-            fit = neural.fit_neural_potential_scores(x, v, s_x, sv, seed=0, selection=sel, **kw)
+            fit = neural.fit_neural_potential_scores(x, v, s_x, sv, seed=0, selection=sel, density_penalty=lam,
+                                                     density_penalty_where=args.density_penalty_where,
+                                                     penalty_points=args.penalty_points, **kw)
             errs[sel] = rms(fit)
             a = np.asarray(fit.potential.acceleration(sun), dtype=float)
             line = (f"[{label}] selection={sel}: {time.perf_counter() - t0:.0f} s; rms in-cloud |Δa| "

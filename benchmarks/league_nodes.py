@@ -44,8 +44,8 @@ truth: none of them is a setting to adopt. ``--tilt`` repeats it with the flows'
 tilt e^t(x) (``dust_tilt.fit_tilt``: MLP 64×2, 3000 steps, maximum likelihood on the realisation's stars, 10 %
 held out), ∇t added to every member's s_x, to see whether a finer n(x) removes the error (the tilt ~95 s, a
 realisation ~4 min on 2 cores beside another run).
-``--score-split`` repeats it with the flows' position scores and the mock's exact velocity scores, and the
-reverse (``DiskTruth.score``: finite differences of galpy's quasi-isothermal DF at the flows' velocity draws,
+``--score-split`` repeats it with the flows' position scores and the mock's exact velocity scores, the
+reverse, and both exact scores (the floor set by the mock's own departure from equilibrium and the nodes) (``DiskTruth.score``: finite differences of galpy's quasi-isothermal DF at the flows' velocity draws,
 ~30 s per realisation), to see which score carries the error.
 ``--velocity-weights`` repeats each of these with the velocity draws weighted in the CBE least squares by
 w = exp(−q/2) or exp(−q), q = |u|² with u a draw's offset from its node's median draw in robust standard
@@ -378,11 +378,13 @@ class _WeightedScores:
 
 class _CrossedScores(_FlowScores):
     """A flow ensemble with one of its scores replaced by the mock's exact one (``--node-bias --score-split``):
-    ``which="x"`` keeps the flows' s_x and takes the exact s_v; ``"v"`` the reverse. The velocities are the
+    ``which="x"`` keeps the flows' s_x and takes the exact s_v; ``"v"`` the reverse; ``"xv"`` takes both exact
+    scores (every member alike), which measures the mock's own departure from equilibrium (its DF uses Staeckel
+    actions) and the nodes' Monte Carlo, the floor of any CBE estimate from its stars. The velocities are the
     flows' draws (the same seed gives the same draws as the flows' own estimate); the exact scores are finite
     differences of the DF (``DiskTruth.score``), computed once per draw set and shared through ``memo``."""
 
-    LABELS = {"x": "flows' s_x, exact s_v", "v": "exact s_x, flows' s_v"}
+    LABELS = {"x": "flows' s_x, exact s_v", "v": "exact s_x, flows' s_v", "xv": "exact s_x and s_v"}
 
     def __init__(self, psd, truth, which, memo):
         super().__init__(psd)
@@ -399,9 +401,12 @@ class _CrossedScores(_FlowScores):
                                                                                     v.astype(np.float64)))
         ex_x, ex_v = self.memo[key]
         s_x, s_v = (np.asarray(t) for t in self.psd.score_members(x, v))
-        if self.which == "x":
-            return s_x, np.broadcast_to(ex_v.astype(s_v.dtype), s_v.shape)
-        return np.broadcast_to(ex_x.astype(s_x.dtype), s_x.shape), s_v
+        exact = {"x": "v", "v": "x", "xv": "xv"}[self.which]  # which scores are replaced by the exact ones
+        if "x" in exact:
+            s_x = np.broadcast_to(ex_x.astype(s_x.dtype), s_x.shape)
+        if "v" in exact:
+            s_v = np.broadcast_to(ex_v.astype(s_v.dtype), s_v.shape)
+        return s_x, s_v
 
 
 def _linear_design(model):

@@ -215,7 +215,9 @@ def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
     assert np.all(sx[0] == 10.0) and np.all(sx[1] == 20.0) and np.all(sv == -0.5)
     sx, sv = nodes._CrossedScores(Flows(), Truth(), "v", memo).score_members(x, v)
     assert np.all(sx == 7.0) and np.all(sv[0] == -1.0) and np.all(sv[1] == -2.0)
-    assert calls == [5]  # the second crossing reused the exact scores
+    sx, sv = nodes._CrossedScores(Flows(), Truth(), "xv", memo).score_members(x, v)
+    assert sx.shape == sv.shape == (2, 5, 3) and np.all(sx == 7.0) and np.all(sv == -0.5)
+    assert calls == [5]  # the other crossings reused the exact scores
     nodes._CrossedScores(Flows(), Truth(), "v", memo).score_members(x, v + 1.0)
     assert calls == [5, 5]  # other draws: computed anew
 

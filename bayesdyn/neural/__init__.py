@@ -31,6 +31,7 @@ Example:
 from ._efficiency import EFFICIENCY_OFFSET as EFFICIENCY_OFFSET
 from ._efficiency import NeuralEfficiency as NeuralEfficiency
 from ._efficiency import NeuralTracerDensity as NeuralTracerDensity
+from ._fit import DENSITY_PENALTY_POINTS as DENSITY_PENALTY_POINTS
 from ._fit import NORMALIZATIONS as NORMALIZATIONS
 from ._fit import SELECTIONS as SELECTIONS
 from ._fit import NeuralFit as NeuralFit
@@ -50,6 +51,7 @@ from ._potential import weight_prior as weight_prior
 __all__ = [
     "ACTIVATIONS",
     "Architecture",
+    "DENSITY_PENALTY_POINTS",
     "EFFICIENCY_OFFSET",
     "MapFit",
     "NORMALIZATIONS",

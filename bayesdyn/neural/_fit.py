@@ -39,6 +39,9 @@ SELECTIONS = ("none", "efficiency", "tracer_density")
 
 #: How each star's residual is scaled in the loss (see :class:`NeuralFitConfig`).
 NORMALIZATIONS = ("score", "none")
+#: Where :class:`NeuralFitConfig`'s density penalty is evaluated: at training stars, or
+#: uniformly in the ball about the stars' centre that holds every training star.
+DENSITY_PENALTY_POINTS = ("stars", "ball")
 
 FORMAT = "bayesdyn.neural_fit"
 FORMAT_VERSION = 1
@@ -78,7 +81,15 @@ class NeuralFitConfig:
         normalization: one of :data:`NORMALIZATIONS` (see above).
         density_penalty: λ_ρ ≥ 0 (0: none).
         efficiency_penalty: λ_ε ≥ 0 (efficiency selection only).
-        penalty_points: training positions per step where the penalties are evaluated.
+        penalty_points: positions per step where the penalties are evaluated.
+        density_penalty_where: one of :data:`DENSITY_PENALTY_POINTS`. ``"stars"``
+            draws the density penalty's points from the training stars, which
+            undersample exactly the places a selection empties (dust clouds, where
+            a potential that absorbed a hole would need negative density);
+            ``"ball"`` draws them uniformly in the ball about the standardisation
+            centre that holds every training star (ρ ≥ 0 is asked of the whole
+            ball, so the stars should fill it). The efficiency penalty is always
+            at the stars.
         val_fraction: stars held out; each member keeps its best-validation weights.
         eval_every: steps between validations.
         bootstrap: each member fits its own bootstrap resample of the stars
@@ -100,6 +111,7 @@ class NeuralFitConfig:
     density_penalty: float = 0.0
     efficiency_penalty: float = 1e-3
     penalty_points: int = 64
+    density_penalty_where: str = "stars"
     val_fraction: float = 0.1
     eval_every: int = 100
     bootstrap: bool = False
@@ -111,6 +123,9 @@ class NeuralFitConfig:
             raise ValueError(f"selection={self.selection!r}; choose one of {SELECTIONS}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization={self.normalization!r}; choose one of {NORMALIZATIONS}")
+        if self.density_penalty_where not in DENSITY_PENALTY_POINTS:
+            raise ValueError(f"density_penalty_where={self.density_penalty_where!r}; choose one of "
+                             f"{DENSITY_PENALTY_POINTS}")
         for name in ("architecture", "selection_architecture"):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -391,12 +406,13 @@ def fit_neural_potential_scores(
         c = ck[idx]
         return jnp.sum(c * (r * wk[idx]) ** 2) / jnp.maximum(jnp.sum(c), 1.0)
 
-    def member_loss(p, sxk, svk, wk, ck, idx, pidx):
+    def member_loss(p, sxk, svk, wk, ck, idx, pidx, xball):
         loss = residual_loss(p, sxk, svk, wk, ck, idx)
         if cfg.density_penalty > 0 or (selection == "efficiency" and cfg.efficiency_penalty > 0):
             xp = data["x"][pidx]
         if cfg.density_penalty > 0:
-            lp = jax.vmap(lap, in_axes=(None, 0))(p["phi"], xp)
+            xd = xball if cfg.density_penalty_where == "ball" else xp
+            lp = jax.vmap(lap, in_axes=(None, 0))(p["phi"], xd)
             loss = loss + cfg.density_penalty * jnp.mean(jax.nn.relu(-lp * length / a0))
         if selection == "efficiency" and cfg.efficiency_penalty > 0:
             loss = loss - cfg.efficiency_penalty * jnp.mean(jax.vmap(sel_log, in_axes=(None, 0))(p["sel"], xp))
@@ -405,17 +421,25 @@ def fit_neural_potential_scores(
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps, alpha=cfg.final_learning_rate / cfg.learning_rate)
     opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(schedule))
     opt_state = jax.vmap(opt.init)(params)
-    member_axes = (0, 0, 0, 0, 0, None, None)
+    member_axes = (0, 0, 0, 0, 0, None, None, None)
     grad_fn = jax.vmap(jax.value_and_grad(member_loss), in_axes=member_axes)
     batch = min(cfg.batch_size, train_idx.size)
     n_pen = min(cfg.penalty_points, train_idx.size)
+    # the ball of the "ball" density penalty: about the standardisation centre, through the farthest training star
+    ball_radius = jnp.asarray(np.max(np.linalg.norm(x[train_idx] - center, axis=1)), dtype)
 
     def step(carry, key):
         p, s = carry
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3, k4 = jax.random.split(key, 4)
         idx = train_j[jax.random.randint(k1, (batch,), 0, train_j.size)]
         pidx = train_j[jax.random.randint(k2, (n_pen,), 0, train_j.size)]
-        loss, g = grad_fn(p, data["sx"], data["sv"], data["w"], data["c"], idx, pidx)
+        if cfg.density_penalty > 0 and cfg.density_penalty_where == "ball":
+            d = jax.random.normal(k3, (cfg.penalty_points, 3), dtype)
+            rad = ball_radius * jax.random.uniform(k4, (cfg.penalty_points, 1), dtype) ** (1.0 / 3.0)
+            xball = cj + rad * d / jnp.linalg.norm(d, axis=1, keepdims=True)
+        else:
+            xball = None
+        loss, g = grad_fn(p, data["sx"], data["sv"], data["w"], data["c"], idx, pidx, xball)
         upd, s = jax.vmap(opt.update)(g, s, p)
         p = optax.apply_updates(p, upd)
         return (p, s), loss
