@@ -37,7 +37,7 @@ takes ~15 ms CPU per step without and ~30 ms with the efficiency, i.e. 2–4 min
 numbers mean nothing.
 
 Run:  python benchmarks/neural_disk.py [--tiny] [--no-dust] [--ensemble 4] [--steps 6000] [--fit-radius 1.8] [--psd DIR]
-      [--json out.json]
+      [--density-penalty λ [--density-penalty-where stars|ball] [--penalty-points N]] [--json out.json]
 
 Measured (docs/gallery/index.md, on the league's no-dust flows psd-disk-n100000-e06cc1352332; docs/gallery/notes.md
 says what limits each): a(Sun) 2.40 % (inside the 95 % band), ρ(Sun) −6.2 % (inside the band; the flows' score error —
@@ -163,10 +163,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from bayesdyn.mocks import DustModel, apply_dust
 
     s = settings_from(args)
+    # the density penalty, when asked for, enters every neural fit (and their cache names)
+    pen = ({"density_penalty": args.density_penalty, "density_penalty_where": args.density_penalty_where,
+            "penalty_points": args.penalty_points} if args.density_penalty > 0 else {})
     cache = pathlib.Path(args.cache).expanduser() / ("tiny" if args.tiny else "full")
     cache.mkdir(parents=True, exist_ok=True)
     log: dict[str, Any] = {}
     out: dict[str, Any] = {"machine": machine(), "settings": s, "timings": log}
+    out["density_penalty"] = pen
     print(out["machine"])
     print("settings:", s)
 
@@ -191,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         psd = get_psd(cat, "clean", cache, s, args.seed, log)
         clean_name = "clean"
-    fit = get_neural(psd, cat, clean_name, cache, s, args.seed, log)
+    fit = get_neural(psd, cat, clean_name, cache, s, args.seed, log, **pen)
     acc = maps.evaluate(fit.potential, "acceleration", sun[None])
     rho = maps.evaluate(fit.potential, "density", sun[None])
     a_est, rho_est = acc.mean[0], float(rho.mean[0])
@@ -284,8 +288,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"{err['efficiency']:.1f} (km/s)²/kpc; ratio {ratio:.2f}")
         return res
 
-    fit_none = get_neural(dpsd, dcat, "dust_none", cache, s, args.seed, log)
-    fit_eps = get_neural(dpsd, dcat, "dust_eps", cache, s, args.seed, log, selection="efficiency")
+    fit_none = get_neural(dpsd, dcat, "dust_none", cache, s, args.seed, log, **pen)
+    fit_eps = get_neural(dpsd, dcat, "dust_eps", cache, s, args.seed, log, selection="efficiency", **pen)
     out["dust"] = {
         "clouds": dust.to_dict(), "kept": int(dcat.n), "removed_inside_fraction": float(removed_inside),
         "rms_a_true_in_clouds": float(np.sqrt(np.mean(np.sum(at**2, axis=1)))),
@@ -330,6 +334,11 @@ def main() -> None:
                    help="part 1 only (no dust): skips the dusty catalog's flow fit, the slow step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dust-seed", type=int, default=1)
+    p.add_argument("--density-penalty", type=float, default=0.0,
+                   help="λ_ρ of every neural fit (NeuralFitConfig.density_penalty; 0: none, the default)")
+    p.add_argument("--density-penalty-where", choices=["stars", "ball"], default="stars",
+                   help="where the density penalty is evaluated (NeuralFitConfig.density_penalty_where)")
+    p.add_argument("--penalty-points", type=int, default=64, help="NeuralFitConfig.penalty_points")
     p.add_argument("--cache", default=os.environ.get("BAYESDYN_BENCH_CACHE", "~/.cache/bayesdyn/neural_disk"))
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = p.parse_args()

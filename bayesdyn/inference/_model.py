@@ -153,6 +153,9 @@ class PotentialModel:
             parts = []
             for p in getattr(comp, "parameter_names", ()):
                 parts.append(f"{p}{_value_text(getattr(comp, p, None))}")
+            start = getattr(comp, "initial_weights", None)  # where a MAP fit of a network's prior starts
+            if start is not None and isinstance(getattr(comp, "weights", None), dist.Distribution):
+                parts.append(f"initial_weights{_value_text(start)}")
             fixed = tuple(getattr(comp, "fixed_keywords", ()))
             for k in fixed:  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr

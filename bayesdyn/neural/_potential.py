@@ -174,7 +174,9 @@ class NeuralPotential(PotentialComponent):
     def __repr__(self) -> str:
         from ..inference._model import _exact_list, _value_text
 
-        return (f"NeuralPotential(weights{_value_text(self.weights)}, center={_exact_list(self.center)} kpc, "
+        start = (f", initial_weights{_value_text(self.initial_weights)}"
+                 if isinstance(self.weights, Distribution) and self.initial_weights is not None else "")
+        return (f"NeuralPotential(weights{_value_text(self.weights)}{start}, center={_exact_list(self.center)} kpc, "
                 f"scale={_exact_list(self.scale)} kpc, amplitude={_exact_list(self.amplitude)} (km/s)², "
                 f"architecture={self.architecture!r})")
 
