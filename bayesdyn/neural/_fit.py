@@ -89,7 +89,12 @@ class NeuralFitConfig:
             ``"ball"`` draws them uniformly in the ball about the standardisation
             centre that holds every training star (ρ ≥ 0 is asked of the whole
             ball, so the stars should fill it). The efficiency penalty is always
-            at the stars.
+            at the stars. Not free: on the disk mock's clean flows, λ_ρ = 100 in
+            the ball took ρ(⊙) from −6 % to −19 % (λ_ρ = 10: −13 %), as the
+            networks' noise where the true density is small is pushed up and the
+            mass comes from the plane; with dust it halved the uncorrected
+            in-cloud error (docs/gallery/notes.md, "Positivity where the stars
+            are not").
         val_fraction: stars held out; each member keeps its best-validation weights.
         eval_every: steps between validations.
         bootstrap: each member fits its own bootstrap resample of the stars
