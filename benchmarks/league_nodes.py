@@ -45,8 +45,9 @@ tilt e^t(x) (``dust_tilt.fit_tilt``: MLP 64×2, 3000 steps, maximum likelihood o
 held out), ∇t added to every member's s_x, to see whether a finer n(x) removes the error (the tilt ~95 s, a
 realisation ~4 min on 2 cores beside another run).
 ``--score-split`` repeats it with the flows' position scores and the mock's exact velocity scores, the
-reverse, and both exact scores (the floor set by the mock's own departure from equilibrium and the nodes) (``DiskTruth.score``: finite differences of galpy's quasi-isothermal DF at the flows' velocity draws,
-~30 s per realisation), to see which score carries the error.
+reverse, and both exact scores (the floor set by the mock's own departure from equilibrium and the nodes)
+(``DiskTruth.score``: finite differences of galpy's quasi-isothermal DF at the flows' velocity draws, ~30 s per
+realisation), to see which score carries the error.
 ``--velocity-weights`` repeats each of these with the velocity draws weighted in the CBE least squares by
 w = exp(−q/2) or exp(−q), q = |u|² with u a draw's offset from its node's median draw in robust standard
 deviations per axis: with exact scores any weights give the same acceleration, so how the error moves with the

@@ -153,9 +153,9 @@ class PotentialModel:
             parts = []
             for p in getattr(comp, "parameter_names", ()):
                 parts.append(f"{p}{_value_text(getattr(comp, p, None))}")
-            start = getattr(comp, "initial_weights", None)  # where a MAP fit of a network's prior starts
-            if start is not None and isinstance(getattr(comp, "weights", None), dist.Distribution):
-                parts.append(f"initial_weights{_value_text(start)}")
+            start = _start_text(comp)
+            if start:
+                parts.append(start)
             fixed = tuple(getattr(comp, "fixed_keywords", ()))
             for k in fixed:  # fixed settings that are not parameters (r_ref)
                 parts.append(f"{k}={float(getattr(comp, k))!r}")  # exact: caches are keyed by the repr
@@ -178,6 +178,15 @@ class PotentialModel:
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.components.items())
         return f"PotentialModel({inner})"
+
+
+def _start_text(comp: Any) -> str:
+    """``initial_weights=<array …>`` for a network whose weights are a prior and which knows where a MAP fit of
+    them starts (a different start is a different fit, so it enters the repr); ``""`` otherwise."""
+    start = getattr(comp, "initial_weights", None)
+    if start is None or not isinstance(getattr(comp, "weights", None), dist.Distribution):
+        return ""
+    return f"initial_weights{_value_text(start)}"
 
 
 def _value_text(val: Any) -> str:

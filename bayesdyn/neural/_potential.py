@@ -172,11 +172,10 @@ class NeuralPotential(PotentialComponent):
         return NeuralPotential(prior, self.architecture, self.center, self.scale, self.amplitude, initial_weights=w)
 
     def __repr__(self) -> str:
-        from ..inference._model import _exact_list, _value_text
+        from ..inference._model import _exact_list, _start_text, _value_text
 
-        start = (f", initial_weights{_value_text(self.initial_weights)}"
-                 if isinstance(self.weights, Distribution) and self.initial_weights is not None else "")
-        return (f"NeuralPotential(weights{_value_text(self.weights)}{start}, center={_exact_list(self.center)} kpc, "
+        start = _start_text(self)
+        return (f"NeuralPotential(weights{_value_text(self.weights)}{', ' + start if start else ''}, center={_exact_list(self.center)} kpc, "
                 f"scale={_exact_list(self.scale)} kpc, amplitude={_exact_list(self.amplitude)} (km/s)², "
                 f"architecture={self.architecture!r})")
 
