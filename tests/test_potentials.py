@@ -711,6 +711,23 @@ def test_model_repr_shows_wrapped_and_summed_components():
     assert len(disks) == 2
 
 
+def test_model_repr_tells_apart_numbers_that_differ_in_any_digit():
+    """Numbers in the repr (the key of cached posteriors) are written exactly: a fixed value or a prior bound that
+    differs only in its 5th or 8th significant digit gives another repr (with 4 digits they shared one, and a cached
+    posterior of the other model would have been returned); short numbers keep their short text."""
+    from bayesdyn import PotentialModel
+
+    def model(r_s, high):
+        return repr(PotentialModel(halo=bp.NFW(scale_density=dist.LogUniform(1e5, high), scale_radius=r_s)))
+
+    reprs = [model(16.0, 1e9), model(16.0001, 1e9), model(16.000001, 1e9), model(16.0, 1.00001e9)]
+    assert len(set(reprs)) == 4
+    assert "scale_radius=16.0001" in reprs[1] and "high=1.00001e+09" in reprs[3]
+    assert "scale_density~LogUniform(low=1e+05, high=1e+09), scale_radius=16)" in reprs[0]
+    assert repr(PotentialModel(halo=bp.NFW(scale_density=1e7, scale_radius=jnp.float32(0.3)))).endswith(
+        "scale_radius=0.3))")  # float32 0.3 reads back from "0.3" in float32
+
+
 def test_zhao_at_radius_in_a_pipeline_config():
     """The [model] table takes reference_radius as a fixed number and builds the same component; a prior there fails."""
     from bayesdyn.pipeline import ConfigError, validate_config

@@ -194,7 +194,7 @@ def _value_text(val: Any) -> str:
     digest of its array ones, ``=value`` for a scalar, ``=<array (shape) sha256=…>`` for an array."""
     if isinstance(val, dist.Distribution):
         args = ", ".join(
-            f"{k}={float(getattr(val, k)):.4g}" for k in ("low", "high", "loc", "scale")
+            f"{k}={_scalar_text(getattr(val, k))}" for k in ("low", "high", "loc", "scale")
             if hasattr(val, k) and jnp.ndim(getattr(val, k)) == 0
         )
         arrays = _distribution_arrays(val)  # a network's prior: its loc and scale vectors
@@ -202,8 +202,28 @@ def _value_text(val: Any) -> str:
             args += (", " if args else "") + f"sha256={_digest(*arrays)}"
         return f"~{type(val).__name__}({args})"
     if jnp.ndim(val) == 0:
-        return f"={float(val):.4g}"
+        return f"={_scalar_text(val)}"
     return f"=<array {tuple(jnp.shape(val))} sha256={_digest(val)}>"
+
+
+def _scalar_text(value: Any) -> str:
+    """A scalar as the shortest ``g``-format text of at least 4 significant digits that reads back to it exactly in
+    its own precision (``1e+05``, ``8.122``, ``0.3`` for float32 0.3, ``1.23456`` — not ``1.235``): caches are keyed
+    by the repr, so two numbers that differ anywhere must not share a text."""
+    import numpy as np
+
+    if isinstance(value, jax.core.Tracer):  # inside jit: no value to write
+        return "<traced>"
+    arr = np.asarray(value)
+    kind = arr.dtype.type if arr.dtype.kind == "f" else np.float64
+    x = kind(arr)
+    if not np.isfinite(x):
+        return f"{float(x)}"
+    for digits in range(4, 18):
+        text = f"{float(x):.{digits}g}"
+        if kind(text) == x:
+            return text
+    return repr(float(x))
 
 
 def _distribution_arrays(d: Any) -> list:
