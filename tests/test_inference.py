@@ -280,3 +280,44 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
                   combine="mean")
     g = grouped.info["combine"]
     assert g["n_resamples"] == 2 and g["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in g["combine"]
+
+
+def test_surface_density_resolves_thin_layers():
+    """derived.Sigma_1p1kpc [M☉/pc²] against closed forms: a sech² dark disk gives Σ tanh(Z/2h) for scale heights
+    from 2 pc to 1 kpc, and a thin Miyamoto–Nagai disk scipy's adaptive quadrature (a single 32-node rule gave
+    1.0 instead of 10 M☉/pc² at h = 10 pc and 1.8 instead of 7.4 at b = 20 pc)."""
+    from scipy.integrate import quad
+
+    from bayesdyn.inference import derived_quantities
+    from bayesdyn.inference._model import KZ_HEIGHT
+
+    sun = np.array([-8.122, 0.0, 0.0208])
+    for h in (0.002, 0.01, 0.025, 0.1, 1.0):
+        out = derived_quantities({"dark_disk": bp.DarkDisk(surface_density=10e6, scale_height=h)}, ("dark_disk",), sun)
+        assert_allclose(float(out["Sigma_1p1kpc"]), 10.0 * np.tanh(KZ_HEIGHT / (2 * h)), rtol=1e-5)
+    with jax.enable_x64(True):
+        for b in (0.02, 0.28):
+            disk = bp.MiyamotoNagai(mass=1e10, a=3.0, b=b)
+            out = derived_quantities({"disk": disk}, (), sun)
+            rho = lambda z: float(disk.density(np.array([[sun[0], sun[1], z]]))[0])  # noqa: E731
+            exact = 2 * quad(rho, 0.0, KZ_HEIGHT, points=[b, 5 * b], limit=200, epsabs=0, epsrel=1e-10)[0] * 1e-6
+            assert_allclose(float(out["Sigma_1p1kpc"]), exact, rtol=1e-5)
+
+
+def test_dark_components_by_name_warn_when_none_or_stellar():
+    """derived.rho_dm_sun sums the components counted as dark: when the name rule finds none (a halo named 'nfw'),
+    or counts a stellar halo, the model says so and how to name them with dark=; dark= given is taken as is."""
+    from bayesdyn.inference import derived_quantities
+
+    halo = bp.NFW(scale_density=1e7, scale_radius=16.0)
+    sun = np.array([-8.122, 0.0, 0.0208])
+    with pytest.warns(UserWarning, match=r"dark=\('nfw',\)"):
+        PotentialModel(nfw=halo)
+    with pytest.warns(UserWarning, match="stellar_halo"):
+        PotentialModel(stellar_halo=bp.Plummer(mass=1e9, scale_radius=5.0), halo=halo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = PotentialModel(nfw=halo, dark=("nfw",))
+        PotentialModel(disk=bp.MiyamotoNagai(mass=5e10, a=3.0, b=0.28), dark=())
+    rho = float(derived_quantities(named.components, named.dark, sun)["rho_dm_sun"])
+    assert_allclose(rho, float(halo.density(sun[None])[0]), rtol=1e-6)

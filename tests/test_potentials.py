@@ -726,6 +726,13 @@ def test_model_repr_tells_apart_numbers_that_differ_in_any_digit():
     assert "scale_density~LogUniform(low=1e+05, high=1e+09), scale_radius=16)" in reprs[0]
     assert repr(PotentialModel(halo=bp.NFW(scale_density=1e7, scale_radius=jnp.float32(0.3)))).endswith(
         "scale_radius=0.3))")  # float32 0.3 reads back from "0.3" in float32
+    # every argument of a prior, not only low/high/loc/scale (Gamma's concentration, StudentT's df, a truncated
+    # Normal's loc), enters the text
+    priors = [dist.Gamma(2.0, 1e-7), dist.Gamma(3.0, 1e-7), dist.StudentT(3.0, 1e7, 1e6), dist.StudentT(30.0, 1e7, 1e6),
+              dist.TruncatedNormal(1e7, 1e6, low=0.0), dist.TruncatedNormal(2e7, 1e6, low=0.0)]
+    texts = [repr(PotentialModel(halo=bp.NFW(scale_density=p, scale_radius=16.0))) for p in priors]
+    assert len(set(texts)) == len(priors)
+    assert "scale_density~Gamma(concentration=2, rate=1e-07)" in texts[0]
 
 
 def test_zhao_at_radius_in_a_pipeline_config():
