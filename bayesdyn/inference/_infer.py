@@ -209,7 +209,7 @@ def infer(
     runs one posterior per member — that member's own acceleration field with its
     own least-squares covariance — and combines them by Rubin's rules
     (:func:`bayesdyn.inference.combine_members`): the combined width is the mean
-    within-member width plus (1 + 1/K) × the members' disagreement, with Student-t
+    within-member width plus (1 + 1/K) × the members' disagreement, that part with Student-t
     tails for small K. When the members come in seed groups that share a bootstrap
     resample (``data.member_groups``, from ``fit_psd``'s default
     ``seeds_per_resample="auto"``: K = 4 as 2 resamples × 2 seeds), the
