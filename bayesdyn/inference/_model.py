@@ -342,8 +342,9 @@ _SIGMA_EDGES = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.2
 
 def _surface_density_rule(order: int = 8):
     """Nodes z [kpc] and weights [kpc] of ∫_{-Z}^{Z} g(z) dz (Z = ``KZ_HEIGHT``): ``order``-point Gauss–Legendre on
-    each panel of ``_SIGMA_EDGES``, mirrored to z < 0 (ρ need not be symmetric: the Sun is off the plane in no
-    component, but a tilted one may be). Exact to ~1e-6 for sech² layers of scale height ≥ 1 pc (tests)."""
+    each panel of ``_SIGMA_EDGES``, mirrored to z < 0 (both halves are evaluated: a tilted component is not
+    symmetric about the plane). Within 1e-5 of the exact Σ for sech² layers of scale height 2 pc to 1 kpc and
+    for Miyamoto–Nagai disks with b ≥ 20 pc (tests/test_inference.py)."""
     import numpy as np
 
     t, w = np.polynomial.legendre.leggauss(order)
