@@ -1,6 +1,8 @@
 """Catalog: constructors, selections, summary, tables, files, error propagation (synthetic data)."""
 
+import io
 import warnings
+import zipfile
 
 import astropy.coordinates as coord
 import astropy.units as u
@@ -152,6 +154,65 @@ def test_to_table_round_trip(gaia_cat, tmp_path):
     assert again.history == cut.history
     assert_allclose(again.covariance(), cut.covariance(), rtol=1e-10)
 
+
+
+def test_from_table_restores_history_and_refuses_another_frame(gaia_cat):
+    cut = gaia_cat.parallax_over_error(5)
+    cut.meta["note"] = "kept"
+    t = cut.to_table()
+    same = bd.Catalog.from_table(t, solar=bd.SolarParameters())  # the saved frame, given explicitly
+    assert same.history == cut.history and same.meta["note"] == "kept" and same.solar == cut.solar
+    v40 = bd.SolarParameters.from_astropy()  # the same frame, z_sun one ulp off
+    assert bd.Catalog.from_table(t, solar=v40).history == cut.history
+    other = bd.SolarParameters(galcen_distance=8.3)
+    with pytest.raises(bd.CatalogError, match=r"galcen_distance=8\.122.*drop table\.meta\['bayesdyn'\]"):
+        bd.Catalog.from_table(t, solar=other)
+    relabelled = t.copy()
+    del relabelled.meta["bayesdyn"]  # the fix the message names: the columns alone, in the frame given
+    assert bd.Catalog.from_table(relabelled, solar=other).solar == other
+    t.meta["bayesdyn"]["version"] = 99
+    with pytest.raises(bd.CatalogError, match="version 99.*upgrade bayesdyn"):
+        bd.Catalog.from_table(t)
+
+
+def test_from_table_records_rows_removed_after_to_table(gaia_cat):
+    cut = gaia_cat.parallax_over_error(5)
+    t = cut.to_table()[:10]
+    with pytest.warns(DroppedRowsWarning, match=rf"{cut.n - 10} of the {cut.n} rows"):
+        back = bd.Catalog.from_table(t)
+    assert back.n == 10 and back.history[:-1] == cut.history
+    assert back.history[-1] == CutRecord("rows removed outside bayesdyn", cut.n - 10, 10)
+    grown = cut.to_table()
+    grown.add_row(grown[0])  # rows added: the saved history no longer describes the table
+    with pytest.raises(bd.CatalogError, match=rf"{cut.n + 1} rows.*{cut.n}.*drop table\.meta\['bayesdyn'\]"):
+        bd.Catalog.from_table(grown)
+
+
+def test_from_table_reports_skipped_columns(gaia_cat):
+    t = gaia_cat.to_table()
+    t["multi"] = np.zeros((len(t), 2))
+    t["when"] = np.array(["2020-01-01"] * len(t), dtype="datetime64[D]")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        back = bd.Catalog.from_table(t)
+    skipped = [str(w.message) for w in caught if "not kept" in str(w.message)]
+    assert len(skipped) == 1, [str(w.message) for w in caught]
+    assert "'multi' (2-D" in skipped[0] and "'when' (dtype datetime64[D]" in skipped[0]
+    assert "multi" not in back.columns and "when" not in back.columns and "pmra" in back.columns
+
+
+def test_load_refuses_a_member_without_npy_header(gaia_cat, tmp_path):
+    good = tmp_path / "cat.npz"
+    gaia_cat.save(good)
+    raw = tmp_path / "raw.npz"
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(raw, "w") as out:
+        for member in z.namelist():
+            if member == "header.npy":  # the same bytes, without the .npy header
+                out.writestr("header", np.load(io.BytesIO(z.read(member))).tobytes())
+            else:
+                out.writestr(member, z.read(member))
+    with pytest.raises(bd.CatalogError, match=r"member 'header' is not a \.npy array.*Catalog\.save"):
+        bd.Catalog.load(raw)
 
 # ------------------------------------------------------------------ selections
 def test_selections_count_and_record(gaia_cat):

@@ -55,6 +55,18 @@ def test_dr2_rv_100_median_vy(dr2_100):
     assert cat.columns["source_id"].dtype == np.int64
 
 
+
+def test_negative_error_message_suggests_a_fix_that_removes_it(dr2_100):
+    cat = dr2_100
+    cat.columns["radial_velocity_error"] = cat.columns["radial_velocity_error"].copy()
+    cat.columns["radial_velocity_error"][3] = -1.0
+    with pytest.raises(CatalogError, match=r"1 of 100 rows .* negative") as err:
+        cat.covariance()
+    assert "np.isfinite(e) & (e >= 0)" in str(err.value)
+    e = cat.columns["radial_velocity_error"]  # the fix, as the message spells it
+    fixed = cat.select(np.isfinite(e) & (e >= 0), "valid radial_velocity_error")
+    assert fixed.n == 99 and np.isfinite(fixed.covariance()).all()
+
 def test_dr3_1000_reports_dropped_rows(gaia_dir):
     with pytest.warns(DroppedRowsWarning, match=r"kept 23 of 1000 rows; dropped 976 with no radial_velocity.*; 1 with parallax <= 0"):
         cat = bd.Catalog.from_gaia(gaia_dir / "gdr3_1000.fits")

@@ -463,3 +463,47 @@ def test_load_default_refuses_bad_files(tmp_path, default_mock):
     np.savez(tmp_path / "nan.npz", x=x_nan, v=small.v, header=np.frombuffer(json.dumps(head).encode(), dtype=np.uint8))
     with pytest.raises(MockError, match="1 row"):
         load_default(tmp_path / "nan.npz")
+
+
+def _mock_header():
+    """The shipped mock's header (read alone: no need to load its 10⁵ stars)."""
+    from bayesdyn.mocks._default import DEFAULT_MOCK_PATH
+
+    with np.load(DEFAULT_MOCK_PATH, allow_pickle=False) as z:
+        return json.loads(z["header"].tobytes())
+
+
+def test_load_default_refuses_a_member_without_npy_header(tmp_path):
+    import io
+    import zipfile
+
+    def npy(arr):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        return buf.getvalue()
+
+    path = tmp_path / "raw.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", npy(np.zeros((3, 3), np.float32)))
+        z.writestr("v.npy", npy(np.zeros((3, 3), np.float32)))
+        z.writestr("header", json.dumps(_mock_header()).encode())  # JSON bytes without the .npy header
+    with pytest.raises(MockError, match=r"member 'header' is not a \.npy array.*make_disk_mock"):
+        load_default(path)
+
+
+@pytest.mark.parametrize("version, fix", [(2, "upgrade bayesdyn"), (0, "Regenerate it")])
+def test_load_default_version_message_names_the_fix(tmp_path, version, fix):
+    head = {**_mock_header(), "format_version": version}
+    blob = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "mock.npz", x=np.zeros((3, 3)), v=np.zeros((3, 3)), header=blob)
+    with pytest.raises(MockError, match=rf"v{version}\b.*{fix}"):
+        load_default(tmp_path / "mock.npz")
+
+
+def test_dust_model_from_dict_names_a_missing_key():
+    from bayesdyn.mocks import DustModel
+
+    d = DustModel([[0.0, 0.0, 0.0]], [0.3], [0.5]).to_dict()
+    del d["radii_kpc"]
+    with pytest.raises(MockError, match=r"'radii_kpc'.*DustModel\.to_dict"):
+        DustModel.from_dict(d)

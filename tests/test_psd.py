@@ -407,6 +407,16 @@ def test_save_load_bit_identical_and_tamper_detection(psd, data, tmp_path):
         load_psd(tmp_path / "nowhere")
 
 
+
+@pytest.mark.parametrize("version, fix", [(99, "upgrade bayesdyn"), (2, "refit the density")])
+def test_format_version_message_names_the_fix(tmp_path, version, fix):
+    """A newer file asks for a newer bayesdyn; an older, unreadable one for a refit."""
+    header = {"format": "bayesdyn.psd", "format_version": version}
+    header["header_sha256"] = hashlib.sha256(_canonical(header)).hexdigest()
+    (tmp_path / "psd.json").write_text(json.dumps(header))
+    with pytest.raises(PSDFileError, match=rf"format_version {version}\b.*{fix}"):
+        load_psd(tmp_path)
+
 def test_deterministic_by_seed(psd, data):
     cat, _, _ = data
     again = fit_psd(cat, ensemble=2, seed=0, max_epochs=3, **TINY)

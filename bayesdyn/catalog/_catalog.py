@@ -13,7 +13,7 @@ from astropy.table import QTable, Table
 
 from .. import units as _u
 from . import _gaia, _io
-from ._errors import CatalogError, CatalogUnitError, warn_caller
+from ._errors import CatalogError, CatalogUnitError, DroppedRowsWarning, warn_caller
 from ._solar import SolarParameters
 
 __all__ = ["Catalog", "CatalogError", "CutRecord"]
@@ -38,6 +38,12 @@ class CutRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _same_solar(a: SolarParameters, b: SolarParameters) -> bool:
+    """Equal up to float round-off (astropy's frame gives z_sun one ulp off the default)."""
+    flat = [[p.galcen_distance, p.z_sun, *p.v_sun, p.roll] for p in (a, b)]
+    return bool(np.allclose(*flat, rtol=1e-9, atol=1e-12))
 
 
 def _to_quantity_if_unit(value: Any) -> Any:
@@ -278,20 +284,26 @@ class Catalog:
         If the table has ``x, y, z`` [kpc] and ``v_x, v_y, v_z`` (or ``vx, vy,
         vz``) [km/s] columns, they are taken as Galactocentric coordinates in the
         frame of ``solar`` (units from the columns where present); the table's
-        other 1-D numeric and string columns become :attr:`columns`. A table written
-        by :meth:`to_table` also restores its solar parameters, history and meta.
-        Otherwise the Gaia columns are read as in :meth:`from_gaia`.
+        other 1-D numeric and string columns become :attr:`columns` (any other column
+        is named in one warning). A table written by :meth:`to_table` also restores
+        its solar parameters, history and meta; rows removed from it since then are
+        recorded in the history as "rows removed outside bayesdyn", with a
+        :class:`DroppedRowsWarning`. Otherwise the Gaia columns are read as in
+        :meth:`from_gaia`.
 
         Args:
             table: an astropy Table or QTable.
             solar: solar parameters (default: the table's own from :meth:`to_table`,
-                else astropy 'v4.0').
+                else astropy 'v4.0'). For a table from :meth:`to_table` they must be
+                the saved ones: the columns are not transformed.
             strict: passed to the Gaia reader (see :meth:`from_gaia`).
             name: how to name the table in messages.
 
         Raises:
             CatalogError: neither set of columns, NaN/inf, non-numeric columns or
-                wrong units (each named with its count of bad rows).
+                wrong units (each named with its count of bad rows); or, for a table
+                from :meth:`to_table`, another ``solar``, more rows than were saved, or
+                metadata that is malformed or of a newer version.
         """
         if not isinstance(table, Table):
             raise CatalogError(f"from_table needs an astropy Table or QTable, got {type(table).__name__}")
@@ -324,13 +336,20 @@ class Catalog:
         saved = table.meta.get("bayesdyn") if isinstance(table.meta, Mapping) else None
         meta: dict[str, Any] = {"source": {"name": name, "rows_read": len(table)}}
         history: list[CutRecord] = []
-        if solar is None and isinstance(saved, Mapping) and saved.get("format") == _io.FILE_FORMAT:
-            try:
-                solar = SolarParameters.from_dict(dict(saved["solar"]))
-                history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in saved["history"]]
-                meta = dict(saved.get("meta", {}))
-            except (KeyError, TypeError, ValueError) as err:
-                raise CatalogError(f"{name}: its 'bayesdyn' metadata is malformed ({err}); drop table.meta['bayesdyn']") from None
+        if solar is not None:
+            solar = cls._check_solar(solar)
+        if isinstance(saved, Mapping) and saved.get("format") == _io.FILE_FORMAT:
+            saved_solar, history, meta = cls._saved_metadata(saved, len(table), name)
+            if solar is not None and not _same_solar(solar, saved_solar):
+                raise CatalogError(
+                    f"{name} holds positions and velocities computed with {saved_solar} (its "
+                    f"table.meta['bayesdyn']), but solar={solar} was passed; the columns would be relabelled, "
+                    "not transformed. Leave out solar= to read them in their own frame; to use other solar "
+                    "parameters, recompute the columns in that frame first (e.g. Catalog.from_gaia(..., solar=...) "
+                    "on the Gaia columns), or, if the columns already are in it, drop table.meta['bayesdyn'] "
+                    "(this also drops the saved history and meta)"
+                )
+            solar = saved_solar
         solar = cls._check_solar(solar)
         parts = []
         for col in _GALACTOCENTRIC:
@@ -345,20 +364,76 @@ class Catalog:
                 )
             parts.append(arr)
         columns: dict[str, np.ndarray] = {}
+        skipped: list[str] = []
         for col in table.colnames:
             if col in names.values():
                 continue
             c = table[col]
             if getattr(c, "ndim", 1) != 1:
+                skipped.append(f"{col!r} ({getattr(c, 'ndim', '?')}-D, shape {getattr(c, 'shape', '?')})")
                 continue
-            kind = np.asarray(getattr(c, "value", c)).dtype.kind
-            if kind in "fiub":
+            dtype = np.asarray(getattr(c, "value", c)).dtype
+            if dtype.kind in "fiub":
                 columns[col] = _gaia.read_column(table, col, _gaia.COLUMN_UNITS.get(col), table_name=name)
-            elif kind in "US":
+            elif dtype.kind in "US":
                 columns[col] = np.asarray(c)
+            else:
+                skipped.append(f"{col!r} (dtype {dtype})")
+        if skipped:
+            warn_caller(
+                f"{name}: {len(skipped)} column(s) not kept in Catalog.columns, which holds only 1-D numeric or "
+                f"string columns: {', '.join(skipped)}. To keep them, split them into 1-D columns (e.g. "
+                "table['a_0'] = table['a'][:, 0]) or convert them to numbers or strings before from_table; "
+                "remove them from the table to silence this",
+                UserWarning,
+            )
         x = np.column_stack(parts[:3])
         v = np.column_stack(parts[3:])
         return cls(x, v, solar=solar, columns=columns, meta=meta, history=history)
+
+    @staticmethod
+    def _saved_metadata(saved: Mapping, n_rows: int, name: str) -> tuple[SolarParameters, list[CutRecord], dict]:
+        """Solar parameters, history and meta from a table's ``meta['bayesdyn']`` (written by :meth:`to_table`).
+
+        Rows removed since then are appended to the history (with a :class:`DroppedRowsWarning`).
+        """
+        version = saved.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CatalogError(
+                f"{name}: its 'bayesdyn' metadata has version {version!r}, not a positive integer; "
+                "drop table.meta['bayesdyn'] to read only the columns"
+            )
+        if version > _io.FILE_VERSION:
+            raise CatalogError(
+                f"{name}: its 'bayesdyn' metadata was written in catalog file version {version}, newer than this "
+                f"bayesdyn reads ({_io.FILE_VERSION}); upgrade bayesdyn (or drop table.meta['bayesdyn'] to read "
+                "only the columns)"
+            )
+        try:
+            solar = SolarParameters.from_dict(dict(saved["solar"]))
+            history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in saved["history"]]
+            meta = dict(saved.get("meta", {}))
+            n_saved = saved["n_stars"]
+            if not isinstance(n_saved, int) or isinstance(n_saved, bool) or n_saved < 1:
+                raise ValueError(f"n_stars = {n_saved!r} is not a positive integer")
+        except (KeyError, TypeError, ValueError) as err:
+            raise CatalogError(f"{name}: its 'bayesdyn' metadata is malformed ({err}); drop table.meta['bayesdyn']") from None
+        if n_rows > n_saved:
+            raise CatalogError(
+                f"{name} has {n_rows} rows but its table.meta['bayesdyn'] describes the {n_saved} stars written "
+                "by Catalog.to_table, so the saved history and meta do not fit it; drop table.meta['bayesdyn'] "
+                "(e.g. after stacking tables)"
+            )
+        if n_rows < n_saved:
+            removed = n_saved - n_rows
+            history.append(CutRecord("rows removed outside bayesdyn", removed, n_rows))
+            warn_caller(
+                f"{name}: {removed} of the {n_saved} rows written by Catalog.to_table were removed outside bayesdyn "
+                f"(kept {n_rows}); recorded in Catalog.history as 'rows removed outside bayesdyn'. Cut with "
+                "Catalog.select before to_table to record the reason",
+                DroppedRowsWarning,
+            )
+        return solar, history, meta
 
     @classmethod
     def read(

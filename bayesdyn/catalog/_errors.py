@@ -26,10 +26,12 @@ class CatalogUnitError(CatalogError, UnitError):
 
 
 class DroppedRowsWarning(UserWarning):
-    """Rows of an input table were dropped because they give no 6D phase-space point.
+    """Rows of an input table were dropped because they give no 6D phase-space point,
+    or were removed from a table outside bayesdyn after :meth:`Catalog.to_table`.
 
     Emitted by :meth:`Catalog.from_gaia` (and :meth:`Catalog.from_table` on Gaia
-    columns) with the count per reason; the same counts are recorded in
+    columns) with the count per reason, and by :meth:`Catalog.from_table` on a
+    table with fewer rows than it had when written; the same counts are recorded in
     ``Catalog.history``. It is a warning rather than a log message so that it is
     visible by default, can be turned into an error with
     ``warnings.simplefilter("error", DroppedRowsWarning)`` (or ``strict=True``),

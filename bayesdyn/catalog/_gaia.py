@@ -408,7 +408,8 @@ def observable_errors(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np
         if bad.any():
             raise CatalogError(
                 f"column {col!r} has {int(bad.sum())} of {n} rows that are NaN, inf or negative; "
-                f"remove them first, e.g. cat.select(np.isfinite(cat.columns[{col!r}]), 'has {col}')"
+                f"remove them first, e.g. e = cat.columns[{col!r}]; "
+                f"cat = cat.select(np.isfinite(e) & (e >= 0), 'valid {col}')"
             )
         sigma[:, i] = s
     corr = np.broadcast_to(np.eye(6), (n, 6, 6)).copy()

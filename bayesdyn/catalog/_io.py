@@ -136,6 +136,11 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndar
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as err:
         raise CatalogError(f"{what} ({type(err).__name__}: {err}); write it with Catalog.save") from None
+    for key, arr in arrays.items():
+        if not isinstance(arr, np.ndarray):  # numpy returns a member without a .npy header as raw bytes
+            raise CatalogError(
+                f"{what}: member {key!r} is not a .npy array (it has no .npy header); write it with Catalog.save"
+            )
     blob = arrays.pop("header", None)
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise CatalogError(f"{what}: it has no uint8 'header' array; write it with Catalog.save")

@@ -91,6 +91,9 @@ def load_default(path: str | Path | None = None) -> tuple[Catalog, DiskTruth]:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
         raise _fail(path, f"it cannot be read as a pickle-free npz ({type(err).__name__}: {err})") from None
+    for name, arr in (("x", x), ("v", v), ("header", blob)):
+        if not isinstance(arr, np.ndarray):  # numpy returns a member without a .npy header as raw bytes
+            raise _fail(path, f"member {name!r} is not a .npy array (it has no .npy header)")
     if blob.dtype != np.uint8 or blob.ndim != 1:
         raise _fail(path, f"the header must be uint8 JSON bytes, got {blob.dtype} with shape {blob.shape}")
     try:
@@ -102,7 +105,14 @@ def load_default(path: str | Path | None = None) -> tuple[Catalog, DiskTruth]:
     absent = [k for k in _REQUIRED if k not in head]
     if absent:
         raise _fail(path, f"the header lacks {absent}")
-    if head["format"] != FORMAT or head["format_version"] != FORMAT_VERSION:
+    version = head["format_version"]
+    newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+    if head["format"] == FORMAT and newer:
+        raise MockError(
+            f"{path} is a bayesdyn disk mock of format v{version}, newer than this bayesdyn reads "
+            f"(v{FORMAT_VERSION}); upgrade bayesdyn"
+        )
+    if head["format"] != FORMAT or version != FORMAT_VERSION:
         raise _fail(
             path, f"format {head['format']!r} v{head['format_version']} is not {FORMAT!r} v{FORMAT_VERSION}"
         )

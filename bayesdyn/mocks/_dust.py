@@ -151,8 +151,20 @@ class DustModel(eqx.Module):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DustModel":
-        """Inverse of :meth:`to_dict`."""
-        return cls(d["centers_kpc"], d["radii_kpc"], d["depths"])
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            MockError: ``d`` is not a mapping or lacks one of the keys.
+        """
+        try:
+            args = d["centers_kpc"], d["radii_kpc"], d["depths"]
+        except (KeyError, TypeError) as err:
+            what = f"lacks the key {err}" if isinstance(err, KeyError) else f"is not a mapping ({err})"
+            raise MockError(
+                f"the dust-model dict {what}; pass a dict with keys centers_kpc, radii_kpc and depths, "
+                "as written by DustModel.to_dict"
+            ) from None
+        return cls(*args)
 
 
 def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) -> tuple[Any, DustModel]:

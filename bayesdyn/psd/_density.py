@@ -405,6 +405,11 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
     """
     header = read_header(folder, "psd", FORMAT)
     version = header.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise PSDFileError(
+            f"psd.json has format_version {version}, newer than this bayesdyn reads ({FORMAT_VERSION}); "
+            "upgrade bayesdyn"
+        )
     if version not in READS_VERSIONS:
         raise PSDFileError(
             f"psd.json has format_version {version!r}; this bayesdyn reads versions {list(READS_VERSIONS)} — "
