@@ -121,6 +121,50 @@ def test_save_and_load(plummer_fit, tmp_path):
         neural.load_neural_fit(tmp_path)
 
 
+def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path):
+    """A saved fit whose header and arrays do not belong together, or that is unreadable or newer, is refused
+    with a ValueError naming the file and the fix (before: raw KeyError / AttributeError, or silently loaded)."""
+    import json
+    import shutil
+
+    arch = neural.Architecture(8, 1)
+    pot = neural.NeuralPotential.initialise(0, center=[0, 0, 0], scale=1.0, amplitude=100.0, architecture=arch,
+                                            members=3)
+    eff = neural.NeuralEfficiency(arch.init(1, members=3), arch, [0, 0, 0], 1.0, np.zeros(3))
+    neural.NeuralFit(pot, eff, neural.NeuralFitConfig(), {"n_stars": 10}).save(tmp_path / "good")
+    assert neural.load_neural_fit(tmp_path / "good").selection.n_members == 3
+
+    def broken(name, header=None, arrays=None, text=None):
+        d = tmp_path / name
+        shutil.copytree(tmp_path / "good", d)
+        h = json.loads((d / "neural.json").read_text())
+        if header:
+            header(h)
+        (d / "neural.json").write_text(text if text is not None else json.dumps(h))
+        if arrays:
+            with np.load(d / "neural.npz") as z:
+                a = {k: z[k] for k in z.files}
+            arrays(a)
+            np.savez(d / "neural.npz", **a)
+        return d
+
+    cases = {
+        "not valid JSON": broken("json", text="{not json"),
+        "JSON list": broken("list", text="[1, 2]"),
+        "upgrade bayesdyn": broken("newer", header=lambda h: h.update(format_version=99)),
+        r"lacks \['config'\]": broken("config", header=lambda h: h.pop("config")),
+        "do not belong together": broken("sel", arrays=lambda a: a.pop("selection")),
+        "holds 1 potential network": broken("cut", arrays=lambda a: a.update(potential=a["potential"][:1])),
+        "says 7": broken("members", header=lambda h: h["potential"].update(members=7)),
+        "log_norm has 2 values": broken("norm", header=lambda h: h["selection"].update(log_norm=[0.0, 1.0])),
+        "kind 'dust'": broken("kind", header=lambda h: h["selection"].update(kind="dust")),
+    }
+    for message, folder in cases.items():
+        with pytest.raises(ValueError, match=message) as err:
+            neural.load_neural_fit(folder)
+        assert str(folder) in str(err.value)
+
+
 def test_map_with_priors_on_weights_through_numpyro(plummer):
     """A neural Φ with a N(0, 1/fan_in) prior on its weights in a PotentialModel; MAP by SVI (AutoDelta)."""
     cat, truth, s_x, s_v = plummer

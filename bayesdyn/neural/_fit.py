@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import zipfile
 from typing import Any
 
 import jax
@@ -41,7 +42,7 @@ SELECTIONS = ("none", "efficiency", "tracer_density")
 NORMALIZATIONS = ("score", "none")
 #: Where :class:`NeuralFitConfig`'s density penalty is evaluated: at training stars, or
 #: uniformly in the ball about the stars' centre that holds every training star.
-DENSITY_PENALTY_POINTS = ("stars", "ball")
+DENSITY_PENALTY_POINTS = ("stars", "ball", "kernel")
 
 FORMAT = "bayesdyn.neural_fit"
 FORMAT_VERSION = 1
@@ -94,7 +95,11 @@ class NeuralFitConfig:
             networks' noise where the true density is small is pushed up and the
             mass comes from the plane; with dust it halved the uncorrected
             in-cloud error (docs/gallery/notes.md, "Positivity where the stars
-            are not").
+            are not"). ``"kernel"`` draws training stars and moves each by a
+            Gaussian of ``penalty_bandwidth`` per axis: the stars' density smoothed
+            on that scale, which reaches into holes up to about that size while
+            staying where the stars, and so most of the mass, are.
+        penalty_bandwidth: σ of the ``"kernel"`` points' offsets [kpc].
         val_fraction: stars held out; each member keeps its best-validation weights.
         eval_every: steps between validations.
         bootstrap: each member fits its own bootstrap resample of the stars
@@ -117,6 +122,7 @@ class NeuralFitConfig:
     efficiency_penalty: float = 1e-3
     penalty_points: int = 64
     density_penalty_where: str = "stars"
+    penalty_bandwidth: float = 0.25
     val_fraction: float = 0.1
     eval_every: int = 100
     bootstrap: bool = False
@@ -144,6 +150,10 @@ class NeuralFitConfig:
         for name in ("learning_rate", "final_learning_rate", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
+        object.__setattr__(self, "penalty_bandwidth",
+                           float(_units.strip(self.penalty_bandwidth, "length", "penalty_bandwidth")))
+        if not self.penalty_bandwidth > 0:
+            raise ValueError(f"penalty_bandwidth={self.penalty_bandwidth!r} must be positive [kpc]")
         for name in ("density_penalty", "efficiency_penalty"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be ≥ 0")
@@ -231,25 +241,65 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     """Read a :class:`NeuralFit` written by :meth:`NeuralFit.save` (``np.load(allow_pickle=False)``).
 
     Raises:
-        ValueError: missing files, another format, or arrays that do not match the header.
+        ValueError: missing or unreadable files, another format or version, or arrays that do not match the
+            header (their names, or the number of members); each message names the file and the fix.
     """
     folder = pathlib.Path(folder)
     head_path, arr_path = folder / "neural.json", folder / "neural.npz"
     if not (head_path.is_file() and arr_path.is_file()):
         raise ValueError(f"{folder} holds no neural fit (neural.json and neural.npz); write one with NeuralFit.save")
-    header = json.loads(head_path.read_text())
-    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{head_path} is format {header.get('format')!r} v{header.get('format_version')}, "
-                         f"not {FORMAT!r} v{FORMAT_VERSION}")
-    with np.load(arr_path, allow_pickle=False) as z:
-        w_phi = z["potential"]
-        w_sel = z["selection"] if "selection" in z.files else None
-    potential = NeuralPotential.from_header(header["potential"], w_phi)
-    selection = None
-    if header["selection"] is not None:
-        cls = {c.kind: c for c in (NeuralEfficiency, NeuralTracerDensity)}[header["selection"]["kind"]]
-        selection = cls.from_header(header["selection"], w_sel)
-    return NeuralFit(potential, selection, NeuralFitConfig.from_dict(header["config"]), header["info"])
+    fix = "write the fit again with NeuralFit.save (or refit it)"
+    try:
+        header = json.loads(head_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{head_path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{head_path} holds a JSON {type(header).__name__}, not a neural fit's header; {fix}")
+    version = header.get("format_version")
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{head_path} is format {header.get('format')!r}, not {FORMAT!r}: not a neural fit")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise ValueError(f"{head_path} is {FORMAT!r} v{version}; this bayesdyn reads v{FORMAT_VERSION}: "
+                         + ("upgrade bayesdyn to read it" if newer else "refit it with this version"))
+    missing = [k for k in ("config", "potential", "selection", "info") if k not in header]
+    if missing:
+        raise ValueError(f"{head_path} lacks {missing}; {fix}")
+    expected = {"potential"} | ({"selection"} if header["selection"] is not None else set())
+    try:
+        with np.load(arr_path, allow_pickle=False) as z:
+            if set(z.files) != expected:
+                raise ValueError(f"{arr_path} holds the arrays {sorted(z.files)} where its header {head_path.name} "
+                                 f"describes {sorted(expected)}: the two files do not belong together; {fix}")
+            arrays = {k: z[k] for k in expected}
+    except (OSError, zipfile.BadZipFile, EOFError) as err:  # not a zip, truncated, or a member numpy cannot read
+        raise ValueError(f"{arr_path} cannot be read as a .npz of arrays ({err}); {fix}") from None
+    bad = [k for k, a in arrays.items() if not isinstance(a, np.ndarray) or a.dtype.kind != "f"]
+    if bad:
+        raise ValueError(f"{arr_path}: {bad} are not arrays of floats; {fix}")
+    try:
+        potential = NeuralPotential.from_header(header["potential"], arrays["potential"])
+        selection = None
+        if header["selection"] is not None:
+            kinds = {c.kind: c for c in (NeuralEfficiency, NeuralTracerDensity)}
+            kind = header["selection"].get("kind")
+            if kind not in kinds:
+                raise ValueError(f"selection kind {kind!r} is not one of {sorted(kinds)}")
+            selection = kinds[kind].from_header(header["selection"], arrays["selection"])
+        config = NeuralFitConfig.from_dict(header["config"])
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"{head_path} does not describe the arrays beside it ({type(err).__name__}: {err}); "
+                         f"{fix}") from None
+    parts = [("potential", potential)] + ([("selection", selection)] if selection is not None else [])
+    for name, part in parts:
+        said = header[name].get("members")
+        if said != part.n_members:
+            raise ValueError(f"{arr_path} holds {part.n_members} {name} network(s), {head_path.name} says {said}; "
+                             f"the two files do not belong together; {fix}")
+    if selection is not None and np.size(selection.log_norm) not in (1, selection.n_members):
+        raise ValueError(f"{head_path}: the selection's log_norm has {np.size(selection.log_norm)} values for "
+                         f"{selection.n_members} members; {fix}")
+    return NeuralFit(potential, selection, config, header["info"])
 
 
 # ---------------------------------------------------------------------- inputs
@@ -416,7 +466,7 @@ def fit_neural_potential_scores(
         if cfg.density_penalty > 0 or (selection == "efficiency" and cfg.efficiency_penalty > 0):
             xp = data["x"][pidx]
         if cfg.density_penalty > 0:
-            xd = xball if cfg.density_penalty_where == "ball" else xp
+            xd = xp if cfg.density_penalty_where == "stars" else xball
             lp = jax.vmap(lap, in_axes=(None, 0))(p["phi"], xd)
             loss = loss + cfg.density_penalty * jnp.mean(jax.nn.relu(-lp * length / a0))
         if selection == "efficiency" and cfg.efficiency_penalty > 0:
@@ -442,6 +492,8 @@ def fit_neural_potential_scores(
             d = jax.random.normal(k3, (cfg.penalty_points, 3), dtype)
             rad = ball_radius * jax.random.uniform(k4, (cfg.penalty_points, 1), dtype) ** (1.0 / 3.0)
             xball = cj + rad * d / jnp.linalg.norm(d, axis=1, keepdims=True)
+        elif cfg.density_penalty > 0 and cfg.density_penalty_where == "kernel":
+            xball = data["x"][pidx] + cfg.penalty_bandwidth * jax.random.normal(k3, (n_pen, 3), dtype)
         else:
             xball = None
         loss, g = grad_fn(p, data["sx"], data["sv"], data["w"], data["c"], idx, pidx, xball)
