@@ -321,3 +321,22 @@ def test_dark_components_by_name_warn_when_none_or_stellar():
         PotentialModel(disk=bp.MiyamotoNagai(mass=5e10, a=3.0, b=0.28), dark=())
     rho = float(derived_quantities(named.components, named.dark, sun)["rho_dm_sun"])
     assert_allclose(rho, float(halo.density(sun[None])[0]), rtol=1e-6)
+
+
+def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
+    """The limits table's max_r_hat includes each flow member's own r̂: in the combined draws a member whose chains
+    disagree is diluted by the between-member spread (1.20 in a member, 1.02 combined)."""
+    import bayesdyn.inference as inference
+
+    rng = np.random.default_rng(1)
+    good = {"dark_disk.surface_density": rng.normal(5e6, 1e6, size=(2, 500))}
+
+    def fake_infer(model, data, **kw):
+        post = Posterior(good, {"diverging": np.zeros((2, 500), bool), "num_divergences": 0})
+        post.info["combine"] = {"member_max_r_hat": [1.003, 1.2]}
+        return post
+
+    monkeypatch.setattr(inference, "infer", fake_infer)
+    model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Uniform(0.0, 50e6), scale_height=0.1))
+    table = dark_disk_limits(model, None, [0.1])
+    assert table.loc[0.1, "max_r_hat"] == 1.2

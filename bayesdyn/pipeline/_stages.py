@@ -463,6 +463,14 @@ class Run:
             plt.close(plot_dark_disk_limits(table, out / "dark_disk_exclusion.png"))
             self.log("[report] dark-disk 95 % upper limits [Msun/pc^2]: " + ", ".join(
                 f"h={h * 1e3:.0f} pc: {v:.2f}" for h, v in table["Sigma_DD_upper_Msun_pc2"].items()))
+            from ..results._posterior import MAX_RHAT
+
+            shaky = table[(table["max_r_hat"] > MAX_RHAT) | (table["num_divergences"] > 0)]
+            if len(shaky):  # their convergence warnings were silenced above: say it here
+                self.log("[report] CAVEAT: the dark-disk limit runs (shortened chains) did not converge cleanly at h = "
+                         + ", ".join(f"{h * 1e3:.0f} pc (max r̂ {r['max_r_hat']:.3f}, {int(r['num_divergences'])} "
+                                     "divergences)" for h, r in shaky.iterrows())
+                         + "; rerun dark_disk_limits with more warmup and samples before quoting those limits")
         self._timed("report", t0)
         self.write_metadata(out)
         return out

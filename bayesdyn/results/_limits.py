@@ -63,6 +63,7 @@ def dark_disk_limits(
         s = post.samples[name].reshape(-1) * 1e-6  # M☉/kpc² → M☉/pc²
         ul = float(np.quantile(s, q))
         diag = post.diagnostics()
+        member_rhat = (post.info.get("combine") or {}).get("member_max_r_hat") or []  # a bad member hides in the mix
         rows.append(
             {
                 "h_DD_kpc": h,
@@ -70,7 +71,7 @@ def dark_disk_limits(
                 "Sigma_DD_median_Msun_pc2": float(np.median(s)),
                 "rho_DD_midplane_upper_Msun_pc3": ul / (4 * h * 1e3),
                 "num_divergences": post.info["num_divergences"],
-                "max_r_hat": float(np.nanmax(diag["r_hat"].values)),
+                "max_r_hat": float(np.nanmax([*diag["r_hat"].values, *member_rhat])),
             }
         )
     df = pd.DataFrame(rows).set_index("h_DD_kpc")
