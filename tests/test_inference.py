@@ -340,3 +340,15 @@ def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
     model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Uniform(0.0, 50e6), scale_height=0.1))
     table = dark_disk_limits(model, None, [0.1])
     assert table.loc[0.1, "max_r_hat"] == 1.2
+
+
+def test_check_judges_each_members_effective_sample_size():
+    """Posterior.check flags a member run with too few effective draws, which the combined draws hide (each adds an
+    independent between-member draw, so their ESS is inflated)."""
+    rng = np.random.default_rng(2)
+    post = Posterior({"h.m": rng.normal(1.0, 0.1, size=(4, 1000))}, {"diverging": np.zeros((4, 1000), bool),
+                                                                      "num_divergences": 0})
+    assert post.check(warn=False) == []
+    post.info["combine"] = {"member_max_r_hat": [1.001, 1.002], "member_min_ess": [1500.0, 150.0]}
+    problems = post.check(warn=False)
+    assert len(problems) == 1 and "member(s) [1]" in problems[0] and "min 150" in problems[0]

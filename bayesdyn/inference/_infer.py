@@ -103,6 +103,15 @@ def _max_rhat(samples, names) -> float:
     return max(vals) if vals else 1.0
 
 
+def _min_ess(samples, names) -> float:
+    """The smallest bulk and tail effective sample size over the parameters of one run (chains, draws)."""
+    import arviz as az
+
+    vals = [float(az.ess(np.asarray(samples[n]), method=m)) for n in names if np.ptp(np.asarray(samples[n])) > 0
+            for m in ("bulk", "tail")]
+    return min(vals) if vals else float("inf")
+
+
 def _mode_starts(model, data, model_kwargs, key, num_chains):
     """Chain starts near the posterior mode, in unconstrained coordinates (chains, ...).
 
@@ -324,6 +333,7 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
 
     # convergence is judged per member run (the combined draws mix re-centred members)
     cinfo["member_max_r_hat"] = [_max_rhat(sj, priors) for sj in member_samples]
+    cinfo["member_min_ess"] = [_min_ess(sj, priors) for sj in member_samples]  # the combined draws' ESS is inflated
     cinfo["member_divergences"] = [int(np.sum(d)) for d in diverging]
     cinfo["restarted_members"] = restarted
     info = {

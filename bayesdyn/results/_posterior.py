@@ -123,6 +123,13 @@ class Posterior:
         low = diag.index[(diag["ess_bulk"] < MIN_ESS) | (diag["ess_tail"] < MIN_ESS)].tolist()
         if low:
             problems.append(f"effective sample size < {MIN_ESS} for {low}: draw more samples")
+        # the combined draws add an independent between-member draw to each, which inflates their ESS: judge the
+        # members' own runs
+        member_ess = (self.info.get("combine") or {}).get("member_min_ess") or []
+        thin = [j for j, e in enumerate(member_ess) if e < MIN_ESS]
+        if thin:
+            problems.append(f"effective sample size < {MIN_ESS} in the posterior of member(s) {thin} (min "
+                            f"{min(member_ess):.0f}): draw more samples")
         ndiv = self.info["num_divergences"]
         if ndiv:
             problems.append(f"{ndiv} divergent transitions: raise target_accept or reparametrise; intervals may be biased")
