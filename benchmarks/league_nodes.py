@@ -155,6 +155,8 @@ def main(argv=None):
     ap.add_argument("--fit-radius", type=float, default=1.5,
                     help="with --star-level: the stars within this distance of the Sun [kpc] (default: the nodes')")
     ap.add_argument("--tilt", action="store_true", help="with --node-bias: also with a learnt tilt of the flows' n(x)")
+    ap.add_argument("--mean-shift", action="store_true",
+                    help="with --node-bias: also with each member's mean velocity matched to the stars' (linear δ(x))")
     ap.add_argument("--score-split", action="store_true",
                     help="with --node-bias: also with the flows' position scores and the exact velocity scores, and "
                          "the reverse (finite differences of the mock's DF at the same velocities)")
@@ -341,6 +343,53 @@ class _TiltedScores(_FlowScores):
 
         s_x, s_v = self.psd.score_members(x, v)
         return np.asarray(s_x) + np.asarray(self.grad_tilt(jnp.asarray(np.asarray(x) - self.origin)))[None], s_v
+
+
+class _MeanShiftedScores(_FlowScores):
+    """A flow ensemble whose conditional mean velocity is matched to the stars' (``--node-bias --mean-shift``).
+
+    Each member's p_k(v|x) becomes p_k(v − δ_k(x)|x), with δ_k(x) = c_k + C_k (x − x_⊙) fitted by least squares to
+    the stars' v_i − μ_k(x_i) within ``radius`` of the Sun (μ_k(x_i): the mean of ``draws`` draws from member k at
+    x_i). A misfit of the flows' mean velocity (the disk's v_φ is skewed, an affine flow's family is not) moves
+    a_R as in the radial Jeans equation (about 1 % per km/s in v_φ); this removes the part of it that is linear
+    over the fitted volume. The member's scores at v are its own at v − δ_k(x), with s_x − C_kᵀ s_v
+    (∂/∂x of log p_k(v − δ_k(x)|x)); the node draws are the flows' shifted by the members' mean δ (any draws
+    serve the CBE, whose residual vanishes at every velocity)."""
+
+    def __init__(self, psd, star_x, star_v, sun, radius=1.5, draws=16, seed=0):
+        super().__init__(psd)
+        self.origin = np.asarray(sun, float)
+        x, v = np.asarray(star_x, float), np.asarray(star_v, float)
+        near = np.linalg.norm(x - self.origin, axis=1) < radius
+        x, v = x[near], v[near]
+        design = np.c_[np.ones(len(x)), x - self.origin]
+        coef = []
+        for k in range(psd.n_members):
+            mu = np.asarray(psd.sample_velocities(x, draws, seed + k, member=k), float).mean(axis=1)
+            coef.append(np.linalg.lstsq(design, v - mu, rcond=None)[0])
+        self.coef = np.array(coef)  # (K, 4, 3): δ_k(x) = [1, x − x_⊙] @ coef[k]
+        self.n_stars = int(near.sum())
+
+    def shift(self, x, k=None):
+        """δ_k(x) (member k; None: the members' mean), (N, 3) [km/s]."""
+        c = self.coef.mean(axis=0) if k is None else self.coef[k]
+        return np.c_[np.ones(len(x)), np.asarray(x, float) - self.origin] @ c
+
+    def sample_velocities(self, x, n, seed):
+        xs = np.asarray(x, float).reshape(-1, 3)
+        v = np.asarray(self.psd.sample_velocities(x, n, seed))
+        return (v.reshape(len(xs), n, 3) + self.shift(xs)[:, None, :].astype(v.dtype)).reshape(v.shape)
+
+    def score_members(self, x, v):
+        x, v = np.asarray(x), np.asarray(v)
+        xs = x.reshape(-1, 3)
+        out_x, out_v = [], []
+        for k in range(self.coef.shape[0]):
+            u = (v.reshape(-1, 3) - self.shift(xs, k)).astype(v.dtype).reshape(v.shape)
+            s_x, s_v = (np.asarray(t)[k] for t in self.psd.score_members(x, u))
+            out_x.append(s_x - s_v @ self.coef[k][1:].T.astype(s_v.dtype))
+            out_v.append(s_v)
+        return np.stack(out_x), np.stack(out_v)
 
 
 #: ``--velocity-weights``: weights w(q) of the velocity draws in the CBE least squares, q = |u|² with u the draw's
@@ -547,7 +596,7 @@ def node_bias(a):
                   ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
     variants = ["all nodes, member covariances", "all nodes, combined covariance", "nodes < 1 kpc from the Sun",
                 "nodes ≥ 1 kpc from the Sun"]
-    bases = ["flows"] + (["flows × e^t"] if a.tilt else []) + (list(_CrossedScores.LABELS.values())
+    bases = ["flows"] + (["flows × e^t"] if a.tilt else []) + (["flows, mean-shifted"] if a.mean_shift else []) + (list(_CrossedScores.LABELS.values())
                                                                  if a.score_split else [])
     flows = bases + [f"{b}, w = {w}" for b in bases for w in a.velocity_weights]
     nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
@@ -578,6 +627,11 @@ def node_bias(a):
             _, grad_tilt, gain = tilt_of(real["catalog"].x, psd, spec.sun)
             sources["flows × e^t"] = _TiltedScores(psd, grad_tilt, spec.sun)
             line += f" tilt held-out gain {gain:+.4f} nats per star;"
+        if a.mean_shift:
+            shifted = _MeanShiftedScores(psd, real["catalog"].x, real["catalog"].v, spec.sun)
+            sources["flows, mean-shifted"] = shifted
+            line += (f" mean shift at the Sun {np.round(shifted.shift(np.asarray(spec.sun, float)[None])[0], 2).tolist()} "
+                     f"km/s ({shifted.n_stars} stars);")
         if a.score_split:
             exact_scores = {}  # the exact scores at the velocities drawn, shared by the two crossings
             for which, label in _CrossedScores.LABELS.items():
