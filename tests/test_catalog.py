@@ -170,6 +170,8 @@ def test_from_table_restores_history_and_refuses_another_frame(gaia_cat):
     relabelled = t.copy()
     del relabelled.meta["bayesdyn"]  # the fix the message names: the columns alone, in the frame given
     assert bd.Catalog.from_table(relabelled, solar=other).solar == other
+    t.meta["bayesdyn"]["meta"]["note"] = "edited in the table"  # the table's meta is a copy, not the catalog's
+    assert cut.meta["note"] == "kept"
     t.meta["bayesdyn"]["version"] = 99
     with pytest.raises(bd.CatalogError, match="version 99.*upgrade bayesdyn"):
         bd.Catalog.from_table(t)

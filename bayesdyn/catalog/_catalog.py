@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from pathlib import Path
@@ -820,7 +821,7 @@ class Catalog:
             "n_stars": self.n,
             "solar": self.solar.to_dict(),
             "history": [rec.to_dict() for rec in self.history],
-            "meta": self.meta,
+            "meta": copy.deepcopy(self.meta),  # a table's meta must not alias the catalog's
         }
 
     # ------------------------------------------------------------------ files
