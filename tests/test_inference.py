@@ -352,3 +352,15 @@ def test_check_judges_each_members_effective_sample_size():
     post.info["combine"] = {"member_max_r_hat": [1.001, 1.002], "member_min_ess": [1500.0, 150.0]}
     problems = post.check(warn=False)
     assert len(problems) == 1 and "member(s) [1]" in problems[0] and "min 150" in problems[0]
+
+
+def test_every_potential_parameter_has_a_unit_in_the_tables():
+    """Posterior tables label each parameter with its unit: every parameter of every bayesdyn.potentials component
+    has an entry (dimensionless ones ""), so a new one cannot silently print without its unit."""
+    import inspect
+
+    from bayesdyn.results._posterior import _PARAM_UNITS
+
+    names = {p for _, c in inspect.getmembers(bp, inspect.isclass) for p in (getattr(c, "parameter_names", ()) or ())}
+    assert names and not names - set(_PARAM_UNITS), sorted(names - set(_PARAM_UNITS))
+    assert _PARAM_UNITS["tilt"] == "deg" and _PARAM_UNITS["surface_density"] == "Msun/kpc2"

@@ -39,6 +39,12 @@ _PARAM_UNITS = {
     "surface_density": "Msun/kpc2",
     "scale_height": "kpc",
     "core_radius": "kpc",
+    "n": "",  # CoreNFW's core sharpness
+    "p": "",  # Flattened's axis ratios
+    "q": "",
+    "tilt": "deg",  # Tilted's orientation
+    "azimuth": "deg",
+    "roll": "deg",
 }
 
 #: minimum bulk and tail effective sample sizes per chain-summed posterior
