@@ -405,6 +405,16 @@ def test_save_load_bit_identical_and_tamper_detection(psd, data, tmp_path):
         load_psd(folder)
     with pytest.raises(PSDFileError, match="no psd.json"):
         load_psd(tmp_path / "nowhere")
+    # header values that are not what save writes, with a forged checksum (they used to load, or raise TypeError)
+    for key, value, message in (("n_stars", -5, "n_stars = -5"), ("n_stars", "12", "n_stars = '12'"),
+                                ("ensemble", 2.0, "ensemble = 2.0"), ("info", [1, 2], "info is a list")):
+        psd.save(folder)
+        header = json.loads((folder / "psd.json").read_text())
+        header[key] = value
+        header["header_sha256"] = hashlib.sha256(_canonical(header)).hexdigest()
+        (folder / "psd.json").write_text(json.dumps(header))
+        with pytest.raises(PSDFileError, match=message):
+            load_psd(folder)
 
 
 

@@ -417,11 +417,16 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
         )
     try:
         config = FlowConfig.from_dict(header["flow"])
-        k = int(header["ensemble"])
-        n_stars = int(header["n_stars"])
+        k, n_stars = header["ensemble"], header["n_stars"]
+        for name, value in (("ensemble", k), ("n_stars", n_stars)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} = {value!r} is not a positive integer")
         dtype = np.dtype(header["dtype"])
-        if dtype.kind != "f" or k < 1:
-            raise ValueError(f"dtype {dtype} / ensemble {k}")
+        if dtype.kind != "f":
+            raise ValueError(f"dtype {dtype} is not a float type")
+        info = header.get("info", {})
+        if not isinstance(info, dict):
+            raise ValueError(f"info is a {type(info).__name__}, not a mapping")
     except (KeyError, TypeError, ValueError) as err:
         raise PSDFileError(f"psd.json has an invalid architecture entry ({err}); the file is damaged") from None
     members, prep = read_leaves(folder, header, _skeleton(config, k, dtype, version))
@@ -433,4 +438,4 @@ def load_psd(folder: str | os.PathLike) -> PhaseSpaceDensity:
         prep = eqx.tree_at(lambda p: p.support_core, prep, jnp.zeros((), dtype), is_leaf=lambda a: a is None)
     if version < 7:
         prep = eqx.tree_at(lambda p: p.axis_scale, prep, jnp.zeros(3, dtype), is_leaf=lambda a: a is None)
-    return PhaseSpaceDensity(members, prep, config, n_stars=n_stars, info=header.get("info", {}))
+    return PhaseSpaceDensity(members, prep, config, n_stars=n_stars, info=info)
