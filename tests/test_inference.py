@@ -352,6 +352,10 @@ def test_check_judges_each_members_effective_sample_size():
     post.info["combine"] = {"member_max_r_hat": [1.001, 1.002], "member_min_ess": [1500.0, 150.0]}
     problems = post.check(warn=False)
     assert len(problems) == 1 and "member(s) [1]" in problems[0] and "min 150" in problems[0]
+    # a combination with few degrees of freedom is named in the Markdown table (its sd is unstable)
+    assert "degrees of freedom" not in post.to_markdown()
+    post.info["combine"]["dof"] = 1.7
+    assert "ν = 1.7 degrees of freedom" in post.to_markdown()
 
 
 def test_every_potential_parameter_has_a_unit_in_the_tables():

@@ -50,6 +50,9 @@ _PARAM_UNITS = {
 #: minimum bulk and tail effective sample sizes per chain-summed posterior
 MIN_ESS = 400
 MAX_RHAT = 1.01
+#: at or below this many degrees of freedom of the members' combination, a t's variance (ν ≤ 2) or the variance
+#: of its estimate (ν ≤ 4) is infinite: to_markdown says so
+HEAVY_TAIL_DOF = 4.0
 
 
 class ConvergenceWarning(UserWarning):
@@ -170,6 +173,7 @@ class Posterior:
         df = df.join(self.diagnostics())
         df.attrs["num_divergences"] = self.info["num_divergences"]
         df.attrs["problems"] = self.check(warn=False)
+        df.attrs["combine_dof"] = (self.info.get("combine") or {}).get("dof")
         return df
 
     def to_markdown(self) -> str:
@@ -186,6 +190,11 @@ class Posterior:
             )
         lines.append("")
         lines.append(f"Divergent transitions: {df.attrs['num_divergences']}.")
+        dof = df.attrs["combine_dof"]
+        if dof is not None and dof <= HEAVY_TAIL_DOF:
+            lines.append(f"**Note:** the flow members were combined with ν = {dof:.1f} degrees of freedom (Rubin's "
+                         "rules: few members, much disagreement), so the between-member part has heavy Student-t "
+                         "tails: the intervals are wide and the `sd` of `summary()` is unstable; quote the quantiles.")
         for p in df.attrs["problems"]:
             lines.append(f"**Warning:** {p}.")
         return "\n".join(lines) + "\n"
