@@ -23,7 +23,7 @@ only to score the tilt, never to fit anything.
 
 Run:  python benchmarks/dust_tilt.py --clean-psd DIR [--dust-psd DIR] [--tilt-steps 3000] [--steps 6000]
       [--selection-width 32] [--compare] [--floor-fits GLOB] [--dust-seed S]
-      [--density-penalties λ ...] [--density-penalty-where stars|ball|kernel] [--penalty-points N] [--penalty-bandwidth σ]
+      [--density-penalties λ ...] [--density-penalty-where stars|ball] [--penalty-points N]
       [--efficiency-penalties λ_ε ...]
 
 Cost (2-core CPU): the dusty flows ~4 min (cached in --dust-psd), the tilt ~1 min, each
@@ -136,10 +136,8 @@ def main() -> None:
                     help="seed of the clouds and the star removal (1: neural_disk.py's); another needs its own --dust-psd")
     ap.add_argument("--density-penalties", type=float, nargs="+", default=[0.0],
                     help="λ_ρ of both neural fits (NeuralFitConfig.density_penalty), one pair of fits per value")
-    ap.add_argument("--density-penalty-where", choices=["stars", "ball", "kernel"], default="stars",
+    ap.add_argument("--density-penalty-where", choices=["stars", "ball"], default="stars",
                     help="where the density penalty is evaluated (NeuralFitConfig.density_penalty_where)")
-    ap.add_argument("--penalty-bandwidth", type=float, default=0.25,
-                    help="with --density-penalty-where kernel: NeuralFitConfig.penalty_bandwidth [kpc]")
     ap.add_argument("--penalty-points", type=int, default=64, help="NeuralFitConfig.penalty_points")
     ap.add_argument("--efficiency-penalties", type=float, nargs="+", default=[1e-3],
                     help="λ_ε of the efficiency fit (NeuralFitConfig.efficiency_penalty), one fit per value")
@@ -214,8 +212,7 @@ def main() -> None:
             extra = {} if lam_e is None else {"efficiency_penalty": lam_e}
             fit = neural.fit_neural_potential_scores(x, v, s_x, sv, seed=0, selection=sel, density_penalty=lam,
                                                      density_penalty_where=args.density_penalty_where,
-                                                     penalty_points=args.penalty_points,
-                                                     penalty_bandwidth=args.penalty_bandwidth, **extra, **kw)
+                                                     penalty_points=args.penalty_points, **extra, **kw)
             errs[sel, lam_e] = rms(fit)
             a = np.asarray(fit.potential.acceleration(sun), dtype=float)
             line = (f"[{label}] selection={sel}" + ("" if lam_e is None else f", λ_ε = {lam_e:g}") +

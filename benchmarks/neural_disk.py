@@ -37,7 +37,7 @@ takes ~15 ms CPU per step without and ~30 ms with the efficiency, i.e. 2–4 min
 numbers mean nothing.
 
 Run:  python benchmarks/neural_disk.py [--tiny] [--no-dust] [--ensemble 4] [--steps 6000] [--fit-radius 1.8] [--psd DIR]
-      [--density-penalty λ [--density-penalty-where stars|ball|kernel] [--penalty-points N] [--penalty-bandwidth σ]] [--json out.json]
+      [--density-penalty λ [--density-penalty-where stars|ball] [--penalty-points N]] [--json out.json]
 
 Measured (docs/gallery/index.md, on the league's no-dust flows psd-disk-n100000-e06cc1352332; docs/gallery/notes.md
 says what limits each): a(Sun) 2.40 % (inside the 95 % band), ρ(Sun) −6.2 % (inside the band; the flows' score error —
@@ -166,8 +166,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # the density penalty, when asked for, enters every neural fit (and their cache names)
     pen = ({"density_penalty": args.density_penalty, "density_penalty_where": args.density_penalty_where,
             "penalty_points": args.penalty_points} if args.density_penalty > 0 else {})
-    if pen and args.density_penalty_where == "kernel":
-        pen["penalty_bandwidth"] = args.penalty_bandwidth
     cache = pathlib.Path(args.cache).expanduser() / ("tiny" if args.tiny else "full")
     cache.mkdir(parents=True, exist_ok=True)
     log: dict[str, Any] = {}
@@ -338,11 +336,9 @@ def main() -> None:
     p.add_argument("--dust-seed", type=int, default=1)
     p.add_argument("--density-penalty", type=float, default=0.0,
                    help="λ_ρ of every neural fit (NeuralFitConfig.density_penalty; 0: none, the default)")
-    p.add_argument("--density-penalty-where", choices=["stars", "ball", "kernel"], default="stars",
+    p.add_argument("--density-penalty-where", choices=["stars", "ball"], default="stars",
                    help="where the density penalty is evaluated (NeuralFitConfig.density_penalty_where)")
     p.add_argument("--penalty-points", type=int, default=64, help="NeuralFitConfig.penalty_points")
-    p.add_argument("--penalty-bandwidth", type=float, default=0.25,
-                   help="with --density-penalty-where kernel: NeuralFitConfig.penalty_bandwidth [kpc]")
     p.add_argument("--cache", default=os.environ.get("BAYESDYN_BENCH_CACHE", "~/.cache/bayesdyn/neural_disk"))
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = p.parse_args()

@@ -42,7 +42,7 @@ SELECTIONS = ("none", "efficiency", "tracer_density")
 NORMALIZATIONS = ("score", "none")
 #: Where :class:`NeuralFitConfig`'s density penalty is evaluated: at training stars, or
 #: uniformly in the ball about the stars' centre that holds every training star.
-DENSITY_PENALTY_POINTS = ("stars", "ball", "kernel")
+DENSITY_PENALTY_POINTS = ("stars", "ball")
 
 FORMAT = "bayesdyn.neural_fit"
 FORMAT_VERSION = 1
@@ -90,16 +90,12 @@ class NeuralFitConfig:
             ``"ball"`` draws them uniformly in the ball about the standardisation
             centre that holds every training star (ρ ≥ 0 is asked of the whole
             ball, so the stars should fill it). The efficiency penalty is always
-            at the stars. Not free: on the disk mock's clean flows, λ_ρ = 100 in
-            the ball took ρ(⊙) from −6 % to −19 % (λ_ρ = 10: −13 %), as the
-            networks' noise where the true density is small is pushed up and the
-            mass comes from the plane; with dust it halved the uncorrected
-            in-cloud error (docs/gallery/notes.md, "Positivity where the stars
-            are not"). ``"kernel"`` draws training stars and moves each by a
-            Gaussian of ``penalty_bandwidth`` per axis: the stars' density smoothed
-            on that scale, which reaches into holes up to about that size while
-            staying where the stars, and so most of the mass, are.
-        penalty_bandwidth: σ of the ``"kernel"`` points' offsets [kpc].
+            at the stars. Not free, wherever it is evaluated: on the disk mock's
+            clean flows, λ_ρ = 100 took ρ(⊙) from −6 % to −19 % in the ball and
+            −20 % at the stars (λ_ρ = 10 in the ball: −13 %), the mass added
+            where a network's density was negative being taken from the plane;
+            with dust, in the ball, it halved the uncorrected in-cloud error
+            (docs/gallery/notes.md, "Positivity where the stars are not").
         val_fraction: stars held out; each member keeps its best-validation weights.
         eval_every: steps between validations.
         bootstrap: each member fits its own bootstrap resample of the stars
@@ -122,7 +118,6 @@ class NeuralFitConfig:
     efficiency_penalty: float = 1e-3
     penalty_points: int = 64
     density_penalty_where: str = "stars"
-    penalty_bandwidth: float = 0.25
     val_fraction: float = 0.1
     eval_every: int = 100
     bootstrap: bool = False
@@ -150,10 +145,6 @@ class NeuralFitConfig:
         for name in ("learning_rate", "final_learning_rate", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
-        object.__setattr__(self, "penalty_bandwidth",
-                           float(_units.strip(self.penalty_bandwidth, "length", "penalty_bandwidth")))
-        if not self.penalty_bandwidth > 0:
-            raise ValueError(f"penalty_bandwidth={self.penalty_bandwidth!r} must be positive [kpc]")
         for name in ("density_penalty", "efficiency_penalty"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be ≥ 0")
@@ -466,7 +457,7 @@ def fit_neural_potential_scores(
         if cfg.density_penalty > 0 or (selection == "efficiency" and cfg.efficiency_penalty > 0):
             xp = data["x"][pidx]
         if cfg.density_penalty > 0:
-            xd = xp if cfg.density_penalty_where == "stars" else xball
+            xd = xball if cfg.density_penalty_where == "ball" else xp
             lp = jax.vmap(lap, in_axes=(None, 0))(p["phi"], xd)
             loss = loss + cfg.density_penalty * jnp.mean(jax.nn.relu(-lp * length / a0))
         if selection == "efficiency" and cfg.efficiency_penalty > 0:
@@ -492,8 +483,6 @@ def fit_neural_potential_scores(
             d = jax.random.normal(k3, (cfg.penalty_points, 3), dtype)
             rad = ball_radius * jax.random.uniform(k4, (cfg.penalty_points, 1), dtype) ** (1.0 / 3.0)
             xball = cj + rad * d / jnp.linalg.norm(d, axis=1, keepdims=True)
-        elif cfg.density_penalty > 0 and cfg.density_penalty_where == "kernel":
-            xball = data["x"][pidx] + cfg.penalty_bandwidth * jax.random.normal(k3, (n_pen, 3), dtype)
         else:
             xball = None
         loss, g = grad_fn(p, data["sx"], data["sv"], data["w"], data["c"], idx, pidx, xball)
