@@ -378,3 +378,17 @@ def test_no_rows_dropped_without_warning():
         cat = bd.Catalog.from_gaia(t)
     assert [(r.removed, r.kept) for r in cat.history] == [(1, 9), (1, 8), (1, 7)]
     assert "NaN/inf astrometry" in cat.history[1].reason
+
+
+def test_from_table_warns_when_the_frame_of_galactocentric_columns_is_unknown(gaia_cat):
+    """x … v_z columns without the saved solar parameters (as after a FITS or CSV round trip, which drops the dict
+    meta) are read in astropy's 'v4.0' frame with a warning that names solar= as the fix; with solar= given, none."""
+    import warnings
+
+    t = gaia_cat.to_table()
+    del t.meta["bayesdyn"]
+    with pytest.warns(UserWarning, match="no record of the solar parameters.*Pass solar="):
+        bd.Catalog.from_table(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bd.Catalog.from_table(t, solar=gaia_cat.solar).solar == gaia_cat.solar

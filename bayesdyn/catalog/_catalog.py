@@ -351,6 +351,13 @@ class Catalog:
                     "(this also drops the saved history and meta)"
                 )
             solar = saved_solar
+        elif solar is None:  # x … v_z with no record of their frame (a FITS/CSV round trip drops the dict meta)
+            warn_caller(
+                f"{name} has Galactocentric x … v_z columns but no record of the solar parameters they were computed "
+                f"with; assuming {SolarParameters()} (astropy 'v4.0'). Pass solar= with the ones they were computed "
+                "with (a catalog's own: cat.solar), or save with Catalog.save, which keeps them",
+                UserWarning,
+            )
         solar = cls._check_solar(solar)
         parts = []
         for col in _GALACTOCENTRIC:
