@@ -68,6 +68,8 @@ def test_apply_dust_removes_a_binomial_fraction_and_records_it():
     assert_allclose(again.x, out.x)
     other, _ = apply_dust(cat, dust, seed=6)
     assert other.n != out.n or not np.array_equal(other.x, out.x)
+    twice, _ = apply_dust(out, dust, seed=6)  # both models stay on record, in order
+    assert [d["seed"] for d in twice.meta["dust_history"]] == [5, 6] and twice.meta["dust_seed"] == 6
 
 
 def test_default_clouds_near_the_sun():

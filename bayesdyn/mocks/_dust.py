@@ -171,7 +171,9 @@ def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) ->
     """Remove stars as dust would: each star survives with probability ε(x).
 
     The cut goes through ``catalog.select`` (recorded in ``history`` with the
-    number removed) and the model is stored in ``meta["dust"]``.
+    number removed) and the model is stored in ``meta["dust"]``; ``meta["dust_history"]``
+    lists every model applied to the catalog's ancestry, in order, with its seed (a
+    catalog dusted twice has as its true efficiency the product of both).
 
     Args:
         catalog: a :class:`bayesdyn.Catalog`.
@@ -196,5 +198,6 @@ def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) ->
     eps = np.asarray(dust.efficiency(x), dtype=np.float64)
     keep = np.random.default_rng(int(seed)).random(x.shape[0]) < eps
     out = catalog.select(keep, f"synthetic dust: {dust.centers.shape[0]} clouds, survival probability ε(x) (seed {seed})")
-    out.meta = {**out.meta, "dust": dust.to_dict(), "dust_seed": int(seed)}
+    applied = [*out.meta.get("dust_history", []), {"dust": dust.to_dict(), "seed": int(seed)}]
+    out.meta = {**out.meta, "dust": dust.to_dict(), "dust_seed": int(seed), "dust_history": applied}
     return out, dust
