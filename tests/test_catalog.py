@@ -216,6 +216,25 @@ def test_load_refuses_a_member_without_npy_header(gaia_cat, tmp_path):
     with pytest.raises(bd.CatalogError, match=r"member 'header' is not a \.npy array.*Catalog\.save"):
         bd.Catalog.load(raw)
 
+def test_load_checks_the_history_against_the_rows(gaia_cat, tmp_path):
+    """A saved history with a negative count is malformed; one whose last cut kept another number of stars than
+    the file holds is loaded with a DroppedRowsWarning (older files may hold such histories)."""
+    from bayesdyn.catalog import _io
+
+    cut = gaia_cat.parallax_over_error(5)
+    cut.save(tmp_path / "ok.npz")
+    header, arrays = _io.read_npz(tmp_path / "ok.npz")
+    for name, last, check in (("neg", {"reason": "x", "removed": -5, "kept": cut.n}, "malformed"),
+                              ("off", {"reason": "x", "removed": 1, "kept": cut.n + 7}, "warn")):
+        _io.write_npz(tmp_path / f"{name}.npz", {**header, "history": [*header["history"], last]}, arrays)
+        if check == "malformed":
+            with pytest.raises(bd.CatalogError, match="negative count.*Catalog.save"):
+                bd.Catalog.load(tmp_path / f"{name}.npz")
+        else:
+            with pytest.warns(DroppedRowsWarning, match=f"kept {cut.n + 7} stars but the file holds {cut.n}"):
+                assert bd.Catalog.load(tmp_path / f"{name}.npz").n == cut.n
+
+
 # ------------------------------------------------------------------ selections
 def test_selections_count_and_record(gaia_cat):
     cat = gaia_cat

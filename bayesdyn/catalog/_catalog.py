@@ -883,8 +883,15 @@ class Catalog:
         try:
             solar = SolarParameters.from_dict(header["solar"])
             history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in header["history"]]
+            if any(h.removed < 0 or h.kept < 0 for h in history):
+                raise ValueError("a cut with a negative count")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise CatalogError(f"{what}: its solar parameters or history are malformed ({err})") from None
+            raise CatalogError(f"{what}: its solar parameters or history are malformed ({err}); write it again "
+                               "with Catalog.save") from None
+        if history and history[-1].kept != n:  # a warning, not an error: older files may hold such histories
+            warn_caller(f"{what}: its history's last cut kept {history[-1].kept} stars but the file holds {n}; "
+                        "the history does not describe these rows (they were changed outside bayesdyn)",
+                        DroppedRowsWarning)
         meta = header.get("meta", {})
         if not isinstance(meta, dict):
             raise CatalogError(f"{what}: meta must be a JSON object")
