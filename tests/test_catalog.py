@@ -411,3 +411,11 @@ def test_from_table_warns_when_the_frame_of_galactocentric_columns_is_unknown(ga
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert bd.Catalog.from_table(t, solar=gaia_cat.solar).solar == gaia_cat.solar
+
+
+def test_save_names_nan_in_meta_as_the_problem(gaia_cat, tmp_path):
+    """meta is written as strict JSON: a NaN there is refused with a message that says NaN is the problem."""
+    cat = gaia_cat.parallax_over_error(5)
+    cat.meta["bad"] = float("nan")
+    with pytest.raises(bd.CatalogError, match="no NaN or inf: use None"):
+        cat.save(tmp_path / "c.npz")

@@ -105,8 +105,8 @@ def write_npz(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str,
         text = json.dumps(header, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as err:
         raise CatalogError(
-            f"the catalog's meta/history cannot be written as JSON ({err}); keep meta to plain "
-            "numbers, strings, lists and dicts"
+            f"the catalog's meta/history cannot be written as JSON ({err}); keep meta to plain finite "
+            "numbers (no NaN or inf: use None), strings, lists and dicts"
         ) from None
     for key, arr in arrays.items():
         if arr.dtype.kind == "O":
