@@ -343,15 +343,18 @@ def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
 
 
 def test_check_judges_each_members_effective_sample_size():
-    """Posterior.check flags a member run with too few effective draws, which the combined draws hide (each adds an
-    independent between-member draw, so their ESS is inflated)."""
+    """Posterior.check judges the members' own runs' effective draws, summed (their re-centred draws together make
+    the combined posterior's within-member part), not the combined draws' ESS, which each independent
+    between-member draw inflates."""
     rng = np.random.default_rng(2)
     post = Posterior({"h.m": rng.normal(1.0, 0.1, size=(4, 1000))}, {"diverging": np.zeros((4, 1000), bool),
                                                                       "num_divergences": 0})
     assert post.check(warn=False) == []
     post.info["combine"] = {"member_max_r_hat": [1.001, 1.002], "member_min_ess": [1500.0, 150.0]}
+    assert post.check(warn=False) == []  # together the members' draws are enough
+    post.info["combine"]["member_min_ess"] = [150.0, 120.0]
     problems = post.check(warn=False)
-    assert len(problems) == 1 and "member(s) [1]" in problems[0] and "min 150" in problems[0]
+    assert len(problems) == 1 and "together 270 < 400" in problems[0]
     # a combination with few degrees of freedom is named in the Markdown table (its sd is unstable)
     assert "degrees of freedom" not in post.to_markdown()
     post.info["combine"]["dof"] = 1.7

@@ -133,12 +133,11 @@ class Posterior:
         if low:
             problems.append(f"effective sample size < {MIN_ESS} for {low}: draw more samples")
         # the combined draws add an independent between-member draw to each, which inflates their ESS: judge the
-        # members' own runs
+        # members' own runs, whose re-centred draws together make the combined posterior's within-member part
         member_ess = (self.info.get("combine") or {}).get("member_min_ess") or []
-        thin = [j for j, e in enumerate(member_ess) if e < MIN_ESS]
-        if thin:
-            problems.append(f"effective sample size < {MIN_ESS} in the posterior of member(s) {thin} (min "
-                            f"{min(member_ess):.0f}): draw more samples")
+        if member_ess and sum(member_ess) < MIN_ESS:
+            problems.append(f"effective sample size of the flow members' runs together {sum(member_ess):.0f} < "
+                            f"{MIN_ESS} (per member {[round(e) for e in member_ess]}): draw more samples")
         ndiv = self.info["num_divergences"]
         if ndiv:
             problems.append(f"{ndiv} divergent transitions: raise target_accept or reparametrise; intervals may be biased")
