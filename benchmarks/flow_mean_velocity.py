@@ -9,7 +9,10 @@ DF's (what the data could see, ball-averaged). With ``--errors LOG`` (the output
 [--score-split]`` on the same realisations) it also prints the correlation and slope of each refit's a_R(⊙) error
 against the flows' δμ_φ.
 
-    python benchmarks/flow_mean_velocity.py [--realisations 20] [--first 0] [--errors LOG]
+    python benchmarks/flow_mean_velocity.py [--realisations 20] [--first 0] [--errors LOG] [--psd-option KEY=VALUE ...]
+
+``--psd-option`` reads the flows fitted with extra ``fit_psd`` settings instead (``league_nodes.py --node-bias
+--psd-option``'s; fitted and cached on first use).
 
 Cost: ~30 s per realisation on the 2-core Xeon (the stars are redrawn; the flows come from the cache).
 """
@@ -26,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
+from _options import psd_options  # noqa: E402
 import league_nodes  # noqa: E402
 
 
@@ -57,15 +61,20 @@ def main() -> None:
     ap.add_argument("--realisations", type=int, default=20)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--errors", default=None, help="a league_nodes.py --node-bias log of the same realisations")
+    ap.add_argument("--psd-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="flows fitted with this extra fit_psd setting (as league_nodes.py --psd-option)")
     a = ap.parse_args()
 
     from bayesdyn import validate
 
     t0 = time.time()
     print(f"# machine: {machine()}", flush=True)
+    extra = psd_options(a.psd_option)
+    if extra:
+        print(f"# flows with the extra fit_psd settings {extra}", flush=True)
     mock, rows, mu_df = validate.DiskMock(), {}, None
     for r in range(a.first, a.first + a.realisations):
-        real, spec, _ = league_nodes.realisation(mock, r, 0)
+        real, spec, _ = league_nodes.realisation(mock, r, 0, extra)
         psd, sun = real["psd"], np.asarray(spec.sun, float)
         draws = [np.asarray(psd.sample_velocities(sun[None], 40_000, seed=11 + k, member=k), float).reshape(-1, 3)
                  for k in range(psd.n_members)]
