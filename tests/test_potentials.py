@@ -729,7 +729,8 @@ def test_model_repr_tells_apart_numbers_that_differ_in_any_digit():
     # every argument of a prior, not only low/high/loc/scale (Gamma's concentration, StudentT's df, a truncated
     # Normal's loc), enters the text
     priors = [dist.Gamma(2.0, 1e-7), dist.Gamma(3.0, 1e-7), dist.StudentT(3.0, 1e7, 1e6), dist.StudentT(30.0, 1e7, 1e6),
-              dist.TruncatedNormal(1e7, 1e6, low=0.0), dist.TruncatedNormal(2e7, 1e6, low=0.0)]
+              dist.TruncatedNormal(1e7, 1e6, low=0.0), dist.TruncatedNormal(2e7, 1e6, low=0.0),
+              dist.FoldedDistribution(dist.Normal(0.0, 1e7)), dist.FoldedDistribution(dist.Normal(0.0, 5e7))]
     texts = [repr(PotentialModel(halo=bp.NFW(scale_density=p, scale_radius=16.0))) for p in priors]
     assert len(set(texts)) == len(priors)
     assert "scale_density~Gamma(concentration=2, rate=1e-07)" in texts[0]
@@ -755,6 +756,27 @@ def test_zhao_at_radius_in_a_pipeline_config():
         validate_config({"model": {"halo": {**table, "reference_radius": "0.3"}}})
     with pytest.raises(ConfigError, match=r"missing the fixed setting\(s\) \['reference_radius'\]"):
         validate_config({"model": {"halo": {k: v for k, v in table.items() if k != "reference_radius"}}})
+
+
+def test_pipeline_config_marks_dark_components():
+    """A [model.<name>] table takes dark = true/false; without any, PotentialModel's name rule applies."""
+    import warnings
+
+    from bayesdyn.pipeline import ConfigError, validate_config
+    from bayesdyn.pipeline._config import build_model
+
+    nfw = {"type": "NFW", "scale_density": {"prior": "LogUniform", "low": 1e5, "high": 1e9}, "scale_radius": 16.0}
+    disk = {"type": "MiyamotoNagai", "mass": 5e10, "a": 3.0, "b": 0.28}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_model(validate_config({"model": {"nfw": {**nfw, "dark": True}, "disk": disk}})["model"]).dark \
+            == ("nfw",)
+        assert build_model(validate_config({"model": {"halo": {**nfw, "dark": False}}})["model"]).dark == ()
+        assert build_model(validate_config({"model": {"halo": nfw}})["model"]).dark == ("halo",)
+    with pytest.warns(UserWarning, match=r"dark = true or false in each \[model"):
+        build_model(validate_config({"model": {"nfw": nfw}})["model"])
+    with pytest.raises(ConfigError, match="'model.nfw.dark' must be true or false"):
+        validate_config({"model": {"nfw": {**nfw, "dark": "yes"}}})
 
 
 def test_gaia_challenge_model_is_referenced_to_the_middle_of_the_node_band():

@@ -72,7 +72,8 @@ class PotentialModel:
             warnings.warn(
                 f"no component of {list(components)} counts as dark matter (by name: containing 'halo' or 'dark', or "
                 "starting with 'dm'), so derived.rho_dm_sun is 0; name them with dark=('nfw',), or pass dark=() if "
-                "the model has none", UserWarning, stacklevel=2)
+                "the model has none (in a pipeline config: dark = true or false in each [model.<name>] table)",
+                UserWarning, stacklevel=2)
         stellar = [n for n in self.dark if dark is None and ("stellar" in n.lower() or "star" in n.lower())]
         if stellar:
             warnings.warn(
@@ -215,9 +216,19 @@ def _value_text(val: Any) -> str:
         if arrays:
             args += (", " if args else "") + f"sha256={_digest(*arrays)}"
         base = getattr(val, "base_dist", None)
-        if base is not None and not isinstance(val, (dist.Independent, dist.ExpandedDistribution,
-                                                     dist.TransformedDistribution)):
-            args += (", " if args else "") + f"base{_value_text(base)}"  # a truncated Normal's loc and scale
+        # a wrapper's base: a truncated or folded Normal's loc and scale, a transformed distribution's base and
+        # transforms; not below Independent or expand() (digested above) nor below a transformed distribution that
+        # names its own arguments (LogUniform's low and high say it all)
+        self_described = isinstance(val, dist.TransformedDistribution) and type(val).arg_constraints
+        if base is not None and not isinstance(val, (dist.Independent, dist.ExpandedDistribution)) \
+                and not self_described:
+            args += (", " if args else "") + f"base{_value_text(base)}"
+            transforms = getattr(val, "transforms", None)
+            if transforms and isinstance(val, dist.TransformedDistribution):
+                numbers = [v for t in transforms for v in vars(t).values()
+                           if isinstance(v, (int, float, jax.Array)) or hasattr(v, "__array__")]
+                names = "·".join(type(t).__name__ for t in transforms)
+                args += f", transforms={names}" + (f" sha256={_digest(*numbers)}" if numbers else "")
         return f"~{type(val).__name__}({args})"
     if jnp.ndim(val) == 0:
         return f"={_scalar_text(val)}"
@@ -254,8 +265,8 @@ def _distribution_arrays(d: Any) -> list:
     priors apart."""
     out, inside_wrapper = [], False
     while d is not None:  # below Independent or expand(), scalar parameters too (Normal(0, s).expand([P]))
-        out += [getattr(d, k) for k in ("low", "high", "loc", "scale")
-                if hasattr(d, k) and (inside_wrapper or jnp.ndim(getattr(d, k)) > 0)]
+        keys = (*_FIRST_ARGS, *(k for k in type(d).arg_constraints if k not in _FIRST_ARGS))  # Gamma's concentration…
+        out += [getattr(d, k) for k in keys if hasattr(d, k) and (inside_wrapper or jnp.ndim(getattr(d, k)) > 0)]
         inside_wrapper = isinstance(d, (dist.Independent, dist.ExpandedDistribution))
         d = getattr(d, "base_dist", None)
     return out
@@ -335,16 +346,17 @@ def derived_quantities(
     return out
 
 
-#: panel edges of the surface-density rule on [0, KZ_HEIGHT] [kpc]: each panel twice the last, from 1 pc, so that a
-#: layer a few pc thick (a thin dark disk, a Miyamoto–Nagai disk with small b) is resolved as well as a thick one
-_SIGMA_EDGES = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, KZ_HEIGHT)
+#: panel edges of the surface-density rule on [0, KZ_HEIGHT] [kpc]: 1, 2, 4, 8 pc wide at the plane, then 16 pc
+#: everywhere, so that a layer a few pc thick (a thin dark disk, a Miyamoto–Nagai disk with small b) is resolved at
+#: the plane and also where a tilted one crosses R0 away from it
+_SIGMA_EDGES = (0.0, 0.001, 0.002, 0.004, 0.008, *(0.016 * k for k in range(1, 69)), KZ_HEIGHT)
 
 
 def _surface_density_rule(order: int = 8):
     """Nodes z [kpc] and weights [kpc] of ∫_{-Z}^{Z} g(z) dz (Z = ``KZ_HEIGHT``): ``order``-point Gauss–Legendre on
     each panel of ``_SIGMA_EDGES``, mirrored to z < 0 (both halves are evaluated: a tilted component is not
     symmetric about the plane). Within 1e-5 of the exact Σ for sech² layers of scale height 2 pc to 1 kpc and
-    for Miyamoto–Nagai disks with b ≥ 20 pc (tests/test_inference.py)."""
+    for Miyamoto–Nagai disks with b ≥ 20 pc, tilted or not (tests/test_inference.py)."""
     import numpy as np
 
     t, w = np.polynomial.legendre.leggauss(order)
