@@ -198,8 +198,11 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         cls = getattr(bp, typ)
         fixed = set(getattr(cls, "fixed_keywords", ()))
         allowed = set(cls.parameter_names) | fixed
+        if not isinstance(comp.get("dark", False), bool):
+            raise ConfigError(f"'{where}.dark' must be true or false (whether {name} is dark matter), "
+                              f"got {comp['dark']!r}")
         for key, val in comp.items():
-            if key == "type":
+            if key in ("type", "dark"):
                 continue
             if key not in allowed:
                 raise ConfigError(f"'{where}.{key}' is not a parameter of {typ}; expected one of {sorted(allowed)}")
@@ -316,7 +319,7 @@ def build_model(cfg_model: dict[str, Any]):
     for name, comp in cfg_model.items():
         kwargs = {}
         for key, val in comp.items():
-            if key == "type":
+            if key in ("type", "dark"):
                 continue
             if isinstance(val, dict):
                 fam = val["prior"]
@@ -328,4 +331,6 @@ def build_model(cfg_model: dict[str, Any]):
             else:
                 kwargs[key] = float(val)
         comps[name] = getattr(bp, comp["type"])(**kwargs)
-    return PotentialModel(**comps)
+    flagged = [name for name, comp in cfg_model.items() if "dark" in comp]
+    dark = tuple(name for name, comp in cfg_model.items() if comp.get("dark")) if flagged else None
+    return PotentialModel(dark=dark, **comps)  # no `dark` key anywhere: PotentialModel's rule by name
