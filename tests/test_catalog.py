@@ -419,3 +419,9 @@ def test_save_names_nan_in_meta_as_the_problem(gaia_cat, tmp_path):
     cat.meta["bad"] = float("nan")
     with pytest.raises(bd.CatalogError, match="no NaN or inf: use None"):
         cat.save(tmp_path / "c.npz")
+    import threading
+
+    cat.meta["bad"] = threading.Lock()  # cannot even be copied: to_table keeps working, save names the problem
+    assert cat.to_table().meta["bayesdyn"]["meta"]["bad"] is cat.meta["bad"]
+    with pytest.raises(bd.CatalogError, match="cannot be written as JSON"):
+        cat.save(tmp_path / "c.npz")

@@ -70,6 +70,10 @@ def test_apply_dust_removes_a_binomial_fraction_and_records_it():
     assert other.n != out.n or not np.array_equal(other.x, out.x)
     twice, _ = apply_dust(out, dust, seed=6)  # both models stay on record, in order
     assert [d["seed"] for d in twice.meta["dust_history"]] == [5, 6] and twice.meta["dust_seed"] == 6
+    older = out.select(np.ones(out.n, bool), "all")  # as dusted by a bayesdyn that kept only meta["dust"]
+    older.meta = {k: v for k, v in out.meta.items() if k != "dust_history"}
+    again_older, _ = apply_dust(older, dust, seed=6)
+    assert [d["seed"] for d in again_older.meta["dust_history"]] == [5, 6]
 
 
 def test_default_clouds_near_the_sun():

@@ -159,6 +159,13 @@ def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path
         "log_norm has 2 values": broken("norm", header=lambda h: h["selection"].update(log_norm=[0.0, 1.0])),
         "kind 'dust'": broken("kind", header=lambda h: h["selection"].update(kind="dust")),
     }
+    import zipfile
+
+    member = broken("member")  # members whose .npy headers are cut short
+    with zipfile.ZipFile(member / "neural.npz", "w") as out:
+        out.writestr("potential.npy", b"\x93NUMPY\x01\x00")
+        out.writestr("selection.npy", b"")
+    cases["cannot be read as a .npz"] = member
     for message, folder in cases.items():
         with pytest.raises(ValueError, match=message) as err:
             neural.load_neural_fit(folder)

@@ -47,6 +47,15 @@ def _same_solar(a: SolarParameters, b: SolarParameters) -> bool:
     return bool(np.allclose(*flat, rtol=1e-9, atol=1e-12))
 
 
+def _detached(meta: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``meta`` where one can be made, else a shallow one (a value that cannot be copied, a lock, is
+    then left for the writer to refuse, as before)."""
+    try:
+        return copy.deepcopy(meta)
+    except (TypeError, copy.Error):
+        return dict(meta)
+
+
 def _to_quantity_if_unit(value: Any) -> Any:
     """An astropy Column (or anything with a ``unit``) becomes a Quantity so that units are honoured."""
     if not isinstance(value, u.Quantity) and getattr(value, "unit", None) is not None:
@@ -828,7 +837,7 @@ class Catalog:
             "n_stars": self.n,
             "solar": self.solar.to_dict(),
             "history": [rec.to_dict() for rec in self.history],
-            "meta": copy.deepcopy(self.meta),  # a table's meta must not alias the catalog's
+            "meta": _detached(self.meta),  # a table's meta must not alias the catalog's
         }
 
     # ------------------------------------------------------------------ files

@@ -198,6 +198,9 @@ def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) ->
     eps = np.asarray(dust.efficiency(x), dtype=np.float64)
     keep = np.random.default_rng(int(seed)).random(x.shape[0]) < eps
     out = catalog.select(keep, f"synthetic dust: {dust.centers.shape[0]} clouds, survival probability ε(x) (seed {seed})")
-    applied = [*out.meta.get("dust_history", []), {"dust": dust.to_dict(), "seed": int(seed)}]
+    earlier = out.meta.get("dust_history")
+    if earlier is None and "dust" in out.meta:  # dusted by a bayesdyn that kept only the last model
+        earlier = [{"dust": out.meta["dust"], "seed": out.meta.get("dust_seed")}]
+    applied = [*(earlier or []), {"dust": dust.to_dict(), "seed": int(seed)}]
     out.meta = {**out.meta, "dust": dust.to_dict(), "dust_seed": int(seed), "dust_history": applied}
     return out, dust

@@ -259,12 +259,13 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     expected = {"potential"} | ({"selection"} if header["selection"] is not None else set())
     try:
         with np.load(arr_path, allow_pickle=False) as z:
-            if set(z.files) != expected:
-                raise ValueError(f"{arr_path} holds the arrays {sorted(z.files)} where its header {head_path.name} "
-                                 f"describes {sorted(expected)}: the two files do not belong together; {fix}")
-            arrays = {k: z[k] for k in expected}
-    except (OSError, zipfile.BadZipFile, EOFError) as err:  # not a zip, truncated, or a member numpy cannot read
+            files = set(z.files)
+            arrays = {k: z[k] for k in expected & files}
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:  # not a zip, truncated, a broken member
         raise ValueError(f"{arr_path} cannot be read as a .npz of arrays ({err}); {fix}") from None
+    if files != expected:
+        raise ValueError(f"{arr_path} holds the arrays {sorted(files)} where its header {head_path.name} "
+                         f"describes {sorted(expected)}: the two files do not belong together; {fix}")
     bad = [k for k, a in arrays.items() if not isinstance(a, np.ndarray) or a.dtype.kind != "f"]
     if bad:
         raise ValueError(f"{arr_path}: {bad} are not arrays of floats; {fix}")
@@ -278,7 +279,7 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
                 raise ValueError(f"selection kind {kind!r} is not one of {sorted(kinds)}")
             selection = kinds[kind].from_header(header["selection"], arrays["selection"])
         config = NeuralFitConfig.from_dict(header["config"])
-    except (KeyError, TypeError, AttributeError, ValueError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
         raise ValueError(f"{head_path} does not describe the arrays beside it ({type(err).__name__}: {err}); "
                          f"{fix}") from None
     parts = [("potential", potential)] + ([("selection", selection)] if selection is not None else [])
