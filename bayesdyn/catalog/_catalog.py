@@ -47,6 +47,14 @@ def _same_solar(a: SolarParameters, b: SolarParameters) -> bool:
     return bool(np.allclose(*flat, rtol=1e-9, atol=1e-12))
 
 
+def _saved_history(records: Any) -> list[CutRecord]:
+    """The cuts of a saved header (``Catalog.save`` or ``to_table``); ValueError/KeyError/TypeError if malformed."""
+    history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in records]
+    if any(h.removed < 0 or h.kept < 0 for h in history):
+        raise ValueError("a cut with a negative count")
+    return history
+
+
 def _detached(meta: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of ``meta`` where one can be made, else a shallow one (a value that cannot be copied, a lock, is
     then left for the writer to refuse, as before)."""
@@ -414,21 +422,11 @@ class Catalog:
 
         Rows removed since then are appended to the history (with a :class:`DroppedRowsWarning`).
         """
-        version = saved.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise CatalogError(
-                f"{name}: its 'bayesdyn' metadata has version {version!r}, not a positive integer; "
-                "drop table.meta['bayesdyn'] to read only the columns"
-            )
-        if version > _io.FILE_VERSION:
-            raise CatalogError(
-                f"{name}: its 'bayesdyn' metadata was written in catalog file version {version}, newer than this "
-                f"bayesdyn reads ({_io.FILE_VERSION}); upgrade bayesdyn (or drop table.meta['bayesdyn'] to read "
-                "only the columns)"
-            )
+        _io.check_version(saved.get("version"), f"{name}: its 'bayesdyn' metadata",
+                          "; or drop table.meta['bayesdyn'] to read only the columns")
         try:
             solar = SolarParameters.from_dict(dict(saved["solar"]))
-            history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in saved["history"]]
+            history = _saved_history(saved["history"])
             meta = dict(saved.get("meta", {}))
             n_saved = saved["n_stars"]
             if not isinstance(n_saved, int) or isinstance(n_saved, bool) or n_saved < 1:
@@ -891,9 +889,7 @@ class Catalog:
             columns[key] = arr
         try:
             solar = SolarParameters.from_dict(header["solar"])
-            history = [CutRecord(str(h["reason"]), int(h["removed"]), int(h["kept"])) for h in header["history"]]
-            if any(h.removed < 0 or h.kept < 0 for h in history):
-                raise ValueError("a cut with a negative count")
+            history = _saved_history(header["history"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CatalogError(f"{what}: its solar parameters or history are malformed ({err}); write it again "
                                "with Catalog.save") from None

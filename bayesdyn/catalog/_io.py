@@ -151,12 +151,16 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndar
     if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise CatalogError(f"{what}: header format is {found!r}, expected {FILE_FORMAT!r}")
-    version = header.get("version")
+    check_version(header.get("version"), repr(str(path)))
+    return header, arrays
+
+
+def check_version(version: Any, what: str, other_fix: str = "") -> None:
+    """Raise CatalogError unless ``version`` is a positive integer this bayesdyn reads (a newer one: upgrade)."""
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CatalogError(f"{what}: header version {version!r} is not a positive integer")
+        raise CatalogError(f"{what} has version {version!r}, not a positive integer{other_fix}")
     if version > FILE_VERSION:
         raise CatalogError(
-            f"{str(path)!r} was written in catalog file version {version}, newer than this bayesdyn "
-            f"reads ({FILE_VERSION}); upgrade bayesdyn"
+            f"{what} was written in catalog file version {version}, newer than this bayesdyn reads "
+            f"({FILE_VERSION}); upgrade bayesdyn{other_fix}"
         )
-    return header, arrays
