@@ -277,3 +277,34 @@ def test_psd_table_passes_seeds_per_resample_support_core_flow_radial_and_axis_m
                   {"axis_map": [0, 0, 1], "radial_map": 1.0}):
         with pytest.raises(ConfigError, match="psd.axis_map"):
             validate_config({"psd": table})
+
+
+def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
+    """The report stage catches the shortened limit runs' warnings: r̂ and divergences come back as one CAVEAT
+    naming the scale heights (from the table, members' r̂ included), every other warning once with its count."""
+    import warnings
+
+    import pandas as pd
+
+    from bayesdyn.pipeline._stages import limit_run_caveats
+    from bayesdyn.results import ConvergenceWarning
+
+    table = pd.DataFrame({"max_r_hat": [1.004, 1.031, 1.002], "num_divergences": [0, 0, 3]},
+                         index=pd.Index([0.05, 0.1, 0.2], name="h_DD_kpc"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            warnings.warn("r̂ > 1.01 for ['dd.surface_density'] (max 1.031): run longer", ConvergenceWarning)
+            warnings.warn("effective sample size < 400 for ['dd.surface_density']: draw more samples",
+                          ConvergenceWarning)
+        warnings.warn("3 divergent transitions: raise target_accept", ConvergenceWarning)
+        warnings.warn("no component is marked dark", UserWarning)
+    lines = limit_run_caveats(table, caught)
+    assert len(lines) == 3, lines
+    assert "h = 100 pc (max r̂ 1.031, 0 divergences), 200 pc (max r̂ 1.002, 3 divergences)" in lines[0]
+    assert "50 pc" not in lines[0]
+    assert lines[1].endswith("(2×): ConvergenceWarning: effective sample size < 400 for ['dd.surface_density']: "
+                             "draw more samples")
+    assert lines[2].endswith("(1×): UserWarning: no component is marked dark")
+    clean = pd.DataFrame({"max_r_hat": [1.001], "num_divergences": [0]}, index=pd.Index([0.1], name="h_DD_kpc"))
+    assert limit_run_caveats(clean, []) == []

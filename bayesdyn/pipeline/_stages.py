@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import time
 import warnings
 from pathlib import Path
@@ -451,7 +452,8 @@ class Run:
             from ..results import dark_disk_limits, plot_dark_disk_limits
 
             inf = self.cfg["inference"]
-            with warnings.catch_warnings(record=True):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 table = dark_disk_limits(
                     model, data, hs, component=dd[0], seed=self.cfg["seed"], num_chains=min(2, inf["num_chains"]),
                     num_warmup=min(300, inf["num_warmup"]), num_samples=min(500, inf["num_samples"]),
@@ -463,14 +465,8 @@ class Run:
             plt.close(plot_dark_disk_limits(table, out / "dark_disk_exclusion.png"))
             self.log("[report] dark-disk 95 % upper limits [Msun/pc^2]: " + ", ".join(
                 f"h={h * 1e3:.0f} pc: {v:.2f}" for h, v in table["Sigma_DD_upper_Msun_pc2"].items()))
-            from ..results._posterior import MAX_RHAT
-
-            shaky = table[(table["max_r_hat"] > MAX_RHAT) | (table["num_divergences"] > 0)]
-            if len(shaky):  # their convergence warnings were silenced above: say it here
-                self.log("[report] CAVEAT: the dark-disk limit runs (shortened chains) did not converge cleanly at h = "
-                         + ", ".join(f"{h * 1e3:.0f} pc (max r̂ {r['max_r_hat']:.3f}, {int(r['num_divergences'])} "
-                                     "divergences)" for h, r in shaky.iterrows())
-                         + "; rerun dark_disk_limits with more warmup and samples before quoting those limits")
+            for line in limit_run_caveats(table, caught):
+                self.log(line)
         self._timed("report", t0)
         self.write_metadata(out)
         return out
@@ -632,3 +628,39 @@ def member_caveat(combine: dict) -> str:
     return (f"CAVEAT: intervals combine one posterior per flow member ({design}; Student-t tails); they carry the "
             f"members' disagreement and the least-squares noise, not an error shared by all members (flow bias). "
             f"{calib}. An error shared by all members is not in these intervals.")
+
+
+def limit_run_caveats(table, caught) -> list[str]:
+    """Report lines for the dark-disk limit runs, whose warnings the report stage catches.
+
+    The limit runs are shortened (≤ 2 chains, 300 warmup, 500 samples), so the report
+    stage catches their warnings instead of letting each scale height print its own;
+    nothing is dropped: the scale heights with r̂ > ``MAX_RHAT`` (members' included) or
+    divergences are named from the table in one CAVEAT, and every other warning (low
+    effective sample size, model warnings, …) is logged once with its count.
+
+    Args:
+        table: :func:`bayesdyn.results.dark_disk_limits`'s DataFrame (``max_r_hat``,
+            ``num_divergences``, indexed by the scale height [kpc]).
+        caught: the ``warnings.WarningMessage`` records of the runs.
+
+    Returns:
+        Lines for the run log (empty when the runs were clean).
+    """
+    from collections import Counter
+
+    from ..results._posterior import MAX_RHAT
+
+    lines = []
+    shaky = table[(table["max_r_hat"] > MAX_RHAT) | (table["num_divergences"] > 0)]
+    if len(shaky):
+        lines.append("[report] CAVEAT: the dark-disk limit runs (shortened chains) did not converge cleanly at h = "
+                     + ", ".join(f"{h * 1e3:.0f} pc (max r̂ {r['max_r_hat']:.3f}, {int(r['num_divergences'])} "
+                                 "divergences)" for h, r in shaky.iterrows())
+                     + "; rerun dark_disk_limits with more warmup and samples before quoting those limits")
+    # r̂ and divergences are in the CAVEAT above, from the table; everything else is passed on once with its count
+    covered = re.compile(r"^(r̂ > |\d+ divergent transitions)")
+    rest = Counter(f"{w.category.__name__}: {w.message}" for w in caught if not covered.match(str(w.message)))
+    for text, n in rest.items():
+        lines.append(f"[report] CAVEAT from the dark-disk limit runs ({n}×): {text}")
+    return lines
