@@ -289,7 +289,9 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     from bayesdyn.pipeline._stages import limit_run_caveats
     from bayesdyn.results import ConvergenceWarning
 
-    table = pd.DataFrame({"max_r_hat": [1.004, 1.031, 1.002], "num_divergences": [0, 0, 3]},
+    table = pd.DataFrame({"max_r_hat": [1.004, 1.031, 1.002], "num_divergences": [0, 0, 3],
+                          "Sigma_DD_upper_Msun_pc2": [3.9, 28.7, 30.0], "prior_upper_Msun_pc2": 28.5,
+                          "limit_over_prior": [3.9 / 28.5, 28.7 / 28.5, 30.0 / 28.5]},
                          index=pd.Index([0.05, 0.1, 0.2], name="h_DD_kpc"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -300,9 +302,12 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
         warnings.warn("3 divergent transitions: raise target_accept", ConvergenceWarning)
         warnings.warn("no component is marked dark", UserWarning)
     lines = limit_run_caveats(table, caught)
-    assert len(lines) == 3, lines
+    assert len(lines) == 4, lines
     assert "h = 100 pc (max r̂ 1.031, 0 divergences), 200 pc (max r̂ 1.002, 3 divergences)" in lines[0]
     assert "50 pc" not in lines[0]
+    assert "limits at h = 100 pc (28.70), 200 pc (30.00) M☉/pc² are more than half the prior's own limit (28.50" \
+        in lines[1]
+    lines = lines[1:]
     assert lines[1].endswith("(2×): ConvergenceWarning: effective sample size < 400 for ['dd.surface_density']: "
                              "draw more samples")
     assert lines[2].endswith("(1×): UserWarning: no component is marked dark")

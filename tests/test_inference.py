@@ -352,6 +352,28 @@ def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
     assert table.loc[0.1, "max_r_hat"] == 1.2
 
 
+def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
+    """Beside each limit the table gives the prior's own q quantile [M☉/pc²] and the ratio: a limit near the prior's
+    says nothing about the data. Exact for Uniform (inverse CDF) and, by draws, for LogUniform (a (b/a)^q)."""
+    import bayesdyn.inference as inference
+
+    rng = np.random.default_rng(3)
+    wide = {"dark_disk.surface_density": rng.uniform(0.0, 50e6, size=(2, 2000))}  # a posterior = the prior
+
+    def fake_infer(model, data, **kw):
+        return Posterior(wide, {"diverging": np.zeros((2, 2000), bool), "num_divergences": 0})
+
+    monkeypatch.setattr(inference, "infer", fake_infer)
+    model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Uniform(0.0, 50e6), scale_height=0.1))
+    table = dark_disk_limits(model, None, [0.05, 0.1])
+    assert_allclose(table["prior_upper_Msun_pc2"], 47.5, rtol=1e-6)  # 0.95 × 50 M☉/pc²
+    assert_allclose(table["limit_over_prior"], table["Sigma_DD_upper_Msun_pc2"] / 47.5, rtol=1e-12)
+    assert (table["limit_over_prior"] > 0.97).all()  # this "limit" is the prior's
+    log_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.LogUniform(1e4, 1e8), scale_height=0.1))
+    table = dark_disk_limits(log_model, None, [0.1], q=0.9)
+    assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 1e4 * 1e4**0.9 * 1e-6, rtol=0.01)
+
+
 def test_check_judges_each_members_effective_sample_size():
     """Posterior.check judges the members' own runs' effective draws, summed (their re-centred draws together make
     the combined posterior's within-member part), not the combined draws' ESS, which each independent

@@ -637,7 +637,9 @@ def limit_run_caveats(table, caught) -> list[str]:
     stage catches their warnings instead of letting each scale height print its own;
     nothing is dropped: the scale heights with r̂ > ``MAX_RHAT`` (members' included) or
     divergences are named from the table in one CAVEAT, and every other warning (low
-    effective sample size, model warnings, …) is logged once with its count.
+    effective sample size, model warnings, …) is logged once with its count. Limits more
+    than half the prior's own (``limit_over_prior`` > 0.5) get a CAVEAT of their own: such
+    a limit says more about the prior than about the data.
 
     Args:
         table: :func:`bayesdyn.results.dark_disk_limits`'s DataFrame (``max_r_hat``,
@@ -658,6 +660,13 @@ def limit_run_caveats(table, caught) -> list[str]:
                      + ", ".join(f"{h * 1e3:.0f} pc (max r̂ {r['max_r_hat']:.3f}, {int(r['num_divergences'])} "
                                  "divergences)" for h, r in shaky.iterrows())
                      + "; rerun dark_disk_limits with more warmup and samples before quoting those limits")
+    if "limit_over_prior" in table:
+        weak = table[table["limit_over_prior"] > 0.5]
+        if len(weak):
+            lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(
+                f"{h * 1e3:.0f} pc ({r['Sigma_DD_upper_Msun_pc2']:.2f})" for h, r in weak.iterrows())
+                + f" M☉/pc² are more than half the prior's own limit ({weak['prior_upper_Msun_pc2'].iloc[0]:.2f} "
+                "M☉/pc²): they are set mostly by the prior, not by the data; do not quote them as measured limits")
     # r̂ and divergences are in the CAVEAT above, from the table; everything else is passed on once with its count
     covered = re.compile(r"^(r̂ > |\d+ divergent transitions)")
     rest = Counter(f"{w.category.__name__}: {w.message}" for w in caught if not covered.match(str(w.message)))
