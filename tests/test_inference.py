@@ -369,6 +369,15 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     assert_allclose(table["prior_upper_Msun_pc2"], 47.5, rtol=1e-6)  # 0.95 × 50 M☉/pc²
     assert_allclose(table["limit_over_prior"], table["Sigma_DD_upper_Msun_pc2"] / 47.5, rtol=1e-12)
     assert (table["limit_over_prior"] > 0.97).all()  # this "limit" is the prior's
+    import matplotlib.pyplot as plt
+
+    from bayesdyn.results import plot_dark_disk_limits
+
+    fig = plot_dark_disk_limits(table)  # the prior's own limit is drawn (dashed) when it is inside the plot
+    dashed = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    assert_allclose(dashed[0].get_ydata(), 47.5, rtol=1e-6)
+    plt.close(fig)
     log_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.LogUniform(1e4, 1e8), scale_height=0.1))
     table = dark_disk_limits(log_model, None, [0.1], q=0.9)
     assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 1e4 * 1e4**0.9 * 1e-6, rtol=0.01)
