@@ -354,7 +354,7 @@ def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
 
 def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     """Beside each limit the table gives the prior's own q quantile [M☉/pc²] and the ratio: a limit near the prior's
-    says nothing about the data. Exact for Uniform (inverse CDF) and, by draws, for LogUniform (a (b/a)^q)."""
+    says nothing about the data. By the inverse CDF for Uniform and LogUniform (a (b/a)^q), by draws for Gamma."""
     import bayesdyn.inference as inference
 
     rng = np.random.default_rng(3)
@@ -380,7 +380,11 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     plt.close(fig)
     log_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.LogUniform(1e4, 1e8), scale_height=0.1))
     table = dark_disk_limits(log_model, None, [0.1], q=0.9)
-    assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 1e4 * 1e4**0.9 * 1e-6, rtol=0.01)
+    assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 1e4 * 1e4**0.9 * 1e-6, rtol=1e-5)  # a (b/a)^q
+    # a prior whose icdf NumPyro leaves to TFP: from draws; Gamma(2, 1/(5e6)) has its 95 % quantile at 23.72 M☉/pc²
+    gamma_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Gamma(2.0, 1 / 5e6), scale_height=0.1))
+    table = dark_disk_limits(gamma_model, None, [0.1])
+    assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 23.7193, rtol=0.01)
 
 
 def test_check_judges_each_members_effective_sample_size():

@@ -452,8 +452,7 @@ class Run:
             from ..results import dark_disk_limits, plot_dark_disk_limits
 
             inf = self.cfg["inference"]
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with warnings.catch_warnings(record=True) as caught:  # the filters in force decide what is recorded
                 table = dark_disk_limits(
                     model, data, hs, component=dd[0], seed=self.cfg["seed"], num_chains=min(2, inf["num_chains"]),
                     num_warmup=min(300, inf["num_warmup"]), num_samples=min(500, inf["num_samples"]),
@@ -636,10 +635,11 @@ def limit_run_caveats(table, caught) -> list[str]:
     The limit runs are shortened (≤ 2 chains, 300 warmup, 500 samples), so the report
     stage catches their warnings instead of letting each scale height print its own;
     nothing is dropped: the scale heights with r̂ > ``MAX_RHAT`` (members' included) or
-    divergences are named from the table in one CAVEAT, and every other warning (low
-    effective sample size, model warnings, …) is logged once with its count. Limits more
-    than half the prior's own (``limit_over_prior`` > 0.5) get a CAVEAT of their own: such
-    a limit says more about the prior than about the data.
+    divergences are named from the table in one CAVEAT, and every other distinct warning
+    the filters in force let through (low effective sample size, model warnings, …) is
+    logged once. Limits more than half the prior's own (``limit_over_prior`` > 0.5) get a
+    CAVEAT of their own: the prior sets much of such a limit (a rule of thumb; above 1
+    the limit is weaker than the prior alone).
 
     Args:
         table: :func:`bayesdyn.results.dark_disk_limits`'s DataFrame (``max_r_hat``,
@@ -649,8 +649,6 @@ def limit_run_caveats(table, caught) -> list[str]:
     Returns:
         Lines for the run log (empty when the runs were clean).
     """
-    from collections import Counter
-
     from ..results._posterior import MAX_RHAT
 
     lines = []
@@ -666,10 +664,11 @@ def limit_run_caveats(table, caught) -> list[str]:
             lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(
                 f"{h * 1e3:.0f} pc ({r['Sigma_DD_upper_Msun_pc2']:.2f})" for h, r in weak.iterrows())
                 + f" M☉/pc² are more than half the prior's own limit ({weak['prior_upper_Msun_pc2'].iloc[0]:.2f} "
-                "M☉/pc²): they are set mostly by the prior, not by the data; do not quote them as measured limits")
-    # r̂ and divergences are in the CAVEAT above, from the table; everything else is passed on once with its count
+                "M☉/pc²): the prior sets much of them (above it, the data do not limit Σ_DD at all); state the "
+                "prior with them, and do not quote them as measured limits")
+    # r̂ and divergences are in the CAVEAT above, from the table; every other distinct warning is passed on once
     covered = re.compile(r"^(r̂ > |\d+ divergent transitions)")
-    rest = Counter(f"{w.category.__name__}: {w.message}" for w in caught if not covered.match(str(w.message)))
-    for text, n in rest.items():
-        lines.append(f"[report] CAVEAT from the dark-disk limit runs ({n}×): {text}")
+    rest = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught if not covered.match(str(w.message)))
+    for text in rest:
+        lines.append(f"[report] CAVEAT from the dark-disk limit runs: {text}")
     return lines

@@ -75,7 +75,7 @@ def dark_disk_limits(
                 "Sigma_DD_median_Msun_pc2": float(np.median(s)),
                 "rho_DD_midplane_upper_Msun_pc3": ul / (4 * h * 1e3),
                 "prior_upper_Msun_pc2": prior_ul,
-                "limit_over_prior": ul / prior_ul if prior_ul > 0 else float("nan"),
+                "limit_over_prior": ul / prior_ul if prior_ul > 0 else float("nan"),  # NaN > 0 is False
                 "num_divergences": post.info["num_divergences"],
                 "max_r_hat": float(np.nanmax([*diag["r_hat"].values, *member_rhat])),
             }
@@ -87,14 +87,18 @@ def dark_disk_limits(
 
 def _prior_quantile(prior: Any, q: float) -> float:
     """The q quantile of a prior [its units]: by its inverse CDF where NumPyro has one, else from 400 000 draws
-    (fixed seed; about 0.1 % of the quantile for q = 0.95)."""
+    (fixed seed; about 0.1 % of the quantile for q = 0.95); NaN for a prior with neither (ImproperUniform)."""
     import jax
 
     try:
         return float(prior.icdf(q))
-    except (NotImplementedError, AttributeError):
+    except (NotImplementedError, AttributeError, ImportError):  # Gamma, Beta, StudentT: icdf needs TFP
+        pass
+    try:
         draws = np.asarray(prior.sample(jax.random.PRNGKey(0), (400_000,)), np.float64)
-        return float(np.quantile(draws.reshape(400_000, -1)[:, 0], q))
+    except NotImplementedError:
+        return float("nan")
+    return float(np.quantile(draws.reshape(400_000, -1)[:, 0], q))
 
 
 def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, ax=None):
