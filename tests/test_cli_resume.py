@@ -282,7 +282,8 @@ def test_psd_table_passes_seeds_per_resample_support_core_flow_radial_and_axis_m
 def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     """The report stage catches the shortened limit runs' warnings: r̂ and divergences come back as one CAVEAT
     naming the scale heights (from the table, members' r̂ included), a limit above half the prior's own as another,
-    and every other distinct warning once — here Posterior.check's own texts (ESS of the members' runs)."""
+    each run's other convergence problems (Posterior.check's own texts: ESS) with its scale height, and every other
+    distinct warning once."""
     import warnings
 
     import pandas as pd
@@ -290,10 +291,6 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     from bayesdyn.pipeline._stages import limit_run_caveats
     from bayesdyn.results import Posterior
 
-    table = pd.DataFrame({"max_r_hat": [1.004, 1.031, 1.002], "num_divergences": [0, 0, 3],
-                          "Sigma_DD_upper_Msun_pc2": [3.9, 28.7, 30.0], "prior_upper_Msun_pc2": 28.5,
-                          "limit_over_prior": [3.9 / 28.5, 28.7 / 28.5, 30.0 / 28.5]},
-                         index=pd.Index([0.05, 0.1, 0.2], name="h_DD_kpc"))
     rng = np.random.default_rng(0)
     chains = np.stack([rng.normal(0.0, 1.0, 300), rng.normal(0.5, 1.0, 300)])  # r̂ > 1.01, few draws
     diverging = np.zeros((2, 300), bool)
@@ -302,17 +299,24 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     post.info["combine"] = {"member_max_r_hat": [1.2, 1.0], "member_min_ess": [90.0, 80.0]}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        expected = post.check(warn=True)
-        post.check(warn=True)  # a second scale height with the same problems
+        problems = post.check(warn=True)
         warnings.warn("no component is marked dark", UserWarning)
-    assert len(expected) == 5, expected  # r̂, members' r̂, ESS, members' ESS, divergences
+        warnings.warn("no component is marked dark", UserWarning)
+    assert len(problems) == 5, problems  # r̂, members' r̂, ESS, members' ESS, divergences
+    table = pd.DataFrame({"max_r_hat": [1.004, 1.2, 1.002], "num_divergences": [0, 3, 0],
+                          "Sigma_DD_upper_Msun_pc2": [3.9, 28.7, 30.0], "prior_upper_Msun_pc2": 28.5,
+                          "limit_over_prior": [3.9 / 28.5, 28.7 / 28.5, 30.0 / 28.5],
+                          "problems": ["", " | ".join(problems), ""]},
+                         index=pd.Index([0.05, 0.1, 0.2], name="h_DD_kpc"))
     lines = limit_run_caveats(table, caught)
-    assert "h = 100 pc (max r̂ 1.031, 0 divergences), 200 pc (max r̂ 1.002, 3 divergences)" in lines[0]
-    assert "50 pc" not in lines[0]
+    assert len(lines) == 4, lines
+    assert "converge cleanly at h = 100 pc (max r̂ 1.200, 3 divergences); rerun" in lines[0]
     assert "limits at h = 100 pc (28.70), 200 pc (30.00) M☉/pc² are more than half the prior's own limit (28.50" \
         in lines[1]
-    ess = [p for p in expected if "effective sample size" in p]
-    assert lines[2:] == [f"[report] CAVEAT from the dark-disk limit runs: ConvergenceWarning: {p}" for p in ess] + [
-        "[report] CAVEAT from the dark-disk limit runs: UserWarning: no component is marked dark"]
-    clean = pd.DataFrame({"max_r_hat": [1.001], "num_divergences": [0]}, index=pd.Index([0.1], name="h_DD_kpc"))
+    ess = [p for p in problems if "effective sample size" in p]
+    assert len(ess) == 2
+    assert lines[2] == "[report] CAVEAT from the dark-disk limit run at h = 100 pc: " + "; ".join(ess)
+    assert lines[3] == "[report] CAVEAT from the dark-disk limit runs: UserWarning: no component is marked dark"
+    clean = pd.DataFrame({"max_r_hat": [1.001], "num_divergences": [0], "problems": [""]},
+                         index=pd.Index([0.1], name="h_DD_kpc"))
     assert limit_run_caveats(clean, []) == []

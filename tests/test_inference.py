@@ -350,6 +350,7 @@ def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
     model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Uniform(0.0, 50e6), scale_height=0.1))
     table = dark_disk_limits(model, None, [0.1])
     assert table.loc[0.1, "max_r_hat"] == 1.2
+    assert "r̂ > 1.01 in the posterior of member(s) [1] (max 1.200): run longer" in table.loc[0.1, "problems"].split(" | ")
 
 
 def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):

@@ -635,9 +635,10 @@ def limit_run_caveats(table, caught) -> list[str]:
     The limit runs are shortened (≤ 2 chains, 300 warmup, 500 samples), so the report
     stage catches their warnings instead of letting each scale height print its own;
     nothing is dropped: the scale heights with r̂ > ``MAX_RHAT`` (members' included) or
-    divergences are named from the table in one CAVEAT, and every other distinct warning
-    the filters in force let through (low effective sample size, model warnings, …) is
-    logged once. Limits more than half the prior's own (``limit_over_prior`` > 0.5) get a
+    divergences are named from the table in one CAVEAT, each run's other convergence
+    problems (low effective sample size) from its ``problems`` entry with its scale height,
+    and every other distinct warning the filters in force let through (model warnings, …)
+    once. Limits more than half the prior's own (``limit_over_prior`` > 0.5) get a
     CAVEAT of their own: the prior sets much of such a limit (a rule of thumb; above 1
     the limit is weaker than the prior alone).
 
@@ -649,7 +650,7 @@ def limit_run_caveats(table, caught) -> list[str]:
     Returns:
         Lines for the run log (empty when the runs were clean).
     """
-    from ..results._posterior import MAX_RHAT
+    from ..results._posterior import MAX_RHAT, ConvergenceWarning
 
     lines = []
     shaky = table[(table["max_r_hat"] > MAX_RHAT) | (table["num_divergences"] > 0)]
@@ -666,9 +667,15 @@ def limit_run_caveats(table, caught) -> list[str]:
                 + f" M☉/pc² are more than half the prior's own limit ({weak['prior_upper_Msun_pc2'].iloc[0]:.2f} "
                 "M☉/pc²): the prior sets much of them (above it, the data do not limit Σ_DD at all); state the "
                 "prior with them, and do not quote them as measured limits")
-    # r̂ and divergences are in the CAVEAT above, from the table; every other distinct warning is passed on once
+    # r̂ and divergences are in the CAVEAT above; each run's other convergence problems (ESS) come from the table, per
+    # scale height, and every other distinct warning (not a ConvergenceWarning, which the table holds) once
     covered = re.compile(r"^(r̂ > |\d+ divergent transitions)")
-    rest = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught if not covered.match(str(w.message)))
+    for h, r in table.iterrows():
+        other = [p for p in str(r.get("problems") or "").split(" | ") if p and not covered.match(p)]
+        if other:
+            lines.append(f"[report] CAVEAT from the dark-disk limit run at h = {h * 1e3:.0f} pc: " + "; ".join(other))
+    rest = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught
+                         if not issubclass(w.category, ConvergenceWarning))
     for text in rest:
         lines.append(f"[report] CAVEAT from the dark-disk limit runs: {text}")
     return lines

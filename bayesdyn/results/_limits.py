@@ -43,8 +43,10 @@ def dark_disk_limits(
         (the limit in M☉/pc²), ``Sigma_DD_median_Msun_pc2``, ``rho_DD_midplane_upper_Msun_pc3``
         (Σ/(4h) at the limit), ``prior_upper_Msun_pc2`` (the prior's own ``q`` quantile:
         the limit the prior alone would give), ``limit_over_prior`` (their ratio: near 1
-        the data do not limit Σ_DD at that h, whatever the number), ``num_divergences``
-        and ``max_r_hat``.
+        the data do not limit Σ_DD at that h, whatever the number), ``num_divergences``,
+        ``max_r_hat`` and ``problems`` (that run's convergence problems as
+        :meth:`Posterior.check <bayesdyn.results.Posterior.check>` words them, joined by
+        " | "; empty when clean).
     """
     from .. import units as _u
     from ..inference import PotentialModel, infer
@@ -78,6 +80,7 @@ def dark_disk_limits(
                 "limit_over_prior": ul / prior_ul if prior_ul > 0 else float("nan"),  # NaN > 0 is False
                 "num_divergences": post.info["num_divergences"],
                 "max_r_hat": float(np.nanmax([*diag["r_hat"].values, *member_rhat])),
+                "problems": " | ".join(post.check(warn=False)),
             }
         )
     df = pd.DataFrame(rows).set_index("h_DD_kpc")
