@@ -101,7 +101,7 @@ def _prior_quantile(prior: Any, q: float) -> float:
         draws = np.asarray(prior.sample(jax.random.PRNGKey(0), (400_000,)), np.float64)
     except NotImplementedError:
         return float("nan")
-    return float(np.quantile(draws.reshape(400_000, -1)[:, 0], q))
+    return float(np.quantile(draws, q))  # a scalar prior: potentials.parameter refuses batch shapes
 
 
 def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, ax=None):
