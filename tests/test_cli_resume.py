@@ -317,6 +317,19 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     assert len(ess) == 2
     assert lines[2] == "[report] CAVEAT from the dark-disk limit run at h = 100 pc: " + "; ".join(ess)
     assert lines[3] == "[report] CAVEAT from the dark-disk limit runs: UserWarning: no component is marked dark"
+    # with the prior's mass below each limit (any prior): a LogUniform(0.01, 100) M☉/pc² prior puts 57.5 % of its
+    # mass below 2 M☉/pc², so that limit is mostly the prior's although it is 3 % of the prior's own (63.1)
+    log_table = pd.DataFrame({"max_r_hat": [1.001, 1.001], "num_divergences": [0, 0],
+                              "Sigma_DD_upper_Msun_pc2": [0.05, 2.0], "prior_upper_Msun_pc2": 63.1,
+                              "limit_over_prior": [0.05 / 63.1, 2.0 / 63.1],
+                              "prior_mass_below_limit": [np.log10(5) / 4, np.log10(200) / 4], "problems": ["", ""]},
+                             index=pd.Index([0.05, 0.1], name="h_DD_kpc"))
+    log_table.attrs["credibility"] = 0.95
+    lines = limit_run_caveats(log_table, [])
+    assert lines == ["[report] CAVEAT: the dark-disk limits at h = 100 pc (2.00 M☉/pc², 58% of the prior below it) "
+                     "hold more than half their 95% credibility under the prior alone (whose own limit is 63.10 M☉/pc²)"
+                     ": the prior sets much of them (at 95% the data do not limit Σ_DD at all); state the prior with "
+                     "them, and do not quote them as measured limits"], lines
     clean = pd.DataFrame({"max_r_hat": [1.001], "num_divergences": [0], "problems": [""]},
                          index=pd.Index([0.1], name="h_DD_kpc"))
     assert limit_run_caveats(clean, []) == []

@@ -355,7 +355,8 @@ def test_dark_disk_limits_table_reports_a_bad_members_r_hat(monkeypatch):
 
 def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     """Beside each limit the table gives the prior's own q quantile [M☉/pc²] and the ratio: a limit near the prior's
-    says nothing about the data. By the inverse CDF for Uniform and LogUniform (a (b/a)^q), by draws for Gamma."""
+    says nothing about the data. By the inverse CDF for Uniform and LogUniform (a (b/a)^q), by draws for Gamma.
+    And the prior's mass below the limit, by the CDF (Uniform, LogUniform, Gamma) or by draws."""
     import bayesdyn.inference as inference
 
     rng = np.random.default_rng(3)
@@ -370,6 +371,8 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     assert_allclose(table["prior_upper_Msun_pc2"], 47.5, rtol=1e-6)  # 0.95 × 50 M☉/pc²
     assert_allclose(table["limit_over_prior"], table["Sigma_DD_upper_Msun_pc2"] / 47.5, rtol=1e-12)
     assert (table["limit_over_prior"] > 0.97).all()  # this "limit" is the prior's
+    assert_allclose(table["prior_mass_below_limit"], table["Sigma_DD_upper_Msun_pc2"] / 50.0, rtol=1e-6)  # ≈ q
+    assert (table["prior_mass_below_limit"] > 0.92).all()
     import matplotlib.pyplot as plt
 
     from bayesdyn.results import plot_dark_disk_limits
@@ -382,10 +385,29 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     log_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.LogUniform(1e4, 1e8), scale_height=0.1))
     table = dark_disk_limits(log_model, None, [0.1], q=0.9)
     assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 1e4 * 1e4**0.9 * 1e-6, rtol=1e-5)  # a (b/a)^q
+    # a LogUniform prior's mass sits at small Σ: with a posterior below 2 M☉/pc² (limit ≈ 1.8 at q = 0.9, 5 % of the
+    # prior's own 39.8) the prior alone holds log(L/a)/log(b/a) ≈ 0.56 of its mass below the limit, above q/2
+    wide["dark_disk.surface_density"] = rng.uniform(0.0, 2e6, size=(2, 2000))
+    table = dark_disk_limits(log_model, None, [0.1], q=0.9)
+    ul = table.loc[0.1, "Sigma_DD_upper_Msun_pc2"] * 1e6
+    assert_allclose(table.loc[0.1, "prior_mass_below_limit"], np.log(ul / 1e4) / np.log(1e4), rtol=1e-5)
+    assert table.loc[0.1, "prior_mass_below_limit"] > 0.45 > 0.1 > table.loc[0.1, "limit_over_prior"]
+    wide["dark_disk.surface_density"] = rng.uniform(0.0, 50e6, size=(2, 2000))
     # a prior whose icdf NumPyro leaves to TFP: from draws; Gamma(2, 1/(5e6)) has its 95 % quantile at 23.72 M☉/pc²
     gamma_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Gamma(2.0, 1 / 5e6), scale_height=0.1))
     table = dark_disk_limits(gamma_model, None, [0.1])
     assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 23.7193, rtol=0.01)
+    ul = table.loc[0.1, "Sigma_DD_upper_Msun_pc2"]  # Gamma(2, scale 5): CDF 1 − (1 + x/5) e^{−x/5}, x in M☉/pc²
+    assert_allclose(table.loc[0.1, "prior_mass_below_limit"], 1 - (1 + ul / 5) * np.exp(-ul / 5), rtol=1e-4)
+
+    class NoCdfUniform(dist.Uniform):  # a prior without a CDF: the mass comes from draws
+        def cdf(self, value):
+            raise NotImplementedError
+
+    table = dark_disk_limits(PotentialModel(dark_disk=bp.DarkDisk(surface_density=NoCdfUniform(0.0, 50e6),
+                                                                  scale_height=0.1)), None, [0.1])
+    assert_allclose(table.loc[0.1, "prior_mass_below_limit"], table.loc[0.1, "Sigma_DD_upper_Msun_pc2"] / 50.0,
+                    atol=0.003)  # 400 000 draws: σ ≈ 0.0003
 
 
 def test_check_judges_each_members_effective_sample_size():

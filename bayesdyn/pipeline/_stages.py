@@ -638,9 +638,12 @@ def limit_run_caveats(table, caught) -> list[str]:
     divergences are named from the table in one CAVEAT, each run's other convergence
     problems (low effective sample size) from its ``problems`` entry with its scale height,
     and every other distinct warning the filters in force let through (model warnings, …)
-    once. Limits more than half the prior's own (``limit_over_prior`` > 0.5) get a
-    CAVEAT of their own: the prior sets much of such a limit (a rule of thumb; above 1
-    the limit is weaker than the prior alone).
+    once. Limits that hold more than half their credibility q under the prior alone
+    (``prior_mass_below_limit`` > q/2; for a Uniform(0, b) prior the same as a limit above
+    half the prior's own) get a CAVEAT of their own: the prior sets much of such a limit
+    (a rule of thumb; at q the data do not limit Σ_DD at all). The prior's mass, not the
+    ratio of the limits, is what makes the rule fit a LogUniform prior, whose mass sits at
+    small Σ_DD: there a limit far below the prior's own can still be mostly the prior's.
 
     Args:
         table: :func:`bayesdyn.results.dark_disk_limits`'s DataFrame (``max_r_hat``,
@@ -659,7 +662,18 @@ def limit_run_caveats(table, caught) -> list[str]:
                      + ", ".join(f"{h * 1e3:.0f} pc (max r̂ {r['max_r_hat']:.3f}, {int(r['num_divergences'])} "
                                  "divergences)" for h, r in shaky.iterrows())
                      + "; rerun dark_disk_limits with more warmup and samples before quoting those limits")
-    if "limit_over_prior" in table:
+    q = table.attrs.get("credibility", 0.95)
+    if "prior_mass_below_limit" in table:  # any prior: the credibility the prior alone gives each limit
+        weak = table[table["prior_mass_below_limit"] > 0.5 * q]
+        if len(weak):
+            lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(
+                f"{h * 1e3:.0f} pc ({r['Sigma_DD_upper_Msun_pc2']:.2f} M☉/pc², {r['prior_mass_below_limit']:.0%} of "
+                "the prior below it)" for h, r in weak.iterrows())
+                + f" hold more than half their {q:.0%} credibility under the prior alone (whose own limit is "
+                f"{weak['prior_upper_Msun_pc2'].iloc[0]:.2f} M☉/pc²): the prior sets much of them (at {q:.0%} "
+                "the data do not limit Σ_DD at all); state the prior with them, and do not quote them as measured "
+                "limits")
+    elif "limit_over_prior" in table:  # a table from before prior_mass_below_limit
         weak = table[table["limit_over_prior"] > 0.5]
         if len(weak):
             lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(

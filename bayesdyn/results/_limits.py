@@ -43,7 +43,11 @@ def dark_disk_limits(
         (the limit in M☉/pc²), ``Sigma_DD_median_Msun_pc2``, ``rho_DD_midplane_upper_Msun_pc3``
         (Σ/(4h) at the limit), ``prior_upper_Msun_pc2`` (the prior's own ``q`` quantile:
         the limit the prior alone would give), ``limit_over_prior`` (their ratio: near 1
-        the data do not limit Σ_DD at that h, whatever the number), ``num_divergences``,
+        the data do not limit Σ_DD at that h, whatever the number), ``prior_mass_below_limit``
+        (the prior's CDF at the limit: the credibility the prior alone gives the limit; near q
+        the data do not limit Σ_DD, and for any prior, LogUniform included, a value above q/2
+        means the prior sets much of the limit; for a Uniform(0, b) prior it is q ×
+        ``limit_over_prior``), ``num_divergences``,
         ``max_r_hat`` and ``problems`` (that run's convergence problems as
         :meth:`Posterior.check <bayesdyn.results.Posterior.check>` words them, joined by
         " | "; empty when clean).
@@ -56,7 +60,8 @@ def dark_disk_limits(
     name = f"{component}.surface_density"
     if name not in model.free_parameters():
         raise ValueError(f"{name} must be free (a NumPyro prior) to set a limit on it")
-    prior_ul = _prior_quantile(model.free_parameters()[name], q) * 1e-6  # M☉/kpc² → M☉/pc²
+    prior = model.free_parameters()[name]
+    prior_ul = _prior_quantile(prior, q) * 1e-6  # M☉/kpc² → M☉/pc²
     rows = []
     for h in scale_heights:
         h = float(_u.strip(h, "length", "scale_heights"))
@@ -78,6 +83,7 @@ def dark_disk_limits(
                 "rho_DD_midplane_upper_Msun_pc3": ul / (4 * h * 1e3),
                 "prior_upper_Msun_pc2": prior_ul,
                 "limit_over_prior": ul / prior_ul if prior_ul > 0 else float("nan"),  # NaN > 0 is False
+                "prior_mass_below_limit": _prior_cdf(prior, ul * 1e6),
                 "num_divergences": post.info["num_divergences"],
                 "max_r_hat": float(np.nanmax([*diag["r_hat"].values, *member_rhat])),
                 "problems": " | ".join(post.check(warn=False)),
@@ -102,6 +108,23 @@ def _prior_quantile(prior: Any, q: float) -> float:
     except NotImplementedError:
         return float("nan")
     return float(np.quantile(draws, q))  # a scalar prior: potentials.parameter refuses batch shapes
+
+
+def _prior_cdf(prior: Any, x: float) -> float:
+    """The prior's mass below x [x in the prior's units]: by its CDF where NumPyro has one (clipped to [0, 1]),
+    else the fraction of 400 000 draws below x (fixed seed); NaN for a prior with neither (ImproperUniform)."""
+    import jax
+    import jax.numpy as jnp
+
+    try:
+        return float(np.clip(prior.cdf(jnp.asarray(x, jnp.result_type(float))), 0.0, 1.0))
+    except (NotImplementedError, AttributeError, ImportError):
+        pass
+    try:
+        draws = np.asarray(prior.sample(jax.random.PRNGKey(0), (400_000,)), np.float64)
+    except NotImplementedError:
+        return float("nan")
+    return float(np.mean(draws <= x))
 
 
 def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, ax=None):
