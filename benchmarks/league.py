@@ -924,6 +924,11 @@ def realisations_markdown(res: Realisations) -> str:
     out = [
         f"### Acceptance (issue 8) over {R} independent realisations of {res.n_stars} stars{left_out}", "",
         "; ".join(verdict) + ".", "",
+        "These realisations were fixed before the run. On 20 further disk realisations that this table has not "
+        "seen, least-squares refits of the same parametric model to the same kind of nodes (no NUTS) gave a larger "
+        "ratio for a_R at the Sun than on these 20; read that row with [the held-out test and the pooled "
+        "estimate](calibration/index.md#node-sampling-the-disk-fits-error-is-the-flows-not-the-nodes) "
+        "(`benchmarks/league_nodes.py`).", "",
         f"The expected error of each method is measured as the RMS of its relative error over {R} independent "
         "disk realisations (new stars, new flows, new nodes, new bootstrap), so that one lucky or unlucky draw "
         "does not decide the ratio (the ratio uses the realisations where both methods gave an estimate); "
