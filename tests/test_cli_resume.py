@@ -330,6 +330,26 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
                      "hold more than half their 95% credibility under the prior alone (whose own limit is 63.10 M☉/pc²)"
                      ": the prior sets much of them (at 95% the data do not limit Σ_DD at all); state the prior with "
                      "them, and do not quote them as measured limits"], lines
+    # the demo's Uniform(0, 30) M☉/pc² limits with the prior's mass: the same scale heights as the ratio rule above
+    demo = table.assign(prior_mass_below_limit=[3.9 / 30, 28.7 / 30, 1.0], prior_lower_Msun_pc2=0.0,
+                        problems="", max_r_hat=1.001, num_divergences=0)
+    lines = limit_run_caveats(demo, [])
+    assert len(lines) == 1 and "at h = 100 pc (28.70 M☉/pc², 96% of the prior below it), 200 pc (30.00 M☉/pc², " \
+        "100% of the prior below it) hold more than half their 95% credibility" in lines[0], lines
+    # q comes from the table: 46 % of the prior below a limit is more than half of 90 %, not of 95 %
+    at_90 = log_table.assign(prior_mass_below_limit=[0.01, 0.46], prior_lower_Msun_pc2=0.0)
+    assert limit_run_caveats(at_90, []) == []  # attrs say 95 %
+    at_90.attrs["credibility"] = 0.9
+    lines = limit_run_caveats(at_90, [])
+    assert len(lines) == 1 and "at h = 100 pc (2.00 M☉/pc², 46% of the prior below it) hold more than half their " \
+        "90% credibility" in lines[0], lines
+    # a limit in the lowest 1 − q of a prior that starts above 0 is set by that lower end, not by the data
+    pinned = log_table.assign(prior_mass_below_limit=[0.02, 0.3], prior_lower_Msun_pc2=[0.01, 0.0])
+    assert limit_run_caveats(pinned, []) == ["[report] CAVEAT: the dark-disk limits at h = 50 pc (0.05 M☉/pc²) lie "
+                                             "in the lowest 5% of a prior that starts at 0.01 M☉/pc²: that lower end, "
+                                             "not the data, sets them; quote them with it, or refit with a prior that "
+                                             "reaches 0"]
+    assert limit_run_caveats(pinned.assign(prior_lower_Msun_pc2=0.0), []) == []  # from 0: a measured limit
     clean = pd.DataFrame({"max_r_hat": [1.001], "num_divergences": [0], "problems": [""]},
                          index=pd.Index([0.1], name="h_DD_kpc"))
     assert limit_run_caveats(clean, []) == []

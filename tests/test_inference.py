@@ -392,6 +392,15 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     ul = table.loc[0.1, "Sigma_DD_upper_Msun_pc2"] * 1e6
     assert_allclose(table.loc[0.1, "prior_mass_below_limit"], np.log(ul / 1e4) / np.log(1e4), rtol=1e-5)
     assert table.loc[0.1, "prior_mass_below_limit"] > 0.45 > 0.1 > table.loc[0.1, "limit_over_prior"]
+    assert_allclose(table.loc[0.1, "prior_lower_Msun_pc2"], 0.01, rtol=1e-6)  # LogUniform's lower end, M☉/pc²
+    # a prior that reaches below 0 is judged on its Σ ≥ 0 part: Normal(0, 10 M☉/pc²), (Φ(L/10) − ½)/½ ≈ 0.15 at L ≈ 1.9
+    import scipy.stats
+
+    normal_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Normal(0.0, 1e7), scale_height=0.1))
+    table = dark_disk_limits(normal_model, None, [0.1])
+    ul = table.loc[0.1, "Sigma_DD_upper_Msun_pc2"]
+    assert_allclose(table.loc[0.1, "prior_mass_below_limit"], 2 * scipy.stats.norm.cdf(ul / 10.0) - 1, rtol=1e-4)
+    assert table.loc[0.1, "prior_mass_below_limit"] < 0.2 and table.loc[0.1, "prior_lower_Msun_pc2"] == -np.inf
     wide["dark_disk.surface_density"] = rng.uniform(0.0, 50e6, size=(2, 2000))
     # a prior whose icdf NumPyro leaves to TFP: from draws; Gamma(2, 1/(5e6)) has its 95 % quantile at 23.72 M☉/pc²
     gamma_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Gamma(2.0, 1 / 5e6), scale_height=0.1))

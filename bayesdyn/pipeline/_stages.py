@@ -639,11 +639,14 @@ def limit_run_caveats(table, caught) -> list[str]:
     problems (low effective sample size) from its ``problems`` entry with its scale height,
     and every other distinct warning the filters in force let through (model warnings, …)
     once. Limits that hold more than half their credibility q under the prior alone
-    (``prior_mass_below_limit`` > q/2; for a Uniform(0, b) prior the same as a limit above
-    half the prior's own) get a CAVEAT of their own: the prior sets much of such a limit
-    (a rule of thumb; at q the data do not limit Σ_DD at all). The prior's mass, not the
-    ratio of the limits, is what makes the rule fit a LogUniform prior, whose mass sits at
-    small Σ_DD: there a limit far below the prior's own can still be mostly the prior's.
+    (``prior_mass_below_limit`` > q/2, the prior's mass on 0 ≤ Σ ≤ limit over its mass on
+    Σ ≥ 0; for a Uniform(0, b) prior the same as a limit above half the prior's own) get a
+    CAVEAT of their own: the prior sets much of such a limit (a rule of thumb; at q the
+    data do not limit Σ_DD at all). The prior's mass, not the ratio of the limits, is what
+    makes the rule fit a LogUniform prior, whose mass sits at small Σ_DD: there a limit far
+    below the prior's own can still be mostly the prior's. Limits in the prior's lowest
+    1 − q above a lower end > 0 (``prior_lower_Msun_pc2``; e.g. LogUniform(a, b) with data
+    that exclude everything above a) get another: the lower end sets them.
 
     Args:
         table: :func:`bayesdyn.results.dark_disk_limits`'s DataFrame (``max_r_hat``,
@@ -673,6 +676,14 @@ def limit_run_caveats(table, caught) -> list[str]:
                 f"{weak['prior_upper_Msun_pc2'].iloc[0]:.2f} M☉/pc²): the prior sets much of them (at {q:.0%} "
                 "the data do not limit Σ_DD at all); state the prior with them, and do not quote them as measured "
                 "limits")
+        if "prior_lower_Msun_pc2" in table:  # in the lowest 1 − q above a lower end > 0: the end sets the limit
+            pinned = table[(table["prior_lower_Msun_pc2"] > 0) & (table["prior_mass_below_limit"] < 1 - q)]
+            if len(pinned):
+                lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(
+                    f"{h * 1e3:.0f} pc ({r['Sigma_DD_upper_Msun_pc2']:.3g} M☉/pc²)" for h, r in pinned.iterrows())
+                    + f" lie in the lowest {1 - q:.0%} of a prior that starts at "
+                    f"{pinned['prior_lower_Msun_pc2'].iloc[0]:.3g} M☉/pc²: that lower end, not the data, sets them; "
+                    "quote them with it, or refit with a prior that reaches 0")
     elif "limit_over_prior" in table:  # a table from before prior_mass_below_limit
         weak = table[table["limit_over_prior"] > 0.5]
         if len(weak):

@@ -44,10 +44,13 @@ def dark_disk_limits(
         (Σ/(4h) at the limit), ``prior_upper_Msun_pc2`` (the prior's own ``q`` quantile:
         the limit the prior alone would give), ``limit_over_prior`` (their ratio: near 1
         the data do not limit Σ_DD at that h, whatever the number), ``prior_mass_below_limit``
-        (the prior's CDF at the limit: the credibility the prior alone gives the limit; near q
-        the data do not limit Σ_DD, and for any prior, LogUniform included, a value above q/2
-        means the prior sets much of the limit; for a Uniform(0, b) prior it is q ×
-        ``limit_over_prior``), ``num_divergences``,
+        (the prior's mass on 0 ≤ Σ ≤ limit over its mass on Σ ≥ 0, i.e. its CDF at the limit
+        for a prior on Σ ≥ 0: the credibility the prior alone gives the limit; near q the data
+        do not limit Σ_DD, and a value above q/2 means the prior sets much of the limit,
+        LogUniform priors included; for a Uniform(0, b) prior it is q × ``limit_over_prior``),
+        ``prior_lower_Msun_pc2`` (the lower end of the prior's support, −inf if none: a limit
+        with ``prior_mass_below_limit`` < 1 − q above a lower end > 0 is set by that end),
+        ``num_divergences``,
         ``max_r_hat`` and ``problems`` (that run's convergence problems as
         :meth:`Posterior.check <bayesdyn.results.Posterior.check>` words them, joined by
         " | "; empty when clean).
@@ -62,6 +65,7 @@ def dark_disk_limits(
         raise ValueError(f"{name} must be free (a NumPyro prior) to set a limit on it")
     prior = model.free_parameters()[name]
     prior_ul = _prior_quantile(prior, q) * 1e-6  # M☉/kpc² → M☉/pc²
+    prior_lower = _prior_lower(prior) * 1e-6
     rows = []
     for h in scale_heights:
         h = float(_u.strip(h, "length", "scale_heights"))
@@ -83,7 +87,8 @@ def dark_disk_limits(
                 "rho_DD_midplane_upper_Msun_pc3": ul / (4 * h * 1e3),
                 "prior_upper_Msun_pc2": prior_ul,
                 "limit_over_prior": ul / prior_ul if prior_ul > 0 else float("nan"),  # NaN > 0 is False
-                "prior_mass_below_limit": _prior_cdf(prior, ul * 1e6),
+                "prior_mass_below_limit": _prior_mass_below(prior, ul * 1e6),
+                "prior_lower_Msun_pc2": prior_lower,
                 "num_divergences": post.info["num_divergences"],
                 "max_r_hat": float(np.nanmax([*diag["r_hat"].values, *member_rhat])),
                 "problems": " | ".join(post.check(warn=False)),
@@ -108,6 +113,24 @@ def _prior_quantile(prior: Any, q: float) -> float:
     except NotImplementedError:
         return float("nan")
     return float(np.quantile(draws, q))  # a scalar prior: potentials.parameter refuses batch shapes
+
+
+def _prior_lower(prior: Any) -> float:
+    """The lower end of the prior's support [its units]; −inf where the support has none (Normal, StudentT)."""
+    try:
+        return float(prior.support.lower_bound)
+    except (AttributeError, TypeError, ValueError):
+        return float("-inf")
+
+
+def _prior_mass_below(prior: Any, x: float) -> float:
+    """The prior's mass on 0 ≤ Σ ≤ x over its mass on Σ ≥ 0 [x in the prior's units]: its CDF at x for a prior
+    on Σ ≥ 0; a prior that also reaches below 0 (Normal, StudentT, Uniform(−b, b)) is judged on its physical part,
+    so that its mass at negative Σ does not read as support for the limit. NaN where the CDF is unknown."""
+    f0 = _prior_cdf(prior, 0.0)
+    if not f0 > 0:  # 0, or NaN (no CDF: then the next line is NaN too)
+        return _prior_cdf(prior, x)
+    return float(np.clip((_prior_cdf(prior, x) - f0) / (1.0 - f0), 0.0, 1.0)) if f0 < 1 else float("nan")
 
 
 def _prior_cdf(prior: Any, x: float) -> float:
