@@ -306,13 +306,14 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     table = pd.DataFrame({"max_r_hat": [1.004, 1.2, 1.002], "num_divergences": [0, 3, 0],
                           "Sigma_DD_upper_Msun_pc2": [3.9, 28.7, 30.0], "prior_upper_Msun_pc2": 28.5,
                           "limit_over_prior": [3.9 / 28.5, 28.7 / 28.5, 30.0 / 28.5],
+                          "prior_mass_below_limit": [3.9 / 30, 28.7 / 30, 1.0],  # Uniform(0, 30) M☉/pc²
                           "problems": ["", " | ".join(problems), ""]},
                          index=pd.Index([0.05, 0.1, 0.2], name="h_DD_kpc"))
     lines = limit_run_caveats(table, caught)
     assert len(lines) == 4, lines
     assert "converge cleanly at h = 100 pc (max r̂ 1.200, 3 divergences); rerun" in lines[0]
-    assert "limits at h = 100 pc (28.70), 200 pc (30.00) M☉/pc² are more than half the prior's own limit (28.50" \
-        in lines[1]
+    assert "at h = 100 pc (28.70 M☉/pc², 96% of the prior below it), 200 pc (30.00 M☉/pc², 100% of the prior below " \
+        "it) hold more than half their 95% credibility under the prior alone (whose own limit is 28.50" in lines[1]
     ess = [p for p in problems if "effective sample size" in p]
     assert len(ess) == 2
     assert lines[2] == "[report] CAVEAT from the dark-disk limit run at h = 100 pc: " + "; ".join(ess)
@@ -330,12 +331,6 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
                      "hold more than half their 95% credibility under the prior alone (whose own limit is 63.10 M☉/pc²)"
                      ": the prior sets much of them (at 95% the data do not limit Σ_DD at all); state the prior with "
                      "them, and do not quote them as measured limits"], lines
-    # the demo's Uniform(0, 30) M☉/pc² limits with the prior's mass: the same scale heights as the ratio rule above
-    demo = table.assign(prior_mass_below_limit=[3.9 / 30, 28.7 / 30, 1.0], prior_lower_Msun_pc2=0.0,
-                        problems="", max_r_hat=1.001, num_divergences=0)
-    lines = limit_run_caveats(demo, [])
-    assert len(lines) == 1 and "at h = 100 pc (28.70 M☉/pc², 96% of the prior below it), 200 pc (30.00 M☉/pc², " \
-        "100% of the prior below it) hold more than half their 95% credibility" in lines[0], lines
     # q comes from the table: 46 % of the prior below a limit is more than half of 90 %, not of 95 %
     at_90 = log_table.assign(prior_mass_below_limit=[0.01, 0.46], prior_lower_Msun_pc2=0.0)
     assert limit_run_caveats(at_90, []) == []  # attrs say 95 %

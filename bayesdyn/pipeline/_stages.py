@@ -666,7 +666,7 @@ def limit_run_caveats(table, caught) -> list[str]:
                                  "divergences)" for h, r in shaky.iterrows())
                      + "; rerun dark_disk_limits with more warmup and samples before quoting those limits")
     q = table.attrs.get("credibility", 0.95)
-    if "prior_mass_below_limit" in table:  # any prior: the credibility the prior alone gives each limit
+    if "prior_mass_below_limit" in table:  # the credibility the prior alone gives each limit
         weak = table[table["prior_mass_below_limit"] > 0.5 * q]
         if len(weak):
             lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(
@@ -684,14 +684,6 @@ def limit_run_caveats(table, caught) -> list[str]:
                     + f" lie in the lowest {1 - q:.0%} of a prior that starts at "
                     f"{pinned['prior_lower_Msun_pc2'].iloc[0]:.3g} M☉/pc²: that lower end, not the data, sets them; "
                     "quote them with it, or refit with a prior that reaches 0")
-    elif "limit_over_prior" in table:  # a table from before prior_mass_below_limit
-        weak = table[table["limit_over_prior"] > 0.5]
-        if len(weak):
-            lines.append("[report] CAVEAT: the dark-disk limits at h = " + ", ".join(
-                f"{h * 1e3:.0f} pc ({r['Sigma_DD_upper_Msun_pc2']:.2f})" for h, r in weak.iterrows())
-                + f" M☉/pc² are more than half the prior's own limit ({weak['prior_upper_Msun_pc2'].iloc[0]:.2f} "
-                "M☉/pc²): the prior sets much of them (above it, the data do not limit Σ_DD at all); state the "
-                "prior with them, and do not quote them as measured limits")
     # r̂ and divergences are in the CAVEAT above; each run's other convergence problems (ESS) come from the table, per
     # scale height, and every other distinct warning (not a ConvergenceWarning, which the table holds) once
     covered = re.compile(r"^(r̂ > |\d+ divergent transitions)")

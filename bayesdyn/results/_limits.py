@@ -99,20 +99,25 @@ def dark_disk_limits(
     return df
 
 
-def _prior_quantile(prior: Any, q: float) -> float:
-    """The q quantile of a prior [its units]: by its inverse CDF where NumPyro has one, else from 400 000 draws
-    (fixed seed; about 0.1 % of the quantile for q = 0.95); NaN for a prior with neither (ImproperUniform)."""
+def _prior_draws(prior: Any) -> np.ndarray | None:
+    """400 000 draws of a scalar prior [its units] (fixed seed), for what NumPyro cannot give in closed form (the
+    icdf of Gamma, Beta, StudentT needs TFP); None for a prior that cannot be sampled (ImproperUniform)."""
     import jax
 
     try:
+        return np.asarray(prior.sample(jax.random.PRNGKey(0), (400_000,)), np.float64)  # scalar: parameter() says so
+    except NotImplementedError:
+        return None
+
+
+def _prior_quantile(prior: Any, q: float) -> float:
+    """The q quantile of a prior [its units]: by its inverse CDF where NumPyro has one, else from ``_prior_draws``
+    (about 0.1 % of the quantile for q = 0.95); NaN for a prior with neither (ImproperUniform)."""
+    try:
         return float(prior.icdf(q))
     except (NotImplementedError, AttributeError, ImportError):  # Gamma, Beta, StudentT: icdf needs TFP
-        pass
-    try:
-        draws = np.asarray(prior.sample(jax.random.PRNGKey(0), (400_000,)), np.float64)
-    except NotImplementedError:
-        return float("nan")
-    return float(np.quantile(draws, q))  # a scalar prior: potentials.parameter refuses batch shapes
+        draws = _prior_draws(prior)
+        return float("nan") if draws is None else float(np.quantile(draws, q))
 
 
 def _prior_lower(prior: Any) -> float:
@@ -135,19 +140,14 @@ def _prior_mass_below(prior: Any, x: float) -> float:
 
 def _prior_cdf(prior: Any, x: float) -> float:
     """The prior's mass below x [x in the prior's units]: by its CDF where NumPyro has one (clipped to [0, 1]),
-    else the fraction of 400 000 draws below x (fixed seed); NaN for a prior with neither (ImproperUniform)."""
-    import jax
+    else the fraction of ``_prior_draws`` below x; NaN for a prior with neither (ImproperUniform)."""
     import jax.numpy as jnp
 
     try:
         return float(np.clip(prior.cdf(jnp.asarray(x, jnp.result_type(float))), 0.0, 1.0))
     except (NotImplementedError, AttributeError, ImportError):
-        pass
-    try:
-        draws = np.asarray(prior.sample(jax.random.PRNGKey(0), (400_000,)), np.float64)
-    except NotImplementedError:
-        return float("nan")
-    return float(np.mean(draws <= x))
+        draws = _prior_draws(prior)
+        return float("nan") if draws is None else float(np.mean(draws <= x))
 
 
 def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, ax=None):
