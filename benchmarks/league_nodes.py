@@ -20,7 +20,7 @@ the league's settings are not changed by it (the calibration that vouches for th
     python benchmarks/league_nodes.py [--realisations 20] [--variants league other64 n128]
     python benchmarks/league_nodes.py --members [--realisations 20]
     python benchmarks/league_nodes.py --node-bias [--realisations 20] [--tilt] [--score-split]
-        [--velocity-weights exp(-q/2) exp(-q)] [--psd-option KEY=VALUE ...] [--no-nuts]
+        [--velocity-weights exp(-q/2) exp(-q)] [--psd-option KEY=VALUE ... [--mix]] [--no-nuts]
     python benchmarks/league_nodes.py --star-level [--realisations 20] [--fit-radius 1.5]
     ... [--first R]   (any mode: realisations R … R + N − 1; default 0, the league's)
 
@@ -61,7 +61,9 @@ runs on realisations the league has not seen (their flows are fitted and cached 
 lacks it.
 ``--psd-option KEY=VALUE`` (repeatable) does the same on other flows for the same stars, e.g. ``bootstrap=false
 seeds_per_resample=1``: four members trained on all the stars with the league's seeds (fitted once, 100–270 s per
-realisation on 2 cores, and cached in the calibration's cache under their own key).
+realisation on 2 cores, and cached in the calibration's cache under their own key). With ``--mix`` it also
+refits with the league's flows alone and with both ensembles as one (the league's members, then the others', on
+the league's velocity draws): whether flows whose node errors differ in pattern average each other's out.
 
 ``--star-level`` asks whether the nodes are the bottleneck: it fits the same linear model to every star's own CBE
 residual v·s_x + a(x)·s_v within ``--fit-radius`` of the Sun (~54 000 stars at 1.5 kpc; each member's scores at
@@ -162,6 +164,9 @@ def main(argv=None):
                          "the reverse (finite differences of the mock's DF at the same velocities)")
     ap.add_argument("--velocity-weights", nargs="+", choices=list(VELOCITY_WEIGHTS), default=[],
                     help="with --node-bias: also with the velocity draws weighted by w(q) in the CBE least squares")
+    ap.add_argument("--mix", action="store_true",
+                    help="with --node-bias --psd-option: also the league's flows and the other flows as one ensemble "
+                         "(the league's members, then the others'), next to each alone")
     ap.add_argument("--no-nuts", action="store_true",
                     help="with --node-bias: leave out the league's NUTS column (it runs NUTS, and caches it, for "
                          "realisations not in the league's cache)")
@@ -177,8 +182,11 @@ def main(argv=None):
         ap.error("--members, --node-bias and --star-level are separate runs: give one")
     if a.fit_radius <= 0:
         ap.error("--fit-radius must be positive [kpc]")
-    if (a.tilt or a.psd_option or a.score_split or a.velocity_weights or a.no_nuts) and not a.node_bias:
-        ap.error("--tilt, --score-split, --velocity-weights, --no-nuts and --psd-option apply to --node-bias only")
+    if (a.tilt or a.psd_option or a.score_split or a.velocity_weights or a.no_nuts or a.mix) and not a.node_bias:
+        ap.error("--tilt, --score-split, --velocity-weights, --no-nuts, --mix and --psd-option apply to --node-bias "
+                 "only")
+    if a.mix and not a.psd_option:
+        ap.error("--mix needs --psd-option: the other flows to mix with the league's")
     if (a.members or a.node_bias or a.star_level) and a.variants is not None:
         ap.error("--variants applies to the node-draw comparison only (without --members, --node-bias or "
                  "--star-level)")
@@ -329,6 +337,26 @@ class _FlowScores:
 
     def sample_velocities(self, x, n, seed):
         return self.psd.sample_velocities(x, n, seed)
+
+
+class _MixedScores(_FlowScores):
+    """Two flow ensembles of the same stars as one (``--node-bias --mix``): the first's members, then the second's.
+
+    The velocity draws are the first ensemble's (any draws serve the CBE); the resample groups of the second are
+    numbered after the first's, as if they were other resamples (they are the same stars' resamples, refitted
+    with other settings; only NUTS would read them, and ``--node-bias`` runs none on this source)."""
+
+    def __init__(self, first, second):
+        super().__init__(first)
+        self.second = second
+        self.n_members = first.n_members + second.n_members
+        g1 = np.asarray((first.info or {}).get("resample_groups", np.zeros(first.n_members, int)))
+        g2 = np.asarray((second.info or {}).get("resample_groups", np.zeros(second.n_members, int)))
+        self.info = {**(first.info or {}), "resample_groups": np.r_[g1, g2 + g1.max() + 1].tolist()}
+
+    def score_members(self, x, v):
+        (a_x, a_v), (b_x, b_v) = ((np.asarray(t) for t in p.score_members(x, v)) for p in (self.psd, self.second))
+        return np.concatenate([a_x, b_x.astype(a_x.dtype)]), np.concatenate([a_v, b_v.astype(a_v.dtype)])
 
 
 class _TiltedScores(_FlowScores):
@@ -596,7 +624,7 @@ def node_bias(a):
                   ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
     variants = ["all nodes, member covariances", "all nodes, combined covariance", "nodes < 1 kpc from the Sun",
                 "nodes ≥ 1 kpc from the Sun"]
-    bases = ["flows"] + (["flows × e^t"] if a.tilt else []) + (["flows, mean-shifted"] if a.mean_shift else []) + (list(_CrossedScores.LABELS.values())
+    bases = ["flows"] + (["league's flows", "both as one ensemble"] if a.mix else []) + (["flows × e^t"] if a.tilt else []) + (["flows, mean-shifted"] if a.mean_shift else []) + (list(_CrossedScores.LABELS.values())
                                                                  if a.score_split else [])
     flows = bases + [f"{b}, w = {w}" for b in bases for w in a.velocity_weights]
     nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
@@ -621,6 +649,10 @@ def node_bias(a):
             nuts.append(league.rel_error(cells["aR_sun"], truth["aR_sun"]))
             line += f" a_R(⊙) NUTS {100 * nuts[-1]:+.2f} %;"
         sources = {"flows": psd}
+        if a.mix:  # the league's own flows of the same stars (cached), alone and with the other flows' members
+            league_psd = realisation(mock, r, a.seed)[0]["psd"]
+            sources["league's flows"] = league_psd
+            sources["both as one ensemble"] = _MixedScores(league_psd, psd)
         if a.tilt:
             from dust_tilt import tilt_of
 
