@@ -222,6 +222,41 @@ def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
     assert calls == [5, 5]  # other draws: computed anew
 
 
+def test_league_nodes_mix_concatenates_two_ensembles_members_and_keeps_the_firsts_draws():
+    """--node-bias --mix: the league's members, then the other flows', scored at the same (x, v); the draws are the
+    first ensemble's, and the second's resample groups are numbered after the first's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    _league()
+    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+
+    class Flows:
+        sun = None
+
+        def __init__(self, k, offset, groups, dtype):
+            self.n_members, self.offset, self.dtype = k, offset, dtype
+            self.info = {"resample_groups": groups}
+
+        def score_members(self, x, v):
+            k = self.offset + np.arange(self.n_members, dtype=float)[:, None, None]
+            return (np.broadcast_to(k, (self.n_members, *np.shape(x))).astype(self.dtype),
+                    np.broadcast_to(-k, (self.n_members, *np.shape(v))).astype(self.dtype))
+
+        def sample_velocities(self, x, n, seed):
+            return np.full((len(x), n, 3), self.offset)
+
+    first, second = Flows(4, 0.0, [0, 0, 1, 1], np.float32), Flows(2, 10.0, [0, 1], np.float64)
+    mixed = nodes._MixedScores(first, second)
+    assert mixed.n_members == 6 and mixed.info["resample_groups"] == [0, 0, 1, 1, 2, 3]
+    x, v = np.ones((5, 3)), np.zeros((5, 3))
+    sx, sv = mixed.score_members(x, v)
+    assert sx.shape == sv.shape == (6, 5, 3) and sx.dtype == sv.dtype == np.float32
+    np.testing.assert_array_equal(sx[:, 0, 0], [0, 1, 2, 3, 10, 11])
+    np.testing.assert_array_equal(sv[:, 0, 0], [0, -1, -2, -3, -10, -11])
+    assert np.all(mixed.sample_velocities(x, 7, 0) == 0.0)  # the first ensemble's draws
+
+
 def test_league_nodes_velocity_weights_leave_exact_scores_and_a_density_gradient_error_alone():
     """--node-bias --velocity-weights: √w(q) on both scores makes estimate_accelerations' least squares weighted by
     w, node by node (each node its own mean velocity); with scores that satisfy the CBE the acceleration is the same
