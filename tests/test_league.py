@@ -20,6 +20,16 @@ def _league():
     return mod
 
 
+def _league_nodes():
+    """benchmarks/league_nodes.py as a module (it imports league, which must be importable by that name)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    _league()
+    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+    return nodes
+
+
 def test_tiny_league_disk(tmp_path):
     """Every row and method is present; truth, Jeans and the page agree with the mock's physics.
 
@@ -185,11 +195,7 @@ def test_psd_options_reach_every_flow_fit_and_name_the_page():
 def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
     """--node-bias --score-split: "x" keeps the flows' s_x and takes the exact s_v, "v" the reverse; the exact
     scores (finite differences of a DF: costly) are computed once per draw set for both crossings."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    _league()
-    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
+    nodes = _league_nodes()
 
     class Flows:
         info, n_members = {}, 2
@@ -225,11 +231,7 @@ def test_league_nodes_crossed_scores_swap_one_score_and_share_the_exact_ones():
 def test_league_nodes_mix_concatenates_two_ensembles_members_and_keeps_the_firsts_draws():
     """--node-bias --mix: the league's members, then the other flows', scored at the same (x, v); the draws are the
     first ensemble's, and the second's resample groups are numbered after the first's."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    _league()
-    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
+    nodes = _league_nodes()
 
     class Flows:
         sun = None
@@ -265,11 +267,7 @@ def test_league_nodes_velocity_weights_leave_exact_scores_and_a_density_gradient
     claim); an error that grows in the tails of p(v|x) is cut by the core weights."""
     import bayesdyn as bd
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    _league()
-    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
+    nodes = _league_nodes()
     a0 = np.array([-6000.0, 50.0, -120.0])  # (km/s)²/kpc
     x = np.array([[-8.0, 0.0, 0.0], [-8.5, 0.3, 0.2], [-7.6, -0.2, -0.4]])
     means = np.array([[-5.0, 210.0, 1.0], [20.0, 180.0, -3.0], [0.0, 230.0, 6.0]])  # km/s, one per node
@@ -338,11 +336,7 @@ def test_league_nodes_star_level_fit_recovers_amplitudes_from_scores_that_satisf
     every velocity) moves it by about Σ_v δg under either weighting, for a Gaussian p(v|x)."""
     from bayesdyn import validate
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    _league()
-    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
+    nodes = _league_nodes()
     model = validate.DiskMock().model()
     rng = np.random.default_rng(4)
     n = 3000
