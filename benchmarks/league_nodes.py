@@ -109,7 +109,8 @@ def realisation(mock, r, seed, psd_extra=None):
     real = validate.realisation(mock, r, n_stars=cfg["n"], seed=seed, psd_options={**cfg["psd"], **(psd_extra or {})},
                                 psd_cache=league.CALIBRATION_CACHE, n_nodes=s["n_nodes"])
     if not real["record"].get("psd_loaded_from"):
-        print(f"  r{r}: flows were not in the cache; fitted here", flush=True)
+        print(f"  r{r}: flows{' with ' + str(psd_extra) if psd_extra else ''} were not in the cache; fitted here",
+              flush=True)
     spec = league._disk_spec(f"disk-r{r:04d}", f"disk realisation {r}", real["catalog"], real["truth"], s,
                              real["seeds"]["nodes"])
     if not np.array_equal(spec.nodes, real["nodes"]):
@@ -355,7 +356,8 @@ class _MixedScores(_FlowScores):
         self.info = {**(first.info or {}), "resample_groups": np.r_[g1, g2 + g1.max() + 1].tolist()}
 
     def score_members(self, x, v):
-        (a_x, a_v), (b_x, b_v) = ((np.asarray(t) for t in p.score_members(x, v)) for p in (self.psd, self.second))
+        a_x, a_v = (np.asarray(t) for t in self.psd.score_members(x, v))
+        b_x, b_v = (np.asarray(t) for t in self.second.score_members(x, v))
         return np.concatenate([a_x, b_x.astype(a_x.dtype)]), np.concatenate([a_v, b_v.astype(a_v.dtype)])
 
 
