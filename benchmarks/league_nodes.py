@@ -626,8 +626,9 @@ def node_bias(a):
                   ("−y", 1, -1), ("+z", 2, 1), ("−z", 2, -1)]
     variants = ["all nodes, member covariances", "all nodes, combined covariance", "nodes < 1 kpc from the Sun",
                 "nodes ≥ 1 kpc from the Sun"]
-    bases = ["flows"] + (["league's flows", "both as one ensemble"] if a.mix else []) + (["flows × e^t"] if a.tilt else []) + (["flows, mean-shifted"] if a.mean_shift else []) + (list(_CrossedScores.LABELS.values())
-                                                                 if a.score_split else [])
+    bases = (["flows"] + (["league's flows", "both as one ensemble"] if a.mix else [])
+             + (["flows × e^t"] if a.tilt else []) + (["flows, mean-shifted"] if a.mean_shift else [])
+             + (list(_CrossedScores.LABELS.values()) if a.score_split else []))
     flows = bases + [f"{b}, w = {w}" for b in bases for w in a.velocity_weights]
     nodes = {f: [] for f in flows}  # per flow variant: rows (distance, unit vector (3), rel. error a_R, pull a_R, rel σ a_R)
     fits = {(f, v): [] for f in flows for v in variants}  # per (flows, variant): list of {key: rel error}
