@@ -140,3 +140,46 @@ def test_parametric_potential_with_a_neural_efficiency_through_numpyro():
     assert_allclose(float(fit.values["bulge.mass"]), 1e10, rtol=0.01)
     g = np.asarray(fit.selection.grad_log_efficiency(x), dtype=float)
     assert np.corrcoef(g.ravel(), g_true.ravel())[0, 1] >= 0.9
+
+
+def test_kernel_tilt_finds_a_planted_hole():
+    """benchmarks/dust_tilt.py's kernel tilt (issue 6's experiment): stars of a uniform unit ball with a 90 %-deep hole
+    of radius 0.4, the flow's draws uniform in the ball. The tilt must carve the hole (truth 0.1 of the density
+    outside; Gaussian kernels of h = 0.2 smooth it), gain on held-out stars, and give ∇t equal to autodiff."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("dust_tilt", bench / "dust_tilt.py")
+        dust_tilt = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(dust_tilt)
+    finally:
+        sys.path.remove(str(bench))
+    rng = np.random.default_rng(0)
+
+    def ball(n):
+        u = rng.normal(size=(n, 3))
+        return u / np.linalg.norm(u, axis=1)[:, None] * rng.uniform(size=(n, 1)) ** (1 / 3)
+
+    def stars(n):
+        p = ball(2 * n)
+        keep = rng.uniform(size=len(p)) > 0.9 * (np.linalg.norm(p - [0.3, 0, 0], axis=1) < 0.4)
+        return p[keep][:n]
+
+    x, xv = stars(20_000), stars(10_000)
+    f, g, gain = dust_tilt.fit_kernel_tilt(x, ball(40_000), xv, ball(20_000), ball(20_000), ball(256), [0.2], [1e-4])
+    # the exact tilt (log 0.1 inside the hole) gains 0.043 nats per star on these held-out stars (noise ≈ 0.003);
+    # Gaussian kernels round the hole's sharp edge and recover about two thirds of that (0.029 measured)
+    assert 0.02 < gain < 0.05
+    t = np.asarray(f(jnp.asarray([[0.3, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.0, 0.6, 0.0]], jnp.float32)))
+    assert np.exp(t[0] - t[1]) < 0.3  # the hole, against a point outside it
+    assert 0.75 < np.exp(t[2] - t[1]) < 1.33  # two points outside it
+    u = jnp.asarray(rng.normal(size=(6, 3)) * 0.3, jnp.float32)
+    auto = np.asarray(jax.vmap(jax.grad(lambda q: f(q[None])[0]))(u))
+    assert_allclose(np.asarray(g(u)), auto, rtol=1e-3, atol=1e-3 * np.abs(auto).max())
