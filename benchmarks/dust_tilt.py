@@ -102,15 +102,6 @@ def fit_tilt(x, y, xv, yv, steps, width, seed):
     return f, g, gain
 
 
-def _chunks(u, chunk=20_000):
-    """(B, chunk, 3) zero-padded blocks of the points u (N, 3) and their (B, chunk) mask of real rows."""
-    import jax.numpy as jnp
-
-    u = jnp.asarray(u, dtype=jnp.float32)
-    n, pad = u.shape[0], (-u.shape[0]) % chunk
-    return jnp.pad(u, ((0, pad), (0, 0))).reshape(-1, chunk, 3), (jnp.arange(n + pad) < n).reshape(-1, chunk)
-
-
 def _kernel_features(u, centres, h):
     """exp(−|u − c_k|²/2h²) for the points u (N, 3) and centres c_k (M, 3) [kpc]: (N, M)."""
     import jax.numpy as jnp
@@ -119,20 +110,20 @@ def _kernel_features(u, centres, h):
     return jnp.exp(-jnp.maximum(d2, 0.0) / (2 * h * h))
 
 
+def _by_blocks(fn, u, chunk=20_000):
+    """fn applied to zero-padded blocks of ``chunk`` points of u (N, 3), the padding's rows dropped again."""
+    import jax
+    import jax.numpy as jnp
+
+    u = jnp.asarray(u, dtype=jnp.float32)
+    blocks = jnp.pad(u, ((0, (-len(u)) % chunk), (0, 0))).reshape(-1, chunk, 3)
+    out = jax.lax.map(fn, blocks)
+    return out.reshape(-1, *out.shape[2:])[: len(u)]
+
+
 def kernel_t(w, centres, h, u):
-    """The kernel tilt t(u) = Σ_k w_k exp(−|u − c_k|²/2h²) at the points u (N, 3), chunk by chunk."""
-    import jax
-
-    blocks, _ = _chunks(u)
-    return jax.lax.map(lambda b: _kernel_features(b, centres, h) @ w, blocks).reshape(-1)[: len(u)]
-
-
-def _mean_features(u, centres, h):
-    import jax
-
-    blocks, mask = _chunks(u)
-    sums = jax.lax.map(lambda bm: bm[1].astype(bm[0].dtype) @ _kernel_features(bm[0], centres, h), (blocks, mask))
-    return sums.sum(0) / len(u)
+    """The kernel tilt t(u) = Σ_k w_k exp(−|u − c_k|²/2h²) at the points u (N, 3)."""
+    return _by_blocks(lambda b: _kernel_features(b, centres, h) @ w, u)
 
 
 def _gain(t_stars, t_draws) -> float:
@@ -180,29 +171,30 @@ def fit_kernel_tilt(x, y, xv, yv, y_select, centres, widths, ridges, iters=100):
     centres = jnp.asarray(centres, dtype=jnp.float32)
     perm = np.random.default_rng(8).permutation(len(x))
     x_sel, x_fit = x[perm[: len(x) // 9]], x[perm[len(x) // 9:]]
+
+    def phi(points, h):  # (N, M) features
+        return _by_blocks(lambda b: _kernel_features(b, centres, h), points)
+
     best = None
     for h in widths:
-        phi_y = jax.lax.map(lambda b: _kernel_features(b, centres, h), _chunks(y)[0]).reshape(-1, len(centres))[: len(y)]
+        phi_y = phi(y, h)
         for lam in ridges:
-            w = _kernel_weights(phi_y, _mean_features(x_fit, centres, h), lam, iters)
+            w = _kernel_weights(phi_y, phi(x_fit, h).mean(0), lam, iters)
             gain = _gain(kernel_t(w, centres, h, x_sel), kernel_t(w, centres, h, y_select))
             print(f"  kernel tilt h = {h:g} kpc, λ = {lam:g}: selection gain {gain:.4f} nats per star", flush=True)
             if best is None or gain > best[0]:
                 best = (gain, h, lam)
         del phi_y
     _, h, lam = best
-    phi_y = jax.lax.map(lambda b: _kernel_features(b, centres, h), _chunks(y)[0]).reshape(-1, len(centres))[: len(y)]
-    w = _kernel_weights(phi_y, _mean_features(x, centres, h), lam, iters)
-    del phi_y
+    w = _kernel_weights(phi(y, h), phi(x, h).mean(0), lam, iters)
     gain = _gain(kernel_t(w, centres, h, xv), kernel_t(w, centres, h, yv))
     print(f"  kernel tilt: chosen h = {h:g} kpc, λ = {lam:g}; weights {float(w.min()):.2f} to {float(w.max()):.2f}")
-    f = jax.jit(lambda u: kernel_t(w, centres, h, u))
-    def grad_block(b):  # ∇t(u) = Σ_k w_k φ_k(u) (c_k − u)/h²
+
+    def grad_t(b):  # ∇t(u) = Σ_k w_k φ_k(u) (c_k − u)/h²
         wphi = _kernel_features(b, centres, h) * w
         return (wphi @ centres - wphi.sum(1, keepdims=True) * b) / (h * h)
 
-    g = jax.jit(lambda u: jax.lax.map(grad_block, _chunks(u)[0]).reshape(-1, 3)[: len(u)])
-    return f, g, gain
+    return jax.jit(lambda u: kernel_t(w, centres, h, u)), jax.jit(lambda u: _by_blocks(grad_t, u)), gain
 
 
 def tilt_of(star_x, psd, origin, steps=3000, width=64, seed=0, kernel=None):
