@@ -28,7 +28,9 @@ Run:  python benchmarks/dust_tilt.py --clean-psd DIR [--dust-psd DIR] [--tilt-st
 
 ``--kernel-tilt M`` replaces the MLP by t(x) = Σ_k w_k exp(−|x − c_k|²/2h²) on M centres drawn from the dusty
 flows (``fit_kernel_tilt``): linear in w, so the objective (with a ridge λ|w|²) is concave and solved by L-BFGS;
-h and λ are chosen by the gain on a split of the training stars, never by the truth (~4 min per (h, λ) at M = 1024).
+h and λ are chosen by the gain on a split of the training stars, never by the truth (M = 1024, 2-core Xeon: 3–4 min
+per (h, λ) alone, 6–8 with two runs at once; the 100 L-BFGS steps have no stopping test, and on a stand-in problem
+the objective stopped changing after 25–50 of them).
 
 ``--oracle`` adds, for each variant, the neural fit without an ε of its own on s_x minus the mock's true ∇log ε:
 the in-cloud error a learnt ε equal to the truth would leave on these flows (the tilt's holes are shallower than

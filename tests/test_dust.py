@@ -145,7 +145,8 @@ def test_parametric_potential_with_a_neural_efficiency_through_numpyro():
 def test_kernel_tilt_finds_a_planted_hole():
     """benchmarks/dust_tilt.py's kernel tilt (issue 6's experiment): stars of a uniform unit ball with a 90 %-deep hole
     of radius 0.4, the flow's draws uniform in the ball. The tilt must carve the hole (truth 0.1 of the density
-    outside; Gaussian kernels of h = 0.2 smooth it), gain on held-out stars, and give ∇t equal to autodiff."""
+    outside), gain on held-out stars, and give ∇t equal to autodiff. 15 000 stars: not a whole number of the
+    20 000-point blocks, so the padding is exercised."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -172,13 +173,15 @@ def test_kernel_tilt_finds_a_planted_hole():
         keep = rng.uniform(size=len(p)) > 0.9 * (np.linalg.norm(p - [0.3, 0, 0], axis=1) < 0.4)
         return p[keep][:n]
 
-    x, xv = stars(20_000), stars(10_000)
+    x, xv = stars(15_000), stars(10_000)
     f, g, gain = dust_tilt.fit_kernel_tilt(x, ball(40_000), xv, ball(20_000), ball(20_000), ball(256), [0.2], [1e-4])
     # the exact tilt (log 0.1 inside the hole) gains 0.043 nats per star on these held-out stars (noise ≈ 0.003);
     # Gaussian kernels round the hole's sharp edge and recover about two thirds of that (0.029 measured)
     assert 0.02 < gain < 0.05
     t = np.asarray(f(jnp.asarray([[0.3, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.0, 0.6, 0.0]], jnp.float32)))
-    assert np.exp(t[0] - t[1]) < 0.3  # the hole, against a point outside it
+    # the hole, against a point outside it: Gaussian kernels cannot make its flat bottom and sharp edge, so the fit
+    # overshoots at the centre (0.04 measured) and rounds the edge
+    assert 0.005 < np.exp(t[0] - t[1]) < 0.3
     assert 0.75 < np.exp(t[2] - t[1]) < 1.33  # two points outside it
     u = jnp.asarray(rng.normal(size=(6, 3)) * 0.3, jnp.float32)
     auto = np.asarray(jax.vmap(jax.grad(lambda q: f(q[None])[0]))(u))
