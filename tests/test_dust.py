@@ -175,8 +175,8 @@ def test_kernel_tilt_finds_a_planted_hole():
 
     x, xv = stars(15_000), stars(10_000)
     f, g, gain = dust_tilt.fit_kernel_tilt(x, ball(40_000), xv, ball(20_000), ball(20_000), ball(256), [0.2], [1e-4])
-    # the exact tilt (log 0.1 inside the hole) gains 0.043 nats per star on these held-out stars (noise ≈ 0.003);
-    # Gaussian kernels round the hole's sharp edge and recover about two thirds of that (0.029 measured)
+    # the exact tilt (log 0.1 inside the hole) gains about 0.043 nats per star on such held-out stars (noise ≈ 0.003);
+    # Gaussian kernels round the hole's sharp edge and recover about two thirds of that (0.027 measured)
     assert 0.02 < gain < 0.05
     t = np.asarray(f(jnp.asarray([[0.3, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.0, 0.6, 0.0]], jnp.float32)))
     # the hole, against a point outside it: Gaussian kernels cannot make its flat bottom and sharp edge, so the fit
