@@ -147,21 +147,11 @@ def test_kernel_tilt_finds_a_planted_hole():
     of radius 0.4, the flow's draws uniform in the ball. The tilt must carve the hole (truth 0.1 of the density
     outside), gain on held-out stars, and give ∇t equal to autodiff. 15 000 stars: not a whole number of the
     20 000-point blocks, so the padding is exercised."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     import jax
     import jax.numpy as jnp
+    from benchmark_modules import load_benchmark
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        spec = importlib.util.spec_from_file_location("dust_tilt", bench / "dust_tilt.py")
-        dust_tilt = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(dust_tilt)
-    finally:
-        sys.path.remove(str(bench))
+    dust_tilt = load_benchmark("dust_tilt")
     rng = np.random.default_rng(0)
 
     def ball(n):

@@ -1,33 +1,21 @@
 """benchmarks/league.py (issue 8) runs end to end at its --tiny settings and writes a complete table."""
 
 import dataclasses
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_modules import load_benchmark
 
 
 def _league():
-    spec = importlib.util.spec_from_file_location("league", ROOT / "benchmarks" / "league.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["league"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("league")
 
 
 def _league_nodes():
-    """benchmarks/league_nodes.py as a module (it imports league, which must be importable by that name)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    """benchmarks/league_nodes.py (it imports league, which is loaded first)."""
     _league()
-    spec = importlib.util.spec_from_file_location("league_nodes", ROOT / "benchmarks" / "league_nodes.py")
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
-    return nodes
+    return load_benchmark("league_nodes")
 
 
 def test_tiny_league_disk(tmp_path):
