@@ -24,7 +24,7 @@ only to score the tilt, never to fit anything.
 Run:  python benchmarks/dust_tilt.py --clean-psd DIR [--dust-psd DIR] [--tilt-steps 3000] [--tilt-seeds S ...] [--steps 6000]
       [--selection-width 32] [--compare] [--floor-fits GLOB] [--dust-seed S]
       [--density-penalties λ ...] [--density-penalty-where stars|ball] [--penalty-points N]
-      [--efficiency-penalties λ_ε ...] [--oracle] [--kernel-tilt M [--kernel-widths h ...] [--kernel-ridges λ ...]]
+      [--efficiency-penalties λ_ε ...] [--oracle] [--implied-oracle] [--kernel-tilt M [--kernel-widths h ...] [--kernel-ridges λ ...]]
 
 ``--kernel-tilt M`` replaces the MLP by t(x) = Σ_k w_k exp(−|x − c_k|²/2h²) on M centres drawn from the dusty
 flows (``fit_kernel_tilt``): linear in w, so the objective (with a ridge λ|w|²) is concave and solved by L-BFGS;
@@ -238,6 +238,15 @@ def tilt_of(star_x, psd, origin, steps=3000, width=64, seed=0, kernel=None):
     return fit_tilt(xs[perm[n_val:]], y, xs[perm[:n_val]], yv, steps, width, seed)
 
 
+def position_scores(psd, x):
+    """Every member's ∇log n_k(x) [kpc⁻¹], (K, N, 3) (the per-member term of ``number_density_gradient``)."""
+    import jax.numpy as jnp
+
+    from bayesdyn.psd._evaluate import evaluate, members_score_x
+
+    return np.asarray(evaluate(members_score_x, psd._members, psd._prep, psd._config, jnp.asarray(x, jnp.float32)))
+
+
 def star_velocities(dcat, dpsd, m: int):
     """The neural fits' data: the stars within 1.8 kpc of the Sun plus m draws each from p(v|x) (seed 0).
 
@@ -282,6 +291,9 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true",
                     help="also fit the neural Φ (no ε) with the mock's true ∇log ε removed from s_x: what a learnt ε "
                          "equal to the truth would give on these flows")
+    ap.add_argument("--implied-oracle", action="store_true",
+                    help="also fit the neural Φ (no ε) with ∇log of the ε the tilted flows imply, n_dust·e^t/n_clean, "
+                         "removed: each dusty member's ∇log n replaced by the clean member's (the tilt cancels)")
     ap.add_argument("--floor-fits", default="~/.cache/bayesdyn/neural_disk/full/neural_clean*",
                     help="glob of saved no-dust neural fits whose in-cloud error is printed as the floor")
     args = ap.parse_args()
@@ -350,6 +362,11 @@ def main() -> None:
     if args.oracle:  # the true ε's term taken out of the observed position scores; fitted without an ε of its own
         g_true = np.asarray(dust.grad_log_efficiency(x), dtype=float)
         variants += [(f"{label} − true ∇log ε", s_x - g_true[None], "oracle") for label, s_x in list(variants)]
+    if args.implied_oracle:  # ε_imp ∝ n_dust e^t / n_clean: s_x + ∇t − ∇log ε_imp = s_x − ∇log n_dust,k + ∇log n_clean,k
+        if cpsd.n_members != dpsd.n_members:
+            ap.error("--implied-oracle pairs the clean and dusty members: they need the same K")
+        variants.append(("flows − ∇log n_dust + ∇log n_clean (the tilted flows' implied ε removed)",
+                         sx - position_scores(dpsd, x) + position_scores(cpsd, x), "oracle"))
     variants = [(f"{v[0]}, λ_ρ = {lam:g} at the {args.density_penalty_where}" if lam else v[0], v[1], lam,
                  len(v) > 2) for v in variants for lam in args.density_penalties]
     for label, s_x, lam, oracle in variants:
