@@ -24,7 +24,7 @@ only to score the tilt, never to fit anything.
 Run:  python benchmarks/dust_tilt.py --clean-psd DIR [--dust-psd DIR] [--tilt-steps 3000] [--tilt-seeds S ...] [--steps 6000]
       [--selection-width 32] [--compare] [--floor-fits GLOB] [--dust-seed S]
       [--density-penalties λ ...] [--density-penalty-where stars|ball] [--penalty-points N]
-      [--efficiency-penalties λ_ε ...] [--oracle] [--implied-oracle] [--kernel-tilt M [--kernel-widths h ...] [--kernel-ridges λ ...]]
+      [--efficiency-penalties λ_ε ...] [--oracle] [--implied-oracle] [--continuity-eps] [--kernel-tilt M [--kernel-widths h ...] [--kernel-ridges λ ...]]
 
 ``--kernel-tilt M`` replaces the MLP by t(x) = Σ_k w_k exp(−|x − c_k|²/2h²) on M centres drawn from the dusty
 flows (``fit_kernel_tilt``): linear in w, so the objective (with a ridge λ|w|²) is concave and solved by L-BFGS;
@@ -247,6 +247,67 @@ def position_scores(psd, x):
     return np.asarray(evaluate(members_score_x, psd._members, psd._prep, psd._config, jnp.asarray(x, jnp.float32)))
 
 
+def mean_flow(psd, x, draws=32, h=0.05, seed=11):
+    """The flows' mean velocity μ(x) [km/s] (N, 3) and its divergence ∇·μ [km/s/kpc] (N,), from ``draws`` velocities
+    per point; the divergence by central differences of step ``h`` [kpc] with the same draws (common random
+    numbers: the same seed and number of points give the same base noise, so the differences are smooth)."""
+    x = np.asarray(x, dtype=float)
+    mu = np.asarray(psd.sample_velocities(x, draws, seed), dtype=float).mean(1)
+    div = np.zeros(len(x))
+    for i in range(3):
+        e = np.zeros(3)
+        e[i] = h
+        hi = np.asarray(psd.sample_velocities(x + e, draws, seed), dtype=float).mean(1)[:, i]
+        lo = np.asarray(psd.sample_velocities(x - e, draws, seed), dtype=float).mean(1)[:, i]
+        div += (hi - lo) / (2 * h)
+    return mu, div
+
+
+def continuity_efficiency(u, g_obs, mu, div, lam=1e-3, steps=3000, width=32, seed=0):
+    """ε(x) from the steady continuity equation ∇·(n μ) = 0, which has no Φ in it: with n_obs = ε n,
+    μ·∇log ε = μ·∇log n_obs + ∇·μ. log ε = −softplus(MLP(u)) (so ε ≤ 1) minimises
+    mean (μ̂·(∇log n_obs − ∇log ε) + ∇·μ/|μ|)² + λ mean(−log ε) over the points u (N, 3) [kpc from the Sun], with
+    g_obs = ∇log n_obs [kpc⁻¹], μ [km/s] and ∇·μ [km/s/kpc] there: the streamline derivative is fixed by the flows
+    alone, and across the streamlines the penalty pulls ε to 1. Returns (log ε, ∇log ε) as jitted batch functions."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    speed = np.linalg.norm(mu, axis=1)
+    data = [jnp.asarray(a, jnp.float32) for a in (u, g_obs, mu / speed[:, None], div / speed)]
+    ks = jax.random.split(jax.random.PRNGKey(seed), 3)
+    p = {"W1": jax.random.normal(ks[0], (3, width)) / np.sqrt(3), "b1": jnp.zeros(width),
+         "W2": jax.random.normal(ks[1], (width, width)) / np.sqrt(width), "b2": jnp.zeros(width),
+         "W3": jnp.zeros((width, 1)), "b3": jnp.full(1, -3.0)}  # log ε ≈ −softplus(−3) ≈ −0.05 at the start
+
+    def log_eps(p, q):
+        hid = jax.nn.gelu(jax.nn.gelu(q @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+        return -jax.nn.softplus((hid @ p["W3"] + p["b3"])[..., 0])
+
+    grad_one = jax.grad(log_eps, argnums=1)
+
+    def loss(p, q, g, m_hat, d):
+        ge = jax.vmap(lambda qi: grad_one(p, qi))(q)
+        resid = jnp.sum(m_hat * (g - ge), axis=1) + d
+        return jnp.mean(resid**2) - lam * jnp.mean(log_eps(p, q))
+
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_decay_schedule(3e-3, steps, 0.01)))
+    s = opt.init(p)
+
+    @jax.jit
+    def step(p, s, k):
+        idx = jax.random.randint(k, (4096,), 0, data[0].shape[0])
+        g = jax.grad(loss)(p, *(a[idx] for a in data))
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s
+
+    key = ks[2]
+    for _ in range(steps):
+        key, k = jax.random.split(key)
+        p, s = step(p, s, k)
+    return jax.jit(lambda q: log_eps(p, q)), jax.jit(jax.vmap(lambda q: grad_one(p, q)))
+
+
 def star_velocities(dcat, dpsd, m: int):
     """The neural fits' data: the stars within 1.8 kpc of the Sun plus m draws each from p(v|x) (seed 0).
 
@@ -294,6 +355,9 @@ def main() -> None:
     ap.add_argument("--implied-oracle", action="store_true",
                     help="also fit the neural Φ (no ε) with ∇log of the ε the tilted flows imply, n_dust·e^t/n_clean, "
                          "removed: each dusty member's ∇log n replaced by the clean member's (the tilt cancels)")
+    ap.add_argument("--continuity-eps", action="store_true",
+                    help="also fit ε from the continuity equation ∇·(n μ) = 0 (continuity_efficiency, λ = 1e-3) and the "
+                         "neural Φ (no ε of its own) on the tilted scores with its ∇log ε removed")
     ap.add_argument("--floor-fits", default="~/.cache/bayesdyn/neural_disk/full/neural_clean*",
                     help="glob of saved no-dust neural fits whose in-cloud error is printed as the floor")
     args = ap.parse_args()
@@ -367,6 +431,20 @@ def main() -> None:
             ap.error("--implied-oracle pairs the clean and dusty members: they need the same K")
         variants.append(("flows − ∇log n_dust + ∇log n_clean (the tilted flows' implied ε removed)",
                          sx - position_scores(dpsd, x) + position_scores(cpsd, x), "oracle"))
+    if args.continuity_eps:
+        t0 = time.perf_counter()
+        x0 = x[: len(x) // (1 + args.velocities_per_star)]  # the stars themselves (star_velocities puts them first)
+        g_obs = position_scores(dpsd, x0).mean(0) + np.asarray(grad_tilt(jnp.asarray(x0 - sun)))
+        mu, div = mean_flow(dpsd, x0)
+        log_eps, grad_log_eps = continuity_efficiency(x0 - sun, g_obs, mu, div)
+        e = np.exp(np.asarray(log_eps(jnp.asarray(vol - sun, jnp.float32))))
+        print(f"continuity ε in {time.perf_counter() - t0:.0f} s ({len(x0)} stars; |μ| median {np.median(np.linalg.norm(mu, axis=1)):.1f} "
+              f"km/s, ∇·μ median |.| {np.median(np.abs(div)):.2f} km/s/kpc): Pearson with the true ε over the volume "
+              f"{np.corrcoef(e, e_true)[0, 1]:.3f}; at the centres "
+              f"{r2(np.exp(np.asarray(log_eps(jnp.asarray(c - sun, jnp.float32)))))}; volume median {np.median(e):.3f}",
+              flush=True)
+        g_eps = np.asarray(grad_log_eps(jnp.asarray(x - sun, jnp.float32)))
+        variants.append(("with tilt − continuity ∇log ε", sx + gt[None] - g_eps[None], "oracle"))
     variants = [(f"{v[0]}, λ_ρ = {lam:g} at the {args.density_penalty_where}" if lam else v[0], v[1], lam,
                  len(v) > 2) for v in variants for lam in args.density_penalties]
     for label, s_x, lam, oracle in variants:
