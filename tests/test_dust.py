@@ -142,6 +142,23 @@ def test_parametric_potential_with_a_neural_efficiency_through_numpyro():
     assert np.corrcoef(g.ravel(), g_true.ravel())[0, 1] >= 0.9
 
 
+def _planted_hole(seed):
+    """Draws for the tilt tests: ``ball(n)`` uniform in the unit ball, ``stars(n)`` the same with a 90 %-deep hole of
+    radius 0.4 centred at (0.3, 0, 0)."""
+    rng = np.random.default_rng(seed)
+
+    def ball(n):
+        u = rng.normal(size=(n, 3))
+        return u / np.linalg.norm(u, axis=1)[:, None] * rng.uniform(size=(n, 1)) ** (1 / 3)
+
+    def stars(n):
+        p = ball(2 * n)
+        keep = rng.uniform(size=len(p)) > 0.9 * (np.linalg.norm(p - [0.3, 0, 0], axis=1) < 0.4)
+        return p[keep][:n]
+
+    return rng, ball, stars
+
+
 def test_kernel_tilt_finds_a_planted_hole():
     """benchmarks/dust_tilt.py's kernel tilt (issue 6's experiment): stars of a uniform unit ball with a 90 %-deep hole
     of radius 0.4, the flow's draws uniform in the ball. The tilt must carve the hole (truth 0.1 of the density
@@ -152,16 +169,7 @@ def test_kernel_tilt_finds_a_planted_hole():
     from benchmark_modules import load_benchmark
 
     dust_tilt = load_benchmark("dust_tilt")
-    rng = np.random.default_rng(0)
-
-    def ball(n):
-        u = rng.normal(size=(n, 3))
-        return u / np.linalg.norm(u, axis=1)[:, None] * rng.uniform(size=(n, 1)) ** (1 / 3)
-
-    def stars(n):
-        p = ball(2 * n)
-        keep = rng.uniform(size=len(p)) > 0.9 * (np.linalg.norm(p - [0.3, 0, 0], axis=1) < 0.4)
-        return p[keep][:n]
+    rng, ball, stars = _planted_hole(0)
 
     x, xv = stars(15_000), stars(10_000)
     f, g, gain = dust_tilt.fit_kernel_tilt(x, ball(40_000), xv, ball(20_000), ball(20_000), ball(256), [0.2], [1e-4])
@@ -187,16 +195,7 @@ def test_average_of_mlp_tilts_gains_at_least_their_mean():
     from benchmark_modules import load_benchmark
 
     dust_tilt = load_benchmark("dust_tilt")
-    rng = np.random.default_rng(1)
-
-    def ball(n):
-        u = rng.normal(size=(n, 3))
-        return u / np.linalg.norm(u, axis=1)[:, None] * rng.uniform(size=(n, 1)) ** (1 / 3)
-
-    def stars(n):
-        p = ball(2 * n)
-        keep = rng.uniform(size=len(p)) > 0.9 * (np.linalg.norm(p - [0.3, 0, 0], axis=1) < 0.4)
-        return p[keep][:n]
+    rng, ball, stars = _planted_hole(1)
 
     x, xv, y, yv = stars(15_000), stars(10_000), ball(40_000), ball(20_000)
     tilts = [dust_tilt.fit_tilt(x, y, xv, yv, 300, 16, s) for s in (0, 1)]
