@@ -233,8 +233,8 @@ def test_continuity_efficiency_recovers_a_hole_along_the_mean_flow():
     log_eps, grad_log_eps = dust_tilt.continuity_efficiency(u, g_obs, 200.0 * phi_hat, np.zeros(len(u)), steps=1500)
     probe = np.array([[0.2, 0.1, 0.0], [0.2, -0.7, 0.0], [-0.6, 0.5, 0.1], [0.6, 0.6, -0.1]])
     e = np.exp(np.asarray(log_eps(jnp.asarray(probe, jnp.float32))))
-    assert e[0] < 0.35  # the hole's centre (truth 0.1)
-    assert np.all(e[1:] > 0.8)  # along its streamline and away from it (truth ≥ 0.99)
+    assert e[0] < 0.3  # the hole's centre (truth 0.1; 0.15 measured)
+    assert np.all(e[1:] > 0.9)  # along its streamline and away from it (truth ≥ 0.99; 0.985–0.998 measured)
     grid = rng.uniform(-0.6, 0.6, size=(4000, 3)) * [1.0, 1.0, 0.3]
     r = np.corrcoef(np.exp(np.asarray(log_eps(jnp.asarray(grid, jnp.float32)))), np.exp(log_eps_true(grid)))[0, 1]
-    assert r > 0.8
+    assert r > 0.9  # 0.996 measured
