@@ -383,6 +383,8 @@ def main() -> None:
     sun = np.asarray(cat.solar.position)
     if args.dust_seed != 1 and args.dust_psd == ap.get_default("dust_psd"):
         ap.error("--dust-seed other than 1 needs its own --dust-psd folder")
+    if args.kernel_tilt and len(args.tilt_seeds) > 1:
+        ap.error("--tilt-seeds averages MLP tilts; the kernel tilt (--kernel-tilt) has no seeds to average")
     dust = DustModel.near_sun(sun, seed=args.dust_seed, depth=0.9)  # seed 1: the clouds of benchmarks/neural_disk.py
     dcat, dust = apply_dust(cat, dust, seed=args.dust_seed)
     print(f"dusty catalog: {dcat.n} of {cat.n} stars; clouds {np.round(dust.centers, 3).tolist()} kpc, "
@@ -397,6 +399,8 @@ def main() -> None:
         dpsd.save(folder)
         print(f"dusty flows fitted in {time.perf_counter() - t0:.0f} s, saved to {folder}")
     cpsd = bd.load_psd(pathlib.Path(args.clean_psd).expanduser())
+    if args.implied_oracle and cpsd.n_members != dpsd.n_members:
+        ap.error("--implied-oracle pairs the clean and dusty members: they need the same K")
 
     # the tilt: 90 % of the stars train, 10 % score it; flow samples as the normaliser's base
     t0 = time.perf_counter()
@@ -437,8 +441,6 @@ def main() -> None:
         g_true = np.asarray(dust.grad_log_efficiency(x), dtype=float)
         variants += [(f"{label} − true ∇log ε", s_x - g_true[None], "oracle") for label, s_x in list(variants)]
     if args.implied_oracle:  # ε_imp ∝ n_dust e^t / n_clean: s_x + ∇t − ∇log ε_imp = s_x − ∇log n_dust,k + ∇log n_clean,k
-        if cpsd.n_members != dpsd.n_members:
-            ap.error("--implied-oracle pairs the clean and dusty members: they need the same K")
         variants.append(("flows − ∇log n_dust + ∇log n_clean (the tilted flows' implied ε removed)",
                          sx - position_scores(dpsd, x) + position_scores(cpsd, x), "oracle"))
     if args.continuity_eps:
