@@ -36,6 +36,12 @@ the objective stopped changing after 25–50 of them).
 the in-cloud error a learnt ε equal to the truth would leave on these flows (the tilt's holes are shallower than
 the truth's, so the true ε can over-correct them); with the uncorrected fit's error it bounds the 3× line.
 
+``--tilt-seeds S ...`` averages the MLP tilts of several seeds (``average_tilts``). ``--implied-oracle`` fits the
+neural Φ with the ε that the tilted flows imply against the clean ones, n_dust·e^t/n_clean, removed (the tilt cancels:
+each dusty member's ∇log n is replaced by the clean member's), a bound that uses the clean flows. ``--continuity-eps``
+learns ε from the steady continuity equation ∇·(n μ) = 0 alone (``continuity_efficiency``: no Φ in it) and fits the
+neural Φ with it removed. All three were measured and not kept (docs/gallery/notes.md).
+
 Cost (2-core CPU): the dusty flows ~4 min (cached in --dust-psd), the tilt ~1 min, each
 neural fit 2–4 min (more with two runs at once).
 """

@@ -230,7 +230,7 @@ def test_continuity_efficiency_recovers_a_hole_along_the_mean_flow():
     g_obs = (bump / (1 - bump))[:, None] * d / (w * w)  # ∇log(1 − bump)
     pos = u + [-8.0, 0.0, 0.0]
     phi_hat = np.stack([-pos[:, 1], pos[:, 0], np.zeros(len(u))], axis=1) / np.hypot(pos[:, 0], pos[:, 1])[:, None]
-    log_eps, grad_log_eps = dust_tilt.continuity_efficiency(u, g_obs, 200.0 * phi_hat, np.zeros(len(u)), steps=1500)
+    log_eps, _ = dust_tilt.continuity_efficiency(u, g_obs, 200.0 * phi_hat, np.zeros(len(u)), steps=1500)
     probe = np.array([[0.2, 0.1, 0.0], [0.2, -0.7, 0.0], [-0.6, 0.5, 0.1], [0.6, 0.6, -0.1]])
     e = np.exp(np.asarray(log_eps(jnp.asarray(probe, jnp.float32))))
     assert e[0] < 0.3  # the hole's centre (truth 0.1; 0.15 measured)
