@@ -31,6 +31,7 @@ from .catalog import DroppedRowsWarning as DroppedRowsWarning
 from .catalog import SolarParameters as SolarParameters
 from .dynamics import correct_measurement_errors as correct_measurement_errors
 from .dynamics import estimate_accelerations as estimate_accelerations
+from .dynamics import weak_form_data as weak_form_data
 from .inference import AccelerationData as AccelerationData
 from .inference import PotentialModel as PotentialModel
 from .inference import infer as infer
@@ -69,4 +70,5 @@ __all__ = [
     "units",
     "validate",
     "__version__",
+    "weak_form_data",
 ]

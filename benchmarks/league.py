@@ -67,13 +67,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS_PAGE = ROOT / "docs" / "league.md"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bayesdyn" / "league"
 MOCK_NAMES = ("disk", "nfw", "core", "cusp")
-METHODS = ("truth", "flows", "parametric", "jeans")
+METHODS = ("truth", "flows", "parametric", "weak", "jeans")
 METHOD_TITLES = {
     "truth": "truth",
     "flows": "bayesdyn CBE flows",
     "parametric": "bayesdyn parametric fit",
+    "weak": "bayesdyn weak-form fit",
     "jeans": "Jeans",
 }
+#: the bayesdyn methods whose errors are compared with Jeans'
+BAYESDYN = ("flows", "parametric", "weak")
 ACC_UNIT = "(km/s)²/kpc"
 RHO_UNIT = "M☉/kpc³"
 #: acceptance of issue 8: bayesdyn error / Jeans error on the disk
@@ -381,6 +384,7 @@ class MockSpec:
     sun: np.ndarray
     jeans: Callable  # (catalog, n_boot, seed) -> dict key -> Cell
     notes: list[str]
+    ball: tuple[np.ndarray, float] | None = None  # the weak-form fit's ball (centre, radius) [kpc]; None: not run
 
 
 def _subset(cat, n, seed):
@@ -445,7 +449,12 @@ def _disk_spec(name, title, cat, truth, s, seed) -> MockSpec:
         f"{DISK_FD_STEP:g} and {2 * DISK_FD_STEP:g} kpc, Richardson-extrapolated (on the exact field this "
         "formula is within 1.3 % of the true ρ at the Sun).",
     ]
-    return MockSpec(name, title, cat, truth.acceleration, truth.density, X, qs, model, nodes, sun, run_jeans, notes)
+    notes.append(
+        f"Weak-form fit: `bd.weak_form_data(catalog)` (the CBE integrated against {WEAK_MOMENTS} test functions "
+        f"(1 − ρ²)² ξ^p v_j, |p| ≤ 2, that vanish on the {radius_sphere:g}-kpc sample sphere; all the stars, no "
+        "flows, no nodes) and `bd.infer` (two-step GMM weights at the mode, then NUTS) with the same model.")
+    return MockSpec(name, title, cat, truth.acceleration, truth.density, X, qs, model, nodes, sun, run_jeans, notes,
+                    ball=(center, radius_sphere))
 
 
 def _spherical_jeans(cat, radii, n_bins):
@@ -669,6 +678,56 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
     return cells, diag
 
 
+#: the weak-form fit's moments (``bd.weak_form_data``'s defaults: spatial degree 2, velocity degree 1)
+WEAK_MOMENTS = 30
+
+
+def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[str, Cell], str]:
+    """The weak-form fit's cells (``bd.weak_form_data`` on all the spec's stars in its ball, ``bd.infer``) and its
+    diagnostics (posterior cached under ``cache``); "—" cells where the spec has no ball."""
+    import jax
+
+    import bayesdyn as bd
+
+    if spec.ball is None:
+        return {q.key: Cell(math.nan, math.nan, "—") for q in spec.quantities}, ""
+    names = list(spec.model.free_parameters())
+    nuts = s["nuts"]
+    center, radius = spec.ball
+    path = None
+    if cache is not None:
+        path = cache / f"weak-{spec.name}-{_key(data_id, [float(c) for c in center], radius, nuts, repr(spec.model), seed)}.npz"
+    if path is not None and not fresh and path.is_file():
+        with clock("weak form (cached)"), np.load(path, allow_pickle=False) as z:
+            samples = {n: z[n] for n in names}
+            diag = str(z["diag"])
+        log(f"  weak form: cached {path.name}")
+    else:
+        with clock("weak form"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = bd.weak_form_data(spec.catalog, volume=(center, radius))
+            if data.n_moments != WEAK_MOMENTS:
+                raise RuntimeError(f"weak_form_data gave {data.n_moments} moments, the page says {WEAK_MOMENTS}")
+            post = bd.infer(spec.model, data, seed=seed, progress=False, **nuts)
+            problems = post.check(warn=False)
+            d = post.diagnostics()
+        samples = {n: np.asarray(post.samples[n]) for n in names}
+        w = post.info["weak_form"]
+        diag = (f"J = {w['J']:.1f} for {w['dof']} dof (p = {w['p_value']:.2f}), {w['n_stars']} stars; "
+                f"r̂ max {float(np.nanmax(d['r_hat'])):.3f}, ESS bulk min {float(np.nanmin(d['ess_bulk'])):.0f}, "
+                f"{post.info['num_divergences']} divergences" + (f"; problems: {'; '.join(problems)}" if problems else ""))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, diag=np.array(diag), **samples)
+    log(f"  weak form: {diag}")
+    with clock("posterior predictive"), jax.enable_x64(True):
+        cells = posterior_predictive(spec, samples)
+    if "problems" in diag:
+        for c in cells.values():
+            c.flag = "†"
+    return cells, diag
+
+
 def posterior_predictive(spec, samples, max_draws: int = 2000, seed: int = 0) -> dict[str, Cell]:
     """Median ± half the central 68 % interval over posterior draws of the acceleration functionals and densities."""
     import jax
@@ -716,6 +775,7 @@ def run_mock(name, s, seed, cache, fresh, psd_external, log) -> MockResult:
     cells["flows"] = flows_cells(spec, psd, s, seed, clock, log)
     cells["parametric"], diag = parametric_cells(spec, psd, s, seed, cache, clock, fresh, log,
                                                  psd_id + _data_sha(spec.catalog))
+    cells["weak"], weak_diag = weak_cells(spec, s, seed, cache, clock, fresh, log, _data_sha(spec.catalog))
     with clock("Jeans"):
         jc = spec.jeans(s["n_boot"], seed)
     cells["jeans"] = {q.key: jc.get(q.key, Cell(math.nan, math.nan, "—")) for q in spec.quantities}
@@ -734,6 +794,11 @@ def run_mock(name, s, seed, cache, fresh, psd_external, log) -> MockResult:
     if "problems" in diag:
         nuts_note = "† " + nuts_note
     notes = [flows_note, *spec.notes, nuts_note]
+    if weak_diag:
+        notes.append(f"Weak-form fit (NUTS as above, one posterior): {weak_diag}.")
+    else:
+        notes.append("Weak-form fit: not run on this mock (the weak form needs a ball inside which the sample is "
+                     "complete; only the disk mock's is wired into this benchmark).")
     for m in METHODS:
         for q in spec.quantities:
             c = cells[m][q.key]
@@ -755,6 +820,7 @@ class Realisations:
     notes: list[str]
     ids: list[int] | None = None  # the realisation number of each entry of cells (default 0, 1, …)
     excluded: list[str] = dataclasses.field(default_factory=list)  # "r<i>: why", realisations left out
+    weak_diags: list[str] = dataclasses.field(default_factory=list)  # the weak-form fit's, per realisation
 
     def labels(self) -> list[int]:
         if self.ids is not None and len(self.ids) != len(self.cells):
@@ -784,7 +850,7 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
     cfg = s["realisations"]
     mock = validate.DiskMock()
     clock = Clock()
-    cells, diags, flows, qs, ids, excluded = [], [], [], None, [], []
+    cells, diags, flows, qs, ids, excluded, weak_diags = [], [], [], None, [], [], []
     for r in range(cfg["count"]):
         log(f"== disk realisation {r + 1}/{cfg['count']}")
         # each realisation's flows compile anew, and compiled code is kept for the life of the process:
@@ -818,7 +884,9 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         c["flows"] = flows_cells(spec, psd, s, seeds["accel"], clock, log)
         c["parametric"], diag = parametric_cells(spec, psd, s, seeds["nuts"], cache, clock, fresh, log,
                                                  realisation_psd_id(real, cfg, r))
+        c["weak"], wdiag = weak_cells(spec, s, seeds["nuts"], cache, clock, fresh, log, _data_sha(cat))
         diags.append(diag)
+        weak_diags.append(wdiag)
         with clock("Jeans"):
             jc = spec.jeans(s["n_boot"], seeds["accel"])
         c["jeans"] = {q.key: jc.get(q.key, Cell(math.nan, math.nan, "—")) for q in spec.quantities}
@@ -840,7 +908,7 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         "(`validate.DiskMock.model()`) and Jeans stencils as in the shipped disk's table above: the parametric fit "
         "is the calibration's disk-1e5 fit, with `bd.infer`'s NUTS settings of this page.",
     ]
-    return Realisations(cfg["n"], qs, cells, diags, flows, clock, notes, ids, excluded)
+    return Realisations(cfg["n"], qs, cells, diags, flows, clock, notes, ids, excluded, weak_diags)
 
 
 def realisation_rows(res: Realisations) -> list[dict[str, Any]]:
@@ -849,7 +917,7 @@ def realisation_rows(res: Realisations) -> list[dict[str, Any]]:
     for q in res.quantities:
         if q.kind != "acc":
             continue
-        for m in ("flows", "parametric", "jeans"):
+        for m in (*BAYESDYN, "jeans"):
             err, sig, pull = [], [], []
             for c in res.cells:
                 t, e = c["truth"][q.key], c[m][q.key]
@@ -907,7 +975,7 @@ def realisations_markdown(res: Realisations) -> str:
         return "—" if not np.isfinite(x) else (f"**{x:.2f}**" if x <= ACCEPTANCE_RATIO else _ratio_text(x))
 
     verdict = []
-    for m in ("flows", "parametric"):
+    for m in BAYESDYN:
         mine = [r for r in rows if r["method"] == m]
         n_ok = sum(r["ratio"] <= ACCEPTANCE_RATIO for r in mine)
         n_sure = sum(r["ratio_range"][1] <= ACCEPTANCE_RATIO for r in mine)
@@ -961,6 +1029,9 @@ def realisations_markdown(res: Realisations) -> str:
                    "flatters the flows if their failures go with large errors): " + "; ".join(res.excluded) + ".")
     out.append("- Flows: " + "; ".join(res.flows) + ".")
     out.append("- NUTS per realisation: " + " | ".join(f"r{i}: {d}" for i, d in zip(ids, res.diags)) + ".")
+    if res.weak_diags:
+        out.append("- Weak-form fit per realisation: " + " | ".join(f"r{i}: {d}" for i, d in zip(ids, res.weak_diags))
+                   + ".")
     return "\n".join(out)
 
 
@@ -1027,7 +1098,7 @@ def disk_ratios(res: MockResult) -> list[dict[str, Any]]:
     for q in res.quantities:
         if q.kind != "acc":
             continue
-        for m in ("flows", "parametric"):
+        for m in BAYESDYN:
             b = res.cells[m][q.key]
             dj, db = abs(j[q.key].value - t[q.key].value), abs(b.value - t[q.key].value)
             rows.append({
@@ -1088,11 +1159,14 @@ def page(results, argv, settings, machine_start, machine_end, total_s, realisati
             "",
         ]
     out += [
-        "The same stars, the same reference points, four methods: the mock's **truth**; "
+        "The same stars, the same reference points, five methods: the mock's **truth**; "
         "**bayesdyn CBE flows** (a flow ensemble learns f(x, v) and the collisionless Boltzmann equation gives "
         "the acceleration at each point by least squares over velocities, with the ensemble's error); "
         "the **bayesdyn parametric fit** (NUTS posterior of the mock's potential family fitted to CBE accelerations "
-        "at nodes; posterior predictive median ± half the central 68 % interval at the points); and the classic binned **Jeans** equations "
+        "at nodes; posterior predictive median ± half the central 68 % interval at the points); the **bayesdyn weak-form "
+        "fit** (the same model fitted to all the stars at once by the CBE integrated against test functions that "
+        "vanish on the sample's boundary — no flows and no density estimate: the moments' own covariance gives the "
+        "errors, by two-step GMM and NUTS; [weak form](weak-form.md); disk only); and the classic binned **Jeans** equations "
         "with bootstrap errors (see [Jeans baselines](jeans.md)). Each cell is value ± 1σ and, in brackets, "
         "the relative error against the truth. Accelerations a = −∇Φ are in (km/s)²/kpc (a_R, a_r < 0 point "
         "inwards; 1 (km/s)²/kpc = 1.0459 kpc/Gyr²), densities in M☉/kpc³ (1e7 M☉/kpc³ = 0.01 M☉/pc³).",
@@ -1103,7 +1177,9 @@ def page(results, argv, settings, machine_start, machine_end, total_s, realisati
         "(Miyamoto–Nagai a and b, the NFW scale radius, the whole bulge) are fixed at their true values and only "
         "the disk mass and the halo density are free (broad log-uniform priors; `validate.DiskMock.model()`, the "
         "model whose intervals the calibration measured). Much of its advantage over Jeans is that knowledge, "
-        "which a real galaxy does not hand over; the CBE-flow column is the like-for-like comparison.",
+        "which a real galaxy does not hand over; the CBE-flow column is the like-for-like comparison. The "
+        "weak-form fit assumes the same as the parametric fit, and that the sample is complete inside its ball "
+        "(here the mock's 2-kpc sphere).",
         "",
         f"Generated by `{cmd}` on {datetime.date.today().isoformat()}, in {total_s / 60:.1f} min (flows and "
         "posteriors found in the cache are reused; each flow's training time is in its notes).",

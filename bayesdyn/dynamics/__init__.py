@@ -21,3 +21,7 @@ from ._measurement import measurement_error_correction as measurement_error_corr
 from ._measurement import resmear as resmear  # noqa: E402
 
 __all__ += ["MeasurementErrorCorrection", "copy_seed", "correct_measurement_errors", "measurement_error_correction", "resmear"]
+from ._weak import weak_form_data as weak_form_data  # noqa: E402
+from ._weak import weak_form_moments as weak_form_moments  # noqa: E402
+
+__all__ += ["weak_form_data", "weak_form_moments"]

@@ -126,3 +126,54 @@ class StarScoreData(NamedTuple):
     s_v: jax.Array
     sigma: jax.Array
     sun: jax.Array
+
+
+class WeakFormData(NamedTuple):
+    """Inputs of the weak-form CBE likelihood (:func:`bayesdyn.dynamics.weak_form_data`).
+
+    Test function m = (a, c) is ψ_m = W_a(x) Q_c(v). For a model acceleration a(x), each star i gives
+    g_im = transport_im + W_a(x_i) ∂Q_c/∂v(v_i)·a(x_i), whose mean over the stars vanishes in equilibrium;
+    the log-likelihood is the GMM quadratic form −½ N |whiten · ḡ|², with whiten such that
+    whiten · S · whitenᵀ = 1 for the moments' covariance S (:func:`bayesdyn.inference.weak_form_weights`,
+    which :func:`bayesdyn.infer` calls, sets it at the model's mode; :func:`weak_form_data` gives only a
+    per-moment scaling).
+
+    Attributes:
+        x: positions of the N stars inside the ball (N, 3) [kpc].
+        transport: v·∇ₓψ_m at each star (N, M) [km/s/kpc].
+        window: the spatial factors W_a (N, n_a).
+        dq_v: the velocity factors' gradients ∂Q_c/∂v (N, n_c, 3) [s/km]; M = n_a · n_c.
+        whiten: (M, M) [kpc s/km].
+        sun: the Sun's position (3,) [kpc].
+        ball: the ball's centre and radius (4,) [kpc].
+        fixed_acceleration: the accelerations of the model's fixed components at the stars (N, 3)
+            [(km/s)²/kpc], which :func:`~bayesdyn.inference.weak_form_weights` stores so that NUTS does not
+            recompute them (valid only with the model it was given); None: computed in every step.
+    """
+
+    x: jax.Array
+    transport: jax.Array
+    window: jax.Array
+    dq_v: jax.Array
+    whiten: jax.Array
+    sun: jax.Array
+    ball: jax.Array
+    fixed_acceleration: jax.Array | None = None
+
+    @property
+    def n_stars(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def n_moments(self) -> int:
+        return int(self.transport.shape[1])
+
+    def mean_moments(self, a: jax.Array) -> jax.Array:
+        """ḡ (M,) for model accelerations a (N, 3) at the stars [km/s/kpc]."""
+        t = jnp.einsum("nci,ni->nc", self.dq_v, a)
+        return jnp.mean(self.transport, axis=0) + (self.window.T @ t).reshape(-1) / self.x.shape[0]
+
+    def moments(self, a: jax.Array) -> jax.Array:
+        """Per-star moments g (N, M) for model accelerations a (N, 3) at the stars [km/s/kpc]."""
+        t = jnp.einsum("nci,ni->nc", self.dq_v, a)
+        return self.transport + (self.window[:, :, None] * t[:, None, :]).reshape(self.transport.shape)

@@ -12,9 +12,9 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
-from ._data import AccelerationData, StarScoreData
+from ._data import AccelerationData, StarScoreData, WeakFormData
 
-__all__ = ["infer", "run_nuts"]
+__all__ = ["infer", "run_nuts", "weak_form_weights"]
 
 
 def run_nuts(
@@ -139,6 +139,90 @@ def _mode_starts(model, data, model_kwargs, key, num_chains):
     return jax.vmap(unravel)(q + jitter)
 
 
+#: iterated GMM for :class:`WeakFormData`: the moments' covariance is re-estimated at the mode this many times
+WEAK_FORM_STEPS = 3
+#: an over-identification p-value below this warns (the moments disagree with the model in equilibrium)
+WEAK_FORM_P_WARN = 1e-3
+
+
+def _mode_values(model, data, key, start=None):
+    """The posterior mode of ``model`` given ``data`` (BFGS from ``start``, an unconstrained point, or from the
+    best of 8 prior draws), as (constrained ``{site: value}``, the unconstrained mode)."""
+    from jax.flatten_util import ravel_pytree
+    from jax.scipy.optimize import minimize
+
+    keys = jax.random.split(key, 8 if start is None else 1)
+    starts, info = [], None
+    for k in keys:  # the data stay arguments (dynamic_args): folding N stars into the compiled code is slow
+        info = initialize_model(k, model, model_args=(data,), dynamic_args=True)
+        starts.append(info.param_info.z)
+    _, unravel = ravel_pytree(starts[0])
+    objective = jax.jit(lambda q, d: info.potential_fn(d)(unravel(q)))
+
+    def f(q):
+        return objective(q, data)
+
+    flat = [ravel_pytree(z)[0] for z in starts] if start is None else [start]
+    values = [float(f(q)) for q in flat]
+    best = flat[int(np.nanargmin(values))]
+    q = best
+    for _ in range(3):  # BFGS restarts: the GMM objective's curvature is N times the moments' precision
+        res = minimize(f, q, method="BFGS", options={"maxiter": START_ITERATIONS})
+        if not (bool(jnp.all(jnp.isfinite(res.x))) and float(res.fun) <= float(f(q))):
+            break
+        converged = float(f(q)) - float(res.fun) < 1e-6
+        q = res.x
+        if converged:
+            break
+    names = set(model.free_parameters())
+    return {k: v for k, v in info.postprocess_fn(data)(unravel(q)).items() if k in names}, q
+
+
+def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
+                      steps: int | None = None) -> tuple[WeakFormData, dict[str, Any]]:
+    """Two-step (iterated) GMM weights for the weak-form moments of ``model``; returns (weighted data, info).
+
+    Starting from ``data.whiten``, it finds the model's posterior mode, estimates the moments' covariance S
+    over the stars there, sets ``whiten`` = L⁻¹ (S = LLᵀ), and repeats ``steps`` times
+    (:data:`WEAK_FORM_STEPS`). ``info`` holds the over-identification statistic J = N |whiten·ḡ|² at the
+    final mode with its degrees of freedom (moments − free parameters) and χ² p-value, the mode, and the
+    numbers of stars and moments. :func:`infer` calls it for :class:`WeakFormData`.
+    """
+    from scipy import stats
+
+    if not (hasattr(model, "components") and hasattr(model, "bind") and hasattr(model, "free_parameters")):
+        raise TypeError(f"the weak-form fit needs a bayesdyn.PotentialModel, got {type(model).__name__}")
+    steps = WEAK_FORM_STEPS if steps is None else int(steps)
+    n_free = len(model.free_parameters())
+    if data.n_moments <= n_free:
+        raise ValueError(f"{data.n_moments} weak-form moments cannot fit {n_free} free parameters; raise the degrees")
+    key = jax.random.PRNGKey(seed)
+    with jax.enable_x64(True):
+        data = _to_float64(data)
+        fixed = [c for c in model.components.values() if not c.free_parameters()]
+        data = data._replace(fixed_acceleration=sum((c.acceleration(data.x) for c in fixed), jnp.zeros_like(data.x)))
+        q = None
+        for _ in range(steps + 1):
+            values, q = _mode_values(model, data, key, q)
+            g = data.moments(model.total_acceleration(model.bind(values), data.x))
+            gbar = jnp.mean(g, axis=0)
+            j_stat = float(data.n_stars * jnp.sum((data.whiten @ gbar) ** 2))
+            if _ == steps:
+                break
+            chol = jnp.linalg.cholesky(jnp.cov(g.T))
+            if not bool(jnp.all(jnp.isfinite(chol))):
+                raise ValueError("the weak-form moments' covariance is singular: too few stars in the ball for "
+                                 "the moments, or moments that duplicate each other; lower the degrees")
+            data = data._replace(whiten=jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments),
+                                                                          lower=True))
+    dof = data.n_moments - n_free
+    info = {"J": j_stat, "dof": dof, "p_value": float(stats.chi2.sf(j_stat, dof)), "n_stars": data.n_stars,
+            "n_moments": data.n_moments, "weight_steps": steps,
+            "mode": {k: float(v) for k, v in values.items()},
+            "ball_kpc": [float(t) for t in np.asarray(data.ball)]}
+    return data, info
+
+
 def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress):
     # vectorised chains run everywhere; "parallel" needs one device per chain. The data
     # are a traced argument (jit_model_args), so one compiled sampler serves every member.
@@ -231,7 +315,9 @@ def infer(
     Args:
         model: a :class:`bayesdyn.PotentialModel` (or any NumPyro model taking the data).
         data: :class:`AccelerationData` (accelerations at nodes), :class:`StarScoreData`,
-            or a PhaseSpaceDensity, from which accelerations are estimated at nodes
+            :class:`WeakFormData` (the stars' weak-form CBE moments, :func:`bayesdyn.weak_form_data`:
+            no flows; fitted by two-step GMM, :func:`weak_form_weights`, whose over-identification test is
+            in ``info["weak_form"]`` and warns when p < 10⁻³), or a PhaseSpaceDensity, from which accelerations are estimated at nodes
             with :func:`bayesdyn.dynamics.estimate_accelerations` (``kwargs`` go there).
         seed: random seed; the same seed gives the same posterior.
         num_chains: chains, vectorised on one device (or one per device when enough),
@@ -257,7 +343,7 @@ def infer(
     """
     from ..results import Posterior
 
-    if not isinstance(data, (AccelerationData, StarScoreData)):
+    if not isinstance(data, (AccelerationData, StarScoreData, WeakFormData)):
         from ..dynamics import estimate_accelerations
 
         data = estimate_accelerations(data, seed=seed, **kwargs)
@@ -286,8 +372,20 @@ def infer(
         num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, backend=backend,
         target_accept=target_accept, dense_mass=dense_mass, progress=progress,
     )
+    weak = None
+    if isinstance(data, WeakFormData):
+        data, weak = weak_form_weights(model, data, seed=seed)
+        if weak["p_value"] < WEAK_FORM_P_WARN:
+            warnings.warn(
+                f"the weak-form moments disagree with the model: J = {weak['J']:.1f} for {weak['dof']} degrees of "
+                f"freedom (p = {weak['p_value']:.1e}). The model family, equilibrium, or the catalog's "
+                "completeness inside the ball does not hold, and the posterior's intervals do not account for it",
+                stacklevel=2,
+            )
     if combine == "mean":
         samples, info = run_nuts(model, data, seed=seed, **options)
+        if weak is not None:
+            info["weak_form"] = weak
     else:
         samples, info = _run_members(model, data, seed, options)
     if hasattr(model, "derived"):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ._data import AccelerationData, StarScoreData
+from ._data import AccelerationData, StarScoreData, WeakFormData
 
 __all__ = ["PotentialModel", "acceleration_log_likelihood", "derived_quantities"]
 
@@ -120,12 +120,13 @@ class PotentialModel:
         return total
 
     def __call__(
-        self, data: AccelerationData | StarScoreData, *, tempering: float = 1.0, record_derived: bool = False
+        self, data: AccelerationData | StarScoreData | WeakFormData, *, tempering: float = 1.0,
+        record_derived: bool = False,
     ) -> None:
         """The NumPyro model: priors and the likelihood of ``data``.
 
         Args:
-            data: :class:`AccelerationData` or :class:`StarScoreData`.
+            data: :class:`AccelerationData`, :class:`StarScoreData` or :class:`WeakFormData`.
             tempering: the log-likelihood is divided by this (≥ 1 widens the posterior).
             record_derived: also record the ``derived.*`` deterministic sites. :func:`infer`
                 leaves this off and computes them once per draw after sampling (see
@@ -140,8 +141,17 @@ class PotentialModel:
             a = self.total_acceleration(comps, data.x)
             r = jnp.sum(data.v * data.s_x, -1) + jnp.sum(a * data.s_v, -1)
             ll = jnp.sum(dist.Normal(0.0, data.sigma).log_prob(r))
+        elif isinstance(data, WeakFormData):
+            if data.fixed_acceleration is None:
+                a = self.total_acceleration(comps, data.x)
+            else:  # the fixed components' part, stored by weak_form_weights for this model
+                fixed = [n for n, c in self.components.items() if not c.free_parameters()]
+                a = sum((c.acceleration(data.x) for n, c in comps.items() if n not in fixed),
+                        data.fixed_acceleration)
+            ll = weak_form_log_likelihood(a, data)
         else:
-            raise TypeError(f"data must be AccelerationData or StarScoreData, got {type(data).__name__}")
+            raise TypeError(
+                f"data must be AccelerationData, StarScoreData or WeakFormData, got {type(data).__name__}")
         numpyro.factor("likelihood", ll / tempering)
 
     def derived(self, samples: Mapping[str, Any], sun: Any) -> dict[str, jax.Array]:
@@ -306,6 +316,13 @@ def acceleration_log_likelihood(a_model: jax.Array, data: AccelerationData) -> j
     z = jax.scipy.linalg.solve_triangular(tril, (a_model - data.a)[..., None], lower=True)[..., 0]
     logdet = jnp.sum(jnp.log(jnp.diagonal(tril, axis1=-2, axis2=-1)))
     return -0.5 * jnp.sum(z**2) - logdet - 0.5 * z.size * jnp.log(2 * jnp.pi)
+
+
+def weak_form_log_likelihood(a_model: jax.Array, data: WeakFormData) -> jax.Array:
+    """GMM quadratic form −½ N |whiten · ḡ|² of the weak-form moments ḡ (:class:`WeakFormData`) for model
+    accelerations a_model (N, 3) at the stars."""
+    r = data.whiten @ data.mean_moments(a_model)
+    return -0.5 * data.x.shape[0] * jnp.sum(r * r)
 
 
 def derived_quantities(

@@ -1,0 +1,175 @@
+"""The weak (integrated) form of the collisionless Boltzmann equation: moments of the stars, no density estimate.
+
+Multiply the CBE v·∇ₓf + a·∇ᵥf = 0 by a test function ψ(x, v) that vanishes on the
+boundary of a ball inside which the catalog holds every star of the population, and
+integrate by parts over x and v: the derivatives move from f onto ψ, and
+
+    E_stars[ v·∇ₓψ(x, v) + a(x)·∇ᵥψ(x, v) ] = 0,
+
+an average over the stars themselves. With M test functions and a potential model with
+K < M free parameters this is a generalised method of moments (GMM) problem: no flow, no
+density, no binning, and the moments' covariance is estimated from the same stars, so the
+errors follow from the central limit theorem instead of from a flow ensemble. The
+over-identification statistic J = N ḡᵀS⁻¹ḡ (χ² with M − K degrees of freedom when the
+model, equilibrium and completeness hold) tests the fit.
+
+The test functions are ψ = (1 − ρ²)² ξ^p (v_j / v₀), with ξ = (x − centre)/radius, ρ = |ξ|,
+ξ^p the monomials of total degree ≤ ``degree_x`` and v_j the Galactocentric velocity
+components (and their products up to ``degree_v``); the window and its gradient vanish on
+the ball's surface, so the stars outside (ψ = 0) and the selection edge drop out exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+__all__ = ["weak_form_data", "weak_form_moments", "VELOCITY_UNIT"]
+
+#: v₀ of the velocity monomials [km/s]: only the conditioning depends on it (each moment is rescaled
+#: by its own spread before the fit)
+VELOCITY_UNIT = 100.0
+
+
+def _powers(degree: int, start: int) -> list[tuple[int, int, int]]:
+    return [p for d in range(start, degree + 1) for p in itertools.product(range(d + 1), repeat=3) if sum(p) == d]
+
+
+def _monomials(y: np.ndarray, powers: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """y^p (N, P) and its gradient ∂(y^p)/∂y (N, P, 3) for the given exponent triples."""
+    value = np.stack([np.prod(y ** np.asarray(p), axis=1) for p in powers], axis=1)
+    grad = np.zeros(value.shape + (3,))
+    for m, p in enumerate(powers):
+        for k in range(3):
+            if p[k]:
+                q = list(p)
+                q[k] -= 1
+                grad[:, m, k] = p[k] * np.prod(y ** np.asarray(q), axis=1)
+    return value, grad
+
+
+def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: float, degree_x: int = 2,
+                      degree_v: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per star, the parts of every test function ψ_m = W_a(x) Q_c(v) (m = a·n_c + c).
+
+    Args:
+        x: positions (N, 3) [kpc]; v: velocities (N, 3) [km/s] (Galactocentric, an inertial frame).
+        center: the ball's centre (3,) [kpc]; radius: its radius [kpc].
+        degree_x: highest total degree of the spatial monomials ξ^p (≥ 0).
+        degree_v: highest total degree of the velocity monomials (≥ 1; degree 0 carries no information on a).
+
+    Returns:
+        (transport, window, dq_v): v·∇ₓψ_m [km/s/kpc] (N, M); the spatial factors W_a (N, n_a); the velocity
+        factors' gradients ∂Q_c/∂v [s/km] (N, n_c, 3), so that ∇ᵥψ_m = W_a ∂Q_c/∂v. All vanish outside the ball.
+    """
+    x = np.asarray(x, float)
+    v = np.asarray(v, float)
+    xi = (x - np.asarray(center, float)) / radius
+    rho2 = np.sum(xi * xi, axis=1)
+    inside = rho2 < 1.0
+    ball = np.where(inside, (1.0 - rho2) ** 2, 0.0)
+    d_ball = np.where(inside, -4.0 * (1.0 - rho2), 0.0)[:, None] * xi  # ∂(1 − ρ²)²/∂ξ
+    P, dP = _monomials(xi, _powers(degree_x, 0))
+    Q, dQ = _monomials(v / VELOCITY_UNIT, _powers(degree_v, 1))
+    window = ball[:, None] * P  # W_a (N, n_a)
+    d_window = (d_ball[:, None, :] * P[:, :, None] + ball[:, None, None] * dP) / radius  # ∂W_a/∂x [1/kpc]
+    transport = np.einsum("ni,nai->na", v, d_window)[:, :, None] * Q[:, None, :]  # (v·∇W_a) Q_c
+    return transport.reshape(len(x), -1), window, dQ / VELOCITY_UNIT
+
+
+def _ball(catalog: Any, x: np.ndarray, volume: Any) -> tuple[np.ndarray, float, str]:
+    """The ball (centre [kpc], radius [kpc], where it came from) of :func:`weak_form_data`."""
+    if isinstance(volume, str):
+        if volume != "auto":
+            raise ValueError(f"volume={volume!r}: pass 'auto' or (center [kpc] (3,), radius [kpc])")
+        from ..psd._fit import _support_spheres
+
+        best = None
+        for c, r, where in _support_spheres(catalog):
+            d = float(np.linalg.norm(x - c, axis=1).max())
+            if d <= r * (1 + 1e-6) and (best is None or r < best[1]):
+                best = (c, r, f"auto: {where}")
+        if best is None:
+            raise ValueError(
+                "weak_form_data needs a ball inside which the catalog holds every star of the population, and "
+                "none is recorded with this catalog: cut it with catalog.within(radius, center) (which records "
+                "the sphere), or pass volume=(center [kpc], radius [kpc]) of a ball where it is complete"
+            )
+        return best
+    try:
+        center, radius = volume
+        c = np.asarray(center, float).reshape(3)
+        r = float(radius)
+    except (TypeError, ValueError):
+        raise ValueError(f"volume={volume!r} must be 'auto' or (center [kpc] (3,), radius [kpc])") from None
+    if not (np.isfinite(c).all() and np.isfinite(r) and r > 0):
+        raise ValueError(f"volume: the radius must be > 0 kpc and the centre finite; got {c.tolist()}, {r}")
+    return c, r, "given"
+
+
+def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, degree_v: int = 1,
+                   min_stars: int = 1000):
+    """The stars' weak-form CBE moments, for :func:`bayesdyn.infer` with a :class:`~bayesdyn.PotentialModel`.
+
+    No flow is fitted: the moments E[v·∇ₓψ_m + a(x)·∇ᵥψ_m] = 0 (module docstring) are averages over the
+    stars, and :func:`bayesdyn.infer` fits the model's parameters to them by two-step GMM (weights from the
+    moments' covariance at the model's mode, then NUTS on the quadratic form), reporting the
+    over-identification test in ``posterior.info["weak_form"]``.
+
+    It assumes what the CBE assumes (a steady state in an inertial frame: use Galactocentric velocities), and
+    that inside the ball the catalog is **complete**: every star of the tracer population there is in it, with
+    no selection by position inside the ball (dust, magnitude limits) or by velocity. A selection inside the
+    ball biases the moments; the J test may or may not flag it.
+
+    Args:
+        catalog: a :class:`bayesdyn.Catalog` (or anything with ``x`` (N, 3) [kpc] and ``v`` (N, 3) [km/s]).
+        volume: ``"auto"`` (the smallest sphere recorded with the catalog, by ``Catalog.within`` /
+            ``in_volume`` or a mock, that holds all its stars) or (centre (3,) [kpc], radius [kpc]).
+        degree_x: highest degree of the spatial monomials (default 2: 10 of them).
+        degree_v: highest degree of the velocity monomials (default 1: v_x, v_y, v_z), so M = 30 moments
+            by default.
+        min_stars: fewer stars in the ball than this is an error (the moments' covariance, M × M, is
+            estimated from them).
+
+    Returns:
+        :class:`bayesdyn.inference.WeakFormData` (unweighted: :func:`bayesdyn.infer` sets the weights).
+
+    Raises:
+        ValueError: no ball, a ball with too few stars, bad degrees, or non-finite positions or velocities.
+    """
+    import jax.numpy as jnp
+
+    from ..inference._data import WeakFormData
+
+    if int(degree_x) != degree_x or degree_x < 0 or int(degree_v) != degree_v or degree_v < 1:
+        raise ValueError(f"degree_x must be an integer ≥ 0 and degree_v an integer ≥ 1, got {degree_x}, {degree_v}")
+    x = np.asarray(catalog.x, float)
+    v = np.asarray(catalog.v, float)
+    bad = ~(np.isfinite(x).all(axis=1) & np.isfinite(v).all(axis=1))
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} of {len(x)} stars have non-finite positions or velocities; remove them (e.g. "
+            "catalog.select(...)) or fill them before the weak-form fit"
+        )
+    center, radius, where = _ball(catalog, x, volume)
+    inside = np.linalg.norm(x - center, axis=1) < radius
+    n = int(inside.sum())
+    transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), int(degree_v))
+    m = transport.shape[1]
+    if n < max(int(min_stars), 10 * m):
+        raise ValueError(
+            f"only {n} stars lie inside the ball (centre {center.tolist()} kpc, radius {radius:g} kpc) for "
+            f"{m} moments; the weak form needs at least max(min_stars={min_stars}, 10 × moments) = "
+            f"{max(int(min_stars), 10 * m)}: use a larger ball, more stars, or lower degrees"
+        )
+    sun = getattr(getattr(catalog, "solar", None), "position", None)
+    sun = np.asarray(sun if sun is not None else center, float)
+    scale = transport.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return WeakFormData(
+        x=jnp.asarray(x[inside]), transport=jnp.asarray(transport), window=jnp.asarray(window),
+        dq_v=jnp.asarray(dq_v), whiten=jnp.asarray(np.diag(1.0 / scale)), sun=jnp.asarray(sun),
+        ball=jnp.asarray(np.concatenate([center, [radius]])),
+    )
