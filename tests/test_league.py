@@ -36,7 +36,7 @@ def test_tiny_league_disk(tmp_path):
     assert list((tmp_path / "cache" / "tiny" / "realisation-flows").glob("disk-n3000-s0-*/r0000/psd.json"))
     # the same potential (MWPotential2014) and the same Sun as the shipped mock: the same true rows
     assert math.isclose(real.cells[0]["truth"]["az_up"].value, disk.cells["truth"]["az_up"].value, rel_tol=1e-6)
-    for m in ("flows", "parametric", "jeans"):
+    for m in ("flows", "parametric", "weak", "jeans"):
         assert math.isfinite(real.cells[0][m]["aR_sun"].value), m
     keys = [q.key for q in disk.quantities]
     assert keys == ["aR_sun", "az_sun", "aR_up", "az_up", "aR_down", "az_down", "rho_sun"]
@@ -52,16 +52,16 @@ def test_tiny_league_disk(tmp_path):
     jeans = disk.cells["jeans"]["aR_sun"]
     assert math.isfinite(jeans.error) and 0 < jeans.error < 1500
     assert abs(jeans.value - truth["aR_sun"].value) < min(3 * jeans.error, 0.15 * abs(truth["aR_sun"].value))
-    for m in ("flows", "parametric"):
+    for m in ("flows", "parametric", "weak"):
         for k in ("aR_sun", "az_sun", "rho_sun"):
             c = disk.cells[m][k]
             assert math.isfinite(c.value) and math.isfinite(c.error) and c.error > 0, (m, k)
     text = out.read_text()
     assert "| a_R at the Sun (R = 8, z = 0.0208 kpc) | (km/s)²/kpc | -6050 |" in text
     table_rows = [line for line in text.splitlines() if line.startswith("| a_") or line.startswith("| ρ")]
-    # the league table, the one-catalog ratios (6 × 2 bayesdyn rows), the realisations' summary (6 × 3 methods)
-    # and per-realisation errors (6 × 3)
-    assert len(table_rows) == len(keys) + 12 + 18 + 18
+    # the league table, the one-catalog ratios (6 × 3 bayesdyn rows), the realisations' summary (6 × 4 methods)
+    # and per-realisation errors (6 × 4)
+    assert len(table_rows) == len(keys) + 18 + 24 + 24
     assert "### Acceptance (issue 8) over 1 independent realisations of 3000 stars" in text
     assert "Machine (start)" in text and "## Timings" in text
 

@@ -95,8 +95,8 @@ def test_weak_form_recovers_the_plummer_mass_with_honest_errors(plummer_catalog)
 def test_over_identification_test_flags_a_wrong_model(plummer_catalog):
     """The same stars 0.3 kpc off the model's centre: no mass fits all 30 moments, and J says so.
 
-    (Its power is uneven: a wrong fixed scale radius, ×0.5, is absorbed by the mass, 57 % off, at p = 0.07 —
-    /tmp scratch, session 2026-12-05 (8); docs/weak-form.md. This test asserts only the asymmetric case.)"""
+    (Its power is uneven: a wrong fixed scale radius, ×0.5, is absorbed by the mass, 57 % off, at p = 0.06–0.85;
+    ``benchmarks/weak_form_misfit.py``, docs/weak-form.md. This test asserts only the asymmetric case.)"""
     model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
     _, good = weak_form_weights(model, bd.weak_form_data(plummer_catalog))
     x, v = plummer_sphere(20_000, seed=3)
