@@ -121,3 +121,60 @@ def test_weak_form_data_errors_name_the_fix():
     data = bd.weak_form_data(cat, volume=((0.0, 0.0, 0.0), 2.0), degree_x=0)  # 3 moments
     with pytest.raises(ValueError, match="combine='members'"):
         bd.infer(model, data, combine="members", progress=False)
+
+
+def test_moments_of_the_data_agree_with_their_mean_and_with_the_parts(plummer_catalog):
+    """WeakFormData.moments (per star) and .mean_moments agree, and both are transport + W_a ∂Q_c/∂v · a."""
+    from bayesdyn.inference._infer import _to_float64
+
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        data = _to_float64(bd.weak_form_data(plummer_catalog))
+        a = jnp.asarray(rng.normal(scale=3000.0, size=(data.n_stars, 3)))
+        g = np.asarray(data.moments(a))
+        mean = np.asarray(data.mean_moments(a))
+    np.testing.assert_allclose(mean, g.mean(0), rtol=1e-10, atol=1e-10)
+    w, dq = np.asarray(data.window), np.asarray(data.dq_v)
+    n_c = dq.shape[1]
+    for m in (0, 5, 17, 29):
+        ia, ic = divmod(m, n_c)
+        expect = np.asarray(data.transport)[:, m] + w[:, ia] * np.einsum("ni,ni->n", dq[:, ic], np.asarray(a))
+        np.testing.assert_allclose(g[:, m], expect, rtol=1e-10, atol=1e-10)
+
+
+def test_fixed_components_stored_once_give_the_same_likelihood(plummer_catalog):
+    """A model with a fixed component: the stored fixed accelerations give the same log-likelihood, and the
+    weights returned by the public function carry none (they belong to one model)."""
+    import numpyro
+    from numpyro.infer.util import log_density
+
+    from bayesdyn.inference._infer import _to_float64, _with_fixed_acceleration
+
+    model = bd.PotentialModel(dark=(), inner=bd.potentials.Plummer(mass=0.5 * MASS, scale_radius=B),
+                              outer=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
+    weighted, info = weak_form_weights(model, bd.weak_form_data(plummer_catalog))
+    assert weighted.fixed_acceleration is None
+    assert math.isclose(info["mode"]["outer.mass"], 0.5 * MASS, rel_tol=0.1)
+    with jax.enable_x64(True):
+        plain = _to_float64(weighted)
+        stored = _with_fixed_acceleration(model, plain)
+        params = {"outer.mass": 0.55 * MASS}
+        with numpyro.handlers.seed(rng_seed=0):
+            lp_plain, _ = log_density(model, (plain,), {}, params)
+            lp_stored, _ = log_density(model, (stored,), {}, params)
+    assert np.isfinite(float(lp_plain)) and math.isclose(float(lp_plain), float(lp_stored), rel_tol=1e-9)
+
+
+def test_auto_ball_refuses_a_sphere_that_later_cuts_made_incomplete():
+    x, v = plummer_sphere(5000, seed=5)
+    cat = bd.Catalog(x, v).within(2.0, center=(0.0, 0.0, 0.0))
+    assert bd.weak_form_data(cat).n_stars == cat.n
+    north = cat.select(np.asarray(cat.x)[:, 2] > 0, "z > 0")
+    with pytest.raises(ValueError, match="later cuts removed stars inside .*z > 0.*volume="):
+        bd.weak_form_data(north)
+    slab = bd.Catalog(x, v).in_volume(center=(0.0, 0.0, 0.0), radius=2.0, z=(-0.5, 0.5))
+    with pytest.raises(ValueError, match="cut together with other shapes"):
+        bd.weak_form_data(slab)
+    model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
+    with pytest.raises(ValueError, match="steps must be ≥ 1"):
+        weak_form_weights(model, bd.weak_form_data(cat), steps=0)

@@ -648,13 +648,16 @@ class Catalog:
         d = _length(distance, "distance")
         c, where = self._center(center)
         r = np.linalg.norm(self._x - c, axis=1)
-        return self._with_sphere(self._subset(r <= d, f"within {d:g} kpc of {where}"), c, d)
+        return self._with_sphere(self._subset(r <= d, f"within {d:g} kpc of {where}"), c, d, alone=True)
 
     @staticmethod
-    def _with_sphere(out: "Catalog", center: np.ndarray, radius: float) -> "Catalog":
-        """Record a spherical selection in ``meta['support_spheres']`` (read by ``bd.fit_psd(support='auto')``)."""
+    def _with_sphere(out: "Catalog", center: np.ndarray, radius: float, alone: bool) -> "Catalog":
+        """Record a spherical selection in ``meta['support_spheres']`` (read by ``bd.fit_psd(support='auto')`` and
+        ``bd.weak_form_data(volume='auto')``), with the number of cuts up to it and whether the sphere was the cut's
+        only shape (``alone``): later cuts, or a sphere intersected with other shapes, leave it incomplete."""
         spheres = list(out.meta.get("support_spheres", []))
-        spheres.append({"center_kpc": [float(a) for a in center], "radius_kpc": float(radius)})
+        spheres.append({"center_kpc": [float(a) for a in center], "radius_kpc": float(radius),
+                        "cuts": len(out.history), "alone": bool(alone)})
         out.meta["support_spheres"] = spheres
         return out
 
@@ -715,7 +718,7 @@ class Catalog:
         if not parts:
             raise CatalogError("in_volume() needs a shape: center= and radius=, R=, z= and/or box=")
         out = self._subset(keep, "in_volume: " + ", ".join(parts))
-        return self._with_sphere(out, c, r) if center is not None else out
+        return self._with_sphere(out, c, r, alone=len(parts) == 1) if center is not None else out
 
     # ------------------------------------------------------------------ errors
     def covariance(self) -> np.ndarray:

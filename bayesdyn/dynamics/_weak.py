@@ -62,7 +62,8 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
 
     Returns:
         (transport, window, dq_v): v·∇ₓψ_m [km/s/kpc] (N, M); the spatial factors W_a (N, n_a); the velocity
-        factors' gradients ∂Q_c/∂v [s/km] (N, n_c, 3), so that ∇ᵥψ_m = W_a ∂Q_c/∂v. All vanish outside the ball.
+        factors' gradients ∂Q_c/∂v [s/km] (N, n_c, 3), so that ∇ᵥψ_m = W_a ∂Q_c/∂v. ``transport`` and ``window``
+        vanish outside the ball (so ψ and its gradients do).
     """
     x = np.asarray(x, float)
     v = np.asarray(v, float)
@@ -84,13 +85,32 @@ def _ball(catalog: Any, x: np.ndarray, volume: Any) -> tuple[np.ndarray, float, 
     if isinstance(volume, str):
         if volume != "auto":
             raise ValueError(f"volume={volume!r}: pass 'auto' or (center [kpc] (3,), radius [kpc])")
-        from ..psd._fit import _support_spheres
-
+        meta = getattr(catalog, "meta", None) or {}
+        history = list(getattr(catalog, "history", []) or [])
+        candidates, reasons = [], []
+        for s in meta.get("support_spheres", []) or []:
+            later = history[int(s.get("cuts", len(history))):]
+            where = f"the recorded sphere (centre {s['center_kpc']} kpc, radius {s['radius_kpc']:g} kpc)"
+            if not s.get("alone", False):
+                reasons.append(f"{where} was cut together with other shapes (or recorded by an older bayesdyn)")
+            elif later:
+                reasons.append(f"later cuts removed stars inside {where}: " + "; ".join(c.reason for c in later))
+            else:
+                candidates.append((np.asarray(s["center_kpc"], float), float(s["radius_kpc"]), where))
+        params = ((meta.get("truth") or {}).get("params") or {}) if isinstance(meta, dict) else {}
+        if "sphere_center_kpc" in params and "sphere_radius_kpc" in params and not history:
+            candidates.append((np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]),
+                               "the mock's sphere"))
         best = None
-        for c, r, where in _support_spheres(catalog):
+        for c, r, where in candidates:
             d = float(np.linalg.norm(x - c, axis=1).max())
             if d <= r * (1 + 1e-6) and (best is None or r < best[1]):
                 best = (c, r, f"auto: {where}")
+        if best is None and reasons:
+            raise ValueError(
+                "weak_form_data needs a ball inside which the catalog holds every star of the population, and no "
+                "recorded one qualifies: " + " | ".join(reasons) + ". If those cuts do not depend on position or "
+                "velocity (a random subsample), pass volume=(center [kpc], radius [kpc]) explicitly")
         if best is None:
             raise ValueError(
                 "weak_form_data needs a ball inside which the catalog holds every star of the population, and "
@@ -119,14 +139,18 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
     over-identification test in ``posterior.info["weak_form"]``.
 
     It assumes what the CBE assumes (a steady state in an inertial frame: use Galactocentric velocities), and
-    that inside the ball the catalog is **complete**: every star of the tracer population there is in it, with
-    no selection by position inside the ball (dust, magnitude limits) or by velocity. A selection inside the
-    ball biases the moments; the J test may or may not flag it.
+    that inside the ball the catalog is **complete**: every star of the tracer population there is in it, or a
+    random subsample of them, with no selection by position inside the ball (dust, magnitude limits) or by
+    velocity. A selection inside the ball biases the moments; the J test may or may not flag it. Stars outside
+    the ball are not used (their test functions are 0); ``volume="auto"`` takes a sphere only when it was the
+    catalog's last cut and its only shape. Measurement errors are not modelled: with velocity errors C_v the
+    moments are biased by E[C_v·∇W]/v₀, of relative size (σ_err/σ_v)² (docs/weak-form.md).
 
     Args:
         catalog: a :class:`bayesdyn.Catalog` (or anything with ``x`` (N, 3) [kpc] and ``v`` (N, 3) [km/s]).
-        volume: ``"auto"`` (the smallest sphere recorded with the catalog, by ``Catalog.within`` /
-            ``in_volume`` or a mock, that holds all its stars) or (centre (3,) [kpc], radius [kpc]).
+        volume: ``"auto"`` (the sphere recorded with the catalog by ``Catalog.within`` / ``in_volume`` or by
+            a mock, which must hold all its stars and be followed by no other cut) or (centre (3,) [kpc],
+            radius [kpc]) of a ball inside which the catalog is complete.
         degree_x: highest degree of the spatial monomials (default 2: 10 of them).
         degree_v: highest degree of the velocity monomials (default 1: v_x, v_y, v_z), so M = 30 moments
             by default.
@@ -137,7 +161,8 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
         :class:`bayesdyn.inference.WeakFormData` (unweighted: :func:`bayesdyn.infer` sets the weights).
 
     Raises:
-        ValueError: no ball, a ball with too few stars, bad degrees, or non-finite positions or velocities.
+        ValueError: no ball (or a recorded one that later cuts made incomplete), a ball with too few stars, bad
+            degrees, or non-finite positions or velocities.
     """
     import jax.numpy as jnp
 
@@ -164,8 +189,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
             f"{m} moments; the weak form needs at least max(min_stars={min_stars}, 10 × moments) = "
             f"{max(int(min_stars), 10 * m)}: use a larger ball, more stars, or lower degrees"
         )
+    from ..inference._data import DEFAULT_SUN
+
     sun = getattr(getattr(catalog, "solar", None), "position", None)
-    sun = np.asarray(sun if sun is not None else center, float)
+    sun = np.asarray(sun if sun is not None else DEFAULT_SUN, float)
     scale = transport.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     return WeakFormData(

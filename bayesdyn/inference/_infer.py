@@ -165,7 +165,7 @@ def _mode_values(model, data, key, start=None):
     flat = [ravel_pytree(z)[0] for z in starts] if start is None else [start]
     values = [float(f(q)) for q in flat]
     best = flat[int(np.nanargmin(values))]
-    q = best
+    q, converged = best, False
     for _ in range(3):  # BFGS restarts: the GMM objective's curvature is N times the moments' precision
         res = minimize(f, q, method="BFGS", options={"maxiter": START_ITERATIONS})
         if not (bool(jnp.all(jnp.isfinite(res.x))) and float(res.fun) <= float(f(q))):
@@ -175,7 +175,7 @@ def _mode_values(model, data, key, start=None):
         if converged:
             break
     names = set(model.free_parameters())
-    return {k: v for k, v in info.postprocess_fn(data)(unravel(q)).items() if k in names}, q
+    return {k: v for k, v in info.postprocess_fn(data)(unravel(q)).items() if k in names}, q, converged
 
 
 def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
@@ -193,17 +193,18 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
     if not (hasattr(model, "components") and hasattr(model, "bind") and hasattr(model, "free_parameters")):
         raise TypeError(f"the weak-form fit needs a bayesdyn.PotentialModel, got {type(model).__name__}")
     steps = WEAK_FORM_STEPS if steps is None else int(steps)
-    n_free = len(model.free_parameters())
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1 (the J test needs weights from the moments' covariance), got {steps}")
+    n_free = sum(int(np.prod(d.shape())) for d in model.free_parameters().values())  # unravelled size
     if data.n_moments <= n_free:
         raise ValueError(f"{data.n_moments} weak-form moments cannot fit {n_free} free parameters; raise the degrees")
     key = jax.random.PRNGKey(seed)
     with jax.enable_x64(True):
         data = _to_float64(data)
-        fixed = [c for c in model.components.values() if not c.free_parameters()]
-        data = data._replace(fixed_acceleration=sum((c.acceleration(data.x) for c in fixed), jnp.zeros_like(data.x)))
+        data = _with_fixed_acceleration(model, data)
         q = None
         for _ in range(steps + 1):
-            values, q = _mode_values(model, data, key, q)
+            values, q, converged = _mode_values(model, data, key, q)
             g = data.moments(model.total_acceleration(model.bind(values), data.x))
             gbar = jnp.mean(g, axis=0)
             j_stat = float(data.n_stars * jnp.sum((data.whiten @ gbar) ** 2))
@@ -215,12 +216,23 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
                                  "the moments, or moments that duplicate each other; lower the degrees")
             data = data._replace(whiten=jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments),
                                                                           lower=True))
+    if not converged:
+        warnings.warn("the weak-form GMM's mode search (BFGS) did not converge; the weights, J and the NUTS start "
+                      "rest on an approximate mode: check the priors' range and info['weak_form']['mode']",
+                      stacklevel=2)
     dof = data.n_moments - n_free
     info = {"J": j_stat, "dof": dof, "p_value": float(stats.chi2.sf(j_stat, dof)), "n_stars": data.n_stars,
-            "n_moments": data.n_moments, "weight_steps": steps,
-            "mode": {k: float(v) for k, v in values.items()},
+            "n_moments": data.n_moments, "weight_steps": steps, "mode_converged": bool(converged),
+            "mode": {k: np.asarray(v).tolist() for k, v in values.items()},
             "ball_kpc": [float(t) for t in np.asarray(data.ball)]}
-    return data, info
+    # the fixed components' part is valid only with this model: infer attaches it again for its own NUTS run
+    return data._replace(fixed_acceleration=None), info
+
+
+def _with_fixed_acceleration(model, data: WeakFormData) -> WeakFormData:
+    """``data`` with the accelerations of ``model``'s fixed components at the stars, computed once."""
+    fixed = [c for c in model.components.values() if not c.free_parameters()]
+    return data._replace(fixed_acceleration=sum((c.acceleration(data.x) for c in fixed), jnp.zeros_like(data.x)))
 
 
 def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress):
@@ -375,6 +387,8 @@ def infer(
     weak = None
     if isinstance(data, WeakFormData):
         data, weak = weak_form_weights(model, data, seed=seed)
+        with jax.enable_x64(True):
+            data = _with_fixed_acceleration(model, _to_float64(data))
         if weak["p_value"] < WEAK_FORM_P_WARN:
             warnings.warn(
                 f"the weak-form moments disagree with the model: J = {weak['J']:.1f} for {weak['dof']} degrees of "

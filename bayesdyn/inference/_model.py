@@ -13,7 +13,7 @@ import numpyro.distributions as dist
 
 from ._data import AccelerationData, StarScoreData, WeakFormData
 
-__all__ = ["PotentialModel", "acceleration_log_likelihood", "derived_quantities"]
+__all__ = ["PotentialModel", "acceleration_log_likelihood", "derived_quantities", "weak_form_log_likelihood"]
 
 #: height of the K_z / surface-density integral (Kuijken & Gilmore 1989) [kpc]
 KZ_HEIGHT = 1.1
