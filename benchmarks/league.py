@@ -634,8 +634,6 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
                      ) -> tuple[dict[str, Cell], str]:
     """The parametric fit's cells at the reference points and its NUTS diagnostics (posterior cached under
     ``cache``); the posterior draws are also put into ``samples_out`` when one is given."""
-    import jax
-
     import bayesdyn as bd
 
     names = list(spec.model.free_parameters())
@@ -667,15 +665,9 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
         combine = cinfo.get("combine", "mean")
         diag = (f"{combine}; r̂ max {rhat:.3f}, ESS bulk min {float(np.nanmin(d['ess_bulk'])):.0f}, "
                 f"{post.info['num_divergences']} divergences" + (f"; problems: {'; '.join(problems)}" if problems else ""))
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, diag=np.array(diag), **samples)
+        _save_samples(path, diag, samples)
     log(f"  parametric: {diag}")
-    with clock("posterior predictive"), jax.enable_x64(True):
-        cells = posterior_predictive(spec, samples)
-    if "problems" in diag:
-        for c in cells.values():
-            c.flag = "†"
+    cells = _predictive_cells(spec, samples, diag, clock)
     if samples_out is not None:
         samples_out.update(samples)
     return cells, diag
@@ -688,8 +680,6 @@ WEAK_MOMENTS = 30
 def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[str, Cell], str]:
     """The weak-form fit's cells (``bd.weak_form_data`` on all the spec's stars in its ball, ``bd.infer``) and its
     diagnostics (posterior cached under ``cache``); "—" cells where the spec has no ball."""
-    import jax
-
     import bayesdyn as bd
 
     if spec.ball is None:
@@ -722,16 +712,28 @@ def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[s
                 f"r̂ max {np.nanmax(rhat) if np.isfinite(rhat).any() else math.nan:.3f}, ESS bulk min "
                 f"{np.nanmin(ess) if np.isfinite(ess).any() else math.nan:.0f}, "
                 f"{post.info['num_divergences']} divergences" + (f"; problems: {'; '.join(problems)}" if problems else ""))
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, diag=np.array(diag), **samples)
+        _save_samples(path, diag, samples)
     log(f"  weak form: {diag}")
+    return _predictive_cells(spec, samples, diag, clock), diag
+
+
+def _save_samples(path, diag, samples) -> None:
+    """Cache a posterior's draws with its diagnostics line (``path`` None: no cache)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, diag=np.array(diag), **samples)
+
+
+def _predictive_cells(spec, samples, diag, clock) -> dict[str, Cell]:
+    """The posterior predictive cells, flagged † when the diagnostics line reports problems."""
+    import jax
+
     with clock("posterior predictive"), jax.enable_x64(True):
         cells = posterior_predictive(spec, samples)
     if "problems" in diag:
         for c in cells.values():
             c.flag = "†"
-    return cells, diag
+    return cells
 
 
 def posterior_predictive(spec, samples, max_draws: int = 2000, seed: int = 0) -> dict[str, Cell]:

@@ -179,7 +179,8 @@ def page(rows, argv, t_total, machine_start, closed_form=False):
             continue
         lines, ok = _table(sub)
         verdicts[title] = ok
-        out += [f"## Over {title}", ""] + lines + [""]
+        out += [f"## Over {title}", ""] + lines + [
+            "", f"**Every row's ratio ≤ {league.ACCEPTANCE_RATIO:g} over {title}: {'yes' if ok else 'no'}.**", ""]
     out += ["## Per realisation", "", "Relative errors (estimate − truth)/|truth| in %, weak-form fit / Jeans:", "",
             "| r | " + " | ".join(rows[0]["labels"].values()) + " | J test p |",
             "|---|" + "---|" * (len(rows[0]["labels"]) + 1)]
