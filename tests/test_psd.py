@@ -266,7 +266,7 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     n = 3000
     x = rng.normal(size=(n, 3)) * [1.0, 1.0, 0.3]
     cat = bd.Catalog(x, rng.normal(size=(n, 3)) * 20.0).within(1.5, center=[0.0, 0.0, 0.0])
-    assert cat.meta["support_spheres"] == [{"center_kpc": [0.0, 0.0, 0.0], "radius_kpc": 1.5}]
+    assert cat.meta["support_spheres"] == [{"center_kpc": [0.0, 0.0, 0.0], "radius_kpc": 1.5, "cuts": 1, "alone": True}]
     psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=3, **TINY)
     assert psd.info["support_rule"].startswith("auto: meta['support_spheres'][0]")
     assert_allclose(psd.info["support_radius_kpc"], 1.5 * 1.002, rtol=1e-6)
