@@ -329,8 +329,9 @@ def infer(
         data: :class:`AccelerationData` (accelerations at nodes), :class:`StarScoreData`,
             :class:`WeakFormData` (the stars' weak-form CBE moments, :func:`bayesdyn.weak_form_data`:
             no flows; fitted by two-step GMM, :func:`weak_form_weights`, whose over-identification test is
-            in ``info["weak_form"]`` and warns when p < 10⁻³), or a PhaseSpaceDensity, from which accelerations are estimated at nodes
-            with :func:`bayesdyn.dynamics.estimate_accelerations` (``kwargs`` go there).
+            in ``info["weak_form"]`` and warns when p < 10⁻³), or a PhaseSpaceDensity, from which
+            accelerations are estimated at nodes with :func:`bayesdyn.dynamics.estimate_accelerations`
+            (``kwargs`` go there).
         seed: random seed; the same seed gives the same posterior.
         num_chains: chains, vectorised on one device (or one per device when enough),
             per member.
