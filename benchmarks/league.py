@@ -643,10 +643,7 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
         path = cache / f"post-{spec.name}-{_key(psd_id, spec.nodes.tolist(), s['node_velocities'], nuts, repr(spec.model), seed, COMBINE)}.npz"
     diag = ""
     if path is not None and not fresh and path.is_file():
-        with clock("parametric (cached)"), np.load(path, allow_pickle=False) as z:
-            samples = {n: z[n] for n in names}
-            diag = str(z["diag"])
-        log(f"  parametric: cached {path.name}")
+        samples, diag = _load_samples(path, names, clock, "parametric", log)
     else:
         with clock("nodes for the fit"):
             data = node_data(spec, psd, s, seed, log)
@@ -691,10 +688,7 @@ def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[s
     if cache is not None:
         path = cache / f"weak-{spec.name}-{_key(data_id, [float(c) for c in center], radius, nuts, repr(spec.model), seed)}.npz"
     if path is not None and not fresh and path.is_file():
-        with clock("weak form (cached)"), np.load(path, allow_pickle=False) as z:
-            samples = {n: z[n] for n in names}
-            diag = str(z["diag"])
-        log(f"  weak form: cached {path.name}")
+        samples, diag = _load_samples(path, names, clock, "weak form", log)
     else:
         with clock("weak form"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -715,6 +709,15 @@ def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[s
         _save_samples(path, diag, samples)
     log(f"  weak form: {diag}")
     return _predictive_cells(spec, samples, diag, clock), diag
+
+
+def _load_samples(path, names, clock, label, log) -> tuple[dict[str, np.ndarray], str]:
+    """A cached posterior's draws of ``names`` and its diagnostics line (:func:`_save_samples`)."""
+    with clock(f"{label} (cached)"), np.load(path, allow_pickle=False) as z:
+        samples = {n: z[n] for n in names}
+        diag = str(z["diag"])
+    log(f"  {label}: cached {path.name}")
+    return samples, diag
 
 
 def _save_samples(path, diag, samples) -> None:

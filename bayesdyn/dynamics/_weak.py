@@ -118,14 +118,9 @@ def _ball(catalog: Any, x: np.ndarray, volume: Any) -> tuple[np.ndarray, float, 
                 "the sphere), or pass volume=(center [kpc], radius [kpc]) of a ball where it is complete"
             )
         return best
-    try:
-        center, radius = volume
-        c = np.asarray(center, float).reshape(3)
-        r = float(radius)
-    except (TypeError, ValueError):
-        raise ValueError(f"volume={volume!r} must be 'auto' or (center [kpc] (3,), radius [kpc])") from None
-    if not (np.isfinite(c).all() and np.isfinite(r) and r > 0):
-        raise ValueError(f"volume: the radius must be > 0 kpc and the centre finite; got {c.tolist()}, {r}")
+    from ..psd._fit import sphere_argument
+
+    c, r = sphere_argument(volume, "volume", "'auto'")
     return c, r, "given"
 
 

@@ -78,6 +78,20 @@ SUPPORT_REACH = 0.98
 SUPPORT_MARGIN = 1.002
 
 
+def sphere_argument(value: Any, name: str, other: str) -> tuple[np.ndarray, float]:
+    """A (centre (3,) [kpc], radius [kpc]) argument, checked; ``other`` lists the argument's other accepted
+    values for the error message."""
+    try:
+        center, radius = value
+        c = np.asarray(center, float).reshape(3)
+        r = float(radius)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be {other} or (center [kpc] (3,), radius [kpc])") from None
+    if not (np.isfinite(c).all() and np.isfinite(r) and r > 0):
+        raise ValueError(f"{name} radius must be > 0 kpc and the centre finite; got {c.tolist()}, {r}")
+    return c, r
+
+
 def _support_spheres(catalog: Any) -> list[tuple[np.ndarray, float, str]]:
     """Spherical selections recorded with a catalog: (centre [kpc], radius [kpc], where)."""
     meta = getattr(catalog, "meta", None) or {}
@@ -161,14 +175,7 @@ def _support(support: Any, catalog: Any, x: np.ndarray) -> tuple[np.ndarray, flo
             return np.zeros(3), 0.0, "auto: no recorded sphere bounds the stars"
         c, r, rule = best
         return c, r * SUPPORT_MARGIN, rule
-    try:
-        center, radius = support
-        c = np.asarray(center, float).reshape(3)
-        r = float(radius)
-    except (TypeError, ValueError):
-        raise ValueError(f"support={support!r} must be 'auto', None, or (center [kpc] (3,), radius [kpc])") from None
-    if not (np.isfinite(c).all() and np.isfinite(r) and r > 0):
-        raise ValueError(f"support radius must be > 0 kpc and the centre finite; got {c.tolist()}, {r}")
+    c, r = sphere_argument(support, "support", "'auto', None")
     d = np.linalg.norm(x - c, axis=1)
     outside = int((d > r).sum())
     if outside:
