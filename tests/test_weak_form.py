@@ -178,3 +178,36 @@ def test_auto_ball_refuses_a_sphere_that_later_cuts_made_incomplete():
     model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
     with pytest.raises(ValueError, match="steps must be ≥ 1"):
         weak_form_weights(model, bd.weak_form_data(cat), steps=0)
+
+
+def test_a_known_selection_efficiency_is_corrected_by_weights():
+    """Two opaque clouds (90 % of the stars removed at their centres) inside the ball: the plain weak form sees a
+    wrong density and misses the mass by ~20 % (J flags it), the 1/ε(x)-weighted moments recover it within 3σ
+    with a χ²-like J (``benchmarks/weak_form_dust.py`` does the disk)."""
+    dust = bd.mocks.DustModel([[0.7, 0.0, 0.0], [-0.3, 0.8, 0.3]], [0.5, 0.4], [0.9, 0.9])
+    x, v = plummer_sphere(20_000, seed=3)
+    cat, _ = bd.mocks.apply_dust(bd.Catalog(x, v).within(2.5, center=(0.0, 0.0, 0.0)), dust, seed=3)
+    ball = ((0.0, 0.0, 0.0), 2.5)
+    with pytest.raises(ValueError, match="later cuts removed stars.*synthetic dust.*efficiency="):
+        bd.weak_form_data(cat)  # the dust cut came after the sphere
+    model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
+    corrected = bd.weak_form_data(cat, volume=ball, efficiency=dust)
+    # the three ways to give ε agree: an object with .efficiency, a function of x, one value per star
+    per_star = bd.weak_form_data(cat, volume=ball, efficiency=np.asarray(dust.efficiency(cat.x)))
+    as_function = bd.weak_form_data(cat, volume=ball, efficiency=lambda p: 0.5 * dust.efficiency(p))  # any scale
+    for other in (per_star, as_function):
+        np.testing.assert_allclose(np.asarray(other.transport), np.asarray(corrected.transport), rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(corrected.transport).max()))
+    post = bd.infer(model, corrected, num_chains=2, num_warmup=300, num_samples=400, progress=False, seed=0)
+    draws = np.asarray(post.samples["halo.mass"]).ravel()
+    med, sd = np.median(draws), np.std(draws)
+    assert abs(med - MASS) < 3 * sd and sd < 0.05 * MASS, (med, sd)
+    assert post.info["weak_form"]["p_value"] > 1e-3, post.info["weak_form"]
+    _, plain = weak_form_weights(model, bd.weak_form_data(cat, volume=ball))
+    assert abs(plain["mode"]["halo.mass"] - MASS) > 5 * sd and plain["p_value"] < 1e-6, (plain, sd)
+    with pytest.raises(ValueError, match="one value per star of the catalog"):
+        bd.weak_form_data(cat, volume=ball, efficiency=np.ones(10))
+    with pytest.raises(ValueError, match="not finite and > 0"):
+        bd.weak_form_data(cat, volume=ball, efficiency=lambda p: np.where(p[:, 0] > 1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="one value per row of x"):
+        bd.weak_form_data(cat, volume=ball, efficiency=lambda p: np.ones(3))

@@ -110,7 +110,9 @@ def _ball(catalog: Any, x: np.ndarray, volume: Any) -> tuple[np.ndarray, float, 
             raise ValueError(
                 "weak_form_data needs a ball inside which the catalog holds every star of the population, and no "
                 "recorded one qualifies: " + " | ".join(reasons) + ". If those cuts do not depend on position or "
-                "velocity (a random subsample), pass volume=(center [kpc], radius [kpc]) explicitly")
+                "velocity (a random subsample), pass volume=(center [kpc], radius [kpc]) explicitly; if they are a "
+                "selection by position whose efficiency ε(x) you know (e.g. mocks.apply_dust), pass it too, as "
+                "efficiency=")
         if best is None:
             raise ValueError(
                 "weak_form_data needs a ball inside which the catalog holds every star of the population, and "
@@ -124,8 +126,34 @@ def _ball(catalog: Any, x: np.ndarray, volume: Any) -> tuple[np.ndarray, float, 
     return c, r, "given"
 
 
-def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, degree_v: int = 1,
-                   min_stars: int = 1000):
+def _efficiency_weights(efficiency: Any, x: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """1/ε at the stars inside the ball, checked: ε given per star of the catalog, or as a function of x [kpc]."""
+    if callable(getattr(efficiency, "efficiency", None)):  # mocks.DustModel, neural efficiencies
+        efficiency = efficiency.efficiency
+    if callable(efficiency):
+        eps = np.asarray(efficiency(x[inside]), dtype=float)
+        what = "efficiency(x) at the stars inside the ball"
+        if eps.shape != (int(inside.sum()),):
+            raise ValueError(f"efficiency(x) must return one value per row of x, shape ({int(inside.sum())},) for x "
+                             f"of shape {x[inside].shape} [kpc]; got shape {eps.shape}")
+    else:
+        eps = np.asarray(efficiency, dtype=float)
+        if eps.shape != (len(x),):
+            raise ValueError(f"efficiency must be a function ε(x) of positions (N, 3) [kpc], an object with an "
+                             f".efficiency(x) method, or one value per star of the catalog, shape ({len(x)},); got "
+                             f"an array of shape {eps.shape}")
+        eps = eps[inside]
+        what = "the efficiencies of the stars inside the ball"
+    bad = ~(np.isfinite(eps) & (eps > 0))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {eps.size} of {what} are not finite and > 0 (e.g. {eps[bad][:3]}): a "
+                         "star seen where the efficiency is 0 contradicts it; fix the efficiency model, or shrink the "
+                         "ball to where it is positive")
+    return 1.0 / eps
+
+
+def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None, degree_x: int = 2,
+                   degree_v: int = 1, min_stars: int = 1000):
     """The stars' weak-form CBE moments, for :func:`bayesdyn.infer` with a :class:`~bayesdyn.PotentialModel`.
 
     No flow is fitted: the moments E[v·∇ₓψ_m + a(x)·∇ᵥψ_m] = 0 (module docstring) are averages over the
@@ -136,7 +164,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
     It assumes what the CBE assumes (a steady state in an inertial frame: use Galactocentric velocities), and
     that inside the ball the catalog is **complete**: every star of the tracer population there is in it, or a
     random subsample of them, with no selection by position inside the ball (dust, magnitude limits) or by
-    velocity. A selection inside the ball biases the moments; the J test may or may not flag it. Stars outside
+    velocity. A selection inside the ball biases the moments (the J test may or may not flag it), unless it is
+    a selection by position only with a known efficiency ε(x) (dust with a known extinction map, a selection
+    function), passed as ``efficiency``: each star's moments are then weighted by 1/ε(x), which makes them
+    averages over the complete population again (the observed stars sample ε(x) f(x, v)). Stars outside
     the ball are not used (their test functions are 0); ``volume="auto"`` takes a sphere only when it was the
     catalog's last cut and its only shape. Measurement errors are not modelled: with velocity errors C_v the
     moments are biased by E[C_v·∇W]/v₀, of relative size (σ_err/σ_v)² (docs/weak-form.md).
@@ -145,7 +176,13 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
         catalog: a :class:`bayesdyn.Catalog` (or anything with ``x`` (N, 3) [kpc] and ``v`` (N, 3) [km/s]).
         volume: ``"auto"`` (the sphere recorded with the catalog by ``Catalog.within`` / ``in_volume`` or by
             a mock, which must hold all its stars and be followed by no other cut) or (centre (3,) [kpc],
-            radius [kpc]) of a ball inside which the catalog is complete.
+            radius [kpc]) of a ball inside which the catalog is complete (up to ``efficiency``).
+        efficiency: None (complete), or the detection probability ε(x) of a star at x, up to a constant
+            factor: a function of positions (N, 3) [kpc] returning (N,) values, an object with an
+            ``efficiency(x)`` method (e.g. :class:`bayesdyn.mocks.DustModel`), or an array with one value per
+            star of the catalog. It must be > 0 at every star in the ball; where ε is small the few stars seen
+            there carry large weights, and the moments' covariance (estimated from the weighted moments)
+            widens the errors accordingly. Velocity-dependent selections cannot be corrected this way.
         degree_x: highest degree of the spatial monomials (default 2: 10 of them).
         degree_v: highest degree of the velocity monomials (default 1: v_x, v_y, v_z), so M = 30 moments
             by default.
@@ -157,7 +194,8 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
 
     Raises:
         ValueError: no ball (or a recorded one that later cuts made incomplete), a ball with too few stars, bad
-            degrees, or non-finite positions or velocities.
+            degrees, non-finite positions or velocities, or an efficiency that is not positive and finite at
+            every star in the ball.
     """
     import jax.numpy as jnp
 
@@ -184,6 +222,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", degree_x: int = 2, deg
             f"{m} moments; the weak form needs at least max(min_stars={min_stars}, 10 × moments) = "
             f"{max(int(min_stars), 10 * m)}: use a larger ball, more stars, or lower degrees"
         )
+    if efficiency is not None:  # g_i → g_i / ε(x_i): both parts of every moment are linear in W_a(x_i)
+        w = _efficiency_weights(efficiency, x, inside)
+        w = w / w.mean()
+        transport, window = transport * w[:, None], window * w[:, None]
     from ..inference._data import DEFAULT_SUN
 
     sun = getattr(getattr(catalog, "solar", None), "position", None)
