@@ -50,8 +50,27 @@ def _monomials(y: np.ndarray, powers: list[tuple[int, int, int]]) -> tuple[np.nd
     return value, grad
 
 
+def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int]]) -> np.ndarray:
+    """E[v'_i Q_c(v')] − v_i Q_c(v) for v' = v + e, e ~ N(0, C): ½ Σ_jk C_jk ∂²(v_i Q_c)/∂v_j∂v_k, (N, 3, n_c).
+
+    Exact for the polynomials v_i Q_c of degree ≤ 3 (velocity degree ≤ 2): their fourth derivatives vanish.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        p = jnp.asarray(powers, dtype=jnp.float64)
+
+        def products(u):  # v_i Q_c(v) (3, n_c), v in km/s
+            return u[:, None] * jnp.prod((u / VELOCITY_UNIT) ** p, axis=1)[None, :]
+
+        hess = jax.vmap(jax.hessian(products))(jnp.asarray(v, jnp.float64))  # (N, 3, n_c, 3, 3)
+        return np.asarray(0.5 * jnp.einsum("nicjk,njk->nic", hess, jnp.asarray(cov, jnp.float64)))
+
+
 def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: float, degree_x: int = 2,
-                      degree_v: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      degree_v: int = 1, velocity_covariance: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per star, the parts of every test function ψ_m = W_a(x) Q_c(v) (m = a·n_c + c).
 
     Args:
@@ -59,6 +78,10 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
         center: the ball's centre (3,) [kpc]; radius: its radius [kpc].
         degree_x: highest total degree of the spatial monomials ξ^p (≥ 0).
         degree_v: highest total degree of the velocity monomials (≥ 1; degree 0 carries no information on a).
+        velocity_covariance: None, or each star's Gaussian velocity-error covariance (N, 3, 3) [(km/s)²]: the
+            transport term's expected excess over the error-free one, (∇W_a)_i ½ tr(C ∇ᵥ²(v_i Q_c)), is
+            subtracted, so that its average over the errors is the error-free term (exact for degree_v ≤ 2;
+            the acceleration term, linear in v there, needs none). Position errors are not corrected.
 
     Returns:
         (transport, window, dq_v): v·∇ₓψ_m [km/s/kpc] (N, M); the spatial factors W_a (N, n_a); the velocity
@@ -77,6 +100,11 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
     window = ball[:, None] * P  # W_a (N, n_a)
     d_window = (d_ball[:, None, :] * P[:, :, None] + ball[:, None, None] * dP) / radius  # ∂W_a/∂x [1/kpc]
     transport = np.einsum("ni,nai->na", v, d_window)[:, :, None] * Q[:, None, :]  # (v·∇W_a) Q_c
+    if velocity_covariance is not None:
+        if degree_v > 2:
+            raise ValueError(f"velocity errors are corrected for degree_v ≤ 2 only, got degree_v={degree_v}")
+        transport = transport - np.einsum("nai,nic->nac", d_window,
+                                          _error_bias(v, velocity_covariance, _powers(degree_v, 1)))
     return transport.reshape(len(x), -1), window, dQ / VELOCITY_UNIT
 
 
@@ -152,8 +180,34 @@ def _efficiency_weights(efficiency: Any, x: np.ndarray, inside: np.ndarray) -> n
     return 1.0 / eps
 
 
-def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None, degree_x: int = 2,
-                   degree_v: int = 1, min_stars: int = 1000):
+def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int) -> np.ndarray:
+    """Each star's velocity-error covariance (N, 3, 3) [(km/s)²] from ``weak_form_data``'s argument, checked."""
+    if isinstance(velocity_errors, str):
+        if velocity_errors != "catalog":
+            raise ValueError(f"velocity_errors={velocity_errors!r}: pass None, 'catalog', per-star σ (N, 3) [km/s] "
+                             "or covariances (N, 3, 3) [(km/s)²]")
+        try:
+            cov = np.asarray(catalog.covariance(), float)[:, 3:, 3:]
+        except Exception as err:  # CatalogError: no Gaia observables or error columns
+            raise ValueError(f"velocity_errors='catalog' needs the catalog's Gaia errors: {err}") from None
+    else:
+        cov = np.asarray(velocity_errors, float)
+        if cov.shape == (n, 3):
+            cov = cov[:, :, None] ** 2 * np.eye(3)
+    if cov.shape != (n, 3, 3):
+        raise ValueError(f"velocity_errors must be per-star σ (N, 3) [km/s] or covariances (N, 3, 3) [(km/s)²] for "
+                         f"the catalog's {n} stars; got shape {cov.shape}")
+    diag = np.diagonal(cov, axis1=1, axis2=2)
+    bad = ~(np.isfinite(cov).all(axis=(1, 2)) & (diag >= 0).all(axis=1)
+            & np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-6, atol=1e-9))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {n} velocity-error covariances are not finite, symmetric with "
+                         "non-negative variances; fix or remove those stars")
+    return cov
+
+
+def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None, velocity_errors: Any = None,
+                   degree_x: int = 2, degree_v: int = 1, min_stars: int = 1000):
     """The stars' weak-form CBE moments, for :func:`bayesdyn.infer` with a :class:`~bayesdyn.PotentialModel`.
 
     No flow is fitted: the moments E[v·∇ₓψ_m + a(x)·∇ᵥψ_m] = 0 (module docstring) are averages over the
@@ -169,8 +223,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     function), passed as ``efficiency``: each star's moments are then weighted by 1/ε(x), which makes them
     averages over the complete population again (the observed stars sample ε(x) f(x, v)). Stars outside
     the ball are not used (their test functions are 0); ``volume="auto"`` takes a sphere only when it was the
-    catalog's last cut and its only shape. Measurement errors are not modelled: with velocity errors C_v the
-    moments are biased by E[C_v·∇W]/v₀, of relative size (σ_err/σ_v)² (docs/weak-form.md).
+    catalog's last cut and its only shape. Velocity errors bias the moments by E[C_v·∇W]/v₀, of relative
+    size (σ_err/σ_v)²; ``velocity_errors`` removes that bias (exactly, for Gaussian errors). Position errors
+    (and the distance errors that Gaia's tangential velocities share with them) are not corrected
+    (docs/weak-form.md).
 
     Args:
         catalog: a :class:`bayesdyn.Catalog` (or anything with ``x`` (N, 3) [kpc] and ``v`` (N, 3) [km/s]).
@@ -183,6 +239,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             star of the catalog. It must be > 0 at every star in the ball; where ε is small the few stars seen
             there carry large weights, and the moments' covariance (estimated from the weighted moments)
             widens the errors accordingly. Velocity-dependent selections cannot be corrected this way.
+        velocity_errors: None (error-free velocities), ``"catalog"`` (the velocity block of
+            ``catalog.covariance()``, from its Gaia error columns), per-star σ (N, 3) [km/s] (independent
+            components) or covariances (N, 3, 3) [(km/s)²], one per star of the catalog: each star's expected
+            error bias is subtracted from its moments (``degree_v`` ≤ 2).
         degree_x: highest degree of the spatial monomials (default 2: 10 of them).
         degree_v: highest degree of the velocity monomials (default 1: v_x, v_y, v_z), so M = 30 moments
             by default.
@@ -194,8 +254,8 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
 
     Raises:
         ValueError: no ball (or a recorded one that later cuts made incomplete), a ball with too few stars, bad
-            degrees, non-finite positions or velocities, or an efficiency that is not positive and finite at
-            every star in the ball.
+            degrees, non-finite positions or velocities, an efficiency that is not positive and finite at
+            every star in the ball, or bad velocity errors.
     """
     import jax.numpy as jnp
 
@@ -214,7 +274,9 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     center, radius, where = _ball(catalog, x, volume)
     inside = np.linalg.norm(x - center, axis=1) < radius
     n = int(inside.sum())
-    transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), int(degree_v))
+    cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x))[inside]
+    transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), int(degree_v),
+                                                velocity_covariance=cov)
     m = transport.shape[1]
     if n < max(int(min_stars), 10 * m):
         raise ValueError(
