@@ -193,11 +193,14 @@ def test_a_known_selection_efficiency_is_corrected_by_weights():
     model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
     corrected = bd.weak_form_data(cat, volume=ball, efficiency=dust)
     # the three ways to give ε agree: an object with .efficiency, a function of x, one value per star
-    per_star = bd.weak_form_data(cat, volume=ball, efficiency=np.asarray(dust.efficiency(cat.x)))
-    as_function = bd.weak_form_data(cat, volume=ball, efficiency=lambda p: 0.5 * dust.efficiency(p))  # any scale
+    small = ((0.0, 0.0, 0.0), 2.2)  # a ball inside the catalog's: per-star values are taken for its stars only
+    reference = bd.weak_form_data(cat, volume=small, efficiency=dust)
+    per_star = bd.weak_form_data(cat, volume=small, efficiency=np.asarray(dust.efficiency(cat.x)))
+    as_function = bd.weak_form_data(cat, volume=small, efficiency=lambda p: 0.5 * dust.efficiency(p))  # any scale
+    assert reference.n_stars < cat.n
     for other in (per_star, as_function):
-        np.testing.assert_allclose(np.asarray(other.transport), np.asarray(corrected.transport), rtol=1e-5,
-                                   atol=1e-6 * float(np.abs(corrected.transport).max()))
+        np.testing.assert_allclose(np.asarray(other.transport), np.asarray(reference.transport), rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(reference.transport).max()))
     post = bd.infer(model, corrected, num_chains=2, num_warmup=300, num_samples=400, progress=False, seed=0)
     draws = np.asarray(post.samples["halo.mass"]).ravel()
     med, sd = np.median(draws), np.std(draws)
@@ -235,6 +238,9 @@ def test_velocity_error_correction_is_unbiased_over_the_errors():
         assert np.max(np.abs(z_plain)) > 20.0, np.max(np.abs(z_plain))
     with pytest.raises(ValueError, match="degree_v ≤ 2"):
         weak_form_moments(x, v, center, radius, 2, 3, velocity_covariance=cov)
+    still = v.copy()
+    still[0] = 0.0  # a velocity component exactly 0: the correction stays finite (integer powers)
+    assert np.isfinite(weak_form_moments(x, still, center, radius, 2, 2, velocity_covariance=cov)[0]).all()
 
 
 def test_velocity_errors_bias_the_mass_unless_corrected():
@@ -260,6 +266,17 @@ def test_velocity_errors_bias_the_mass_unless_corrected():
         bd.weak_form_data(cat, volume=ball, velocity_errors=sig[:10])
     with pytest.raises(ValueError, match="Gaia errors"):
         bd.weak_form_data(cat, volume=ball, velocity_errors="catalog")  # no Gaia columns
+    cov = sig[:, :, None] ** 2 * np.eye(3)
+    outside = int(np.argmax(np.linalg.norm(x, axis=1)))
+    cov[outside] = np.nan  # a star outside the ball: not used, not checked
+    assert np.linalg.norm(x[outside]) > 2.5 and bd.weak_form_data(cat, volume=ball, velocity_errors=cov).n_stars
+    inside = int(np.argmin(np.linalg.norm(x, axis=1)))
+    cov[inside, 0, 1] = 1e4  # not symmetric, one star
+    with pytest.raises(ValueError, match="1 of the .* stars in the ball .* not finite, symmetric and positive"):
+        bd.weak_form_data(cat, volume=ball, velocity_errors=cov)
+    cov[inside] = -np.eye(3)
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        bd.weak_form_data(cat, volume=ball, velocity_errors=cov)
 
 
 def test_velocity_errors_from_the_catalogs_gaia_columns():

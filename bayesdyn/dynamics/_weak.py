@@ -59,10 +59,10 @@ def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int
     import jax.numpy as jnp
 
     with jax.enable_x64(True):
-        p = jnp.asarray(powers, dtype=jnp.float64)
-
-        def products(u):  # v_i Q_c(v) (3, n_c), v in km/s
-            return u[:, None] * jnp.prod((u / VELOCITY_UNIT) ** p, axis=1)[None, :]
+        def products(u):  # v_i Q_c(v) (3, n_c), v in km/s; Python-int powers (integer_pow: no 0·∞ at u_k = 0)
+            w = u / VELOCITY_UNIT
+            q = jnp.stack([w[0] ** p[0] * w[1] ** p[1] * w[2] ** p[2] for p in powers])
+            return u[:, None] * q[None, :]
 
         hess = jax.vmap(jax.hessian(products))(jnp.asarray(v, jnp.float64))  # (N, 3, n_c, 3, 3)
         return np.asarray(0.5 * jnp.einsum("nicjk,njk->nic", hess, jnp.asarray(cov, jnp.float64)))
@@ -102,7 +102,8 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
     transport = np.einsum("ni,nai->na", v, d_window)[:, :, None] * Q[:, None, :]  # (v·∇W_a) Q_c
     if velocity_covariance is not None:
         if degree_v > 2:
-            raise ValueError(f"velocity errors are corrected for degree_v ≤ 2 only, got degree_v={degree_v}")
+            raise ValueError(f"velocity errors are corrected for degree_v ≤ 2 only, got degree_v={degree_v}: lower "
+                             "degree_v, or drop the velocity errors")
         transport = transport - np.einsum("nai,nic->nac", d_window,
                                           _error_bias(v, velocity_covariance, _powers(degree_v, 1)))
     return transport.reshape(len(x), -1), window, dQ / VELOCITY_UNIT
@@ -180,8 +181,9 @@ def _efficiency_weights(efficiency: Any, x: np.ndarray, inside: np.ndarray) -> n
     return 1.0 / eps
 
 
-def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int) -> np.ndarray:
-    """Each star's velocity-error covariance (N, 3, 3) [(km/s)²] from ``weak_form_data``'s argument, checked."""
+def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.ndarray) -> np.ndarray:
+    """The velocity-error covariances (n_in, 3, 3) [(km/s)²] of the stars inside the ball, from
+    ``weak_form_data``'s argument (one entry per star of the catalog), checked there."""
     if isinstance(velocity_errors, str):
         if velocity_errors != "catalog":
             raise ValueError(f"velocity_errors={velocity_errors!r}: pass None, 'catalog', per-star σ (N, 3) [km/s] "
@@ -193,16 +195,20 @@ def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int) -> np.ndarr
     else:
         cov = np.asarray(velocity_errors, float)
         if cov.shape == (n, 3):
+            if not (cov[inside] >= 0).all():
+                raise ValueError("velocity_errors: per-star σ must be ≥ 0 [km/s]; some are negative or NaN")
             cov = cov[:, :, None] ** 2 * np.eye(3)
     if cov.shape != (n, 3, 3):
         raise ValueError(f"velocity_errors must be per-star σ (N, 3) [km/s] or covariances (N, 3, 3) [(km/s)²] for "
                          f"the catalog's {n} stars; got shape {cov.shape}")
-    diag = np.diagonal(cov, axis1=1, axis2=2)
-    bad = ~(np.isfinite(cov).all(axis=(1, 2)) & (diag >= 0).all(axis=1)
-            & np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-6, atol=1e-9))
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} of {n} velocity-error covariances are not finite, symmetric with "
-                         "non-negative variances; fix or remove those stars")
+    cov = cov[inside]
+    ok = np.isfinite(cov).all(axis=(1, 2))
+    c = np.where(ok[:, None, None], cov, 0.0)
+    ok &= np.isclose(c, np.swapaxes(c, 1, 2), rtol=1e-6, atol=1e-9).all(axis=(1, 2))
+    ok &= np.linalg.eigvalsh(c).min(axis=1) >= -1e-9 * np.abs(c).max(axis=(1, 2))
+    if not ok.all():
+        raise ValueError(f"{int((~ok).sum())} of the {len(cov)} stars in the ball have velocity-error covariances "
+                         "that are not finite, symmetric and positive semi-definite; fix or remove those stars")
     return cov
 
 
@@ -223,8 +229,8 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     function), passed as ``efficiency``: each star's moments are then weighted by 1/ε(x), which makes them
     averages over the complete population again (the observed stars sample ε(x) f(x, v)). Stars outside
     the ball are not used (their test functions are 0); ``volume="auto"`` takes a sphere only when it was the
-    catalog's last cut and its only shape. Velocity errors bias the moments by E[C_v·∇W]/v₀, of relative
-    size (σ_err/σ_v)²; ``velocity_errors`` removes that bias (exactly, for Gaussian errors). Position errors
+    catalog's last cut and its only shape. Velocity errors bias the moments (by E[C_v ∇W]/v₀ for velocity
+    degree 1), of relative size (σ_err/σ_v)²; ``velocity_errors`` removes that bias (exactly, for Gaussian errors). Position errors
     (and the distance errors that Gaia's tangential velocities share with them) are not corrected
     (docs/weak-form.md).
 
@@ -238,7 +244,9 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             ``efficiency(x)`` method (e.g. :class:`bayesdyn.mocks.DustModel`), or an array with one value per
             star of the catalog. It must be > 0 at every star in the ball; where ε is small the few stars seen
             there carry large weights, and the moments' covariance (estimated from the weighted moments)
-            widens the errors accordingly. Velocity-dependent selections cannot be corrected this way.
+            widens the errors accordingly (and too small an effective number of stars is an error).
+            Velocity-dependent selections cannot be corrected this way. A catalog dusted twice
+            (``mocks.apply_dust`` on a dusted catalog) has the product of both efficiencies.
         velocity_errors: None (error-free velocities), ``"catalog"`` (the velocity block of
             ``catalog.covariance()``, from its Gaia error columns), per-star σ (N, 3) [km/s] (independent
             components) or covariances (N, 3, 3) [(km/s)²], one per star of the catalog: each star's expected
@@ -274,7 +282,7 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     center, radius, where = _ball(catalog, x, volume)
     inside = np.linalg.norm(x - center, axis=1) < radius
     n = int(inside.sum())
-    cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x))[inside]
+    cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x), inside)
     transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), int(degree_v),
                                                 velocity_covariance=cov)
     m = transport.shape[1]
@@ -287,6 +295,12 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     if efficiency is not None:  # g_i → g_i / ε(x_i): both parts of every moment are linear in W_a(x_i)
         w = _efficiency_weights(efficiency, x, inside)
         w = w / w.mean()
+        n_eff = float(w.sum() ** 2 / np.sum(w**2))
+        if n_eff < max(int(min_stars), 10 * m):
+            raise ValueError(
+                f"the 1/ε weights leave an effective {n_eff:.0f} of the {n} stars in the ball ((Σw)²/Σw²), fewer "
+                f"than max(min_stars={min_stars}, 10 × moments) = {max(int(min_stars), 10 * m)}: the moments' "
+                "covariance would be unreliable; shrink the ball to where ε is not small, or lower the degrees")
         transport, window = transport * w[:, None], window * w[:, None]
     from ..inference._data import DEFAULT_SUN
 

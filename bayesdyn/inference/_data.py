@@ -138,13 +138,14 @@ class WeakFormData(NamedTuple):
     which :func:`bayesdyn.infer` calls, sets it at the model's mode; :func:`weak_form_data` gives only a
     per-moment scaling).
 
+    With a known selection efficiency ε(x) (``weak_form_data(..., efficiency=)``), ``transport`` and ``window``
+    carry each star's weight 1/ε(x_i) (normalised to mean 1).
+
     Attributes:
         x: positions of the N stars inside the ball (N, 3) [kpc].
         transport: v·∇ₓψ_m at each star (N, M) [km/s/kpc].
         window: the spatial factors W_a (N, n_a).
 
-        With a known selection efficiency ε(x) (``weak_form_data(..., efficiency=)``), ``transport`` and
-        ``window`` carry each star's weight 1/ε(x_i) (normalised to mean 1).
         dq_v: the velocity factors' gradients ∂Q_c/∂v (N, n_c, 3) [s/km]; M = n_a · n_c.
         whiten: (M, M) [kpc s/km].
         sun: the Sun's position (3,) [kpc].
