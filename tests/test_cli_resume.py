@@ -297,6 +297,10 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     diverging[0, :3] = True
     post = Posterior({"dd.surface_density": chains}, {"diverging": diverging, "num_divergences": 3})
     post.info["combine"] = {"member_max_r_hat": [1.2, 1.0], "member_min_ess": [90.0, 80.0]}
+    # arviz warns about its refactor on its first import of each calendar day (it keeps the date in a file): import
+    # it here, under the suite's filter, so that the block below records only the warnings this test raises
+    import arviz  # noqa: F401
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         problems = post.check(warn=True)
