@@ -92,8 +92,9 @@ def main(argv=None):
         removed = 1 - dusty.n / cat.n
         removed_in = 1 - dust.inside(np.asarray(dusty.x)).sum() / dust.inside(np.asarray(cat.x)).sum()
         print(f"\nr{r}: mock seed {a.seed + r}, dust seed {r}: {cat.n} stars, dust removed {100 * removed:.1f} % "
-              f"({100 * removed_in:.0f} % of those within one cloud radius of a centre); clouds at {np.round(clouds, 2).tolist()} kpc, radii "
-              f"{np.round(dust.radii, 2).tolist()} kpc; {int(inside.sum())} stars in the ball", flush=True)
+              f"({100 * removed_in:.0f} % of those within one cloud radius of a centre); clouds at "
+              f"{np.round(clouds, 2).tolist()} kpc, radii {np.round(dust.radii, 2).tolist()} kpc; "
+              f"{int(inside.sum())} stars in the ball", flush=True)
         for name, c, eff in ((FITS[0], cat, None), (FITS[1], dusty, None), (FITS[2], dusty, dust)):
             data = bd.weak_form_data(c, volume=ball, efficiency=eff)
             acc, cov, info = closed_form(model, data, points)

@@ -230,9 +230,9 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     averages over the complete population again (the observed stars sample ε(x) f(x, v)). Stars outside
     the ball are not used (their test functions are 0); ``volume="auto"`` takes a sphere only when it was the
     catalog's last cut and its only shape. Velocity errors bias the moments (by E[C_v ∇W]/v₀ for velocity
-    degree 1), of relative size (σ_err/σ_v)²; ``velocity_errors`` removes that bias (exactly, for Gaussian errors). Position errors
-    (and the distance errors that Gaia's tangential velocities share with them) are not corrected
-    (docs/weak-form.md).
+    degree 1), of relative size (σ_err/σ_v)²; ``velocity_errors`` removes that bias (exactly, for Gaussian
+    errors). Position errors (and the distance errors that Gaia's tangential velocities share with them) are
+    not corrected (docs/weak-form.md).
 
     Args:
         catalog: a :class:`bayesdyn.Catalog` (or anything with ``x`` (N, 3) [kpc] and ``v`` (N, 3) [km/s]).

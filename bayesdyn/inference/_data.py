@@ -145,7 +145,6 @@ class WeakFormData(NamedTuple):
         x: positions of the N stars inside the ball (N, 3) [kpc].
         transport: v·∇ₓψ_m at each star (N, M) [km/s/kpc].
         window: the spatial factors W_a (N, n_a).
-
         dq_v: the velocity factors' gradients ∂Q_c/∂v (N, n_c, 3) [s/km]; M = n_a · n_c.
         whiten: (M, M) [kpc s/km].
         sun: the Sun's position (3,) [kpc].
