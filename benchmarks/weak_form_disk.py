@@ -44,34 +44,42 @@ from _machine import machine  # noqa: E402
 ROW_VERSION = 1  # bump when a row's content changes
 
 
-def closed_form_cells(spec):
-    """``--closed-form``: the two-step GMM estimate (``weak_form_weights``' mode) with its asymptotic covariance
-    (BᵀS⁻¹B)⁻¹/N, B = ∂ḡ/∂θ, carried to the cells by the delta method; no NUTS."""
+def closed_form(model, data, points):
+    """The two-step GMM mode of ``model`` on weak-form ``data`` (``weak_form_weights``) and the acceleration at
+    ``points`` (P, 3) [kpc] with its asymptotic covariance: (BᵀS⁻¹B)⁻¹/N for the parameters, B = ∂ḡ/∂θ, carried
+    by the delta method. Returns (a (P, 3), cov (3P, 3P), info); scalar free parameters only."""
     import jax
     import jax.numpy as jnp
 
-    import bayesdyn as bd
     from bayesdyn.inference import weak_form_weights
 
-    center, radius = spec.ball
-    data, info = weak_form_weights(spec.model, bd.weak_form_data(spec.catalog, volume=(center, radius)))
-    names = list(spec.model.free_parameters())
-    theta = np.array([info["mode"][n] for n in names])
-    qs = [q for q in spec.quantities if q.kind == "acc"]
+    data, info = weak_form_weights(model, data)
+    names = list(model.free_parameters())
+    if any(np.ndim(info["mode"][n]) for n in names):
+        raise ValueError("closed_form handles scalar free parameters only")
     with jax.enable_x64(True):
         def gbar(th):
-            comps = spec.model.bind(dict(zip(names, th)))
-            return data.mean_moments(spec.model.total_acceleration(comps, data.x))
+            return data.mean_moments(model.total_acceleration(model.bind(dict(zip(names, th))), data.x))
 
-        def cells_at(th):
-            a = spec.model.total_acceleration(spec.model.bind(dict(zip(names, th))), jnp.asarray(spec.X))
-            return jnp.stack([jnp.sum(a * jnp.asarray(q.weights)) for q in qs])
+        def acc(th):
+            return model.total_acceleration(model.bind(dict(zip(names, th))), jnp.asarray(points)).reshape(-1)
 
-        th = jnp.asarray(theta)
+        th = jnp.asarray([info["mode"][n] for n in names])
         wb = np.asarray(data.whiten @ jax.jacfwd(gbar)(th))  # (M, K)
-        cov = np.linalg.inv(data.n_stars * wb.T @ wb)
-        value, jac = np.asarray(cells_at(th)), np.asarray(jax.jacfwd(cells_at)(th))
-    sd = np.sqrt(np.einsum("qk,kl,ql->q", jac, cov, jac))
+        cov_th = np.linalg.inv(data.n_stars * wb.T @ wb)
+        a, jac = np.asarray(acc(th)), np.asarray(jax.jacfwd(acc)(th))
+    return a.reshape(-1, 3), jac @ cov_th @ jac.T, info
+
+
+def closed_form_cells(spec):
+    """``--closed-form``: the cells from :func:`closed_form` (no NUTS)."""
+    import bayesdyn as bd
+
+    center, radius = spec.ball
+    acc, cov, info = closed_form(spec.model, bd.weak_form_data(spec.catalog, volume=(center, radius)), spec.X)
+    qs = [q for q in spec.quantities if q.kind == "acc"]
+    w = np.stack([np.asarray(q.weights).reshape(-1) for q in qs])  # (Q, 3P) functionals of the flattened a
+    value, sd = w @ acc.reshape(-1), np.sqrt(np.einsum("qi,ij,qj->q", w, cov, w))
     diag = (f"J = {info['J']:.1f} for {info['dof']} dof (p = {info['p_value']:.2f}), {info['n_stars']} stars; "
             "closed form (no NUTS)")
     return {q.key: league.Cell(float(v), float(e)) for q, v, e in zip(qs, value, sd)}, diag

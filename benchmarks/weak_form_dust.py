@@ -7,7 +7,8 @@ centres) and ``validate.DiskMock.model()`` (disk mass and halo density free) is 
 ways: to the dust-free stars, to the dusted stars as if complete, and to the dusted stars with
 ``bd.weak_form_data(..., efficiency=dust)`` (each star's moments weighted by 1/ε(x), ε the true efficiency).
 Each fit is the two-step GMM estimate with its asymptotic covariance (BᵀS⁻¹B)⁻¹/N carried by the delta method
-(no NUTS; ``benchmarks/weak_form_disk.py`` showed that it agrees with NUTS to 0.01 % on a_R at the Sun).
+(``weak_form_disk.closed_form``; no NUTS; ``benchmarks/weak_form_disk.py`` showed that it agrees with NUTS to
+0.01 % on a_R at the Sun).
 
 It prints, per realisation and fit, the relative errors and σ of a_R and a_z at the Sun and at z = ±1 kpc,
 the error of the acceleration vector at the cloud centres |Δa|/|a| (mean over the clouds), the J test, and
@@ -31,34 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import league  # noqa: E402
 from _machine import machine  # noqa: E402
+from weak_form_disk import closed_form  # noqa: E402
 
 FITS = ("dust-free", "dusted, no correction", "dusted, 1/ε weights")
-
-
-def closed_form(model, data, points):
-    """Two-step GMM mode of ``model`` on ``data`` and the acceleration at ``points`` (P, 3) [kpc] with its
-    delta-method covariance: (a (P, 3), cov (3P, 3P), info)."""
-    import jax
-    import jax.numpy as jnp
-
-    from bayesdyn.inference import weak_form_weights
-
-    data, info = weak_form_weights(model, data)
-    names = list(model.free_parameters())
-    if any(np.ndim(info["mode"][n]) for n in names):
-        raise ValueError("closed_form handles scalar free parameters only")
-    with jax.enable_x64(True):
-        def gbar(th):
-            return data.mean_moments(model.total_acceleration(model.bind(dict(zip(names, th))), data.x))
-
-        def acc(th):
-            return model.total_acceleration(model.bind(dict(zip(names, th))), jnp.asarray(points)).reshape(-1)
-
-        th = jnp.asarray([info["mode"][n] for n in names])
-        wb = np.asarray(data.whiten @ jax.jacfwd(gbar)(th))
-        cov_th = np.linalg.inv(data.n_stars * wb.T @ wb)
-        a, jac = np.asarray(acc(th)), np.asarray(jax.jacfwd(acc)(th))
-    return a.reshape(-1, 3), jac @ cov_th @ jac.T, info
 
 
 def main(argv=None):
