@@ -184,13 +184,14 @@ def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> 
     args.run_folder = run.folder.resolve()
     print(f"run folder: {run.folder.resolve()}")
     cat = run.catalog()
-    if upto != "psd":
+    if upto != "psd" and not run.weak:
         run.node_radius(cat, quiet=True)  # a bad node setting fails now, not after the flows
-    psd = run.psd(cat)
+    if upto == "psd" or not run.weak:  # the weak-form likelihood uses no flows
+        psd = run.psd(cat)
     if upto == "psd":
         print(run.timing_table())
         return 0
-    data = run.accelerations(psd, cat)
+    data = run.weak_form(cat) if run.weak else run.accelerations(psd, cat)
     post = run.posterior(data)
     print()
     print(post.to_markdown())
@@ -206,6 +207,7 @@ def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     overrides = copy.deepcopy(DEMO_OVERRIDES)
+    overrides["inference"]["likelihood"] = args.likelihood
     if args.fast:
         overrides["catalog"]["max_stars"] = 5_000
         overrides["psd"].update(max_epochs=3, n_layers=4, width=32)
@@ -261,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report")
     common(d, config=False)
     d.add_argument("--fast", action="store_true", help="tiny settings (about a minute on two CPU cores): checks the installation only")
+    d.add_argument("--likelihood", choices=["nodes", "weak_form"], default="nodes",
+                   help="nodes: flows → CBE accelerations at nodes → fit (the default); weak_form: the model fitted "
+                        "to the stars' weak-form CBE moments, no flows (minutes faster; docs/weak-form.md)")
     d.set_defaults(func=_cmd_demo)
     for name, upto, text in (
         ("run", "report", "the whole pipeline from a config file"),

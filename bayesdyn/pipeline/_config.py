@@ -107,6 +107,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
         # "auto": one posterior per flow member, combined (Rubin's rules), for ensembles;
         # "members" insists on that; "mean": one posterior of the member-mean accelerations
         "combine": "auto",
+        # "nodes": flows learn f(x, v), the CBE gives accelerations at nodes, the model is fitted to them (the
+        # default); "weak_form": the model is fitted to the stars' weak-form CBE moments (no flows, no nodes;
+        # bd.weak_form_data, docs/weak-form.md), the [weak_form] table's settings
+        "likelihood": "nodes",
+    },
+    "weak_form": {
+        # the ball inside which the catalog is complete: [] = the sphere recorded with the catalog (a mock's, or
+        # catalog.within_kpc's), else [x, y, z, radius] in Galactocentric kpc
+        "volume": [],
+        "degree_x": 2,  # highest degree of the spatial test functions (2: 10 of them)
+        "degree_v": 1,  # highest degree of the velocity monomials (1: v_x, v_y, v_z; so 30 moments by default)
     },
     "report": {
         "dark_disk_scale_heights_kpc": [0.05, 0.1, 0.2, 0.4],
@@ -223,6 +234,21 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"'inference.backend' must be \"numpyro\" or \"blackjax\", got {inf['backend']!r}")
     if inf["combine"] not in ("auto", "members", "mean"):
         raise ConfigError(f"'inference.combine' must be \"auto\", \"members\" or \"mean\", got {inf['combine']!r}")
+    if inf["likelihood"] not in ("nodes", "weak_form"):
+        raise ConfigError(f"'inference.likelihood' must be \"nodes\" or \"weak_form\", got {inf['likelihood']!r}")
+    if inf["likelihood"] == "weak_form" and inf["combine"] == "members":
+        raise ConfigError("'inference.combine' = \"members\" combines flow members' posteriors; the weak-form "
+                          "likelihood uses no flows: set combine = \"auto\"")
+    wf = cfg["weak_form"]
+    vol = wf["volume"]
+    if vol and (len(vol) != 4 or any(isinstance(t, bool) or not isinstance(t, (int, float)) for t in vol)
+                or not vol[3] > 0):
+        raise ConfigError(f"'weak_form.volume' must be [] (the catalog's recorded sphere) or [x, y, z, radius] in "
+                          f"kpc with radius > 0, got {vol!r}")
+    wf["volume"] = [float(t) for t in vol]
+    if wf["degree_x"] < 0 or wf["degree_v"] < 1:
+        raise ConfigError(f"'weak_form.degree_x' must be ≥ 0 and 'weak_form.degree_v' ≥ 1, got {wf['degree_x']} "
+                          f"and {wf['degree_v']}")
     for key in ("num_chains", "num_warmup", "num_samples"):
         if inf[key] < 1:
             raise ConfigError(f"'inference.{key}' must be a positive integer, got {inf[key]}")

@@ -59,9 +59,10 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
 
     fz = posterior_fields(post, model, line_z)
     fr = posterior_fields(post, model, line_r)
-    nodes = np.asarray(data.x)
-    a_nodes = np.asarray(data.a)
-    err = np.sqrt(np.einsum("pii->pi", np.asarray(data.cov)))
+    has_nodes = hasattr(data, "a")  # accelerations at nodes (not the weak form's stars)
+    nodes = np.asarray(data.x) if has_nodes else np.zeros((0, 3))
+    a_nodes = np.asarray(data.a) if has_nodes else np.zeros((0, 3))
+    err = np.sqrt(np.einsum("pii->pi", np.asarray(data.cov))) if has_nodes else np.zeros((0, 3))
     near_axis = np.hypot(nodes[:, 0] - sun[0], nodes[:, 1] - sun[1]) < 0.5
     near_plane = np.abs(nodes[:, 2]) < 0.3
 
@@ -71,8 +72,9 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
     ax.plot(zs, np.asarray(ref.acceleration(line_z))[:, 2], "k--", lw=1, label="MWPotential2014")
     if truth is not None:
         ax.plot(zs, np.asarray(truth.acceleration(line_z))[:, 2], color="tab:green", lw=1, ls=":", label="truth (mock)")
-    ax.errorbar(nodes[near_axis, 2], a_nodes[near_axis, 2], err[near_axis, 2], fmt="o", ms=3, color="tab:red",
-                label="CBE estimate at nodes (<0.5 kpc from axis)")
+    if has_nodes:
+        ax.errorbar(nodes[near_axis, 2], a_nodes[near_axis, 2], err[near_axis, 2], fmt="o", ms=3, color="tab:red",
+                    label="CBE estimate at nodes (<0.5 kpc from axis)")
     ax.set_xlabel("z [kpc] at the Sun's (x, y)")
     ax.set_ylabel(r"$a_z$ [(km/s)$^2$/kpc]")
     ax.legend(fontsize=7, frameon=False)
@@ -87,8 +89,9 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
         ax.plot(rs, np.asarray(truth.acceleration(line_r)) @ rhat, color="tab:green", lw=1, ls=":", label="truth (mock)")
     rn = np.hypot(nodes[:, 0], nodes[:, 1])
     ar_n = (a_nodes[:, 0] * nodes[:, 0] + a_nodes[:, 1] * nodes[:, 1]) / rn
-    ax.errorbar(rn[near_plane], ar_n[near_plane], np.hypot(err[near_plane, 0], err[near_plane, 1]) / np.sqrt(2),
-                fmt="o", ms=3, color="tab:red", label="CBE estimate at nodes (|z| < 0.3 kpc)")
+    if has_nodes:
+        ax.errorbar(rn[near_plane], ar_n[near_plane], np.hypot(err[near_plane, 0], err[near_plane, 1]) / np.sqrt(2),
+                    fmt="o", ms=3, color="tab:red", label="CBE estimate at nodes (|z| < 0.3 kpc)")
     ax.set_xlabel("R [kpc] (z = 0)")
     ax.set_ylabel(r"$a_R$ [(km/s)$^2$/kpc]")
     ax.legend(fontsize=7, frameon=False)

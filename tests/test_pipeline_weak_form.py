@@ -1,0 +1,95 @@
+"""The main job with ``inference.likelihood = "weak_form"``: catalog → the stars' weak-form moments → NUTS → report,
+with no flows and no nodes."""
+
+import copy
+
+import numpy as np
+import pytest
+
+#: validate.DiskMock.model(): MWPotential2014's shapes, the disk mass and the halo density free
+MODEL = {
+    "bulge": {"type": "PowerLawCutoff", "mass": 4.501365375100717e9, "alpha": 1.8, "cutoff_radius": 1.9},
+    "disk": {"type": "MiyamotoNagai", "mass": {"prior": "LogUniform", "low": 1e10, "high": 3e11}, "a": 3.0, "b": 0.28},
+    "halo": {"type": "NFW", "scale_density": {"prior": "LogUniform", "low": 1e5, "high": 1e9}, "scale_radius": 16.0,
+             "dark": True},
+}
+CONFIG = {
+    "catalog": {"max_stars": 10_000},
+    "inference": {"likelihood": "weak_form", "num_chains": 1, "num_warmup": 150, "num_samples": 200},
+    "model": MODEL,
+    "report": {"dark_disk_scale_heights_kpc": [], "corner": False},
+}
+
+
+@pytest.mark.filterwarnings("ignore:effective sample size")  # one short chain
+def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
+    from bayesdyn.pipeline import Run, validate_config
+
+    logs = []
+    run = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, progress=False, log=logs.append)
+    out = run.all()
+    assert not (tmp_path / "accelerations.npz").exists() and not (tmp_path / ".psd.stamp").exists()
+    assert any("ball: the mock's sphere" in line for line in logs)  # seen through the stage's random subset
+    check = (out / "truth_check.md").read_text()
+    rows = [ln for ln in check.splitlines() if ln.startswith("| `derived.")]
+    assert len(rows) == 4 and all(ln.rstrip().endswith("| yes |") for ln in rows), check
+    summary = (out / "local_dm.txt").read_text().splitlines()
+    assert summary[0].startswith("Weak-form fit: 10000 stars, 30 moments; over-identification test J = ")
+    assert any(ln.startswith("CAVEAT: intervals from the weak-form fit") for ln in summary)
+    post_file = tmp_path / "posterior.nc"
+    stamp = post_file.stat().st_mtime_ns
+    again = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, progress=False, log=logs.append)
+    again.posterior(again.weak_form(again.catalog()))
+    assert post_file.stat().st_mtime_ns == stamp and "reusing" in logs[-2]
+
+
+def test_posterior_key_counts_the_weak_form_settings_and_keeps_the_node_key(tmp_path):
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.pipeline._stages import _CACHE_VERSION, _fingerprint
+
+    def key(**tables):
+        cfg = copy.deepcopy(CONFIG)
+        for name, table in tables.items():
+            cfg.setdefault(name, {}).update(table)
+        return Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).posterior_key()
+
+    base = key()
+    assert key(weak_form={"degree_x": 3}) != base
+    assert key(weak_form={"volume": [8.0, 0.0, 0.02, 1.5]}) != base
+    assert key(errors={"correct": True}) != base
+    nodes = dict(CONFIG, inference={"num_chains": 2})
+    cfg = validate_config(copy.deepcopy(nodes))
+    (tmp_path / ".accelerations.stamp").write_text("abc\n")
+    legacy = _fingerprint({k: v for k, v in cfg["inference"].items() if k != "likelihood"}, cfg["model"], cfg["seed"],
+                          "abc", _CACHE_VERSION)  # the key before inference.likelihood existed
+    assert Run(cfg, folder=tmp_path, log=lambda *_: None).posterior_key() == legacy
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"inference": {"likelihood": "weak"}}, r"'inference.likelihood' must be \"nodes\" or \"weak_form\""),
+    ({"inference": {"likelihood": "weak_form", "combine": "members"}}, "uses no flows"),
+    ({"inference": {"likelihood": "weak_form"}, "weak_form": {"volume": [8.0, 0.0, 0.0]}}, r"\[x, y, z, radius\]"),
+    ({"inference": {"likelihood": "weak_form"}, "weak_form": {"volume": [8.0, 0.0, 0.0, -1.0]}}, "radius > 0"),
+    ({"inference": {"likelihood": "weak_form"}, "weak_form": {"degree_v": 0}}, "degree_v' ≥ 1"),
+])
+def test_weak_form_settings_are_checked(table, match):
+    from bayesdyn.pipeline import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=match):
+        validate_config(table)
+
+
+def test_a_catalog_without_a_complete_ball_names_the_setting(tmp_path):
+    import bayesdyn as bd
+    from bayesdyn.pipeline import ConfigError, Run, validate_config
+
+    rng = np.random.default_rng(0)
+    cat = bd.Catalog(x=rng.normal(0, 1, (5000, 3)) + [8, 0, 0], v=rng.normal(0, 30, (5000, 3)))
+    run = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, log=lambda *_: None)
+    with pytest.raises(ConfigError, match=r"none is recorded with this catalog.*weak_form.volume = \[x, y, z, radius\]"):
+        run.weak_form(cat)
+    cfg = copy.deepcopy(CONFIG)
+    cfg["weak_form"] = {"volume": [8.0, 0.0, 0.0, 1.5]}
+    data = Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
+    inside = np.linalg.norm(np.asarray(cat.x) - [8, 0, 0], axis=1) < 1.5
+    assert data.n_stars == inside.sum()
