@@ -672,6 +672,30 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
 
 #: the weak-form fit's moments (``bd.weak_form_data``'s defaults: spatial degree 2, velocity degree 1)
 WEAK_MOMENTS = 30
+#: bump when the weak-form fit's code changes what a cached posterior holds
+WEAK_VERSION = 1
+#: the settings the weak-form posteriors cached before :func:`weak_settings` entered their key were made with
+_WEAK_SETTINGS_0 = {"degree_x": 2, "degree_v": 1, "steps": 3, "version": 1}
+
+
+def weak_settings() -> dict[str, Any]:
+    """What a weak-form posterior depends on beyond its data, ball, model and NUTS settings: ``weak_form_data``'s
+    default degrees, the GMM weight steps (``WEAK_FORM_STEPS``) and :data:`WEAK_VERSION`."""
+    import inspect
+
+    import bayesdyn as bd
+    from bayesdyn.inference._infer import WEAK_FORM_STEPS
+
+    sig = inspect.signature(bd.weak_form_data).parameters
+    return {"degree_x": sig["degree_x"].default, "degree_v": sig["degree_v"].default, "steps": WEAK_FORM_STEPS,
+            "version": WEAK_VERSION}
+
+
+def weak_key_extra() -> list[Any]:
+    """Cache-key parts for :func:`weak_settings`: none while they are those of the posteriors cached before
+    they entered the key (so those stay valid), the settings themselves once any of them changes."""
+    settings = weak_settings()
+    return [] if settings == _WEAK_SETTINGS_0 else [settings]
 
 
 def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[str, Cell], str]:
@@ -686,7 +710,8 @@ def weak_cells(spec, s, seed, cache, clock, fresh, log, data_id) -> tuple[dict[s
     center, radius = spec.ball
     path = None
     if cache is not None:
-        path = cache / f"weak-{spec.name}-{_key(data_id, [float(c) for c in center], radius, nuts, repr(spec.model), seed)}.npz"
+        path = cache / (f"weak-{spec.name}-"
+                        f"{_key(data_id, [float(c) for c in center], radius, nuts, repr(spec.model), seed, *weak_key_extra())}.npz")
     if path is not None and not fresh and path.is_file():
         samples, diag = _load_samples(path, names, clock, "weak form", log)
     else:

@@ -85,6 +85,20 @@ def closed_form_cells(spec):
     return {q.key: league.Cell(float(v), float(e)) for q, v, e in zip(qs, value, sd)}, diag
 
 
+#: hash of the model and Jeans stencils the rows cached before :func:`row_key_extra` existed were made with
+_ROW_SETUP_0 = "6fbee756641f"
+
+
+def row_key_extra() -> list:
+    """Cache-key parts for a row's model (``validate.DiskMock.model()``'s repr), Jeans stencils
+    (``league.JEANS_DISK_BINS``) and weak-form settings (``league.weak_settings``): none while they are those of the
+    rows cached before they entered the key (so those stay valid), their hash once any of them changes."""
+    from bayesdyn import validate
+
+    setup = league._key(repr(validate.DiskMock().model()), league.JEANS_DISK_BINS, league.weak_settings())
+    return [] if setup == _ROW_SETUP_0 else [setup]
+
+
 def _row(r, a, cache, clock):
     """Realisation r's row: truth, weak-form cells and diagnostics, Jeans cells (cached as JSON)."""
     import jax
@@ -94,7 +108,8 @@ def _row(r, a, cache, clock):
 
     s, cfg = league.FULL, league.FULL["realisations"]
     closed = a.closed_form or r < a.closed_form_below
-    key = league._key(a.seed, r, cfg["n"], s["n_boot"], s["nuts"], league.WEAK_MOMENTS, ROW_VERSION, closed)
+    key = league._key(a.seed, r, cfg["n"], s["n_boot"], s["nuts"], league.WEAK_MOMENTS, ROW_VERSION, closed,
+                      *row_key_extra())
     path = None if cache is None else cache / f"weak-row{'-closed' if closed else ''}-r{r:04d}-{key}.json"
     if path is not None and path.is_file():
         return json.loads(path.read_text()), True

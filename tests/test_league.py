@@ -350,3 +350,16 @@ def test_league_nodes_star_level_fit_recovers_amplitudes_from_scores_that_satisf
         np.testing.assert_allclose((moved[w] - a_true[:5])[:, 0], 61.25, rtol=0, atol=6.0)
     # for a Gaussian p(v|x) either weighting gives the same move (|s_v|-weights are symmetric about the mean)
     np.testing.assert_allclose(moved["score"], moved["none"], rtol=0, atol=1.0)
+
+
+def test_weak_form_cache_keys_keep_todays_entries_and_change_with_the_settings(monkeypatch):
+    """The weak-form posterior key and weak_form_disk.py's row key add nothing for the settings the cached entries
+    were made with, and change when the fit's settings, the model or the Jeans stencils change."""
+    league = _league()
+    wfd = load_benchmark("weak_form_disk")
+    assert league.weak_key_extra() == [] and wfd.row_key_extra() == []
+    monkeypatch.setattr(league, "WEAK_VERSION", 2)
+    assert league.weak_key_extra() == [dict(league._WEAK_SETTINGS_0, version=2)] and wfd.row_key_extra() != []
+    monkeypatch.setattr(league, "WEAK_VERSION", 1)
+    monkeypatch.setitem(league.JEANS_DISK_BINS, "sun", (0.3, 0.2))
+    assert league.weak_key_extra() == [] and len(wfd.row_key_extra()) == 1
