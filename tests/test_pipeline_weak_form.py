@@ -36,6 +36,7 @@ def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
     summary = (out / "local_dm.txt").read_text().splitlines()
     assert summary[0].startswith("Weak-form fit: 10000 stars, 30 moments; over-identification test J = ")
     assert any(ln.startswith("CAVEAT: intervals from the weak-form fit") for ln in summary)
+    assert not any("was cut before the weak form's ball" in ln for ln in summary)  # the random subset is harmless
     post_file = tmp_path / "posterior.nc"
     stamp = post_file.stat().st_mtime_ns
     again = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, progress=False, log=logs.append)
@@ -93,3 +94,17 @@ def test_a_catalog_without_a_complete_ball_names_the_setting(tmp_path):
     data = Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
     inside = np.linalg.norm(np.asarray(cat.x) - [8, 0, 0], axis=1) < 1.5
     assert data.n_stars == inside.sum()
+
+
+def test_cuts_before_the_ball_are_named(tmp_path):
+    """A cut made before the recorded sphere (here on velocity) is named for the report; the sphere's own is not."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import Run, validate_config
+
+    rng = np.random.default_rng(1)
+    cat = bd.Catalog(x=rng.normal(0, 1, (6000, 3)) + [8, 0, 0], v=rng.normal(0, 30, (6000, 3)))
+    fast = cat.select(np.linalg.norm(np.asarray(cat.v), axis=1) < 80, "|v| < 80 km/s")
+    for c, named in ((cat, []), (fast, ["|v| < 80 km/s"])):
+        run = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, log=lambda *_: None)
+        run.weak_form(c.within(1.5, center=[8.0, 0.0, 0.0]))
+        assert run.weak_cuts == named

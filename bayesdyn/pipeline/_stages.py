@@ -104,6 +104,7 @@ class Run:
         self.log = log
         self.timings: list[tuple[str, float]] = []
         self.truth = None
+        self.weak_cuts: list[str] = []  # cuts before the weak form's ball (set by weak_form)
 
     # ---------------------------------------------------------------- helpers
     def _cached(self, name: str, key: str) -> bool:
@@ -370,6 +371,7 @@ class Run:
             raise ConfigError(f"inference.likelihood = \"weak_form\": {err}") from None
         self._timed("weak-form moments", t0)
         ball = np.asarray(data.ball)
+        self.weak_cuts = self._cuts_before_ball(cat, ball[:3], ball[3])
         self.log(f"[weak form] {data.n_stars} of {cat.n} stars in the ball of radius {ball[3]:.3g} kpc around "
                  f"({ball[0]:.3g}, {ball[1]:.3g}, {ball[2]:.3g}) kpc; {data.n_moments} moments"
                  + ("; velocity errors' bias removed" if velocity_errors is not None else ""))
@@ -392,6 +394,15 @@ class Run:
                               "[x, y, z, radius] (kpc)") from None
         self.log(f"[weak form] ball: {where.removeprefix('auto: ')}")
         return center, radius
+
+    def _cuts_before_ball(self, cat, center, radius) -> list[str]:
+        """The catalog's cuts other than the ball's own sphere and this stage's random subset: the weak form
+        assumes that none of them selects stars inside the ball (the report says so)."""
+        hist = list(cat.history)
+        own = {int(s_["cuts"]) - 1 for s_ in (cat.meta or {}).get("support_spheres", []) or []
+               if np.allclose(s_["center_kpc"], center) and np.isclose(s_["radius_kpc"], radius)}
+        return [h.reason for i, h in enumerate(hist) if i not in own
+                and not (h.reason.startswith("random subset of") and "(catalog.max_stars" in h.reason)]
 
     def posterior_key(self) -> str:
         """The posterior's cache key: the inference and model settings and the data it was fitted to."""
@@ -463,6 +474,11 @@ class Run:
                 "docs/league-weak-form.md); they assume equilibrium, the model family, and a catalog complete "
                 "inside the ball."
             )
+            if self.weak_cuts:
+                lines.append("CAVEAT: the catalog was cut before the weak form's ball (" + "; ".join(self.weak_cuts)
+                             + "); the moments assume that no cut selects stars inside the ball other than at random "
+                             "(a cut on parallax error or on a missing radial velocity selects by magnitude and "
+                             "distance, and biases them; the J test need not see it).")
         elif isinstance(combine, dict):
             lines.append(member_caveat(combine))
         else:
