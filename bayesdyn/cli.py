@@ -69,6 +69,9 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
     else:
         user = copy.deepcopy(overrides or {})
         cfg = validate_config(user)
+    if getattr(args, "likelihood", None):
+        cfg["inference"]["likelihood"] = args.likelihood
+        cfg = validate_config(cfg)  # the merged configuration validates again, with the override's rules
     if getattr(args, "output", None):
         cfg["output"] = args.output
     if getattr(args, "seed", None) is not None:
@@ -207,7 +210,6 @@ def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     overrides = copy.deepcopy(DEMO_OVERRIDES)
-    overrides["inference"]["likelihood"] = args.likelihood
     if args.fast:
         overrides["catalog"]["max_stars"] = 5_000
         overrides["psd"].update(max_epochs=3, n_layers=4, width=32)
@@ -259,13 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--output", default=None, help="run folder (default: the config's `output`)")
         sp.add_argument("--seed", type=int, default=None, help="override the config's seed")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--likelihood", choices=["nodes", "weak_form"], default=None,
+                        help="override the config's inference.likelihood: nodes (flows → CBE accelerations at nodes → "
+                             "fit) or weak_form (the model fitted to the stars' weak-form CBE moments, no flows; "
+                             "docs/weak-form.md)")
 
     d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report")
     common(d, config=False)
     d.add_argument("--fast", action="store_true", help="tiny settings (about a minute on two CPU cores): checks the installation only")
-    d.add_argument("--likelihood", choices=["nodes", "weak_form"], default="nodes",
-                   help="nodes: flows → CBE accelerations at nodes → fit (the default); weak_form: the model fitted "
-                        "to the stars' weak-form CBE moments, no flows (minutes faster; docs/weak-form.md)")
     d.set_defaults(func=_cmd_demo)
     for name, upto, text in (
         ("run", "report", "the whole pipeline from a config file"),

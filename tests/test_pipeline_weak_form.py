@@ -108,3 +108,19 @@ def test_cuts_before_the_ball_are_named(tmp_path):
         run = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, log=lambda *_: None)
         run.weak_form(c.within(1.5, center=[8.0, 0.0, 0.0]))
         assert run.weak_cuts == named
+
+
+def test_command_line_likelihood_overrides_the_config_and_is_validated(tmp_path):
+    from bayesdyn.cli import _config, build_parser
+    from bayesdyn.pipeline import ConfigError
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('[inference]\nnum_chains = 2\n')
+    args = build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"])
+    assert _config(args)["inference"] == dict(_config(build_parser().parse_args(["run", str(cfg_file)]))["inference"],
+                                              likelihood="weak_form")
+    cfg_file.write_text('[inference]\ncombine = "members"\n')
+    with pytest.raises(ConfigError, match="uses no flows"):
+        _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
+    assert _config(build_parser().parse_args(["demo", "--likelihood", "weak_form"]), {})["inference"]["likelihood"] == \
+        "weak_form"
