@@ -165,6 +165,36 @@ def test_fixed_components_stored_once_give_the_same_likelihood(plummer_catalog):
     assert np.isfinite(float(lp_plain)) and math.isclose(float(lp_plain), float(lp_stored), rel_tol=1e-9)
 
 
+def test_amplitude_parameters_give_linear_moments_with_the_same_likelihood(plummer_catalog):
+    """Free masses with the shapes fixed: ḡ is linear in them, so infer stores it as constant + θ·linear (NUTS steps
+    independent of N) with the same log-likelihood; a free shape parameter keeps the per-star path."""
+    import numpyro
+    from numpyro.infer.util import log_density
+
+    from bayesdyn.inference._infer import _to_float64, _with_fixed_acceleration, _with_linear_moments
+
+    model = bd.PotentialModel(dark=(), inner=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B),
+                              outer=bd.potentials.Hernquist(mass=dist.Uniform(0.0, 2e10), scale_radius=3.0),
+                              core=bd.potentials.Plummer(mass=0.1 * MASS, scale_radius=0.3))
+    weighted, _ = weak_form_weights(model, bd.weak_form_data(plummer_catalog))
+    assert weighted.linear_moments is None  # they belong to one model
+    with jax.enable_x64(True):
+        plain = _with_fixed_acceleration(model, _to_float64(weighted))
+        linear = _with_linear_moments(model, plain)
+        assert linear.linear_moments.shape == (2, 30) and linear.constant_moments.shape == (30,)
+        for inner, outer in ((0.9 * MASS, 1e9), (0.5 * MASS, 1.5e10), (2.0 * MASS, 0.0)):
+            params = {"inner.mass": inner, "outer.mass": outer}
+            with numpyro.handlers.seed(rng_seed=0):
+                lp_plain, _ = log_density(model, (plain,), {}, params)
+                lp_linear, _ = log_density(model, (linear,), {}, params)
+            assert np.isfinite(float(lp_plain)) and math.isclose(float(lp_plain), float(lp_linear), rel_tol=1e-9)
+        shape = bd.PotentialModel(dark=(), halo=bd.potentials.Plummer(mass=MASS, scale_radius=dist.Uniform(0.5, 2)))
+        assert _with_linear_moments(shape, plain).linear_moments is None
+        both = bd.PotentialModel(dark=(), halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11),
+                                                                     scale_radius=dist.Uniform(0.5, 2)))
+        assert _with_linear_moments(both, plain).linear_moments is None
+
+
 def test_auto_ball_refuses_a_sphere_that_later_cuts_made_incomplete():
     x, v = plummer_sphere(5000, seed=5)
     cat = bd.Catalog(x, v).within(2.0, center=(0.0, 0.0, 0.0))

@@ -152,6 +152,12 @@ class WeakFormData(NamedTuple):
         fixed_acceleration: the accelerations of the model's fixed components at the stars (N, 3)
             [(km/s)²/kpc], which :func:`~bayesdyn.inference.weak_form_weights` stores so that NUTS does not
             recompute them (valid only with the model it was given); None: computed in every step.
+        constant_moments, linear_moments: when every free parameter of the model is the amplitude of its own
+            component (the acceleration proportional to it: masses and densities with the shapes fixed),
+            ḡ(θ) = constant_moments + θ · linear_moments exactly, with ``constant_moments`` (M,) the fixed
+            components' ḡ and ``linear_moments`` (K, M) each free parameter's per unit, in the order of
+            ``model.free_parameters()``; :func:`bayesdyn.infer` stores them so that a NUTS step costs O(K M)
+            instead of O(N M) (valid only with the model it was given); None: computed from the stars.
     """
 
     x: jax.Array
@@ -162,6 +168,8 @@ class WeakFormData(NamedTuple):
     sun: jax.Array
     ball: jax.Array
     fixed_acceleration: jax.Array | None = None
+    constant_moments: jax.Array | None = None
+    linear_moments: jax.Array | None = None
 
     @property
     def n_stars(self) -> int:
