@@ -146,10 +146,12 @@ WEAK_FORM_P_WARN = 1e-3
 
 
 def _mode_values(model, data, key, start=None):
-    """The posterior mode of ``model`` given ``data`` (BFGS from ``start``, an unconstrained point, or from the
-    best of 8 prior draws), as (constrained ``{site: value}``, the unconstrained mode)."""
+    """The posterior mode of ``model`` given ``data``, as (constrained ``{site: value}``, the unconstrained mode,
+    whether BFGS converged). From ``start`` (an unconstrained point), or else from 8 prior draws and, for weak-form
+    data with linear moments, the moments' least-squares solution: BFGS runs from the 3 best of them by objective
+    and the lowest end point wins (one start could end at a corner of the priors: a bounded parameter's
+    unconstrained coordinate runs off to infinity, where the objective's gradient vanishes)."""
     from jax.flatten_util import ravel_pytree
-    from jax.scipy.optimize import minimize
 
     keys = jax.random.split(key, 8 if start is None else 1)
     starts, info = [], None
@@ -163,10 +165,27 @@ def _mode_values(model, data, key, start=None):
         return objective(q, data)
 
     flat = [ravel_pytree(z)[0] for z in starts] if start is None else [start]
-    values = [float(f(q)) for q in flat]
-    best = flat[int(np.nanargmin(values))]
-    q, converged = best, False
-    for _ in range(3):  # BFGS restarts: the GMM objective's curvature is N times the moments' precision
+    if start is None and isinstance(data, WeakFormData) and data.linear_moments is not None:
+        flat.append(ravel_pytree(_least_squares_start(model, data, starts[0]))[0])
+    values = np.array([float(f(q)) for q in flat])
+    best_q, best_f, best_converged = flat[int(np.nanargmin(values))], np.inf, False
+    for i in np.argsort(np.where(np.isfinite(values), values, np.inf))[:3]:
+        q, converged = _bfgs(f, flat[i])
+        fq = float(f(q))
+        if np.isfinite(fq) and fq < best_f:
+            best_q, best_f, best_converged = q, fq, converged
+    names = set(model.free_parameters())
+    return ({k: v for k, v in info.postprocess_fn(data)(unravel(best_q)).items() if k in names}, best_q,
+            best_converged)
+
+
+def _bfgs(f, q):
+    """BFGS from q, restarted up to 3 times (the GMM objective's curvature is N times the moments' precision);
+    returns (end point, converged)."""
+    from jax.scipy.optimize import minimize
+
+    converged = False
+    for _ in range(3):
         res = minimize(f, q, method="BFGS", options={"maxiter": START_ITERATIONS})
         if not (bool(jnp.all(jnp.isfinite(res.x))) and float(res.fun) <= float(f(q))):
             break
@@ -174,8 +193,25 @@ def _mode_values(model, data, key, start=None):
         q = res.x
         if converged:
             break
-    names = set(model.free_parameters())
-    return {k: v for k, v in info.postprocess_fn(data)(unravel(q)).items() if k in names}, q, converged
+    return q, converged
+
+
+def _least_squares_start(model, data: WeakFormData, template: dict) -> dict:
+    """The unconstrained point (the sites of ``template``) of the amplitudes that minimise |whiten · ḡ|² for linear
+    moments, ḡ = c + θ·B, each moved just inside its prior's support when the solution lies outside it."""
+    from numpyro.distributions.transforms import biject_to
+
+    w = data.whiten
+    wb, wc = w @ data.linear_moments.T, w @ data.constant_moments
+    theta = np.asarray(jnp.linalg.lstsq(wb, -wc)[0], np.float64)
+    out = dict(template)
+    for t, (name, prior) in zip(theta, model.free_parameters().items()):
+        lo = float(getattr(prior.support, "lower_bound", -np.inf))
+        hi = float(getattr(prior.support, "upper_bound", np.inf))
+        room = 1e-3 * ((hi - lo) if np.isfinite(hi - lo) else max(abs(lo), abs(hi) if np.isfinite(hi) else 0.0, 1.0))
+        t = float(np.clip(t, lo + room, hi - room)) if np.isfinite(t) else float(prior.mean)
+        out[name] = jnp.asarray(biject_to(prior.support).inv(jnp.asarray(t, jnp.float64)), template[name].dtype)
+    return out
 
 
 def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
