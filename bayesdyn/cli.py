@@ -262,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=None, help="override the config's seed")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         sp.add_argument("--likelihood", choices=["nodes", "weak_form"], default=None,
-                        help="override the config's inference.likelihood: nodes (flows → CBE accelerations at nodes → "
-                             "fit) or weak_form (the model fitted to the stars' weak-form CBE moments, no flows; "
+                        help="override the config's inference.likelihood: nodes (flows → CBE accelerations at nodes "
+                             "→ fit) or weak_form (the model fitted to the stars' weak-form CBE moments, no flows; "
                              "docs/weak-form.md)")
 
     d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report")

@@ -352,8 +352,9 @@ class Run:
         return self.cfg["inference"]["likelihood"] == "weak_form"
 
     def weak_form(self, cat):
-        """Stage 2–3 of ``likelihood = "weak_form"``: the stars' weak-form CBE moments (:func:`bayesdyn.weak_form_data`;
-        no flows, no nodes). Cheap, so not cached: :meth:`posterior`'s key holds the settings."""
+        """Stages 2–3 of ``likelihood = "weak_form"``: the stars' weak-form CBE moments
+        (:func:`bayesdyn.weak_form_data`; no flows, no nodes). Cheap, so not cached: :meth:`posterior`'s key holds
+        the settings."""
         from ..dynamics import weak_form_data
 
         wf, er = self.cfg["weak_form"], self.cfg["errors"]
@@ -707,7 +708,8 @@ class Run:
         cat = self.catalog()
         if not self.weak:
             self.node_radius(cat, quiet=True)  # a bad node setting fails now, not after the flows
-        if self.cfg["errors"]["correct"] and not self.weak:  # so do missing error columns or a copy that loses a star's parallax
+        # so do missing error columns or a copy that loses a star's parallax (the weak form makes no copies)
+        if self.cfg["errors"]["correct"] and not self.weak:
             for c in range(self.cfg["errors"]["copies"]):
                 self._copy(cat, c)
         if self.weak:
