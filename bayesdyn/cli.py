@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "→ fit) or weak_form (the model fitted to the stars' weak-form CBE moments, no flows; "
                              "docs/weak-form.md)")
 
-    d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report")
+    d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report "
+                                     "(--likelihood weak_form: disk mock → weak-form moments → posterior → report)")
     common(d, config=False)
     d.add_argument("--fast", action="store_true", help="tiny settings (about a minute on two CPU cores): checks the installation only")
     d.set_defaults(func=_cmd_demo)

@@ -124,3 +124,34 @@ def test_command_line_likelihood_overrides_the_config_and_is_validated(tmp_path)
         _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
     assert _config(build_parser().parse_args(["demo", "--likelihood", "weak_form"]), {})["inference"]["likelihood"] == \
         "weak_form"
+
+
+@pytest.mark.filterwarnings("ignore:effective sample size")  # short chains
+@pytest.mark.filterwarnings("ignore:r̂")
+def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
+    """A catalog file (no truth: the real-data branch) with the default model's dark disk: the reference check
+    against MWPotential2014, a finite dark-disk limit from the weak form, and no claim of an error correction that
+    errors.correct with position errors only cannot make."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import Run, validate_config
+
+    cat, _ = bd.mocks.load_default()
+    keep = np.zeros(cat.n, bool)
+    keep[np.random.default_rng(0).choice(cat.n, 8000, replace=False)] = True
+    path = tmp_path / "stars.npz"
+    cat.select(keep, "random subset").save(path)
+    cfg = validate_config({
+        "catalog": {"source": str(path)},
+        "inference": {"likelihood": "weak_form", "num_chains": 1, "num_warmup": 150, "num_samples": 200},
+        "weak_form": {"volume": [-8.0, 0.0, 0.0208, 2.0]},
+        "errors": {"correct": True, "position_error_kpc": 0.01},
+        "report": {"dark_disk_scale_heights_kpc": [0.1], "corner": False},
+    })
+    logs = []
+    out = Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append).all()
+    assert "| `derived.v_circ_R0` | 220 |" in (out / "reference_check.md").read_text()
+    limit = float(np.asarray(__import__("pandas").read_csv(out / "dark_disk_limits.csv")["Sigma_DD_upper_Msun_pc2"])[0])
+    assert 0 < limit < 30  # M☉/pc²: inside the prior U(0, 30)
+    summary = (out / "local_dm.txt").read_text()
+    assert summary.startswith("Weak-form fit: 8000 stars") and "not corrected by the weak form" in summary
+    assert "random subset" in summary  # a cut this stage did not make is named for the reader

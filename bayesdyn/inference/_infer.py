@@ -208,8 +208,11 @@ def _least_squares_start(model, data: WeakFormData, template: dict) -> dict:
     for t, (name, prior) in zip(theta, model.free_parameters().items()):
         lo = float(getattr(prior.support, "lower_bound", -np.inf))
         hi = float(getattr(prior.support, "upper_bound", np.inf))
-        room = 1e-3 * ((hi - lo) if np.isfinite(hi - lo) else max(abs(lo), abs(hi) if np.isfinite(hi) else 0.0, 1.0))
-        t = float(np.clip(t, lo + room, hi - room)) if np.isfinite(t) else float(prior.mean)
+        finite = [abs(b) for b in (lo, hi) if np.isfinite(b)]
+        room = 1e-3 * ((hi - lo) if len(finite) == 2 else max(finite + [1.0]))
+        if not np.isfinite(t):
+            t = float(prior.mean)
+        t = min(max(t, lo + room), hi - room)  # inside the support (an infinite bound clips nothing)
         out[name] = jnp.asarray(biject_to(prior.support).inv(jnp.asarray(t, jnp.float64)), template[name].dtype)
     return out
 
@@ -253,7 +256,7 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
             data = data._replace(whiten=jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments),
                                                                           lower=True))
     if not converged:
-        warnings.warn("the weak-form GMM's mode search (BFGS) did not converge; the weights, J and the NUTS start "
+        warnings.warn("the weak-form GMM's mode search (BFGS) did not converge; the weights and J "
                       "rest on an approximate mode: check the priors' range and info['weak_form']['mode']",
                       stacklevel=2)
     dof = data.n_moments - n_free
@@ -286,8 +289,9 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
     the stars, to 10⁻¹⁰); unchanged otherwise (a free shape parameter, or several in one component)."""
     priors = model.free_parameters()
     owners = [n.split(".", 1)[0] for n in priors]
+    plain = data._replace(constant_moments=None, linear_moments=None)
     if not priors or len(set(owners)) != len(owners) or any(p.batch_shape or p.event_shape for p in priors.values()):
-        return data
+        return plain
     probe = data.x[:64]
     unit = []
     for name, prior in priors.items():
@@ -297,17 +301,18 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
         a0 = np.asarray(comp.bind({key: p0}).acceleration(probe), np.float64)
         scale = float(np.max(np.abs(a0))) if a0.size else 0.0
         if not (np.all(np.isfinite(a0)) and scale > 0):
-            return data
+            return plain
         for lam in (0.5, 2.0, 3.0):
             a = np.asarray(comp.bind({key: lam * p0}).acceleration(probe), np.float64)
             if not np.allclose(a, lam * a0, rtol=1e-10, atol=1e-10 * lam * scale):
-                return data
+                return plain
         unit.append((comp.bind({key: p0}).acceleration(data.x), p0))
 
     def acceleration_part(a):  # ḡ's term a·∇ᵥψ alone (ḡ − mean transport), with no cancellation against it
         return (data.window.T @ jnp.einsum("nci,ni->nc", data.dq_v, a)).reshape(-1) / data.n_stars
 
-    fixed = data.fixed_acceleration if data.fixed_acceleration is not None else jnp.zeros_like(data.x)
+    fixed = (data.fixed_acceleration if data.fixed_acceleration is not None
+             else _with_fixed_acceleration(model, data).fixed_acceleration)
     constant = jnp.mean(data.transport, axis=0) + acceleration_part(fixed)
     linear = jnp.stack([acceleration_part(a) / p0 for a, p0 in unit])
     return data._replace(constant_moments=constant, linear_moments=linear)

@@ -105,6 +105,7 @@ class Run:
         self.timings: list[tuple[str, float]] = []
         self.truth = None
         self.weak_cuts: list[str] = []  # cuts before the weak form's ball (set by weak_form)
+        self.weak_velocity_errors = False  # whether weak_form removed the velocity errors' bias
 
     # ---------------------------------------------------------------- helpers
     def _cached(self, name: str, key: str) -> bool:
@@ -362,14 +363,19 @@ class Run:
                                                                       float(wf["volume"][3]))
         velocity_errors = None
         if er["correct"]:  # exact for Gaussian velocity errors; position errors are not corrected
-            velocity_errors = ("catalog" if er["velocity_error_kms"] == 0 and er["position_error_kpc"] == 0
-                               else np.full((cat.n, 3), er["velocity_error_kms"]))
+            if er["velocity_error_kms"] > 0:
+                velocity_errors = np.full((cat.n, 3), er["velocity_error_kms"])
+            elif er["position_error_kpc"] == 0:  # both 0: the catalog's Gaia error columns
+                velocity_errors = "catalog"
+        self.weak_velocity_errors = velocity_errors is not None
         t0 = time.perf_counter()
         try:
             data = weak_form_data(cat, volume=volume, velocity_errors=velocity_errors, degree_x=wf["degree_x"],
                                   degree_v=wf["degree_v"])
         except ValueError as err:
-            raise ConfigError(f"inference.likelihood = \"weak_form\": {err}") from None
+            fix = (" (in the config: errors.velocity_error_kms per axis, or errors.correct = false)"
+                   if velocity_errors is not None else "")
+            raise ConfigError(f"inference.likelihood = \"weak_form\": {err}{fix}") from None
         self._timed("weak-form moments", t0)
         ball = np.asarray(data.ball)
         self.weak_cuts = self._cuts_before_ball(cat, ball[:3], ball[3])
@@ -391,8 +397,9 @@ class Run:
         try:
             center, radius, where = _ball(cat, np.asarray(cat.x, float), "auto")
         except ValueError as err:
-            raise ConfigError(f"inference.likelihood = \"weak_form\": {err}; in the config: weak_form.volume = "
-                              "[x, y, z, radius] (kpc)") from None
+            raise ConfigError(f"inference.likelihood = \"weak_form\": {err}. In the config: catalog.within_kpc "
+                              "(a sphere around the Sun, recorded) or weak_form.volume = [x, y, z, radius] (kpc) of "
+                              "a ball where the catalog is complete") from None
         self.log(f"[weak form] ball: {where.removeprefix('auto: ')}")
         return center, radius
 
@@ -400,8 +407,10 @@ class Run:
         """The catalog's cuts other than the ball's own sphere and this stage's random subset: the weak form
         assumes that none of them selects stars inside the ball (the report says so)."""
         hist = list(cat.history)
+        # spheres that hold the whole ball (its own among them) remove no star inside it
         own = {int(s_["cuts"]) - 1 for s_ in (cat.meta or {}).get("support_spheres", []) or []
-               if np.allclose(s_["center_kpc"], center) and np.isclose(s_["radius_kpc"], radius)}
+               if s_.get("alone", False)
+               and np.linalg.norm(np.asarray(s_["center_kpc"]) - center) + radius <= s_["radius_kpc"] * (1 + 1e-9)}
         return [h.reason for i, h in enumerate(hist) if i not in own
                 and not (h.reason.startswith("random subset of") and "(catalog.max_stars" in h.reason)]
 
@@ -470,10 +479,12 @@ class Run:
         combine = post.info.get("combine")
         if self.weak:
             lines.append(
-                "CAVEAT: intervals from the weak-form fit (two-step GMM on the stars' CBE moments, no flows), "
-                "calibrated on 80 disk-mock realisations (truth within 2σ in 75–77 of 80 per acceleration row; "
-                "docs/league-weak-form.md); they assume equilibrium, the model family, and a catalog complete "
-                "inside the ball."
+                "CAVEAT: intervals from the weak-form fit (two-step GMM on the stars' CBE moments, no flows). Its "
+                "calibration: with validate.DiskMock.model() (the disk mass and halo density free, no dark disk) on "
+                "80 disk-mock realisations of 10⁵ stars, the truth within 2σ in 75–77 of 80 per acceleration row "
+                "(docs/league-weak-form.md); other models are not calibrated — with the default model's dark disk "
+                "(whose true Σ = 0 sits on its prior's edge) see docs/weak-form.md. They assume equilibrium, the "
+                "model family, and a catalog complete inside the ball."
             )
             if self.weak_cuts:
                 lines.append("CAVEAT: the catalog was cut before the weak form's ball (" + "; ".join(self.weak_cuts)
@@ -492,9 +503,10 @@ class Run:
         if self.weak:
             lines.append(
                 "Measurement errors: the velocity errors' bias on the moments is removed (exact for Gaussian errors); "
-                "position errors are not corrected (docs/weak-form.md)." if self.cfg["errors"]["correct"] else
-                "Measurement errors: not corrected; velocity errors bias the weak-form moments by about "
-                "(σ_err/σ_v)² (set [errors] correct = true to remove that; position errors are not corrected)."
+                "position errors are not corrected (docs/weak-form.md)." if self.weak_velocity_errors else
+                "Measurement errors: not corrected by the weak form (position errors never are); velocity errors "
+                "bias its moments by about (σ_err/σ_v)² (errors.correct = true with the catalog's error columns or "
+                "errors.velocity_error_kms removes that)."
             )
         elif self.cfg["errors"]["correct"] and er_file.is_file():
             lines.append(f"Measurement errors: corrected to leading order — {er_file.read_text().strip()} "
@@ -509,8 +521,9 @@ class Run:
 
         comparison = prior_vs_posterior(post, model, np.asarray(data.sun), seed=self.cfg["seed"])
         comparison.to_csv(out / "prior_vs_posterior.csv", index_label="quantity")
-        d_sun = np.linalg.norm(np.asarray(cat.x) - np.asarray(cat.solar.position), axis=1)
-        text = prior_vs_posterior_markdown(comparison, n_stars=cat.n, extent_kpc=float(d_sun.max()))
+        used = np.asarray(data.x) if self.weak else np.asarray(cat.x)  # the weak form uses the stars in its ball
+        d_sun = np.linalg.norm(used - np.asarray(cat.solar.position), axis=1)
+        text = prior_vs_posterior_markdown(comparison, n_stars=len(used), extent_kpc=float(d_sun.max()))
         (out / "prior_vs_posterior.md").write_text("# Posterior against prior\n\n" + text)
         verdicts = [text.split("\n", 1)[0].replace("**", "")]  # the summary opens with what the data say
         if self.weak:

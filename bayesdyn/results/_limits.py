@@ -90,7 +90,7 @@ def dark_disk_limits(
                 "prior_mass_below_limit": _prior_mass_below(prior, ul * 1e6),
                 "prior_lower_Msun_pc2": prior_lower,
                 "num_divergences": post.info["num_divergences"],
-                "max_r_hat": float(np.nanmax([*diag["r_hat"].values, *member_rhat])),
+                "max_r_hat": _max_finite([*diag["r_hat"].values, *member_rhat]),  # NaN: one chain, no r̂
                 "problems": " | ".join(post.check(warn=False)),
             }
         )
@@ -178,3 +178,10 @@ def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, a
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
+
+
+def _max_finite(values) -> float:
+    """The largest finite value, NaN when there is none (r̂ of a single chain)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else float("nan")
