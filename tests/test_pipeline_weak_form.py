@@ -37,6 +37,7 @@ def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
     assert summary[0].startswith("Weak-form fit: 10000 stars, 30 moments; over-identification test J = ")
     assert any(ln.startswith("CAVEAT: intervals from the weak-form fit") for ln in summary)
     assert not any("was cut before the weak form's ball" in ln for ln in summary)  # the random subset is harmless
+    assert not any("counts the dark disk" in ln for ln in summary)  # this model has none
     post_file = tmp_path / "posterior.nc"
     stamp = post_file.stat().st_mtime_ns
     again = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, progress=False, log=logs.append)
@@ -155,3 +156,4 @@ def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
     summary = (out / "local_dm.txt").read_text()
     assert summary.startswith("Weak-form fit: 8000 stars") and "not corrected by the weak form" in summary
     assert "random subset" in summary  # a cut this stage did not make is named for the reader
+    assert "ρ_DM(⊙) counts the dark disk (dark_disk)" in summary  # the default model's prior-edge bias
