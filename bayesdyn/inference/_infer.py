@@ -286,7 +286,7 @@ def _amplitude_scale(prior) -> float:
 def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
     """``data`` with ``constant_moments`` and ``linear_moments`` when each free parameter of ``model`` is the only
     free one of its component, a scalar, and scales its acceleration (a(λp) = λ a(p) for λ = ½, 2, 3 at 64 of
-    the stars, to 10⁻¹⁰); unchanged otherwise (a free shape parameter, or several in one component)."""
+    the stars, to 10⁻¹⁰); without them otherwise (a free shape parameter, or several in one component)."""
     priors = model.free_parameters()
     owners = [n.split(".", 1)[0] for n in priors]
     plain = data._replace(constant_moments=None, linear_moments=None)
