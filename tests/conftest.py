@@ -46,3 +46,19 @@ def x64():
 
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module.
+
+    Each compiled program holds about three memory mappings, which stay until its cache is cleared; an xdist worker
+    runs about 200 tests and compiles thousands of programs, and near Linux's limit (vm.max_map_count, 65 530 here)
+    a worker crashed in a fresh clone (a segfault reading JAX's compilation cache during
+    test_pipeline_weak_form.py, 2026-12-06; a benchmark loop hit "LLVM compilation error: Cannot allocate memory"
+    the same way). The persistent compilation cache keeps the recompiles after a clear cheap.
+    """
+    yield
+    import jax
+
+    jax.clear_caches()
