@@ -181,8 +181,12 @@ class WeakFormData(NamedTuple):
 
     def mean_moments(self, a: jax.Array) -> jax.Array:
         """ḡ (M,) for model accelerations a (N, 3) at the stars [km/s/kpc]."""
+        return jnp.mean(self.transport, axis=0) + self.acceleration_moments(a)
+
+    def acceleration_moments(self, a: jax.Array) -> jax.Array:
+        """ḡ's acceleration term alone, the mean of W_a ∂Q_c/∂v·a (M,) [km/s/kpc]: linear in a."""
         t = jnp.einsum("nci,ni->nc", self.dq_v, a)
-        return jnp.mean(self.transport, axis=0) + (self.window.T @ t).reshape(-1) / self.x.shape[0]
+        return (self.window.T @ t).reshape(-1) / self.x.shape[0]
 
     def moments(self, a: jax.Array) -> jax.Array:
         """Per-star moments g (N, M) for model accelerations a (N, 3) at the stars [km/s/kpc]."""

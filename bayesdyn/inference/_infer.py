@@ -308,13 +308,11 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
                 return plain
         unit.append((comp.bind({key: p0}).acceleration(data.x), p0))
 
-    def acceleration_part(a):  # ḡ's term a·∇ᵥψ alone (ḡ − mean transport), with no cancellation against it
-        return (data.window.T @ jnp.einsum("nci,ni->nc", data.dq_v, a)).reshape(-1) / data.n_stars
-
     fixed = (data.fixed_acceleration if data.fixed_acceleration is not None
              else _with_fixed_acceleration(model, data).fixed_acceleration)
-    constant = jnp.mean(data.transport, axis=0) + acceleration_part(fixed)
-    linear = jnp.stack([acceleration_part(a) / p0 for a, p0 in unit])
+    constant = data.mean_moments(fixed)
+    # the acceleration term alone: a difference of mean_moments would cancel against the transport term
+    linear = jnp.stack([data.acceleration_moments(a) / p0 for a, p0 in unit])
     return data._replace(constant_moments=constant, linear_moments=linear)
 
 

@@ -392,7 +392,7 @@ class Run:
         from ..dynamics._weak import _ball
 
         hist = list(cat.history)
-        if hist and hist[-1].reason.startswith("random subset of") and "(catalog.max_stars" in hist[-1].reason:
+        if hist and _own_subset(hist[-1].reason):
             cat = Catalog(cat.x, cat.v, solar=cat.solar, meta=dict(cat.meta), history=hist[:-1])
         try:
             center, radius, where = _ball(cat, np.asarray(cat.x, float), "auto")
@@ -411,8 +411,7 @@ class Run:
         own = {int(s_["cuts"]) - 1 for s_ in (cat.meta or {}).get("support_spheres", []) or []
                if s_.get("alone", False)
                and np.linalg.norm(np.asarray(s_["center_kpc"]) - center) + radius <= s_["radius_kpc"] * (1 + 1e-9)}
-        return [h.reason for i, h in enumerate(hist) if i not in own
-                and not (h.reason.startswith("random subset of") and "(catalog.max_stars" in h.reason)]
+        return [h.reason for i, h in enumerate(hist) if i not in own and not _own_subset(h.reason)]
 
     def posterior_key(self) -> str:
         """The posterior's cache key: the inference and model settings and the data it was fitted to."""
@@ -744,6 +743,11 @@ class Run:
         self.log(self.timing_table())
         self.log(f"report folder: {out.resolve()}")
         return out
+
+
+def _own_subset(reason: str) -> bool:
+    """Whether a catalog cut is the catalog stage's random subset (``catalog.max_stars``): position-blind."""
+    return reason.startswith("random subset of") and "(catalog.max_stars" in reason
 
 
 def weak_form_line(weak: dict) -> str:
