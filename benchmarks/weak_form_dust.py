@@ -14,7 +14,11 @@ It prints, per realisation and fit, the relative errors and σ of a_R and a_z at
 the error of the acceleration vector at the cloud centres |Δa|/|a| (mean over the clouds), the J test, and
 then the RMS over the realisations. ε here is the truth: this measures the correction, not learning ε.
 
-    python benchmarks/weak_form_dust.py [--realisations 3] [--stars 100000]
+    python benchmarks/weak_form_dust.py [--realisations 3] [--stars 100000] [--learnt]
+
+``--learnt`` adds a fourth fit: the dusted stars with ε learnt from them alone by ``benchmarks/dust_weak.py`` (the
+weak continuity equation; no truth, no flows), and prints that ε's Pearson with the truth (4–5 min more per
+realisation).
 
 About 3 min per realisation on the 2-core Xeon.
 """
@@ -35,6 +39,7 @@ from _machine import machine  # noqa: E402
 from weak_form_disk import closed_form  # noqa: E402
 
 FITS = ("dust-free", "dusted, no correction", "dusted, 1/ε weights")
+LEARNT = "dusted, learnt ε (dust_weak.py)"
 
 
 def main(argv=None):
@@ -47,12 +52,15 @@ def main(argv=None):
     ap.add_argument("--realisations", type=int, default=3)
     ap.add_argument("--stars", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=5000, help="mock seed of the first realisation (then +1, +2, …)")
+    ap.add_argument("--learnt", action="store_true",
+                    help="also fit with ε learnt from the dusted stars by benchmarks/dust_weak.py (no truth used)")
     a = ap.parse_args(argv)
+    fits = FITS + ((LEARNT,) if a.learnt else ())
     t0 = time.time()
     print(f"# machine: {machine()}", flush=True)
     mock = validate.DiskMock()
     model = mock.model()
-    errors = {f: [] for f in FITS}
+    errors = {f: [] for f in fits}
     for r in range(a.realisations):
         with jax.enable_x64(True):
             cat, truth = mock.draw(a.stars, a.seed + r)
@@ -71,7 +79,22 @@ def main(argv=None):
               f"({100 * removed_in:.0f} % of those within one cloud radius of a centre); clouds at "
               f"{np.round(clouds, 2).tolist()} kpc, radii {np.round(dust.radii, 2).tolist()} kpc; "
               f"{int(inside.sum())} stars in the ball", flush=True)
-        for name, c, eff in ((FITS[0], cat, None), (FITS[1], dusty, None), (FITS[2], dusty, dust)):
+        runs = [(FITS[0], cat, None), (FITS[1], dusty, None), (FITS[2], dusty, dust)]
+        if a.learnt:
+            from dust_weak import continuity_weak_efficiency
+
+            x, v = np.asarray(dusty.x, float), np.asarray(dusty.v, float)
+            inb = np.linalg.norm(x - ball[0], axis=1) < ball[1]
+            learnt, linfo = continuity_weak_efficiency(x[inb], v[inb], *ball, log=lambda *q: None)
+            rng = np.random.default_rng(12345)  # volume points as benchmarks/neural_disk.py
+            d = rng.normal(size=(60_000, 3))
+            vol = sun + d / np.linalg.norm(d, axis=1)[:, None] * 1.5 * rng.uniform(size=(60_000, 1)) ** (1 / 3)
+            vol = vol[np.abs(vol[:, 2]) < 0.5]
+            print(f"  learnt ε: Pearson with the true ε over the volume "
+                  f"{np.corrcoef(np.asarray(learnt(vol)), np.asarray(dust.efficiency(vol)))[0, 1]:.3f} "
+                  f"(λ = {linfo['lam']:g} λ_max, {linfo['seconds']:.0f} s)", flush=True)
+            runs.append((LEARNT, dusty, learnt))
+        for name, c, eff in runs:
             data = bd.weak_form_data(c, volume=ball, efficiency=eff)
             acc, cov, info = closed_form(model, data, points)
             sd = np.sqrt(np.diag(cov)).reshape(-1, 3)
@@ -94,15 +117,19 @@ def main(argv=None):
                   + f"; J = {info['J']:.1f} for {info['dof']} dof (p = {info['p_value']:.2g}), {info['n_stars']} stars"
                   + f"  [{time.time() - t0:.0f} s]", flush=True)
     keys = list(errors[FITS[0]][0])
-    print(f"\nRMS over {a.realisations} realisations (relative error, %; ε the true efficiency):\n")
+    print(f"\nRMS over {a.realisations} realisations (relative error, %):\n")
     print("| fit | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
-    for name in FITS:
+    for name in fits:
         print(f"| {name} | " + " | ".join(
             f"{100 * math.sqrt(np.mean([row[k][0] ** 2 for row in errors[name]])):.2f}" for k in keys) + " |")
     ratio = (math.sqrt(np.mean([row["clouds"][0] ** 2 for row in errors[FITS[1]]]))
              / math.sqrt(np.mean([row["clouds"][0] ** 2 for row in errors[FITS[2]]])))
     print(f"\nAcceleration error at the cloud centres, no correction / 1/ε weights: {ratio:.1f}×")
+    if a.learnt:
+        ratio = (math.sqrt(np.mean([row["clouds"][0] ** 2 for row in errors[FITS[1]]]))
+                 / math.sqrt(np.mean([row["clouds"][0] ** 2 for row in errors[LEARNT]])))
+        print(f"Acceleration error at the cloud centres, no correction / learnt ε: {ratio:.1f}×")
     print(f"\n# {time.time() - t0:.0f} s; {machine()}")
 
 
