@@ -99,8 +99,9 @@ def rbf_matrix(points, nodes, sigma, cut=3.0):
 
 
 def continuity_weak_efficiency(x, v, centre, radius, *, scales=((0.3, 0.15), (0.5, 0.25)),
-                               basis=((0.2, 0.15),), min_stars=20, iters=1000, lam_fractions=(0.5, 0.3, 0.2, 0.1, 0.05, 0.02),
-                               relax=(1.0,), debias=False, cv_seed=0, log=print):
+                               basis=((0.2, 0.15),), min_stars=20, iters=1000,
+                               lam_fractions=(0.5, 0.3, 0.2, 0.1, 0.05, 0.02), relax=(1.0,), debias=False, cv_seed=0,
+                               log=print):
     """Learn ε(x) from the weak continuity moments (module docstring) by non-negative least squares.
 
     1/ε(x) = 1 + Σ_k α_k exp(−|x − c_k|²/2σ_k²) with α_k ≥ 0 on grids of nodes c_k (``basis``: (step, σ) pairs) over
@@ -133,7 +134,7 @@ def continuity_weak_efficiency(x, v, centre, radius, *, scales=((0.3, 0.15), (0.
     cv, warm = {}, [None, None]
     for f in lam_fractions:  # 2-fold cross-validation of the L1 weight λ Σα (per half: λ/2, as Q and c halve; each
         held = dict.fromkeys(relax, 0.0)  # fit starts from the last λ's), and of the relaxation: the same fit redone
-        for j in (0, 1):  # on the nodes it made active with the weight r·λ (r = 1: the fit itself; "relaxed lasso")
+        for j in (0, 1):  # on the nodes it made active with the weight r·λ (r = 1: continued at λ; "relaxed lasso")
             warm[j] = _nnls_l1(*systems[j][:2], f * lam_max / 2, iters, start=warm[j])
             for r in relax:
                 al = _relaxed(systems[j], warm[j], r * f * lam_max / 2, iters)
@@ -237,7 +238,7 @@ def main() -> None:
     ap.add_argument("--relax", type=float, nargs="+", default=[1.0],
                     help="relaxed-lasso factors r to choose from with λ (the fit redone on its active nodes with r·λ)")
     ap.add_argument("--debias", action="store_true",
-                    help="cross-validate the held-out loss less its noise (which grows as 1/ε² and favours shallow holes)")
+                    help="cross-validate the held-out loss less its noise (it grows as 1/ε² and favours shallow holes)")
     ap.add_argument("--clean", action="store_true", help="also fit ε on the dust-free stars (the truth is ε = 1)")
     args = ap.parse_args()
 
@@ -270,7 +271,8 @@ def main() -> None:
             e = np.asarray(eff(vol))
             ec = np.asarray(eff(dust.centers))
             print(f"  [{label}] {info['seconds']:.0f} s; {info['nodes']} nodes ({info['active']} active), "
-                  f"{info['moments']} moments; λ = {info['lam']:g} λ_max, r = {info['relax']:g} (cross-validated); loss per moment: "
+                  f"{info['moments']} moments; λ = {info['lam']:g} λ_max, r = {info['relax']:g} (cross-validated); "
+                  "loss per moment: "
                   f"ε = 1 {info['loss_eps1']:.3f}, "
                   f"end {info['loss_end']:.3f}; Pearson(ε, ε_true) over the volume "
                   f"{np.corrcoef(e, e_true)[0, 1] if e.std() > 0 else float('nan'):.3f}; volume median ε "
