@@ -81,14 +81,12 @@ def main(argv=None):
               f"{int(inside.sum())} stars in the ball", flush=True)
         runs = [(FITS[0], cat, None), (FITS[1], dusty, None), (FITS[2], dusty, dust)]
         if a.learnt:
-            from dust_weak import continuity_weak_efficiency
-            from neural_disk import uniform_ball
+            from dust_weak import continuity_weak_efficiency, volume_points
 
             x, v = np.asarray(dusty.x, float), np.asarray(dusty.v, float)
             inb = np.linalg.norm(x - ball[0], axis=1) < ball[1]
             learnt, linfo = continuity_weak_efficiency(x[inb], v[inb], *ball, log=lambda *q: None)
-            vol = uniform_ball(np.random.default_rng(12345), sun, 1.5, 60_000)  # as benchmarks/neural_disk.py
-            vol = vol[np.abs(vol[:, 2]) < 0.5]
+            vol = volume_points(sun)
             print(f"  learnt ε: Pearson with the true ε over the volume "
                   f"{np.corrcoef(np.asarray(learnt(vol)), np.asarray(dust.efficiency(vol)))[0, 1]:.3f} "
                   f"(λ = {linfo['lam']:g} λ_max, {linfo['seconds']:.0f} s)", flush=True)
