@@ -13,6 +13,10 @@ scores are known, and solves the CBE at nodes
    ``bayesdyn.neural.fit_neural_potential(..., selection="efficiency")`` learns ∇log ε
    jointly with Φ when it is unknown — experimental).
 
+With a known ε (a dust map, a selection function) the weak-form fit needs no scores at all:
+``bd.weak_form_data(catalog, volume=ball, efficiency=ε)`` weights each star by 1/ε
+(docs/weak-form.md).
+
 Errors are relative to the Plummer sphere's exact acceleration. ``--tiny`` (or
 BAYESDYN_EXAMPLES_TINY=1) uses 20 000 stars and 16 nodes per group instead of 200 000
 and 64 (seconds instead of tens of seconds). No galpy needed.

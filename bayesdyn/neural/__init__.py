@@ -8,7 +8,8 @@
 * :func:`fit_neural_potential` — fits one network per phase-space-density member
   to the CBE residuals v·s_x + a·s_v of the stars with optax (vmapped over members);
   the ensemble's spread is the uncertainty. Optionally a penalty on negative
-  density and a jointly learnt selection: the efficiency ε(x)
+  density and a jointly learnt selection (experimental: on the 10⁵-star disk mock with flow
+  scores it misses its targets; docs/howto/dust.md): the efficiency ε(x)
   (:class:`NeuralEfficiency`, residual v·(s_x,obs − ∇log ε) + a·s_v) or the true
   tracer density (:class:`NeuralTracerDensity`, velocity-only form).
 * :func:`cbe_model`, :func:`fit_map` — the same residuals as a plain NumPyro model
