@@ -352,3 +352,27 @@ def test_dark_disk_limit_run_warnings_are_reported_not_dropped():
     clean = pd.DataFrame({"max_r_hat": [1.001], "num_divergences": [0], "problems": [""]},
                          index=pd.Index([0.1], name="h_DD_kpc"))
     assert limit_run_caveats(clean, []) == []
+
+
+def test_training_caveat_names_settings_that_differ_from_the_calibrated_flows():
+    """The pipeline's default flows are the calibrated ones (fit_psd's defaults: no CAVEAT); the demo's smaller flows,
+    or any other training, get a CAVEAT that names each setting with its calibrated value."""
+    import inspect
+
+    from bayesdyn.cli import DEMO_OVERRIDES
+    from bayesdyn.pipeline import DEFAULT_CONFIG
+    from bayesdyn.pipeline._stages import CALIBRATED_TRAINING, training_caveat
+    from bayesdyn.psd import fit_psd
+
+    defaults = inspect.signature(fit_psd).parameters
+    assert {k: DEFAULT_CONFIG["psd"][k] for k in CALIBRATED_TRAINING} == {k: defaults[k].default
+                                                                          for k in CALIBRATED_TRAINING}
+    assert training_caveat(DEFAULT_CONFIG["psd"]) is None
+    demo = training_caveat({**DEFAULT_CONFIG["psd"], **DEMO_OVERRIDES["psd"]})
+    assert demo.startswith("CAVEAT: the flows were trained with settings other than those whose coverage was measured")
+    for part in ("psd.n_layers = 6 (calibrated: 8)", "psd.width = 48 (calibrated: 64)",
+                 "psd.max_epochs = 40 (calibrated: 30)", "psd.learning_rate = 0.001 (calibrated: 0.01)"):
+        assert part in demo, demo
+    assert "ensemble" not in demo and "bootstrap" not in demo  # unchanged settings are not named
+    mapped = training_caveat({**DEFAULT_CONFIG["psd"], "axis_map": [3.0, 3.0, 0.0]})
+    assert "psd.axis_map = [3.0, 3.0, 0.0] (calibrated: none)" in mapped, mapped

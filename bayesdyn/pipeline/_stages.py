@@ -500,11 +500,14 @@ class Run:
                              "distance, and biases them; the J test need not see it).")
         elif isinstance(combine, dict):
             lines.append(member_caveat(combine))
+            training = training_caveat(self.cfg["psd"])
+            if training:
+                lines.append(training)
         else:
             lines.append(
                 "CAVEAT: these intervals come from one posterior of the member-mean accelerations "
-                "(combine='mean'), which treats the nodes as independent: measured 6–20× overconfident "
-                "on mocks (docs/calibration)."
+                "(combine='mean'), which treats the nodes as independent: on the calibration's disk and NFW mocks "
+                "the spread of its medians was 7–11× its posterior standard deviation (docs/calibration)."
             )
         er_file = self.folder / "measurement_errors.txt"
         if self.weak:
@@ -784,6 +787,29 @@ def member_caveat(combine: dict) -> str:
     return (f"CAVEAT: intervals combine one posterior per flow member ({design}; Student-t tails); they carry the "
             f"members' disagreement and the least-squares noise, not an error shared by all members (flow bias). "
             f"{calib}. An error shared by all members is not in these intervals.")
+
+
+#: The flow settings of the calibration on mocks (docs/calibration ran fit_psd with its defaults).
+CALIBRATED_TRAINING = ("ensemble", "n_layers", "width", "max_epochs", "patience", "batch_size", "learning_rate",
+                       "bootstrap", "seeds_per_resample", "support_core", "flow", "radial_map")
+
+
+def training_caveat(psd: dict) -> str | None:
+    """The report's CAVEAT when the run's flows were trained with settings other than those of the calibration on mocks
+    (``fit_psd``'s defaults, which the pipeline's defaults equal), or None when they were not."""
+    import inspect
+
+    from ..psd import fit_psd
+
+    calibrated = {k: inspect.signature(fit_psd).parameters[k].default for k in CALIBRATED_TRAINING}
+    differ = [f"{k} = {psd[k]!r} (calibrated: {calibrated[k]!r})" for k in CALIBRATED_TRAINING
+              if k in psd and psd[k] != calibrated[k]]
+    if psd.get("axis_map"):
+        differ.append(f"axis_map = {psd['axis_map']!r} (calibrated: none)")
+    if not differ:
+        return None
+    return ("CAVEAT: the flows were trained with settings other than those whose coverage was measured "
+            f"(psd.{'; psd.'.join(differ)}): the coverage quoted above is not measured for this training.")
 
 
 def limit_run_caveats(table, caught) -> list[str]:
