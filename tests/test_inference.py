@@ -438,6 +438,28 @@ def test_check_judges_each_members_effective_sample_size():
     assert "ν = 1.7 degrees of freedom" in post.to_markdown()
 
 
+def test_stuck_chains_are_not_converged():
+    """Chains that never move (seen: every chain of one flow member's run sitting at a prior's edge) or run off to
+    infinity have no r̂: infer's restart test counts them as unconverged (r̂ = inf, so the member is rerun from starts
+    near the mode) and Posterior.check names them, where both used to skip a parameter without spread."""
+    from bayesdyn.inference._infer import RESTART_RHAT, _max_rhat
+
+    rng = np.random.default_rng(3)
+    moving = rng.normal(1.0, 0.1, size=(4, 500))
+    assert _max_rhat({"a": moving, "b": moving[::-1]}, ["a", "b"]) < RESTART_RHAT
+    stuck = np.full((4, 500), 3e7)
+    run_away = np.full((4, 500), np.inf)
+    assert _max_rhat({"a": moving, "b": stuck}, ["a", "b"]) == np.inf
+    assert _max_rhat({"a": moving, "b": run_away}, ["a", "b"]) == np.inf
+    info = {"diverging": np.zeros((4, 500), bool)}
+    problems = Posterior({"h.m": moving, "dd.s": stuck, "derived.c": np.ones((4, 500))}, info).check(warn=False)
+    assert len(problems) == 1 and "['dd.s'] never move or are not finite" in problems[0], problems
+    assert Posterior({"h.m": moving, "derived.c": np.ones((4, 500))}, info).check(warn=False) == []  # a constant
+    # derived quantity is not a stuck chain
+    with pytest.warns(ConvergenceWarning, match="stuck"):
+        Posterior.from_samples({"h.m": moving, "d.m": run_away}, info)
+
+
 def test_every_potential_parameter_has_a_unit_in_the_tables():
     """Posterior tables label each parameter with its unit: every parameter of every bayesdyn.potentials component
     has an entry (dimensionless ones ""), so a new one cannot silently print without its unit."""

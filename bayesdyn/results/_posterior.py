@@ -118,6 +118,12 @@ class Posterior:
         problems = []
         nchains = next(iter(self.samples.values())).shape[0] if self.samples else 0
         diag = self.diagnostics()
+        stuck = [n for n in self.scalar_names if not n.startswith("derived.")
+                 and (not np.isfinite(self.samples[n]).all() or np.ptp(self.samples[n]) == 0)]
+        if stuck:
+            problems.append(f"the draws of {stuck} never move or are not finite: the chains are stuck (often at a "
+                            "prior's edge); these intervals mean nothing — check the data's errors and the priors, "
+                            "or start the chains near the mode")
         if nchains > 1:
             bad = diag.index[diag["r_hat"] > MAX_RHAT].tolist()
             if bad:
