@@ -95,6 +95,15 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path):
         assert history[key][:stopped_at] == interrupted["history"][key], key
     assert history["val"] == final["history"]["val"]
 
+    # other [psd] settings in the same folder (an edited config, or an upgrade that changed a default): the finished
+    # checkpoint cannot be resumed, so the run sets it aside and trains afresh instead of stopping with an error
+    config.write_text(CONFIG.replace(f"max_epochs = {MAX_EPOCHS}", "max_epochs = 2"))
+    other = subprocess.run(_cmd(config, run_dir), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert "training afresh" in other.stdout + other.stderr, other.stdout
+    assert json.loads((run_dir / "psd_checkpoint.stale" / "checkpoint.json").read_text())["epoch"] == MAX_EPOCHS
+    assert json.loads(ckpt.read_text())["epoch"] == 2
+
 
 # ---------------------------------------------------------------- the pieces, without subprocesses
 def test_sigint_waits_while_a_checkpoint_is_written(monkeypatch):
@@ -374,5 +383,8 @@ def test_training_caveat_names_settings_that_differ_from_the_calibrated_flows():
                  "psd.max_epochs = 40 (calibrated: 30)", "psd.learning_rate = 0.001 (calibrated: 0.01)"):
         assert part in demo, demo
     assert "ensemble" not in demo and "bootstrap" not in demo  # unchanged settings are not named
+    # "auto" seed pairing and the number it resolves to are the same training
+    assert training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 2}) is None
+    assert "psd.seeds_per_resample = 1" in training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 1})
     mapped = training_caveat({**DEFAULT_CONFIG["psd"], "axis_map": [3.0, 3.0, 0.0]})
     assert "psd.axis_map = [3.0, 3.0, 0.0] (calibrated: none)" in mapped, mapped

@@ -170,6 +170,7 @@ def _adam(f, q):
     def step(carry, _):
         q, state, best_q, best_f = carry
         val, g = grad(q)
+        val = jnp.asarray(val, best_f.dtype)  # the carry keeps q's dtype
         g = jnp.where(jnp.isfinite(g), g, 0.0)
         better = jnp.isfinite(val) & (val < best_f)
         best_q, best_f = jnp.where(better, q, best_q), jnp.where(better, val, best_f)

@@ -188,8 +188,8 @@ class Run:
                      if p["seeds_per_resample"] > 1 else "")
             self.log(f"{tag} training {p['ensemble']} member(s){pairs} on {cat.n} stars "
                      f"(checkpoints in {self.folder / (name + '_checkpoint')})")
-            psd = fit_psd(
-                cat,
+            ckpt = self.folder / (name + "_checkpoint")
+            settings = dict(
                 ensemble=p["ensemble"],
                 seed=self.cfg["seed"],
                 n_layers=p["n_layers"],
@@ -204,9 +204,24 @@ class Run:
                 flow=p["flow"],
                 radial_map=p["radial_map"],
                 axis_map=p["axis_map"] or None,
-                checkpoint_dir=self.folder / (name + "_checkpoint"),
+                checkpoint_dir=ckpt,
                 progress=self.progress,
             )
+            try:
+                psd = fit_psd(cat, **settings)
+            except PSDFileError as err:
+                # a checkpoint of another training (other [psd] settings — e.g. an earlier version's defaults —, seed
+                # or catalog) cannot be resumed: set it aside and train afresh
+                if "was written with a different" not in str(err) or not ckpt.is_dir():
+                    raise
+                stale = ckpt.with_name(ckpt.name + ".stale")
+                if stale.exists():
+                    import shutil
+
+                    shutil.rmtree(stale)
+                ckpt.rename(stale)
+                self.log(f"{tag} {err}: moved it to {stale}; training afresh")
+                psd = fit_psd(cat, **settings)
             psd.save(folder)
             self._stamp(name, key)
         self._timed(timing, t0)
@@ -801,9 +816,18 @@ def training_caveat(psd: dict) -> str | None:
 
     from ..psd import fit_psd
 
+    from ..psd._fit import resolve_seeds_per_resample
+
     calibrated = {k: inspect.signature(fit_psd).parameters[k].default for k in CALIBRATED_TRAINING}
+
+    def same(k):  # "auto" seed pairing is compared as the number of seeds it resolves to for this ensemble
+        if k == "seeds_per_resample" and {"ensemble", "bootstrap"} <= set(psd):
+            return (resolve_seeds_per_resample(psd["ensemble"], psd[k], psd["bootstrap"])
+                    == resolve_seeds_per_resample(psd["ensemble"], calibrated[k], psd["bootstrap"]))
+        return psd[k] == calibrated[k]
+
     differ = [f"{k} = {psd[k]!r} (calibrated: {calibrated[k]!r})" for k in CALIBRATED_TRAINING
-              if k in psd and psd[k] != calibrated[k]]
+              if k in psd and not same(k)]
     if psd.get("axis_map"):
         differ.append(f"axis_map = {psd['axis_map']!r} (calibrated: none)")
     if not differ:

@@ -181,7 +181,8 @@ def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, a
 
 
 def _max_finite(values) -> float:
-    """The largest finite value, NaN when there is none (r̂ of a single chain)."""
+    """The largest value that is not NaN (r̂ of a single chain), NaN when there is none; inf (a member whose chains
+    never moved) is kept, so that such a run counts as unconverged."""
     v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
+    v = v[~np.isnan(v)]
     return float(v.max()) if v.size else float("nan")

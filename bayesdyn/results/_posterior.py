@@ -81,6 +81,9 @@ class Posterior:
 
     @classmethod
     def from_samples(cls, samples, info, model=None) -> "Posterior":
+        info = dict(info or {})
+        if model is not None and hasattr(model, "free_parameters"):
+            info.setdefault("free_parameters", list(model.free_parameters()))  # the sites NUTS moved (check)
         post = cls(samples, info)
         post.check(warn=True)
         return post
@@ -118,8 +121,11 @@ class Posterior:
         problems = []
         nchains = next(iter(self.samples.values())).shape[0] if self.samples else 0
         diag = self.diagnostics()
+        # a free parameter whose draws never move, or any non-derived site with non-finite draws (without the model's
+        # free parameters, e.g. a custom NumPyro model's, a constant site may be a deterministic one)
+        free = set(self.info.get("free_parameters") or ())
         stuck = [n for n in self.scalar_names if not n.startswith("derived.")
-                 and (not np.isfinite(self.samples[n]).all() or np.ptp(self.samples[n]) == 0)]
+                 and (not np.isfinite(self.samples[n]).all() or (n in free and np.ptp(self.samples[n]) == 0))]
         if stuck:
             problems.append(f"the draws of {stuck} never move or are not finite: the chains are stuck (often at a "
                             "prior's edge); these intervals mean nothing — check the data's errors and the priors, "
@@ -133,7 +139,9 @@ class Posterior:
         if bad_members:
             problems.append(
                 f"r̂ > {MAX_RHAT} in the posterior of member(s) {bad_members} (max {max(member_rhat):.3f}): "
-                "run longer"
+                + ("run longer" if np.isfinite(max(member_rhat)) else
+                   "a member's chains never moved or ran to infinity even after a restart near the mode; check "
+                   "that member's accelerations and the priors")
             )
         low = diag.index[(diag["ess_bulk"] < MIN_ESS) | (diag["ess_tail"] < MIN_ESS)].tolist()
         if low:
