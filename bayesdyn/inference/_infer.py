@@ -143,13 +143,7 @@ def _mode_starts(model, data, model_kwargs, key, num_chains):
     _, unravel = ravel_pytree(starts[0])
     f = jax.jit(lambda q: potential_fn(unravel(q)))
     flat = [ravel_pytree(z)[0] for z in starts]
-    values = np.array([float(f(q)) for q in flat])
-    best_q, best_f = flat[int(np.nanargmin(values))], np.inf
-    for i in np.argsort(np.where(np.isfinite(values), values, np.inf))[:3]:
-        q, _ = _bfgs(f, _adam(f, flat[i]))
-        fq = float(f(q))
-        if np.isfinite(fq) and fq < best_f:
-            best_q, best_f = q, fq
+    best_q, _ = _lowest_end(f, flat, lambda q: _bfgs(f, _adam(f, q)))
     jitter = START_JITTER * jax.random.normal(keys[8], (num_chains,) + best_q.shape, dtype=best_q.dtype)
     return jax.vmap(unravel)(best_q + jitter)
 
@@ -210,16 +204,23 @@ def _mode_values(model, data, key, start=None):
     flat = [ravel_pytree(z)[0] for z in starts] if start is None else [start]
     if start is None and isinstance(data, WeakFormData) and data.linear_moments is not None:
         flat.append(ravel_pytree(_least_squares_start(model, data, starts[0]))[0])
-    values = np.array([float(f(q)) for q in flat])
-    best_q, best_f, best_converged = flat[int(np.nanargmin(values))], np.inf, False
-    for i in np.argsort(np.where(np.isfinite(values), values, np.inf))[:3]:
-        q, converged = _bfgs(f, flat[i])
-        fq = float(f(q))
-        if np.isfinite(fq) and fq < best_f:
-            best_q, best_f, best_converged = q, fq, converged
+    best_q, best_converged = _lowest_end(f, flat, lambda q: _bfgs(f, q))
     names = set(model.free_parameters())
     return ({k: v for k, v in info.postprocess_fn(data)(unravel(best_q)).items() if k in names}, best_q,
             best_converged)
+
+
+def _lowest_end(f, flat, search):
+    """``search`` (a start → (end point, converged)) from the 3 starts of ``flat`` with the lowest f; the end point
+    with the lowest finite f wins (else the best start, not converged). Returns (point, converged)."""
+    values = np.array([float(f(q)) for q in flat])
+    best_q, best_f, best_converged = flat[int(np.nanargmin(values))], np.inf, False
+    for i in np.argsort(np.where(np.isfinite(values), values, np.inf))[:3]:
+        q, converged = search(flat[i])
+        fq = float(f(q))
+        if np.isfinite(fq) and fq < best_f:
+            best_q, best_f, best_converged = q, fq, converged
+    return best_q, best_converged
 
 
 def _bfgs(f, q):

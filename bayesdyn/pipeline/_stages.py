@@ -166,6 +166,7 @@ class Run:
         """Fit (or reload) flows with the [psd] settings on ``cat``, in ``<run>/<name>`` (stamp ``.<name>.stamp``)."""
         from ..psd import PSDFileError, fit_psd, load_psd
         from ..psd._fit import resolve_seeds_per_resample
+        from ..psd._io import CheckpointMismatchError
 
         # the seed pairing fit_psd will use ("auto" resolved), so that the key says what was trained
         p = {**self.cfg["psd"], "seeds_per_resample": resolve_seeds_per_resample(
@@ -186,9 +187,8 @@ class Run:
         if psd is None:
             pairs = (f" ({p['ensemble'] // p['seeds_per_resample']} bootstrap resamples × {p['seeds_per_resample']} seeds)"
                      if p["seeds_per_resample"] > 1 else "")
-            self.log(f"{tag} training {p['ensemble']} member(s){pairs} on {cat.n} stars "
-                     f"(checkpoints in {self.folder / (name + '_checkpoint')})")
             ckpt = self.folder / (name + "_checkpoint")
+            self.log(f"{tag} training {p['ensemble']} member(s){pairs} on {cat.n} stars (checkpoints in {ckpt})")
             settings = dict(
                 ensemble=p["ensemble"],
                 seed=self.cfg["seed"],
@@ -209,11 +209,9 @@ class Run:
             )
             try:
                 psd = fit_psd(cat, **settings)
-            except PSDFileError as err:
+            except CheckpointMismatchError as err:
                 # a checkpoint of another training (other [psd] settings — e.g. an earlier version's defaults —, seed
                 # or catalog) cannot be resumed: set it aside and train afresh
-                if "was written with a different" not in str(err) or not ckpt.is_dir():
-                    raise
                 stale = ckpt.with_name(ckpt.name + ".stale")
                 if stale.exists():
                     import shutil
@@ -815,7 +813,6 @@ def training_caveat(psd: dict) -> str | None:
     import inspect
 
     from ..psd import fit_psd
-
     from ..psd._fit import resolve_seeds_per_resample
 
     calibrated = {k: inspect.signature(fit_psd).parameters[k].default for k in CALIBRATED_TRAINING}

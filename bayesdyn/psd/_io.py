@@ -30,6 +30,11 @@ class PSDFileError(ValueError):
     """A saved phase-space density or checkpoint is missing, modified or incompatible."""
 
 
+class CheckpointMismatchError(PSDFileError):
+    """A training checkpoint was written by another training (flow, settings, ensemble, seed or data): it cannot be
+    resumed."""
+
+
 def _canonical(header: dict[str, Any]) -> bytes:
     body = {k: v for k, v in header.items() if k != "header_sha256"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()

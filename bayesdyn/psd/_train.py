@@ -28,7 +28,7 @@ import optax
 from jaxtyping import Array
 
 from ._flows import FlowConfig, Member, build_ensemble, flow_log_prob, prng_key
-from ._io import PSDFileError, read_header, read_leaves, write_bundle
+from ._io import CheckpointMismatchError, read_header, read_leaves, write_bundle
 
 __all__ = ["TrainConfig", "train_ensemble", "CHECKPOINT_FORMAT"]
 
@@ -298,7 +298,7 @@ def train_ensemble(
         header = read_header(ckpt, "checkpoint", CHECKPOINT_FORMAT)
         for field in ("flow", "training", "ensemble", "seed", "fingerprint"):
             if header.get(field) != header_base[field]:
-                raise PSDFileError(
+                raise CheckpointMismatchError(
                     f"the checkpoint in {str(ckpt)!r} was written with a different {field!r} "
                     f"({header.get(field)!r} vs now {header_base[field]!r}); pass another "
                     "checkpoint_dir or delete that checkpoint to start afresh"
