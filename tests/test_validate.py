@@ -246,3 +246,20 @@ def test_flow_cache_key_is_stable():
     assert _flow_cache("/c", validate.DiskMock(), 100_000, 0, opts).name == "disk-n100000-s0-875e242843"
     assert "seeds_per_resample" not in _flow_options({"ensemble": 2})  # L = 1 stays out of the key
     assert _flow_cache(None, validate.DiskMock(), 100_000, 0, opts) is None
+
+
+def test_stuck_or_nonfinite_chains_count_as_unconverged():
+    """r̂ is NaN for draws that never move (nanmax would skip it): the realisation must count as unconverged."""
+    from bayesdyn.validate._coverage import _diagnostics, _unconverged
+
+    rng = np.random.default_rng(0)
+    info = {"diverging": np.zeros((2, 200), bool)}
+    moving = rng.normal(size=(2, 200))
+    clean = _diagnostics({"a": moving, "b": rng.normal(size=(2, 200))}, info, ["a", "b"])
+    assert clean["max_r_hat"] < 1.01 and not _unconverged({"diagnostics": clean})
+    for bad in (np.full((2, 200), 3.0), np.where(np.arange(200) < 5, np.nan, moving)):
+        d = _diagnostics({"a": moving, "b": bad}, info, ["a", "b"])
+        assert d["max_r_hat"] == np.inf and _unconverged({"diagnostics": d})
+        assert any("'b'" in p and "never move" in p for p in d["problems"])
+    one_chain = _diagnostics({"a": moving[:1], "b": moving[1:]}, {"diverging": np.zeros((1, 200), bool)}, ["a", "b"])
+    assert np.isnan(one_chain["max_r_hat"]) and not _unconverged({"diagnostics": one_chain})

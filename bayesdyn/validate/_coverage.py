@@ -357,10 +357,14 @@ class _Clock:
 def _diagnostics(samples: dict[str, np.ndarray], info: dict[str, Any], names: list[str]) -> dict[str, Any]:
     from ..results import Posterior
 
-    post = Posterior({k: samples[k] for k in names}, info)
+    post = Posterior({k: samples[k] for k in names}, {**info, "free_parameters": list(names)})
     d = post.diagnostics()
+    # r̂ is NaN for draws that never move and nanmax would skip them: such chains (or non-finite draws) are stuck,
+    # r̂ = ∞, so _unconverged counts the realisation (as bayesdyn.infer restarts such a member); NaN: one chain
+    stuck = any(not np.isfinite(samples[k]).all() or np.ptp(samples[k]) == 0 for k in names)
+    multi = samples[names[0]].shape[0] > 1
     return {
-        "max_r_hat": float(np.nanmax(d["r_hat"])) if samples[names[0]].shape[0] > 1 else float("nan"),
+        "max_r_hat": float("inf") if stuck else float(np.nanmax(d["r_hat"])) if multi else float("nan"),
         "min_ess_bulk": float(np.nanmin(d["ess_bulk"])),
         "min_ess_tail": float(np.nanmin(d["ess_tail"])),
         "divergences": int(np.sum(info["diverging"])),
