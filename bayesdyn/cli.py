@@ -8,6 +8,10 @@
     bayesdyn mock NAME            write a mock catalog with known truth
     bayesdyn catalog FILE         read a Gaia file and summarise it
     bayesdyn config               print the default configuration (TOML)
+
+The pipeline commands (demo, run, fit-psd, infer, report) also take ``--output``, ``--seed``, ``--quiet`` and
+``--likelihood nodes|weak_form`` (flows → accelerations at nodes, or the weak-form moments of the stars without
+flows; docs/weak-form.md); ``bayesdyn demo --fast`` runs tiny settings that only check the installation.
 """
 
 from __future__ import annotations
