@@ -386,5 +386,10 @@ def test_training_caveat_names_settings_that_differ_from_the_calibrated_flows():
     # "auto" seed pairing and the number it resolves to are the same training
     assert training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 2}) is None
     assert "psd.seeds_per_resample = 1" in training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 1})
+    # a radius given equal to what "auto" chose for the catalog (recorded by fit_psd) is the calibrated training
+    off = {**DEFAULT_CONFIG["psd"], "radial_map": 0.0}
+    assert training_caveat(off, {"radial_map": 0.0, "radial_map_auto": 0.0}) is None
+    for fitted in ({"radial_map": 0.0, "radial_map_auto": 1.0}, None, {"radial_map": 0.0}):  # differs, or unknown
+        assert "psd.radial_map = 0.0 (calibrated: 'auto')" in training_caveat(off, fitted)
     mapped = training_caveat({**DEFAULT_CONFIG["psd"], "axis_map": [3.0, 3.0, 0.0]})
     assert "psd.axis_map = [3.0, 3.0, 0.0] (calibrated: none)" in mapped, mapped

@@ -202,6 +202,7 @@ def test_fit_psd_axis_map(tmp_path):
     psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=3, **{**TINY, "radial_map": "auto"}, axis_map=(0, 0, 1))
     assert psd.info["axis_map"] == [0.0, 0.0, 1.0]
     assert psd.info["radial_map"] == 0.0 and psd.info["radial_map_rule"] == "off: axis_map given"
+    assert psd.info["radial_map_auto"] == 0.0
     assert "asinh(·/s_i) per axis (s = [0.0, 0.0, 1.0])" in psd.summary()
     # ∫ n dx = N by importance sampling from a broad Gaussian
     m = 40_000
@@ -549,6 +550,8 @@ def test_scores_recovered_and_jacobian_needed(data, psd):
 
     plain = fit_psd(cat, ensemble=2, seed=0, max_epochs=25, learning_rate=3e-3, **{**TINY, "radial_map": 0})
     assert score_errors(plain, x, v, sx, sv)["x"] > 0.3  # measured 0.37: heavy tails need the map
+    # the radius "auto" would have chosen is recorded beside the one given (the pipeline's training CAVEAT reads it)
+    assert (plain.info["radial_map"], plain.info["radial_map_auto"]) == (0.0, 1.0)
 
 
 def test_bad_input():

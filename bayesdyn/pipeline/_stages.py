@@ -224,6 +224,8 @@ class Run:
             self._stamp(name, key)
         self._timed(timing, t0)
         self.log(psd.summary())
+        if name == "psd":
+            self.psd_info = psd.info  # the report's training CAVEAT reads what "auto" settings resolved to
         return psd
 
     def _read_stamp(self, name: str) -> str:
@@ -513,7 +515,7 @@ class Run:
                              "distance, and biases them; the J test need not see it).")
         elif isinstance(combine, dict):
             lines.append(member_caveat(combine))
-            training = training_caveat(self.cfg["psd"])
+            training = training_caveat(self.cfg["psd"], getattr(self, "psd_info", None))
             if training:
                 lines.append(training)
         else:
@@ -807,9 +809,12 @@ CALIBRATED_TRAINING = ("ensemble", "n_layers", "width", "max_epochs", "patience"
                        "bootstrap", "seeds_per_resample", "support_core", "flow", "radial_map")
 
 
-def training_caveat(psd: dict) -> str | None:
+def training_caveat(psd: dict, fitted: dict | None = None) -> str | None:
     """The report's CAVEAT when the run's flows were trained with settings other than those of the calibration on mocks
-    (``fit_psd``'s defaults, which the pipeline's defaults equal), or None when they were not."""
+    (``fit_psd``'s defaults, which the pipeline's defaults equal), or None when they were not.
+
+    ``fitted`` is the trained flows' ``info``: a ``radial_map`` given equal to what ``"auto"`` chose for this catalog
+    (``info["radial_map_auto"]``, e.g. 0 for a disk) is not a difference; without it, any radius given is one."""
     import inspect
 
     from ..psd import fit_psd
@@ -821,6 +826,8 @@ def training_caveat(psd: dict) -> str | None:
         if k == "seeds_per_resample" and {"ensemble", "bootstrap"} <= set(psd):
             return (resolve_seeds_per_resample(psd["ensemble"], psd[k], psd["bootstrap"])
                     == resolve_seeds_per_resample(psd["ensemble"], calibrated[k], psd["bootstrap"]))
+        if k == "radial_map" and calibrated[k] == "auto" and fitted and "radial_map_auto" in fitted:
+            return psd[k] == "auto" or float(fitted["radial_map"]) == float(fitted["radial_map_auto"])
         return psd[k] == calibrated[k]
 
     differ = [f"{k} = {psd[k]!r} (calibrated: {calibrated[k]!r})" for k in CALIBRATED_TRAINING

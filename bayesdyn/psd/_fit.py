@@ -596,6 +596,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "seed": int(seed),
         "radial_map": radius,
         "radial_map_rule": radius_rule,
+        # what "auto" would choose here, so that a report can tell a radius given equal to it from one that differs
+        "radial_map_auto": 0.0 if axes.any() else _radius("auto", zc)[0],
         "axis_map": axes.tolist(),
         "support_center_kpc": [float(c) for c in s_center],
         "support_radius_kpc": float(s_radius),
