@@ -363,3 +363,39 @@ def test_least_squares_start_is_finite_for_unbounded_and_bounded_priors(plummer_
             value = float(dist.transforms.biject_to(prior.support)(z["halo.mass"]))
         assert np.all(np.isfinite(ravel_pytree(z)[0])), (prior, z)
         assert math.isclose(value, info["mode"]["halo.mass"], rel_tol=0.05), (prior, value, info["mode"])
+
+
+def test_mode_search_with_shape_parameters_free_reaches_the_mode_not_a_prior_corner():
+    """Without linear moments (a scale radius or a shape free) there is no least-squares start: plain BFGS from prior
+    draws ended at a different corner of the priors from 3 of 4 seeds on this realisation (objective 24–50 against
+    19.85 at the mode); Adam's bounded steps first reach the mode from all four (measured 2026-12-06)."""
+    import copy
+
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    from bayesdyn import validate
+    from bayesdyn.inference import _infer
+    from bayesdyn.pipeline import DEFAULT_CONFIG, build_model
+
+    cfg = copy.deepcopy(DEFAULT_CONFIG["model"])
+    cfg["halo"]["scale_radius"] = {"prior": "LogUniform", "low": 2.0, "high": 60.0}
+    cfg["disk"]["a"] = {"prior": "Uniform", "low": 1.0, "high": 6.0}
+    cfg["disk"]["b"] = {"prior": "LogUniform", "low": 0.05, "high": 1.0}
+    model = build_model(cfg)
+    with jax.enable_x64(True):
+        cat, _ = validate.DiskMock().draw(20_000, 821328063)  # the league's realisation 0 (validate's seeds)
+        data = _infer._to_float64(bd.weak_form_data(cat))
+        data = _infer._with_linear_moments(model, _infer._with_fixed_acceleration(model, data))
+        assert data.linear_moments is None
+        values, q, _ = _infer._mode_values(model, data, jax.random.PRNGKey(0))
+        # the objective at the mode is below its value at the truth (Σ_DD ≈ 0; the mock has no dark disk)
+        truth = {"dark_disk.surface_density": 1e3, "disk.a": 3.0, "disk.b": 0.28, "disk.mass": 6.82e10,
+                 "halo.scale_density": 8.487e6, "halo.scale_radius": 16.0}
+        qt, unravel = ravel_pytree(unconstrain_fn(model, (data,), {}, {k: jnp.asarray(v) for k, v in truth.items()}))
+        info = _infer.initialize_model(jax.random.PRNGKey(0), model, model_args=(data,), dynamic_args=True)
+        objective = info.potential_fn(data)
+        assert float(objective(unravel(q))) < float(objective(unravel(qt))), (values, float(objective(unravel(q))))
+    # and away from every prior's edge: near the truth in the shapes (measured a 2.85, b 0.272, r_s 15.0 kpc)
+    assert 2.5 < float(values["disk.a"]) < 3.5 and 0.2 < float(values["disk.b"]) < 0.35, values
+    assert 10.0 < float(values["halo.scale_radius"]) < 25.0, values

@@ -187,7 +187,10 @@ def _mode_values(model, data, key, start=None):
     whether BFGS converged). From ``start`` (an unconstrained point), or else from 8 prior draws and, for weak-form
     data with linear moments, the moments' least-squares solution: BFGS runs from the 3 best of them by objective
     and the lowest end point wins (one start could end at a corner of the priors: a bounded parameter's
-    unconstrained coordinate runs off to infinity, where the objective's gradient vanishes)."""
+    unconstrained coordinate runs off to infinity, where the objective's gradient vanishes). Without linear
+    moments (a scale radius or a shape free) BFGS first takes Adam's bounded steps (as :func:`_mode_starts`): plain
+    BFGS from prior draws ended at a different prior corner from each of 4 seeds, its objective 27–165 against 20.9
+    at the mode, on a disk mock with the halo's scale radius and the disk's a and b free (2026-12-06)."""
     from jax.flatten_util import ravel_pytree
 
     keys = jax.random.split(key, 8 if start is None else 1)
@@ -202,9 +205,11 @@ def _mode_values(model, data, key, start=None):
         return objective(q, data)
 
     flat = [ravel_pytree(z)[0] for z in starts] if start is None else [start]
-    if start is None and isinstance(data, WeakFormData) and data.linear_moments is not None:
+    linear = isinstance(data, WeakFormData) and data.linear_moments is not None
+    if start is None and linear:
         flat.append(ravel_pytree(_least_squares_start(model, data, starts[0]))[0])
-    best_q, best_converged = _lowest_end(f, flat, lambda q: _bfgs(f, q))
+    search = (lambda q: _bfgs(f, q)) if start is not None or linear else (lambda q: _bfgs(f, _adam(f, q)))
+    best_q, best_converged = _lowest_end(f, flat, search)
     names = set(model.free_parameters())
     return ({k: v for k, v in info.postprocess_fn(data)(unravel(best_q)).items() if k in names}, best_q,
             best_converged)
