@@ -367,8 +367,9 @@ def test_least_squares_start_is_finite_for_unbounded_and_bounded_priors(plummer_
 
 def test_mode_search_with_shape_parameters_free_reaches_the_mode_not_a_prior_corner():
     """Without linear moments (a scale radius or a shape free) there is no least-squares start: plain BFGS from prior
-    draws ended at a different corner of the priors from 3 of 4 seeds on this realisation (objective 24–50 against
-    19.85 at the mode); Adam's bounded steps first reach the mode from all four (measured 2026-12-06)."""
+    draws ended at corners of the priors (with 10⁴ stars of this realisation, from seed 0: every shape at a prior's
+    edge, objective 543 against 20.7 at the mode; with 2 × 10⁴, from 3 of 4 seeds); Adam's bounded steps first reach
+    the mode (measured 2026-12-06)."""
     import copy
 
     from jax.flatten_util import ravel_pytree
@@ -384,7 +385,7 @@ def test_mode_search_with_shape_parameters_free_reaches_the_mode_not_a_prior_cor
     cfg["disk"]["b"] = {"prior": "LogUniform", "low": 0.05, "high": 1.0}
     model = build_model(cfg)
     with jax.enable_x64(True):
-        cat, _ = validate.DiskMock().draw(20_000, 821328063)  # the league's realisation 0 (validate's seeds)
+        cat, _ = validate.DiskMock().draw(10_000, 821328063)  # the league's realisation 0 (validate's seeds)
         data = _infer._to_float64(bd.weak_form_data(cat))
         data = _infer._with_linear_moments(model, _infer._with_fixed_acceleration(model, data))
         assert data.linear_moments is None
@@ -396,6 +397,6 @@ def test_mode_search_with_shape_parameters_free_reaches_the_mode_not_a_prior_cor
         info = _infer.initialize_model(jax.random.PRNGKey(0), model, model_args=(data,), dynamic_args=True)
         objective = info.potential_fn(data)
         assert float(objective(unravel(q))) < float(objective(unravel(qt))), (values, float(objective(unravel(q))))
-    # and away from every prior's edge: near the truth in the shapes (measured a 2.85, b 0.272, r_s 15.0 kpc)
-    assert 2.5 < float(values["disk.a"]) < 3.5 and 0.2 < float(values["disk.b"]) < 0.35, values
+    # and away from every prior's edge, near the truth in the shapes (measured a 3.47, b 0.338, r_s 15.8 kpc)
+    assert 2.5 < float(values["disk.a"]) < 4.0 and 0.2 < float(values["disk.b"]) < 0.45, values
     assert 10.0 < float(values["halo.scale_radius"]) < 25.0, values
