@@ -20,6 +20,10 @@ it must fail:
     python benchmarks/calibration.py --mock nfw --method exact --likelihood floor:0.05 --noise \\
         --realisations 30 --n-stars 20000 --n-velocities 64 --out docs/calibration/nfw-exact-noise
 
+``--mock gaia-challenge`` runs one realisation of each Gaia Challenge file, except for a control with
+``--noise``, which draws ``--realisations`` of the noise and the nodes (the suite's ``gaia-challenge-truth-noise``:
+10, with 1500 warm-up steps and target_accept 0.9, settings the command line cannot give).
+
 Suites, and the index page (docs/calibration/index.md) rebuilt from every run folder:
 
     python benchmarks/calibration.py --suite quick   # CI: R = 3, small N, < 3 min

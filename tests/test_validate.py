@@ -250,7 +250,7 @@ def test_flow_cache_key_is_stable():
 
 def test_stuck_or_nonfinite_chains_count_as_unconverged():
     """r̂ is NaN for draws that never move (nanmax would skip it): the realisation must count as unconverged."""
-    from bayesdyn.validate._coverage import _diagnostics, _unconverged
+    from bayesdyn.validate._coverage import _diagnostics, _max_rhat, _unconverged
 
     rng = np.random.default_rng(0)
     info = {"diverging": np.zeros((2, 200), bool)}
@@ -263,3 +263,12 @@ def test_stuck_or_nonfinite_chains_count_as_unconverged():
         assert any("'b'" in p and "never move" in p for p in d["problems"])
     one_chain = _diagnostics({"a": moving[:1], "b": moving[1:]}, {"diverging": np.zeros((1, 200), bool)}, ["a", "b"])
     assert np.isnan(one_chain["max_r_hat"]) and not _unconverged({"diagnostics": one_chain})
+    # one-chain members combined: a stuck one after a moving one is still seen (max(nan, inf) would be nan)
+    stuck_one = _diagnostics({"a": moving[:1], "b": np.full((1, 200), 3.0)}, {"diverging": np.zeros((1, 200), bool)},
+                             ["a", "b"])
+    assert _max_rhat([one_chain["max_r_hat"], stuck_one["max_r_hat"]]) == np.inf
+    assert np.isnan(_max_rhat([np.nan, np.nan])) and _max_rhat([np.nan, 1.02, 1.001]) == 1.02
+    # one element of an array-valued parameter that never moves
+    nodes = rng.normal(size=(2, 200, 3))
+    nodes[:, :, 1] = 0.5
+    assert _diagnostics({"a": moving, "n": nodes}, info, ["a", "n"])["max_r_hat"] == np.inf

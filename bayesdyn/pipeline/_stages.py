@@ -106,6 +106,7 @@ class Run:
         self.truth = None
         self.weak_cuts: list[str] = []  # cuts before the weak form's ball (set by weak_form)
         self.weak_velocity_errors = False  # whether weak_form removed the velocity errors' bias
+        self.psd_info: dict | None = None  # the flows' info (set by the psd stage), read by the training CAVEAT
 
     # ---------------------------------------------------------------- helpers
     def _cached(self, name: str, key: str) -> bool:
@@ -515,7 +516,7 @@ class Run:
                              "distance, and biases them; the J test need not see it).")
         elif isinstance(combine, dict):
             lines.append(member_caveat(combine))
-            training = training_caveat(self.cfg["psd"], getattr(self, "psd_info", None))
+            training = training_caveat(self.cfg["psd"], self.psd_info)
             if training:
                 lines.append(training)
         else:
@@ -814,7 +815,8 @@ def training_caveat(psd: dict, fitted: dict | None = None) -> str | None:
     (``fit_psd``'s defaults, which the pipeline's defaults equal), or None when they were not.
 
     ``fitted`` is the trained flows' ``info``: a ``radial_map`` given equal to what ``"auto"`` chose for this catalog
-    (``info["radial_map_auto"]``, e.g. 0 for a disk) is not a difference; without it, any radius given is one."""
+    (``info["radial_map_auto"]``: 1.0 on the disk mock, whose r₉₉/r₅₀ is 3.1; 0 for light tails or with an
+    ``axis_map``) is not a difference; without that record (older flows), any radius given is one."""
     import inspect
 
     from ..psd import fit_psd

@@ -315,7 +315,7 @@ def _markdown(res: CoverageResult) -> str:
         lines.append("")
     diag = [r.get("diagnostics", {}) for r in res.records if "rows" in r]
     if diag:
-        rh = max(d.get("max_r_hat", float("nan")) for d in diag)
+        rh = _max_rhat([d.get("max_r_hat", float("nan")) for d in diag])
         ess = min(d.get("min_ess_bulk", float("nan")) for d in diag)
         ndiv = sum(d.get("divergences", 0) for d in diag)
         bad = sum(1 for r in res.records if _unconverged(r))
@@ -361,7 +361,8 @@ def _diagnostics(samples: dict[str, np.ndarray], info: dict[str, Any], names: li
     d = post.diagnostics()
     # r̂ is NaN for draws that never move and nanmax would skip them: such chains (or non-finite draws) are stuck,
     # r̂ = ∞, so _unconverged counts the realisation (as bayesdyn.infer restarts such a member); NaN: one chain
-    stuck = any(not np.isfinite(samples[k]).all() or np.ptp(samples[k]) == 0 for k in names)
+    stuck = any(not np.isfinite(samples[k]).all()  # or an element of a parameter that never moves
+                or (np.ptp(samples[k].reshape(-1, *samples[k].shape[2:]), axis=0) == 0).any() for k in names)
     multi = samples[names[0]].shape[0] > 1
     return {
         "max_r_hat": float("inf") if stuck else float(np.nanmax(d["r_hat"])) if multi else float("nan"),
@@ -687,6 +688,13 @@ def _compiled(mock: CalibrationMock, qs: dict, nuts_options: dict):
     return model, _RUNNERS[rkey], _EVALUATORS[ekey]
 
 
+def _max_rhat(values: list[float]) -> float:
+    """The largest r̂: ∞ if any is ∞ (stuck draws), NaN only if all are NaN (one chain each); Python's max would keep
+    a NaN that comes first (one-chain members, one of them stuck)."""
+    v = np.asarray(values, float)
+    return float("inf") if np.isinf(v).any() else float(np.nanmax(v)) if np.isfinite(v).any() else float("nan")
+
+
 def _unconverged(rec: dict[str, Any]) -> bool:
     d = rec.get("diagnostics")
     return bool(d) and (d.get("max_r_hat", 1.0) > 1.01 or d.get("divergences", 0) > 0)
@@ -782,7 +790,7 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
             for name, q in run.quantities.items()
         ]
     rec["diagnostics"] = {
-        "max_r_hat": max(d["max_r_hat"] for d in diags),
+        "max_r_hat": _max_rhat([d["max_r_hat"] for d in diags]),
         "min_ess_bulk": min(d["min_ess_bulk"] for d in diags),
         "min_ess_tail": min(d["min_ess_tail"] for d in diags),
         "divergences": sum(d["divergences"] for d in diags),
