@@ -28,6 +28,17 @@ TRUTH = {"dark_disk.surface_density": 1e3, "disk.a": 3.0, "disk.b": 0.28, "disk.
          "halo.scale_density": 8.487e6, "halo.scale_radius": 16.0}
 
 
+def shape_model():
+    """The pipeline's default model with the halo's r_s and the disk's a and b free (no linear moments)."""
+    from bayesdyn.pipeline import DEFAULT_CONFIG, build_model
+
+    cfg = copy.deepcopy(DEFAULT_CONFIG["model"])
+    cfg["halo"]["scale_radius"] = {"prior": "LogUniform", "low": 2.0, "high": 60.0}
+    cfg["disk"]["a"] = {"prior": "Uniform", "low": 1.0, "high": 6.0}
+    cfg["disk"]["b"] = {"prior": "LogUniform", "low": 0.05, "high": 1.0}
+    return build_model(cfg)
+
+
 def main(argv=None):
     import jax
     import jax.numpy as jnp
@@ -37,7 +48,6 @@ def main(argv=None):
     import bayesdyn as bd
     from bayesdyn import validate
     from bayesdyn.inference import _infer
-    from bayesdyn.pipeline import DEFAULT_CONFIG, build_model
     from bayesdyn.validate._coverage import _seeds
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -45,11 +55,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=4)
     a = ap.parse_args(argv)
     m0 = machine()
-    cfg = copy.deepcopy(DEFAULT_CONFIG["model"])
-    cfg["halo"]["scale_radius"] = {"prior": "LogUniform", "low": 2.0, "high": 60.0}
-    cfg["disk"]["a"] = {"prior": "Uniform", "low": 1.0, "high": 6.0}
-    cfg["disk"]["b"] = {"prior": "LogUniform", "low": 0.05, "high": 1.0}
-    model = build_model(cfg)
+    model = shape_model()
     with jax.enable_x64(True):
         cat, _ = validate.DiskMock().draw(a.n_stars, _seeds(0, 0)["mock"])
         data = _infer._to_float64(bd.weak_form_data(cat))

@@ -370,20 +370,15 @@ def test_mode_search_with_shape_parameters_free_reaches_the_mode_not_a_prior_cor
     draws ended at corners of the priors (with 10⁴ stars of this realisation, from seed 0: every shape at a prior's
     edge, objective 543 against 20.7 at the mode; with 2 × 10⁴, from 3 of 4 seeds); Adam's bounded steps first reach
     the mode (measured 2026-12-06)."""
-    import copy
-
+    from benchmark_modules import load_benchmark
     from jax.flatten_util import ravel_pytree
     from numpyro.infer.util import unconstrain_fn
 
     from bayesdyn import validate
     from bayesdyn.inference import _infer
-    from bayesdyn.pipeline import DEFAULT_CONFIG, build_model
 
-    cfg = copy.deepcopy(DEFAULT_CONFIG["model"])
-    cfg["halo"]["scale_radius"] = {"prior": "LogUniform", "low": 2.0, "high": 60.0}
-    cfg["disk"]["a"] = {"prior": "Uniform", "low": 1.0, "high": 6.0}
-    cfg["disk"]["b"] = {"prior": "LogUniform", "low": 0.05, "high": 1.0}
-    model = build_model(cfg)
+    bench = load_benchmark("weak_form_mode_search")  # benchmarks/weak_form_mode_search.py: the model and its truth
+    model = bench.shape_model()
     with jax.enable_x64(True):
         cat, _ = validate.DiskMock().draw(10_000, 821328063)  # the league's realisation 0 (validate's seeds)
         data = _infer._to_float64(bd.weak_form_data(cat))
@@ -391,9 +386,8 @@ def test_mode_search_with_shape_parameters_free_reaches_the_mode_not_a_prior_cor
         assert data.linear_moments is None
         values, q, _ = _infer._mode_values(model, data, jax.random.PRNGKey(0))
         # the objective at the mode is below its value at the truth (Σ_DD ≈ 0; the mock has no dark disk)
-        truth = {"dark_disk.surface_density": 1e3, "disk.a": 3.0, "disk.b": 0.28, "disk.mass": 6.82e10,
-                 "halo.scale_density": 8.487e6, "halo.scale_radius": 16.0}
-        qt, unravel = ravel_pytree(unconstrain_fn(model, (data,), {}, {k: jnp.asarray(v) for k, v in truth.items()}))
+        truth = {k: jnp.asarray(v) for k, v in bench.TRUTH.items()}
+        qt, unravel = ravel_pytree(unconstrain_fn(model, (data,), {}, truth))
         info = _infer.initialize_model(jax.random.PRNGKey(0), model, model_args=(data,), dynamic_args=True)
         objective = info.potential_fn(data)
         assert float(objective(unravel(q))) < float(objective(unravel(qt))), (values, float(objective(unravel(q))))
