@@ -101,10 +101,12 @@ def _max_rhat(samples, names) -> float:
     or never move (every chain stuck at one point — seen at a prior's edge — has no r̂ but is not converged)."""
     import arviz as az
 
+    from ..results._posterior import stuck_draws
+
     vals = []
     for n in names:
         x = np.asarray(samples[n])
-        if not np.isfinite(x).all() or np.ptp(x) == 0:
+        if stuck_draws(x):
             return float("inf")
         vals.append(float(az.rhat(x)))
     return max(vals) if vals else 1.0

@@ -65,6 +65,13 @@ def _unit_of(name: str) -> str:
     return _PARAM_UNITS.get(name.split(".")[-1], "")
 
 
+def stuck_draws(x) -> bool:
+    """Whether draws (chains, draws, ...) are not all finite or have an element that never moves: chains stuck at
+    one point (seen at a prior's edge) have no r̂ (NaN) but have not converged."""
+    x = np.asarray(x)
+    return not np.isfinite(x).all() or bool((np.ptp(x.reshape(-1, *x.shape[2:]), axis=0) == 0).any())
+
+
 class Posterior:
     """Draws from a potential model's posterior, with the usual reductions.
 

@@ -356,13 +356,13 @@ class _Clock:
 
 def _diagnostics(samples: dict[str, np.ndarray], info: dict[str, Any], names: list[str]) -> dict[str, Any]:
     from ..results import Posterior
+    from ..results._posterior import stuck_draws
 
     post = Posterior({k: samples[k] for k in names}, {**info, "free_parameters": list(names)})
     d = post.diagnostics()
     # r̂ is NaN for draws that never move and nanmax would skip them: such chains (or non-finite draws) are stuck,
     # r̂ = ∞, so _unconverged counts the realisation (as bayesdyn.infer restarts such a member); NaN: one chain
-    stuck = any(not np.isfinite(samples[k]).all()  # or an element of a parameter that never moves
-                or (np.ptp(samples[k].reshape(-1, *samples[k].shape[2:]), axis=0) == 0).any() for k in names)
+    stuck = any(stuck_draws(samples[k]) for k in names)
     multi = samples[names[0]].shape[0] > 1
     return {
         "max_r_hat": float("inf") if stuck else float(np.nanmax(d["r_hat"])) if multi else float("nan"),
