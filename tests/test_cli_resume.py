@@ -2,8 +2,8 @@
 
 The command runs in a subprocess (`python -m bayesdyn.cli fit-psd CONFIG`), receives
 SIGINT once its first checkpoint is on disk, must exit cleanly (status 130, no
-traceback, a message naming the command that continues), and, run again, must finish
-training *from the checkpoint*: the epochs run before the interruption keep the wall
+traceback, a message naming the command that continues), and, run again (in the test's
+own process, through the same ``cli.main``), must finish training *from the checkpoint*: the epochs run before the interruption keep the wall
 times the first process recorded (a restart would re-measure them), and the saved
 flows are the checkpoint's state trained on. That a resumed training is bit-identical
 to an uninterrupted one with the same seed (every epoch is one deterministic jitted
@@ -55,7 +55,7 @@ def _cmd(config: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "bayesdyn.cli", "fit-psd", str(config), "--output", str(out)]
 
 
-def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path):
+def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path, monkeypatch, capsys):
     config = tmp_path / "run.toml"
     config.write_text(CONFIG)
     env = _env()
@@ -80,9 +80,12 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path):
     assert len(interrupted["history"]["seconds"]) == stopped_at
     assert not (run_dir / "psd" / "psd.json").exists()
 
-    # the same command again: continues from the checkpoint and finishes
-    again = subprocess.run(_cmd(config, run_dir), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
+    # the same command again: continues from the checkpoint and finishes. In this process (cli.main, what the
+    # subprocess ran; a fresh interpreter for it and for the next command cost ~10 s of a cold suite)
+    from bayesdyn import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(_cmd(config, run_dir)[3:]) == 0, capsys.readouterr().err
     final = json.loads(ckpt.read_text())
     assert final["epoch"] == MAX_EPOCHS
 
@@ -98,9 +101,10 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path):
     # other [psd] settings in the same folder (an edited config, or an upgrade that changed a default): the finished
     # checkpoint cannot be resumed, so the run sets it aside and trains afresh instead of stopping with an error
     config.write_text(CONFIG.replace(f"max_epochs = {MAX_EPOCHS}", "max_epochs = 2"))
-    other = subprocess.run(_cmd(config, run_dir), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert other.returncode == 0, other.stderr
-    assert "training afresh" in other.stdout + other.stderr, other.stdout
+    capsys.readouterr()
+    assert cli.main(_cmd(config, run_dir)[3:]) == 0
+    other = capsys.readouterr()
+    assert "training afresh" in other.out + other.err, other.out
     assert json.loads((run_dir / "psd_checkpoint.stale" / "checkpoint.json").read_text())["epoch"] == MAX_EPOCHS
     assert json.loads(ckpt.read_text())["epoch"] == 2
 
