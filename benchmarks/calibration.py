@@ -30,6 +30,8 @@ Suites, and the index page (docs/calibration/index.md) rebuilt from every run fo
     python benchmarks/calibration.py --suite full    # the acceptance runs of issue 5 (hours on 2 cores)
     python benchmarks/calibration.py --suite full --only disk   # one run of a suite
     python benchmarks/calibration.py --index         # only rebuild the index's results section
+    python benchmarks/calibration.py --index --regenerate   # ... after rewriting every run folder's tables and
+                                                            # PIT plot from its records (after a change to them)
 
 Every realisation is saved as soon as it is done (``<out>/realisations/rNNNN.json``);
 rerunning the same command resumes. ``--fresh`` starts over. The machine, load
@@ -203,8 +205,10 @@ def _run_block(sj: Path, base: Path) -> str:
     return head + "\n" + "\n".join(rows) + "\n" + img
 
 
-def rebuild_index(index: Path = INDEX) -> None:
-    """Rewrite the results section of the index page from every run folder below it."""
+def rebuild_index(index: Path = INDEX, regenerate: bool = False) -> None:
+    """Rewrite the results section of the index page from every run folder's summary.json below it; ``regenerate``:
+    first rewrite each folder's tables and PIT plot from its realisation records (minutes; only needed after a change
+    to what they hold, else it rewrites every folder's files with nothing new in them)."""
     base = index.parent
     if not index.is_file():
         raise SystemExit(f"{index} not found")
@@ -212,8 +216,9 @@ def rebuild_index(index: Path = INDEX) -> None:
         raise SystemExit(f"{index} lacks the markers {BEGIN} … {END}")
     from bayesdyn.validate import CoverageResult
 
-    for cfg in sorted(base.rglob("config.json")):  # regenerate each run's tables and plot from its records
-        CoverageResult.load(cfg.parent).save(cfg.parent)
+    if regenerate:
+        for cfg in sorted(base.rglob("config.json")):  # each run's tables and plot from its records
+            CoverageResult.load(cfg.parent).save(cfg.parent)
     # read the page only now, after the minutes the plots take: edits made meanwhile are kept
     text = index.read_text()
     def is_quick(path: Path) -> bool:
@@ -262,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--suite", choices=["quick", "full"], help="run a predefined set of runs into docs/calibration/")
     p.add_argument("--only", action="append", help="with --suite: run only this run of the suite (repeatable)")
     p.add_argument("--index", action="store_true", help="rebuild the results section of docs/calibration/index.md")
+    p.add_argument("--regenerate", action="store_true",
+                   help="with --index: first rewrite every run folder's tables and PIT plot from its records")
     p.add_argument("--out", type=Path, help="output folder (default docs/calibration/<mock>)")
     p.add_argument("--method", choices=["flow", "exact", "truth"], default="flow",
                    help="flow: fit flows; exact: the mock's exact scores; truth: its true accelerations at the nodes")
@@ -289,6 +296,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not (a.mock or a.suite or a.index):
         p.error("give --mock, --suite or --index")
+    if a.regenerate and not a.index:
+        p.error("--regenerate goes with --index")
     print(f"machine: {machine()}", flush=True)
     t0, c0 = time.perf_counter(), time.process_time()
     if a.suite:
@@ -309,8 +318,9 @@ def main(argv=None) -> int:
             run_gaia_challenge(out, **kw)
         else:
             run_one(a.mock, out, **kw)
-    if a.index or a.suite:
-        rebuild_index()
+    # a suite run into another folder (CI's --out) leaves the docs' page alone
+    if a.index or (a.suite and (a.out is None or a.out.resolve() == DOCS.resolve())):
+        rebuild_index(regenerate=a.regenerate)
     print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU", flush=True)
     if FAILED:
         print(f"{len(FAILED)} realisation(s) failed:\n  " + "\n  ".join(FAILED), file=sys.stderr, flush=True)
