@@ -363,3 +363,16 @@ def test_weak_form_cache_keys_keep_todays_entries_and_change_with_the_settings(m
     monkeypatch.setattr(league, "WEAK_VERSION", 1)
     monkeypatch.setitem(league.JEANS_DISK_BINS, "sun", (0.3, 0.2))
     assert league.weak_key_extra() == [] and len(wfd.row_key_extra()) == 1
+
+
+def test_weak_form_disk_p_values_come_from_j_not_the_rounded_p():
+    """weak_form_disk.py's p-values: the χ² survival function of the diagnostics line's J (given to 0.1), not its p
+    (given to 0.01, which read 0.04 for J = 41.8 and 28 dof, where p = 0.045, and would count p = 0.049 as 0.05)."""
+    from scipy.stats import chi2
+
+    wfd = load_benchmark("weak_form_disk")
+    line = "J = 41.8 for 28 dof (p = 0.04), 100000 stars; closed form (no NUTS)"
+    assert math.isclose(wfd.p_value(line), chi2.sf(41.8, 28), rel_tol=1e-12)
+    assert 0.044 < wfd.p_value(line) < 0.046
+    with pytest.raises(ValueError, match="J = ... for ... dof"):
+        wfd.p_value("r̂ max 1.002, ESS bulk min 1308")
