@@ -397,3 +397,30 @@ def test_training_caveat_names_settings_that_differ_from_the_calibrated_flows():
         assert "psd.radial_map = 0.0 (calibrated: 'auto')" in training_caveat(off, fitted)
     mapped = training_caveat({**DEFAULT_CONFIG["psd"], "axis_map": [3.0, 3.0, 0.0]})
     assert "psd.axis_map = [3.0, 3.0, 0.0] (calibrated: none)" in mapped, mapped
+
+
+def test_psd_stage_hands_the_flows_info_to_the_training_caveat(tmp_path):
+    """Run.psd keeps the flows' info (Run.psd_info, which the report's training CAVEAT reads), both when it trains
+    and when it reuses the saved flows of an earlier run: the radius "auto" would have chosen survives the save."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.pipeline._stages import training_caveat
+
+    cat, _ = bd.mocks.load_default()
+    keep = np.zeros(cat.n, bool)
+    keep[np.random.default_rng(1).choice(cat.n, 5000, replace=False)] = True
+    cat = cat.select(keep, "random subset")
+    cfg = validate_config({"psd": {"ensemble": 1, "n_layers": 1, "width": 8, "max_epochs": 1, "batch_size": 256,
+                                   "radial_map": 0}})
+    logs = []
+    run = Run(cfg, folder=tmp_path, progress=False, log=logs.append)
+    assert run.psd_info is None
+    trained = run.psd(cat)
+    assert run.psd_info == trained.info and run.psd_info["radial_map"] == 0.0
+    auto = run.psd_info["radial_map_auto"]
+    assert auto > 0  # the disk mock's heavy tail: "auto" would have mapped it (r₉₉/r₅₀ ≈ 3)
+    again = Run(cfg, folder=tmp_path, progress=False, log=logs.append)
+    again.psd(cat)
+    assert any("reusing" in line for line in logs)  # loaded, not trained
+    assert again.psd_info["radial_map_auto"] == auto and again.psd_info["radial_map"] == 0.0
+    assert "psd.radial_map = 0.0 (calibrated: 'auto')" in training_caveat(cfg["psd"], again.psd_info)
