@@ -219,20 +219,24 @@ def _mode_values(model, data, key, start=None):
 
 def _lowest_end(f, flat, search):
     """``search`` (a start → (end point, converged)) from the 3 starts of ``flat`` with the lowest f; the end point
-    with the lowest finite f wins (else the best start, not converged). Returns (point, converged)."""
+    with the lowest finite f wins (else the best start, not converged). Returns (point, converged): converged when
+    a search that converged ended within 10⁻⁶ of the winner's f (the same minimum: on a disk mock the least-squares
+    start's converged end and another start's unconverged one agreed to 6 × 10⁻¹³, the latter 10⁻¹³ lower)."""
     values = np.array([float(f(q)) for q in flat])
-    best_q, best_f, best_converged = flat[int(np.nanargmin(values))], np.inf, False
+    best_q, best_f = flat[int(np.nanargmin(values))], np.inf
+    ends = []
     for i in np.argsort(np.where(np.isfinite(values), values, np.inf))[:3]:
         q, converged = search(flat[i])
         fq = float(f(q))
+        ends.append((fq, converged))
         if np.isfinite(fq) and fq < best_f:
-            best_q, best_f, best_converged = q, fq, converged
-    return best_q, best_converged
+            best_q, best_f = q, fq
+    return best_q, any(c and np.isfinite(fq) and fq - best_f <= 1e-6 for fq, c in ends)
 
 
 def _bfgs(f, q):
     """BFGS from q, restarted up to 3 times (the GMM objective's curvature is N times the moments' precision);
-    returns (end point, converged)."""
+    returns (end point, converged): a restart that gained < 10⁻⁶, or the last run's own gradient test passed."""
     from jax.scipy.optimize import minimize
 
     converged = False
@@ -240,9 +244,10 @@ def _bfgs(f, q):
         res = minimize(f, q, method="BFGS", options={"maxiter": START_ITERATIONS})
         if not (bool(jnp.all(jnp.isfinite(res.x))) and float(res.fun) <= float(f(q))):
             break
-        converged = float(f(q)) - float(res.fun) < 1e-6
+        gain = float(f(q)) - float(res.fun)
         q = res.x
-        if converged:
+        converged = gain < 1e-6 or bool(res.success)
+        if gain < 1e-6:  # (restarts as before the gradient test counted: the same end points)
             break
     return q, converged
 
