@@ -219,7 +219,7 @@ def rebuild_index(index: Path = INDEX, regenerate: bool = False) -> None:
     if regenerate:
         for cfg in sorted(base.rglob("config.json")):  # each run's tables and plot from its records
             CoverageResult.load(cfg.parent).save(cfg.parent)
-    # read the page only now, after the minutes the plots take: edits made meanwhile are kept
+    # read the page only now, after the minutes the plots take with regenerate: edits made meanwhile are kept
     text = index.read_text()
     def is_quick(path: Path) -> bool:
         return path.parent.relative_to(base).parts[0] == "quick"

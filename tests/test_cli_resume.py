@@ -2,10 +2,11 @@
 
 The command runs in a subprocess (`python -m bayesdyn.cli fit-psd CONFIG`), receives
 SIGINT once its first checkpoint is on disk, must exit cleanly (status 130, no
-traceback, a message naming the command that continues), and, run again (in the test's
-own process, through the same ``cli.main``), must finish training *from the checkpoint*: the epochs run before the interruption keep the wall
-times the first process recorded (a restart would re-measure them), and the saved
-flows are the checkpoint's state trained on. That a resumed training is bit-identical
+traceback, a message naming the command that continues), and, run again (in the
+test's own process, through the same ``cli.main``), must finish training *from the
+checkpoint*: the epochs run before the interruption keep the wall times the first
+process recorded (a restart would re-measure them), and the saved flows are the
+checkpoint's state trained on. That a resumed training is bit-identical
 to an uninterrupted one with the same seed (every epoch is one deterministic jitted
 program of (state, seed, epoch) and the checkpoint holds the full float32 state
 exactly) is asserted in-process by
@@ -13,6 +14,8 @@ exactly) is asserted in-process by
 subprocess here, for an uninterrupted reference, cost ~20 s of the suite.
 """
 
+import contextlib
+import faulthandler
 import json
 import os
 import signal
@@ -51,6 +54,23 @@ def _env() -> dict:
     return env
 
 
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """A hung command inside this block prints every thread's stack and ends the process (an xdist worker: the test
+    fails as a crashed worker instead of hanging the suite)."""
+    stream = sys.__stderr__  # the process's own stderr: pytest's capture has no file descriptor
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # nowhere to write the stacks: no limit
+        yield
+        return
+    faulthandler.dump_traceback_later(seconds, exit=True, file=stream)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
 def _cmd(config: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "bayesdyn.cli", "fit-psd", str(config), "--output", str(out)]
 
@@ -85,7 +105,9 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path, m
     from bayesdyn import cli
 
     monkeypatch.chdir(tmp_path)
-    assert cli.main(_cmd(config, run_dir)[3:]) == 0, capsys.readouterr().err
+    with _time_limit(240):  # the subprocesses' limit, kept in-process
+        rc = cli.main(_cmd(config, run_dir)[3:])
+    assert rc == 0, capsys.readouterr().err
     final = json.loads(ckpt.read_text())
     assert final["epoch"] == MAX_EPOCHS
 
@@ -102,7 +124,9 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path, m
     # checkpoint cannot be resumed, so the run sets it aside and trains afresh instead of stopping with an error
     config.write_text(CONFIG.replace(f"max_epochs = {MAX_EPOCHS}", "max_epochs = 2"))
     capsys.readouterr()
-    assert cli.main(_cmd(config, run_dir)[3:]) == 0
+    with _time_limit(240):
+        rc = cli.main(_cmd(config, run_dir)[3:])
+    assert rc == 0
     other = capsys.readouterr()
     assert "training afresh" in other.out + other.err, other.out
     assert json.loads((run_dir / "psd_checkpoint.stale" / "checkpoint.json").read_text())["epoch"] == MAX_EPOCHS
@@ -412,15 +436,16 @@ def test_psd_stage_hands_the_flows_info_to_the_training_caveat(tmp_path):
     cat = cat.select(keep, "random subset")
     cfg = validate_config({"psd": {"ensemble": 1, "n_layers": 1, "width": 8, "max_epochs": 1, "batch_size": 256,
                                    "radial_map": 0}})
-    logs = []
-    run = Run(cfg, folder=tmp_path, progress=False, log=logs.append)
+    run = Run(cfg, folder=tmp_path, progress=False, log=lambda *_: None)
     assert run.psd_info is None
     trained = run.psd(cat)
     assert run.psd_info == trained.info and run.psd_info["radial_map"] == 0.0
     auto = run.psd_info["radial_map_auto"]
     assert auto > 0  # the disk mock's heavy tail: "auto" would have mapped it (r₉₉/r₅₀ ≈ 3)
+    logs = []
     again = Run(cfg, folder=tmp_path, progress=False, log=logs.append)
     again.psd(cat)
     assert any("reusing" in line for line in logs)  # loaded, not trained
+    assert again.psd_info is not None, "the reuse path lost the flows' info"
     assert again.psd_info["radial_map_auto"] == auto and again.psd_info["radial_map"] == 0.0
     assert "psd.radial_map = 0.0 (calibrated: 'auto')" in training_caveat(cfg["psd"], again.psd_info)

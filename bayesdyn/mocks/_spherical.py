@@ -374,8 +374,10 @@ def _eddington_core(halo, tracer, rho, rs, a, gamma, beta, inv_ra2, e_nodes):
     return (near + far) / (math.sqrt(8) * math.pi**2), r_q
 
 
+@functools.lru_cache(maxsize=8)  # one system, many realisations (validate.coverage): build its tables once
 def _log_f_spline(halo, rho, rs, tracer, a, gamma, beta, inv_ra2):
-    """Cubic spline of log f in y on uniform nodes; raises if f ≤ 0 anywhere on them."""
+    """Cubic spline of log f in y on uniform nodes; raises if f ≤ 0 anywhere on them. (y₀, h, coefficients: the
+    cached array is shared, so callers copy it.)"""
     from scipy.interpolate import CubicSpline
 
     smin, smax = min(a, rs), max(a, rs)
@@ -398,8 +400,10 @@ def _log_f_spline(halo, rho, rs, tracer, a, gamma, beta, inv_ra2):
 
 
 # -------------------------------------------------------------------- galpy
+@functools.lru_cache(maxsize=8)  # its sampling tables are built on the first draw and reused: the same draws per seed
 def _galpy_df(halo, rho, rs, tracer, a, gamma, beta, ra):
-    """galpy's DF for the same system in natural units (ro = 8 kpc, vo = 220 km/s)."""
+    """galpy's DF for the same system in natural units (ro = 8 kpc, vo = 220 km/s); cached per system (a second
+    draw of 5000 NFW stars took 0.55 s, 0.05 s with the cache, the same stars for the same seed)."""
     _require_galpy("spherical_tracer")
     from galpy.df import eddingtondf, osipkovmerrittdf
     from galpy.potential import NFWPotential, PlummerPotential, PseudoIsothermalPotential, TwoPowerSphericalPotential
