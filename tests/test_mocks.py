@@ -300,13 +300,19 @@ def test_spherical_invalid_combinations_raise():
 
 
 def test_spherical_seed_reproducible_and_global_rng_untouched():
+    from bayesdyn.mocks import _spherical
+
+    # the first draw builds the DF and its sampling tables, the second reuses them (cached per system)
+    _spherical._galpy_df.cache_clear()
+    _spherical._log_f_spline.cache_clear()
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
     a = spherical_tracer(300, seed=9, halo="cored", tracer="plummer")[0]
     assert_allclose(np.random.get_state()[1], before)
     b = spherical_tracer(300, seed=9, halo="cored", tracer="plummer")[0]
-    assert_allclose(a.x, b.x)
-    assert_allclose(a.v, b.v)
+    assert _spherical._galpy_df.cache_info().hits == 1
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.v, b.v)
 
 
 # ===================================================================== disk
