@@ -16,7 +16,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # the first two flags (tests/conftest.py, 2026-12-03; the suite has grown since). XLA's older fusion
 # emitters and one codegen unit per program compile faster again: 404 s → 314 s for the whole cold
 # suite (745 → 557 CPU-s, 2-core AMD EPYC, 2026-12-06; the tests' numbers were unchanged where
-# checked, e.g. the continuity-ε test's to the last digit). Users' runs keep XLA's defaults.
+# checked, e.g. the continuity-ε test's to the last digit). This VM's speed drifts by ~20 % within
+# an hour; run side by side, the suites before and after that session used 842 and 580 CPU-s.
+# Users' runs keep XLA's defaults.
 _BASE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 _FAST_XLA_FLAGS = _BASE_XLA_FLAGS + " --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
 
