@@ -131,8 +131,7 @@ def _row(r, a, cache, clock):
     jc = spec.jeans(s["n_boot"], seeds["accel"])
     row = {"r": r, "labels": {q.key: q.label for q in qs}, "truth": {q.key: tc[q.key].value for q in qs},
            "weak": {q.key: [wc[q.key].value, wc[q.key].error] for q in qs},
-           "jeans": {q.key: [jc[q.key].value, jc[q.key].error] for q in qs}, "diag": diag,
-           "p_value": p_value(diag)}
+           "jeans": {q.key: [jc[q.key].value, jc[q.key].error] for q in qs}, "diag": diag}  # p: p_value(diag)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row))
@@ -172,7 +171,7 @@ def _table(rows):
         out.append(f"| {rows[0]['labels'][k]} | {100 * math.sqrt(np.mean(e ** 2)):.2f} % ({100 * e.mean():+.2f} %) | "
                    f"{100 * sd.mean():.2f} % | {int(np.sum(abs(e) <= sd))}/{n}, {int(np.sum(abs(e) <= 2 * sd))}/{n} | "
                    f"{100 * rms_j:.2f} % ({100 * np.nanmean(je):+.2f} %) | {mark} |")
-    ps = np.array([p_value(row["diag"]) for row in rows])  # (rows cached before 2026-12-06 hold the 2-decimal p)
+    ps = np.array([p_value(row["diag"]) for row in rows])  # (rows cached before 2026-12-06 also hold a 2-decimal p)
     n_paired = min(int(np.sum(np.isfinite([row["jeans"][k][0] for row in rows]))) for k in keys)
     out += ["", f"{sum(verdict)} of {len(verdict)} ratios ≤ {league.ACCEPTANCE_RATIO:g}"
             + (f" (paired over the {n_paired} realisations where Jeans gave an estimate)" if n_paired < n else "")

@@ -376,8 +376,8 @@ def _eddington_core(halo, tracer, rho, rs, a, gamma, beta, inv_ra2, e_nodes):
 
 @functools.lru_cache(maxsize=8)  # one system, many realisations (validate.coverage): build its tables once
 def _log_f_spline(halo, rho, rs, tracer, a, gamma, beta, inv_ra2):
-    """Cubic spline of log f in y on uniform nodes; raises if f ≤ 0 anywhere on them. (y₀, h, coefficients: the
-    cached array is shared, so callers copy it.)"""
+    """Cubic spline of log f in y on uniform nodes; raises if f ≤ 0 anywhere on them. Returns y₀, h and the
+    coefficients, read-only (the cache shares them between draws)."""
     from scipy.interpolate import CubicSpline
 
     smin, smax = min(a, rs), max(a, rs)
@@ -396,7 +396,9 @@ def _log_f_spline(halo, rho, rs, tracer, a, gamma, beta, inv_ra2):
             "anisotropy_radius"
         )
     spl = CubicSpline(y, log_f, bc_type="not-a-knot")
-    return float(y[0]), float(y[1] - y[0]), np.asarray(spl.c)
+    coef = np.array(spl.c)
+    coef.flags.writeable = False
+    return float(y[0]), float(y[1] - y[0]), coef
 
 
 # -------------------------------------------------------------------- galpy
