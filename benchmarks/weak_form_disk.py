@@ -60,7 +60,8 @@ def closed_form(model, data, points):
         raise ValueError("closed_form handles scalar free parameters only")
     with jax.enable_x64(True):
         def gbar(th):
-            return data.mean_moments(model.total_acceleration(model.bind(dict(zip(names, th))), data.x))
+            bound = model.bind(dict(zip(names, th)))
+            return data.mean_moments(data.field(lambda x: model.total_acceleration(bound, x)))
 
         def acc(th):
             return model.total_acceleration(model.bind(dict(zip(names, th))), jnp.asarray(points)).reshape(-1)

@@ -16,11 +16,13 @@ model, equilibrium and completeness hold) tests the fit.
 The test functions are ψ = (1 − ρ²)² ξ^p (v_j / v₀), with ξ = (x − centre)/radius, ρ = |ξ|,
 ξ^p the monomials of total degree ≤ ``degree_x`` and v_j the Galactocentric velocity
 components (and their products up to ``degree_v``); the window and its gradient vanish on
-the ball's surface, so the stars outside (ψ = 0) and the selection edge drop out exactly.
+the ball's surface, so the stars outside (ψ = 0) and the selection edge drop out exactly. With position errors
+the window is (1 − ρ²)³ (see :func:`_position_error_terms`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -68,8 +70,82 @@ def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int
         return np.asarray(0.5 * jnp.einsum("nicjk,njk->nic", hess, jnp.asarray(cov, jnp.float64)))
 
 
+def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center: np.ndarray, radius: float,
+                          degree_x: int, degree_v: int, window_power: int, chunk: int = 4096
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second-order corrections for Gaussian errors of positions and velocities with covariance C (N, 6, 6).
+
+    For a smooth function h of the star's phase-space point y = (x, v), E[h(y + e)] = h(y) + ½ tr(C ∇²h) + O(C²)
+    over e ~ N(0, C), so h − ½ tr(C ∇²h), evaluated at the observed point, averages to the error-free h to that
+    order (a "corrected score"). Returns, per star:
+
+    - ½ tr(C ∇²T_m) for the transport terms T_m = (v·∇W_a) Q_c (N, M) [km/s/kpc] (all of C: the x–x, x–v and
+      v–v blocks; the last is the exact velocity-error bias of :func:`_error_bias`);
+    - ½ tr(C_xx ∇²W_a) (N, n_a) and C_xx ∇W_a (N, n_a, 3) [kpc], from which
+      :meth:`bayesdyn.inference.WeakFormData.field` corrects the acceleration term W_a a·∂Q_c/∂v (degree_v 1).
+
+    The transport terms hold ∇W_a, so their correction holds third derivatives of the window (1 − ρ²)^k: for
+    k = 2 the second derivative jumps on the ball's surface and the third has a surface delta that a sum over
+    the stars misses, weighted by ⟨v_n v_c⟩ there, which the disk's rotation makes large (on the disk mock a_R(⊙)
+    came out 5–6 % low); k ≥ 3 has none, so :func:`weak_form_data` uses k = 3 with position errors.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    run = _position_error_program(int(degree_x), int(degree_v), int(window_power))
+    y = np.concatenate([np.asarray(x, np.float64), np.asarray(v, np.float64)], axis=1)
+    cov = np.asarray(cov, np.float64)
+    chunk = min(chunk, len(y))
+    with jax.enable_x64(True):
+        c0, r0 = jnp.asarray(center, jnp.float64), jnp.asarray(radius, jnp.float64)
+        parts = []
+        for i in range(0, len(y), chunk):  # fixed-size chunks (the last one padded): one compiled program
+            yi, ci = y[i:i + chunk], cov[i:i + chunk]
+            pad = chunk - len(yi)
+            out = run(jnp.asarray(np.pad(yi, ((0, pad), (0, 0)), mode="edge")),
+                      jnp.asarray(np.pad(ci, ((0, pad), (0, 0), (0, 0)), mode="edge")), c0, r0)
+            parts.append([np.asarray(o)[:len(yi)] for o in out])
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+
+
+@functools.lru_cache(maxsize=8)
+def _position_error_program(degree_x: int, degree_v: int, window_power: int):
+    """The jitted, vmapped per-star body of :func:`_position_error_terms` for these degrees."""
+    import jax
+    import jax.numpy as jnp
+
+    px, pv = _powers(degree_x, 0), _powers(degree_v, 1)
+
+    def one(y, c, center, radius):
+        def window(xx):  # W_a (n_a,)
+            xi = (xx - center) / radius
+            rho2 = jnp.sum(xi * xi)
+            ball = jnp.where(rho2 < 1.0, (1.0 - rho2) ** window_power, 0.0)
+            return ball * jnp.stack([xi[0] ** p[0] * xi[1] ** p[1] * xi[2] ** p[2] for p in px])
+
+        def transport(u):  # (v·∇W_a) Q_c (M,)
+            xx, vv = u[:3], u[3:]
+            w = vv / VELOCITY_UNIT
+            q = jnp.stack([w[0] ** p[0] * w[1] ** p[1] * w[2] ** p[2] for p in pv])
+            return ((jax.jacfwd(window)(xx) @ vv)[:, None] * q[None, :]).reshape(-1)
+
+        # ½ tr(C ∇²h) = ½ Σ_k h''(y; u_k) along u_k = √λ_k e_k (C's eigenvectors; C may be singular)
+        lam, vecs = jnp.linalg.eigh(c)
+        dirs = (vecs * jnp.sqrt(jnp.clip(lam, 0.0))[None, :]).T  # (6, 6): the u_k as rows
+
+        def second(f, point, u):
+            return jax.jvp(lambda p: jax.jvp(f, (p,), (u,))[1], (point,), (u,))[1]
+
+        t_bias = 0.5 * jnp.sum(jax.vmap(lambda u: second(transport, y, u))(dirs), axis=0)
+        curv = 0.5 * jnp.sum(jax.vmap(lambda u: second(window, y[:3], u[:3]))(dirs), axis=0)
+        grad = jax.jacfwd(window)(y[:3]) @ c[:3, :3]
+        return t_bias, curv, grad
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+
+
 def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: float, degree_x: int = 2,
-                      degree_v: int = 1, velocity_covariance: np.ndarray | None = None
+                      degree_v: int = 1, velocity_covariance: np.ndarray | None = None, window_power: int = 2
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per star, the parts of every test function ψ_m = W_a(x) Q_c(v) (m = a·n_c + c).
 
@@ -81,7 +157,9 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
         velocity_covariance: None, or each star's Gaussian velocity-error covariance (N, 3, 3) [(km/s)²]: the
             transport term's expected excess over the error-free one, (∇W_a)_i ½ tr(C ∇ᵥ²(v_i Q_c)), is
             subtracted, so that its average over the errors is the error-free term (exact for degree_v ≤ 2;
-            the acceleration term, linear in v there, needs none). Position errors are not corrected.
+            the acceleration term, linear in v there, needs none). Position errors are corrected by
+            :func:`weak_form_data` (``position_errors``), not here.
+        window_power: k of the window (1 − ρ²)^k (≥ 2: its gradient must vanish on the ball's surface).
 
     Returns:
         (transport, window, dq_v): v·∇ₓψ_m [km/s/kpc] (N, M); the spatial factors W_a (N, n_a); the velocity
@@ -93,8 +171,12 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
     xi = (x - np.asarray(center, float)) / radius
     rho2 = np.sum(xi * xi, axis=1)
     inside = rho2 < 1.0
-    ball = np.where(inside, (1.0 - rho2) ** 2, 0.0)
-    d_ball = np.where(inside, -4.0 * (1.0 - rho2), 0.0)[:, None] * xi  # ∂(1 − ρ²)²/∂ξ
+    k = int(window_power)
+    if k != window_power or k < 2:
+        raise ValueError(f"window_power must be an integer ≥ 2 (the window's gradient must vanish on the ball's "
+                         f"surface), got {window_power}")
+    ball = np.where(inside, (1.0 - rho2) ** k, 0.0)
+    d_ball = np.where(inside, -2.0 * k * (1.0 - rho2) ** (k - 1), 0.0)[:, None] * xi  # ∂(1 − ρ²)^k/∂ξ
     P, dP = _monomials(xi, _powers(degree_x, 0))
     Q, dQ = _monomials(v / VELOCITY_UNIT, _powers(degree_v, 1))
     window = ball[:, None] * P  # W_a (N, n_a)
@@ -201,19 +283,63 @@ def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.
     if cov.shape != (n, 3, 3):
         raise ValueError(f"velocity_errors must be per-star σ (N, 3) [km/s] or covariances (N, 3, 3) [(km/s)²] for "
                          f"the catalog's {n} stars; got shape {cov.shape}")
-    cov = cov[inside]
+    return _checked_covariance(cov[inside], "velocity-error")
+
+
+def _checked_covariance(cov: np.ndarray, what: str) -> np.ndarray:
+    """``cov`` (n, k, k), the stars in the ball's error covariances, after checking them."""
     ok = np.isfinite(cov).all(axis=(1, 2))
     c = np.where(ok[:, None, None], cov, 0.0)
     ok &= np.isclose(c, np.swapaxes(c, 1, 2), rtol=1e-6, atol=1e-9).all(axis=(1, 2))
     ok &= np.linalg.eigvalsh(c).min(axis=1) >= -1e-9 * np.abs(c).max(axis=(1, 2))
     if not ok.all():
-        raise ValueError(f"{int((~ok).sum())} of the {len(cov)} stars in the ball have velocity-error covariances "
+        raise ValueError(f"{int((~ok).sum())} of the {len(cov)} stars in the ball have {what} covariances "
                          "that are not finite, symmetric and positive semi-definite; fix or remove those stars")
     return cov
 
 
+def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors: Any, n: int,
+                            inside: np.ndarray) -> np.ndarray:
+    """The 6 × 6 error covariances of (x [kpc], v [km/s]) of the stars inside the ball (n_in, 6, 6), from
+    ``weak_form_data``'s ``position_errors`` and ``velocity_errors`` (one entry per star of the catalog)."""
+    if isinstance(position_errors, str):
+        if position_errors != "catalog":
+            raise ValueError(f"position_errors={position_errors!r}: pass None, 'catalog', per-star σ (N, 3) [kpc], "
+                             "covariances (N, 3, 3) [kpc²] or phase-space covariances (N, 6, 6) [kpc, km/s]")
+        if not (velocity_errors is None or (isinstance(velocity_errors, str) and velocity_errors == "catalog")):
+            raise ValueError("position_errors='catalog' takes the catalog's whole 6 × 6 covariance, velocities "
+                             "included (with the correlation that a parallax error puts between distance and "
+                             "tangential velocity): leave velocity_errors None or 'catalog', or give both errors "
+                             "as arrays")
+        try:
+            cov = np.asarray(catalog.covariance(), float)
+        except Exception as err:  # CatalogError: no Gaia observables or error columns
+            raise ValueError(f"position_errors='catalog' needs the catalog's Gaia errors: {err}") from None
+        return _checked_covariance(cov[inside], "phase-space error")
+    cxx = np.asarray(position_errors, float)
+    if cxx.shape == (n, 6, 6):  # the whole (x, v) covariance, as Catalog.covariance() gives it
+        if velocity_errors is not None:
+            raise ValueError("position_errors (N, 6, 6) is the whole phase-space covariance, velocities included: "
+                             "leave velocity_errors None")
+        return _checked_covariance(cxx[inside], "phase-space error")
+    if cxx.shape == (n, 3):
+        if not (cxx[inside] >= 0).all():
+            raise ValueError("position_errors: per-star σ must be ≥ 0 [kpc]; some are negative or NaN")
+        cxx = cxx[:, :, None] ** 2 * np.eye(3)
+    if cxx.shape != (n, 3, 3):
+        raise ValueError(f"position_errors must be per-star σ (N, 3) [kpc], covariances (N, 3, 3) [kpc²] or "
+                         f"phase-space covariances (N, 6, 6) [kpc, km/s] for the catalog's {n} stars; got shape "
+                         f"{cxx.shape}")
+    cov = np.zeros((int(inside.sum()), 6, 6))
+    cov[:, :3, :3] = _checked_covariance(cxx[inside], "position-error")
+    if velocity_errors is not None:
+        cov[:, 3:, 3:] = _velocity_covariance(catalog, velocity_errors, n, inside)
+    return cov
+
+
 def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None, velocity_errors: Any = None,
-                   degree_x: int = 2, degree_v: int = 1, min_stars: int = 1000):
+                   position_errors: Any = None, degree_x: int = 2, degree_v: int = 1, min_stars: int = 1000,
+                   window_power: int | None = None):
     """The stars' weak-form CBE moments, for :func:`bayesdyn.infer` with a :class:`~bayesdyn.PotentialModel`.
 
     No flow is fitted: the moments E[v·∇ₓψ_m + a(x)·∇ᵥψ_m] = 0 (module docstring) are averages over the
@@ -231,8 +357,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     the ball are not used (their test functions are 0); ``volume="auto"`` takes a sphere only when it was the
     catalog's last cut and its only shape. Velocity errors bias the moments (by E[C_v ∇W]/v₀ for velocity
     degree 1), of relative size (σ_err/σ_v)²; ``velocity_errors`` removes that bias (exactly, for Gaussian
-    errors). Position errors (and the distance errors that Gaia's tangential velocities share with them) are
-    not corrected (docs/weak-form.md).
+    errors). Position errors bias them by about (σ_x/L)² for structure on scales L (the disk's scale height);
+    ``position_errors`` removes that to second order in the errors, with the correlation that Gaia's parallax
+    errors put between distance and tangential velocity when the catalog's covariance is given
+    (docs/weak-form.md).
 
     Args:
         catalog: a :class:`bayesdyn.Catalog` (or anything with ``x`` (N, 3) [kpc] and ``v`` (N, 3) [km/s]).
@@ -251,11 +379,23 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             ``catalog.covariance()``, from its Gaia error columns), per-star σ (N, 3) [km/s] (independent
             components) or covariances (N, 3, 3) [(km/s)²], one per star of the catalog: each star's expected
             error bias is subtracted from its moments (``degree_v`` ≤ 2).
+        position_errors: None (error-free positions), ``"catalog"`` (the whole 6 × 6 ``catalog.covariance()``
+            from its Gaia error columns: positions, velocities and their correlations; ``velocity_errors`` must
+            then be None or ``"catalog"``), per-star σ (N, 3) [kpc], covariances (N, 3, 3) [kpc²] (combined
+            with ``velocity_errors``, uncorrelated), or phase-space covariances (N, 6, 6) of (x [kpc],
+            v [km/s]) (``velocity_errors`` None). Each star's moments h are replaced by h − ½ tr(C ∇²h) at its
+            observed point, whose average over Gaussian errors is the error-free h up to terms of order C²
+            (and, for the moments' acceleration term, the model's first and second derivatives enter:
+            :meth:`~bayesdyn.inference.WeakFormData.field`). Needs ``degree_v`` = 1. Exact-Plummer tests and
+            the disk mock's figures are in docs/weak-form.md.
         degree_x: highest degree of the spatial monomials (default 2: 10 of them).
         degree_v: highest degree of the velocity monomials (default 1: v_x, v_y, v_z), so M = 30 moments
             by default.
         min_stars: fewer stars in the ball than this is an error (the moments' covariance, M × M, is
             estimated from them).
+        window_power: k of the test functions' window (1 − ρ²)^k; None: 2, or 3 with ``position_errors`` (whose
+            correction needs a window with continuous second derivatives on the ball's surface). Fits with
+            different windows weigh the stars differently, so compare like with like.
 
     Returns:
         :class:`bayesdyn.inference.WeakFormData` (unweighted: :func:`bayesdyn.infer` sets the weights).
@@ -263,7 +403,7 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     Raises:
         ValueError: no ball (or a recorded one that later cuts made incomplete), a ball with too few stars, bad
             degrees, non-finite positions or velocities, an efficiency that is not positive and finite at
-            every star in the ball, or bad velocity errors.
+            every star in the ball, or bad velocity or position errors.
     """
     import jax.numpy as jnp
 
@@ -282,16 +422,34 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     center, radius, where = _ball(catalog, x, volume)
     inside = np.linalg.norm(x - center, axis=1) < radius
     n = int(inside.sum())
-    cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x), inside)
-    transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), int(degree_v),
-                                                velocity_covariance=cov)
-    m = transport.shape[1]
+    m = len(_powers(int(degree_x), 0)) * len(_powers(int(degree_v), 1))
     if n < max(int(min_stars), 10 * m):
         raise ValueError(
             f"only {n} stars lie inside the ball (centre {center.tolist()} kpc, radius {radius:g} kpc) for "
             f"{m} moments; the weak form needs at least max(min_stars={min_stars}, 10 × moments) = "
             f"{max(int(min_stars), 10 * m)}: use a larger ball, more stars, or lower degrees"
         )
+    extra = {}
+    power = (2 if position_errors is None else 3) if window_power is None else window_power
+    if position_errors is None:
+        cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x), inside)
+        transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x),
+                                                    int(degree_v), velocity_covariance=cov, window_power=power)
+    else:
+        if int(degree_v) != 1:
+            raise ValueError(f"position errors are corrected for degree_v = 1 only, got degree_v={degree_v}: use "
+                             "degree_v=1, or drop the position errors")
+        if power < 3:
+            raise ValueError(f"position errors need window_power ≥ 3 (a window with continuous second derivatives: "
+                             f"with {power} the correction misses a term on the ball's surface), got {power}; "
+                             "leave window_power None")
+        cov = _phase_space_covariance(catalog, position_errors, velocity_errors, len(x), inside)
+        transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), 1,
+                                                    window_power=power)
+        bias, curvature, gradient = _position_error_terms(x[inside], v[inside], cov, center, radius,
+                                                          int(degree_x), 1, power)
+        transport = transport - bias
+        extra = dict(position_covariance=cov[:, :3, :3], window_curvature=curvature, window_gradient=gradient)
     if efficiency is not None:  # g_i → g_i / ε(x_i): both parts of every moment are linear in W_a(x_i)
         w = _efficiency_weights(efficiency, x, inside)
         w = w / w.mean()
@@ -302,6 +460,9 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
                 f"than max(min_stars={min_stars}, 10 × moments) = {max(int(min_stars), 10 * m)}: the moments' "
                 "covariance would be unreliable; shrink the ball to where ε is not small, or lower the degrees")
         transport, window = transport * w[:, None], window * w[:, None]
+        if extra:
+            extra["window_curvature"] = extra["window_curvature"] * w[:, None]
+            extra["window_gradient"] = extra["window_gradient"] * w[:, None, None]
     from ..inference._data import DEFAULT_SUN
 
     sun = getattr(getattr(catalog, "solar", None), "position", None)
@@ -311,5 +472,5 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     return WeakFormData(
         x=jnp.asarray(x[inside]), transport=jnp.asarray(transport), window=jnp.asarray(window),
         dq_v=jnp.asarray(dq_v), whiten=jnp.asarray(np.diag(1.0 / scale)), sun=jnp.asarray(sun),
-        ball=jnp.asarray(np.concatenate([center, [radius]])),
+        ball=jnp.asarray(np.concatenate([center, [radius]])), **{k: jnp.asarray(a) for k, a in extra.items()},
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +158,12 @@ class WeakFormData(NamedTuple):
             components' ḡ and ``linear_moments`` (K, M) each free parameter's per unit, in the order of
             ``model.free_parameters()``; :func:`bayesdyn.infer` stores them so that a NUTS step costs O(K M)
             instead of O(N M) (valid only with the model it was given); None: computed from the stars.
+        position_covariance, window_curvature, window_gradient: with position errors
+            (``weak_form_data(..., position_errors=)``), each star's position-error covariance C (N, 3, 3)
+            [kpc²], ½ tr(C ∇²W_a) (N, n_a) and C ∇W_a (N, n_a, 3) [kpc]: the acceleration term
+            W_a a·∂Q_c/∂v is then corrected to second order in the errors, which needs a's first and second
+            derivatives at the stars, so model accelerations enter as :meth:`field` (N, 3, 5) instead of a
+            (N, 3). None: no position errors.
     """
 
     x: jax.Array
@@ -170,10 +176,45 @@ class WeakFormData(NamedTuple):
     fixed_acceleration: jax.Array | None = None
     constant_moments: jax.Array | None = None
     linear_moments: jax.Array | None = None
+    position_covariance: jax.Array | None = None
+    window_curvature: jax.Array | None = None
+    window_gradient: jax.Array | None = None
 
     @property
     def n_stars(self) -> int:
         return int(self.x.shape[0])
+
+    def field(self, acceleration: Callable[[jax.Array], jax.Array]) -> jax.Array:
+        """What :meth:`moments` takes for the acceleration field ``acceleration`` (positions (N, 3) [kpc] →
+        (N, 3) [(km/s)²/kpc]): its values at the stars (N, 3); with position errors, also its Jacobian ∂a_j/∂x_l
+        and tr(C ∇²a_j) there, stacked as (N, 3, 5) = [a | ∂a/∂x | tr(C∇²a)]. Linear in the field, so the
+        fields of a sum of components add."""
+        a = acceleration(self.x)
+        if self.position_covariance is None:
+            return a
+
+        def one(y):
+            return acceleration(y[None])[0]
+
+        jac = jax.vmap(jax.jacfwd(one))(self.x)
+        curv = jnp.einsum("njkl,nkl->nj", jax.vmap(jax.jacfwd(jax.jacfwd(one)))(self.x), self.position_covariance)
+        return jnp.concatenate([a[..., None], jac, curv[..., None]], axis=-1)
+
+    def _acceleration_terms(self, a: jax.Array) -> jax.Array:
+        """W_a ∂Q_c/∂v·a per star (N, n_a, n_c); with position errors corrected to second order in them."""
+        if self.position_covariance is None:
+            if a.shape != self.x.shape:
+                raise ValueError(f"model accelerations must be (N, 3) = {self.x.shape}; got {a.shape}")
+            return self.window[:, :, None] * jnp.einsum("nci,ni->nc", self.dq_v, a)[:, None, :]
+        if a.shape != self.x.shape + (5,):
+            raise ValueError(f"these weak-form data correct position errors, which needs the field's derivatives: "
+                             f"pass data.field(acceleration_function), shape {self.x.shape + (5,)}, not {a.shape}")
+        value, jac, curv = a[..., 0], a[..., 1:4], a[..., 4]
+        # ½ tr(C ∇²(a_j W_a)) = ½ W_a tr(C∇²a_j) + ∇a_j·C∇W_a + ½ a_j tr(C∇²W_a), subtracted
+        eff = (value[:, None, :] * (self.window - self.window_curvature)[:, :, None]
+               - jnp.einsum("njl,nal->naj", jac, self.window_gradient)
+               - 0.5 * curv[:, None, :] * self.window[:, :, None])
+        return jnp.einsum("nci,nai->nac", self.dq_v, eff)
 
     @property
     def n_moments(self) -> int:
@@ -185,10 +226,12 @@ class WeakFormData(NamedTuple):
 
     def acceleration_moments(self, a: jax.Array) -> jax.Array:
         """ḡ's acceleration term alone, the mean of W_a ∂Q_c/∂v·a (M,) [km/s/kpc]: linear in a."""
-        t = jnp.einsum("nci,ni->nc", self.dq_v, a)
-        return (self.window.T @ t).reshape(-1) / self.x.shape[0]
+        if self.position_covariance is None:  # (the same sum as below, without the (N, M) intermediate)
+            t = jnp.einsum("nci,ni->nc", self.dq_v, a)
+            return (self.window.T @ t).reshape(-1) / self.x.shape[0]
+        return jnp.mean(self._acceleration_terms(a), axis=0).reshape(-1)
 
     def moments(self, a: jax.Array) -> jax.Array:
-        """Per-star moments g (N, M) for model accelerations a (N, 3) at the stars [km/s/kpc]."""
-        t = jnp.einsum("nci,ni->nc", self.dq_v, a)
-        return self.transport + (self.window[:, :, None] * t[:, None, :]).reshape(self.transport.shape)
+        """Per-star moments g (N, M) for model accelerations a (N, 3) at the stars [km/s/kpc] (or, with position
+        errors, :meth:`field`)."""
+        return self.transport + self._acceleration_terms(a).reshape(self.transport.shape)

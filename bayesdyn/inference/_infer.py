@@ -300,7 +300,8 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
         q = None
         for _ in range(steps + 1):
             values, q, converged = _mode_values(model, data, key, q)
-            g = data.moments(model.total_acceleration(model.bind(values), data.x))
+            bound = model.bind(values)
+            g = data.moments(data.field(lambda x: model.total_acceleration(bound, x)))
             gbar = jnp.mean(g, axis=0)
             j_stat = float(data.n_stars * jnp.sum((data.whiten @ gbar) ** 2))
             if _ == steps:
@@ -327,7 +328,9 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
 def _with_fixed_acceleration(model, data: WeakFormData) -> WeakFormData:
     """``data`` with the accelerations of ``model``'s fixed components at the stars, computed once."""
     fixed = [c for c in model.components.values() if not c.free_parameters()]
-    return data._replace(fixed_acceleration=sum((c.acceleration(data.x) for c in fixed), jnp.zeros_like(data.x)))
+    shape = data.x.shape if data.position_covariance is None else data.x.shape + (5,)
+    return data._replace(fixed_acceleration=sum((data.field(c.acceleration) for c in fixed),
+                                                jnp.zeros(shape, data.x.dtype)))
 
 
 def _amplitude_scale(prior) -> float:
@@ -362,7 +365,7 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
             a = np.asarray(comp.bind({key: lam * p0}).acceleration(probe), np.float64)
             if not np.allclose(a, lam * a0, rtol=1e-10, atol=1e-10 * lam * scale):
                 return plain
-        unit.append((comp.bind({key: p0}).acceleration(data.x), p0))
+        unit.append((data.field(comp.bind({key: p0}).acceleration), p0))
 
     fixed = (data.fixed_acceleration if data.fixed_acceleration is not None
              else _with_fixed_acceleration(model, data).fixed_acceleration)

@@ -149,10 +149,10 @@ class PotentialModel:
             ll = -0.5 * data.x.shape[0] * jnp.sum(r * r)
         elif isinstance(data, WeakFormData):
             if data.fixed_acceleration is None:
-                a = self.total_acceleration(comps, data.x)
+                a = data.field(lambda x: self.total_acceleration(comps, x))
             else:  # the fixed components' part, stored by weak_form_weights for this model
                 fixed = [n for n, c in self.components.items() if not c.free_parameters()]
-                a = sum((c.acceleration(data.x) for n, c in comps.items() if n not in fixed),
+                a = sum((data.field(c.acceleration) for n, c in comps.items() if n not in fixed),
                         data.fixed_acceleration)
             ll = weak_form_log_likelihood(a, data)
         else:
@@ -326,7 +326,7 @@ def acceleration_log_likelihood(a_model: jax.Array, data: AccelerationData) -> j
 
 def weak_form_log_likelihood(a_model: jax.Array, data: WeakFormData) -> jax.Array:
     """GMM quadratic form −½ N |whiten · ḡ|² of the weak-form moments ḡ (:class:`WeakFormData`) for model
-    accelerations a_model (N, 3) at the stars."""
+    accelerations a_model (N, 3) at the stars (with position errors: ``data.field(acceleration_function)``)."""
     r = data.whiten @ data.mean_moments(a_model)
     return -0.5 * data.x.shape[0] * jnp.sum(r * r)
 

@@ -106,6 +106,7 @@ class Run:
         self.truth = None
         self.weak_cuts: list[str] = []  # cuts before the weak form's ball (set by weak_form)
         self.weak_velocity_errors = False  # whether weak_form removed the velocity errors' bias
+        self.weak_position_errors = False  # ... and the position errors' (to second order)
         self.psd_info: dict | None = None  # the flows' info (set by the psd stage), read by the training CAVEAT
 
     # ---------------------------------------------------------------- helpers
@@ -377,27 +378,34 @@ class Run:
         wf, er = self.cfg["weak_form"], self.cfg["errors"]
         volume = self._weak_form_ball(cat) if not wf["volume"] else (np.asarray(wf["volume"][:3], float),
                                                                       float(wf["volume"][3]))
-        velocity_errors = None
-        if er["correct"]:  # exact for Gaussian velocity errors; position errors are not corrected
+        velocity_errors = position_errors = None
+        if er["correct"]:  # velocity errors exactly (Gaussian), position errors to second order (degree_v 1)
             if er["velocity_error_kms"] > 0:
                 velocity_errors = np.full((cat.n, 3), er["velocity_error_kms"])
-            elif er["position_error_kpc"] == 0:  # both 0: the catalog's Gaia error columns
+            if er["position_error_kpc"] > 0:
+                position_errors = np.full((cat.n, 3), er["position_error_kpc"])
+            if velocity_errors is None and position_errors is None:  # both 0: the catalog's Gaia error columns
                 velocity_errors = "catalog"
+                position_errors = "catalog"  # the whole 6 × 6 covariance, with the x–v correlations
+            if wf["degree_v"] != 1:  # position errors are corrected for degree_v = 1 only
+                position_errors = None
         self.weak_velocity_errors = velocity_errors is not None
+        self.weak_position_errors = position_errors is not None
         t0 = time.perf_counter()
         try:
-            data = weak_form_data(cat, volume=volume, velocity_errors=velocity_errors, degree_x=wf["degree_x"],
-                                  degree_v=wf["degree_v"])
+            data = weak_form_data(cat, volume=volume, velocity_errors=velocity_errors,
+                                  position_errors=position_errors, degree_x=wf["degree_x"], degree_v=wf["degree_v"])
         except ValueError as err:
-            fix = (" (in the config: errors.velocity_error_kms per axis, or errors.correct = false)"
-                   if velocity_errors is not None else "")
+            fix = (" (in the config: errors.velocity_error_kms and errors.position_error_kpc per axis, or "
+                   "errors.correct = false)" if er["correct"] else "")
             raise ConfigError(f"inference.likelihood = \"weak_form\": {err}{fix}") from None
         self._timed("weak-form moments", t0)
         ball = np.asarray(data.ball)
         self.weak_cuts = self._cuts_before_ball(cat, ball[:3], ball[3])
         self.log(f"[weak form] {data.n_stars} of {cat.n} stars in the ball of radius {ball[3]:.3g} kpc around "
                  f"({ball[0]:.3g}, {ball[1]:.3g}, {ball[2]:.3g}) kpc; {data.n_moments} moments"
-                 + ("; velocity errors' bias removed" if velocity_errors is not None else ""))
+                 + ("; velocity errors' bias removed" if velocity_errors is not None else "")
+                 + ("; position errors' bias removed to second order" if position_errors is not None else ""))
         return data
 
     def _weak_form_ball(self, cat):
@@ -527,13 +535,25 @@ class Run:
             )
         er_file = self.folder / "measurement_errors.txt"
         if self.weak:
-            lines.append(
-                "Measurement errors: the velocity errors' bias on the moments is removed (exact for Gaussian errors); "
-                "position errors are not corrected (docs/weak-form.md)." if self.weak_velocity_errors else
-                "Measurement errors: not corrected by the weak form (position errors never are); velocity errors "
-                "bias its moments by about (σ_err/σ_v)² (errors.correct = true with the catalog's error columns or "
-                "errors.velocity_error_kms removes that)."
-            )
+            vel, pos = self.weak_velocity_errors, self.weak_position_errors
+            if vel or pos:
+                done = " and ".join(w for w, on in (("velocity", vel), ("position", pos)) if on)
+                how = (["velocities exactly for Gaussian errors"] if vel else []) + (
+                    ["positions to second order in the errors, which leaves a remainder of order (σ_x/L)⁴ for "
+                     "structure on scales L"] if pos else [])
+                line = f"Measurement errors: the {done} errors' bias on the moments is removed ({'; '.join(how)})"
+                if not pos:
+                    line += "; position errors are not corrected" + (
+                        " (that needs weak_form.degree_v = 1)" if self.cfg["weak_form"]["degree_v"] != 1 else
+                        " (errors.position_error_kpc = 0)")
+                lines.append(line + " (docs/weak-form.md).")
+            else:
+                lines.append(
+                    "Measurement errors: not corrected by the weak form; velocity errors bias its moments by about "
+                    "(σ_err/σ_v)² and position errors by about (σ_x/L)² for structure on scales L "
+                    "(errors.correct = true with the catalog's error columns, or errors.velocity_error_kms and "
+                    "errors.position_error_kpc, removes that)."
+                )
         elif self.cfg["errors"]["correct"] and er_file.is_file():
             lines.append(f"Measurement errors: corrected to leading order — {er_file.read_text().strip()} "
                          "(the corrected intervals' coverage is not calibrated on mocks).")
