@@ -97,6 +97,27 @@ def test_a_catalog_without_a_complete_ball_names_the_setting(tmp_path):
     assert data.n_stars == inside.sum()
 
 
+def test_error_correction_settings_choose_the_weak_forms_errors(tmp_path):
+    """errors.correct: position_error_kpc gives the moments position-error terms (σ per axis, window (1 − ρ²)³);
+    with weak_form.degree_v ≠ 1 that is refused with the fix named, not dropped."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import ConfigError, Run, validate_config
+
+    rng = np.random.default_rng(0)
+    cat = bd.Catalog(x=rng.normal(0, 1, (5000, 3)) + [8, 0, 0], v=rng.normal(0, 30, (5000, 3)))
+    cfg = copy.deepcopy(CONFIG)
+    cfg["weak_form"] = {"volume": [8.0, 0.0, 0.0, 1.5]}
+    cfg["errors"] = {"correct": True, "position_error_kpc": 0.05, "velocity_error_kms": 5.0}
+    data = Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
+    np.testing.assert_allclose(np.asarray(data.position_covariance), np.broadcast_to(0.05**2 * np.eye(3),
+                                                                                     (data.n_stars, 3, 3)), rtol=1e-6)
+    cfg["weak_form"]["degree_v"] = 2
+    with pytest.raises(ConfigError, match="needs weak_form.degree_v = 1"):
+        Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
+    cfg["errors"]["position_error_kpc"] = 0.0  # velocities only: fine with degree_v = 2
+    assert Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat).position_covariance is None
+
+
 def test_cuts_before_the_ball_are_named(tmp_path):
     """A cut made before the recorded sphere (here on velocity) is named for the report; the sphere's own is not."""
     import bayesdyn as bd
@@ -155,8 +176,9 @@ def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
     assert 0 < limit < 30  # M☉/pc²: inside the prior U(0, 30)
     summary = (out / "local_dm.txt").read_text()
     assert summary.startswith("Weak-form fit: 8000 stars")
-    assert "Measurement errors: the position errors' bias on the moments is removed (positions to second order" \
-        in summary and "velocit" not in summary.split("Measurement errors:")[1].split("\n")[0]
+    errors_line = summary.split("Measurement errors:")[1].split("\n")[0]
+    assert errors_line.startswith(" the position errors' bias on the moments is removed (positions to second order")
+    assert "velocity errors are not corrected" in errors_line and "(1 − ρ²)³" in errors_line
     assert any("position errors' bias removed to second order" in line for line in logs)
     assert "random subset" in summary  # a cut this stage did not make is named for the reader
     assert "ρ_DM(⊙) counts the dark disk (dark_disk)" in summary  # the default model's prior-edge bias

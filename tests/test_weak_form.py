@@ -331,11 +331,13 @@ def test_velocity_errors_from_the_catalogs_gaia_columns():
         np.testing.assert_allclose(np.asarray(d.window_gradient), np.asarray(full.window_gradient), rtol=1e-12)
     inside = np.linalg.norm(np.asarray(cat.x) - ball[0], axis=1) < ball[1]
     np.testing.assert_allclose(np.asarray(full.position_covariance), cat.covariance()[inside, :3, :3], rtol=1e-6)  # float32
-    assert not np.allclose(np.asarray(full.transport), np.asarray(from_catalog.transport), rtol=1e-6)
+    velocities_only = bd.weak_form_data(cat, volume=ball, velocity_errors="catalog", window_power=3, degree_x=1,
+                                        min_stars=300)  # the same window: only the position terms differ
+    assert not np.allclose(np.asarray(full.transport), np.asarray(velocities_only.transport), rtol=1e-3)
 
 
 def test_position_error_correction_is_unbiased_over_the_errors():
-    """Monte Carlo over correlated Gaussian errors of (x, v) (σ_x ≈ 0.03–0.1 kpc, σ_v ≈ 20–40 km/s, x–v correlated
+    """Monte Carlo over correlated Gaussian errors of (x, v) (σ_x ≈ 0.03–0.07 kpc, σ_v ≈ 19–46 km/s, x–v correlated
     as a parallax error makes them): each star's corrected moments, transport and a Plummer field's acceleration
     term, average to the error-free ones within the Monte Carlo noise; the plain ones, and ones corrected without
     the x–v block, do not."""
@@ -343,7 +345,7 @@ def test_position_error_correction_is_unbiased_over_the_errors():
     center, radius, k, n_pts = np.zeros(3), 2.5, 20_000, 4
     x = rng.normal(scale=0.5, size=(n_pts, 3))
     v = rng.normal(scale=80.0, size=(n_pts, 3))
-    a = rng.normal(size=(n_pts, 6, 6)) * np.r_[0.03, 0.03, 0.03, 15.0, 15.0, 15.0][None, :, None]
+    a = rng.normal(size=(n_pts, 6, 6)) * np.r_[0.02, 0.02, 0.02, 15.0, 15.0, 15.0][None, :, None]
     cov = np.einsum("nij,nkj->nik", a, a)
     noise = np.einsum("nij,nkj->nki", np.linalg.cholesky(cov), rng.normal(size=(n_pts, k, 6)))
     cat = bd.Catalog((x[:, None] + noise[..., :3]).reshape(-1, 3), (v[:, None] + noise[..., 3:]).reshape(-1, 3))
@@ -362,7 +364,7 @@ def test_position_error_correction_is_unbiased_over_the_errors():
                      ("no x–v block", dict(position_errors=covs[:, :3, :3], velocity_errors=covs[:, 3:, 3:]))):
         d = bd.weak_form_data(cat, volume=ball, **kw)
         z[name] = (np.asarray(d.moments(d.field(plummer.acceleration))).reshape(n_pts, k, -1).mean(1) - g_clean) / se
-    worst = {name: float(np.max(np.abs(zz))) for name, zz in z.items()}  # measured: 3.2, 90, 46
+    worst = {name: float(np.max(np.abs(zz))) for name, zz in z.items()}  # measured: 94, 2.8, 37 (of 120 moments)
     assert worst["full"] < 5.0 and worst["plain"] > 20.0 and worst["no x–v block"] > 20.0, worst
     full = bd.weak_form_data(cat, volume=ball, position_errors=covs)
     with pytest.raises(ValueError, match="data.field"):
@@ -389,6 +391,7 @@ def test_position_errors_of_zero_leave_the_velocity_correction_and_bad_input_is_
                        (dict(position_errors=np.full((len(x), 3), -1.0)), "≥ 0"),
                        (dict(position_errors=np.zeros((len(x), 3)), degree_v=2), "degree_v = 1"),
                        (dict(position_errors=np.zeros((len(x), 3)), window_power=2), "window_power ≥ 3"),
+                       (dict(position_errors=np.zeros((len(x), 3)), efficiency=np.ones(len(x))), "not supported"),
                        (dict(window_power=1), "integer ≥ 2")):
         with pytest.raises(ValueError, match=match):
             bd.weak_form_data(cat, volume=ball, **bad)

@@ -87,7 +87,8 @@ def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center:
     The transport terms hold ∇W_a, so their correction holds third derivatives of the window (1 − ρ²)^k: for
     k = 2 the second derivative jumps on the ball's surface and the third has a surface delta that a sum over
     the stars misses, weighted by ⟨v_n v_c⟩ there, which the disk's rotation makes large (on the disk mock a_R(⊙)
-    came out 5–6 % low); k ≥ 3 has none, so :func:`weak_form_data` uses k = 3 with position errors.
+    came out 4–8 % low, J = 160–800); k ≥ 3 has none, so :func:`weak_form_data` uses k = 3 with position
+    errors.
     """
     import jax
     import jax.numpy as jnp
@@ -443,6 +444,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             raise ValueError(f"position errors need window_power ≥ 3 (a window with continuous second derivatives: "
                              f"with {power} the correction misses a term on the ball's surface), got {power}; "
                              "leave window_power None")
+        if efficiency is not None:
+            raise ValueError("position_errors with efficiency= is not supported: the 1/ε weights are evaluated at the "
+                             "observed positions, so their own derivatives would enter the correction; correct one "
+                             "or the other")
         cov = _phase_space_covariance(catalog, position_errors, velocity_errors, len(x), inside)
         transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), 1,
                                                     window_power=power)
@@ -460,9 +465,6 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
                 f"than max(min_stars={min_stars}, 10 × moments) = {max(int(min_stars), 10 * m)}: the moments' "
                 "covariance would be unreliable; shrink the ball to where ε is not small, or lower the degrees")
         transport, window = transport * w[:, None], window * w[:, None]
-        if extra:
-            extra["window_curvature"] = extra["window_curvature"] * w[:, None]
-            extra["window_gradient"] = extra["window_gradient"] * w[:, None, None]
     from ..inference._data import DEFAULT_SUN
 
     sun = getattr(getattr(catalog, "solar", None), "position", None)

@@ -150,8 +150,9 @@ class WeakFormData(NamedTuple):
         sun: the Sun's position (3,) [kpc].
         ball: the ball's centre and radius (4,) [kpc].
         fixed_acceleration: the accelerations of the model's fixed components at the stars (N, 3)
-            [(km/s)²/kpc], which :func:`~bayesdyn.inference.weak_form_weights` stores so that NUTS does not
-            recompute them (valid only with the model it was given); None: computed in every step.
+            [(km/s)²/kpc] (with position errors their :meth:`field`, (N, 3, 5)), which
+            :func:`~bayesdyn.inference.weak_form_weights` stores so that NUTS does not recompute them (valid only
+            with the model it was given); None: computed in every step.
         constant_moments, linear_moments: when every free parameter of the model is the amplitude of its own
             component (the acceleration proportional to it: masses and densities with the shapes fixed),
             ḡ(θ) = constant_moments + θ · linear_moments exactly, with ``constant_moments`` (M,) the fixed
@@ -221,11 +222,12 @@ class WeakFormData(NamedTuple):
         return int(self.transport.shape[1])
 
     def mean_moments(self, a: jax.Array) -> jax.Array:
-        """ḡ (M,) for model accelerations a (N, 3) at the stars [km/s/kpc]."""
+        """ḡ (M,) for model accelerations a (N, 3) at the stars [km/s/kpc] (with position errors: :meth:`field`)."""
         return jnp.mean(self.transport, axis=0) + self.acceleration_moments(a)
 
     def acceleration_moments(self, a: jax.Array) -> jax.Array:
-        """ḡ's acceleration term alone, the mean of W_a ∂Q_c/∂v·a (M,) [km/s/kpc]: linear in a."""
+        """ḡ's acceleration term alone, the mean of W_a ∂Q_c/∂v·a (M,) [km/s/kpc]: linear in a (N, 3) (with position
+        errors: in :meth:`field`)."""
         if self.position_covariance is None:  # (the same sum as below, without the (N, M) intermediate)
             t = jnp.einsum("nci,ni->nc", self.dq_v, a)
             return (self.window.T @ t).reshape(-1) / self.x.shape[0]

@@ -87,7 +87,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "errors": {
         # correct the accelerations for measurement errors (SIMEX: flows fitted to re-smeared copies of the
-        # catalog, a = 2 a_data − a_copies; bd.correct_measurement_errors); each copy costs one more flow fit
+        # catalog, a = 2 a_data − a_copies; bd.correct_measurement_errors); each copy costs one more flow fit.
+        # With likelihood = "weak_form": the moments instead, analytically (velocities exactly, positions to
+        # second order; weak_form_data's velocity_errors / position_errors)
         "correct": False,
         "copies": 2,  # ≥ 2 estimates the copies' Monte Carlo error
         # Gaussian errors per Galactocentric axis; both 0 = draw from the catalog's Gaia error columns

@@ -79,7 +79,7 @@ class _VelocitiesInsideCatalog:
 #: (2: member covariances saved, posteriors combined over members)
 _CACHE_VERSION = 2
 #: part of the weak-form posterior's cache key: bump when bd.weak_form_data or the weak-form fit changes
-_WEAK_VERSION = 1
+_WEAK_VERSION = 2  # 2: position errors corrected under errors.correct (window (1 − ρ²)³)
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -388,6 +388,11 @@ class Run:
                 velocity_errors = "catalog"
                 position_errors = "catalog"  # the whole 6 × 6 covariance, with the x–v correlations
             if wf["degree_v"] != 1:  # position errors are corrected for degree_v = 1 only
+                if er["position_error_kpc"] > 0:
+                    raise ConfigError(
+                        "errors.correct with errors.position_error_kpc > 0 and inference.likelihood = \"weak_form\" "
+                        f"needs weak_form.degree_v = 1 (got {wf['degree_v']}): position errors are corrected for "
+                        "degree_v = 1 only; set it to 1, or position_error_kpc = 0 to correct velocities only")
                 position_errors = None
         self.weak_velocity_errors = velocity_errors is not None
         self.weak_position_errors = position_errors is not None
@@ -546,7 +551,12 @@ class Run:
                     line += "; position errors are not corrected" + (
                         " (that needs weak_form.degree_v = 1)" if self.cfg["weak_form"]["degree_v"] != 1 else
                         " (errors.position_error_kpc = 0)")
-                lines.append(line + " (docs/weak-form.md).")
+                if not vel:
+                    line += "; velocity errors are not corrected (errors.velocity_error_kms = 0)"
+                if pos:
+                    line += ("; the test functions' window is (1 − ρ²)³, which the position correction needs (σ and J "
+                             "differ from a fit with the default (1 − ρ²)²)")
+                lines.append(line + " (docs/weak-form.md#position-errors).")
             else:
                 lines.append(
                     "Measurement errors: not corrected by the weak form; velocity errors bias its moments by about "
