@@ -276,15 +276,21 @@ def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.
         except Exception as err:  # CatalogError: no Gaia observables or error columns
             raise ValueError(f"velocity_errors='catalog' needs the catalog's Gaia errors: {err}") from None
     else:
-        cov = np.asarray(velocity_errors, float)
-        if cov.shape == (n, 3):
-            if not (cov[inside] >= 0).all():
-                raise ValueError("velocity_errors: per-star σ must be ≥ 0 [km/s]; some are negative or NaN")
-            cov = cov[:, :, None] ** 2 * np.eye(3)
+        cov = _per_axis_covariance(velocity_errors, n, inside, "velocity_errors", "km/s")
     if cov.shape != (n, 3, 3):
         raise ValueError(f"velocity_errors must be per-star σ (N, 3) [km/s] or covariances (N, 3, 3) [(km/s)²] for "
                          f"the catalog's {n} stars; got shape {cov.shape}")
     return _checked_covariance(cov[inside], "velocity-error")
+
+
+def _per_axis_covariance(value: Any, n: int, inside: np.ndarray, name: str, unit: str) -> np.ndarray:
+    """``value`` as an array; per-star σ (n, 3) [unit] (checked ≥ 0 in the ball) become diagonal covariances."""
+    cov = np.asarray(value, float)
+    if cov.shape == (n, 3):
+        if not (cov[inside] >= 0).all():
+            raise ValueError(f"{name}: per-star σ must be ≥ 0 [{unit}]; some are negative or NaN")
+        cov = cov[:, :, None] ** 2 * np.eye(3)
+    return cov
 
 
 def _checked_covariance(cov: np.ndarray, what: str) -> np.ndarray:
@@ -317,16 +323,12 @@ def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors:
         except Exception as err:  # CatalogError: no Gaia observables or error columns
             raise ValueError(f"position_errors='catalog' needs the catalog's Gaia errors: {err}") from None
         return _checked_covariance(cov[inside], "phase-space error")
-    cxx = np.asarray(position_errors, float)
+    cxx = _per_axis_covariance(position_errors, n, inside, "position_errors", "kpc")
     if cxx.shape == (n, 6, 6):  # the whole (x, v) covariance, as Catalog.covariance() gives it
         if velocity_errors is not None:
             raise ValueError("position_errors (N, 6, 6) is the whole phase-space covariance, velocities included: "
                              "leave velocity_errors None")
         return _checked_covariance(cxx[inside], "phase-space error")
-    if cxx.shape == (n, 3):
-        if not (cxx[inside] >= 0).all():
-            raise ValueError("position_errors: per-star σ must be ≥ 0 [kpc]; some are negative or NaN")
-        cxx = cxx[:, :, None] ** 2 * np.eye(3)
     if cxx.shape != (n, 3, 3):
         raise ValueError(f"position_errors must be per-star σ (N, 3) [kpc], covariances (N, 3, 3) [kpc²] or "
                          f"phase-space covariances (N, 6, 6) [kpc, km/s] for the catalog's {n} stars; got shape "
