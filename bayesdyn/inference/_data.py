@@ -197,8 +197,12 @@ class WeakFormData(NamedTuple):
         def one(y):
             return acceleration(y[None])[0]
 
-        jac = jax.vmap(jax.jacfwd(one))(self.x)
-        curv = jnp.einsum("njkl,nkl->nj", jax.vmap(jax.jacfwd(jax.jacfwd(one)))(self.x), self.position_covariance)
+        def jacobian(y):  # ∂a/∂x twice: differentiated once more below, and kept as the auxiliary output
+            j = jax.jacfwd(one)(y)
+            return j, j
+
+        hess, jac = jax.vmap(jax.jacfwd(jacobian, has_aux=True))(self.x)  # one pass for both
+        curv = jnp.einsum("njkl,nkl->nj", hess, self.position_covariance)
         return jnp.concatenate([a[..., None], jac, curv[..., None]], axis=-1)
 
     def _acceleration_terms(self, a: jax.Array) -> jax.Array:
