@@ -8,8 +8,10 @@ the Sun, MWPotential2014-like truth) gets three kinds of measurement error, each
   x–v correlated error that ``position_errors`` models, with the rank-one 6 × 6 covariance σ_d² u uᵀ,
   u = ∂(x, v)/∂d, at the observed point;
 - ``parallax 0.05 mas``: the same, with the error Gaussian in parallax instead (ϖ̃ = 1/d + N(0, 0.05²) mas,
-  d̃ = 1/ϖ̃, as Gaia measures it; 5–8 % in distance at 1–1.5 kpc), corrected with the linearised σ_d = d̃² σ_ϖ:
-  the distance error is then skewed (E[d̃] > d by about d (σ_ϖ d)²), which the Gaussian correction does not model;
+  d̃ = 1/ϖ̃, as Gaia measures it; 5–8 % in distance at 1–1.5 kpc), corrected with the linearised σ_d = d̃² σ_ϖ,
+  once with that covariance alone and once with the errors' mean too (E[d̃] − d = d (σ_ϖ d)² to second order, and
+  the tangential velocity's mean scaled likewise; what ``Catalog.error_mean`` gives a Gaia catalog);
+- ``parallax 0.1 mas``: the same at 10–15 % in distance at 1–1.5 kpc (20 % at the mock's 2-kpc edge);
 - ``isotropic 0.1 kpc``: x + N(0, 0.1² I) kpc, velocities exact.
 
 ``validate.DiskMock.model()`` (disk mass and halo density free) is fitted by the weak form in the ball of radius
@@ -42,12 +44,13 @@ import league  # noqa: E402
 from _machine import machine  # noqa: E402
 from weak_form_disk import closed_form  # noqa: E402
 
-CASES = ("distance 10 % (Gaussian)", "parallax 0.05 mas", "isotropic 0.1 kpc")
+CASES = ("distance 10 % (Gaussian)", "parallax 0.05 mas", "isotropic 0.1 kpc", "parallax 0.1 mas")  # (new ones last: the earlier draws stay)
 BALL_RADIUS = 1.5  # kpc, inside the mock's 2-kpc sphere
 
 
 def observe(cat, case: str, rng):
-    """(observed catalog, its (N, 6, 6) error covariance at the observed points) for one error case."""
+    """(observed catalog, its (N, 6, 6) error covariance at the observed points, the errors' mean (N, 6) there or
+    None where it is 0) for one error case."""
     import bayesdyn as bd
 
     x, v = np.asarray(cat.x, float), np.asarray(cat.v, float)
@@ -56,7 +59,7 @@ def observe(cat, case: str, rng):
         sig = 0.1
         cov = np.zeros((len(x), 6, 6))
         cov[:, :3, :3] = sig**2 * np.eye(3)
-        return bd.Catalog(x + sig * rng.standard_normal(x.shape), v, solar=cat.solar), cov
+        return bd.Catalog(x + sig * rng.standard_normal(x.shape), v, solar=cat.solar), cov, None
     s = x - sun
     d = np.linalg.norm(s, axis=1)
     u = s / d[:, None]
@@ -65,17 +68,21 @@ def observe(cat, case: str, rng):
     if case.startswith("distance"):
         d_obs = d * (1 + 0.1 * rng.standard_normal(len(d)))
     else:
-        d_obs = 1.0 / (1.0 / d + 0.05 * rng.standard_normal(len(d)))  # ϖ in mas, d in kpc
+        sig_plx = float(case.split()[1])  # mas
+        d_obs = 1.0 / (1.0 / d + sig_plx * rng.standard_normal(len(d)))  # ϖ in mas, d in kpc
         if (d_obs <= 0).any():
-            raise RuntimeError("a parallax draw ≤ 0: cannot happen inside 2 kpc at 0.05 mas")
+            raise RuntimeError(f"{int((d_obs <= 0).sum())} parallax draws ≤ 0: choose another seed")
     x_obs = sun + u * d_obs[:, None]
     v_obs = v + (d_obs / d - 1)[:, None] * vt
     # the linearised covariance at the observed point: σ_d² ∂(x, v)/∂d ∂(x, v)/∂dᵀ
     vt_obs = vt * (d_obs / d)[:, None]
-    sig_d = 0.1 * d_obs if case.startswith("distance") else 0.05 * d_obs**2
+    sig_d = 0.1 * d_obs if case.startswith("distance") else sig_plx * d_obs**2
     jac = np.concatenate([u, vt_obs / d_obs[:, None]], axis=1)
     cov = sig_d[:, None, None] ** 2 * jac[:, :, None] * jac[:, None, :]
-    return bd.Catalog(x_obs, v_obs, solar=cat.solar), cov
+    # Gaussian parallax errors: E[d̃] − d = d (σ_ϖ d)² and the tangential velocity likewise, at the observed point
+    mean = None if case.startswith("distance") else (sig_plx * d_obs)[:, None] ** 2 * np.concatenate(
+        [u * d_obs[:, None], vt_obs], axis=1)
+    return bd.Catalog(x_obs, v_obs, solar=cat.solar), cov, mean
 
 
 def main(argv=None):
@@ -88,6 +95,8 @@ def main(argv=None):
     ap.add_argument("--realisations", type=int, default=4)
     ap.add_argument("--stars", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=5000, help="mock seed of the first realisation (then +1, +2, …)")
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES, metavar="CASE",
+                    help=f"error cases to run (default all: {', '.join(repr(c) for c in CASES)})")
     ap.add_argument("--window-power", type=int, default=3,
                     help="k of the window (1 − ρ²)^k for every fit (position errors need ≥ 3)")
     a = ap.parse_args(argv)
@@ -95,7 +104,9 @@ def main(argv=None):
     print(f"# machine: {machine()}", flush=True)
     mock = validate.DiskMock()
     model = mock.model()
-    fits = ["error-free"] + [f"{c}, {how}" for c in CASES for how in ("uncorrected", "corrected")]
+    hows = {c: ("uncorrected", "corrected") + (("corrected, with the mean",) if c.startswith("parallax") else ())
+            for c in a.cases}
+    fits = ["error-free"] + [f"{c}, {how}" for c in a.cases for how in hows[c]]
     rows = {f: [] for f in fits}
     for r in range(a.realisations):
         with jax.enable_x64(True):
@@ -107,12 +118,16 @@ def main(argv=None):
         ball = (sun, BALL_RADIUS)
         print(f"\nr{r}: mock seed {a.seed + r}, {cat.n} stars", flush=True)
         rng = np.random.default_rng([a.seed + r, 7])
-        runs = [("error-free", cat, None)]
-        for case in CASES:
-            obs, cov = observe(cat, case, rng)
-            runs += [(f"{case}, uncorrected", obs, None), (f"{case}, corrected", obs, cov)]
-        for name, c, cov in runs:
-            data = bd.weak_form_data(c, volume=ball, position_errors=cov, window_power=a.window_power)
+        runs = [("error-free", cat, None, None)]
+        for case in CASES:  # every case drawn, in order, so that a case's draws do not depend on --cases
+            obs, cov, mean = observe(cat, case, rng)
+            if case in a.cases:
+                runs += [(f"{case}, uncorrected", obs, None, None), (f"{case}, corrected", obs, cov, None)]
+                if mean is not None:
+                    runs.append((f"{case}, corrected, with the mean", obs, cov, mean))
+        for name, c, cov, mean in runs:
+            data = bd.weak_form_data(c, volume=ball, position_errors=cov, error_mean=mean,
+                                     window_power=a.window_power)
             acc, acov, info = closed_form(model, data, X)
             row = {}
             for q in qs:
@@ -124,7 +139,7 @@ def main(argv=None):
                 row[q.key] = ((e - t) / abs(t), s / abs(t))
             rows[name].append(row)
             jax.clear_caches()  # each fit compiles new programs: their memory mappings ran out after 20 fits
-            print(f"  {name:38s}: " + ", ".join(f"{k} {100 * v[0]:+.2f} ± {100 * v[1]:.2f} %" for k, v in row.items())
+            print(f"  {name:50s}: " + ", ".join(f"{k} {100 * v[0]:+.2f} ± {100 * v[1]:.2f} %" for k, v in row.items())
                   + f"; J = {info['J']:.1f} for {info['dof']} dof (p = {info['p_value']:.2g}), {info['n_stars']} "
                   f"stars  [{time.time() - t0:.0f} s]", flush=True)
     keys = list(rows["error-free"][0])

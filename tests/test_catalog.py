@@ -363,6 +363,41 @@ def test_covariance_exact_cases(gaia_cat):
     assert_allclose(np.trace(cov[:, 3:, 3:], axis1=1, axis2=2), (K_MASYR_KPC * d * c["pmra_error"]) ** 2, rtol=1e-9)
 
 
+def test_error_mean_exact_for_parallax_and_against_monte_carlo(gaia_cat):
+    """The errors' second-order mean: with parallax errors alone, a 1/ϖ distance is d (1 + f²) on average (f = σ_ϖ/ϖ),
+    moving the position by f² (x − x_⊙) and scaling the heliocentric tangential velocity by 1 + f²; with every error
+    and correlation, it matches the mean of the Monte Carlo draws (whose noise and O(f⁴) remainder are ≪ the mean)."""
+    c = gaia_cat.columns
+    f2 = (c["parallax_error"] / c["parallax"]) ** 2
+    mean = only_error(gaia_cat, "parallax_error").error_mean()
+    assert mean.shape == (gaia_cat.n, 6)
+    sun, v_sun = np.asarray(gaia_cat.solar.position), np.asarray(gaia_cat.solar.v_sun)
+    los = gaia_cat.x - sun
+    vh = gaia_cat.v - v_sun
+    vt = vh - np.sum(vh * los, axis=1, keepdims=True) * los / np.sum(los * los, axis=1, keepdims=True)
+    assert_allclose(mean[:, :3], f2[:, None] * los, rtol=1e-9, atol=1e-15)  # kpc
+    assert_allclose(mean[:, 3:], f2[:, None] * vt, rtol=1e-8, atol=1e-12)  # km/s
+    # the RV alone enters linearly: no mean
+    assert_allclose(only_error(gaia_cat, "radial_velocity_error").error_mean(), 0, atol=1e-12)
+
+    t = fake_gaia(n=6, seed=3)
+    t["parallax"] = [1.0, 0.8, 2.0, 1.2, 0.7, 1.5] * u.mas
+    t["parallax_error"] = 0.08 * t["parallax"]  # 8 %: the mean distance is 0.64 % long
+    t["pmra_error"] = [0.3, 0.5, 0.2, 0.4, 0.6, 0.3] * u.mas / u.yr
+    t["pmdec_error"] = [0.4, 0.3, 0.5, 0.2, 0.3, 0.6] * u.mas / u.yr
+    t["parallax_pmra_corr"] = [0.5, -0.4, 0.3, -0.6, 0.2, 0.0]
+    cat = bd.Catalog.from_gaia(t)
+    mean = cat.error_mean()
+    n_draws = 200_000
+    x, v = cat.error_draws(n_draws, seed=11)
+    draws = np.concatenate([x, v], axis=-1)
+    se = draws.std(axis=0) / np.sqrt(n_draws)
+    mc = draws.mean(axis=0) - np.concatenate([cat.x, cat.v], axis=1)
+    z = (mc - mean) / se
+    assert np.abs(z).max() < 4.5, z  # the O(f⁴) remainder (3 f⁴ d ≈ 0.012 % in distance) is below the noise
+    assert np.abs(mean[:, :3] / se[:, :3]).max() > 20  # the mean itself is far outside the noise
+
+
 def test_error_draws_reproducible_and_shaped(gaia_cat):
     x1, v1 = gaia_cat.error_draws(16, seed=7)
     x2, v2 = gaia_cat.error_draws(16, seed=7)

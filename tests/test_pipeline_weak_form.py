@@ -118,6 +118,32 @@ def test_error_correction_settings_choose_the_weak_forms_errors(tmp_path):
     assert Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat).position_covariance is None
 
 
+def test_error_correction_with_both_errors_zero_takes_the_catalogs_gaia_covariance(tmp_path):
+    """errors.correct with both numbers 0: the catalog's whole 6 × 6 covariance from its Gaia columns, x–v
+    correlations included, and the errors' mean (Catalog.error_mean), the same moments as
+    weak_form_data(..., position_errors="catalog"); a catalog without Gaia columns gets an error naming both
+    settings."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import ConfigError, Run, validate_config
+    from test_catalog import fake_gaia
+
+    cat = bd.Catalog.from_gaia(fake_gaia(n=1500, seed=1))  # within 5 kpc: all in the 6-kpc ball
+    cfg = copy.deepcopy(CONFIG)
+    cfg["weak_form"] = {"volume": [*map(float, cat.solar.position), 6.0], "degree_x": 1}
+    cfg["errors"] = {"correct": True}
+    run = Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None)
+    data = run.weak_form(cat)
+    assert run.weak_position_errors and run.weak_velocity_errors and run.weak_error_mean
+    direct = bd.weak_form_data(cat, volume=(cat.solar.position, 6.0), position_errors="catalog",
+                               velocity_errors="catalog", degree_x=1)
+    np.testing.assert_allclose(np.asarray(data.transport), np.asarray(direct.transport), rtol=1e-12)
+    inside = np.linalg.norm(np.asarray(cat.x) - cat.solar.position, axis=1) < 6.0
+    np.testing.assert_allclose(np.asarray(data.position_covariance), cat.covariance()[inside, :3, :3], rtol=1e-6)
+    plain = bd.Catalog(x=np.asarray(cat.x), v=np.asarray(cat.v))  # no Gaia error columns
+    with pytest.raises(ConfigError, match="errors.velocity_error_kms and errors.position_error_kpc"):
+        Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(plain)
+
+
 def test_cuts_before_the_ball_are_named(tmp_path):
     """A cut made before the recorded sphere (here on velocity) is named for the report; the sphere's own is not."""
     import bayesdyn as bd

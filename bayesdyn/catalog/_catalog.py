@@ -741,6 +741,25 @@ class Catalog:
         """
         return _gaia.galactocentric_covariance(self.columns, self.solar)
 
+    def error_mean(self) -> np.ndarray:
+        """The mean of each star's Galactocentric error from its Gaia errors, to second order in them.
+
+        Gaussian errors of the observables do not give zero-mean errors of x and v, because the map to them is
+        not linear: a distance 1/ϖ is on average d (1 + (σ_ϖ/ϖ)²), 1 % long at 10 % parallax errors, and the
+        tangential velocity, proportional to it, likewise. This is E[(x̃, ṽ)] − (x, v) = ½ Σ_jk Σ_jk ∂²(x, v)/∂o_j∂o_k
+        (``jax.hessian`` of the same map as :meth:`covariance`, with the same error model), evaluated at the
+        observed values. It is of the same order as :meth:`covariance`, so a correction that uses the covariance
+        to second order needs it too (:func:`bayesdyn.weak_form_data` with ``position_errors="catalog"`` uses
+        both). For larger errors use :meth:`error_draws`.
+
+        Returns:
+            (N, 6) mean error of (x, y, z [kpc], v_x, v_y, v_z [km/s]).
+
+        Raises:
+            CatalogError: as :meth:`covariance`.
+        """
+        return _gaia.galactocentric_error_mean(self.columns, self.solar)
+
     def error_draws(self, n_draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Monte Carlo draws of x and v from the Gaussian errors of the Gaia observables.
 
@@ -792,9 +811,9 @@ class Catalog:
         if errs:
             n_corr = sum(c.endswith("_corr") for c in errs)
             err_names = ", ".join(c for c in errs if c.endswith("_error"))
-            lines.append(f"  errors: {err_names}; {n_corr} correlation column(s) → error_draws(), covariance()")
+            lines.append(f"  errors: {err_names}; {n_corr} correlation column(s) → error_draws(), covariance(), error_mean()")
         else:
-            lines.append("  errors: none (no *_error columns; error_draws() and covariance() unavailable)")
+            lines.append("  errors: none (no *_error columns; error_draws(), covariance() and error_mean() unavailable)")
         others = [c for c in self.columns if c not in errs]
         lines.append(f"  columns: {', '.join(others) if others else 'none'}")
         src = self.meta.get("source")

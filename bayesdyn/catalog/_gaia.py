@@ -359,6 +359,12 @@ def _jacobians(obs, matrix, x0, v0):
 
 
 @jax.jit
+def _hessians(obs, matrix, x0, v0):
+    one = lambda o: observables_to_galactocentric(o, matrix, x0, v0)  # noqa: E731
+    return jax.vmap(jax.hessian(one))(obs)
+
+
+@jax.jit
 def _transform(obs, matrix, x0, v0):
     return observables_to_galactocentric(obs, matrix, x0, v0)
 
@@ -451,6 +457,23 @@ def galactocentric_covariance(columns: Mapping[str, np.ndarray], solar: SolarPar
         jac = np.asarray(_jacobians(jnp.asarray(obs), jnp.asarray(matrix), jnp.asarray(x0), jnp.asarray(v0)))
     b = jac * (scale * sigma)[:, None, :]  # J S D
     return np.einsum("nij,njk,nlk->nil", b, corr, b)
+
+
+def galactocentric_error_mean(columns: Mapping[str, np.ndarray], solar: SolarParameters) -> np.ndarray:
+    """Second-order mean of each star's Galactocentric error, (N, 6) in kpc and km/s.
+
+    E[g(o + e)] − g(o) = ½ Σ_jk Σ_jk ∂²g/∂o_j∂o_k + O(e⁴) for Gaussian errors e ~ N(0, Σ) of the observables o,
+    with g = :func:`observables_to_galactocentric` (``jax.hessian``, vmapped over stars) and Σ = S D R D S as in
+    :func:`galactocentric_covariance`. For distances 1/ϖ the distance's term is d (σ_ϖ/ϖ)², which also scales the
+    tangential velocity; the parallax–proper-motion correlations add −d² cov(ϖ, μ) to it.
+    """
+    obs, sigma, corr, scale = observable_errors(columns)
+    matrix, x0, v0 = galactocentric_affine(solar)
+    s = scale * sigma
+    cov = s[:, :, None] * corr * s[:, None, :]
+    with jax.enable_x64(True):
+        hess = np.asarray(_hessians(jnp.asarray(obs), jnp.asarray(matrix), jnp.asarray(x0), jnp.asarray(v0)))
+    return 0.5 * np.einsum("nijk,njk->ni", hess, cov)
 
 
 def galactocentric_draws(

@@ -71,18 +71,22 @@ def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int
 
 
 def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center: np.ndarray, radius: float,
-                          degree_x: int, degree_v: int, window_power: int, chunk: int = 4096
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Second-order corrections for Gaussian errors of positions and velocities with covariance C (N, 6, 6).
+                          degree_x: int, degree_v: int, window_power: int, mean: np.ndarray | None = None,
+                          chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second-order corrections for errors of positions and velocities with mean μ (N, 6) and covariance C
+    (N, 6, 6).
 
-    For a smooth function h of the star's phase-space point y = (x, v), E[h(y + e)] = h(y) + ½ tr(C ∇²h) + O(C²)
-    over e ~ N(0, C), so h − ½ tr(C ∇²h), evaluated at the observed point, averages to the error-free h to that
-    order (a "corrected score"). Returns, per star:
+    For a smooth function h of the star's phase-space point y = (x, v), E[h(y + e)] = h(y) + μ·∇h + ½ tr(C ∇²h)
+    + O(e³) over errors e with mean μ = O(C) and covariance C, so h − μ·∇h − ½ tr(C ∇²h), evaluated at the
+    observed point, averages to the error-free h to that order (a "corrected score"). μ is 0 for Gaussian errors
+    of x and v themselves, but not for Gaussian errors of a parallax propagated to a distance 1/ϖ
+    (:meth:`bayesdyn.Catalog.error_mean`). Returns, per star:
 
-    - ½ tr(C ∇²T_m) for the transport terms T_m = (v·∇W_a) Q_c (N, M) [km/s/kpc] (all of C: the x–x, x–v and
-      v–v blocks; the last is the exact velocity-error bias of :func:`_error_bias`);
-    - ½ tr(C_xx ∇²W_a) (N, n_a) and C_xx ∇W_a (N, n_a, 3) [kpc], from which
-      :meth:`bayesdyn.inference.WeakFormData.field` corrects the acceleration term W_a a·∂Q_c/∂v (degree_v 1).
+    - μ·∇T_m + ½ tr(C ∇²T_m) for the transport terms T_m = (v·∇W_a) Q_c (N, M) [km/s/kpc] (all of C: the x–x,
+      x–v and v–v blocks; the last is the exact velocity-error bias of :func:`_error_bias`);
+    - μ_x·∇W_a + ½ tr(C_xx ∇²W_a) (N, n_a) and C_xx ∇W_a + W_a μ_x (N, n_a, 3) [kpc], from which
+      :meth:`bayesdyn.inference.WeakFormData.field` corrects the acceleration term W_a a·∂Q_c/∂v (degree_v 1):
+      its μ-term μ_x·∇(W_a a) = a μ_x·∇W_a + W_a μ_x·∇a folds into the same two arrays.
 
     The transport terms hold ∇W_a, so their correction holds third derivatives of the window (1 − ρ²)^k: for
     k = 2 the second derivative jumps on the ball's surface and the third has a surface delta that a sum over
@@ -96,15 +100,17 @@ def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center:
     run = _position_error_program(int(degree_x), int(degree_v), int(window_power))
     y = np.concatenate([np.asarray(x, np.float64), np.asarray(v, np.float64)], axis=1)
     cov = np.asarray(cov, np.float64)
+    mean = np.zeros_like(y) if mean is None else np.asarray(mean, np.float64)
     chunk = min(chunk, len(y))
     with jax.enable_x64(True):
         c0, r0 = jnp.asarray(center, jnp.float64), jnp.asarray(radius, jnp.float64)
         parts = []
         for i in range(0, len(y), chunk):  # fixed-size chunks (the last one padded): one compiled program
-            yi, ci = y[i:i + chunk], cov[i:i + chunk]
+            yi, ci, mi = y[i:i + chunk], cov[i:i + chunk], mean[i:i + chunk]
             pad = chunk - len(yi)
             out = run(jnp.asarray(np.pad(yi, ((0, pad), (0, 0)), mode="edge")),
-                      jnp.asarray(np.pad(ci, ((0, pad), (0, 0), (0, 0)), mode="edge")), c0, r0)
+                      jnp.asarray(np.pad(ci, ((0, pad), (0, 0), (0, 0)), mode="edge")),
+                      jnp.asarray(np.pad(mi, ((0, pad), (0, 0)), mode="edge")), c0, r0)
             parts.append([np.asarray(o)[:len(yi)] for o in out])
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
@@ -117,7 +123,7 @@ def _position_error_program(degree_x: int, degree_v: int, window_power: int):
 
     px, pv = _powers(degree_x, 0), _powers(degree_v, 1)
 
-    def one(y, c, center, radius):
+    def one(y, c, mu, center, radius):
         def window(xx):  # W_a (n_a,)
             xi = (xx - center) / radius
             rho2 = jnp.sum(xi * xi)
@@ -137,12 +143,14 @@ def _position_error_program(degree_x: int, degree_v: int, window_power: int):
         def second(f, point, u):
             return jax.jvp(lambda p: jax.jvp(f, (p,), (u,))[1], (point,), (u,))[1]
 
+        w, w_shift = jax.jvp(window, (y[:3],), (mu[:3],))  # W_a and μ_x·∇W_a
         t_bias = 0.5 * jnp.sum(jax.vmap(lambda u: second(transport, y, u))(dirs), axis=0)
-        curv = 0.5 * jnp.sum(jax.vmap(lambda u: second(window, y[:3], u[:3]))(dirs), axis=0)
-        grad = jax.jacfwd(window)(y[:3]) @ c[:3, :3]
+        t_bias = t_bias + jax.jvp(transport, (y,), (mu,))[1]
+        curv = 0.5 * jnp.sum(jax.vmap(lambda u: second(window, y[:3], u[:3]))(dirs), axis=0) + w_shift
+        grad = jax.jacfwd(window)(y[:3]) @ c[:3, :3] + w[:, None] * mu[None, :3]
         return t_bias, curv, grad
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))
 
 
 def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: float, degree_x: int = 2,
@@ -306,9 +314,11 @@ def _checked_covariance(cov: np.ndarray, what: str) -> np.ndarray:
 
 
 def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors: Any, n: int,
-                            inside: np.ndarray) -> np.ndarray:
+                            inside: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The 6 × 6 error covariances of (x [kpc], v [km/s]) of the stars inside the ball (n_in, 6, 6), from
-    ``weak_form_data``'s ``position_errors`` and ``velocity_errors`` (one entry per star of the catalog)."""
+    ``weak_form_data``'s ``position_errors`` and ``velocity_errors`` (one entry per star of the catalog), and the
+    errors' mean (n_in, 6) where it comes with them (``"catalog"``: :meth:`~bayesdyn.Catalog.error_mean`), else
+    None."""
     if isinstance(position_errors, str):
         if position_errors != "catalog":
             raise ValueError(f"position_errors={position_errors!r}: pass None, 'catalog', per-star σ (N, 3) [kpc], "
@@ -320,15 +330,16 @@ def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors:
                              "as arrays")
         try:
             cov = np.asarray(catalog.covariance(), float)
+            mean = np.asarray(catalog.error_mean(), float)
         except Exception as err:  # CatalogError: no Gaia observables or error columns
             raise ValueError(f"position_errors='catalog' needs the catalog's Gaia errors: {err}") from None
-        return _checked_covariance(cov[inside], "phase-space error")
+        return _checked_covariance(cov[inside], "phase-space error"), mean[inside]
     cxx = _per_axis_covariance(position_errors, n, inside, "position_errors", "kpc")
     if cxx.shape == (n, 6, 6):  # the whole (x, v) covariance, as Catalog.covariance() gives it
         if velocity_errors is not None:
             raise ValueError("position_errors (N, 6, 6) is the whole phase-space covariance, velocities included: "
                              "leave velocity_errors None")
-        return _checked_covariance(cxx[inside], "phase-space error")
+        return _checked_covariance(cxx[inside], "phase-space error"), None
     if cxx.shape != (n, 3, 3):
         raise ValueError(f"position_errors must be per-star σ (N, 3) [kpc], covariances (N, 3, 3) [kpc²] or "
                          f"phase-space covariances (N, 6, 6) [kpc, km/s] for the catalog's {n} stars; got shape "
@@ -337,12 +348,25 @@ def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors:
     cov[:, :3, :3] = _checked_covariance(cxx[inside], "position-error")
     if velocity_errors is not None:
         cov[:, 3:, 3:] = _velocity_covariance(catalog, velocity_errors, n, inside)
-    return cov
+    return cov, None
+
+
+def _error_mean(error_mean: Any, n: int, inside: np.ndarray) -> np.ndarray:
+    """``weak_form_data``'s ``error_mean`` (N, 6) [kpc, km/s], checked, for the stars inside the ball."""
+    mean = np.asarray(error_mean, float)
+    if mean.shape != (n, 6):
+        raise ValueError(f"error_mean must be each star's mean error of (x [kpc], v [km/s]), shape ({n}, 6) for the "
+                         f"catalog's {n} stars; got shape {mean.shape}")
+    bad = ~np.isfinite(mean[inside]).all(axis=1)
+    if bad.any():
+        raise ValueError(f"error_mean is not finite for {int(bad.sum())} of the {int(inside.sum())} stars in the "
+                         "ball; fix or remove those stars")
+    return mean[inside]
 
 
 def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None, velocity_errors: Any = None,
-                   position_errors: Any = None, degree_x: int = 2, degree_v: int = 1, min_stars: int = 1000,
-                   window_power: int | None = None):
+                   position_errors: Any = None, error_mean: Any = None, degree_x: int = 2, degree_v: int = 1,
+                   min_stars: int = 1000, window_power: int | None = None):
     """The stars' weak-form CBE moments, for :func:`bayesdyn.infer` with a :class:`~bayesdyn.PotentialModel`.
 
     No flow is fitted: the moments E[v·∇ₓψ_m + a(x)·∇ᵥψ_m] = 0 (module docstring) are averages over the
@@ -386,11 +410,15 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             from its Gaia error columns: positions, velocities and their correlations; ``velocity_errors`` must
             then be None or ``"catalog"``), per-star σ (N, 3) [kpc], covariances (N, 3, 3) [kpc²] (combined
             with ``velocity_errors``, uncorrelated), or phase-space covariances (N, 6, 6) of (x [kpc],
-            v [km/s]) (``velocity_errors`` None). Each star's moments h are replaced by h − ½ tr(C ∇²h) at its
-            observed point, whose average over Gaussian errors is the error-free h up to terms of order C²
-            (and, for the moments' acceleration term, the model's first and second derivatives enter:
-            :meth:`~bayesdyn.inference.WeakFormData.field`). Needs ``degree_v`` = 1. Exact-Plummer tests and
-            the disk mock's figures are in docs/weak-form.md.
+            v [km/s]) (``velocity_errors`` None). Each star's moments h are replaced by h − μ·∇h − ½ tr(C ∇²h)
+            at its observed point (μ: ``error_mean``), whose average over the errors is the error-free h up to
+            terms of third order in them (and, for the moments' acceleration term, the model's first and second
+            derivatives enter: :meth:`~bayesdyn.inference.WeakFormData.field`). Needs ``degree_v`` = 1.
+            Exact-Plummer tests and the disk mock's figures are in docs/weak-form.md.
+        error_mean: with ``position_errors``, the mean μ of each star's error of (x, v), (N, 6) [kpc, km/s]: the
+            observed point minus the true one, on average. None: ``catalog.error_mean()`` with
+            ``position_errors="catalog"`` (Gaussian parallax errors make 1/ϖ distances long on average, by
+            d (σ_ϖ/ϖ)², an effect of the same order as C's), else 0 (errors with zero mean in x and v).
         degree_x: highest degree of the spatial monomials (default 2: 10 of them).
         degree_v: highest degree of the velocity monomials (default 1: v_x, v_y, v_z), so M = 30 moments
             by default.
@@ -434,6 +462,9 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
         )
     extra = {}
     power = (2 if position_errors is None else 3) if window_power is None else window_power
+    if position_errors is None and error_mean is not None:
+        raise ValueError("error_mean is the mean of the position and velocity errors that position_errors "
+                         "corrects: give position_errors too (zeros if the positions are exact)")
     if position_errors is None:
         cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x), inside)
         transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x),
@@ -450,11 +481,13 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             raise ValueError("position_errors with efficiency= is not supported: the 1/ε weights are evaluated at the "
                              "observed positions, so their own derivatives would enter the correction; correct one "
                              "or the other")
-        cov = _phase_space_covariance(catalog, position_errors, velocity_errors, len(x), inside)
+        cov, mean = _phase_space_covariance(catalog, position_errors, velocity_errors, len(x), inside)
+        if error_mean is not None:
+            mean = _error_mean(error_mean, len(x), inside)
         transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), 1,
                                                     window_power=power)
         bias, curvature, gradient = _position_error_terms(x[inside], v[inside], cov, center, radius,
-                                                          int(degree_x), 1, power)
+                                                          int(degree_x), 1, power, mean=mean)
         transport = transport - bias
         extra = dict(position_covariance=cov[:, :3, :3], window_curvature=curvature, window_gradient=gradient)
     if efficiency is not None:  # g_i → g_i / ε(x_i): both parts of every moment are linear in W_a(x_i)

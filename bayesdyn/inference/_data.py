@@ -161,7 +161,8 @@ class WeakFormData(NamedTuple):
             instead of O(N M) (valid only with the model it was given); None: computed from the stars.
         position_covariance, window_curvature, window_gradient: with position errors
             (``weak_form_data(..., position_errors=)``), each star's position-error covariance C (N, 3, 3)
-            [kpc²], ½ tr(C ∇²W_a) (N, n_a) and C ∇W_a (N, n_a, 3) [kpc]: the acceleration term
+            [kpc²], μ·∇W_a + ½ tr(C ∇²W_a) (N, n_a) and C ∇W_a + W_a μ (N, n_a, 3) [kpc] (μ: the errors' mean
+            position, ``error_mean``; 0 unless given or from a Gaia catalog): the acceleration term
             W_a a·∂Q_c/∂v is then corrected to second order in the errors, which needs a's first and second
             derivatives at the stars, so model accelerations enter as :meth:`field` (N, 3, 5) instead of a
             (N, 3). None: no position errors.
@@ -215,7 +216,8 @@ class WeakFormData(NamedTuple):
             raise ValueError(f"these weak-form data correct position errors, which needs the field's derivatives: "
                              f"pass data.field(acceleration_function), shape {self.x.shape + (5,)}, not {a.shape}")
         value, jac, curv = a[..., 0], a[..., 1:4], a[..., 4]
-        # ½ tr(C ∇²(a_j W_a)) = ½ W_a tr(C∇²a_j) + ∇a_j·C∇W_a + ½ a_j tr(C∇²W_a), subtracted
+        # ½ tr(C ∇²(a_j W_a)) = ½ W_a tr(C∇²a_j) + ∇a_j·C∇W_a + ½ a_j tr(C∇²W_a), and the mean's
+        # μ·∇(a_j W_a) = a_j μ·∇W_a + ∇a_j·W_a μ (in window_curvature and window_gradient), subtracted
         eff = (value[:, None, :] * (self.window - self.window_curvature)[:, :, None]
                - jnp.einsum("njl,nal->naj", jac, self.window_gradient)
                - 0.5 * curv[:, None, :] * self.window[:, :, None])

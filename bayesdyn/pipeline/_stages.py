@@ -79,7 +79,7 @@ class _VelocitiesInsideCatalog:
 #: (2: member covariances saved, posteriors combined over members)
 _CACHE_VERSION = 2
 #: part of the weak-form posterior's cache key: bump when bd.weak_form_data or the weak-form fit changes
-_WEAK_VERSION = 2  # 2: position errors corrected under errors.correct (window (1 − ρ²)³)
+_WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (1 − ρ²)³); 3: with the Gaia errors' mean
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -107,6 +107,7 @@ class Run:
         self.weak_cuts: list[str] = []  # cuts before the weak form's ball (set by weak_form)
         self.weak_velocity_errors = False  # whether weak_form removed the velocity errors' bias
         self.weak_position_errors = False  # ... and the position errors' (to second order)
+        self.weak_error_mean = False  # ... with the Gaia errors' mean (Catalog.error_mean)
         self.psd_info: dict | None = None  # the flows' info (set by the psd stage), read by the training CAVEAT
 
     # ---------------------------------------------------------------- helpers
@@ -396,6 +397,7 @@ class Run:
                 position_errors = None
         self.weak_velocity_errors = velocity_errors is not None
         self.weak_position_errors = position_errors is not None
+        self.weak_error_mean = isinstance(position_errors, str)  # "catalog": Catalog.error_mean() too
         t0 = time.perf_counter()
         try:
             data = weak_form_data(cat, volume=volume, velocity_errors=velocity_errors,
@@ -544,8 +546,10 @@ class Run:
             if vel or pos:
                 done = " and ".join(w for w, on in (("velocity", vel), ("position", pos)) if on)
                 how = (["velocities exactly for Gaussian errors"] if vel else []) + (
-                    ["positions to second order in the errors, which leaves a remainder of order (σ_x/L)⁴ for "
-                     "structure on scales L"] if pos else [])
+                    ["positions to second order in the errors"
+                     + (" (their covariance and mean from the catalog's Gaia columns: 1/ϖ distances are long on "
+                        "average by (σ_ϖ/ϖ)²)" if self.weak_error_mean else "")
+                     + ", which leaves a remainder of order (σ_x/L)⁴ for structure on scales L"] if pos else [])
                 line = f"Measurement errors: the {done} errors' bias on the moments is removed ({'; '.join(how)})"
                 if not pos:
                     line += "; position errors are not corrected" + (
