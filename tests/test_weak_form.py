@@ -36,11 +36,11 @@ def plummer_sphere(n, seed, mass=MASS, b=B):
     return r[:, None] * directions(), speed[:, None] * directions()
 
 
-def _psi(x, v, center, radius, p, c):
-    """One test function, written out for autodiff: (1 − ρ²)² ξ^p (v/v₀)^c."""
+def _psi(x, v, center, radius, p, c, k=2):
+    """One test function, written out for autodiff: (1 − ρ²)^k ξ^p (v/v₀)^c."""
     xi = (x - center) / radius
     rho2 = jnp.sum(xi**2)
-    return jnp.where(rho2 < 1, (1 - rho2) ** 2, 0.0) * jnp.prod(xi ** jnp.asarray(p)) * jnp.prod(
+    return jnp.where(rho2 < 1, (1 - rho2) ** k, 0.0) * jnp.prod(xi ** jnp.asarray(p)) * jnp.prod(
         (v / VELOCITY_UNIT) ** jnp.asarray(c))
 
 
@@ -341,6 +341,7 @@ def test_velocity_errors_from_the_catalogs_gaia_columns():
     for d in (given, both):
         np.testing.assert_allclose(np.asarray(d.transport), np.asarray(full.transport), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(d.window_gradient), np.asarray(full.window_gradient), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(d.window_curvature), np.asarray(full.window_curvature), rtol=1e-12)
     inside = np.linalg.norm(np.asarray(cat.x) - ball[0], axis=1) < ball[1]
     np.testing.assert_allclose(np.asarray(full.position_covariance), cat.covariance()[inside, :3, :3], rtol=1e-6)  # float32
     velocities_only = bd.weak_form_data(cat, volume=ball, velocity_errors="catalog", window_power=3, degree_x=1,
@@ -381,6 +382,51 @@ def test_position_error_correction_is_unbiased_over_the_errors():
     full = bd.weak_form_data(cat, volume=ball, position_errors=covs)
     with pytest.raises(ValueError, match="data.field"):
         full.moments(plummer.acceleration(full.x))  # a bare (N, 3) field cannot be corrected
+
+
+def test_corrected_moments_match_autodiff_of_the_whole_moment():
+    """Each star's corrected moment is g − μ·∇g − ½ tr(C ∇²g) for the whole per-star moment g(x, v) =
+    v·∇ₓψ + a(x)·∇ᵥψ (window (1 − ρ²)³): autodiff of g written out, with a random 6 × 6 covariance C and mean μ
+    per star, against data.moments(data.field(a)) for a Miyamoto–Nagai disk (every term of μ and C, including
+    W_a μ_x·∇a, in float64)."""
+    from bayesdyn.dynamics._weak import _powers
+
+    rng = np.random.default_rng(8)
+    n, center, radius = 150, np.array([-8.0, 0.0, 0.02]), 2.0
+    x = center + rng.normal(scale=0.6, size=(n, 3))
+    v = rng.normal(scale=60.0, size=(n, 3)) + np.array([0.0, 220.0, 0.0])
+    a = rng.normal(size=(n, 6, 6)) * np.r_[0.05, 0.05, 0.05, 10.0, 10.0, 10.0][None, :, None]
+    cov = np.einsum("nij,nkj->nik", a, a)
+    mu = rng.normal(size=(n, 6)) * np.r_[0.02, 0.02, 0.02, 3.0, 3.0, 3.0]
+    disk = bd.potentials.MiyamotoNagai(mass=6.8e10, a=3.0, b=0.28)
+    px, pv = _powers(1, 0), _powers(1, 1)
+    with jax.enable_x64(True):
+        data = bd.weak_form_data(bd.Catalog(x, v), volume=(center, radius), position_errors=cov, error_mean=mu,
+                                 degree_x=1, min_stars=100)
+        inside = np.linalg.norm(x - center, axis=1) < radius
+        assert data.n_stars == inside.sum() > 120
+        got = np.asarray(data.moments(data.field(disk.acceleration)))
+
+        def g(y):  # the whole moments (M,) of one star at y = (x, v), m = a·n_c + c
+            acc = disk.acceleration(y[None, :3])[0]
+            out = []
+            for p in px:
+                for c in pv:
+                    gx, gv = jax.grad(_psi, argnums=(0, 1))(y[:3], y[3:], center, radius, p, c, 3)
+                    out.append(y[3:] @ gx + acc @ gv)
+            return jnp.stack(out)
+
+        y = np.concatenate([x, v], axis=1)[inside]
+        jac = jax.jit(jax.vmap(jax.jacfwd(g)))  # (N, M, 6); the Hessian by central differences of it (a Hessian
+        val, grad = np.asarray(jax.vmap(g)(jnp.asarray(y))), np.asarray(jac(jnp.asarray(y)))  # of g compiles slowly)
+        step = np.r_[1e-4, 1e-4, 1e-4, 1e-2, 1e-2, 1e-2]  # kpc, km/s: g is quadratic in v, smooth on kpc scales
+        hess = np.stack([(np.asarray(jac(jnp.asarray(y + h * e))) - np.asarray(jac(jnp.asarray(y - h * e)))) / (2 * h)
+                         for h, e in zip(step, np.eye(6))], axis=-1)  # (N, M, 6, 6)
+        mean_term = np.einsum("nmi,ni->nm", grad, mu[inside])
+        want = val - mean_term - 0.5 * np.einsum("nmij,nij->nm", hess, cov[inside])
+        scale = np.max(np.abs(val), axis=0)  # per moment
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-7 * scale.max())
+        assert np.all(np.max(np.abs(mean_term), axis=0) > 1e-2 * scale)  # the mean's terms matter here
 
 
 def test_gaia_errors_are_corrected_with_their_mean():

@@ -359,9 +359,10 @@ def _jacobians(obs, matrix, x0, v0):
 
 
 @jax.jit
-def _hessians(obs, matrix, x0, v0):
+def _mean_shift(obs, cov, matrix, x0, v0):
+    """½ Σ_jk cov_jk ∂²g/∂o_j∂o_k per star (N, 6), g = :func:`observables_to_galactocentric`."""
     one = lambda o: observables_to_galactocentric(o, matrix, x0, v0)  # noqa: E731
-    return jax.vmap(jax.hessian(one))(obs)
+    return 0.5 * jnp.einsum("nijk,njk->ni", jax.vmap(jax.hessian(one))(obs), cov)
 
 
 @jax.jit
@@ -459,21 +460,32 @@ def galactocentric_covariance(columns: Mapping[str, np.ndarray], solar: SolarPar
     return np.einsum("nij,njk,nlk->nil", b, corr, b)
 
 
-def galactocentric_error_mean(columns: Mapping[str, np.ndarray], solar: SolarParameters) -> np.ndarray:
+def galactocentric_error_mean(columns: Mapping[str, np.ndarray], solar: SolarParameters,
+                              chunk: int = 16384) -> np.ndarray:
     """Second-order mean of each star's Galactocentric error, (N, 6) in kpc and km/s.
 
     E[g(o + e)] − g(o) = ½ Σ_jk Σ_jk ∂²g/∂o_j∂o_k + O(e⁴) for Gaussian errors e ~ N(0, Σ) of the observables o,
     with g = :func:`observables_to_galactocentric` (``jax.hessian``, vmapped over stars) and Σ = S D R D S as in
     :func:`galactocentric_covariance`. For distances 1/ϖ the distance's term is d (σ_ϖ/ϖ)², which also scales the
-    tangential velocity; the parallax–proper-motion correlations add −d² cov(ϖ, μ) to it.
+    tangential velocity; the parallax–proper-motion correlations add −K d² cov(ϖ, μ) [km/s] to it along the proper
+    motion's direction (K = 4.74047 km/s per kpc mas/yr). Evaluated in fixed-size chunks of ``chunk`` stars (the
+    last one padded): one compiled program, and memory bounded whatever the catalog's size.
     """
     obs, sigma, corr, scale = observable_errors(columns)
     matrix, x0, v0 = galactocentric_affine(solar)
     s = scale * sigma
     cov = s[:, :, None] * corr * s[:, None, :]
+    chunk = max(1, min(chunk, len(obs)))
+    out = np.empty((len(obs), 6))
     with jax.enable_x64(True):
-        hess = np.asarray(_hessians(jnp.asarray(obs), jnp.asarray(matrix), jnp.asarray(x0), jnp.asarray(v0)))
-    return 0.5 * np.einsum("nijk,njk->ni", hess, cov)
+        args = jnp.asarray(matrix), jnp.asarray(x0), jnp.asarray(v0)
+        for i in range(0, len(obs), chunk):
+            o, c = obs[i:i + chunk], cov[i:i + chunk]
+            pad = chunk - len(o)
+            m = _mean_shift(jnp.asarray(np.pad(o, ((0, pad), (0, 0)), mode="edge")),
+                            jnp.asarray(np.pad(c, ((0, pad), (0, 0), (0, 0)), mode="edge")), *args)
+            out[i:i + len(o)] = np.asarray(m)[:len(o)]
+    return out
 
 
 def galactocentric_draws(

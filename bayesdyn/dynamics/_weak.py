@@ -328,12 +328,15 @@ def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors:
                              "included (with the correlation that a parallax error puts between distance and "
                              "tangential velocity): leave velocity_errors None or 'catalog', or give both errors "
                              "as arrays")
-        try:
-            cov = np.asarray(catalog.covariance(), float)
-            mean = np.asarray(catalog.error_mean(), float)
+        try:  # the stars in the ball only (a Catalog's select; memory and time scale with the stars)
+            sub = catalog.select(inside, "inside the weak form's ball") if hasattr(catalog, "select") else catalog
+            cov = np.asarray(sub.covariance(), float)
+            mean = np.asarray(sub.error_mean(), float)
         except Exception as err:  # CatalogError: no Gaia observables or error columns
             raise ValueError(f"position_errors='catalog' needs the catalog's Gaia errors: {err}") from None
-        return _checked_covariance(cov[inside], "phase-space error"), mean[inside]
+        if len(cov) != int(inside.sum()):
+            cov, mean = cov[inside], mean[inside]
+        return _checked_covariance(cov, "phase-space error"), mean
     cxx = _per_axis_covariance(position_errors, n, inside, "position_errors", "kpc")
     if cxx.shape == (n, 6, 6):  # the whole (x, v) covariance, as Catalog.covariance() gives it
         if velocity_errors is not None:
