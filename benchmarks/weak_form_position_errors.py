@@ -26,7 +26,7 @@ same stars (± its standard error) in units of the error-free fit's σ.
 
     python benchmarks/weak_form_position_errors.py [--realisations 4] [--stars 100000]
 
-About 4 min per realisation on the 2-core AMD EPYC.
+About 4 min per realisation with the first three cases (7 fits) on the 2-core AMD EPYC; about 40 s per fit.
 """
 
 from __future__ import annotations

@@ -384,11 +384,12 @@ def test_position_error_correction_is_unbiased_over_the_errors():
         full.moments(plummer.acceleration(full.x))  # a bare (N, 3) field cannot be corrected
 
 
-def test_corrected_moments_match_autodiff_of_the_whole_moment():
+@pytest.mark.parametrize("weighted", [False, True])
+def test_corrected_moments_match_autodiff_of_the_whole_moment(weighted):
     """Each star's corrected moment is g − μ·∇g − ½ tr(C ∇²g) for the whole per-star moment g(x, v) =
-    v·∇ₓψ + a(x)·∇ᵥψ (window (1 − ρ²)³): autodiff of g written out, with a random 6 × 6 covariance C and mean μ
-    per star, against data.moments(data.field(a)) for a Miyamoto–Nagai disk (every term of μ and C, including
-    W_a μ_x·∇a, in float64)."""
+    w(x) [v·∇ₓψ + a(x)·∇ᵥψ] (window (1 − ρ²)³; w = 1/ε for a known efficiency ε(x), else 1): autodiff of g written
+    out, with a random 6 × 6 covariance C and mean μ per star, against data.moments(data.field(a)) for a
+    Miyamoto–Nagai disk (every term of μ and C, including W_a μ_x·∇a and ε's derivatives, in float64)."""
     from bayesdyn.dynamics._weak import _powers
 
     rng = np.random.default_rng(8)
@@ -400,20 +401,27 @@ def test_corrected_moments_match_autodiff_of_the_whole_moment():
     mu = rng.normal(size=(n, 6)) * np.r_[0.02, 0.02, 0.02, 3.0, 3.0, 3.0]
     disk = bd.potentials.MiyamotoNagai(mass=6.8e10, a=3.0, b=0.28)
     px, pv = _powers(1, 0), _powers(1, 1)
+    hole = jnp.asarray(center + [0.3, -0.2, 0.1])
+
+    def eps(p):  # ε(x) (N,) of positions (N, 3) [kpc]: a smooth hole of depth 0.6 and width 0.5 kpc
+        return 1.0 - 0.6 * jnp.exp(-jnp.sum((p - hole) ** 2, axis=-1) / (2 * 0.5**2))
+
     with jax.enable_x64(True):
         data = bd.weak_form_data(bd.Catalog(x, v), volume=(center, radius), position_errors=cov, error_mean=mu,
-                                 degree_x=1, min_stars=100)
+                                 degree_x=1, min_stars=100, efficiency=eps if weighted else None)
         inside = np.linalg.norm(x - center, axis=1) < radius
         assert data.n_stars == inside.sum() > 120
-        got = np.asarray(data.moments(data.field(disk.acceleration)))
+        norm = float(np.mean(1.0 / eps(jnp.asarray(x[inside])))) if weighted else 1.0  # the weights' mean-1 scale
+        got = np.asarray(data.moments(data.field(disk.acceleration))) * norm
 
         def g(y):  # the whole moments (M,) of one star at y = (x, v), m = a·n_c + c
             acc = disk.acceleration(y[None, :3])[0]
+            w = 1.0 / eps(y[None, :3])[0] if weighted else 1.0
             out = []
             for p in px:
                 for c in pv:
                     gx, gv = jax.grad(_psi, argnums=(0, 1))(y[:3], y[3:], center, radius, p, c, 3)
-                    out.append(y[3:] @ gx + acc @ gv)
+                    out.append(w * (y[3:] @ gx + acc @ gv))
             return jnp.stack(out)
 
         y = np.concatenate([x, v], axis=1)[inside]
@@ -493,7 +501,10 @@ def test_position_errors_of_zero_leave_the_velocity_correction_and_bad_input_is_
                        (dict(position_errors=np.full((len(x), 3), -1.0)), "≥ 0"),
                        (dict(position_errors=np.zeros((len(x), 3)), degree_v=2), "degree_v = 1"),
                        (dict(position_errors=np.zeros((len(x), 3)), window_power=2), "window_power ≥ 3"),
-                       (dict(position_errors=np.zeros((len(x), 3)), efficiency=np.ones(len(x))), "not supported"),
+                       (dict(position_errors=np.zeros((len(x), 3)), efficiency=np.ones(len(x))),
+                        "needs ε as a JAX function"),
+                       (dict(position_errors=np.zeros((len(x), 3)), efficiency=lambda p: 0.5 + 0.0 * np.asarray(p)[:, 0]),
+                        "ε must be a JAX function"),
                        (dict(error_mean=np.zeros((len(x), 6))), "give position_errors too"),
                        (dict(position_errors=np.zeros((len(x), 3)), error_mean=np.zeros((len(x), 3))),
                         r"shape \(2000, 6\)"),

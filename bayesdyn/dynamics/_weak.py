@@ -72,7 +72,7 @@ def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int
 
 def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center: np.ndarray, radius: float,
                           degree_x: int, degree_v: int, window_power: int, mean: np.ndarray | None = None,
-                          chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          weight: Any = None, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Second-order corrections for errors of positions and velocities with mean μ (N, 6) and covariance C
     (N, 6, 6).
 
@@ -97,7 +97,8 @@ def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center:
     import jax
     import jax.numpy as jnp
 
-    run = _position_error_program(int(degree_x), int(degree_v), int(window_power))
+    run = (_position_error_program(int(degree_x), int(degree_v), int(window_power)) if weight is None else
+           _build_position_error_program(int(degree_x), int(degree_v), int(window_power), weight))
     y = np.concatenate([np.asarray(x, np.float64), np.asarray(v, np.float64)], axis=1)
     cov = np.asarray(cov, np.float64)
     mean = np.zeros_like(y) if mean is None else np.asarray(mean, np.float64)
@@ -117,24 +118,37 @@ def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center:
 
 @functools.lru_cache(maxsize=8)
 def _position_error_program(degree_x: int, degree_v: int, window_power: int):
-    """The jitted, vmapped per-star body of :func:`_position_error_terms` for these degrees."""
+    """The jitted, vmapped per-star body of :func:`_position_error_terms` for these degrees (unweighted)."""
+    return _build_position_error_program(degree_x, degree_v, window_power, None)
+
+
+def _build_position_error_program(degree_x: int, degree_v: int, window_power: int, weight: Any):
+    """As :func:`_position_error_program`; with ``weight`` (a JAX function of one position (3,) [kpc] → the star's
+    weight 1/ε, a scalar) the moments are w(x) h(x, v), and the correction is that of the product, so ε's own
+    derivatives enter."""
     import jax
     import jax.numpy as jnp
 
     px, pv = _powers(degree_x, 0), _powers(degree_v, 1)
 
     def one(y, c, mu, center, radius):
-        def window(xx):  # W_a (n_a,)
+        def bare(xx):  # W_a (n_a,)
             xi = (xx - center) / radius
             rho2 = jnp.sum(xi * xi)
             ball = jnp.where(rho2 < 1.0, (1.0 - rho2) ** window_power, 0.0)
             return ball * jnp.stack([xi[0] ** p[0] * xi[1] ** p[1] * xi[2] ** p[2] for p in px])
 
-        def transport(u):  # (v·∇W_a) Q_c (M,)
+        def w_of(xx):
+            return 1.0 if weight is None else jnp.reshape(weight(xx), ())
+
+        def window(xx):  # the acceleration term's spatial factor w W_a (n_a,)
+            return w_of(xx) * bare(xx)
+
+        def transport(u):  # w (v·∇W_a) Q_c (M,)
             xx, vv = u[:3], u[3:]
             w = vv / VELOCITY_UNIT
             q = jnp.stack([w[0] ** p[0] * w[1] ** p[1] * w[2] ** p[2] for p in pv])
-            return ((jax.jacfwd(window)(xx) @ vv)[:, None] * q[None, :]).reshape(-1)
+            return (w_of(xx) * (jax.jacfwd(bare)(xx) @ vv)[:, None] * q[None, :]).reshape(-1)
 
         # ½ tr(C ∇²h) = ½ Σ_k h''(y; u_k) along u_k = √λ_k e_k (C's eigenvectors; C may be singular)
         lam, vecs = jnp.linalg.eigh(c)
@@ -272,6 +286,11 @@ def _efficiency_weights(efficiency: Any, x: np.ndarray, inside: np.ndarray) -> n
     return 1.0 / eps
 
 
+def _inverse_efficiency(point: Any, eps: Any, norm: float) -> Any:
+    """The normalised weight 1/(norm ε) at one position (3,) [kpc], for ε a JAX function of positions (N, 3)."""
+    return 1.0 / (norm * eps(point[None])[0])
+
+
 def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.ndarray) -> np.ndarray:
     """The velocity-error covariances (n_in, 3, 3) [(km/s)²] of the stars inside the ball, from
     ``weak_form_data``'s argument (one entry per star of the catalog), checked there."""
@@ -404,7 +423,12 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             there carry large weights, and the moments' covariance (estimated from the weighted moments)
             widens the errors accordingly (and too small an effective number of stars is an error).
             Velocity-dependent selections cannot be corrected this way. A catalog dusted twice
-            (``mocks.apply_dust`` on a dusted catalog) has the product of both efficiencies.
+            (``mocks.apply_dust`` on a dusted catalog) has the product of both efficiencies. With
+            ``position_errors`` ε must be a JAX function of positions (or an object with a JAX ``efficiency``
+            method, as :class:`~bayesdyn.mocks.DustModel`): the weights are evaluated at the observed positions,
+            so the correction is that of the product w(x) h(x, v), whose derivatives include ε's. The selection
+            must act on the true positions (dust, a selection function of where a star is), not on the
+            observed ones.
         velocity_errors: None (error-free velocities), ``"catalog"`` (the velocity block of
             ``catalog.covariance()``, from its Gaia error columns), per-star σ (N, 3) [km/s] (independent
             components) or covariances (N, 3, 3) [(km/s)²], one per star of the catalog: each star's expected
@@ -468,10 +492,23 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
     if position_errors is None and error_mean is not None:
         raise ValueError("error_mean is the mean of the position and velocity errors that position_errors "
                          "corrects: give position_errors too (zeros if the positions are exact)")
+    w = None
+    if efficiency is not None:  # g_i → g_i / ε(x_i): both parts of every moment are linear in W_a(x_i)
+        w = _efficiency_weights(efficiency, x, inside)
+        norm = float(w.mean())
+        w = w / norm
+        n_eff = float(w.sum() ** 2 / np.sum(w**2))
+        if n_eff < max(int(min_stars), 10 * m):
+            raise ValueError(
+                f"the 1/ε weights leave an effective {n_eff:.0f} of the {n} stars in the ball ((Σw)²/Σw²), fewer "
+                f"than max(min_stars={min_stars}, 10 × moments) = {max(int(min_stars), 10 * m)}: the moments' "
+                "covariance would be unreliable; shrink the ball to where ε is not small, or lower the degrees")
     if position_errors is None:
         cov = None if velocity_errors is None else _velocity_covariance(catalog, velocity_errors, len(x), inside)
         transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x),
                                                     int(degree_v), velocity_covariance=cov, window_power=power)
+        if w is not None:
+            transport, window = transport * w[:, None], window * w[:, None]
     else:
         if int(degree_v) != 1:
             raise ValueError(f"position errors are corrected for degree_v = 1 only, got degree_v={degree_v}: use "
@@ -480,29 +517,32 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             raise ValueError(f"position errors need window_power ≥ 3 (a window with continuous second derivatives: "
                              f"with {power} the correction misses a term on the ball's surface), got {power}; "
                              "leave window_power None")
-        if efficiency is not None:
-            raise ValueError("position_errors with efficiency= is not supported: the 1/ε weights are evaluated at the "
-                             "observed positions, so their own derivatives would enter the correction; correct one "
-                             "or the other")
+        weight = None
+        if efficiency is not None:  # the moments are w(x) h(x, v): the correction differentiates w = 1/ε too
+            eps = efficiency.efficiency if callable(getattr(efficiency, "efficiency", None)) else efficiency
+            if not callable(eps):
+                raise ValueError("position_errors with efficiency= needs ε as a JAX function of positions (or an "
+                                 "object with an .efficiency(x) method, e.g. mocks.DustModel): its derivatives at "
+                                 "each star enter the correction, which per-star values do not give")
+            weight = functools.partial(_inverse_efficiency, eps=eps, norm=norm)
         cov, mean = _phase_space_covariance(catalog, position_errors, velocity_errors, len(x), inside)
         if error_mean is not None:
             mean = _error_mean(error_mean, len(x), inside)
         transport, window, dq_v = weak_form_moments(x[inside], v[inside], center, radius, int(degree_x), 1,
                                                     window_power=power)
-        bias, curvature, gradient = _position_error_terms(x[inside], v[inside], cov, center, radius,
-                                                          int(degree_x), 1, power, mean=mean)
+        if w is not None:
+            transport, window = transport * w[:, None], window * w[:, None]
+        try:
+            bias, curvature, gradient = _position_error_terms(x[inside], v[inside], cov, center, radius,
+                                                              int(degree_x), 1, power, mean=mean, weight=weight)
+        except TypeError as err:  # a NumPy ε traced by JAX
+            if weight is None:
+                raise
+            raise ValueError(f"position_errors with efficiency=: ε must be a JAX function of positions (jnp, "
+                             f"differentiable), since its derivatives enter the correction; tracing it failed: "
+                             f"{err}") from None
         transport = transport - bias
         extra = dict(position_covariance=cov[:, :3, :3], window_curvature=curvature, window_gradient=gradient)
-    if efficiency is not None:  # g_i → g_i / ε(x_i): both parts of every moment are linear in W_a(x_i)
-        w = _efficiency_weights(efficiency, x, inside)
-        w = w / w.mean()
-        n_eff = float(w.sum() ** 2 / np.sum(w**2))
-        if n_eff < max(int(min_stars), 10 * m):
-            raise ValueError(
-                f"the 1/ε weights leave an effective {n_eff:.0f} of the {n} stars in the ball ((Σw)²/Σw²), fewer "
-                f"than max(min_stars={min_stars}, 10 × moments) = {max(int(min_stars), 10 * m)}: the moments' "
-                "covariance would be unreliable; shrink the ball to where ε is not small, or lower the degrees")
-        transport, window = transport * w[:, None], window * w[:, None]
     from ..inference._data import DEFAULT_SUN
 
     sun = getattr(getattr(catalog, "solar", None), "position", None)
