@@ -491,6 +491,7 @@ def test_position_errors_of_zero_leave_the_velocity_correction_and_bad_input_is_
     vel = bd.weak_form_data(cat, volume=ball, velocity_errors=sig, window_power=3)
     both = bd.weak_form_data(cat, volume=ball, velocity_errors=sig, position_errors=np.zeros((len(x), 3)))
     plummer = bd.potentials.Plummer(mass=MASS, scale_radius=B)
+    near = int(np.argmin(np.linalg.norm(x, axis=1)))  # a star inside the ball
     # (float32 data: the two routes agree to its rounding, moments of size 1–100 km/s/kpc)
     np.testing.assert_allclose(np.asarray(both.moments(both.field(plummer.acceleration))),
                                np.asarray(vel.moments(plummer.acceleration(vel.x))), rtol=1e-6, atol=1e-4)
@@ -505,6 +506,11 @@ def test_position_errors_of_zero_leave_the_velocity_correction_and_bad_input_is_
                         "needs ε as a JAX function"),
                        (dict(position_errors=np.zeros((len(x), 3)), efficiency=lambda p: 0.5 + 0.0 * np.asarray(p)[:, 0]),
                         "ε must be a JAX function"),
+                       (dict(position_errors=np.full((len(x), 3), 0.01),  # normalised by the batch: not pointwise
+                             efficiency=lambda p: (9.0 + p[:, 0]) / jnp.max(9.0 + p[:, 0])), "one at a time differs"),
+                       (dict(position_errors=np.full((len(x), 3), 0.01),  # |x − x₀| has no derivative at star 0
+                             efficiency=lambda p: 1.0 - 0.5 * jnp.exp(-jnp.linalg.norm(p - x[near], axis=-1))),
+                        "not finite for 1 of"),
                        (dict(error_mean=np.zeros((len(x), 6))), "give position_errors too"),
                        (dict(position_errors=np.zeros((len(x), 3)), error_mean=np.zeros((len(x), 3))),
                         r"shape \(2000, 6\)"),

@@ -288,7 +288,28 @@ def _efficiency_weights(efficiency: Any, x: np.ndarray, inside: np.ndarray) -> n
 
 def _inverse_efficiency(point: Any, eps: Any, norm: float) -> Any:
     """The normalised weight 1/(norm ε) at one position (3,) [kpc], for ε a JAX function of positions (N, 3)."""
-    return 1.0 / (norm * eps(point[None])[0])
+    import jax.numpy as jnp
+
+    return 1.0 / (norm * jnp.reshape(eps(point[None]), ()))
+
+
+def _check_pointwise(weight: Any, x: np.ndarray, w: np.ndarray) -> None:
+    """That the correction's ε, evaluated one position at a time, gives the weights w (n_in,) computed from the whole
+    batch x (n_in, 3) [kpc], and that JAX can trace it (its derivatives enter the correction)."""
+    import jax
+    import jax.numpy as jnp
+
+    tracer_errors = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+                     jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+    try:
+        one = np.asarray(jax.jit(jax.vmap(weight))(jnp.asarray(x)))
+    except tracer_errors as err:  # a NumPy ε
+        raise ValueError("position_errors with efficiency=: ε must be a JAX function of positions (jnp, "
+                         "differentiable), since its derivatives enter the correction; tracing it failed") from err
+    if not np.allclose(one, w, rtol=1e-5, atol=0.0):
+        raise ValueError("position_errors with efficiency=: ε(x) of the stars one at a time differs from ε of all of "
+                         "them together (e.g. normalised by the batch's maximum); ε must be a function of each "
+                         "position alone, up to a fixed constant factor")
 
 
 def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.ndarray) -> np.ndarray:
@@ -425,10 +446,12 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
             Velocity-dependent selections cannot be corrected this way. A catalog dusted twice
             (``mocks.apply_dust`` on a dusted catalog) has the product of both efficiencies. With
             ``position_errors`` ε must be a JAX function of positions (or an object with a JAX ``efficiency``
-            method, as :class:`~bayesdyn.mocks.DustModel`): the weights are evaluated at the observed positions,
-            so the correction is that of the product w(x) h(x, v), whose derivatives include ε's. The selection
-            must act on the true positions (dust, a selection function of where a star is), not on the
-            observed ones.
+            method, as :class:`~bayesdyn.mocks.DustModel`), of each position alone and smooth (two continuous
+            derivatives on the scale of the position errors; a map interpolated on a grid is not): the weights
+            are evaluated at the observed positions, so the correction is that of the product w(x) h(x, v), whose
+            derivatives include ε's, and its remainder grows as (σ_x/ℓ)⁴ for ℓ the scale on which 1/ε changes.
+            The selection must act on the true positions (dust, a selection function of where a star is), not
+            on the observed ones.
         velocity_errors: None (error-free velocities), ``"catalog"`` (the velocity block of
             ``catalog.covariance()``, from its Gaia error columns), per-star σ (N, 3) [km/s] (independent
             components) or covariances (N, 3, 3) [(km/s)²], one per star of the catalog: each star's expected
@@ -532,15 +555,16 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
                                                     window_power=power)
         if w is not None:
             transport, window = transport * w[:, None], window * w[:, None]
-        try:
-            bias, curvature, gradient = _position_error_terms(x[inside], v[inside], cov, center, radius,
-                                                              int(degree_x), 1, power, mean=mean, weight=weight)
-        except TypeError as err:  # a NumPy ε traced by JAX
-            if weight is None:
-                raise
-            raise ValueError(f"position_errors with efficiency=: ε must be a JAX function of positions (jnp, "
-                             f"differentiable), since its derivatives enter the correction; tracing it failed: "
-                             f"{err}") from None
+        if weight is not None:
+            _check_pointwise(weight, x[inside], w)
+        bias, curvature, gradient = _position_error_terms(x[inside], v[inside], cov, center, radius,
+                                                          int(degree_x), 1, power, mean=mean, weight=weight)
+        bad = ~(np.isfinite(bias).all(axis=1) & np.isfinite(curvature).all(axis=1)
+                & np.isfinite(gradient).all(axis=(1, 2)))
+        if bad.any():
+            raise ValueError(f"the position-error correction is not finite for {int(bad.sum())} of the {n} stars in "
+                             "the ball" + (" (ε's derivatives there: ε must be smooth, e.g. no |x − c| at a star)"
+                                           if weight is not None else "") + "; fix or remove those stars")
         transport = transport - bias
         extra = dict(position_covariance=cov[:, :3, :3], window_curvature=curvature, window_gradient=gradient)
     from ..inference._data import DEFAULT_SUN
