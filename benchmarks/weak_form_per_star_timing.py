@@ -25,26 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-MASS, B = 1e10, 1.0  # M☉, kpc
-from bayesdyn.units import G  # noqa: E402  kpc (km/s)² / M☉
-
-
-def plummer_sphere(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """An exact sample of the isotropic Plummer sphere (Aarseth, Hénon & Wielen 1974), as in the tests."""
-    rng = np.random.default_rng(seed)
-    m = rng.uniform(1e-6, 1 - 1e-6, n)
-    r = B / np.sqrt(m ** (-2 / 3) - 1)
-    q = np.empty(0)
-    while q.size < n:  # g(q) = q²(1 − q²)^{7/2} ≤ 0.1 on [0, 1]
-        u, y = rng.uniform(0, 1, 4 * n), rng.uniform(0, 0.1, 4 * n)
-        q = np.concatenate([q, u[y < u**2 * (1 - u**2) ** 3.5]])
-    speed = q[:n] * np.sqrt(2 * G * MASS / np.sqrt(r**2 + B**2))
-
-    def directions():
-        d = rng.normal(size=(n, 3))
-        return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-    return r[:, None] * directions(), speed[:, None] * directions()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_weak_form import plummer_sphere  # noqa: E402  the tests' exact Plummer sample (M = 10¹⁰ M☉, b = 1 kpc)
 
 
 def main(argv=None):
@@ -58,7 +40,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=250)
     a = ap.parse_args(argv)
     print(f"# machine: {machine()}", flush=True)
-    x, v = plummer_sphere(a.stars, seed=1)
+    x, v = plummer_sphere(a.stars, seed=1)  # as tests/test_weak_form.py's position-error test
     sig = 0.1
     noisy = bd.Catalog(x + sig * np.random.default_rng(101).normal(size=x.shape), v)
     model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11),
