@@ -33,6 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
 MASS, B = 1e10, 1.0  # the Plummer sphere whose field enters the acceleration terms [M☉, kpc]
+BALL = (np.zeros(3), 2.5)  # the weak form's ball (centre, radius) [kpc]
+
+
+def plummer():
+    import bayesdyn as bd
+
+    return bd.potentials.Plummer(mass=MASS, scale_radius=B)
 
 
 def setup(scale: float, seed: int):
@@ -54,18 +61,9 @@ def setup(scale: float, seed: int):
     cov = np.einsum("nij,nkj->nik", a, a)
     clean_cat = bd.Catalog(np.repeat(x, 300, 0), np.repeat(v, 300, 0))
     clean = bd.weak_form_data(clean_cat, volume=BALL, window_power=3, efficiency=eps)
-    g_clean = (np.asarray(clean.moments(PLUMMER().acceleration(clean.x)))
+    g_clean = (np.asarray(clean.moments(plummer().acceleration(clean.x)))
                * float(np.mean(1.0 / eps(jnp.asarray(clean_cat.x)))))[::300]
     return eps, x, v, cov, g_clean, rng
-
-
-BALL = (np.zeros(3), 2.5)
-
-
-def PLUMMER():
-    import bayesdyn as bd
-
-    return bd.potentials.Plummer(mass=MASS, scale_radius=B)
 
 
 def moments(eps, y: np.ndarray, covs: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,16 +74,16 @@ def moments(eps, y: np.ndarray, covs: np.ndarray) -> dict[str, np.ndarray]:
     import bayesdyn as bd
 
     cat = bd.Catalog(y[:, :3], y[:, 3:])
-    plummer = PLUMMER()
+    field = plummer()
     kw = dict(volume=BALL, min_stars=10)
     norm = float(np.mean(1.0 / eps(jnp.asarray(cat.x))))  # undo weak_form_data's mean-1 normalisation of w
     full = bd.weak_form_data(cat, position_errors=covs, efficiency=eps, **kw)
-    g = {"derivatives of w": np.asarray(full.moments(full.field(plummer.acceleration))) * norm}
+    g = {"derivatives of w": np.asarray(full.moments(full.field(field.acceleration))) * norm}
     w_obs = 1.0 / np.asarray(eps(jnp.asarray(cat.x)))
     unweighted = bd.weak_form_data(cat, position_errors=covs, **kw)
-    g["w constant"] = np.asarray(unweighted.moments(unweighted.field(plummer.acceleration))) * w_obs[:, None]
+    g["w constant"] = np.asarray(unweighted.moments(unweighted.field(field.acceleration))) * w_obs[:, None]
     plain = bd.weak_form_data(cat, window_power=3, **kw)
-    g["uncorrected"] = np.asarray(plain.moments(plummer.acceleration(plain.x))) * w_obs[:, None]
+    g["uncorrected"] = np.asarray(plain.moments(field.acceleration(plain.x))) * w_obs[:, None]
     return g
 
 
