@@ -638,3 +638,47 @@ def test_mode_search_reports_converged_when_a_converged_search_reached_the_same_
     assert q[0] == 0.5 - 6e-13 and not converged
     ends[3.0] = (np.array([np.nan]), True)  # a non-finite end does not count
     assert not _infer._lowest_end(f, flat, lambda s: ends[float(s[0])])[1]
+
+
+def test_bfgs_restarts_and_its_converged_flag():
+    """_bfgs: runs that keep gaining are restarted, 3 runs at most, and converged is the last run's own gradient test
+    (res.success) or a restart that gained < 10⁻⁶; a run that ends non-finite or higher is not taken. The compiled minimiser (``_compiled_search``'s, the data as an argument) gives the plain call's end."""
+    from types import SimpleNamespace
+
+    from bayesdyn.inference import _infer
+
+    def f(q):
+        return jnp.sum((q - jnp.array([1.0, -2.0])) ** 2 * jnp.array([1.0, 10.0]))
+
+    with jax.enable_x64(True):
+        q0 = jnp.array([5.0, 5.0])
+        q, converged = _infer._bfgs(f, q0)  # a quadratic: BFGS's gradient test passes in the first run
+        assert converged and np.allclose(q, [1.0, -2.0], atol=1e-6)
+        calls = []
+
+        def creeping(q):  # gains 1 each run, never passes its own test
+            calls.append(q)
+            return SimpleNamespace(x=q + 0.1 * (jnp.array([1.0, -2.0]) - q), fun=None, success=False)
+
+        def with_fun(run):
+            def minimizer(q):
+                res = run(q)
+                return SimpleNamespace(x=res.x, fun=f(res.x), success=res.success)
+            return minimizer
+
+        q, converged = _infer._bfgs(f, q0, minimizer=with_fun(creeping))
+        assert len(calls) == 3 and not converged and float(f(q)) < float(f(q0))
+        calls.clear()  # the same runs, each passing its own test: the last one's pass is the flag
+        q, converged = _infer._bfgs(f, q0, minimizer=with_fun(lambda q: SimpleNamespace(
+            x=creeping(q).x, success=True)))
+        assert len(calls) == 3 and converged
+        for bad in (jnp.array([jnp.nan, 0.0]), jnp.array([50.0, 50.0])):  # non-finite, or higher: q0 kept
+            q, converged = _infer._bfgs(f, q0, minimizer=with_fun(lambda q, b=bad: SimpleNamespace(x=b, success=True)))
+            assert not converged and np.array_equal(q, q0)
+        # the compiled search: the same end as minimize called directly, on data passed as an argument
+        info = SimpleNamespace(potential_fn=lambda d: (lambda p: f(p["q"] - d)), postprocess_fn=None)
+        search = _infer._compiled_search(info, lambda q: {"q": q})
+        shift = jnp.array([0.5, 0.5])
+        res = search["bfgs"](q0, shift)
+        assert np.allclose(res.x, jnp.array([1.5, -1.5]), atol=1e-6) and bool(res.success)
+        assert float(search["objective"](res.x, shift)) < 1e-10
