@@ -122,6 +122,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "volume": [],
         "degree_x": 2,  # highest degree of the spatial test functions (2: 10 of them)
         "degree_v": 1,  # highest degree of the velocity monomials (1: v_x, v_y, v_z; so 30 moments by default)
+        # a known selection by position: the name of a catalog column with each star's detection probability ε (a
+        # dust map's completeness at the star, a survey's selection function), up to a constant factor; each star's
+        # moments are weighted by 1/ε (weak_form_data's efficiency). "" = complete inside the ball. A column gives ε
+        # at the stars only, so it cannot be combined with errors.correct's position errors (which differentiate ε)
+        "efficiency_column": "",
     },
     "report": {
         "dark_disk_scale_heights_kpc": [0.05, 0.1, 0.2, 0.4],
@@ -250,6 +255,10 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"'weak_form.volume' must be [] (the catalog's recorded sphere) or [x, y, z, radius] in "
                           f"kpc with radius > 0, got {vol!r}")
     wf["volume"] = [float(t) for t in vol]
+    if wf["efficiency_column"] and inf["likelihood"] != "weak_form":
+        raise ConfigError(f"'weak_form.efficiency_column' = {wf['efficiency_column']!r} weights the weak-form "
+                          "moments by 1/ε; the flows route (inference.likelihood = \"nodes\") cannot use ε per star: "
+                          "set inference.likelihood = \"weak_form\", or remove the key (docs/howto/dust.md)")
     if wf["degree_x"] < 0 or wf["degree_v"] < 1:
         raise ConfigError(f"'weak_form.degree_x' must be ≥ 0 and 'weak_form.degree_v' ≥ 1, got {wf['degree_x']} "
                           f"and {wf['degree_v']}")

@@ -108,6 +108,7 @@ class Run:
         self.weak_velocity_errors = False  # whether weak_form removed the velocity errors' bias
         self.weak_position_errors = False  # ... and the position errors' (to second order)
         self.weak_error_mean = False  # ... with the Gaia errors' mean (Catalog.error_mean)
+        self.weak_efficiency: dict | None = None  # the selection ε weak_form weighted by (column, stars, range)
         self.psd_info: dict | None = None  # the flows' info (set by the psd stage), read by the training CAVEAT
 
     # ---------------------------------------------------------------- helpers
@@ -398,22 +399,57 @@ class Run:
         self.weak_velocity_errors = velocity_errors is not None
         self.weak_position_errors = position_errors is not None
         self.weak_error_mean = isinstance(position_errors, str)  # "catalog": Catalog.error_mean() too
+        efficiency = self._efficiency_column(cat, position_errors is not None)
         t0 = time.perf_counter()
         try:
-            data = weak_form_data(cat, volume=volume, velocity_errors=velocity_errors,
+            data = weak_form_data(cat, volume=volume, efficiency=efficiency, velocity_errors=velocity_errors,
                                   position_errors=position_errors, degree_x=wf["degree_x"], degree_v=wf["degree_v"])
         except ValueError as err:
             fix = (" (in the config: errors.velocity_error_kms and errors.position_error_kpc per axis, or "
                    "errors.correct = false)" if er["correct"] else "")
+            if efficiency is not None and "efficiency" in str(err):
+                fix = f" (in the config: weak_form.efficiency_column = {wf['efficiency_column']!r})"
             raise ConfigError(f"inference.likelihood = \"weak_form\": {err}{fix}") from None
         self._timed("weak-form moments", t0)
         ball = np.asarray(data.ball)
+        if efficiency is not None:
+            inside = np.linalg.norm(np.asarray(cat.x, float) - ball[:3], axis=1) < ball[3]
+            self.weak_efficiency = {"column": wf["efficiency_column"], "n": int(inside.sum()),
+                                    "min": float(efficiency[inside].min()), "max": float(efficiency[inside].max())}
+            self.log(f"[weak form] each star weighted by 1/ε, ε from the catalog column "
+                     f"{wf['efficiency_column']!r}: {self.weak_efficiency['min']:.3g} to "
+                     f"{self.weak_efficiency['max']:.3g} over the ball's stars")
         self.weak_cuts = self._cuts_before_ball(cat, ball[:3], ball[3])
         self.log(f"[weak form] {data.n_stars} of {cat.n} stars in the ball of radius {ball[3]:.3g} kpc around "
                  f"({ball[0]:.3g}, {ball[1]:.3g}, {ball[2]:.3g}) kpc; {data.n_moments} moments"
                  + ("; velocity errors' bias removed" if velocity_errors is not None else "")
                  + ("; position errors' bias removed to second order" if position_errors is not None else ""))
         return data
+
+    def _efficiency_column(self, cat, position_errors: bool) -> np.ndarray | None:
+        """``weak_form.efficiency_column``'s values per star (None when unset), or a ConfigError that says why not."""
+        name = self.cfg["weak_form"]["efficiency_column"]
+        if not name:
+            return None
+        where = f"weak_form.efficiency_column = {name!r}"
+        if name not in cat.columns:
+            raise ConfigError(
+                f"{where}: the catalog has no such column (its columns: {sorted(cat.columns) or 'none'}). A saved "
+                "catalog (.npz) keeps all its columns; a Gaia file is read with Catalog.from_gaia, which keeps "
+                "Gaia's own columns only. Add ε to a catalog and save it, e.g. cat = bd.Catalog.read(path); "
+                f"cat.columns[{name!r}] = eps; cat.save('stars.npz'), then set catalog.source = 'stars.npz'")
+        col = cat.columns[name]
+        if col.dtype.kind not in "fiu":
+            raise ConfigError(f"{where}: the column must hold numbers (detection probabilities), got dtype {col.dtype}")
+        if position_errors:
+            er = self.cfg["errors"]
+            raise ConfigError(
+                f"{where} with errors.correct: the position errors' correction differentiates ε(x), and a column "
+                "gives ε at the stars only. Correct the velocities alone (errors.position_error_kpc = 0 with "
+                "errors.velocity_error_kms > 0" + (", as now" if er["velocity_error_kms"] > 0 else "") + "), or set "
+                "errors.correct = false, or use the Python API with ε as a JAX function of position "
+                "(bd.weak_form_data(..., efficiency=eps, position_errors=...))")
+        return col.astype(np.float64)
 
     def _weak_form_ball(self, cat):
         """``weak_form.volume = []``: the sphere recorded with the catalog (``weak_form_data``'s "auto"), looking
@@ -514,8 +550,16 @@ class Run:
                 "80 disk-mock realisations of 10⁵ stars, the truth within 2σ in 75–77 of 80 per acceleration row "
                 "(docs/league-weak-form.md); other models are not calibrated — with the default model's dark disk "
                 "(whose true Σ = 0 sits on its prior's edge) see docs/weak-form.md. They assume equilibrium, the "
-                "model family, and a catalog complete inside the ball."
+                "model family, and a catalog complete inside the ball"
+                + (" up to the selection ε below." if self.weak_efficiency else ".")
             )
+            if self.weak_efficiency:
+                e = self.weak_efficiency
+                lines.append(
+                    f"Selection: each star's moments are weighted by 1/ε, ε from the catalog column {e['column']!r} "
+                    f"(weak_form.efficiency_column; {e['min']:.3g} to {e['max']:.3g} over the {e['n']} stars in the "
+                    "ball). ε is taken as exact and as a function of position alone: its own errors are not in the "
+                    "intervals, and stars where ε is small weigh most.")
             dd = [n for n, c in model.components.items() if type(c).__name__ == "DarkDisk" and c.free_parameters()]
             if "derived.rho_dm_sun" in post.samples and set(dd) & set(model.dark):
                 lines.append(
@@ -526,7 +570,8 @@ class Run:
                     "and the dark-disk limits, not this number, for the halo.")
             if self.weak_cuts:
                 lines.append("CAVEAT: the catalog was cut before the weak form's ball (" + "; ".join(self.weak_cuts)
-                             + "); the moments assume that no cut selects stars inside the ball other than at random "
+                             + "); the moments assume that no cut selects stars inside the ball other than at random"
+                             + (" or as the selection ε describes" if self.weak_efficiency else "") + " "
                              "(a cut on parallax error or on a missing radial velocity selects by magnitude and "
                              "distance, and biases them; the J test need not see it).")
         elif isinstance(combine, dict):
