@@ -273,3 +273,24 @@ def test_efficiency_column_weights_the_moments_by_one_over_epsilon(tmp_path):
     with pytest.raises(ConfigError, match="flows route.*cannot use ε per star"):
         validate_config(c)
 
+
+def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
+    """The catalog stage's cache key holds the source file's size and modification time: the same file is reused,
+    an edited one (here: a new ε column, as when a user redoes their selection function) is read again."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import Run, validate_config
+
+    rng = np.random.default_rng(0)
+    cat = bd.Catalog(x=rng.normal(0, 1, (500, 3)) + [8, 0, 0], v=rng.normal(0, 30, (500, 3)),
+                     columns={"eps": np.full(500, 0.5)})
+    path = tmp_path / "stars.npz"
+    cat.save(path)
+    cfg = validate_config({"catalog": {"source": str(path)}})
+    logs = []
+    assert Run(cfg, folder=tmp_path / "run", log=logs.append).catalog().columns["eps"][0] == 0.5
+    assert Run(cfg, folder=tmp_path / "run", log=logs.append).catalog().n == 500 and "reusing" in " ".join(logs)
+    cat.columns["eps"] = np.full(500, 0.25)
+    cat.select(np.arange(500) < 400, "fewer").save(path)
+    logs.clear()
+    again = Run(cfg, folder=tmp_path / "run", log=logs.append).catalog()
+    assert again.n == 400 and again.columns["eps"][0] == 0.25 and "reusing" not in " ".join(logs)

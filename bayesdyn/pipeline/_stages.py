@@ -86,6 +86,18 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _file_state(source: str) -> tuple:
+    """The catalog file's size and modification time (part of the catalog stage's key, so that an edited or
+    replaced file is read again); () for the shipped mock or a file that is not there (reading it says so)."""
+    if source == "default":
+        return ()
+    try:
+        st = Path(resolve_source(source, None)).stat()
+    except (ConfigError, OSError):
+        return ()
+    return (st.st_size, st.st_mtime_ns)
+
+
 class Run:
     """One run of the pipeline in a folder; stages cache their artefacts there.
 
@@ -128,7 +140,7 @@ class Run:
         from ..catalog import Catalog
 
         c = self.cfg["catalog"]
-        key = _fingerprint(c, self.cfg["seed"])
+        key = _fingerprint(c, self.cfg["seed"], *_file_state(c["source"]))
         path = self.folder / "catalog.npz"
         t0 = time.perf_counter()
         if c["source"] == "default":
