@@ -59,6 +59,14 @@ def test_posterior_key_counts_the_weak_form_settings_and_keeps_the_node_key(tmp_
     assert key(weak_form={"degree_x": 3}) != base
     assert key(weak_form={"volume": [8.0, 0.0, 0.02, 1.5]}) != base
     assert key(errors={"correct": True}) != base
+    assert key(weak_form={"efficiency_column": "eps"}) != base
+    from bayesdyn.pipeline._stages import _WEAK_VERSION
+
+    cfg = validate_config(copy.deepcopy(CONFIG))
+    (tmp_path / ".catalog.stamp").write_text("cat\n")
+    wf = {k: v for k, v in cfg["weak_form"].items() if k != "efficiency_column"}
+    before = _fingerprint(cfg["inference"], cfg["model"], cfg["seed"], wf, "cat", _WEAK_VERSION, _CACHE_VERSION)
+    assert Run(cfg, folder=tmp_path, log=lambda *_: None).posterior_key() == before  # the key before the column
     nodes = dict(CONFIG, inference={"num_chains": 2})
     cfg = validate_config(copy.deepcopy(nodes))
     (tmp_path / ".accelerations.stamp").write_text("abc\n")
@@ -275,8 +283,11 @@ def test_efficiency_column_weights_the_moments_by_one_over_epsilon(tmp_path):
 
 
 def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
-    """The catalog stage's cache key holds the source file's size and modification time: the same file is reused,
-    an edited one (here: a new ε column, as when a user redoes their selection function) is read again."""
+    """The catalog stage records the source file's size, modification time and sha256: the same file is reused,
+    also when only touched; an edited one is read again, also at the same size (here: a new ε column, as when a
+    user redoes their selection function); a run folder of an earlier version (no record) keeps its cache."""
+    import os
+
     import bayesdyn as bd
     from bayesdyn.pipeline import Run, validate_config
 
@@ -287,10 +298,24 @@ def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
     cat.save(path)
     cfg = validate_config({"catalog": {"source": str(path)}})
     logs = []
-    assert Run(cfg, folder=tmp_path / "run", log=logs.append).catalog().columns["eps"][0] == 0.5
-    assert Run(cfg, folder=tmp_path / "run", log=logs.append).catalog().n == 500 and "reusing" in " ".join(logs)
-    cat.columns["eps"] = np.full(500, 0.25)
+
+    def stage():
+        logs.clear()
+        out = Run(cfg, folder=tmp_path / "run", log=logs.append).catalog()
+        return out, any("reusing" in line for line in logs)
+
+    assert stage()[0].columns["eps"][0] == 0.5
+    assert stage()[1]  # the same file
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: the same content
+    assert stage()[1]
+    cat.columns["eps"] = np.full(500, 0.25)  # the same size, other values
+    cat.save(path)
+    assert path.stat().st_size == st.st_size
+    again, reused = stage()
+    assert not reused and again.columns["eps"][0] == 0.25
+    assert any("differs from the file the cached catalog was read from" in line for line in logs)
+    (tmp_path / "run" / ".catalog.source.json").unlink()  # a folder of an earlier version: its cache is trusted
     cat.select(np.arange(500) < 400, "fewer").save(path)
-    logs.clear()
-    again = Run(cfg, folder=tmp_path / "run", log=logs.append).catalog()
-    assert again.n == 400 and again.columns["eps"][0] == 0.25 and "reusing" not in " ".join(logs)
+    old, reused = stage()
+    assert reused and old.n == 500

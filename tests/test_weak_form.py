@@ -642,7 +642,9 @@ def test_mode_search_reports_converged_when_a_converged_search_reached_the_same_
 
 def test_bfgs_restarts_and_its_converged_flag():
     """_bfgs: runs that keep gaining are restarted, 3 runs at most, and converged is the last run's own gradient test
-    (res.success) or a restart that gained < 10⁻⁶; a run that ends non-finite or higher is not taken. The compiled minimiser (``_compiled_search``'s, the data as an argument) gives the plain call's end."""
+    (res.success) or a restart that gained < 10⁻⁶; a run that ends non-finite or higher is not taken.
+    The compiled minimiser (``_compiled_search``'s, the data as an argument) ends where minimize called directly
+    does."""
     from types import SimpleNamespace
 
     from bayesdyn.inference import _infer
@@ -656,7 +658,7 @@ def test_bfgs_restarts_and_its_converged_flag():
         assert converged and np.allclose(q, [1.0, -2.0], atol=1e-6)
         calls = []
 
-        def creeping(q):  # gains 1 each run, never passes its own test
+        def creeping(q):  # a tenth of the way to the minimum each run, never passing its own test
             calls.append(q)
             return SimpleNamespace(x=q + 0.1 * (jnp.array([1.0, -2.0]) - q), fun=None, success=False)
 
@@ -680,5 +682,8 @@ def test_bfgs_restarts_and_its_converged_flag():
         search = _infer._compiled_search(info, lambda q: {"q": q})
         shift = jnp.array([0.5, 0.5])
         res = search["bfgs"](q0, shift)
+        plain = jax.scipy.optimize.minimize(lambda p: f(p - shift), q0, method="BFGS",
+                                            options={"maxiter": _infer.START_ITERATIONS})
+        np.testing.assert_allclose(np.asarray(res.x), np.asarray(plain.x), rtol=1e-12, atol=1e-12)
         assert np.allclose(res.x, jnp.array([1.5, -1.5]), atol=1e-6) and bool(res.success)
         assert float(search["objective"](res.x, shift)) < 1e-10

@@ -204,6 +204,8 @@ def _mode_values(model, data, key, start=None, search=None):
     from jax.flatten_util import ravel_pytree
 
     search = {} if search is None else search
+    if search.get("model", model) is not model:
+        raise ValueError("_mode_values: the compiled search passed belongs to another model")
     starts = []
     if start is None or "unravel" not in search:
         for k in jax.random.split(key, 8 if start is None else 1):
@@ -211,7 +213,7 @@ def _mode_values(model, data, key, start=None, search=None):
             info = initialize_model(k, model, model_args=(data,), dynamic_args=True)
             starts.append(info.param_info.z)
         if "unravel" not in search:
-            search.update(_compiled_search(info, ravel_pytree(starts[0])[1]))
+            search.update(_compiled_search(info, ravel_pytree(starts[0])[1]), model=model)
     unravel, objective = search["unravel"], search["objective"]
 
     def f(q):

@@ -86,17 +86,13 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _file_state(source: str) -> tuple:
-    """The catalog file's size and modification time (part of the catalog stage's key, so that an edited or
-    replaced file is read again); () for the shipped mock or a file that is not there (reading it says so)."""
-    if source == "default":
-        return ()
-    try:
-        st = Path(resolve_source(source, None)).stat()
-    except (ConfigError, OSError):
-        return ()
-    return (st.st_size, st.st_mtime_ns)
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 class Run:
     """One run of the pipeline in a folder; stages cache their artefacts there.
@@ -140,14 +136,14 @@ class Run:
         from ..catalog import Catalog
 
         c = self.cfg["catalog"]
-        key = _fingerprint(c, self.cfg["seed"], *_file_state(c["source"]))
+        key = _fingerprint(c, self.cfg["seed"])
         path = self.folder / "catalog.npz"
         t0 = time.perf_counter()
         if c["source"] == "default":
             from ..mocks import load_default
 
             cat, self.truth = load_default()
-        if self._cached("catalog", key) and path.is_file():
+        if self._cached("catalog", key) and path.is_file() and self._source_unchanged(c["source"]):
             cat = Catalog.load(path)
             self.log(f"[catalog] reusing {path} ({cat.n} stars)")
         else:
@@ -165,6 +161,7 @@ class Run:
                 cat = cat.select(keep, f"random subset of {c['max_stars']} stars (catalog.max_stars, seed {self.cfg['seed']})")
             cat.save(path)
             self._stamp("catalog", key)
+            self._record_source(c["source"])
         self._timed("catalog", t0)
         self.log(cat.summary())
         if cat.n < 20_000:
@@ -173,6 +170,42 @@ class Run:
                 "prior-dominated posteriors (10⁵ stars is the tested regime)"
             )
         return cat
+
+    def _source_record(self) -> Path:
+        return self.folder / ".catalog.source.json"
+
+    def _record_source(self, source: str, sha: str | None = None) -> None:
+        """Record the catalog file's size, modification time and sha256 beside the catalog stage's stamp."""
+        rec = self._source_record()
+        if source == "default":
+            rec.unlink(missing_ok=True)
+            return
+        src = Path(resolve_source(source, None))
+        st = src.stat()
+        rec.write_text(json.dumps({"path": str(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                   "sha256": sha or _sha256(src)}) + "\n")
+
+    def _source_unchanged(self, source: str) -> bool:
+        """Whether the catalog file is the one the cached catalog was read from: the recorded size and
+        modification time, else (a copy, a touch) the recorded sha256, whose record is then renewed. A run folder
+        of an earlier version has no record: its cache is trusted, as it was, and the file recorded now."""
+        if source == "default":
+            return True
+        rec = self._source_record()
+        if not rec.is_file():
+            self._record_source(source)
+            return True
+        old = json.loads(rec.read_text())
+        src = Path(resolve_source(source, None))
+        st = src.stat()
+        if (old.get("path"), old.get("size"), old.get("mtime_ns")) == (str(src), st.st_size, st.st_mtime_ns):
+            return True
+        sha = _sha256(src)
+        if sha != old.get("sha256"):
+            self.log(f"[catalog] {src} differs from the file the cached catalog was read from: reading it again")
+            return False
+        self._record_source(source, sha)
+        return True
 
     def psd(self, cat):
         """Stage 2: fit (or reload) the flow ensemble; checkpoints allow resuming."""
@@ -419,13 +452,14 @@ class Run:
         except ValueError as err:
             fix = (" (in the config: errors.velocity_error_kms and errors.position_error_kpc per axis, or "
                    "errors.correct = false)" if er["correct"] else "")
-            if efficiency is not None and "efficiency" in str(err):
+            if efficiency is not None and any(w in str(err) for w in ("efficiency", "ε")):
                 fix = f" (in the config: weak_form.efficiency_column = {wf['efficiency_column']!r})"
             raise ConfigError(f"inference.likelihood = \"weak_form\": {err}{fix}") from None
         self._timed("weak-form moments", t0)
         ball = np.asarray(data.ball)
-        if efficiency is not None:
-            inside = np.linalg.norm(np.asarray(cat.x, float) - ball[:3], axis=1) < ball[3]
+        if efficiency is not None:  # the stars weak_form_data took: its test, in float64
+            center, radius = np.asarray(volume[0], float), float(volume[1])
+            inside = np.linalg.norm(np.asarray(cat.x, float) - center, axis=1) < radius
             self.weak_efficiency = {"column": wf["efficiency_column"], "n": int(inside.sum()),
                                     "min": float(efficiency[inside].min()), "max": float(efficiency[inside].max())}
             self.log(f"[weak form] each star weighted by 1/ε, ε from the catalog column "
@@ -448,8 +482,10 @@ class Run:
             raise ConfigError(
                 f"{where}: the catalog has no such column (its columns: {sorted(cat.columns) or 'none'}). A saved "
                 "catalog (.npz) keeps all its columns; a Gaia file is read with Catalog.from_gaia, which keeps "
-                "Gaia's own columns only. Add ε to a catalog and save it, e.g. cat = bd.Catalog.read(path); "
-                f"cat.columns[{name!r}] = eps; cat.save('stars.npz'), then set catalog.source = 'stars.npz'")
+                "Gaia's own columns only. Add ε to a catalog and save it, e.g. cat = bd.Catalog.from_gaia(path); "
+                f"cat.columns[{name!r}] = eps (one value per row of cat, which has dropped the rows that give no "
+                "6D point: compute ε at cat.x or match by cat.columns['source_id']); cat.save('stars.npz'), then set "
+                "catalog.source = 'stars.npz'")
         col = cat.columns[name]
         if col.dtype.kind not in "fiu":
             raise ConfigError(f"{where}: the column must hold numbers (detection probabilities), got dtype {col.dtype}")
@@ -496,7 +532,9 @@ class Run:
         """The posterior's cache key: the inference and model settings and the data it was fitted to."""
         inf = self.cfg["inference"]
         if self.weak:  # fitted to the catalog's moments: the weak-form settings (and error correction) count
-            parts = [inf, self.cfg["weak_form"], self._read_stamp("catalog"), _WEAK_VERSION]
+            # options added later enter the key only when set, so that run folders of earlier versions stay valid
+            wf = {k: v for k, v in self.cfg["weak_form"].items() if not (k == "efficiency_column" and v == "")}
+            parts = [inf, wf, self._read_stamp("catalog"), _WEAK_VERSION]
             if self.cfg["errors"]["correct"]:
                 parts.append(self.cfg["errors"])
         else:  # the node likelihood's key is what it was before inference.likelihood existed
