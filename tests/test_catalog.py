@@ -102,6 +102,36 @@ def test_from_gaia_converts_column_units():
     assert_allclose(cat.columns["parallax"], ref.columns["parallax"], rtol=1e-14)  # stored in mas
 
 
+def test_from_gaia_keeps_named_extra_columns_with_the_rows(tmp_path):
+    """extra_columns: a column joined to the Gaia rows is kept (only when named), cut with the rows that give no 6D
+    point, masked entries as NaN; through a file as through a table; a missing or 2-D column is an error naming
+    it."""
+    from astropy.table import MaskedColumn
+
+    t = Table(fake_gaia(n=40, seed=2, errors=False))
+    t["radial_velocity"][[3, 7]] = np.nan  # two rows without a 6D point
+    eps = np.linspace(0.1, 1.0, 40)
+    t["Eps"] = MaskedColumn(eps, mask=np.arange(40) == 11)
+    t["label"] = [f"s{i}" for i in range(40)]
+    with pytest.warns(DroppedRowsWarning):
+        assert "Eps" not in bd.Catalog.from_gaia(t).columns  # not unless named
+    path = tmp_path / "stars.ecsv"
+    t.write(path)
+    for source in (t, path):
+        with pytest.warns(DroppedRowsWarning):
+            cat = bd.Catalog.from_gaia(source, extra_columns=("eps", "label"))  # case-insensitive match
+        rows = cat.columns["source_id"] - 10**18
+        assert cat.n == 38 and not np.isin([3, 7], rows).any()
+        want = np.where(rows == 11, np.nan, eps[rows])
+        assert_allclose(cat.columns["eps"], want, equal_nan=True)
+        assert cat.columns["label"].tolist() == [f"s{i}" for i in rows]
+    with pytest.raises(bd.catalog.CatalogError, match="'selection'.*extra_columns"):
+        bd.Catalog.from_gaia(t, extra_columns=["selection"])
+    t["two"] = np.zeros((40, 2))
+    with pytest.raises(bd.catalog.CatalogError, match="'two' has shape"):
+        bd.Catalog.from_gaia(t, extra_columns="two")
+
+
 def test_solar_parameters_are_used():
     t = fake_gaia(errors=False)
     solar = bd.SolarParameters(galcen_distance=8.3, z_sun=0.025, v_sun=(11.1, 244.24, 7.25))

@@ -319,3 +319,40 @@ def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
     cat.select(np.arange(500) < 400, "fewer").save(path)
     old, reused = stage()
     assert reused and old.n == 500
+
+
+def test_efficiency_column_from_a_gaia_file(tmp_path):
+    """A Gaia file with ε joined to its rows: the catalog stage keeps the column efficiency_column names (and reads
+    the file again when the setting is added to a folder whose cached catalog lacks it), and the moments are
+    weighted by it; a Gaia file without it is refused naming the setting."""
+    from astropy.table import Table
+
+    import bayesdyn as bd
+    from bayesdyn.pipeline import ConfigError, Run, validate_config
+    from test_catalog import fake_gaia
+
+    t = Table(fake_gaia(n=1500, seed=1))
+    t["eps"] = np.linspace(0.2, 1.0, len(t))
+    path = tmp_path / "gaia.ecsv"
+    t.write(path)
+    cfg = copy.deepcopy(CONFIG)
+    cfg["catalog"] = {"source": str(path)}
+    sun = [*map(float, bd.SolarParameters().position)]
+    cfg["weak_form"] = {"volume": [*sun, 6.0], "degree_x": 1}
+    Run(validate_config(cfg), folder=tmp_path / "run", log=lambda *_: None).catalog()  # cached without ε
+    cfg["weak_form"]["efficiency_column"] = "eps"
+    run = Run(validate_config(cfg), folder=tmp_path / "run", log=lambda *_: None)
+    cat = run.catalog()
+    data = run.weak_form(cat)
+    eps = cat.columns["eps"]
+    rows = np.asarray(cat.columns["source_id"] - 10**18)
+    np.testing.assert_array_equal(eps, t["eps"][rows])
+    direct = bd.weak_form_data(cat, volume=(np.array(sun), 6.0), efficiency=eps, degree_x=1)
+    plain = bd.weak_form_data(cat, volume=(np.array(sun), 6.0), degree_x=1)
+    np.testing.assert_allclose(np.asarray(data.transport), np.asarray(direct.transport), rtol=1e-6)
+    assert not np.allclose(np.asarray(data.transport), np.asarray(plain.transport), rtol=1e-3)
+    del t["eps"]
+    t.write(tmp_path / "no_eps.ecsv")
+    cfg["catalog"] = {"source": str(tmp_path / "no_eps.ecsv")}
+    with pytest.raises(ConfigError, match="efficiency_column = 'eps'.*lacks the column"):
+        Run(validate_config(cfg), folder=tmp_path / "run2", log=lambda *_: None).catalog()

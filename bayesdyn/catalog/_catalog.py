@@ -250,6 +250,7 @@ class Catalog:
         solar: SolarParameters | None = None,
         strict: bool = False,
         format: str | None = None,
+        extra_columns: Any = (),
         **read_kwargs: Any,
     ) -> "Catalog":
         """A Catalog from Gaia archive columns (a file or an astropy Table).
@@ -270,7 +271,7 @@ class Catalog:
         The observables, their ``*_error`` columns and the ten astrometric
         correlations (where present), ``source_id`` and ``phot_g_mean_mag`` are
         kept in :attr:`columns` (archive units), which :meth:`error_draws` and
-        :meth:`covariance` use.
+        :meth:`covariance` use; other columns only when named in ``extra_columns``.
 
         Args:
             source: path to a FITS, VOTable, CSV, ECSV, Parquet or HDF5 file (format
@@ -278,6 +279,9 @@ class Catalog:
             solar: solar parameters of the frame (default astropy 'v4.0').
             strict: if True, raise instead of dropping rows that give no 6D point.
             format: astropy ``Table.read`` format, overriding the extension.
+            extra_columns: names of further 1-D numeric or string columns to keep in
+                :attr:`columns`, cut with the rows (e.g. a detection probability
+                joined to the Gaia rows; masked entries become NaN, or −1 for integers).
             **read_kwargs: passed to ``astropy.table.Table.read``.
 
         Raises:
@@ -286,7 +290,7 @@ class Catalog:
                 dropped row.
         """
         table, name = cls._table_from(source, format, read_kwargs)
-        return cls._from_gaia_table(table, solar, strict, name)
+        return cls._from_gaia_table(table, solar, strict, name, extra_columns)
 
     @classmethod
     def from_table(
@@ -344,9 +348,10 @@ class Catalog:
         )
 
     @classmethod
-    def _from_gaia_table(cls, table, solar, strict, name):
+    def _from_gaia_table(cls, table, solar, strict, name, extra_columns=()):
         solar = cls._check_solar(solar)
-        x, v, cols, cuts, meta = _gaia.gaia_to_galactocentric(table, solar=solar, strict=strict, table_name=name)
+        x, v, cols, cuts, meta = _gaia.gaia_to_galactocentric(table, solar=solar, strict=strict, table_name=name,
+                                                              extra_columns=extra_columns)
         return cls(x, v, solar=solar, columns=cols, meta=meta, history=[CutRecord(*c) for c in cuts])
 
     @classmethod

@@ -179,6 +179,36 @@ def _missing_error(missing: list[str], table: Any, table_name: str, what: str, f
     )
 
 
+def _extra_columns(table: Any, names: Any, kept: set, table_name: str) -> dict[str, np.ndarray]:
+    """The columns ``names`` of ``table`` beyond the Gaia ones already ``kept`` (see gaia_to_galactocentric)."""
+    if isinstance(names, str):
+        names = (names,)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise CatalogError(f"extra_columns must be column names (strings), got {name!r}")
+        if name in kept:
+            continue
+        hits = [c for c in table.colnames if c.lower() == name.lower()]
+        found = name if name in table.colnames else (hits[0] if len(hits) == 1 else None)
+        if found is None:
+            raise _missing_error([name], table, table_name, "extra_columns",
+                                 "check the name, or join the column to the table first")
+        col = table[found]
+        if getattr(col, "ndim", 1) != 1:
+            raise CatalogError(f"{table_name}: column {found!r} has shape {col.shape}; extra_columns keeps 1-D "
+                               "columns only: split it into 1-D columns first")
+        kind = np.asarray(getattr(col, "value", col)).dtype.kind
+        if kind in "fiub":
+            out[name] = read_column(table, found, None, table_name=table_name)
+        elif kind in "US":
+            out[name] = np.asarray(col)
+        else:
+            raise CatalogError(f"{table_name}: column {found!r} is neither numbers nor strings; extra_columns "
+                               "keeps those only")
+    return out
+
+
 # ----------------------------------------------------------------- table → Catalog parts
 def gaia_to_galactocentric(
     table: Any,
@@ -186,6 +216,7 @@ def gaia_to_galactocentric(
     solar: SolarParameters,
     strict: bool = False,
     table_name: str = "the table",
+    extra_columns: Any = (),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[tuple[str, int, int]], dict[str, Any]]:
     """Galactocentric x [kpc], v [km/s] of the Gaia rows that give a 6D point.
 
@@ -204,6 +235,9 @@ def gaia_to_galactocentric(
         solar: the frame's solar parameters.
         strict: if True, any such row is an error instead of being dropped.
         table_name: how to name the table in messages.
+        extra_columns: names of further 1-D numeric or string columns to keep (exact, else a unique
+            case-insensitive match), e.g. a selection probability joined to the Gaia rows; numbers are kept
+            as they are, masked entries as NaN (−1 for integers).
 
     Returns:
         ``(x, v, columns, cuts, meta)``: positions (N, 3) [kpc], velocities (N, 3)
@@ -234,6 +268,7 @@ def gaia_to_galactocentric(
         found = _find(table, gaia)
         if found is not None:
             cols[gaia] = read_column(table, found, COLUMN_UNITS.get(gaia), table_name=table_name)
+    cols.update(_extra_columns(table, extra_columns, set(cols), table_name))
 
     keep = np.ones(n_rows, dtype=bool)
     cuts: list[tuple[str, int, int]] = []

@@ -133,10 +133,12 @@ class Run:
     # ---------------------------------------------------------------- stages
     def catalog(self):
         """Stage 1: read or make the catalog; apply the configured cuts; save ``catalog.npz``."""
-        from ..catalog import Catalog
+        from ..catalog import Catalog, CatalogError
 
         c = self.cfg["catalog"]
-        key = _fingerprint(c, self.cfg["seed"])
+        # a column the stages need beyond Gaia's own (a Gaia file keeps it only when named): in the key when set
+        extra = [self.cfg["weak_form"]["efficiency_column"]] if self.cfg["weak_form"]["efficiency_column"] else []
+        key = _fingerprint(c, self.cfg["seed"], *([{"extra_columns": extra}] if extra else []))
         path = self.folder / "catalog.npz"
         t0 = time.perf_counter()
         if c["source"] == "default":
@@ -149,7 +151,13 @@ class Run:
         else:
             if c["source"] != "default":
                 src = Path(resolve_source(c["source"], None))
-                cat = Catalog.load(src) if src.suffix == ".npz" else Catalog.from_gaia(src, strict=c["strict"])
+                try:
+                    cat = (Catalog.load(src) if src.suffix == ".npz"
+                           else Catalog.from_gaia(src, strict=c["strict"], extra_columns=extra))
+                except CatalogError as err:
+                    if extra and "extra_columns" in str(err):  # the column weak_form.efficiency_column names
+                        raise ConfigError(f"weak_form.efficiency_column = {extra[0]!r}: {err}") from None
+                    raise
             if c["parallax_over_error"] > 0:
                 cat = cat.parallax_over_error(c["parallax_over_error"])
             if c["within_kpc"] > 0:
@@ -480,12 +488,10 @@ class Run:
         where = f"weak_form.efficiency_column = {name!r}"
         if name not in cat.columns:
             raise ConfigError(
-                f"{where}: the catalog has no such column (its columns: {sorted(cat.columns) or 'none'}). A saved "
-                "catalog (.npz) keeps all its columns; a Gaia file is read with Catalog.from_gaia, which keeps "
-                "Gaia's own columns only. Add ε to a catalog and save it, e.g. cat = bd.Catalog.from_gaia(path); "
-                f"cat.columns[{name!r}] = eps (one value per row of cat, which has dropped the rows that give no "
-                "6D point: compute ε at cat.x or match by cat.columns['source_id']); cat.save('stars.npz'), then set "
-                "catalog.source = 'stars.npz'")
+                f"{where}: the catalog has no such column (its columns: {sorted(cat.columns) or 'none'}). A Gaia "
+                "file keeps it when it has it; to a saved catalog (.npz) add it with cat = bd.Catalog.load(path); "
+                f"cat.columns[{name!r}] = eps (one value per star of cat: compute ε at cat.x, or match by "
+                "cat.columns['source_id']); cat.save(path)")
         col = cat.columns[name]
         if col.dtype.kind not in "fiu":
             raise ConfigError(f"{where}: the column must hold numbers (detection probabilities), got dtype {col.dtype}")
