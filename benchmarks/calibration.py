@@ -261,6 +261,13 @@ def run_suite(suite: dict, base: Path, fresh: bool, quiet: bool, psd_cache, only
             run_one(mock, base / name, fresh=fresh, quiet=quiet, psd_cache=psd_cache, **spec)
 
 
+def rebuilds_index(index: bool, suite: str | None, out: Path | None) -> bool:
+    """Whether a command rebuilds docs/calibration/index.md: ``--index``, or a suite whose runs land below
+    docs/calibration/ (the default, or ``--out docs/calibration/<sub>``); a suite run elsewhere (CI's ``--out``)
+    leaves the docs' page alone."""
+    return bool(index or (suite and (out is None or out.resolve().is_relative_to(DOCS.resolve()))))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mock", choices=["nfw", "disk", "gaia-challenge", "gaia-challenge-core", "gaia-challenge-cusp"])
@@ -318,8 +325,7 @@ def main(argv=None) -> int:
             run_gaia_challenge(out, **kw)
         else:
             run_one(a.mock, out, **kw)
-    # a suite run into another folder (CI's --out) leaves the docs' page alone
-    if a.index or (a.suite and (a.out is None or a.out.resolve() == DOCS.resolve())):
+    if rebuilds_index(a.index, a.suite, a.out):
         rebuild_index(regenerate=a.regenerate)
     print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU", flush=True)
     if FAILED:

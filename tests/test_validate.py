@@ -272,3 +272,17 @@ def test_stuck_or_nonfinite_chains_count_as_unconverged():
     nodes = rng.normal(size=(2, 200, 3))
     nodes[:, :, 1] = 0.5
     assert _diagnostics({"a": moving, "n": nodes}, info, ["a", "n"])["max_r_hat"] == np.inf
+
+
+def test_calibration_suite_rebuilds_the_index_when_its_runs_land_in_the_docs(tmp_path):
+    """benchmarks/calibration.py: --index, and a suite run into docs/calibration/ or a folder below it, rebuild the
+    index page (a suite run into docs/calibration/<sub> left it stale); a suite run elsewhere (CI's --out) and a
+    single mock run do not."""
+    from benchmark_modules import load_benchmark
+
+    cal = load_benchmark("calibration")
+    assert cal.rebuilds_index(True, None, None)
+    assert cal.rebuilds_index(False, "quick", None) and cal.rebuilds_index(False, "full", cal.DOCS)
+    assert cal.rebuilds_index(False, "full", cal.DOCS / "sub")
+    assert not cal.rebuilds_index(False, "quick", tmp_path / "ci")
+    assert not cal.rebuilds_index(False, None, cal.DOCS / "disk")  # --mock: --index afterwards
