@@ -319,6 +319,9 @@ def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
     cat.select(np.arange(500) < 400, "fewer").save(path)
     old, reused = stage()
     assert reused and old.n == 500
+    path.unlink()  # the file gone: the cached catalog is used, and says so
+    old, reused = stage()
+    assert reused and old.n == 500 and any("not found: using the catalog cached" in line for line in logs)
 
 
 def test_efficiency_column_from_a_gaia_file(tmp_path):

@@ -86,13 +86,13 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
 
 class Run:
     """One run of the pipeline in a folder; stages cache their artefacts there.
@@ -199,12 +199,16 @@ class Run:
         of an earlier version has no record: its cache is trusted, as it was, and the file recorded now."""
         if source == "default":
             return True
+        try:
+            src = Path(resolve_source(source, None))
+        except ConfigError:  # the file is gone: the cached catalog is all there is
+            self.log(f"[catalog] {source} not found: using the catalog cached in {self.folder}")
+            return True
         rec = self._source_record()
         if not rec.is_file():
             self._record_source(source)
             return True
         old = json.loads(rec.read_text())
-        src = Path(resolve_source(source, None))
         st = src.stat()
         if (old.get("path"), old.get("size"), old.get("mtime_ns")) == (str(src), st.st_size, st.st_mtime_ns):
             return True
