@@ -32,7 +32,7 @@ def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
     assert any("ball: the mock's sphere" in line for line in logs)  # seen through the stage's random subset
     check = (out / "truth_check.md").read_text()
     rows = [ln for ln in check.splitlines() if ln.startswith("| `derived.")]
-    assert len(rows) == 4 and all(ln.rstrip().endswith("| yes |") for ln in rows), check
+    assert len(rows) == 4 and all(ln.split("|")[6].strip() == "yes" for ln in rows), check
     summary = (out / "local_dm.txt").read_text().splitlines()
     assert summary[0].startswith("Weak-form fit: 10000 stars, 30 moments; over-identification test J = ")
     assert any(ln.startswith("CAVEAT: intervals from the weak-form fit") for ln in summary)
@@ -359,3 +359,28 @@ def test_efficiency_column_from_a_gaia_file(tmp_path):
     cfg["catalog"] = {"source": str(tmp_path / "no_eps.ecsv")}
     with pytest.raises(ConfigError, match="efficiency_column = 'eps'.*lacks the column"):
         Run(validate_config(cfg), folder=tmp_path / "run2", log=lambda *_: None).catalog()
+
+
+def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_path):
+    """The report's check against a reference (or the truth): for a right-skewed posterior that excludes the value
+    from its 95 % interval at |median − value|/sd ≈ 1.3, the verdict says where the value sits among the draws
+    (as the table's new column does) instead of 'pulls up to 1σ'."""
+    from types import SimpleNamespace
+
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.potentials import MWPotential2014
+
+    run = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, log=lambda *_: None)
+    rng = np.random.default_rng(0)
+    mw = dict(MWPotential2014().items())
+    data = SimpleNamespace(sun=np.array([-8.122, 0.0, 0.0208]))
+    draws = 7.544e6 * (1.25 + rng.lognormal(0.0, 0.6, 4000))  # all above MWPotential2014's ρ_DM(⊙), long upper tail
+    post = SimpleNamespace(samples={"derived.rho_dm_sun": draws})
+    table, n_out, n_rows, outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")
+    pull = (np.median(draws) - 7.544e6) / np.std(draws, ddof=1)
+    assert 1.0 < pull < 2.0 and (n_out, n_rows) == (1, 1)
+    assert outside == f"|median − value|/sd up to {pull:.1f}; the farthest, `derived.rho_dm_sun`, has all above it"
+    assert table.splitlines()[2].endswith("| **no** | 0.0 % |")
+    post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 10])  # 10 of 4010 draws below it
+    outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")[3]
+    assert outside.endswith("has 99.8 % of its draws above it")
