@@ -250,6 +250,9 @@ def test_efficiency_column_weights_the_moments_by_one_over_epsilon(tmp_path):
     e = run.weak_efficiency
     assert e["column"] == "eps" and e["n"] == 28346 and 0.05 < e["min"] < 0.1 and e["max"] == pytest.approx(0.5)
     assert any("weighted by 1/ε, ε from the catalog column 'eps'" in line for line in logs)
+    assert run.selection_line().startswith(  # the report summary's line
+        f"Selection: each star's moments are weighted by 1/ε, ε from the catalog column 'eps' "
+        f"(weak_form.efficiency_column; {e['min']:.3g} to 0.5 over the 28346 stars in the ball).")
 
     def chi2(d):  # N ḡᵀ S⁻¹ ḡ at the true potential (MWPotential2014)
         with jax.enable_x64(True):

@@ -495,6 +495,14 @@ class Run:
                  + ("; position errors' bias removed to second order" if position_errors is not None else ""))
         return data
 
+    def selection_line(self) -> str:
+        """The report summary's line on the selection ε the weak form weighted by (after :meth:`weak_form`)."""
+        e = self.weak_efficiency
+        return (f"Selection: each star's moments are weighted by 1/ε, ε from the catalog column {e['column']!r} "
+                f"(weak_form.efficiency_column; {e['min']:.3g} to {e['max']:.3g} over the {e['n']} stars in the "
+                "ball). ε is taken as exact and as a function of position alone: its own errors are not in the "
+                "intervals, and stars where ε is small weigh most.")
+
     def _efficiency_column(self, cat, position_errors: bool) -> np.ndarray | None:
         """``weak_form.efficiency_column``'s values per star (None when unset), or a ConfigError that says why not."""
         name = self.cfg["weak_form"]["efficiency_column"]
@@ -625,12 +633,7 @@ class Run:
                 + (" up to the selection ε below." if self.weak_efficiency else ".")
             )
             if self.weak_efficiency:
-                e = self.weak_efficiency
-                lines.append(
-                    f"Selection: each star's moments are weighted by 1/ε, ε from the catalog column {e['column']!r} "
-                    f"(weak_form.efficiency_column; {e['min']:.3g} to {e['max']:.3g} over the {e['n']} stars in the "
-                    "ball). ε is taken as exact and as a function of position alone: its own errors are not in the "
-                    "intervals, and stars where ε is small weigh most.")
+                lines.append(self.selection_line())
             dd = [n for n, c in model.components.items() if type(c).__name__ == "DarkDisk" and c.free_parameters()]
             if "derived.rho_dm_sun" in post.samples and set(dd) & set(model.dark):
                 lines.append(
