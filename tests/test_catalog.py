@@ -104,8 +104,8 @@ def test_from_gaia_converts_column_units():
 
 def test_from_gaia_keeps_named_extra_columns_with_the_rows(tmp_path):
     """extra_columns: a column joined to the Gaia rows is kept (only when named), cut with the rows that give no 6D
-    point, masked entries as NaN; through a file as through a table; a missing or 2-D column is an error naming
-    it."""
+    point, masked entries as NaN; through a file as through a table, and through read and from_table; a missing or
+    2-D column is an error naming it."""
     from astropy.table import MaskedColumn
 
     t = Table(fake_gaia(n=40, seed=2, errors=False))
@@ -117,9 +117,13 @@ def test_from_gaia_keeps_named_extra_columns_with_the_rows(tmp_path):
         assert "Eps" not in bd.Catalog.from_gaia(t).columns  # not unless named
     path = tmp_path / "stars.ecsv"
     t.write(path)
-    for source in (t, path):
+    readers = [lambda: bd.Catalog.from_gaia(t, extra_columns=("eps", "label")),  # case-insensitive match
+               lambda: bd.Catalog.from_gaia(path, extra_columns=("eps", "label")),
+               lambda: bd.Catalog.read(path, extra_columns=("eps", "label")),
+               lambda: bd.Catalog.from_table(t, extra_columns=("eps", "label"))]
+    for reader in readers:
         with pytest.warns(DroppedRowsWarning):
-            cat = bd.Catalog.from_gaia(source, extra_columns=("eps", "label"))  # case-insensitive match
+            cat = reader()
         rows = cat.columns["source_id"] - 10**18
         assert cat.n == 38 and not np.isin([3, 7], rows).any()
         want = np.where(rows == 11, np.nan, eps[rows])

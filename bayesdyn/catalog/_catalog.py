@@ -300,6 +300,7 @@ class Catalog:
         solar: SolarParameters | None = None,
         strict: bool = False,
         name: str = "the table",
+        extra_columns: Any = (),
     ) -> "Catalog":
         """A Catalog from an astropy Table with Galactocentric or Gaia columns.
 
@@ -320,6 +321,8 @@ class Catalog:
                 the saved ones: the columns are not transformed.
             strict: passed to the Gaia reader (see :meth:`from_gaia`).
             name: how to name the table in messages.
+            extra_columns: passed to the Gaia reader (see :meth:`from_gaia`); a
+                Galactocentric table keeps all its columns anyway.
 
         Raises:
             CatalogError: neither set of columns, NaN/inf, non-numeric columns or
@@ -337,7 +340,7 @@ class Catalog:
         if all(names.values()):
             return cls._from_galactocentric_table(table, names, solar, name)
         if all(_gaia._find(table, c) for c in _gaia.ASTROMETRY):
-            return cls._from_gaia_table(table, solar, strict, name)
+            return cls._from_gaia_table(table, solar, strict, name, extra_columns)
         gal_missing = [c for c, found in names.items() if not found]
         gaia_missing = [c for c in _gaia.OBSERVABLES if not _gaia._find(table, c)]
         have = ", ".join(table.colnames[:30]) + (" ..." if len(table.colnames) > 30 else "")
@@ -463,6 +466,7 @@ class Catalog:
         solar: SolarParameters | None = None,
         strict: bool = False,
         format: str | None = None,
+        extra_columns: Any = (),
         **read_kwargs: Any,
     ) -> "Catalog":
         """A Catalog from any table file: Galactocentric x..v_z columns or Gaia columns.
@@ -473,12 +477,14 @@ class Catalog:
             solar: solar parameters (see :meth:`from_table`).
             strict: see :meth:`from_gaia`.
             format: astropy ``Table.read`` format, overriding the extension.
+            extra_columns: see :meth:`from_gaia` (Gaia columns only; a table of
+                Galactocentric columns or a saved catalog keeps all its columns).
             **read_kwargs: passed to ``astropy.table.Table.read``.
         """
         if format is None and str(path).lower().endswith(".npz"):
             return cls.load(path)
         table, name = cls._table_from(path, format, read_kwargs)
-        return cls.from_table(table, solar=solar, strict=strict, name=name)
+        return cls.from_table(table, solar=solar, strict=strict, name=name, extra_columns=extra_columns)
 
     @staticmethod
     def _check_solar(solar: Any) -> SolarParameters:
