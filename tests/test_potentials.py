@@ -261,6 +261,23 @@ class TestCoreNFW(ComponentTests, PoissonTests, Float32Tests):
 
         return [spherical_reference("numpy/scipy", mass, density=rho, potential=potential)]
 
+    def test_density_at_the_centre_is_the_limit_not_nan(self):
+        """ρ(0) by the series of M_NFW f^n: 3/2 ρ_s r_s / r_c for n = 1, 0 for n > 1, ∞ for n < 1 (it was NaN:
+        log tanh(0) = −inf times n − 1 = 0); the values just off the centre approach it, and gradients stay finite."""
+        origin = jnp.zeros((1, 3))
+        for n, want in ((1.0, 1.5 * 1.5e7 * 10.0 / 1.2), (1.5, 0.0), (0.8, np.inf)):
+            c = bp.CoreNFW(scale_density=1.5e7, scale_radius=10.0, core_radius=1.2, n=n)
+            got = float(c.density(origin)[0])
+            assert got == want, (n, got, want)
+            near = float(c.density(jnp.array([[1e-10, 0.0, 0.0]]))[0])  # ρ − ρ(0) ∝ r^min(1, n − 1)
+            if np.isfinite(want):
+                assert abs(near - want) <= 1e-4 * 1.5e7 * 10.0 / 1.2, (n, near, want)  # M☉/kpc³
+            else:
+                assert near > 1e8, near
+        g = jax.grad(lambda rc: bp.CoreNFW(scale_density=1.5e7, scale_radius=10.0, core_radius=rc, n=1.0)
+                     .density(jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])).sum())(1.2)
+        assert np.isfinite(float(g))
+
 
 class TestEinasto(ComponentTests, Float32Tests):
     cls = bp.Einasto

@@ -482,14 +482,20 @@ class CoreNFW(SphericalComponent):
         return jnp.where(positive, self._nfw_mass(r) * fn, 0.0)
 
     def _density_r(self, r):
-        y = r / self.core_radius
+        r_safe, positive = _safe_positive(r)  # log tanh(0) = −inf made (n − 1)·log f NaN at the centre for n = 1
+        y = r_safe / self.core_radius
         log_f = _log_tanh(y)
         fn = jnp.exp(self.n * log_f)
         fn1 = jnp.exp((self.n - 1.0) * log_f)
         one_minus_f2 = 1.0 / jnp.cosh(y) ** 2
-        s = r / self.scale_radius
+        s = r_safe / self.scale_radius
         rho_nfw = self.scale_density / (s * (1.0 + s) ** 2)
-        return fn * rho_nfw + self.n * fn1 * one_minus_f2 * self._nfw_mass(r) / (_FOUR_PI * r * r * self.core_radius)
+        rho = fn * rho_nfw + self.n * fn1 * one_minus_f2 * self._nfw_mass(r_safe) / (
+            _FOUR_PI * r_safe * r_safe * self.core_radius)
+        # the limit r → 0: 3/2 ρ_s r_s / r_c for n = 1, 0 for n > 1 (a hole), a cusp ∝ r^(n−1) for n < 1
+        centre = jnp.where(self.n == 1.0, 1.5 * self.scale_density * self.scale_radius / self.core_radius,
+                           jnp.where(self.n > 1.0, 0.0, jnp.inf))
+        return jnp.where(positive, rho, centre)
 
     def _potential_r(self, r):
         s, positive = _safe_positive(r / self.scale_radius)
