@@ -172,6 +172,39 @@ def test_combine_members_follows_rubins_rules():
         combine_members(nan, priors)
 
 
+def test_combined_posterior_judges_convergence_by_its_members_and_names_overflow():
+    """Members of sd 0.8, 1, 1, 1.25 that each converged: the combined draws' own r̂ flags their different widths
+    (a false 'run longer'); the table's r̂ is the members' largest and its ESS their sum, so no warning. A member
+    stuck at one value gives r̂ = inf. Combined draws that overflow to ±∞ (Student-t tails at ν ≈ 1) are named as
+    such, not as stuck chains."""
+    import arviz as az
+
+    from bayesdyn.inference import combine_members
+    from bayesdyn.inference._infer import member_diagnostics
+
+    rng = np.random.default_rng(5)
+    members = [{"p.a": w * rng.standard_normal((4, 1000)) + m}
+               for w, m in zip((0.8, 1.0, 1.0, 1.25), 0.05 * rng.standard_normal(4))]
+    out, info = combine_members(members, {"p.a": dist.Normal(0.0, 100.0)}, seed=0)
+    member_rhat = [float(az.rhat(m["p.a"])) for m in members]
+    assert float(az.rhat(out["p.a"])) > 1.01 > max(member_rhat)  # the combined draws' false alarm
+    assert any("r̂ >" in p for p in Posterior(out, {"combine": info}).check(warn=False))  # without the members'
+    info = {**info, "member_diagnostics": member_diagnostics(members)}
+    post = Posterior(out, {"combine": info})
+    d = post.diagnostics().loc["p.a"]
+    assert d["r_hat"] == max(member_rhat)
+    assert d["ess_bulk"] == pytest.approx(sum(float(az.ess(m["p.a"], method="bulk")) for m in members))
+    assert d["ess_bulk"] < float(az.ess(out["p.a"], method="bulk"))
+    assert post.check(warn=False) == []
+    stuck = {**info, "member_diagnostics": member_diagnostics(members[:3] + [{"p.a": np.full((4, 1000), 0.3)}])}
+    assert Posterior(out, {"combine": stuck}).diagnostics().loc["p.a", "r_hat"] == np.inf
+    over = out["p.a"].copy()
+    over[0, :2] = np.inf
+    problems = Posterior({"p.a": over}, {"combine": info}).check(warn=False)
+    assert any("2 of the combined draws of ['p.a'] overflow to ±∞" in p for p in problems), problems
+    assert not any("stuck" in p for p in problems)
+
+
 def test_combine_members_with_resample_groups_splits_training_from_sampling_variance():
     """J = 2 resamples × L = 2 seeds: between-member variance M/(JL) + (1 + 1/J)[S − M/L]₊ with Satterthwaite
     degrees of freedom for the sum of the two parts (the module docstring), not Rubin's (1 + 1/K) B; where the resample means agree better
@@ -262,6 +295,11 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     assert abs(t["median"] / 1e10 - 1) < 0.01
     tm = mean.summary().loc["halo.mass"]
     assert (tm["q97.5"] - tm["q2.5"]) < 0.3 * (t["q97.5"] - t["q2.5"])
+    # the table's r̂ and ESS are the members' own (largest r̂, summed ESS), derived sites included
+    md, diag = c["member_diagnostics"], post.diagnostics()
+    assert set(md) == {n for n in post.scalar_names if np.ptp(post.samples[n]) > 0}
+    assert diag.loc["halo.mass", "r_hat"] == max(md["halo.mass"]["r_hat"])
+    assert diag.loc["derived.v_circ_R0", "ess_bulk"] == pytest.approx(sum(md["derived.v_circ_R0"]["ess_bulk"]))
     # members in resample pairs (fit_psd(seeds_per_resample=2)): bd.infer hands the groups to combine_members,
     # and the member-mean likelihood, which cannot use them, says so
     scale4 = np.array([0.97, 0.99, 1.01, 1.03])

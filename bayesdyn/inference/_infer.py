@@ -583,16 +583,47 @@ def infer(
         if weak is not None:
             info["weak_form"] = weak
     else:
-        samples, info = _run_members(model, data, seed, options)
+        samples, info, members = _run_members(model, data, seed, options)
     if hasattr(model, "derived"):
         with jax.enable_x64(True):
-            derived = model.derived(samples, jnp.asarray(data.sun, dtype=jnp.float64))
+            sun = jnp.asarray(data.sun, dtype=jnp.float64)
+            derived = model.derived(samples, sun)
             samples.update({k: np.asarray(v) for k, v in derived.items()})
+            if combine == "members":  # each member's own derived draws, for its diagnostics (one call for all)
+                stacked = model.derived({n: np.stack([m[n] for m in members]) for n in members[0]}, sun)
+                for j, m in enumerate(members):
+                    m.update({k: np.asarray(v[j]) for k, v in stacked.items()})
+    if combine == "members":
+        info["combine"]["member_diagnostics"] = member_diagnostics(members)
     return Posterior.from_samples(samples, info, model=model)
 
 
+def member_diagnostics(member_samples) -> dict[str, dict[str, list[float]]]:
+    """Per site and member: r̂, bulk and tail ESS of each member's own run (chains, draws); NaN where a site's
+    draws never move, r̂ = inf where they are not finite. A combined posterior's diagnostics come from these (``Posterior.diagnostics``): its draws mix
+    re-centred members of different widths, which inflates r̂, and add an independent between-member draw to each,
+    which inflates the ESS."""
+    import arviz as az
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for n in member_samples[0]:
+        if np.ndim(member_samples[0][n]) != 2:
+            continue
+        rows = []
+        for m in member_samples:
+            x = np.asarray(m[n], np.float64)
+            if not np.isfinite(x).all():
+                rows.append((np.inf, np.nan, np.nan))
+            elif np.ptp(x) == 0:
+                rows.append((np.nan, np.nan, np.nan))
+            else:
+                rows.append((float(az.rhat(x)), float(az.ess(x, method="bulk")), float(az.ess(x, method="tail"))))
+        out[n] = {k: [r[i] for r in rows] for i, k in enumerate(("r_hat", "ess_bulk", "ess_tail"))}
+    return out
+
+
 def _run_members(model, data: AccelerationData, seed: int, options: dict):
-    """One NUTS posterior per member, combined by Rubin's rules."""
+    """One NUTS posterior per member, combined by Rubin's rules: (combined samples, info, the members' samples)."""
     from ._combine import combine_members
 
     if not hasattr(model, "free_parameters"):
@@ -638,4 +669,4 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
         "member_wall_time_s": walls,
         "combine": cinfo,
     }
-    return samples, info
+    return samples, info, member_samples

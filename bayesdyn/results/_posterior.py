@@ -108,11 +108,26 @@ class Posterior:
         return az
 
     def diagnostics(self) -> pd.DataFrame:
-        """r̂ (rank-normalised split), bulk and tail ESS of each scalar site."""
+        """r̂ (rank-normalised split), bulk and tail ESS of each scalar site.
+
+        For a posterior combined over flow members (``info["combine"]["member_diagnostics"]``), from the members'
+        own runs: r̂ is the largest member's (inf where a site moves in some members and never in others), the ESS
+        the members' sum. The combined draws mix re-centred members of different widths, whose r̂ flags the
+        difference in width (1.016 for members of sd 0.8–1.25, each at 1.001), and add an independent
+        between-member draw to each draw, which inflates their ESS.
+        """
         az = self._az()
+        members = (self.info.get("combine") or {}).get("member_diagnostics") or {}
         rows = {}
         for n in self.scalar_names:
             x = self.samples[n]
+            if n in members:
+                r = np.asarray(members[n]["r_hat"], float)
+                moves = ~np.isnan(r)
+                r_hat = np.nan if not moves.any() else float(np.max(r)) if moves.all() else np.inf
+                ess = [float(np.sum(members[n][k])) if moves.all() else np.nan for k in ("ess_bulk", "ess_tail")]
+                rows[n] = (r_hat, *ess)
+                continue
             if np.ptp(x) == 0:
                 rows[n] = (np.nan, np.nan, np.nan)
                 continue
@@ -131,7 +146,21 @@ class Posterior:
         # a free parameter whose draws never move, or any non-derived site with non-finite draws (without the model's
         # free parameters, e.g. a custom NumPyro model's, a constant site may be a deterministic one)
         free = set(self.info.get("free_parameters") or ())
-        stuck = [n for n in self.scalar_names if not n.startswith("derived.")
+        combined = self.info.get("combine") or {}
+        if combined.get("n_members"):  # combine_members refuses members whose draws are not finite
+            over = {n: int(np.sum(~np.isfinite(self.samples[n]))) for n in self.scalar_names
+                    if not n.startswith("derived.") and not np.isfinite(self.samples[n]).all()}
+            if over:
+                problems.append(
+                    f"{sum(over.values())} of the combined draws of {sorted(over)} overflow to ±∞: the members "
+                    f"were combined with ν = {combined.get('dof', float('nan')):.1f} degrees of freedom, whose "
+                    "Student-t tails reach beyond the numbers this prior's transform can hold (the members' own "
+                    "runs are finite); their quantiles stand, their mean and sd do not, and derived quantities of "
+                    "those draws may be NaN, which makes their rows NaN — fit more bootstrap resamples (fit_psd's ensemble) or give the parameter a bounded prior"
+                )
+        else:
+            over = {}
+        stuck = [n for n in self.scalar_names if not n.startswith("derived.") and n not in over
                  and (not np.isfinite(self.samples[n]).all() or (n in free and np.ptp(self.samples[n]) == 0))]
         if stuck:
             problems.append(f"the draws of {stuck} never move or are not finite: the chains are stuck (often at a "
