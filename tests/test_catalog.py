@@ -73,6 +73,37 @@ def test_constructor_converts_quantities_and_columns(rng):
     assert_allclose(bd.Catalog(col_x, v).x[:, 0], x[:, 0], rtol=1e-14)
 
 
+def test_constructor_reads_masked_entries_as_missing_not_as_the_values_under_the_mask(gaia_cat):
+    """A blank CSV cell is a masked entry with 0.0 under it: the constructor kept that 0 (a radial-velocity error
+    of 0 gave sd(v_x) 0.56 instead of 1.14 km/s in a review; a masked position, a star at the Galactic centre).
+    Masked entries are NaN now, in every masked type (np.ma, MaskedColumn with a unit, astropy Masked), so that the
+    error checks see them; integer columns, which have no NaN, refuse them."""
+    from astropy.table import MaskedColumn
+    from astropy.utils.masked import Masked
+
+    cols = dict(gaia_cat.columns)
+    mask = np.zeros(gaia_cat.n, bool)
+    mask[3] = True
+    err = cols["radial_velocity_error"]
+    for masked in (np.ma.masked_array(err, mask=mask), MaskedColumn(err * 1e3, mask=mask, unit="m/s"),
+                   Masked(err * u.km / u.s, mask=mask)):
+        cat = bd.Catalog(gaia_cat.x, gaia_cat.v, columns={**cols, "radial_velocity_error": masked},
+                         solar=gaia_cat.solar)
+        got = cat.columns["radial_velocity_error"]
+        assert np.isnan(got[3]), type(masked).__name__
+        assert_allclose(np.delete(got, 3), np.delete(err, 3), rtol=1e-14)  # km/s
+        with pytest.raises(bd.CatalogError, match="radial_velocity_error"):
+            cat.covariance()
+    x = np.ma.masked_array(gaia_cat.x, mask=np.zeros_like(gaia_cat.x, bool))
+    x.mask[5, 1] = True
+    with pytest.raises(bd.CatalogError, match=r"x \(positions\) has 1 row\(s\) with NaN.*\[5\]"):
+        bd.Catalog(x, gaia_cat.v)
+    with pytest.raises(bd.CatalogError, match="'source_id' has 1 masked .* int64"):
+        bd.Catalog(gaia_cat.x, gaia_cat.v, columns={"source_id": MaskedColumn(cols["source_id"], mask=mask)})
+    unmasked = bd.Catalog(gaia_cat.x, gaia_cat.v, columns={"source_id": MaskedColumn(cols["source_id"])})
+    assert np.array_equal(unmasked.columns["source_id"], cols["source_id"])
+
+
 def test_from_gaia_table_units_and_frame(gaia_cat):
     t = fake_gaia()
     assert gaia_cat.n == len(t)
@@ -154,6 +185,19 @@ def test_solar_parameters_are_used():
     assert_allclose(cat.x, gal.cartesian.xyz.to_value(u.kpc).T, atol=1e-12)
     assert_allclose(cat.v, gal.velocity.d_xyz.to_value(u.km / u.s).T, atol=1e-9)
     assert_allclose(solar.position[0], -np.sqrt(8.3**2 - 0.025**2))
+
+
+def test_solar_parameters_from_astropy_refuse_another_galactic_centre_direction():
+    """SolarParameters hold no direction: every conversion uses 'v4.0''s galcen_coord. A frame with another one was
+    read silently (stars 34 pc off in a review); it is refused now, and astropy's presets, which share it, are read."""
+    for preset, d in (("pre-v4.0", 8.3), ("v4.0", 8.122)):
+        with coord.galactocentric_frame_defaults.set(preset):
+            assert bd.SolarParameters.from_astropy(coord.Galactocentric()).galcen_distance == pytest.approx(d)
+    frame = coord.Galactocentric(galcen_coord=coord.ICRS(ra=266.0 * u.deg, dec=-29.5 * u.deg), galcen_distance=8.2 * u.kpc)
+    with pytest.raises(ValueError, match=r"galcen_coord.*2\.4e\+03″ from astropy's 'v4.0'.*by 95 pc"):
+        bd.SolarParameters.from_astropy(frame)
+    same = coord.Galactocentric(galcen_coord=coord.ICRS(ra=266.4051 * u.deg, dec=-28.936175 * u.deg), z_sun=25 * u.pc)
+    assert bd.SolarParameters.from_astropy(same).z_sun == pytest.approx(0.025)
 
 
 def test_from_table_galactocentric_columns(rng):

@@ -74,8 +74,36 @@ def _to_quantity_if_unit(value: Any) -> Any:
     return value
 
 
+def _unmasked(value: Any, name: str, *, nan_ok: bool = True) -> Any:
+    """``value`` with its masked entries as NaN (a float copy; units kept), or ``value`` itself when it has no mask.
+
+    ``np.asarray`` and ``u.Quantity`` drop a MaskedColumn's, ``np.ma`` array's or astropy ``Masked``'s mask and keep
+    whatever sits under it (0.0 for a blank CSV cell: a radial-velocity error of 0, a star at the Galactic centre).
+    Integer, boolean and string columns have no NaN: masked entries there are an error naming the column.
+    """
+    if hasattr(value, "unmasked"):  # astropy.utils.masked.Masked (a MaskedQuantity in a QTable)
+        mask, data = np.asarray(value.mask, dtype=bool), value.unmasked
+    elif np.ma.isMaskedArray(value) or (hasattr(value, "mask") and hasattr(value, "filled")):  # MaskedColumn, np.ma
+        mask, data = np.ma.getmaskarray(value), np.asarray(np.ma.getdata(value))
+        if getattr(value, "unit", None) is not None:
+            data = u.Quantity(data, value.unit)
+    else:
+        return value
+    if not mask.any():
+        return data
+    kind = np.asarray(getattr(data, "value", data)).dtype.kind
+    if kind not in "fc" and not (nan_ok and kind in "iub"):
+        raise CatalogError(
+            f"{name} has {int(mask.sum())} masked (missing) entries and holds {np.asarray(data).dtype} values, which "
+            "have no NaN; drop those stars first, or fill the entries"
+        )
+    data = data.astype(np.float64) if kind != "c" else data
+    data[mask] = np.nan
+    return data
+
+
 def _as_xyz(value: Any, physical_type: str, name: str, unit_name: str) -> np.ndarray:
-    value = _to_quantity_if_unit(value)
+    value = _to_quantity_if_unit(_unmasked(value, name))
     try:
         value = _u.strip(value, physical_type, name)
     except _u.UnitError as err:
@@ -108,8 +136,8 @@ def _as_xyz(value: Any, physical_type: str, name: str, unit_name: str) -> np.nda
 
 
 def _as_column(key: str, col: Any, n: int) -> np.ndarray:
-    """A per-star column as a numpy array; Gaia columns with units go to the archive's units."""
-    col = _to_quantity_if_unit(col)
+    """A per-star column as a numpy array; Gaia columns with units go to the archive's units; masked entries NaN."""
+    col = _to_quantity_if_unit(_unmasked(col, f"column {key!r}", nan_ok=False))
     if isinstance(col, u.Quantity):
         target = _gaia.COLUMN_UNITS.get(key)
         if target is None:

@@ -54,10 +54,27 @@ class SolarParameters:
 
     @classmethod
     def from_astropy(cls, frame: coord.Galactocentric | None = None) -> "SolarParameters":
-        """Read the parameters of an astropy ``Galactocentric`` frame (default: 'v4.0')."""
+        """Read the parameters of an astropy ``Galactocentric`` frame (default: 'v4.0').
+
+        Raises:
+            ValueError: the frame's ``galcen_coord`` (the Galactic centre's ICRS direction) is not 'v4.0''s, which
+                every bayesdyn conversion uses (astropy's presets share it).
+        """
+        with coord.galactocentric_frame_defaults.set("v4.0"):
+            reference = coord.Galactocentric()
         if frame is None:
-            with coord.galactocentric_frame_defaults.set("v4.0"):
-                frame = coord.Galactocentric()
+            frame = reference
+        gc, ref = coord.SkyCoord(frame.galcen_coord).icrs, coord.SkyCoord(reference.galcen_coord).icrs
+        off = float(gc.separation(ref).to_value(u.arcsec))
+        if off > 1e-6:  # these parameters hold no direction: the conversions use 'v4.0''s (astropy's every preset's)
+            raise ValueError(
+                f"the frame's Galactic centre (galcen_coord: RA {gc.ra.deg:.6f}°, Dec {gc.dec.deg:.6f}°) lies "
+                f"{off:.3g}″ from astropy's 'v4.0' one (RA {ref.ra.deg:.6f}°, Dec {ref.dec.deg:.6f}°), which "
+                f"bayesdyn's conversions always use; stars would be placed in a rotated frame (by "
+                f"{np.deg2rad(off / 3600) * frame.galcen_distance.to_value(u.pc):.0f} pc at the Galactic centre). Build the frame "
+                "with the default galcen_coord, or convert the positions to Galactocentric yourself and use "
+                "Catalog.from_table with x, y, z, v_x, v_y, v_z columns"
+            )
         return cls(
             galcen_distance=frame.galcen_distance.to_value(u.kpc),
             z_sun=frame.z_sun.to_value(u.kpc),
