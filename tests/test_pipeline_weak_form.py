@@ -216,6 +216,11 @@ def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
     assert any("position errors' bias removed to second order" in line for line in logs)
     assert "random subset" in summary  # a cut this stage did not make is named for the reader
     assert "ρ_DM(⊙) counts the dark disk (dark_disk)" in summary  # the default model's prior-edge bias
+    # a rerun without the limits (every stage cached, the report made again) leaves no limits from the first run
+    cfg["report"]["dark_disk_scale_heights_kpc"] = []
+    Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append).all()
+    assert not (out / "dark_disk_limits.csv").exists() and not (out / "dark_disk_exclusion.png").exists()
+    assert (out / "reference_check.md").is_file() and (out / "constraints.md").is_file()
 
 
 def test_efficiency_column_weights_the_moments_by_one_over_epsilon(tmp_path):
@@ -307,21 +312,27 @@ def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
         out = Run(cfg, folder=tmp_path / "run", log=logs.append).catalog()
         return out, any("reusing" in line for line in logs)
 
+    stamp = tmp_path / "run" / ".catalog.stamp"  # what the later stages (flows, accelerations, posterior) key on
     assert stage()[0].columns["eps"][0] == 0.5
+    first = stamp.read_text()
     assert stage()[1]  # the same file
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: the same content
-    assert stage()[1]
+    assert stage()[1] and stamp.read_text() == first
     cat.columns["eps"] = np.full(500, 0.25)  # the same size, other values
     cat.save(path)
     assert path.stat().st_size == st.st_size
     again, reused = stage()
     assert not reused and again.columns["eps"][0] == 0.25
     assert any("differs from the file the cached catalog was read from" in line for line in logs)
-    (tmp_path / "run" / ".catalog.source.json").unlink()  # a folder of an earlier version: its cache is trusted
+    # the later stages' key changes with the content (it stayed the same, and their old results were reused)
+    edited = stamp.read_text()
+    assert edited != first and edited.split(":")[0] == first.split(":")[0]
+    (tmp_path / "run" / ".catalog.source.json").unlink()  # a folder of an earlier version: its cache is trusted,
+    stamp.write_text(first.split(":")[0] + "\n")  # its stamp the key alone, which the later stages keep too
     cat.select(np.arange(500) < 400, "fewer").save(path)
     old, reused = stage()
-    assert reused and old.n == 500
+    assert reused and old.n == 500 and stamp.read_text() == first.split(":")[0] + "\n"
     path.unlink()  # the file gone: the cached catalog is used, and says so
     old, reused = stage()
     assert reused and old.n == 500 and any("not found: using the catalog cached" in line for line in logs)

@@ -82,6 +82,16 @@ _CACHE_VERSION = 2
 _WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (1 − ρ²)³); 3: with the Gaia errors' mean
 
 
+#: every file the report stage writes; it removes them first, as some are written only under some settings (a corner
+#: plot, dark-disk limits, a truth or a reference check, ρ_DM(⊙) with dark components)
+REPORT_FILES = (
+    "constraints.md", "constraints.tex", "constraints.csv", "local_dm_density.csv", "prior_vs_posterior.csv",
+    "prior_vs_posterior.md", "truth_check.md", "reference_check.md", "local_dm.txt", "corner.png",
+    "dark_disk_limits.csv", "dark_disk_exclusion.png", "run_metadata.json", "timings.txt",
+    "acceleration_vertical.png", "acceleration_radial.png", "density_vertical.png",
+)
+
+
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -156,7 +166,10 @@ class Run:
             from ..mocks import load_default
 
             cat, self.truth = load_default()
-        if self._cached("catalog", key) and path.is_file() and self._source_unchanged(c["source"]):
+        # the stamp is the key, then the source file's sha256 (for the later stages' keys: an edited file must not
+        # leave the flows, accelerations or posterior of the old stars in use); an earlier version's stamp has no hash
+        cached = self._read_stamp("catalog").split(":")[0] == key
+        if cached and path.is_file() and self._source_unchanged(c["source"]):
             cat = Catalog.load(path)
             self.log(f"[catalog] reusing {path} ({cat.n} stars)")
         else:
@@ -179,8 +192,8 @@ class Run:
                 keep[rng.choice(cat.n, c["max_stars"], replace=False)] = True
                 cat = cat.select(keep, f"random subset of {c['max_stars']} stars (catalog.max_stars, seed {self.cfg['seed']})")
             cat.save(path)
-            self._stamp("catalog", key)
-            self._record_source(c["source"])
+            sha = self._record_source(c["source"])
+            self._stamp("catalog", key + (f":{sha[:16]}" if sha else ""))
         self._timed("catalog", t0)
         self.log(cat.summary())
         if cat.n < 20_000:
@@ -193,16 +206,19 @@ class Run:
     def _source_record(self) -> Path:
         return self.folder / ".catalog.source.json"
 
-    def _record_source(self, source: str, sha: str | None = None) -> None:
-        """Record the catalog file's size, modification time and sha256 beside the catalog stage's stamp."""
+    def _record_source(self, source: str, sha: str | None = None) -> str | None:
+        """Record the catalog file's size, modification time and sha256 beside the catalog stage's stamp; returns
+        the sha256 (None for the default mock)."""
         rec = self._source_record()
         if source == "default":
             rec.unlink(missing_ok=True)
-            return
+            return None
         src = Path(resolve_source(source, None))
         st = src.stat()
+        sha = sha or _sha256(src)
         rec.write_text(json.dumps({"path": str(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                   "sha256": sha or _sha256(src)}) + "\n")
+                                   "sha256": sha}) + "\n")
+        return sha
 
     def _source_unchanged(self, source: str) -> bool:
         """Whether the catalog file is the one the cached catalog was read from: the recorded size and
@@ -612,6 +628,8 @@ class Run:
 
         out = self.folder / "report"
         out.mkdir(exist_ok=True)
+        for name in REPORT_FILES:  # what this config does not write must not stay from an earlier run's
+            (out / name).unlink(missing_ok=True)
         t0 = time.perf_counter()
         (out / "constraints.md").write_text(post.to_markdown())
         (out / "constraints.tex").write_text(post.to_latex())
