@@ -640,7 +640,10 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
     nuts = {**s["nuts"], **s.get("nuts_by_mock", {}).get(spec.name.split("-r")[0], {})}
     path = None
     if cache is not None:
-        path = cache / f"post-{spec.name}-{_key(psd_id, spec.nodes.tolist(), s['node_velocities'], nuts, repr(spec.model), seed, COMBINE)}.npz"
+        from bayesdyn.dynamics._cbe import ESTIMATOR_VERSION  # node covariances' version (2: HC3)
+
+        parts = (psd_id, spec.nodes.tolist(), s["node_velocities"], nuts, repr(spec.model), seed, COMBINE)
+        path = cache / f"post-{spec.name}-{_key(*parts, ESTIMATOR_VERSION)}.npz"
     diag = ""
     if path is not None and not fresh and path.is_file():
         samples, diag = _load_samples(path, names, clock, "parametric", log)

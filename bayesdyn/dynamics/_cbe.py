@@ -12,6 +12,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+#: bump when lstsq_acceleration's output changes (benchmarks key their cached posteriors on it); 2: HC3 covariance
+ESTIMATOR_VERSION = 2
+
 __all__ = [
     "cbe_residuals",
     "lstsq_acceleration",
@@ -25,8 +28,9 @@ class LstsqAcceleration(NamedTuple):
 
     Attributes:
         a: acceleration, (..., 3) [(km/s)²/kpc].
-        cov: its heteroscedasticity-consistent (sandwich) covariance from the
-            scatter of the CBE residuals over the velocities, (..., 3, 3)
+        cov: its heteroscedasticity-consistent (HC3 sandwich) covariance from the
+            scatter of the CBE residuals over the velocities, each divided by 1 − its
+            draw's leverage, (..., 3, 3)
             [((km/s)²/kpc)²]. It measures only the noise that is independent
             between velocities, not a flow's correlated error (see the ensemble).
         rms_residual: root-mean-square CBE residual after the fit, (...,) [km/s/kpc].
@@ -61,11 +65,16 @@ def _lstsq_one(v, s_x, s_v, ridge):
     a = jnp.linalg.solve(ata_r, s_v.T @ b)
     r = b - s_v @ a
     m = jnp.sum(jnp.any(s_v != 0, axis=-1))  # rows zeroed by the caller (non-finite draws) do not count
-    # heteroscedasticity-consistent (HC1 sandwich) covariance: score errors enter
-    # through v·s_x, whose variance grows with |v|, so the plain σ²(AᵀA)⁻¹ underestimates.
+    # heteroscedasticity-consistent (HC3 sandwich) covariance: score errors enter through v·s_x, whose variance
+    # grows with |v|, so the plain σ²(AᵀA)⁻¹ underestimates; each residual is divided by 1 − h, its draw's leverage
+    # h = s_vᵀ(AᵀA)⁻¹s_v, because the fit pulls toward the few fast draws whose large ∂f/∂v carry much of it (up to
+    # 22–48 % of the weight near a Plummer sphere's escape speed). HC1's m/(m − 3) did not: χ² of the errors 3.41
+    # for 3 (7.6 % beyond the 95 % cut) at 512 draws with iid score noise, against HC3's 3.19 (6.5 %).
     inv = jnp.linalg.inv(ata_r)
-    meat = (s_v * (r**2)[:, None]).T @ s_v
-    cov = (m / jnp.maximum(m - 3, 1)) * inv @ meat @ inv
+    h = jnp.einsum("mi,ij,mj->m", s_v, inv, s_v)
+    r3 = r / jnp.maximum(1.0 - h, 1e-2)  # h < 1 in exact arithmetic; the floor keeps a lone direction finite
+    meat = (s_v * (r3**2)[:, None]).T @ s_v
+    cov = inv @ meat @ inv
     return LstsqAcceleration(a, cov, jnp.sqrt(jnp.sum(r**2) / jnp.maximum(m, 1)))
 
 

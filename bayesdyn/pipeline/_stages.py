@@ -76,8 +76,8 @@ class _VelocitiesInsideCatalog:
 
 
 #: part of every accelerations/posterior cache key: bump when what those stages compute changes
-#: (2: member covariances saved, posteriors combined over members)
-_CACHE_VERSION = 2
+#: (2: member covariances saved, posteriors combined over members; 3: HC3 node covariances)
+_CACHE_VERSION = 3
 #: part of the weak-form posterior's cache key: bump when bd.weak_form_data or the weak-form fit changes
 _WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (1 − ρ²)³); 3: with the Gaia errors' mean
 
