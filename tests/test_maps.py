@@ -125,6 +125,9 @@ def test_disequilibrium_vanishes_for_the_true_acceleration(x64):
     wrong = maps.disequilibrium_map(source, np.asarray(truth.acceleration(pts)) * 1.3, pts, n_velocities=64)
     assert np.all(wrong.relative > 0.1)
     assert_allclose(wrong.rms_per_gyr(), wrong.rms * maps.GYR_PER_KPC_S_KM)
+    # at the centre s_x = 0 for every velocity: no streaming term to compare with, NaN (a wrong a read 0 there)
+    centre = maps.disequilibrium_map(source, np.array([[100.0, 0.0, 0.0]]), np.zeros((1, 3)), n_velocities=64)
+    assert np.isnan(centre.relative[0]) and centre.rms[0] > 0
 
 
 def test_plots_have_bands_and_references(tmp_path, x64):

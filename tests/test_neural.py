@@ -50,6 +50,32 @@ def test_acceleration_is_curl_free_and_density_is_poisson(x64, rng):
     assert_allclose(np.mean(np.asarray(pot.acceleration_members(shifted)), axis=0), acc.reshape(-1, 3), rtol=1e-10)
 
 
+def test_members_share_the_potentials_zero_point(x64, rng):
+    """Each network's constant is arbitrary (the fit sees ∇Φ and ∇²Φ; its last bias keeps its random start): members
+    that differ only there have the same Φ, zero at the input centre, and no spread in a map (a 4-member Plummer fit
+    had a Φ band of sd ~780 (km/s)² where Φ − Φ(x₀) spread by ~60). A line of sight's reference Φ is shifted to it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pot = _random_potential(members=1)
+    w = np.repeat(np.asarray(pot.weights), 3, axis=0)
+    w[:, -1] += np.array([0.0, 0.17, -0.4])  # the final bias, in units of the amplitude (1e4 (km/s)²)
+    ens = neural.NeuralPotential(jnp.asarray(w), ARCH, pot.center, pot.scale, pot.amplitude)
+    pts = rng.normal(size=(5, 3))
+    members = np.asarray(ens.potential_members(pts))
+    assert np.ptp(members, axis=0).max() < 1e-9 * np.abs(members).max()
+    assert abs(float(ens.potential(ens.potential_zero[None])[0])) < 1e-9
+    assert np.max(bd.maps.evaluate(ens, "potential", pts).sd) < 1e-9 * np.abs(members).max()  # (km/s)²
+    mw = bd.potentials.MWPotential2014()
+    ax = bd.maps.plot_line_of_sight(ens, 30.0, 10.0, np.linspace(0.1, 1.0, 5), "potential", references={"MW": mw})
+    los = bd.maps.line_of_sight(30.0, 10.0, np.linspace(0.1, 1.0, 5))
+    want = np.asarray(mw.potential(los.points)) - float(mw.potential(ens.potential_zero[None])[0])
+    assert_allclose([ln for ln in ax.lines if ln.get_label() == "MW"][0].get_ydata(), want, rtol=1e-9)
+    plt.close(ax.figure)
+
+
 def test_architecture_round_trip_and_refusals():
     w = ARCH.init(0)
     assert w.shape == (ARCH.n_weights(),) == (3 * 32 + 32 + 32 * 32 + 32 + 32 + 1,) == (1217,)

@@ -245,7 +245,7 @@ class DisequilibriumMap(NamedTuple):
             (≈ 0 when f is normalised and in equilibrium).
         relative: rms / rms(v·s_x), (...): the fraction of the streaming term that
             the acceleration leaves unbalanced (0 in equilibrium, ~1 or more when the
-            acceleration explains nothing).
+            acceleration explains nothing; NaN where v·s_x vanishes for every velocity).
         members_rms: rms per score member (K, ...) [km/s/kpc].
         axes: the grid's coordinate axes, if made from one.
     """
@@ -318,7 +318,8 @@ def disequilibrium_map(
         pts,
         rms_k.mean(0).reshape(shape),
         mean_k.mean(0).reshape(shape),
-        (rms_k / np.where(stream > 0, stream, np.inf)).mean(0).reshape(shape),
+        # no streaming term (e.g. the centre of a symmetric model): no scale, NaN (it read 0, "in equilibrium")
+        np.where(stream > 0, rms_k / np.where(stream > 0, stream, 1.0), np.nan).mean(0).reshape(shape),
         rms_k.reshape((-1,) + shape),
         axes,
     )

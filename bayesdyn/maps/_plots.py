@@ -188,7 +188,8 @@ def plot_line_of_sight(
         b: Galactic latitude [deg].
         distances: heliocentric distances (M,) [kpc].
         quantity: one of :data:`bayesdyn.maps.QUANTITIES`.
-        references: label → model (e.g. ``{"MWPotential2014": bd.potentials.MWPotential2014()}``).
+        references: label → model (e.g. ``{"MWPotential2014": bd.potentials.MWPotential2014()}``); for
+            ``"potential"`` of a neural Φ, shifted to its zero point (``source.potential_zero``).
         solar: :class:`bayesdyn.SolarParameters` (default 'v4.0').
         ax: matplotlib Axes.
         radius: ball radius for ``"smoothed_density"`` [kpc].
@@ -201,6 +202,10 @@ def plot_line_of_sight(
     los = line_of_sight(l, b, distances, solar)
     est = evaluate(source, quantity, los, radius=radius)
     refs = {k: evaluate(m, quantity, los, radius=radius) for k, m in (references or {}).items()}
+    zero = getattr(source, "potential_zero", None)  # a neural Φ is 0 there, not at infinity: the references too
+    if quantity == "potential" and zero is not None:
+        for k, m in (references or {}).items():
+            refs[k] = refs[k]._replace(mean=refs[k].mean - float(evaluate(m, "potential", np.asarray(zero)[None]).mean[0]))
     ax = plot_profile({"estimate": est}, ax=ax, axis="distance", references=refs, levels=levels, log=log)
     ax.set_title(f"l = {float(l):g}°, b = {float(b):g}°")
     return ax

@@ -75,8 +75,9 @@ class NeuralPotential(PotentialComponent):
     A [(km/s)²] sets its scale, c [kpc] and s (per axis) [kpc] its input
     standardisation. The acceleration a = −∇Φ is curl-free by construction and the
     density ρ = ∇²Φ/4πG is the autodiff Laplacian (:class:`PotentialComponent`).
-    Φ has an arbitrary zero point (not zero at infinity) and is meaningful only
-    where the training stars were.
+    Φ has an arbitrary zero point, set to Φ(c) = 0 for every network (not zero at
+    infinity: compare differences, e.g. with a reference model's Φ(x) − Φ(c)), and is
+    meaningful only where the training stars were.
 
     ``weights`` has shape (P,) (one network) or (K, P) (an ensemble: one network per
     phase-space-density member, fitted by :func:`fit_neural_potential`). With K > 1,
@@ -193,6 +194,11 @@ class NeuralPotential(PotentialComponent):
             return self.weights[0]
         return self.weights
 
+    @property
+    def potential_zero(self) -> np.ndarray:
+        """Where Φ = 0 for every network: the input centre c (3,) [kpc]."""
+        return np.asarray(self.center, dtype=float)
+
     # ------------------------------------------------------------------ members
     @property
     def n_members(self) -> int:
@@ -217,7 +223,9 @@ class NeuralPotential(PotentialComponent):
         return self.amplitude * self.architecture.apply(w, z)
 
     def _potential_members(self, x):
-        return jax.vmap(lambda w: self._phi_one(w, x))(self._w2())
+        # each network's zero point is arbitrary (the fit sees only ∇Φ and ∇²Φ; the last bias keeps its random
+        # start): Φ(center) = 0 for every member, so that their spread is the fields' (it was ~12× wider)
+        return jax.vmap(lambda w: self._phi_one(w, x) - self._phi_one(w, self.center))(self._w2())
 
     def _acceleration_members(self, x):
         return jax.vmap(lambda w: -jax.grad(self._phi_one, argnums=1)(w, x))(self._w2())
