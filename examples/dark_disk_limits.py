@@ -6,7 +6,7 @@ The disk mock's exact scores (no flows; needs galpy) → accelerations at nodes 
 Sun → baryons + NFW halo + dark disk → for each h_DD, NUTS with h_DD fixed → the 95 %
 quantile of Σ_DD (docs/howto/dark-disk.md). The mock has **no** dark disk, so the
 limits are the sensitivity of these data. Default: 64 nodes, h_DD = 25, 50, 100, 200 pc,
-2 chains × (500 + 500) draws per refit, about 5 minutes on two cores. ``--tiny`` (or
+4 chains × (500 + 2000) draws per refit, about 3 minutes on two cores. ``--tiny`` (or
 BAYESDYN_EXAMPLES_TINY=1): 12 nodes, one scale height (100 pc), two short chains —
 seconds, for the test suite (the limits are looser and the chains not converged).
 """
@@ -36,8 +36,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     n_nodes, n_vel = (12, 16) if args.tiny else (64, 64)
     heights = [0.1] if args.tiny else [0.025, 0.05, 0.1, 0.2]  # h_DD [kpc]
-    runs = dict(num_chains=2, num_warmup=100, num_samples=150) if args.tiny else dict(
-        num_chains=2, num_warmup=500, num_samples=500)
+    runs = dict(num_chains=2, num_warmup=100, num_samples=150) if args.tiny else dict(num_samples=2000)  # 4 chains
 
     cat, truth = mocks.load_default()
     sun = cat.solar.position

@@ -531,6 +531,34 @@ def test_restart_starts_reach_the_mode_of_a_sharp_posterior():
     assert all(abs(np.log(f / 8.5e6)) < 1.0 for f in found), found
 
 
+def test_single_posterior_with_disagreeing_chains_is_rerun_from_the_mode(monkeypatch):
+    """combine="mean" (one posterior, e.g. exact scores or the weak form) reruns every chain from starts near the
+    mode when r̂ > RESTART_RHAT, as a flow member's run does: in examples/dark_disk_limits.py at h_DD = 200 pc one
+    chain sat at the prior's edge (r̂ 1.6, 629 divergences, a 'limit' of 30 M☉/pc²); after the restart r̂ = 1.003 and
+    the limit 2.17. Here the first run is made to look stuck."""
+    import jax.numpy as jnp
+
+    from bayesdyn.inference import _infer
+
+    with jax.enable_x64(True):
+        truth = bp.NFW(scale_density=8.5e6, scale_radius=16.0)
+        x = np.random.default_rng(4).normal([-8.0, 0.0, 0.0], 0.6, size=(48, 3))
+        a = np.asarray(truth.acceleration(jnp.asarray(x)))
+        cov = (0.006 * np.linalg.norm(a, axis=1))[:, None, None] ** 2 * np.eye(3)
+        data = AccelerationData.create(x, a, cov, sun=[-8.122, 0.0, 0.0208])
+    model = PotentialModel(halo=bp.NFW(scale_density=dist.LogUniform(1e5, 1e9), scale_radius=16.0))
+    real, calls, starts = _infer._max_rhat, [], []
+    monkeypatch.setattr(_infer, "_max_rhat", lambda s, n: calls.append(1) or (np.inf if len(calls) == 1 else real(s, n)))
+    real_starts = _infer._mode_starts
+    monkeypatch.setattr(_infer, "_mode_starts", lambda *a: starts.append(1) or real_starts(*a))
+    with pytest.warns(ConvergenceWarning):  # 2 × 100 draws: too few for the ESS line
+        post = infer(model, data, seed=0, num_chains=2, num_warmup=100, num_samples=100, progress=False,
+                     combine="mean")
+    assert post.info.get("restarted") is True and starts == [1]
+    assert abs(np.median(post.samples["halo.scale_density"]) / 8.5e6 - 1) < 0.02  # the truth, a 0.6 % fit
+    assert len(calls) == 1  # the restarted run is not judged again: its r̂ is in the table
+
+
 def test_every_potential_parameter_has_a_unit_in_the_tables():
     """Posterior tables label each parameter with its unit: every parameter of every bayesdyn.potentials component
     has an entry (dimensionless ones ""), so a new one cannot silently print without its unit."""

@@ -527,13 +527,16 @@ def infer(
             ``"mean"`` (one posterior of the member-mean accelerations with the
             ensemble covariance; overconfident for flows), or ``"auto"``:
             ``"members"`` when the data carry K ≥ 2 members with their
-            covariances, else ``"mean"``.
+            covariances, else ``"mean"``. With the NumPyro backend, a run (a
+            member's, or the single one) whose chains disagree (r̂ > 1.05, or a
+            chain stuck) is rerun once from starts near the posterior mode.
 
     Returns:
         :class:`bayesdyn.results.Posterior`, which warns loudly when r̂ > 1.01,
         divergences occurred or the effective sample size is low; with
         ``combine="members"`` its ``info["combine"]`` holds the members' medians,
-        the t degrees of freedom and each parameter's between-member share.
+        the t degrees of freedom and each parameter's between-member share (and
+        ``restarted_members``); a rerun single posterior has ``info["restarted"]``.
     """
     from ..results import Posterior
 
@@ -580,6 +583,16 @@ def infer(
             )
     if combine == "mean":
         samples, info = run_nuts(model, data, seed=seed, **options)
+        priors = model.free_parameters() if hasattr(model, "free_parameters") else {}
+        if backend == "numpyro" and priors and _max_rhat(samples, priors) > RESTART_RHAT:
+            # chains that disagree (one stuck at a prior's edge, as flow members' chains were): rerun every chain
+            # from starts near the posterior mode, as a member's run is
+            with jax.enable_x64(True):
+                d64 = _to_float64(data)
+                init = _mode_starts(model, d64, None, jax.random.PRNGKey(seed + 1), num_chains)
+                samples, info = _run_nuts(model, d64, seed, num_chains, num_warmup, num_samples, backend,
+                                          target_accept, dense_mass, progress, None, init_params=init)
+            info["restarted"] = True
         if weak is not None:
             info["weak_form"] = weak
     else:

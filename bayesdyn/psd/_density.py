@@ -89,7 +89,9 @@ class PhaseSpaceDensity:
 
     Inputs are positions x [kpc] and velocities v [km/s], arrays of shape (N, 3)
     (or (3,) for one point; astropy Quantities are converted). Outputs are JAX
-    arrays (float32).
+    arrays (float32). A density fitted on a sphere (``fit_psd``'s support, a
+    distance-limited sample) is defined inside it only: at positions on or outside
+    its surface every output is NaN, with no error; keep evaluation points inside.
     """
 
     def __init__(
