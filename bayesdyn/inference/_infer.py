@@ -485,6 +485,7 @@ def infer(
     dense_mass: bool = True,
     progress: bool = True,
     combine: Literal["auto", "members", "mean"] = "auto",
+    restart: bool = True,
     **kwargs: Any,
 ):
     """Posterior of a :class:`PotentialModel` given data, by NUTS.
@@ -527,9 +528,11 @@ def infer(
             ``"mean"`` (one posterior of the member-mean accelerations with the
             ensemble covariance; overconfident for flows), or ``"auto"``:
             ``"members"`` when the data carry K ≥ 2 members with their
-            covariances, else ``"mean"``. With the NumPyro backend, a run (a
-            member's, or the single one) whose chains disagree (r̂ > 1.05, or a
-            chain stuck) is rerun once from starts near the posterior mode.
+            covariances, else ``"mean"``.
+        restart: with the NumPyro backend, rerun a run (a member's, or the single
+            one) whose chains disagree (r̂ > 1.05, or a chain stuck) once from starts
+            near the posterior mode (a search of a few seconds); False for runs known
+            to be too short to converge (smoke tests).
 
     Returns:
         :class:`bayesdyn.results.Posterior`, which warns loudly when r̂ > 1.01,
@@ -584,7 +587,7 @@ def infer(
     if combine == "mean":
         samples, info = run_nuts(model, data, seed=seed, **options)
         priors = model.free_parameters() if hasattr(model, "free_parameters") else {}
-        if backend == "numpyro" and priors and _max_rhat(samples, priors) > RESTART_RHAT:
+        if restart and backend == "numpyro" and priors and _max_rhat(samples, priors) > RESTART_RHAT:
             # chains that disagree (one stuck at a prior's edge, as flow members' chains were): rerun every chain
             # from starts near the posterior mode, as a member's run is
             with jax.enable_x64(True):
@@ -596,7 +599,7 @@ def infer(
         if weak is not None:
             info["weak_form"] = weak
     else:
-        samples, info, members = _run_members(model, data, seed, options)
+        samples, info, members = _run_members(model, data, seed, options, restart)
     if hasattr(model, "derived"):
         with jax.enable_x64(True):
             sun = jnp.asarray(data.sun, dtype=jnp.float64)
@@ -635,7 +638,7 @@ def member_diagnostics(member_samples) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def _run_members(model, data: AccelerationData, seed: int, options: dict):
+def _run_members(model, data: AccelerationData, seed: int, options: dict, restart: bool = True):
     """One NUTS posterior per member, combined by Rubin's rules: (combined samples, info, the members' samples)."""
     from ._combine import combine_members
 
@@ -659,7 +662,7 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict):
             args = (model, dj, seed + 1000 * j, options["num_chains"], options["num_warmup"], options["num_samples"],
                     options["backend"], options["target_accept"], options["dense_mass"], options["progress"], None)
             sj, ij = _run_nuts(*args, mcmc=mcmc)
-            if options["backend"] == "numpyro" and _max_rhat(sj, priors) > RESTART_RHAT:
+            if restart and options["backend"] == "numpyro" and _max_rhat(sj, priors) > RESTART_RHAT:
                 # a chain stuck in a secondary mode: restart every chain near the posterior mode
                 init = _mode_starts(model, dj, None, jax.random.PRNGKey(seed + 1000 * j + 1), options["num_chains"])
                 sj, ij = _run_nuts(*args, mcmc=mcmc, init_params=init)
