@@ -206,7 +206,7 @@ def main() -> None:
     deq_n = maps.disequilibrium_map(psd, pot, dsl, n_velocities=128, seed=0)
     deq_g = maps.disequilibrium_map(psd, gala, dsl, n_velocities=128, seed=0)
     fig, axes = _figure(1, 2)
-    top = float(np.quantile(np.concatenate([deq_n.relative.ravel(), deq_g.relative.ravel()]), 0.98))
+    top = float(np.nanquantile(np.concatenate([deq_n.relative.ravel(), deq_g.relative.ravel()]), 0.98))  # NaN: no v·s_x
     maps.plot_disequilibrium(deq_n, ax=axes[0, 0], vmin=0.0, vmax=top)
     axes[0, 0].set_title("∂log f/∂t with the neural acceleration")
     maps.plot_disequilibrium(deq_g, ax=axes[0, 1], vmin=0.0, vmax=top)
@@ -214,8 +214,8 @@ def main() -> None:
     fig.savefig(out / "disequilibrium.png", dpi=110)
     written.append(("disequilibrium.png", "The disequilibrium diagnostic rms ∂log f/∂t / rms v·s_x over p(v|x) "
                     "(0: the acceleration balances the streaming term exactly), with the fitted neural "
-                    f"acceleration (median {np.median(deq_n.relative):.2f}) and with gala's MilkyWayPotential, "
-                    f"which is not the mock's potential (median {np.median(deq_g.relative):.2f})."))
+                    f"acceleration (median {np.nanmedian(deq_n.relative):.2f}) and with gala's MilkyWayPotential, "
+                    f"which is not the mock's potential (median {np.nanmedian(deq_g.relative):.2f})."))
 
     lines = ["# Gallery", "",
              f"Made by `python {shlex.join(sys.argv)}`" + (" (smoke settings: the fits are far from converged)"

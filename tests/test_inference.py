@@ -196,12 +196,16 @@ def test_combined_posterior_judges_convergence_by_its_members_and_names_overflow
     assert d["ess_bulk"] == pytest.approx(sum(float(az.ess(m["p.a"], method="bulk")) for m in members))
     assert d["ess_bulk"] < float(az.ess(out["p.a"], method="bulk"))
     assert post.check(warn=False) == []
-    stuck = {**info, "member_diagnostics": member_diagnostics(members[:3] + [{"p.a": np.full((4, 1000), 0.3)}])}
-    assert Posterior(out, {"combine": stuck}).diagnostics().loc["p.a", "r_hat"] == np.inf
+    stuck = {**info, "member_diagnostics": member_diagnostics(members[:3] + [{"p.a": np.full((4, 1000), 0.3)}]),
+             "member_max_r_hat": [1.0, 1.0, 1.0, np.inf]}
+    stuck_post = Posterior(out, {"combine": stuck})
+    assert stuck_post.diagnostics().loc["p.a", "r_hat"] == np.inf
+    (problem,) = [p for p in stuck_post.check(warn=False) if "r̂" in p]  # said once, naming the member
+    assert "member(s) [3]" in problem
     over = out["p.a"].copy()
     over[0, :2] = np.inf
     problems = Posterior({"p.a": over}, {"combine": info}).check(warn=False)
-    assert any("2 of the combined draws of ['p.a'] overflow to ±∞" in p for p in problems), problems
+    assert any("2 of the combined draws of ['p.a'] are not finite (overflow)" in p for p in problems), problems
     assert not any("stuck" in p for p in problems)
 
 
@@ -542,6 +546,12 @@ def test_single_posterior_with_disagreeing_chains_is_rerun_from_the_mode(monkeyp
     assert all(abs(np.log(f / 8.5e6)) < 1.0 for f in found), found
     assert abs(np.median(post.samples["halo.scale_density"]) / 8.5e6 - 1) < 0.02  # the truth, a 0.6 % fit
     assert len(calls) == 1  # the restarted run is not judged again: its r̂ is in the table
+    assert post.info["first_run"]["max_r_hat"] == np.inf and post.info["wall_time_s"] > post.info["first_run"]["wall_time_s"]
+    calls.clear()  # restart=False (runs known to be too short): the stuck-looking run is kept, no search
+    with pytest.warns(ConvergenceWarning):
+        kept = infer(model, data, seed=0, num_chains=2, num_warmup=100, num_samples=100, progress=False,
+                     combine="mean", restart=False)
+    assert "restarted" not in kept.info and len(starts) == 1 and calls == []
 
 
 def test_every_potential_parameter_has_a_unit_in_the_tables():

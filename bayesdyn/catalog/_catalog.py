@@ -227,7 +227,10 @@ class Catalog:
             ``parallax`` [mas], ``pmra, pmdec`` [mas/yr], ``radial_velocity``
             [km/s] with their ``*_error`` columns (``ra_error``, ``dec_error`` in
             mas) and correlations ``*_corr``. Quantities are converted to these
-            units.
+            units. Masked entries (``np.ma``, astropy ``MaskedColumn`` or ``Masked``)
+            become NaN in x, v and float columns (rows of x or v with NaN are refused);
+            an integer, boolean or string column with masked entries is refused
+            (``from_gaia`` writes −1 for a masked ``source_id``).
         meta: free-form JSON-serialisable metadata (provenance, truth parameters).
         history: the cuts already applied, oldest first.
 

@@ -539,7 +539,8 @@ def infer(
         divergences occurred or the effective sample size is low; with
         ``combine="members"`` its ``info["combine"]`` holds the members' medians,
         the t degrees of freedom and each parameter's between-member share (and
-        ``restarted_members``); a rerun single posterior has ``info["restarted"]``.
+        ``restarted_members``); a rerun single posterior has ``info["restarted"]`` and
+        ``info["first_run"]`` (the replaced run's r̂, divergences and wall time).
     """
     from ..results import Posterior
 
@@ -587,15 +588,20 @@ def infer(
     if combine == "mean":
         samples, info = run_nuts(model, data, seed=seed, **options)
         priors = model.free_parameters() if hasattr(model, "free_parameters") else {}
-        if restart and backend == "numpyro" and priors and _max_rhat(samples, priors) > RESTART_RHAT:
+        r_hat = _max_rhat(samples, priors) if restart and backend == "numpyro" and priors else 1.0
+        if r_hat > RESTART_RHAT:
             # chains that disagree (one stuck at a prior's edge, as flow members' chains were): rerun every chain
             # from starts near the posterior mode, as a member's run is
+            first = {"max_r_hat": r_hat, "num_divergences": int(np.sum(info["diverging"])),
+                     "wall_time_s": info["wall_time_s"]}
             with jax.enable_x64(True):
                 d64 = _to_float64(data)
                 init = _mode_starts(model, d64, None, jax.random.PRNGKey(seed + 1), num_chains)
                 samples, info = _run_nuts(model, d64, seed, num_chains, num_warmup, num_samples, backend,
                                           target_accept, dense_mass, progress, None, init_params=init)
             info["restarted"] = True
+            info["first_run"] = first  # the run that was replaced: its r̂, divergences and time
+            info["wall_time_s"] += first["wall_time_s"]
         if weak is not None:
             info["weak_form"] = weak
     else:

@@ -76,7 +76,8 @@ class _VelocitiesInsideCatalog:
 
 
 #: part of every accelerations/posterior cache key: bump when what those stages compute changes
-#: (2: member covariances saved, posteriors combined over members; 3: HC3 node covariances)
+#: (2: member covariances saved, posteriors combined over members; 3: HC3 node covariances, and a single posterior
+#: whose chains disagree rerun from the mode, which the weak-form posterior key takes from here too)
 _CACHE_VERSION = 3
 #: part of the weak-form posterior's cache key: bump when bd.weak_form_data or the weak-form fit changes
 _WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (1 − ρ²)³); 3: with the Gaia errors' mean
@@ -128,6 +129,7 @@ class Run:
     def __init__(self, cfg: dict[str, Any], folder: str | Path | None = None, progress: bool = True, log=print):
         self.cfg = cfg
         self.folder = Path(folder or cfg["output"])
+        self._source_sha: str | None = None  # the catalog file's sha256 when _source_unchanged computed it
         self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.log = log
@@ -192,8 +194,11 @@ class Run:
                 keep[rng.choice(cat.n, c["max_stars"], replace=False)] = True
                 cat = cat.select(keep, f"random subset of {c['max_stars']} stars (catalog.max_stars, seed {self.cfg['seed']})")
             cat.save(path)
-            sha = self._record_source(c["source"])
+            # the stamp before the record: a run stopped between the two rebuilds again (record ≠ file), where the
+            # other order would keep the old stamp, and the old stars' later stages, for the new catalog
+            sha = None if c["source"] == "default" else (self._source_sha or _sha256(Path(resolve_source(c["source"], None))))
             self._stamp("catalog", key + (f":{sha[:16]}" if sha else ""))
+            self._record_source(c["source"], sha)
         self._timed("catalog", t0)
         self.log(cat.summary())
         if cat.n < 20_000:
@@ -239,7 +244,7 @@ class Run:
         st = src.stat()
         if (old.get("path"), old.get("size"), old.get("mtime_ns")) == (str(src), st.st_size, st.st_mtime_ns):
             return True
-        sha = _sha256(src)
+        sha = self._source_sha = _sha256(src)  # hashed once: a changed file's is the stamp's too
         if sha != old.get("sha256"):
             self.log(f"[catalog] {src} differs from the file the cached catalog was read from: reading it again")
             return False

@@ -152,7 +152,7 @@ class Posterior:
                     if not n.startswith("derived.") and not np.isfinite(self.samples[n]).all()}
             if over:
                 problems.append(
-                    f"{sum(over.values())} of the combined draws of {sorted(over)} overflow to ±∞: the members "
+                    f"{sum(over.values())} of the combined draws of {sorted(over)} are not finite (overflow): the members "
                     f"were combined with ν = {combined.get('dof', float('nan')):.1f} degrees of freedom, whose "
                     "Student-t tails reach beyond the numbers this prior's transform can hold (the members' own "
                     "runs are finite); their quantiles stand, their mean and sd do not, and derived quantities of "
@@ -166,7 +166,8 @@ class Posterior:
             problems.append(f"the draws of {stuck} never move or are not finite: the chains are stuck (often at a "
                             "prior's edge); these intervals mean nothing — check the data's errors and the priors, "
                             "or start the chains near the mode")
-        if nchains > 1:
+        by_members = bool(combined.get("member_diagnostics"))  # diag is the members' own: say it once, by member
+        if nchains > 1 and not by_members:
             bad = diag.index[diag["r_hat"] > MAX_RHAT].tolist()
             if bad:
                 problems.append(f"r̂ > {MAX_RHAT} for {bad} (max {diag['r_hat'].max():.3f}): run longer or reparametrise")
@@ -185,7 +186,7 @@ class Posterior:
         # the combined draws add an independent between-member draw to each, which inflates their ESS: judge the
         # members' own runs, whose re-centred draws together make the combined posterior's within-member part
         member_ess = (self.info.get("combine") or {}).get("member_min_ess") or []
-        if member_ess and sum(member_ess) < MIN_ESS:
+        if member_ess and sum(member_ess) < MIN_ESS and not by_members:
             problems.append(f"effective sample size of the flow members' runs together {sum(member_ess):.0f} < "
                             f"{MIN_ESS} (per member {[round(e) for e in member_ess]}): draw more samples")
         ndiv = self.info["num_divergences"]
