@@ -609,12 +609,17 @@ def infer(
     if hasattr(model, "derived"):
         with jax.enable_x64(True):
             sun = jnp.asarray(data.sun, dtype=jnp.float64)
-            derived = model.derived(samples, sun)
-            samples.update({k: np.asarray(v) for k, v in derived.items()})
-            if combine == "members":  # each member's own derived draws, for its diagnostics (one call for all)
-                stacked = model.derived({n: np.stack([m[n] for m in members]) for n in members[0]}, sun)
+            if combine == "members":  # with each member's own derived draws, for its diagnostics: one call (compile)
+                k = len(members)
+                joint = {n: np.stack([np.asarray(samples[n]).reshape((k,) + np.shape(members[0][n])),
+                                      np.stack([m[n] for m in members])]) for n in members[0]}
+                both = model.derived(joint, sun)  # (2, K, chains, draws): combined, then members
+                samples.update({n: np.asarray(v[0]).reshape(np.shape(samples[next(iter(members[0]))]))
+                                for n, v in both.items()})
                 for j, m in enumerate(members):
-                    m.update({k: np.asarray(v[j]) for k, v in stacked.items()})
+                    m.update({n: np.asarray(v[1, j]) for n, v in both.items()})
+            else:
+                samples.update({k: np.asarray(v) for k, v in model.derived(samples, sun).items()})
     if combine == "members":
         info["combine"]["member_diagnostics"] = member_diagnostics(members)
     return Posterior.from_samples(samples, info, model=model)
