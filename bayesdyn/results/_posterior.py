@@ -152,11 +152,12 @@ class Posterior:
                     if not n.startswith("derived.") and not np.isfinite(self.samples[n]).all()}
             if over:
                 problems.append(
-                    f"{sum(over.values())} of the combined draws of {sorted(over)} are not finite (overflow): the members "
-                    f"were combined with ν = {combined.get('dof', float('nan')):.1f} degrees of freedom, whose "
+                    f"{sum(over.values())} of the combined draws of {sorted(over)} are not finite (overflow): the "
+                    f"members were combined with ν = {combined.get('dof', float('nan')):.1f} degrees of freedom, whose "
                     "Student-t tails reach beyond the numbers this prior's transform can hold (the members' own "
                     "runs are finite); their quantiles stand, their mean and sd do not, and derived quantities of "
-                    "those draws may be NaN, which makes their rows NaN — fit more bootstrap resamples (fit_psd's ensemble) or give the parameter a bounded prior"
+                    "those draws may be NaN, which makes their rows NaN — fit more bootstrap resamples (fit_psd's "
+                    "ensemble) or give the parameter a bounded prior"
                 )
         else:
             over = {}
