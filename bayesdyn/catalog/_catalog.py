@@ -81,14 +81,13 @@ def _unmasked(value: Any, name: str, *, nan_ok: bool = True) -> Any:
     whatever sits under it (0.0 for a blank CSV cell: a radial-velocity error of 0, a star at the Galactic centre).
     Integer, boolean and string columns have no NaN: masked entries there are an error naming the column.
     """
-    if hasattr(value, "unmasked"):  # astropy.utils.masked.Masked (a MaskedQuantity in a QTable)
-        mask, data = np.asarray(value.mask, dtype=bool), value.unmasked
-    elif np.ma.isMaskedArray(value) or (hasattr(value, "mask") and hasattr(value, "filled")):  # MaskedColumn, np.ma
-        mask, data = np.ma.getmaskarray(value), np.asarray(np.ma.getdata(value))
+    data, mask = _gaia.split_mask(value)
+    if mask is None:
+        return value
+    if not hasattr(value, "unmasked"):  # a MaskedColumn or np.ma array: a plain array, with the column's unit
+        data = np.asarray(data)
         if getattr(value, "unit", None) is not None:
             data = u.Quantity(data, value.unit)
-    else:
-        return value
     if not mask.any():
         return data
     kind = np.asarray(getattr(data, "value", data)).dtype.kind

@@ -118,6 +118,16 @@ def _non_numeric_message(arr: np.ndarray, name: str, unit: Any, table_name: str)
     )
 
 
+def split_mask(col: Any) -> tuple[Any, np.ndarray | None]:
+    """(the values under the mask, the mask) of an astropy ``Masked`` (a MaskedQuantity in a QTable; its values keep
+    their unit), a MaskedColumn or an ``np.ma`` array (its values a plain array); ``(col, None)`` for anything else."""
+    if hasattr(col, "unmasked"):
+        return col.unmasked, np.asarray(col.mask, dtype=bool)
+    if hasattr(col, "mask") and hasattr(col, "filled"):
+        return np.ma.getdata(col), np.ma.getmaskarray(col)
+    return col, None
+
+
 def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: str = "the table") -> np.ndarray:
     """One numeric column as float64 in ``unit``; masked entries become NaN.
 
@@ -129,14 +139,7 @@ def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: s
         CatalogUnitError: a unit of the wrong physical type.
     """
     col = table[name]
-    mask = None
-    values: Any = col
-    if hasattr(col, "unmasked"):  # astropy.utils.masked.Masked (MaskedQuantity in a QTable)
-        mask = np.asarray(col.mask, dtype=bool)
-        values = col.unmasked
-    elif hasattr(col, "mask") and hasattr(col, "filled"):  # MaskedColumn
-        mask = np.ma.getmaskarray(col)
-        values = np.ma.getdata(col)
+    values, mask = split_mask(col)
     col_unit = getattr(col, "unit", None)
     if isinstance(values, u.Quantity):
         col_unit = values.unit

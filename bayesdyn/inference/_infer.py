@@ -37,8 +37,6 @@ def run_nuts(
     (num_chains, num_samples, ...); ``info`` holds ``diverging`` (chains, draws),
     ``backend``, ``num_warmup`` and ``wall_time_s``.
     """
-    if num_chains < 1 or num_samples < 1 or num_warmup < 1:
-        raise ValueError("num_chains, num_samples and num_warmup must be positive")
     with jax.enable_x64(True):
         # float64 throughout: posteriors of masses ~1e10 M☉ that are narrow compared with
         # their priors make float32 leapfrog steps round to nothing (chains that never move)
@@ -62,6 +60,8 @@ def _run_nuts(
     model, data, seed, num_chains, num_warmup, num_samples, backend, target_accept, dense_mass, progress, model_kwargs,
     mcmc=None, init_params=None,
 ):
+    if num_chains < 1 or num_samples < 1 or num_warmup < 1:
+        raise ValueError("num_chains, num_samples and num_warmup must be positive")
     model_kwargs = dict(model_kwargs or {})
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
@@ -83,6 +83,24 @@ def _run_nuts(
         "num_warmup": num_warmup,
         "wall_time_s": time.perf_counter() - t0,
     }
+    return samples, info
+
+
+def _nuts_restarting(args: tuple, priors, restart: bool, key_seed: int, mcmc=None):
+    """``_run_nuts(*args)`` (float64 data), and once more from starts near the posterior mode when its chains
+    disagree (NumPyro, ``restart``, max r̂ > ``RESTART_RHAT``: one stuck in a secondary mode or at a prior's edge);
+    a rerun's info has ``restarted`` and ``first_run`` (the replaced run's r̂, divergences and wall time)."""
+    model, data, _, num_chains, _, _, backend = args[:7]
+    samples, info = _run_nuts(*args, mcmc=mcmc)
+    r_hat = _max_rhat(samples, priors) if restart and backend == "numpyro" and priors else 1.0
+    if r_hat > RESTART_RHAT:
+        first = {"max_r_hat": r_hat, "num_divergences": int(np.sum(info["diverging"])),
+                 "wall_time_s": info["wall_time_s"]}
+        init = _mode_starts(model, data, None, jax.random.PRNGKey(key_seed), num_chains)
+        samples, info = _run_nuts(*args, mcmc=mcmc, init_params=init)
+        info["restarted"] = True
+        info["first_run"] = first
+        info["wall_time_s"] += first["wall_time_s"]
     return samples, info
 
 
@@ -586,22 +604,11 @@ def infer(
                 stacklevel=2,
             )
     if combine == "mean":
-        samples, info = run_nuts(model, data, seed=seed, **options)
         priors = model.free_parameters() if hasattr(model, "free_parameters") else {}
-        r_hat = _max_rhat(samples, priors) if restart and backend == "numpyro" and priors else 1.0
-        if r_hat > RESTART_RHAT:
-            # chains that disagree (one stuck at a prior's edge, as flow members' chains were): rerun every chain
-            # from starts near the posterior mode, as a member's run is
-            first = {"max_r_hat": r_hat, "num_divergences": int(np.sum(info["diverging"])),
-                     "wall_time_s": info["wall_time_s"]}
-            with jax.enable_x64(True):
-                d64 = _to_float64(data)
-                init = _mode_starts(model, d64, None, jax.random.PRNGKey(seed + 1), num_chains)
-                samples, info = _run_nuts(model, d64, seed, num_chains, num_warmup, num_samples, backend,
-                                          target_accept, dense_mass, progress, None, init_params=init)
-            info["restarted"] = True
-            info["first_run"] = first  # the run that was replaced: its r̂, divergences and time
-            info["wall_time_s"] += first["wall_time_s"]
+        with jax.enable_x64(True):  # float64 throughout (run_nuts)
+            args = (model, _to_float64(data), seed, num_chains, num_warmup, num_samples, backend, target_accept,
+                    dense_mass, progress, None)
+            samples, info = _nuts_restarting(args, priors, restart, seed + 1)
         if weak is not None:
             info["weak_form"] = weak
     else:
@@ -672,11 +679,8 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict, restar
             dj = _to_float64(data.member(j))
             args = (model, dj, seed + 1000 * j, options["num_chains"], options["num_warmup"], options["num_samples"],
                     options["backend"], options["target_accept"], options["dense_mass"], options["progress"], None)
-            sj, ij = _run_nuts(*args, mcmc=mcmc)
-            if restart and options["backend"] == "numpyro" and _max_rhat(sj, priors) > RESTART_RHAT:
-                # a chain stuck in a secondary mode: restart every chain near the posterior mode
-                init = _mode_starts(model, dj, None, jax.random.PRNGKey(seed + 1000 * j + 1), options["num_chains"])
-                sj, ij = _run_nuts(*args, mcmc=mcmc, init_params=init)
+            sj, ij = _nuts_restarting(args, priors, restart, seed + 1000 * j + 1, mcmc=mcmc)
+            if ij.get("restarted"):
                 restarted.append(j)
             member_samples.append({n: sj[n] for n in priors})
             diverging.append(ij["diverging"])
