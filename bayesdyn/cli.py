@@ -77,10 +77,12 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
     if getattr(args, "likelihood", None):
         cfg["inference"]["likelihood"] = args.likelihood
         cfg = validate_config(cfg)  # the merged configuration validates again, with the override's rules
-    if getattr(args, "output", None):
+    if getattr(args, "output", None) is not None:
         cfg["output"] = args.output
     if getattr(args, "seed", None) is not None:
         cfg["seed"] = args.seed
+    if args.__dict__.get("output") is not None or args.__dict__.get("seed") is not None:
+        cfg = validate_config(cfg)  # the overrides obey the config's rules (an empty folder name, a negative seed)
     return cfg
 
 
@@ -307,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bayesdyn`` command."""
     from .catalog import CatalogError
+    from .mocks import MockError
     from .pipeline import ConfigError
     from .psd import PSDFileError
 
@@ -324,8 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
-    except (CatalogError, PSDFileError) as err:  # bad input files: the message names the fix
+    except (CatalogError, PSDFileError, MockError) as err:  # bad input files or mock settings: the message names the fix
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as err:
+        print(f"error: no such file: {err.filename or err} (check the path)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         handler.acknowledge()

@@ -234,6 +234,50 @@ def test_relative_catalog_paths_resolve_from_the_config_file(tmp_path, monkeypat
         load_config(config)
 
 
+def test_config_refuses_bad_priors_ranges_and_scale_heights_before_any_stage(tmp_path, capsys):
+    """Values that crashed a stage late (a LogUniform from 0 at the posterior, a negative scale height after the whole
+    run, a negative max_stars as a numpy traceback) or were ignored (a negative floor) are refused by validate_config,
+    naming the key; the CLI turns a missing file and a bad mock setting into a one-line error."""
+    from bayesdyn import cli
+    from bayesdyn.pipeline import ConfigError, validate_config
+
+    def model(**mass):
+        return {"model": {"halo": {"type": "NFW", "scale_density": mass, "scale_radius": 16.0}}}
+
+    bad = [
+        (model(prior="LogUniform", low=0.0, high=1e9), r"model\.halo\.scale_density\.low' \(LogUniform\) must be > 0"),
+        (model(prior="Uniform", low=1e9, high=1e5), r"model\.halo\.scale_density' \(Uniform\) needs low < high"),
+        (model(prior="Normal", loc=1e7, scale=0.0), r"model\.halo\.scale_density\.scale' \(Normal\) must be > 0"),
+        (model(prior="TruncatedNormal", loc=1e7, scale=1e6, low=2e7, high=1e7), "needs low < high"),
+        (model(prior="Uniform", low=0.0, high=float("inf")), r"scale_density\.high' must be a finite number"),
+        ({"model": {"halo": {"type": "NFW", "scale_density": 1e7, "scale_radius": -16.0}}},
+         r"'model\.halo' \(NFW\): .*scale_radius"),
+        ({"report": {"dark_disk_scale_heights_kpc": [-0.1]}}, "dark_disk_scale_heights_kpc"),
+        ({"report": {"dark_disk_scale_heights_kpc": [True]}}, "dark_disk_scale_heights_kpc"),
+        ({"report": {"dark_disk_scale_heights_kpc": ["0.1"]}}, "dark_disk_scale_heights_kpc"),
+        ({"catalog": {"max_stars": -5}}, "catalog.max_stars"),
+        ({"catalog": {"within_kpc": -1.0}}, "catalog.within_kpc"),
+        ({"seed": -1}, "'seed' must be an integer ≥ 0"),
+        ({"output": ""}, "'output' must name a folder"),
+        ({"psd": {"max_epochs": 0}}, "psd.max_epochs"),
+        ({"psd": {"learning_rate": -1e-3}}, "psd.learning_rate"),
+        ({"nodes": {"floor": -0.1}}, "nodes.floor"),
+        ({"nodes": {"floor": float("nan")}}, "nodes.floor"),
+    ]
+    for user, match in bad:
+        with pytest.raises(ConfigError, match=match):
+            validate_config(user)
+    assert validate_config({"report": {"dark_disk_scale_heights_kpc": [1, 0.05]}})["report"][
+        "dark_disk_scale_heights_kpc"] == [1.0, 0.05]
+    assert cli.main(["catalog", str(tmp_path / "missing.fits")]) == 1
+    assert cli.main(["mock", "plummer", "--n", "-5", "--output", str(tmp_path / "m.npz")]) == 1
+    (tmp_path / "run.toml").write_text('output = "run"\n')
+    assert cli.main(["infer", str(tmp_path / "run.toml"), "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.fits" in err and "n must be" in err and "'seed' must be an integer ≥ 0" in err
+    assert "Traceback" not in err
+
+
 def test_nodes_stay_inside_the_catalog_volume(tmp_path):
     """A 100 pc sphere of stars around the Sun: nodes within the radius holding 80 % of them; too few → ConfigError."""
     import bayesdyn as bd

@@ -1,5 +1,6 @@
 """Model spec → NUTS → Posterior, with exact scores (no flow) on mocks with known truth."""
 
+import re
 import warnings
 
 import jax
@@ -65,6 +66,23 @@ def test_posterior_tables_and_warnings():
     assert_allclose(post.upper_limit("h.m", 0.95), 1.0 + 1.645 * 0.1, atol=0.01)
     md, tex = post.to_markdown(), post.to_latex()
     assert "| `h.m` |" in md and r"\begin{tabular}" in tex
+    # LaTeX: errors to two significant digits, the median to their decimal place, a power of ten, units in math
+    row = next(ln for ln in tex.splitlines() if "rho" in ln)
+    assert r"$\mathrm{M_\odot/kpc^{3}}$" in row and re.search(r"\$\d\.\d\d\^\{\+\d\.\d\d\}_\{-\d\.\d\d\} \\times 10\^\{6\}\$", row), row
+    # a narrow interval keeps its ends apart in the Markdown table (229.31 ± 0.02 read [229.3, 229.3])
+    narrow = Posterior({"derived.v_circ_R0": rng.normal(229.31, 0.02, size=(4, 1000))},
+                       {"diverging": np.zeros((4, 1000), bool)})
+    cells = next(ln for ln in narrow.to_markdown().splitlines() if "v_circ" in ln).split("|")
+    lo, hi = (float(t) for t in cells[4].strip(" []").split(","))
+    assert 229.28 < lo < 229.30 < 229.32 < hi < 229.34, cells
+    # a derived quantity NaN at some draws: its row is NaN and a warning says why
+    holes = {**good, "derived.Kz_1p1kpc": rng.normal(2e3, 50.0, size=(4, 1000))}
+    holes["derived.Kz_1p1kpc"][1, :3] = np.nan
+    warned = Posterior(holes, {"diverging": np.zeros((4, 1000), bool)})
+    assert any("derived.Kz_1p1kpc (3 of 4000)" in p for p in warned.check(warn=False))
+    # ρ_DM(⊙) in GeV/cm³ to two significant digits of its error, not a fixed 0.001 (0.011 +0.000 −0.000)
+    small = Posterior({"derived.rho_dm_sun": rng.normal(3e5, 1e3, size=(4, 1000))}, {"diverging": np.zeros((4, 1000), bool)})
+    assert "+0.000 " not in small.local_dm_line() and "0.011389 +0.000038" in small.local_dm_line(), small.local_dm_line()
     # stuck chains and divergences are reported loudly
     bad = {"h.m": np.stack([rng.normal(m, 0.1, 200) for m in (0, 0, 1, 1)])}
     with pytest.warns(ConvergenceWarning, match="r̂"):
@@ -443,6 +461,25 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     ul = table.loc[0.1, "Sigma_DD_upper_Msun_pc2"]
     assert_allclose(table.loc[0.1, "prior_mass_below_limit"], 2 * scipy.stats.norm.cdf(ul / 10.0) - 1, rtol=1e-4)
     assert table.loc[0.1, "prior_mass_below_limit"] < 0.2 and table.loc[0.1, "prior_lower_Msun_pc2"] == -np.inf
+    # ... and so are the limit and the prior's own: a posterior equal to that Normal prior gave 16.4 M☉/pc² (its
+    # quantile over Σ < 0 too), only 90 % of the physical mass; on Σ ≥ 0 the 95 % limit is 10 Φ⁻¹(0.975) = 19.6
+    wide["dark_disk.surface_density"] = rng.normal(0.0, 1e7, size=(2, 20000))
+    table = dark_disk_limits(normal_model, None, [0.1])
+    assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 10 * scipy.stats.norm.ppf(0.975), rtol=1e-4)
+    assert_allclose(table.loc[0.1, "Sigma_DD_upper_Msun_pc2"], 19.60, rtol=0.02)
+    assert_allclose(table.loc[0.1, "prior_mass_below_limit"], 0.95, atol=0.01)
+    # a draw that is not finite: no limit, and the problem is named (one NaN among 4000 had made every column NaN
+    # with no word, and the exclusion plot raised on a NaN axis limit)
+    wide["dark_disk.surface_density"] = rng.uniform(0.0, 5e6, size=(2, 2000))
+    wide["dark_disk.surface_density"][0, 7] = np.nan
+    table = dark_disk_limits(model, None, [0.05, 0.1])
+    assert np.isnan(table["Sigma_DD_upper_Msun_pc2"]).all()
+    assert "2 of 4000 draws" not in table.loc[0.1, "problems"] and "1 of 4000 draws" in table.loc[0.1, "problems"]
+    from bayesdyn.pipeline._stages import limit_run_caveats
+
+    assert any("h = 100 pc" in ln and "not finite: no limit" in ln for ln in limit_run_caveats(table, []))
+    table.loc[0.05, "Sigma_DD_upper_Msun_pc2"] = 3.0  # one finite limit beside a NaN one: the plot draws it
+    plt.close(plot_dark_disk_limits(table))
     wide["dark_disk.surface_density"] = rng.uniform(0.0, 50e6, size=(2, 2000))
     # a prior whose icdf NumPyro leaves to TFP: from draws; Gamma(2, 1/(5e6)) has its 95 % quantile at 23.72 M☉/pc²
     gamma_model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Gamma(2.0, 1 / 5e6), scale_height=0.1))

@@ -216,6 +216,10 @@ def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
     assert any("position errors' bias removed to second order" in line for line in logs)
     assert "random subset" in summary  # a cut this stage did not make is named for the reader
     assert "ρ_DM(⊙) counts the dark disk (dark_disk)" in summary  # the default model's prior-edge bias
+    # the limit runs' CAVEATs are in the report folder, not only on the terminal (one chain: no r̂, but the limit
+    # holds more than half its credibility under the prior, or the short run's ESS is low)
+    caveats = [line for line in logs if line.startswith("[report] CAVEAT")]
+    assert caveats and all(line in summary for line in caveats), (caveats, summary)
     # a rerun without the limits (every stage cached, the report made again) leaves no limits from the first run
     cfg["report"]["dark_disk_scale_heights_kpc"] = []
     Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append).all()

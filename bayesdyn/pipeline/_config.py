@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -189,8 +190,15 @@ def _check_prior(where: str, spec: dict) -> None:
     if extra:
         raise ConfigError(f"'{where}' ({fam}) takes {list(need)}; unknown {sorted(extra)}")
     for k in need:
-        if isinstance(spec[k], bool) or not isinstance(spec[k], (int, float)):
-            raise ConfigError(f"'{where}.{k}' must be a number, got {spec[k]!r}")
+        if isinstance(spec[k], bool) or not isinstance(spec[k], (int, float)) or not math.isfinite(spec[k]):
+            raise ConfigError(f"'{where}.{k}' must be a finite number, got {spec[k]!r}")
+    if "scale" in need and not spec["scale"] > 0:
+        raise ConfigError(f"'{where}.scale' ({fam}) must be > 0, got {spec['scale']!r}")
+    if "low" in need and not spec["low"] < spec["high"]:
+        raise ConfigError(f"'{where}' ({fam}) needs low < high, got low = {spec['low']!r}, high = {spec['high']!r}")
+    if fam == "LogUniform" and not spec["low"] > 0:
+        raise ConfigError(f"'{where}.low' (LogUniform) must be > 0 (a log-uniform prior cannot reach 0; use Uniform "
+                          f"for a range from 0), got {spec['low']!r}")
 
 
 def validate_config(user: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +246,10 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         if missing:
             raise ConfigError(f"'{where}' ({typ}) is missing the fixed setting(s) {sorted(missing)} (numbers, e.g. "
                               "reference_radius in kpc near the middle of the tracers' radii)")
+        try:  # the component's own checks (a negative scale radius, a bad fixed setting), before any stage runs
+            _build_component(comp)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"'{where}' ({typ}): {err}") from None
     inf = cfg["inference"]
     if inf["backend"] not in ("numpyro", "blackjax"):
         raise ConfigError(f"'inference.backend' must be \"numpyro\" or \"blackjax\", got {inf['backend']!r}")
@@ -303,6 +315,26 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"'nodes.radius_kpc' must be positive (or 0: fitted to the catalog), got {cfg['nodes']['radius_kpc']}"
         )
+    cat = cfg["catalog"]
+    for key in ("max_stars", "within_kpc", "parallax_over_error"):
+        if not cat[key] >= 0:
+            raise ConfigError(f"'catalog.{key}' must be ≥ 0 (0 = no cut), got {cat[key]!r}")
+    if cfg["seed"] < 0:
+        raise ConfigError(f"'seed' must be an integer ≥ 0, got {cfg['seed']}")
+    if not cfg["output"].strip():
+        raise ConfigError("'output' must name a folder (default \"bayesdyn-report\"), got an empty string")
+    for key in ("max_epochs", "patience", "batch_size", "n_layers", "width"):
+        if ps[key] < 1:
+            raise ConfigError(f"'psd.{key}' must be a positive integer, got {ps[key]}")
+    if not ps["learning_rate"] > 0 or not math.isfinite(ps["learning_rate"]):
+        raise ConfigError(f"'psd.learning_rate' must be a positive number, got {ps['learning_rate']}")
+    if not 0 <= cfg["nodes"]["floor"] < math.inf:
+        raise ConfigError(f"'nodes.floor' must be ≥ 0 (a relative noise floor; 0 = none), got {cfg['nodes']['floor']}")
+    hs = cfg["report"]["dark_disk_scale_heights_kpc"]
+    if any(isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 < h < math.inf for h in hs):
+        raise ConfigError(f"'report.dark_disk_scale_heights_kpc' must be a list of positive numbers in kpc (e.g. "
+                          f"[0.05, 0.1] for 50 and 100 pc; [] for no limits), got {hs!r}")
+    cfg["report"]["dark_disk_scale_heights_kpc"] = [float(h) for h in hs]
     return cfg
 
 
@@ -347,29 +379,33 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def build_model(cfg_model: dict[str, Any]):
-    """A :class:`bayesdyn.PotentialModel` from the ``[model]`` table."""
+def _build_component(comp: dict[str, Any]):
+    """One potential component from its ``[model.<name>]`` table (priors as NumPyro distributions)."""
     import numpyro.distributions as dist
 
     from .. import potentials as bp
+
+    kwargs = {}
+    for key, val in comp.items():
+        if key in ("type", "dark"):
+            continue
+        if isinstance(val, dict):
+            fam = val["prior"]
+            args = [float(val[k]) for k in PRIORS[fam]]
+            if fam == "TruncatedNormal":
+                kwargs[key] = dist.TruncatedNormal(args[0], args[1], low=args[2], high=args[3])
+            else:
+                kwargs[key] = getattr(dist, fam)(*args)
+        else:
+            kwargs[key] = float(val)
+    return getattr(bp, comp["type"])(**kwargs)
+
+
+def build_model(cfg_model: dict[str, Any]):
+    """A :class:`bayesdyn.PotentialModel` from the ``[model]`` table."""
     from ..inference import PotentialModel
 
-    comps = {}
-    for name, comp in cfg_model.items():
-        kwargs = {}
-        for key, val in comp.items():
-            if key in ("type", "dark"):
-                continue
-            if isinstance(val, dict):
-                fam = val["prior"]
-                args = [float(val[k]) for k in PRIORS[fam]]
-                if fam == "TruncatedNormal":
-                    kwargs[key] = dist.TruncatedNormal(args[0], args[1], low=args[2], high=args[3])
-                else:
-                    kwargs[key] = getattr(dist, fam)(*args)
-            else:
-                kwargs[key] = float(val)
-        comps[name] = getattr(bp, comp["type"])(**kwargs)
+    comps = {name: _build_component(comp) for name, comp in cfg_model.items()}
     flagged = [name for name, comp in cfg_model.items() if "dark" in comp]
     dark = tuple(name for name, comp in cfg_model.items() if comp.get("dark")) if flagged else None
     return PotentialModel(dark=dark, **comps)  # no `dark` key anywhere: PotentialModel's rule by name

@@ -26,7 +26,11 @@ def dark_disk_limits(
     For each h_DD the dark disk's ``scale_height`` is fixed to h and the model's
     posterior is sampled again; the limit is the ``q`` quantile of the marginal
     posterior of ``<component>.surface_density`` (a one-sided Bayesian upper limit,
-    prior-dependent: state the prior with the limit).
+    prior-dependent: state the prior with the limit). A prior that also reaches below
+    Σ = 0 (a Normal) is read as its physical part Σ ≥ 0: the limit, the median and the
+    prior's own limit are those of the draws and the prior with Σ ≥ 0 (the posterior under
+    the prior truncated at 0), so that mass at negative Σ does not tighten the limit. A run
+    with a draw that is not finite gives no limit (NaN) and says so in ``problems``.
 
     Args:
         model: a :class:`bayesdyn.PotentialModel` with a dark-disk component whose
@@ -64,7 +68,7 @@ def dark_disk_limits(
     if name not in model.free_parameters():
         raise ValueError(f"{name} must be free (a NumPyro prior) to set a limit on it")
     prior = model.free_parameters()[name]
-    prior_ul = _prior_quantile(prior, q) * 1e-6  # M☉/kpc² → M☉/pc²
+    prior_ul = _physical_prior_quantile(prior, q) * 1e-6  # M☉/kpc² → M☉/pc²
     prior_lower = _prior_lower(prior) * 1e-6
     rows = []
     for h in scale_heights:
@@ -76,14 +80,22 @@ def dark_disk_limits(
         sub = PotentialModel(dark=model.dark, **comps)
         post = infer(sub, data, seed=seed, **infer_kwargs)
         s = post.samples[name].reshape(-1) * 1e-6  # M☉/kpc² → M☉/pc²
-        ul = float(np.quantile(s, q))
+        problems = post.check(warn=False)
+        bad = int(np.sum(~np.isfinite(s)))
+        if bad:  # no limit from a broken run (a quantile of the finite draws would hide it)
+            problems.append(f"{bad} of {s.size} draws of {name} are not finite: no limit")
+            s = np.full(1, np.nan)
+        # on the physical Σ ≥ 0: a prior that also reaches below 0 (Normal) is the same as its truncation at 0
+        # times the mass it puts there, so the posterior under the physical prior is this one's Σ ≥ 0 part
+        phys = s[s >= 0] if bad == 0 else s
+        ul = float(np.quantile(phys, q)) if phys.size else float("nan")
         diag = post.diagnostics()
         member_rhat = (post.info.get("combine") or {}).get("member_max_r_hat") or []  # a bad member hides in the mix
         rows.append(
             {
                 "h_DD_kpc": h,
                 "Sigma_DD_upper_Msun_pc2": ul,
-                "Sigma_DD_median_Msun_pc2": float(np.median(s)),
+                "Sigma_DD_median_Msun_pc2": float(np.median(phys)) if phys.size else float("nan"),
                 "rho_DD_midplane_upper_Msun_pc3": ul / (4 * h * 1e3),
                 "prior_upper_Msun_pc2": prior_ul,
                 "limit_over_prior": ul / prior_ul if prior_ul > 0 else float("nan"),  # NaN > 0 is False
@@ -91,7 +103,7 @@ def dark_disk_limits(
                 "prior_lower_Msun_pc2": prior_lower,
                 "num_divergences": post.info["num_divergences"],
                 "max_r_hat": _max_finite([*diag["r_hat"].values, *member_rhat]),  # NaN: one chain, no r̂
-                "problems": " | ".join(post.check(warn=False)),
+                "problems": " | ".join(problems),
             }
         )
     df = pd.DataFrame(rows).set_index("h_DD_kpc")
@@ -118,6 +130,21 @@ def _prior_quantile(prior: Any, q: float) -> float:
     except (NotImplementedError, AttributeError, ImportError):  # Gamma, Beta, StudentT: icdf needs TFP
         draws = _prior_draws(prior)
         return float("nan") if draws is None else float(np.quantile(draws, q))
+
+
+def _physical_prior_quantile(prior: Any, q: float) -> float:
+    """The q quantile of the prior's part on Σ ≥ 0 [its units]: its own quantile for a prior on Σ ≥ 0, else the
+    quantile F⁻¹(F(0) + q (1 − F(0))) of its truncation at 0."""
+    if not _prior_lower(prior) < 0:
+        return _prior_quantile(prior, q)
+    f0 = _prior_cdf(prior, 0.0)
+    if not 0 <= f0 < 1:
+        return float("nan")
+    try:
+        return float(prior.icdf(f0 + q * (1.0 - f0)))
+    except (NotImplementedError, AttributeError, ImportError):
+        draws = _prior_draws(prior)
+        return float("nan") if draws is None else float(np.quantile(draws[draws >= 0], q))
 
 
 def _prior_lower(prior: Any) -> float:
@@ -164,7 +191,8 @@ def plot_dark_disk_limits(table: pd.DataFrame, path: str | Path | None = None, a
         fig = ax.figure
     h = table.index.values * 1e3
     ul = table["Sigma_DD_upper_Msun_pc2"].values
-    top = max(ul.max() * 2, 1.0)
+    finite = ul[np.isfinite(ul)]  # a failed run's NaN limit is a gap in the line, not an axis limit
+    top = max(finite.max() * 2, 1.0) if finite.size else 1.0
     ax.fill_between(h, ul, top, color="tab:red", alpha=0.25, label=f"excluded ({table.attrs.get('credibility', 0.95):.0%})")
     ax.plot(h, ul, "o-", color="tab:red")
     prior_ul = float(table["prior_upper_Msun_pc2"].iloc[0]) if "prior_upper_Msun_pc2" in table else np.inf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -167,6 +168,13 @@ class Posterior:
             problems.append(f"the draws of {stuck} never move or are not finite: the chains are stuck (often at a "
                             "prior's edge); these intervals mean nothing — check the data's errors and the priors, "
                             "or start the chains near the mode")
+        derived_bad = {n: int(np.sum(~np.isfinite(self.samples[n]))) for n in self.scalar_names
+                       if n.startswith("derived.") and not np.isfinite(self.samples[n]).all()}
+        if derived_bad and not over and not stuck:  # else said above, with its cause
+            problems.append(
+                "draws of " + ", ".join(f"{n} ({k} of {self.samples[n].size})" for n, k in derived_bad.items())
+                + " are not finite, which makes their rows NaN: the model's quantity is undefined at some drawn "
+                  "parameters (a density or a circular speed outside the model's range); check the priors")
         by_members = bool(combined.get("member_diagnostics"))  # diag is the members' own: say it once, by member
         if nchains > 1 and not by_members:
             bad = diag.index[diag["r_hat"] > MAX_RHAT].tolist()
@@ -235,9 +243,10 @@ class Posterior:
             "|---|---|---|---|---|---|---|",
         ]
         for n, r in df.iterrows():
+            d = _digits(r["median"], r["q16"], r["q84"])  # enough that the 68 % interval's ends differ
             lines.append(
-                f"| `{n}` | {r['unit']} | {_fmt(r['median'])} | [{_fmt(r['q16'])}, {_fmt(r['q84'])}] | "
-                f"[{_fmt(r['q2.5'])}, {_fmt(r['q97.5'])}] | {r['r_hat']:.3f} | {r['ess_bulk']:.0f} |"
+                f"| `{n}` | {r['unit']} | {_fmt(r['median'], d)} | [{_fmt(r['q16'], d)}, {_fmt(r['q84'], d)}] | "
+                f"[{_fmt(r['q2.5'], d)}, {_fmt(r['q97.5'], d)}] | {r['r_hat']:.3f} | {r['ess_bulk']:.0f} |"
             )
         lines.append("")
         lines.append(f"Divergent transitions: {df.attrs['num_divergences']}.")
@@ -251,15 +260,14 @@ class Posterior:
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
-        """The constraint table as a LaTeX tabular (median with 68 % errors)."""
+        """The constraint table as a LaTeX tabular (median with 68 % errors, the errors to two significant digits and
+        the median to the same decimal place; large and small numbers with a common power of ten)."""
         df = self.summary()
         lines = [r"\begin{tabular}{lll}", r"\hline", r"Quantity & Unit & Median$^{+68\%}_{-68\%}$ \\", r"\hline"]
         for n, r in df.iterrows():
             name = n.replace("_", r"\_")
-            lines.append(
-                rf"\texttt{{{name}}} & {r['unit']} & ${_fmt(r['median'])}^{{+{_fmt(r['q84'] - r['median'])}}}"
-                rf"_{{-{_fmt(r['median'] - r['q16'])}}}$ \\"
-            )
+            value = _latex_value(r["median"], r["q84"] - r["median"], r["median"] - r["q16"])
+            lines.append(rf"\texttt{{{name}}} & {_latex_unit(r['unit'])} & ${value}$ \\")
         lines += [r"\hline", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
 
@@ -284,9 +292,12 @@ class Posterior:
         """One line: ρ_DM(⊙) = median +err −err GeV/cm³ (= … M☉/pc³), 68 % interval."""
         t = self.local_dm_density()
         g, m = t.loc["GeV/cm3"], t.loc["Msun/pc3"]
+        up, lo = g["q84"] - g["median"], g["median"] - g["q16"]
+        d = max(3, _error_decimals(up, lo))  # the smaller error to two significant digits, at least 0.001 GeV/cm³
         return (
-            f"rho_DM(sun) = {g['median']:.3f} +{g['q84'] - g['median']:.3f} -{g['median'] - g['q16']:.3f} GeV/cm^3"
-            f" = {m['median']:.4g} +{m['q84'] - m['median']:.2g} -{m['median'] - m['q16']:.2g} Msun/pc^3 (68 %)"
+            f"rho_DM(sun) = {g['median']:.{d}f} +{up:.{d}f} -{lo:.{d}f} GeV/cm^3"
+            f" = {m['median']:#.{_digits(m['median'], m['q16'], m['q84'])}g} +{m['q84'] - m['median']:.2g} "
+            f"-{m['median'] - m['q16']:.2g} Msun/pc^3 (68 %)"
         )
 
     def upper_limit(self, name: str, q: float = 0.95) -> float:
@@ -353,5 +364,42 @@ class Posterior:
         return f"Posterior(chains={n[0]}, draws={n[1]}, sites={self.scalar_names})"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if np.isfinite(x) else "nan"
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if np.isfinite(x) else "nan"
+
+
+def _digits(median: float, q16: float, q84: float) -> int:
+    """Significant digits for a table row: 4, or more where the 68 % interval is narrow beside the median (so
+    that 229.31 ± 0.02 reads [229.29, 229.33], not [229.3, 229.3]): the half-width to two significant digits."""
+    half = 0.5 * (q84 - q16)
+    if not (np.isfinite(median) and np.isfinite(half) and half > 0 and median != 0):
+        return 4
+    return int(np.clip(np.floor(np.log10(abs(median))) - np.floor(np.log10(half)) + 2, 4, 12))
+
+
+def _error_decimals(*errors: float) -> int:
+    """Decimal places that give the smallest positive finite error two significant digits (0 for errors ≥ 10)."""
+    e = [x for x in errors if np.isfinite(x) and x > 0]
+    return int(max(0, 1 - np.floor(np.log10(min(e))))) if e else 0
+
+
+def _latex_value(median: float, up: float, down: float) -> str:
+    """median^{+up}_{-down} for LaTeX math: errors to two significant digits, the median to their decimal place, a
+    common power of ten outside (1.8^{+65}_{-1.8} × 10^{5}) when |median| ≥ 10⁴ or < 10⁻³."""
+    if not (np.isfinite(median) and np.isfinite(up) and np.isfinite(down)):
+        return r"\mathrm{nan}"
+    ref = abs(median) if median != 0 else max(abs(up), abs(down))
+    exp = int(np.floor(np.log10(ref))) if ref > 0 else 0
+    exp = exp if (exp >= 4 or exp < -3) else 0
+    scale = 10.0 ** exp
+    d = _error_decimals(up / scale, down / scale)
+    text = f"{median / scale:.{d}f}^{{+{up / scale:.{d}f}}}_{{-{down / scale:.{d}f}}}"
+    return rf"{text} \times 10^{{{exp}}}" if exp else text
+
+
+def _latex_unit(unit: str) -> str:
+    """A table unit as LaTeX: 'Msun/kpc3' → $\\mathrm{M_\\odot/kpc^{3}}$, '(km/s)2/kpc' → $\\mathrm{(km/s)^{2}/kpc}$."""
+    if not unit:
+        return ""
+    text = re.sub(r"([A-Za-z)])(\d+)", r"\1^{\2}", unit).replace("Msun", r"M_\odot")
+    return rf"$\mathrm{{{text}}}$"
