@@ -139,5 +139,6 @@ def interval_summary(draws: Any, truth: float) -> dict[str, Any]:
         "in95": bool(q[0] <= truth <= q[4]),
         # ties (a point mass at the truth) count half, so the PIT stays uniform
         "pit": float((np.sum(x < truth) + 0.5 * np.sum(x == truth)) / x.size),
-        "pull": float((q[2] - truth) / sd) if sd > 0 else float("inf") * np.sign(q[2] - truth),
+        # a point mass: ±inf off the truth, 0 on it (inf · sign(0) was NaN)
+        "pull": float((q[2] - truth) / sd) if sd > 0 else (float("inf") * np.sign(q[2] - truth) if q[2] != truth else 0.0),
     }
