@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import initialize_model
 
+from ..inference._infer import _init_strategy
+
 __all__ = ["NutsRunner"]
 
 
@@ -131,7 +133,7 @@ class NutsRunner:
         inits = []
         gens = None
         for k in jax.random.split(init_key, self.num_chains):
-            init = initialize_model(k, self.model, model_args=(data,), dynamic_args=True)
+            init = initialize_model(k, self.model, model_args=(data,), dynamic_args=True, init_strategy=_init_strategy)
             inits.append(init.param_info.z)
             gens = gens or (init.potential_fn, init.postprocess_fn)
         if self._compiled is None:
