@@ -203,8 +203,8 @@ class DiskTruth(Truth):
             step_x: position step [kpc] (default 1 pc).
             step_v: velocity step [km/s] (default 0.01).
 
-        Accuracy with the default steps, measured against steps halved (see the
-        tests and bayesdyn/data/README.md): ~1e-4 of the score's scale.
+        Accuracy with the default steps, measured against steps halved (a review,
+        2026-12-06): 4e-6 of the score's scale for ∂/∂x, 3e-8 for ∂/∂v.
         Costs 12 DF evaluations per star (~0.6 ms).
         """
         x, v = _pair(x, v)
@@ -441,7 +441,7 @@ def _sample_disk(n, rng, envelope: _Envelope, log_f, safety=1.15, batch=None):
         ratio = np.exp(np.where(np.isfinite(lr), lr, -np.inf))
         sum_ratio += ratio.sum()
         sum_ratio2 += (ratio**2).sum()
-        top = float(np.max(lr))
+        top = float(np.max(np.where(np.isnan(lr), -np.inf, lr)))  # a NaN would make the bound NaN: no star
         stats["max_log_ratio"] = max(stats["max_log_ratio"], top)
         if log_m is None:
             log_m = top + math.log(safety)
@@ -496,7 +496,8 @@ def solar_neighbourhood_disk(
     (h_R, σ_R, σ_z, h_σR, h_σz) = (1/3, 0.2, 0.1, 1, 1): h_R = 2.67 kpc,
     σ_R,0 = 44 km/s, σ_z,0 = 22 km/s, h_σ = 8 kpc — thin-disk-like, giving at the
     Sun σ_R ≈ 45.7, σ_φ ≈ 33.5, σ_z ≈ 19.7 km/s, ⟨v_φ⟩ ≈ 202.4 km/s and a vertical
-    density falling as ≈ exp(−|z|/0.28 kpc) near 1 kpc.
+    density falling as ≈ exp(−|z|/0.18 kpc) near 1 kpc (galpy's qdf.density: 0.179 kpc between
+    0.9 and 1.1 kpc).
 
     Frame: right-handed astropy Galactocentric with :func:`mock_solar_parameters`
     (the Sun at (−8, 0, 0.0208) kpc, i.e. R = 8 kpc; rotation with v_y > 0 at

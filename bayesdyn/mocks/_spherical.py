@@ -145,7 +145,13 @@ class SphericalTracerTruth(Truth):
     both the centre and the outskirts. log f and the scores are therefore pure
     JAX; inside the spline's range (tracer radii 10⁻⁴ to 10³ scale radii) the
     scores are accurate to better than ~1e-5 relative (tests). The sample
-    itself is drawn by galpy's samplers for the same DF.
+    itself is drawn by galpy's samplers for the same DF. **Known defect:** galpy
+    inverts the speed's CDF on a fixed grid and interpolates linearly in its last
+    cell (CDF 0.999 to 1), so about 0.1 % of the stars get speeds spread evenly up
+    to galpy's v_max instead of the DF's tail: 55–76 stars of 10⁵ beyond the DF's
+    0.99999 speed quantile (1 expected), and ⟨v²⟩ at fixed r 1.2–1.4 % high in the
+    cored halo, 0.3 % in the NFW one (a review, 2026-12-06; the Jeans tests allow
+    1.4 % per bin). Not yet corrected: use it for tests at that level, not finer.
 
     Attributes:
         halo: ``"nfw"`` (ρ_s/(x(1+x)²), Φ → 0 at infinity) or ``"cored"``
