@@ -109,6 +109,15 @@ def test_over_identification_test_flags_a_wrong_model(plummer_catalog):
 def test_weak_form_data_errors_name_the_fix():
     x, v = plummer_sphere(2000, seed=4)
     cat = bd.Catalog(x, v)
+    # the public per-star moments check their own input (they had stacked nothing, or raised einsum's error)
+    zero = np.zeros(3)
+    for kwargs, match in (({"degree_v": 0}, "degree_v an integer ≥ 1"), ({"degree_x": -1}, "degree_x"),
+                          ({"radius": 0.0}, "radius must be a positive"),
+                          ({"velocity_covariance": np.ones((2000, 3))}, r"\(N, 3, 3\)")):
+        with pytest.raises(ValueError, match=match):
+            weak_form_moments(x, v, zero, **{"radius": 2.0, **kwargs})
+    with pytest.raises(ValueError, match="finite"):
+        weak_form_moments(x, np.where(np.arange(2000)[:, None] == 5, np.nan, v), zero, 2.0)
     with pytest.raises(ValueError, match="catalog.within"):
         bd.weak_form_data(cat)  # no recorded ball
     with pytest.raises(ValueError, match="only .* stars lie inside the ball"):

@@ -182,7 +182,8 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
             subtracted, so that its average over the errors is the error-free term (exact for degree_v ≤ 2;
             the acceleration term, linear in v there, needs none). Position errors are corrected by
             :func:`weak_form_data` (``position_errors``), not here.
-        window_power: k of the window (1 − ρ²)^k (≥ 2: its gradient must vanish on the ball's surface).
+        window_power: k of the window (1 − ρ²)^k (≥ 2; k = 1 would also vanish on the surface, which is all the
+            integration by parts needs, but it is not offered).
 
     Returns:
         (transport, window, dq_v): v·∇ₓψ_m [km/s/kpc] (N, M); the spatial factors W_a (N, n_a); the velocity
@@ -191,6 +192,18 @@ def weak_form_moments(x: np.ndarray, v: np.ndarray, center: np.ndarray, radius: 
     """
     x = np.asarray(x, float)
     v = np.asarray(v, float)
+    if x.ndim != 2 or x.shape[1] != 3 or v.shape != x.shape:
+        raise ValueError(f"x and v must both have shape (N, 3) [kpc, km/s], got {x.shape} and {v.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(v).all()):
+        raise ValueError("x and v must be finite: remove the stars with NaN or inf positions or velocities first")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive length [kpc], got {radius}")
+    if int(degree_x) != degree_x or degree_x < 0 or int(degree_v) != degree_v or degree_v < 1:
+        raise ValueError(f"degree_x must be an integer ≥ 0 and degree_v an integer ≥ 1 (degree 0 carries no "
+                         f"information on a), got {degree_x} and {degree_v}")
+    if velocity_covariance is not None and np.shape(velocity_covariance) != (len(x), 3, 3):
+        raise ValueError(f"velocity_covariance must have shape (N, 3, 3) = ({len(x)}, 3, 3) [(km/s)²], got "
+                         f"{np.shape(velocity_covariance)}")
     xi = (x - np.asarray(center, float)) / radius
     rho2 = np.sum(xi * xi, axis=1)
     inside = rho2 < 1.0
