@@ -59,8 +59,14 @@ def to_toml(cfg: dict[str, Any]) -> str:
         if not isinstance(table, dict):
             continue
         if sec == "model":
+            from .results._posterior import _PARAM_UNITS
+
+            lines += ["", "# [model.<name>] tables replace the default model as a whole; each number is in the unit "
+                      "after it (a prior's bounds too)"]
             for name, comp in table.items():
-                lines += ["", f"[model.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in comp.items()]
+                lines += ["", f"[model.{name}]"] + [
+                    f"{k} = {_toml_value(v)}" + (f"  # [{_PARAM_UNITS[k]}]" if _PARAM_UNITS.get(k) else "")
+                    for k, v in comp.items()]
             continue
         lines += ["", f"[{sec}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"

@@ -278,6 +278,20 @@ def test_config_refuses_bad_priors_ranges_and_scale_heights_before_any_stage(tmp
     assert "Traceback" not in err
 
 
+def test_config_command_prints_the_default_with_units_and_reads_back(capsys):
+    """`bayesdyn config` gives every model number its unit (a 100 meant as pc had read as 100 kpc) and reloads to the
+    default configuration."""
+    import tomllib
+
+    from bayesdyn import cli
+    from bayesdyn.pipeline import DEFAULT_CONFIG, validate_config
+
+    assert cli.main(["config"]) == 0
+    text = capsys.readouterr().out
+    assert "scale_height = 0.1  # [kpc]" in text and "# [Msun/kpc2]" in text and "# [Msun/kpc3]" in text
+    assert validate_config(tomllib.loads(text)) == validate_config(DEFAULT_CONFIG)
+
+
 def test_nodes_stay_inside_the_catalog_volume(tmp_path):
     """A 100 pc sphere of stars around the Sun: nodes within the radius holding 80 % of them; too few → ConfigError."""
     import bayesdyn as bd
