@@ -141,8 +141,6 @@ def run_gaia_challenge(out: Path, **kw):
 
     The flows see one realisation (the challenge's one star sample); the controls (``method`` "truth" or "exact"
     with ``noise``) may draw several, each with fresh noise, and are then summarised as coverage runs."""
-    from bayesdyn import validate
-
     kw = dict(kw)
     if kw.get("method", "flow") == "flow" or not kw.get("noise"):
         kw["realisations"] = 1
