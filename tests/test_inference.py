@@ -55,6 +55,28 @@ def test_plummer_posterior_recovers_truth_within_1_percent(plummer_data, tmp_pat
     assert back.info["num_divergences"] == post.info["num_divergences"]
 
 
+def test_real_line_priors_start_in_their_own_scale_and_default_priors_as_numpyro_does(plummer_data):
+    """A Normal prior's unconstrained coordinate is the parameter in M☉: NUTS's starts are now its centre ± 2 spreads
+    (they were in (−2, 2) M☉), drawn outside any trace (the first version drew them inside NumPyro's traced start
+    search and crashed with 2 chains), with a warning that such scales adapt slowly; a model with bounded priors
+    gets no starts of ours (None: NumPyro's own, as before)."""
+    from bayesdyn.inference import _infer
+
+    data, _ = plummer_data
+    bounded = PotentialModel(halo=bp.Plummer(mass=dist.LogUniform(1e8, 1e12), scale_radius=1.0))
+    assert _infer._real_line_init(bounded, data, None, jax.random.PRNGKey(0), 2) is None
+    normal = PotentialModel(halo=bp.Plummer(mass=dist.Normal(1.2e10, 3e9), scale_radius=1.0))
+    with jax.enable_x64(True):
+        with pytest.warns(UserWarning, match=r"halo.mass.*own units.*TruncatedNormal"):
+            starts = _infer._real_line_init(normal, _infer._to_float64(data), None, jax.random.PRNGKey(0), 2)
+        m = np.asarray(starts["halo.mass"])
+        assert m.shape == (2,) and m[0] != m[1] and np.all(np.abs(m - 1.2e10) < 2 * 3e9), m
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            post = infer(normal, data, seed=0, num_chains=2, num_warmup=30, num_samples=30, progress=False)
+    assert np.all(np.isfinite(post.samples["halo.mass"])) and np.median(post.samples["halo.mass"]) > 1e9
+
+
 def test_posterior_tables_and_warnings():
     rng = np.random.default_rng(0)
     good = {"h.m": rng.normal(1.0, 0.1, size=(4, 1000)), "derived.rho_dm_sun": rng.normal(1e7, 1e6, size=(4, 1000))}
@@ -468,6 +490,9 @@ def test_dark_disk_limits_table_gives_the_priors_own_limit(monkeypatch):
     assert_allclose(table.loc[0.1, "prior_upper_Msun_pc2"], 10 * scipy.stats.norm.ppf(0.975), rtol=1e-4)
     assert_allclose(table.loc[0.1, "Sigma_DD_upper_Msun_pc2"], 19.60, rtol=0.02)
     assert_allclose(table.loc[0.1, "prior_mass_below_limit"], 0.95, atol=0.01)
+    wide["dark_disk.surface_density"] = rng.normal(-3e7, 1e7, size=(2, 20000))  # data that prefer Σ < 0
+    table = dark_disk_limits(normal_model, None, [0.1])
+    assert "draws of dark_disk.surface_density have Σ ≥ 0" in table.loc[0.1, "problems"]
     # a draw that is not finite: no limit, and the problem is named (one NaN among 4000 had made every column NaN
     # with no word, and the exclusion plot raised on a NaN axis limit)
     wide["dark_disk.surface_density"] = rng.uniform(0.0, 5e6, size=(2, 2000))

@@ -283,7 +283,7 @@ def _ball(catalog: Any, x: np.ndarray, volume: Any) -> tuple[np.ndarray, float, 
             f"volume=(centre {np.asarray(c, float).tolist()} kpc, radius {r:g} kpc) reaches beyond "
             + " and ".join(w for _, _, w in candidates) + ", outside which the catalog holds no star: the moments "
             "would count the missing stars as absent (a Plummer sphere cut at 1.5 kpc and fitted in a 2-kpc ball "
-            "gave a mass 11 % high with a passing J test). Pass a ball inside it, or volume='auto'")
+            "gave a mass 11 % high with a passing J test). Pass a ball inside it, or volume='auto' (in a run configuration: weak_form.volume = [])")
     return c, r, "given"
 
 

@@ -629,6 +629,7 @@ class Run:
 
     def report(self, post, data, cat) -> Path:
         """Stage 5: the report folder — tables, local ρ_DM, plots, dark-disk limits, metadata."""
+        from ..results._limits import _prior_lower
         from . import _plots
 
         out = self.folder / "report"
@@ -645,15 +646,18 @@ class Run:
             lines.append(post.local_dm_line())
             post.local_dm_density().to_csv(out / "local_dm_density.csv", index_label="unit")
         combine = post.info.get("combine")
-        dark_disks = [n for n, c in model.components.items()  # free dark disks counted in ρ_DM(⊙)
-                      if type(c).__name__ == "DarkDisk" and c.free_parameters() and n in model.dark
-                      and "derived.rho_dm_sun" in post.samples]
+        # free dark disks counted in ρ_DM(⊙) whose surface-density prior stops at 0 (their draws pile up above it)
+        dark_disks = [n for n, c in model.components.items()
+                      if type(c).__name__ == "DarkDisk" and n in model.dark and "derived.rho_dm_sun" in post.samples
+                      and f"{n}.surface_density" in model.free_parameters()
+                      and _prior_lower(model.free_parameters()[f"{n}.surface_density"]) >= 0]
         if dark_disks and not self.weak:
             lines.append(
                 f"CAVEAT: ρ_DM(⊙) counts the dark disk ({', '.join(dark_disks)}), whose surface density cannot go "
                 "below its prior's edge at 0: where the data limit it weakly, its draws pile up above 0 and set much "
-                "of ρ_DM(⊙)'s upper error (and raise its median when there is no dark disk; with the default model on "
-                "the shipped mock, about 95 % of the upper error). Read the halo's own density and the dark-disk limits, not this number, for the halo.")
+                "of ρ_DM(⊙)'s upper error, and raise its median when there is no dark disk (bayesdyn demo, "
+                "2026-12-06: ρ_DM(⊙) = 0.333 +0.596 GeV/cm³, the halo's own 0.310 +0.029). Read the halo's own "
+                "density and the dark-disk limits, not this number, for the halo.")
         if self.weak:
             lines.append(
                 "CAVEAT: intervals from the weak-form fit (two-step GMM on the stars' CBE moments, no flows). Its "

@@ -88,6 +88,9 @@ def dark_disk_limits(
         # on the physical Σ ≥ 0: a prior that also reaches below 0 (Normal) is the same as its truncation at 0
         # times the mass it puts there, so the posterior under the physical prior is this one's Σ ≥ 0 part
         phys = s[s >= 0] if bad == 0 else s
+        if bad == 0 and phys.size < 0.5 * s.size:  # a limit from few draws, or none, is said to be so
+            problems.append(f"only {phys.size} of {s.size} draws of {name} have Σ ≥ 0 (the posterior lies mostly "
+                            "below 0)" + ("" if phys.size else ": no limit"))
         ul = float(np.quantile(phys, q)) if phys.size else float("nan")
         diag = post.diagnostics()
         member_rhat = (post.info.get("combine") or {}).get("member_max_r_hat") or []  # a bad member hides in the mix

@@ -385,7 +385,7 @@ def _error_decimals(*errors: float) -> int:
 
 def _latex_value(median: float, up: float, down: float) -> str:
     """median^{+up}_{-down} for LaTeX math: errors to two significant digits, the median to their decimal place, a
-    common power of ten outside (1.8^{+65}_{-1.8} × 10^{5}) when |median| ≥ 10⁴ or < 10⁻³."""
+    common power of ten outside (1.8^{+65.1}_{-1.8} × 10^{5}) when |median| ≥ 10⁴ or < 10⁻³."""
     if not (np.isfinite(median) and np.isfinite(up) and np.isfinite(down)):
         return r"\mathrm{nan}"
     ref = abs(median) if median != 0 else max(abs(up), abs(down))

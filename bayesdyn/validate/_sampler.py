@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import initialize_model
 
-from ..inference._infer import _init_strategy
+from ..inference._infer import _real_line_sites, _spread_start
 
 __all__ = ["NutsRunner"]
 
@@ -133,8 +133,8 @@ class NutsRunner:
         inits = []
         gens = None
         for k in jax.random.split(init_key, self.num_chains):
-            init = initialize_model(k, self.model, model_args=(data,), dynamic_args=True, init_strategy=_init_strategy)
-            inits.append(init.param_info.z)
+            init = initialize_model(k, self.model, model_args=(data,), dynamic_args=True)
+            inits.append(_spread_start(init.param_info.z, _real_line_sites(init)))
             gens = gens or (init.potential_fn, init.postprocess_fn)
         if self._compiled is None:
             self._compiled = self._build(*gens)
