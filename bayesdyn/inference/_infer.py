@@ -113,8 +113,16 @@ def _real_line_init(model, data, model_kwargs, key, num_chains):
     """NUTS starts (chains, ...) for a model with real-line priors (:func:`_spread_start`), None for any other model
     (NumPyro then starts as it always did). A PotentialModel is judged by its priors, without running it."""
     priors = getattr(model, "free_parameters", None)
-    if callable(priors) and not any(_real_support(p) for p in priors().values()):
-        return None
+    if callable(priors):
+        if not any(_real_support(p) for p in priors().values()):
+            return None
+    else:  # any other NumPyro model: one eager run of it names its sites (initialize_model would compile)
+        from numpyro import handlers
+
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace(data, **(model_kwargs or {}))
+        if not any(site["type"] == "sample" and not site["is_observed"] and _real_support(site["fn"])
+                   for site in trace.values()):
+            return None
     starts, sites = [], None
     for k in jax.random.split(jax.random.fold_in(key, 7), num_chains):
         info = initialize_model(k, model, model_args=(data,), model_kwargs=model_kwargs or {}, dynamic_args=True)
