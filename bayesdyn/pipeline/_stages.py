@@ -656,7 +656,7 @@ class Run:
                 f"CAVEAT: ρ_DM(⊙) counts the dark disk ({', '.join(dark_disks)}), whose surface density cannot go "
                 "below its prior's edge at 0: where the data limit it weakly, its draws pile up above 0 and set much "
                 "of ρ_DM(⊙)'s upper error, and raise its median when there is no dark disk (bayesdyn demo, "
-                "2026-12-06: ρ_DM(⊙) = 0.333 +0.596 GeV/cm³, the halo's own 0.310 +0.029). Read the halo's own "
+                "2026-12-06: ρ_DM(⊙) = 0.331 +0.689 GeV/cm³, the halo's own 0.307 +0.028). Read the halo's own "
                 "density and the dark-disk limits, not this number, for the halo.")
         if self.weak:
             lines.append(

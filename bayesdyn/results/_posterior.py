@@ -170,7 +170,7 @@ class Posterior:
                             "or start the chains near the mode")
         derived_bad = {n: int(np.sum(~np.isfinite(self.samples[n]))) for n in self.scalar_names
                        if n.startswith("derived.") and not np.isfinite(self.samples[n]).all()}
-        if derived_bad and not over and not stuck:  # else said above, with its cause
+        if derived_bad and not over:  # (the overflow message above says that derived rows may be NaN)
             problems.append(
                 "draws of " + ", ".join(f"{n} ({k} of {self.samples[n].size})" for n, k in derived_bad.items())
                 + " are not finite, which makes their rows NaN: the model's quantity is undefined at some drawn "
