@@ -80,15 +80,17 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
     else:
         user = copy.deepcopy(overrides or {})
         cfg = validate_config(user)
-    if getattr(args, "likelihood", None):
-        cfg["inference"]["likelihood"] = args.likelihood
-        cfg = validate_config(cfg)  # the merged configuration validates again, with the override's rules
-    if getattr(args, "output", None) is not None:
-        cfg["output"] = args.output
-    if getattr(args, "seed", None) is not None:
-        cfg["seed"] = args.seed
-    if args.__dict__.get("output") is not None or args.__dict__.get("seed") is not None:
-        cfg = validate_config(cfg)  # the overrides obey the config's rules (an empty folder name, a negative seed)
+    likelihood, output, seed = (getattr(args, k, None) for k in ("likelihood", "output", "seed"))
+    if likelihood:
+        cfg["inference"]["likelihood"] = likelihood
+    if output is not None:
+        cfg["output"] = output
+    if seed is not None:
+        cfg["seed"] = seed
+    if likelihood or output is not None or seed is not None:
+        # the merged configuration validates again: the overrides obey the config's rules (the likelihood's, an
+        # empty folder name, a negative seed)
+        cfg = validate_config(cfg)
     return cfg
 
 

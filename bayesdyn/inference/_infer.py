@@ -257,10 +257,11 @@ def _mode_starts(model, data, model_kwargs, key, num_chains):
     from jax.flatten_util import ravel_pytree
 
     keys = jax.random.split(key, 9)
-    starts = []
+    starts, sites = [], None
     for k in keys[:8]:
         info = initialize_model(k, model, model_args=(data,), model_kwargs=model_kwargs or {}, dynamic_args=True)
-        starts.append(_spread_start(info.param_info.z, _real_line_sites(info)))
+        sites = _real_line_sites(info) if sites is None else sites  # the same priors at every start
+        starts.append(_spread_start(info.param_info.z, sites))
     _, unravel = ravel_pytree(starts[0])
     search = _compiled_search(info, unravel, model_kwargs)
 
@@ -327,12 +328,13 @@ def _mode_values(model, data, key, start=None, search=None):
     search = {} if search is None else search
     if search.get("model", model) is not model:
         raise ValueError("_mode_values: the compiled search passed belongs to another model")
-    starts = []
+    starts, sites = [], None
     if start is None or "unravel" not in search:
         for k in jax.random.split(key, 8 if start is None else 1):
             # the data stay arguments (dynamic_args): folding N stars into the compiled code is slow
             info = initialize_model(k, model, model_args=(data,), dynamic_args=True)
-            starts.append(_spread_start(info.param_info.z, _real_line_sites(info)))
+            sites = _real_line_sites(info) if sites is None else sites  # the same priors at every start
+            starts.append(_spread_start(info.param_info.z, sites))
         if "unravel" not in search:
             search.update(_compiled_search(info, ravel_pytree(starts[0])[1]), model=model)
     unravel, objective = search["unravel"], search["objective"]
