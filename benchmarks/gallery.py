@@ -75,7 +75,8 @@ def accuracy_section(fig: dict, command: str | None) -> list[str]:
     ]
     out = ["## Neural accuracy (issue 6 acceptance)", "",
            f"Measured by `{command or 'python benchmarks/neural_disk.py --json figures.json'}` "
-           f"(settings {fig['settings']}; machine: {fig['machine']}). Bands: member mean ± t₀.₉₇₅,K−1 × sd "
+           f"(settings {fig['settings']}; machine: {fig['machine']}). Bands: member "
+           f"{c.get('band', 'mean ± t(0.975, K−1) × sd (before the √(1 + 1/K) prediction factor of 2026-12-07)')} "
            "over the K neural fits, one per flow member.", "",
            "| quantity | measured | target | |", "|---|---|---|---|"]
     out += [f"| {q} | {m} | {tg} | {r} |" for q, m, tg, r in rows]

@@ -215,6 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "a_covered95": a_cov.tolist(),
         "rho_sun": rho_est, "rho_true": rho_true, "rho_rel_error": rho_err, "rho_band95": [float(rlo[0]), float(rhi[0])],
         "rho_covered95": rho_cov,
+        "band": "mean ± t(0.975, K−1) × √(1 + 1/K) × sd",
         "rho_ball_h0.2": float(sm_est.mean), "rho_ball_true_h0.2": sm_true,
         "rho_ball_rel_error": float(abs(sm_est.mean - sm_true) / sm_true),
         "lstsq_a_sun": np.asarray(lsq.a[0]).tolist(),

@@ -83,9 +83,15 @@ def test_neural_ensemble_members_and_bands(x64):
     assert fm.members.shape == (4, 5) and fm.mean.shape == (5,)
     assert_allclose(fm.mean, fm.members.mean(0))
     lo, hi = fm.band(0.95)
-    # Student t with K − 1 = 3 degrees of freedom: half-width 3.182 sd
-    assert_allclose(hi - fm.mean, stats.t.ppf(0.975, 3) * np.std(fm.members, axis=0, ddof=1))
+    # prediction interval, Student t with K − 1 = 3 degrees of freedom: half-width 3.182 × √(1 + 1/4) = 3.558 sd
+    # (3.182 sd alone covered a fifth draw 93.5 % of the time at 95 %)
+    assert_allclose(hi - fm.mean, 3.5581 * np.std(fm.members, axis=0, ddof=1), rtol=1e-4)
+    assert_allclose(hi - fm.mean, stats.t.ppf(0.975, 3) * np.sqrt(1.25) * np.std(fm.members, axis=0, ddof=1))
     assert np.all(lo <= fm.mean) and np.all(fm.covers(fm.mean))
+    # a single member has no spread: its band is the mean, and it says so
+    one = fm._replace(members=fm.members[:1])
+    with pytest.warns(UserWarning, match="zero width, not zero uncertainty"):
+        assert np.array_equal(one.band(0.95)[0], one.mean)
     lo_q, hi_q = fm.band(0.5, method="quantile")
     assert np.all((lo_q >= fm.members.min(0)) & (hi_q <= fm.members.max(0)))
     sd = maps.smoothed_density(pot, los.points[:2], 0.2)
@@ -148,3 +154,48 @@ def test_plots_have_bands_and_references(tmp_path, x64):
     assert out.stat().st_size > 10_000
     with pytest.raises(ValueError, match="2-d slice"):
         maps.plot_map(maps.evaluate(mw, "density", maps.line_of_sight(0, 0, [0.0, 1.0])))
+
+
+def test_potential_along_a_line_of_sight_is_relative_to_the_neural_zero_point(x64):
+    """A neural Φ is 0 at its input centre, a parametric one at infinity. With a neural part in a composite or in a
+    list, the estimate and the references are drawn relative to the neural zero point (they were shifted only for a
+    bare NeuralPotential: a composite with a Miyamoto–Nagai disk drew MWPotential2014 ~1.3e5 (km/s)² below it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    arch = neural.Architecture(8, 1, "tanh")
+    net = neural.NeuralPotential.initialise(2, center=[-8.0, 0, 0], scale=1.0, amplitude=6000.0, members=1,
+                                            architecture=arch)
+    disk = bd.potentials.MiyamotoNagai(6.8e10, 3.0, 0.28)
+    mw = bd.potentials.MWPotential2014()
+    d = np.linspace(0.0, 1.0, 4)
+    los = maps.line_of_sight(0.0, 0.0, d)
+    x0 = np.array([[-8.0, 0.0, 0.0]])
+    for source, phi in [
+        (net + disk, lambda p: net.potential(p) + disk.potential(p)),
+        ([net, net + disk], lambda p: (2 * net.potential(p) + disk.potential(p)) / 2),
+    ]:
+        ax = maps.plot_line_of_sight(source, 0.0, 0.0, d, "potential", references={"MW": mw}, levels=())
+        lines = {ln.get_label(): ln.get_ydata() for ln in ax.lines}
+        assert_allclose(lines["estimate"], np.asarray(phi(los.points)) - float(phi(x0)[0]), rtol=1e-9, atol=1e-6)
+        assert_allclose(lines["MW"], np.asarray(mw.potential(los.points)) - float(mw.potential(x0)[0]), rtol=1e-9)
+        assert lines["MW"][0] == pytest.approx(float(mw.potential(los.points[:1])[0] - mw.potential(x0)[0]))
+        assert "Φ − Φ(x₀)" in ax.get_ylabel()
+    # a list of ensembles pools their members (it kept only each one's mean)
+    ens = neural.NeuralPotential.initialise(3, center=[-8.0, 0, 0], scale=1.0, amplitude=6000.0, members=3,
+                                            architecture=arch)
+    fm = maps.evaluate([ens, net], "a_z", los)
+    assert fm.members.shape == (4, 4)
+    assert_allclose(fm.members[:3], np.asarray(ens.acceleration_members(los.points))[..., 2])
+    # plot_map refuses the sd of a single estimate (it drew zeros), and labels the sd with its unit
+    sl = maps.slice("xz", center=[-8.0, 0.0, 0.0], extent=1.0, n=5)
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        maps.plot_map(maps.evaluate(net, "a_z", sl), statistic="sd")
+    ax = maps.plot_map(maps.evaluate(ens, "a_z", sl), statistic="sd")
+    assert ax.figure.axes[-1].get_ylabel() == "sd of a_z [(km/s)²/kpc]"
+    with pytest.warns(UserWarning, match="no band is drawn"):
+        maps.plot_profile(maps.evaluate(net, "a_z", los))
+    # a tracer-density fit's ε needs the observed density: the error says how (it was a missing-argument TypeError)
+    tracer = neural.NeuralTracerDensity(arch.init(2), arch, [-8.0, 0.0, 0.0], 1.0)
+    with pytest.raises(TypeError, match="observed density"):
+        maps.evaluate(tracer, "efficiency", los)

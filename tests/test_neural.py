@@ -328,3 +328,30 @@ def test_selection_fields_normalisation_and_gradients(x64, rng):
     assert_allclose(back.efficiency(x), eff.efficiency(x), rtol=1e-12)
     with pytest.raises(ValueError, match="sigmoid offset"):
         neural.NeuralEfficiency.from_header({**eff.header(), "efficiency_offset": 4.0}, eff.weights)
+
+
+def test_drawn_velocities_are_split_and_resampled_with_their_star():
+    """Rows of one star (its own velocity and m drawn at its position) go to validation or training together and share
+    the star's bootstrap count. Resampling the 4N rows instead (the first version) gave a star's total training weight
+    a relative sd of 0.54 instead of the bootstrap's 1.0: the members' finite-sample spread √(m + 1) = 2× too narrow,
+    and 99.8 % of validation rows shared their position with a training row."""
+    from bayesdyn.neural._fit import _split_rows
+
+    n_star, m, k = 4000, 3, 3
+    groups = np.concatenate([np.arange(n_star), np.repeat(np.arange(n_star), m)])
+    train, val, counts, n_groups = _split_rows(groups, groups.size, 0.2, k, True, np.random.default_rng(1))
+    assert n_groups == n_star
+    assert not set(groups[train]) & set(groups[val])  # no position on both sides
+    assert len(set(groups[val])) == round(0.2 * n_star) and len(train) + len(val) == groups.size
+    per_row = counts[:, groups.argsort(kind="stable")].reshape(k, n_star, m + 1)  # (k, star, row of the star)
+    assert np.all(per_row == per_row[..., :1])  # every row of a star has its star's count
+    assert np.all(counts[:, val] == 0)
+    star_weight = per_row[..., 0][:, np.unique(groups[train])]  # (k, training stars)
+    assert star_weight.sum(1).tolist() == [len(np.unique(groups[train]))] * k  # N_train draws per member
+    rel_sd = star_weight.std() / star_weight.mean()
+    assert 0.95 < rel_sd < 1.05  # Poisson(1) per star, not 1/√(m+1) = 0.5
+    # without groups each row is a star; without bootstrap every training row weighs 1
+    tr, va, c, g = _split_rows(None, 100, 0.2, 2, False, np.random.default_rng(0))
+    assert g == 100 and len(va) == 20 and np.all(c[:, tr] == 1) and np.all(c[:, va] == 0)
+    with pytest.raises(ValueError, match="groups must be"):
+        _split_rows(np.zeros(5), 5, 0.2, 1, True, np.random.default_rng(0))

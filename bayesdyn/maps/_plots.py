@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -86,7 +87,12 @@ def plot_map(
         z = mean
     elif statistic in ("sd", "relative_sd"):
         members = None if fmap.members is None else _scalar(fmap.members, fmap.quantity)
-        sd = np.zeros_like(mean) if members is None or len(members) < 2 else np.std(members, axis=0, ddof=1)
+        if members is None or len(members) < 2:
+            raise ValueError(
+                f"statistic={statistic!r} needs an ensemble; this map of {fmap.quantity} has one member "
+                "(its spread is unknown, not zero): fit an ensemble, or plot statistic='mean'"
+            )
+        sd = np.std(members, axis=0, ddof=1)
         z = sd if statistic == "sd" else sd / np.maximum(np.abs(mean), 1e-300)
     else:
         raise ValueError(f"statistic={statistic!r}; choose 'mean', 'sd' or 'relative_sd'")
@@ -97,7 +103,12 @@ def plot_map(
     mesh = ax.pcolormesh(u, w, z.T, shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
     if contours:
         ax.contour(u, w, z.T, levels=contours, colors="k", linewidths=0.5)
-    label = _label(fmap.quantity) if statistic == "mean" else f"{statistic} of {_LABELS[fmap.quantity]}"
+    if statistic == "mean":
+        label = _label(fmap.quantity)
+    elif statistic == "sd":
+        label = _label(fmap.quantity).replace(_LABELS[fmap.quantity], f"sd of {_LABELS[fmap.quantity]}", 1)
+    else:
+        label = f"sd / |mean| of {_LABELS[fmap.quantity]}"
     ax.figure.colorbar(mesh, ax=ax, label=("log10 " if log else "") + label)
     ax.set_xlabel(f"{n1} [kpc]")
     ax.set_ylabel(f"{n2} [kpc]")
@@ -146,6 +157,9 @@ def plot_profile(
     for i, (label, fm) in enumerate(maps.items()):
         color = f"C{i}"
         mean = _scalar(fm.mean, fm.quantity).reshape(-1)
+        if levels and fm.n_members < 2:
+            warnings.warn(f"plot_profile: {label!r} has one member, so no band is drawn; its uncertainty is unknown, "
+                          "not zero (fit an ensemble for bands)", UserWarning, stacklevel=2)
         if fm.members is not None and fm.n_members > 1:
             scal = fm._replace(mean=mean, members=_scalar(fm.members, fm.quantity).reshape(fm.n_members, -1))
             for lev in sorted(levels, reverse=True):
@@ -188,8 +202,11 @@ def plot_line_of_sight(
         b: Galactic latitude [deg].
         distances: heliocentric distances (M,) [kpc].
         quantity: one of :data:`bayesdyn.maps.QUANTITIES`.
-        references: label → model (e.g. ``{"MWPotential2014": bd.potentials.MWPotential2014()}``); for
-            ``"potential"`` of a neural Φ, shifted to its zero point (``source.potential_zero``).
+        references: label → model (e.g. ``{"MWPotential2014": bd.potentials.MWPotential2014()}``). For
+            ``"potential"`` with a neural Φ in ``source`` (alone, in a list, or a component of a
+            composite), the estimate and the references are drawn relative to their value at the
+            neural Φ's zero point (``potential_zero``): a neural Φ's constant is arbitrary, and a
+            composite's parts would otherwise mix two zero points.
         solar: :class:`bayesdyn.SolarParameters` (default 'v4.0').
         ax: matplotlib Axes.
         radius: ball radius for ``"smoothed_density"`` [kpc].
@@ -202,13 +219,40 @@ def plot_line_of_sight(
     los = line_of_sight(l, b, distances, solar)
     est = evaluate(source, quantity, los, radius=radius)
     refs = {k: evaluate(m, quantity, los, radius=radius) for k, m in (references or {}).items()}
-    zero = getattr(source, "potential_zero", None)  # a neural Φ is 0 there, not at infinity: the references too
+    zero = _potential_zero(source)  # a neural Φ is 0 there, not at infinity: everything is drawn relative to it
     if quantity == "potential" and zero is not None:
-        for k, m in (references or {}).items():
-            refs[k] = refs[k]._replace(mean=refs[k].mean - float(evaluate(m, "potential", np.asarray(zero)[None]).mean[0]))
+        at_zero = np.asarray(zero, dtype=float)[None]
+        est = _shifted(est, evaluate(source, "potential", at_zero))
+        refs = {k: _shifted(refs[k], evaluate(m, "potential", at_zero)) for k, m in (references or {}).items()}
     ax = plot_profile({"estimate": est}, ax=ax, axis="distance", references=refs, levels=levels, log=log)
+    if quantity == "potential" and zero is not None:
+        ax.set_ylabel(f"Φ − Φ(x₀) [{QUANTITIES['potential'][0]}], x₀ = ({', '.join(f'{c:g}' for c in np.asarray(zero))}) kpc")
     ax.set_title(f"l = {float(l):g}°, b = {float(b):g}°")
     return ax
+
+
+def _potential_zero(source: Any) -> np.ndarray | None:
+    """The zero point of the first neural Φ in ``source`` (itself, a list's item, a composite's component), or None."""
+    if isinstance(source, (list, tuple)):
+        parts = source
+    elif hasattr(source, "potential_zero"):
+        return source.potential_zero
+    else:
+        parts = getattr(source, "components", ())
+    for part in parts:
+        zero = _potential_zero(part)
+        if zero is not None:
+            return zero
+    return None
+
+
+def _shifted(fm: FieldMap, at_zero: FieldMap) -> FieldMap:
+    """``fm`` minus its value at the zero point, member by member."""
+    members = None
+    if fm.members is not None:
+        zero_members = at_zero.members if at_zero.members is not None else at_zero.mean[None]
+        members = fm.members - zero_members[:, :1]
+    return fm._replace(mean=fm.mean - at_zero.mean[0], members=members)
 
 
 def plot_disequilibrium(

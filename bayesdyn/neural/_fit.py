@@ -188,7 +188,7 @@ class NeuralFit:
         config: the settings.
         info: training record: ``acceleration_scale`` a₀ [(km/s)²/kpc],
             ``train_loss`` and ``val_loss`` (evaluations × K), ``best_step`` (K),
-            ``n_stars``, ``n_members``, ``seed``.
+            ``n_stars`` (rows: (x, v) pairs), ``n_positions`` (stars), ``n_members``, ``seed``.
     """
 
     potential: NeuralPotential
@@ -327,6 +327,41 @@ def acceleration_scale(v: Any, s_x: Any, s_v: Any) -> float:
     return float(np.sqrt(3.0) * rms)
 
 
+def _split_rows(
+    groups: Any, n: int, val_fraction: float, k: int, bootstrap: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Validation split and per-member training weights of n rows grouped by star.
+
+    Stars, not rows, are split and resampled: all rows of a star (its own velocity
+    and velocities drawn at its position) are in the validation set or in the
+    training set, and share the star's bootstrap count.
+
+    Returns:
+        (train_idx, val_idx, counts (k, n), number of stars).
+    """
+    if groups is None:
+        star = np.arange(n)
+    else:
+        star = np.asarray(groups)
+        if star.shape != (n,) or not np.issubdtype(star.dtype, np.integer):
+            raise ValueError(f"groups must be (N,) = ({n},) integers (the star of each row); got {star.dtype} {star.shape}")
+        star = np.unique(star, return_inverse=True)[1].reshape(n)  # stars renumbered 0..n_groups−1
+    n_groups = int(star.max()) + 1 if n else 0
+    perm = rng.permutation(n_groups)
+    is_val = np.zeros(n_groups, bool)
+    is_val[perm[: int(round(val_fraction * n_groups))]] = True
+    val_idx, train_idx = np.flatnonzero(is_val[star]), np.flatnonzero(~is_val[star])
+    if bootstrap:  # resample the training stars with replacement; each row gets its star's count
+        train_groups = np.flatnonzero(~is_val)
+        counts = np.stack([
+            np.bincount(rng.choice(train_groups, train_groups.size), minlength=n_groups)[star] for _ in range(k)
+        ]).astype(float)
+    else:
+        counts = np.zeros((k, n))
+        counts[:, train_idx] = 1.0
+    return train_idx, val_idx, counts, n_groups
+
+
 def fit_neural_potential_scores(
     x: Any,
     v: Any,
@@ -336,6 +371,7 @@ def fit_neural_potential_scores(
     seed: int = 0,
     config: NeuralFitConfig | None = None,
     progress: bool = False,
+    groups: Any = None,
     **settings: Any,
 ) -> NeuralFit:
     """Fit a neural potential (and optionally a selection field) to CBE residuals of given scores.
@@ -355,6 +391,11 @@ def fit_neural_potential_scores(
         seed: random seed (initialisation, validation split, batches, bootstrap).
         config: a :class:`NeuralFitConfig`; ``**settings`` override its fields.
         progress: print the losses at each validation.
+        groups: the star each row belongs to, (N,) integers (None: every row is its
+            own star). Rows of one star — its own velocity and velocities drawn from
+            p(v|x) at its position — go together into the validation set or the
+            training set, and the bootstrap resamples stars with all their rows, so
+            that neither treats drawn velocities as independent stars.
         **settings: fields of :class:`NeuralFitConfig` (e.g. ``steps=500``).
 
     Returns:
@@ -386,9 +427,8 @@ def fit_neural_potential_scores(
 
     dtype = jnp.result_type(float)
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    n_val = int(round(cfg.val_fraction * n))
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    train_idx, val_idx, counts, n_groups = _split_rows(groups, n, cfg.val_fraction, k, cfg.bootstrap, rng)
+    n_val = val_idx.size
     center, scale = standardisation(x[train_idx], cfg.scale)
     length = float(np.mean(scale))
     a0 = cfg.acceleration or acceleration_scale(v[train_idx], sx[:, train_idx], sv[:, train_idx])
@@ -400,12 +440,6 @@ def fit_neural_potential_scores(
         weight = 1.0 / (a0 * np.sqrt(sv_norm**2 + s0**2))
     else:
         weight = np.full_like(sv_norm, 1.0 / (a0 * np.median(sv_norm)))
-    if cfg.bootstrap:
-        counts = np.stack([np.bincount(rng.choice(train_idx, train_idx.size), minlength=n) for _ in range(k)])
-    else:
-        counts = np.zeros((k, n))
-        counts[:, train_idx] = 1.0
-
     arch, sarch = cfg.architecture, cfg.selection_architecture
     k_run = jax.random.key(int(seed))
     params = {"phi": arch.init(rng, dtype, members=k)}
@@ -545,6 +579,7 @@ def fit_neural_potential_scores(
         "best_step": best_step.tolist(),
         "n_stars": int(n),
         "n_train": int(train_idx.size),
+        "n_positions": int(n_groups),
         "n_members": int(k),
         "seed": int(seed),
     }
@@ -594,6 +629,7 @@ def fit_neural_potential(
     """
     x = np.asarray(catalog.x, dtype=float)
     v = np.asarray(catalog.v, dtype=float)
+    n_stars = x.shape[0]
     m = int(velocities_per_star)
     if m < 0:
         raise ValueError(f"velocities_per_star={velocities_per_star!r} must be ≥ 0")
@@ -607,6 +643,7 @@ def fit_neural_potential(
     if cfg.selection == "tracer_density":
         grad_n = np.asarray(psd.number_density_gradient(x)) / np.asarray(psd.number_density(x))[:, None]
         s_x = s_x - grad_n[None]
-    fit = fit_neural_potential_scores(x, v, s_x, np.asarray(s_v), seed=seed, config=cfg, progress=progress)
+    groups = np.concatenate([np.arange(n_stars), np.repeat(np.arange(n_stars), m)])
+    fit = fit_neural_potential_scores(x, v, s_x, np.asarray(s_v), seed=seed, config=cfg, progress=progress, groups=groups)
     fit.info["velocities_per_star"] = m
     return fit
