@@ -476,7 +476,10 @@ def _spherical_jeans(cat, radii, n_bins):
             for rr in radii:
                 v = float(np.interp(np.log(rr), ln_rc, est.value))
                 s = np.array([np.interp(np.log(rr), ln_rc, row) for row in est.samples])
-                out[f"{name}_{rr:g}"] = Cell(v, float(np.nanstd(s, ddof=1)))
+                lost = float(np.mean(~np.isfinite(s)))  # replicates left out would shrink the spread (jeans docs)
+                err = float(np.nanstd(s, ddof=1)) if lost <= jeans.MAX_UNDEFINED_FRACTION else math.nan
+                out[f"{name}_{rr:g}"] = Cell(v, err, "" if lost <= jeans.MAX_UNDEFINED_FRACTION else
+                                             f"undefined in {100 * lost:.0f} % of the bootstrap replicates")
         return out
 
     note = (f"Jeans: `jeans.spherical` in {n_bins} log-spaced radial bins over {lo:.3g}–{hi:.3g} kpc (1st–99th "

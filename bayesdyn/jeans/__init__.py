@@ -20,6 +20,7 @@ from ._axisymmetric import PointAcceleration as PointAcceleration
 from ._axisymmetric import acceleration_at as acceleration_at
 from ._axisymmetric import axisymmetric as axisymmetric
 from ._common import Estimate as Estimate
+from ._common import MAX_UNDEFINED_FRACTION as MAX_UNDEFINED_FRACTION
 from ._common import JeansError as JeansError
 from ._spherical import SphericalJeans as SphericalJeans
 from ._spherical import spherical as spherical
@@ -28,6 +29,7 @@ __all__ = [
     "AxisymmetricJeans",
     "Estimate",
     "JeansError",
+    "MAX_UNDEFINED_FRACTION",
     "PointAcceleration",
     "SphericalJeans",
     "acceleration_at",

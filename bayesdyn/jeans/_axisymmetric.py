@@ -274,7 +274,9 @@ def _binned_moments(
 
     volume = _volumes(R_edges, z_edges, center, selection, symmetrize_z, phi)
     count = sums[..., 0]
-    ok = count >= min_count
+    # the bins are chosen on the catalog (≥ min_count stars); a replicate's moments wherever it has a star there
+    # (a per-replicate min_count dropped the replicates with fewer stars and shrank the errors of small bins)
+    ok = (count[0] >= min_count)[None] & (count > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mom = {name: np.where(ok, sums[..., k] / count, np.nan) for k, name in enumerate(_FIELDS) if k > 0}
         mom["nu"] = np.where(ok & (volume > 0), count / volume, np.nan)
@@ -340,8 +342,9 @@ def axisymmetric(
     the frame's z), takes the tracer density ν and the moments ⟨v_R²⟩, ⟨v_φ⟩,
     ⟨v_φ²⟩, ⟨v_z²⟩, ⟨v_R v_z⟩ per bin, and solves the radial and vertical Jeans
     equations (module docstring) for a_R = −∂Φ/∂R and a_z = −∂Φ/∂z at the bin
-    centres, with second-order finite differences (``numpy.gradient``, one-sided
-    at the grid's edges) of ln ν and the moments between bin centres. Errors come
+    centres, with central finite differences (``numpy.gradient``; one-sided first
+    order at the grid's edges, biased there beyond the errors: read the edge bins
+    with care) of ln ν and the moments between bin centres. Errors come
     from a bootstrap over stars (``n_boot`` resamples of the catalog, vectorised).
 
     Args:
@@ -383,12 +386,15 @@ def axisymmetric(
         d = {("vR2", "R"): dR(mom["vR2"]), ("vRvz", "z"): dz(mom["vRvz"]),
              ("vRvz", "R"): dR(mom["vRvz"]), ("vz2", "z"): dz(mom["vz2"])}
         a_R, a_z = _jeans(mom, dR(lnnu), dz(lnnu), d, Rc[None, :, None])
-    est = lambda f, name: _c.make_estimate(f[0], f[1:], _UNITS[name])  # noqa: E731
-    return AxisymmetricJeans(
+    undefined: list[str] = []
+    est = lambda f, name: _c.make_estimate(f[0], f[1:], _UNITS[name], name, undefined)  # noqa: E731
+    result = AxisymmetricJeans(
         R=Rc, z=zc, R_edges=R_edges, z_edges=z_edges, count=count, volume=volume,
         **{name: est(mom[name], name) for name in _FIELDS},
         a_R=est(a_R, "a_R"), a_z=est(a_z, "a_z"), n_boot=n_boot, seed=seed,
     )
+    _c.warn_undefined(undefined, "jeans.axisymmetric")
+    return result
 
 
 # --------------------------------------------------------------------------- one point
@@ -507,10 +513,13 @@ def acceleration_at(
         d = {(k, "R"): f[:, 1] / dR for k, f in fit.items()} | {(k, "z"): f[:, 2] / dz for k, f in fit.items()}
         a_R, a_z = _jeans(at, d["lnnu", "R"], d["lnnu", "z"], d, R0)
         at["nu"] = np.exp(at["lnnu"])
-    est = lambda f, name: _c.make_estimate(f[0], f[1:], _UNITS[name])  # noqa: E731
-    return PointAcceleration(
+    undefined: list[str] = []
+    est = lambda f, name: _c.make_estimate(f[0], f[1:], _UNITS[name], name, undefined)  # noqa: E731
+    result = PointAcceleration(
         R=R0, z=z0, dR=dR, dz=dz, R_edges=R_edges, z_edges=z_edges, count=count, degree=int(degree),
         **{name: est(at[name], name) for name in _FIELDS},
         dlnnu_dR=est(d["lnnu", "R"], "dlnnu_dR"), dlnnu_dz=est(d["lnnu", "z"], "dlnnu_dz"),
         a_R=est(a_R, "a_R"), a_z=est(a_z, "a_z"), n_boot=n_boot, seed=seed,
     )
+    _c.warn_undefined(undefined, "jeans.acceleration_at")
+    return result
