@@ -470,6 +470,13 @@ def test_checkpoint_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
     # other settings with the same checkpoint folder are refused
     with pytest.raises(PSDFileError, match="different 'seed'"):
         fit_psd(cat, checkpoint_dir=tmp_path, **{**settings, "seed": 4})
+    # a damaged checkpoint says to delete it (it advised "save again", which a checkpoint cannot)
+    leaves = tmp_path / json.loads((tmp_path / "checkpoint.json").read_text())["leaves_file"]
+    data_bytes = bytearray(leaves.read_bytes())
+    data_bytes[len(data_bytes) // 2] ^= 0xFF
+    leaves.write_bytes(bytes(data_bytes))
+    with pytest.raises(PSDFileError, match="training checkpoint: delete"):
+        fit_psd(cat, checkpoint_dir=tmp_path, **settings)
 
 
 def test_bootstrap_members_see_different_data(data, psd):
@@ -563,6 +570,33 @@ def test_bad_input():
         fit_psd(cat, flow="glow", progress=False)
     with pytest.raises(TypeError, match="Catalog"):
         fit_psd(x)
+    # a catalog-like object's units are converted (np.asarray dropped them: positions in pc were fitted as kpc)
+    import types
+
+    import astropy.units as u
+
+    from bayesdyn.units import UnitError
+
+    with pytest.raises(UnitError, match="catalog.x"):
+        fit_psd(types.SimpleNamespace(x=x * u.km / u.s, v=v * u.km / u.s), progress=False)
+    with pytest.raises(ValueError, match="outside the support sphere") as err:
+        fit_psd(types.SimpleNamespace(x=x * 1000 * u.pc, v=v * u.km / u.s), support=([-8.0, 0.0, 0.0], 1.0),
+                progress=False)
+    farthest = float(str(err.value).split("farthest at ")[1].split(" kpc")[0])
+    assert farthest == pytest.approx(np.linalg.norm(x - [-8.0, 0.0, 0.0], axis=1).max(), rel=1e-5)
+    # support as Quantities (a radius Quantity was refused, a centre in pc read as kpc)
+    with pytest.raises(ValueError, match=r"centre \[-8.0, 0.0, 0.0\] kpc, radius 0.5 kpc"):
+        fit_psd(cat, support=([-8000.0, 0.0, 0.0] * u.pc, 500 * u.pc), progress=False)
+    # support_core without a support map: refused with support=None, warned when 'auto' finds no sphere (it was
+    # silently 0); the batch_size error comes after, before any training
+    with pytest.raises(ValueError, match="support=None"):
+        fit_psd(cat, support=None, support_core=0.5, progress=False)
+    with pytest.warns(UserWarning, match="support_core=0.5 is not used"), pytest.raises(ValueError, match="batch_size"):
+        fit_psd(cat, support_core=0.5, batch_size=1000, progress=False)
+    # seeds beyond the flows' 31-bit keys (2**31 shared seed 0's keys with another data split)
+    for bad in (2**31, -1, 1.5):
+        with pytest.raises(ValueError, match="seed="):
+            fit_psd(cat, seed=bad, progress=False)
 
 
 def test_fast_sampler_inverts_the_flows(psd, data):

@@ -92,6 +92,8 @@ class PhaseSpaceDensity:
     arrays (float32). A density fitted on a sphere (``fit_psd``'s support, a
     distance-limited sample) is defined inside it only: at positions on or outside
     its surface every output is NaN, with no error; keep evaluation points inside.
+    Rows with NaN or inf are refused with an error, except inside a user's
+    ``jax.jit`` (traced inputs cannot be checked): there they give NaN outputs.
     """
 
     def __init__(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import units as _u
 from ._density import PhaseSpaceDensity
 from ._flows import FlowConfig
 from ._train import TrainConfig, data_sha256, train_ensemble
@@ -83,8 +85,13 @@ def sphere_argument(value: Any, name: str, other: str) -> tuple[np.ndarray, floa
     values for the error message."""
     try:
         center, radius = value
-        c = np.asarray(center, float).reshape(3)
-        r = float(radius)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be {other} or (center [kpc] (3,), radius [kpc])") from None
+    try:  # lengths as Quantities are converted (a centre in pc was read as kpc)
+        c = np.asarray(_u.strip(center, "length", f"{name} centre"), float).reshape(3)
+        r = float(np.asarray(_u.strip(radius, "length", f"{name} radius"), float))
+    except _u.UnitError:
+        raise
     except (TypeError, ValueError):
         raise ValueError(f"{name}={value!r} must be {other} or (center [kpc] (3,), radius [kpc])") from None
     if not (np.isfinite(c).all() and np.isfinite(r) and r > 0):
@@ -387,8 +394,9 @@ def fit_psd(
             went from −14 % to the figures in docs/calibration.
         batch_size: stars per mini-batch.
         max_epochs: maximum passes over the training stars.
-        patience: epochs without validation improvement before a flow stops
-            improving its kept parameters; training ends when all flows have.
+        patience: training ends once every flow has gone this many epochs without
+            a better validation loss (until then all flows train, and a later
+            improvement still replaces a flow's kept parameters).
         val_fraction: fraction of stars held out for validation (0 < f < 1).
         learning_rate: initial Adam learning rate.
         final_learning_rate: learning rate reached at ``max_epochs`` (cosine decay).
@@ -480,8 +488,9 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
             f"catalog must be a bayesdyn.Catalog (with .x [kpc] and .v [km/s]); got {type(catalog).__name__}; "
             "build one with bayesdyn.Catalog(x=..., v=...)"
         )
-    x = np.asarray(catalog.x, np.float64)
-    v = np.asarray(catalog.v, np.float64)
+    # a catalog-like object may hold Quantities: convert them (np.asarray dropped the unit: pc were read as kpc)
+    x = np.asarray(_u.strip(catalog.x, "length", "catalog.x"), np.float64)
+    v = np.asarray(_u.strip(catalog.v, "velocity", "catalog.v"), np.float64)
     if x.ndim != 2 or x.shape[1] != 3 or v.shape != x.shape:
         raise ValueError(f"catalog.x and catalog.v must both be (N, 3); got {x.shape} and {v.shape}")
     bad = ~(np.isfinite(x).all(axis=1) & np.isfinite(v).all(axis=1))
@@ -520,6 +529,12 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         s_core = float("nan")
     if not 0.0 <= s_core < 1.0:
         raise ValueError(f"support_core={support_core!r} must be a number in [0, 1) (the untouched fraction of the radius)")
+    if s_radius == 0 and s_core > 0:
+        if support is None:
+            raise ValueError(f"support_core={support_core!r} shapes the support map, but support=None: pass "
+                             "support='auto' or (centre, radius), or support_core=0")
+        warnings.warn(f"support_core={support_core!r} is not used: no support map ({support_rule})",
+                      UserWarning, stacklevel=3)
     if s_radius == 0:
         s_core = 0.0
     cyl, frame_rule = _frame(velocity_frame, x, v)

@@ -7,6 +7,9 @@ own canonical content) and ``<name>.eqx`` (the arrays, written by
 into a skeleton rebuilt from the header). Loading checks both checksums before
 reading any array and the shape and dtype of every leaf, so a changed header or a
 changed arrays file fails with a clear error and nothing in a file is ever run.
+The checksums catch damage and accidental edits, not deliberate ones: whoever edits
+the header can recompute its sha256 (an edited ``n_stars`` then rescales the number
+density; an edited activation changes log f). Trust a file as you trust its source.
 """
 
 from __future__ import annotations

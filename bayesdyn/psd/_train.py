@@ -28,7 +28,7 @@ import optax
 from jaxtyping import Array
 
 from ._flows import FlowConfig, Member, build_ensemble, flow_log_prob, prng_key
-from ._io import CheckpointMismatchError, read_header, read_leaves, write_bundle
+from ._io import CheckpointMismatchError, PSDFileError, read_header, read_leaves, write_bundle
 
 __all__ = ["TrainConfig", "train_ensemble", "CHECKPOINT_FORMAT"]
 
@@ -252,6 +252,9 @@ def train_ensemble(
         The best-validation members (stacked), a JSON-serialisable info dict, and
         the indices of the validation stars.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**31) (the flows' JAX keys take 31 bits: larger "
+                         "seeds would share their keys with smaller ones but not their data split)")
     n = u.shape[0]
     n_val = max(1, int(round(train.val_fraction * n)))
     n_train = n - n_val
@@ -295,7 +298,11 @@ def train_ensemble(
     start_epoch = 0
     ckpt = pathlib.Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and (ckpt / "checkpoint.json").exists():
-        header = read_header(ckpt, "checkpoint", CHECKPOINT_FORMAT)
+        try:
+            header = read_header(ckpt, "checkpoint", CHECKPOINT_FORMAT)
+        except PSDFileError as err:  # a checkpoint cannot be "saved again": say how to get past it
+            raise PSDFileError(f"{err}. This is a training checkpoint: delete {ckpt} (or pass another "
+                               "checkpoint_dir) to train afresh") from None
         for field in ("flow", "training", "ensemble", "seed", "fingerprint"):
             if header.get(field) != header_base[field]:
                 raise CheckpointMismatchError(
@@ -303,7 +310,11 @@ def train_ensemble(
                     f"({header.get(field)!r} vs now {header_base[field]!r}); pass another "
                     "checkpoint_dir or delete that checkpoint to start afresh"
                 )
-        state = read_leaves(ckpt, header, state)
+        try:
+            state = read_leaves(ckpt, header, state)
+        except PSDFileError as err:
+            raise PSDFileError(f"{err}. This is a training checkpoint: delete {ckpt} (or pass another "
+                               "checkpoint_dir) to train afresh") from None
         start_epoch = int(header["epoch"])
         history = header["history"]
 
