@@ -29,6 +29,13 @@ Designs compared:
 - ``anova J=3 L=2``, ``anova J=4 L=2``: the same with K = 6 and 8;
 - ``oracle``: V_true known, Gaussian (what a perfect variance estimate gives).
 
+Those rows are analytic Student-t intervals of the whole scale T. ``bd.infer``'s
+combined posterior is made of draws instead (``combine_members``): N(m̄, W) plus the
+between part √(B_T)·√(ν/χ²_ν), B_T = T − W. The ``draws`` rows simulate exactly that
+(N_DRAWS draws per realisation, their quantiles as the interval), with ν = ν_b (K − 1,
+or the Satterthwaite ν of the nested estimate), as the code does since 2026-12-07, and
+with the earlier ν_b (1 + 1/r)² (``draws, old ν``), whose tails were too light.
+
     python benchmarks/rubin_design.py
 """
 
@@ -47,20 +54,25 @@ MEASURED = ROOT / "docs" / "calibration" / "nfw" / "members" / "summary.csv"
 SHARES = {"halo.scale_density": 0.94, "halo.scale_radius": 0.82, "rho_at_rs": 0.46}
 W_OVER_B = 0.03  # within-member share: between_fraction ≈ 0.975 in the NFW runs (realisations/*.json)
 N_SIM = 200_000
+#: realisations and draws per realisation of the draw-based rows
+N_SIM_DRAWS, N_DRAWS = 20_000, 2000
 
 
-def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator) -> tuple[float, ...]:
+def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator, draws: str = "") -> tuple[float, ...]:
+    """Coverage and median half-width (units of √V_true) at 68 and 95 %; ``draws``: "" for the analytic t of scale
+    T, "new" / "old" for combine_members' draws with ν_b / ν_b (1 + 1/r)² on the between part."""
+    n_sim = N_SIM_DRAWS if draws else N_SIM
     vt, vs, w = share, 1.0 - share, W_OVER_B
-    theta = rng.normal(0.0, np.sqrt(vs), N_SIM)
-    m = theta[:, None, None] + rng.normal(0.0, np.sqrt(vs), (N_SIM, j, 1)) + rng.normal(0.0, np.sqrt(vt), (N_SIM, j, l))
-    err = m.mean(axis=(1, 2)) + rng.normal(0.0, np.sqrt(w), N_SIM)  # the within-member noise, honest in W
+    theta = rng.normal(0.0, np.sqrt(vs), n_sim)
+    m = theta[:, None, None] + rng.normal(0.0, np.sqrt(vs), (n_sim, j, 1)) + rng.normal(0.0, np.sqrt(vt), (n_sim, j, l))
+    err = m.mean(axis=(1, 2)) + rng.normal(0.0, np.sqrt(w), n_sim)  # the within-member noise, honest in W
     v_true = w + (1 + 1 / j) * vs + vt / (j * l)
     if design == "rubin":
         k = j * l
-        b = m.reshape(N_SIM, k).var(axis=1, ddof=1)
+        b = m.reshape(n_sim, k).var(axis=1, ddof=1)
         t = w + (1 + 1 / k) * b
         r = (1 + 1 / k) * b / w
-        dof = (k - 1) * (1 + 1 / r) ** 2
+        dof_b = np.full(n_sim, k - 1.0)
     elif design == "anova":
         means = m.mean(axis=2)
         s2 = means.var(axis=1, ddof=1)
@@ -68,16 +80,34 @@ def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator
         c_t = msw / (j * l)  # training part, J(L − 1) dof
         c_s = (1 + 1 / j) * np.maximum(s2 - msw / l, 0.0)  # sampling part (1 + 1/J)[S² − MSW/L]₊, J − 1 dof
         t = w + c_t + c_s
-        dof = (c_t + c_s) ** 2 / (c_t**2 / (j * (l - 1)) + c_s**2 / (j - 1))
+        r = (c_t + c_s) / w
+        dof_b = (c_t + c_s) ** 2 / (c_t**2 / (j * (l - 1)) + c_s**2 / (j - 1))
     elif design == "oracle":
-        t = np.full(N_SIM, v_true)
-        dof = np.full(N_SIM, np.inf)
+        t, r, dof_b = np.full(n_sim, v_true), np.full(n_sim, np.inf), np.full(n_sim, np.inf)
     else:
         raise ValueError(design)
+    if not draws:  # Rubin: a t of the whole scale T with ν_b (1 + 1/r)²
+        dof = dof_b * (1 + 1 / r) ** 2
+        out = []
+        for level in (0.68, 0.95):
+            half = stats.t.ppf(0.5 + level / 2, np.minimum(dof, 1e6)) * np.sqrt(t)
+            out += [float(np.mean(np.abs(err) < half)), float(np.median(half) / np.sqrt(v_true))]
+        return tuple(out)
+    dof = np.minimum(dof_b if draws == "new" else dof_b * (1 + 1 / r) ** 2, 1e6)
+    hits, halves = {0.68: [], 0.95: []}, {0.68: [], 0.95: []}
+    for lo in range(0, n_sim, 1000):  # combine_members' draws, 1000 realisations at a time
+        sl = slice(lo, lo + 1000)
+        n = err[sl].size
+        g = rng.standard_normal((n, N_DRAWS)) * np.sqrt(t[sl] - w)[:, None]
+        g = g * np.sqrt(dof[sl, None] / rng.chisquare(dof[sl, None], (n, N_DRAWS)))
+        x = rng.normal(0.0, np.sqrt(w), (n, N_DRAWS)) + g  # about the member mean
+        for level in (0.68, 0.95):
+            q = np.quantile(x, [0.5 - level / 2, 0.5 + level / 2], axis=1)
+            hits[level].append((q[0] <= -err[sl]) & (-err[sl] <= q[1]))
+            halves[level].append((q[1] - q[0]) / 2)
     out = []
     for level in (0.68, 0.95):
-        half = stats.t.ppf(0.5 + level / 2, np.minimum(dof, 1e6)) * np.sqrt(t)
-        out += [float(np.mean(np.abs(err) < half)), float(np.median(half) / np.sqrt(v_true))]
+        out += [float(np.mean(np.concatenate(hits[level]))), float(np.median(np.concatenate(halves[level])) / np.sqrt(v_true))]
     return tuple(out)
 
 
@@ -90,7 +120,8 @@ def main() -> None:
     designs = [("rubin K=4 (default)", 4, 1, "rubin"), ("rubin K=8", 8, 1, "rubin"),
                ("anova J=2 L=2 (K=4)", 2, 2, "anova"), ("anova J=3 L=2 (K=6)", 3, 2, "anova"), ("anova J=4 L=2 (K=8)", 4, 2, "anova"),
                ("oracle", 4, 1, "oracle")]
-    print(f"{N_SIM} simulated realisations per row; W/B = {W_OVER_B}; half-widths in units of the true error sd")
+    print(f"{N_SIM} simulated realisations per row ({N_SIM_DRAWS} × {N_DRAWS} draws in the draw rows); W/B = {W_OVER_B}; "
+          "half-widths in units of the true error sd")
     print("| quantity | V_t/B | design | cov 68 % | half 68 % | cov 95 % | half 95 % |")
     print("|---|---|---|---|---|---|---|")
     for q, share in SHARES.items():
@@ -98,6 +129,10 @@ def main() -> None:
         for name, j, l, design in designs:
             c68, h68, c95, h95 = simulate(share, j, l, design, rng)
             print(f"| {q} | {share:.2f} | {name} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
+        for name, j, l, design in designs[:3]:
+            for which, label in (("new", "draws"), ("old", "draws, old ν")):
+                c68, h68, c95, h95 = simulate(share, j, l, design, rng, draws=which)
+                print(f"| {q} | {share:.2f} | {name}, {label} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
         if q in measured:
             row = measured[q]
             print(f"| {q} | — | **measured** (harness, R = 30, K = 4) | {float(row['coverage_68']):.3f} | — | "

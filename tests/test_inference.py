@@ -179,7 +179,12 @@ def test_nfw_tracer_posterior_recovers_truth_within_1_percent():
 
 
 def test_combine_members_follows_rubins_rules():
-    """Per-member Gaussian posteriors → combined mean m̄ and variance W + (1 + 1/K) B ν/(ν − 2) (Student t)."""
+    """Per-member Gaussian posteriors → the combined draws are N(m̄, W) plus the between-member part
+    √((1 + 1/K) B) · t_{K−1}: its variance drawn from its posterior given B (K − 1 degrees of freedom). Rubin's
+    ν = (K − 1)(1 + 1/r)², once applied to this part alone, made its tails too light (95 % coverage 0.935 at K = 4 in
+    a Gaussian toy, benchmarks/rubin_design.py)."""
+    from scipy import integrate, optimize, stats
+
     from bayesdyn.inference import combine_members
 
     rng = np.random.default_rng(4)
@@ -190,13 +195,19 @@ def test_combine_members_follows_rubins_rules():
     out, info = combine_members(members, priors, seed=1)
     k = len(means)
     b = np.var(means, ddof=1)
-    r = ((1 + 1 / k) * b / w**2 + 0.0) / 2  # mean over the two parameters; p.b has no between-member spread
-    nu = (k - 1) * (1 + 1 / r) ** 2
-    assert_allclose(info["dof"], nu, rtol=0.02)
+    assert info["dof"] == k - 1
     assert out["p.a"].shape == (2 * k, 20_000)
-    assert_allclose(out["p.a"].mean(), means.mean(), atol=0.01)
-    expected_var = w**2 + (1 + 1 / k) * b * nu / (nu - 2)
-    assert_allclose(out["p.a"].var(), expected_var, rtol=0.05)
+    assert_allclose(np.median(out["p.a"]), means.mean(), atol=0.01)
+    # quantiles of N(0, w²) + √((1 + 1/K) B) t₃, by quadrature, against the draws' (here the between part dominates:
+    # the old rule's ν = 3.28 gave a 95 % half-width of 1.000 against 1.048 now)
+    scale = np.sqrt((1 + 1 / k) * b)
+
+    def cdf(q):
+        return integrate.quad(lambda t: stats.norm.cdf((q - scale * t) / w) * stats.t.pdf(t, k - 1), -np.inf, np.inf)[0]
+
+    for p in (0.025, 0.16, 0.84, 0.975):
+        want = optimize.brentq(lambda q: cdf(q) - p, -20, 20)
+        assert_allclose(np.quantile(out["p.a"], p) - means.mean(), want, rtol=0.03)
     # a parameter on which the members agree keeps its within-member width (log coordinates)
     assert_allclose(np.log(out["p.b"]).std(), 0.01, rtol=0.05)
     assert np.all(out["p.b"] > 0)
@@ -273,7 +284,7 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
     assert_allclose(between, m / 4 + 1.5 * (s - m / 2), rtol=1e-3)  # 0.245
     c_t, c_s = m / 4, 1.5 * (s - m / 2)  # training part (J(L − 1) = 2 dof), sampling part (J − 1 = 1 dof)
     satt = (c_t + c_s) ** 2 / (c_t**2 / 2 + c_s**2 / 1)  # 1.109
-    assert_allclose(info["dof"], satt * (1 + within / between) ** 2, rtol=1e-3)
+    assert_allclose(info["dof"], satt, rtol=1e-3)
     assert info["n_resamples"] == 2 and info["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in info["combine"]
     # the same members as independent resamples: Rubin's rules
     _, plain, between_rubin, _ = run(means, None)
@@ -284,7 +295,7 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
     # resample means equal, seeds apart: the clip binds and the training part M/(JL) remains, with J(L − 1) dof
     out, info, between, within = run(np.array([0.8, 1.2, 0.9, 1.1]), [0, 0, 1, 1])
     assert_allclose(between, (2 * 0.2**2 + 2 * 0.1**2) / 2 / 4, rtol=1e-3)  # 0.0125
-    assert_allclose(info["dof"], 2 * (1 + within / between) ** 2, rtol=1e-3)
+    assert_allclose(info["dof"], 2.0, rtol=1e-3)
     assert_allclose(out["p.a"].mean(), 1.0, atol=0.01)
     for bad in ([0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 2]):
         with pytest.raises(ValueError, match="groups"):

@@ -15,21 +15,25 @@ the parameters,
     T = W̄ + (1 + 1/K) B,
 
 and Rubin's combined posterior is a Student t of scale T with ν = (K − 1)(1 + 1/r)²
-degrees of freedom, r = (1 + 1/K) B/W̄ (averaged over parameters), so that with few
-members the between-member spread, itself estimated from K values, gets heavy tails.
+degrees of freedom, r = (1 + 1/K) B/W̄, so that with few members the between-member
+spread, itself estimated from K values, gets heavy tails.
 
-The draws made here follow that only approximately: they are within-member draws
-re-centred on m̄ plus an independent draw of the between-member part,
-u = u_ks − m_k + m̄ + g·√(ν/χ²_ν), with g a Gaussian combination of the deviations
-m_j − m̄ of covariance (1 + 1/K) B. The heavy tails are thus given to the between-member
-part alone, the within-member part keeps the members' own (near-Gaussian) shape, and
-the central intervals are somewhat narrower than a t_ν of scale T: for a Gaussian
-within part, at 95 % 0.94–0.98 × Rubin's t half-width for K = 4 and r = 0.3–3
-(0.86–0.95 × for K = 2, 0.97–0.99 × for K = 8), at 68 % within 3 % (simulated). The
-calibration (docs/calibration) measured the coverage of these draws, not of Rubin's t;
-changing the rule would need it measured again. Common-mode errors of all members (a
-bias shared by the architecture) are not in B; the calibration harness measures
-whether they matter.
+The draws made here are within-member draws re-centred on m̄ plus an independent draw
+of the between-member part, u = u_ks − m_k + m̄ + g·√(ν_b/χ²_{ν_b}), with g a Gaussian
+combination of the deviations m_j − m̄ of covariance (1 + 1/K) B and ν_b = K − 1, the
+degrees of freedom of B itself: the between-member variance is drawn from its
+posterior given B (scaled inverse χ²), the within-member part keeps the members' own
+(near-Gaussian) shape. Rubin's (1 + 1/r)² belongs to a t of the whole scale T; until
+2026-12-07 it was applied to the between part alone, which made its tails too light.
+An independent review simulated 95 % coverage 0.909 for K = 2 and 0.935 for K = 4
+(Gaussian toy, between = within) and 0.84–0.89 for 2 resamples × 2 seeds. With the NFW
+mock's training shares 0.94 / 0.82 / 0.46 (ρ_s, r_s, ρ(r_s)), 2 × 2 members:
+0.959 / 0.939 / 0.873 with the old ν, 0.984 / 0.970 / 0.927 now
+(``python benchmarks/rubin_design.py``, draw rows). **The calibration pages
+(docs/calibration) were measured with the old rule** (nfw/members at 95 %: 0.900 / 0.867 /
+0.867 over R = 30; binomial sd ≈ 0.04); they have not been rerun. Common-mode errors
+of all members (a bias shared by the architecture) are not in B; the calibration
+harness measures whether they matter.
 
 **Resample groups.** With one member per bootstrap resample, B estimates
 V_s + V_t (the sampling and the training variance of one member), while the member
@@ -47,8 +51,8 @@ V_t. The member mean's error variance is then
 (1 + 1/J) S − M/L; where it does, the training part M/(JL) alone), and
 T = W̄ + that. Its degrees of freedom follow Satterthwaite for the sum of the
 two parts, M/(JL) with J(L − 1) and (1 + 1/J) V̂_s with J − 1 degrees of freedom
-(so J(L − 1) where the clip binds, continuously), averaged over parameters, then
-ν = ν_b (1 + 1/r)² as above. (Satterthwaite for the difference (1 + 1/J) S − M/L
+(so J(L − 1) where the clip binds, continuously), averaged over parameters (one
+χ² per draw keeps the parameters' joint shape), and used as ν_b above. (Satterthwaite for the difference (1 + 1/J) S − M/L
 collapses towards 1 degree of freedom, Cauchy tails, just where the sampling part
 is small.)
 ``benchmarks/rubin_design.py`` simulates the coverage of both designs.
@@ -228,8 +232,10 @@ def combine_members(
             "seeds_per_resample": int(nl),
             "training_fraction": {n: float(md[i] / max(md[i] + vs_d[i], 1e-300)) for i, n in enumerate(names)},
         }
-    r = float(np.mean(between / np.maximum(within, 1e-300)))
-    dof = dof_b * (1 + 1 / r) ** 2 if r > 0 else np.inf
+    # the t tails go to the between-member part alone, with that part's own degrees of freedom: Rubin's
+    # ν = ν_b (1 + 1/r)² is for a t of the whole scale T, and on the between part alone it made the tails too light
+    # (95 % intervals covered 0.84–0.89 for 2 resamples × 2 seeds, 0.91 for K = 2; benchmarks/rubin_design.py)
+    dof = float(dof_b) if np.any(between > 0) else np.inf
     if grid is None:
         z = rng.standard_normal((k, c, s, k))  # weights of the K deviations, per draw
         g = np.sqrt((1 + 1 / k) / (k - 1)) * np.einsum("kcsj,jp->kcsp", z, dev)

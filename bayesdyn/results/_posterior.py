@@ -252,8 +252,8 @@ class Posterior:
         lines.append(f"Divergent transitions: {df.attrs['num_divergences']}.")
         dof = df.attrs["combine_dof"]
         if dof is not None and dof <= HEAVY_TAIL_DOF:
-            lines.append(f"**Note:** the flow members were combined with ν = {dof:.1f} degrees of freedom (Rubin's "
-                         "rules: few members, much disagreement), so the between-member part has heavy Student-t "
+            lines.append(f"**Note:** the flow members were combined with ν = {dof:.1f} degrees of freedom (the "
+                         "between-member variance is estimated from few members or resamples), so the between-member part has heavy Student-t "
                          "tails: the intervals are wide and the `sd` of `summary()` is unstable; quote the quantiles.")
         for p in df.attrs["problems"]:
             lines.append(f"**Warning:** {p}.")
