@@ -164,3 +164,79 @@ def test_outlying_velocity_draws_are_left_out_and_counted():
     with pytest.warns(RuntimeWarning, match="2 of 192 velocity draws .* beyond 10 robust sd"):
         est = estimate_accelerations(_OutlierSource([0, 2]), x, n_velocities=64, seed=1)
     assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-5, atol=1e-3)  # (km/s)²/kpc
+
+
+class _OneHarmonic(_HarmonicSource):
+    """The harmonic source as a one-member density (not flagged exact)."""
+
+    def __init__(self):
+        super().__init__(np.zeros((0,), bool))
+
+    def score_members(self, x, v):
+        x, v = np.asarray(x), np.asarray(v)
+        return (-self.omega2 * x / self.sigma2)[None], (-v / self.sigma2)[None]
+
+
+def test_units_at_the_boundary_one_member_warning_and_bad_settings():
+    """sun and default_nodes take Quantities (a sun in pc and positions in pc were read as kpc; a radius Quantity
+    crashed); a one-member density warns that its covariances lack the density's own error, unless flagged exact
+    or an ensemble member; n_velocities < 4 and inconsistent resample groups are refused by name."""
+    import astropy.units as u
+    import pytest
+
+    from bayesdyn.dynamics import default_nodes, estimate_accelerations
+
+    x = np.array([[1.0, 0.5, -0.2], [-2.0, 0.3, 1.0]])
+    with pytest.warns(UserWarning, match="one density member"):
+        est = estimate_accelerations(_OneHarmonic(), x, n_velocities=64, seed=1, sun=[-8122.0, 0.0, 20.8] * u.pc)
+    assert_allclose(np.asarray(est.sun), [-8.122, 0.0, 0.0208], rtol=1e-6)
+    assert_allclose(np.asarray(est.a), -_OneHarmonic.omega2 * x, rtol=1e-6)
+    flagged = _OneHarmonic()
+    flagged.exact = True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        estimate_accelerations(flagged, x, n_velocities=64, seed=1)
+    with pytest.raises(ValueError, match="n_velocities=3"):
+        estimate_accelerations(flagged, x, n_velocities=3, seed=1)
+    two = _HarmonicSource(np.zeros((2, 64), bool))
+    two.info = {"resample_groups": [0, 0, 1]}
+    with pytest.raises(ValueError, match="3 labels for its 2 members"):
+        estimate_accelerations(two, x, n_velocities=64, seed=1)
+
+    pts = np.random.default_rng(0).normal(size=(200, 3))
+    in_kpc = default_nodes(pts, 5, 0, center=[0.0, 0.0, 0.0], radius=1.0)
+    in_pc = default_nodes(pts * 1000 * u.pc, 5, 0, center=[0.0, 0.0, 0.0] * u.kpc, radius=1000 * u.pc)
+    assert_allclose(in_pc, in_kpc, rtol=1e-12)
+
+
+def test_star_score_data_is_checked_and_its_overconfidence_is_said():
+    """StarScoreData with a NaN row, a wrong shape or sigma ≤ 0 gives an error naming it (NumPyro said only 'Cannot
+    find valid initial parameters'); infer warns that its intervals are too narrow. AccelerationData refuses NaN x."""
+    import numpyro.distributions as dist
+    import pytest
+
+    import bayesdyn as bd
+    from bayesdyn.inference import AccelerationData, PotentialModel, StarScoreData
+
+    rng = np.random.default_rng(2)
+    x, v = rng.normal(size=(50, 3)), rng.normal(size=(50, 3)) * 20
+    sx, sv, sigma, sun = -x, -v / 400.0, np.ones(50), np.zeros(3)
+    good = StarScoreData(x, v, sx, sv, sigma, sun)
+    assert good.check() is good
+    bad_x = x.copy()
+    bad_x[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 50 stars \(first \[7\]\)"):
+        StarScoreData(bad_x, v, sx, sv, sigma, sun).check()
+    with pytest.raises(ValueError, match="v must be"):
+        StarScoreData(x, v[:, :2], sx, sv, sigma, sun).check()
+    with pytest.raises(ValueError, match="sigma ≤ 0"):
+        StarScoreData(x, v, sx, sv, np.zeros(50), sun).check()
+    model = PotentialModel(dark=(), halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=1.0))
+    with pytest.raises(ValueError, match="stars"):
+        bd.infer(model, StarScoreData(bad_x, v, sx, sv, sigma, sun), num_warmup=5, num_samples=5, progress=False)
+    with pytest.raises(ValueError, match="NaN/inf positions"):
+        AccelerationData.create(bad_x[5:8], np.ones((3, 3)), np.broadcast_to(np.eye(3), (3, 3, 3)))
+    with pytest.warns(UserWarning, match="far too narrow"):
+        bd.infer(model, good, num_chains=1, num_warmup=5, num_samples=5, progress=False)

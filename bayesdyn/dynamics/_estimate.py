@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import warnings
-
 from typing import Any, Protocol
-
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +18,9 @@ class ScoreSource(Protocol):
 
     ``sample_velocities(x, n, seed)`` → (P, n, 3) [km/s] drawn from p(v|x);
     ``score_members(x, v)`` → (s_x, s_v), each (K, N, 3), per ensemble member.
+    Optional flags silence the one-member warning of :func:`estimate_accelerations`:
+    ``exact = True`` (the scores are the truth's) or ``ensemble_member = True`` (one
+    member of an ensemble whose posteriors are combined later).
     """
 
     def sample_velocities(self, x: Any, n: int, seed: int) -> Any: ...
@@ -28,10 +29,15 @@ class ScoreSource(Protocol):
 
 
 def default_nodes(positions: np.ndarray, n_nodes: int, seed: int, center: np.ndarray | None = None, radius: float | None = None) -> np.ndarray:
-    """``n_nodes`` catalog positions drawn without replacement (optionally within ``radius`` of ``center``) [kpc]."""
-    positions = np.asarray(positions)
+    """``n_nodes`` catalog positions drawn without replacement (optionally within ``radius`` of ``center``) [kpc];
+    Quantities are converted (positions in pc were returned as pc numbers, read as kpc)."""
+    from .. import units as _u
+
+    positions = np.asarray(_u.strip(positions, "length", "positions"), dtype=float)
     if center is not None and radius is not None:
-        positions = positions[np.linalg.norm(positions - np.asarray(center), axis=1) < radius]
+        center = np.asarray(_u.strip(center, "length", "center"), dtype=float)
+        radius = float(_u.strip(radius, "length", "radius"))
+        positions = positions[np.linalg.norm(positions - center, axis=1) < radius]
     if positions.shape[0] == 0:
         raise ValueError("no positions to place nodes at; widen the radius")
     rng = np.random.default_rng(seed)
@@ -81,18 +87,32 @@ def estimate_accelerations(
             ``source.positions`` (exact-score sources) or drawn from the learnt n(x)
             (``source.sample``, a PhaseSpaceDensity).
         n_nodes: number of default nodes.
-        n_velocities: velocities per node.
+        n_velocities: velocities per node (≥ 4: three unknowns and a residual).
         seed: random seed of the velocity draws and node choice.
-        ridge: Tikhonov term of the 3×3 solves (relative).
+        ridge: Tikhonov term of the 3×3 solves (relative). It shrinks |a|, and the
+            covariances do not carry that bias (Plummer sphere, exact scores, 256
+            draws: ridge = 0.01 gave |a| 0.8–1.3 % low, 4–7 σ; 0.1 gave 8–12 % low):
+            keep 0 unless the solves are singular.
         floor: relative noise floor added to each covariance (dimensionless).
         sun: the Sun's position (3,) [kpc] for derived quantities (default
             ``source.sun`` or astropy 'v4.0').
 
     Returns:
         :class:`bayesdyn.inference.AccelerationData`.
+
+    With a one-member density (K = 1) the covariance is the least-squares one
+    alone: it does not contain the density's own (smooth, correlated) error, which
+    DESIGN §6 measured at ~10× that width; a warning says so. Noise in the velocity
+    scores s_v also shrinks |a| by 1/(1 + η²) (η its size relative to their spread)
+    in every member alike, a bias no covariance here contains (a review measured
+    1 % at η = 0.1).
     """
     from .. import units as _u
     from ..inference._data import DEFAULT_SUN, AccelerationData
+
+    if isinstance(n_velocities, bool) or not isinstance(n_velocities, (int, np.integer)) or n_velocities < 4:
+        raise ValueError(f"n_velocities={n_velocities!r} must be an integer ≥ 4 (three unknowns per node and a "
+                         "residual); use hundreds")
 
     if x is None:
         pos = getattr(source, "positions", None)
@@ -151,13 +171,24 @@ def estimate_accelerations(
     if floor > 0:
         cov = cov + ((floor * jnp.linalg.norm(a, axis=-1)) ** 2)[:, None, None] * jnp.eye(3)
         member_cov = member_cov + ((floor * jnp.linalg.norm(members, axis=-1)) ** 2)[..., None, None] * jnp.eye(3)
+    if k == 1 and not (getattr(source, "exact", False) or getattr(source, "ensemble_member", False)):
+        warnings.warn(
+            "one density member: the accelerations' covariances are the least-squares ones alone, without the "
+            "density's own error (DESIGN §6: ~10× wider for a flow), so posteriors from them are too narrow unless "
+            "the scores are exact; fit an ensemble (fit_psd(ensemble=4)) or set a noise floor",
+            UserWarning, stacklevel=2,
+        )
     if sun is None:
         sun = getattr(source, "sun", None)
         sun = DEFAULT_SUN if sun is None else sun
+    sun = np.asarray(_u.strip(sun, "length", "sun"), dtype=float)  # a Quantity in pc was read as kpc
     groups = (getattr(source, "info", None) or {}).get("resample_groups") if k > 1 else None
+    if groups is not None and len(groups) != k:
+        raise ValueError(f"the density's info['resample_groups'] has {len(groups)} labels for its {k} members; "
+                         "the file is inconsistent (refit, or remove the key to treat members as independent resamples)")
     return AccelerationData.create(
-        x, a, cov, sun=np.asarray(sun, dtype=float), members=members, member_cov=member_cov if k > 1 else None,
-        member_groups=None if groups is None or len(groups) != k else np.asarray(groups, np.int64),
+        x, a, cov, sun=sun, members=members, member_cov=member_cov if k > 1 else None,
+        member_groups=None if groups is None else np.asarray(groups, np.int64),
     )
 
 
@@ -173,6 +204,8 @@ class ExactScores:
         truth: an object with ``score(x, v)`` → (s_x, s_v), (N, 3) each.
         catalog: the mock catalog (its positions and velocities).
     """
+
+    exact = True
 
     def __init__(self, truth: Any, catalog: Any):
         self.truth = truth

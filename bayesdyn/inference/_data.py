@@ -66,9 +66,11 @@ class AccelerationData(NamedTuple):
             raise ValueError(f"x and a must both be (P, 3); got {x.shape} and {a.shape}")
         if cov.shape != x.shape + (3,):
             raise ValueError(f"cov must be (P, 3, 3) = {x.shape + (3,)}; got {cov.shape}")
-        if not (np.isfinite(np.asarray(a)).all() and np.isfinite(np.asarray(cov)).all()):
-            bad = int((~np.isfinite(np.asarray(a)).all(-1) | ~np.isfinite(np.asarray(cov)).all((-1, -2))).sum())
-            raise ValueError(f"{bad} of {x.shape[0]} nodes have NaN/inf accelerations or covariances; drop those nodes")
+        if not (np.isfinite(np.asarray(a)).all() and np.isfinite(np.asarray(cov)).all() and np.isfinite(np.asarray(x)).all()):
+            bad = int((~np.isfinite(np.asarray(a)).all(-1) | ~np.isfinite(np.asarray(cov)).all((-1, -2))
+                       | ~np.isfinite(np.asarray(x)).all(-1)).sum())
+            raise ValueError(f"{bad} of {x.shape[0]} nodes have NaN/inf positions, accelerations or covariances; "
+                             "drop those nodes")
         eig = np.linalg.eigvalsh(np.asarray(0.5 * (cov + jnp.swapaxes(cov, -1, -2)), dtype=np.float64))
         bad = int((eig.min(axis=-1) <= 0).sum())
         if bad:
@@ -112,6 +114,12 @@ class AccelerationData(NamedTuple):
 class StarScoreData(NamedTuple):
     """Star-level inputs of the CBE residual likelihood.
 
+    **Its independent Gaussian per star is overconfident**: the flows' score errors
+    are smooth fields, correlated between stars, so the posterior narrows as 1/√N
+    while the error does not (a prototype put the truth 9–117 σ away; DESIGN §6).
+    Use it for point estimates (MAP, :func:`bayesdyn.neural.fit_map`), not for
+    intervals; :func:`bayesdyn.infer` warns.
+
     Attributes:
         x: positions (N, 3) [kpc]; v: velocities (N, 3) [km/s].
         s_x: ensemble-mean ∂log f/∂x (N, 3) [1/kpc]; s_v: ensemble-mean ∂log f/∂v (N, 3) [s/km].
@@ -126,6 +134,32 @@ class StarScoreData(NamedTuple):
     s_v: jax.Array
     sigma: jax.Array
     sun: jax.Array
+
+    def check(self) -> "StarScoreData":
+        """Raise a ValueError naming the problem for wrong shapes, non-finite rows or sigma ≤ 0 (concrete arrays;
+        traced ones are left alone). Returns self."""
+        if any(isinstance(a, jax.core.Tracer) for a in self):
+            return self
+        x, v, sx, sv, sigma, sun = (np.asarray(a, dtype=float) for a in self)
+        if x.ndim != 2 or x.shape[1] != 3:
+            raise ValueError(f"StarScoreData.x must be (N, 3) [kpc]; got {x.shape}")
+        for name, arr in (("v", v), ("s_x", sx), ("s_v", sv)):
+            if arr.shape != x.shape:
+                raise ValueError(f"StarScoreData.{name} must be (N, 3) = {x.shape} like x; got {arr.shape}")
+        if sigma.shape != x.shape[:1]:
+            raise ValueError(f"StarScoreData.sigma must be (N,) = {x.shape[:1]}, one residual scale per star; "
+                             f"got {sigma.shape}")
+        if sun.shape != (3,) or not np.isfinite(sun).all():
+            raise ValueError(f"StarScoreData.sun must be 3 finite numbers [kpc]; got {sun.tolist()}")
+        bad = ~(np.isfinite(x).all(1) & np.isfinite(v).all(1) & np.isfinite(sx).all(1) & np.isfinite(sv).all(1)
+                & np.isfinite(sigma))
+        if bad.any():
+            raise ValueError(f"{int(bad.sum())} of {x.shape[0]} stars (first {np.flatnonzero(bad)[:5].tolist()}) have "
+                             "NaN/inf positions, velocities, scores or sigma; drop them")
+        if (sigma <= 0).any():
+            raise ValueError(f"{int((sigma <= 0).sum())} stars have sigma ≤ 0; sigma is a residual scale "
+                             "[km/s/kpc] and must be > 0")
+        return self
 
 
 class WeakFormData(NamedTuple):

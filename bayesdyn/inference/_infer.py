@@ -683,6 +683,14 @@ def infer(
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     if combine not in ("auto", "members", "mean"):
         raise ValueError(f"combine must be 'auto', 'members' or 'mean', got {combine!r}")
+    if isinstance(data, StarScoreData):
+        data.check()
+        warnings.warn(
+            "StarScoreData: the star-level Gaussian likelihood treats every star's residual as independent, but the "
+            "flows' score errors are correlated between stars, so its intervals are far too narrow (DESIGN §6: truth "
+            "9–117 σ away on a prototype); use AccelerationData from an ensemble (bd.estimate_accelerations) or the "
+            "weak form (bd.weak_form_data) for intervals", UserWarning, stacklevel=2,
+        )
     has_members = (
         isinstance(data, AccelerationData) and data.n_members >= 2 and data.member_cov is not None
     )

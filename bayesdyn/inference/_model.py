@@ -139,6 +139,7 @@ class PotentialModel:
         if isinstance(data, AccelerationData):
             ll = acceleration_log_likelihood(self.total_acceleration(comps, data.x), data)
         elif isinstance(data, StarScoreData):
+            data.check()
             a = self.total_acceleration(comps, data.x)
             r = jnp.sum(data.v * data.s_x, -1) + jnp.sum(a * data.s_v, -1)
             ll = jnp.sum(dist.Normal(0.0, data.sigma).log_prob(r))
