@@ -645,7 +645,8 @@ def parametric_cells(spec, psd, s, seed, cache, clock, fresh, log, psd_id, sampl
     if cache is not None:
         from bayesdyn.dynamics._cbe import ESTIMATOR_VERSION  # node covariances' version (2: HC3)
 
-        parts = (psd_id, spec.nodes.tolist(), s["node_velocities"], nuts, repr(spec.model), seed, COMBINE)
+        parts = (psd_id, spec.nodes.tolist(), s["node_velocities"], nuts, repr(spec.model), seed, COMBINE,
+                 "combine-2")  # combine_members' between-part degrees of freedom changed on 2026-12-07
         path = cache / f"post-{spec.name}-{_key(*parts, ESTIMATOR_VERSION)}.npz"
     diag = ""
     if path is not None and not fresh and path.is_file():

@@ -79,6 +79,9 @@ class _VelocitiesInsideCatalog:
 #: (2: member covariances saved, posteriors combined over members; 3: HC3 node covariances, and a single posterior
 #: whose chains disagree rerun from the mode, which the weak-form posterior key takes from here too)
 _CACHE_VERSION = 3
+#: part of the node posteriors' cache key: bump when combine_members' draws change (2: the between-member part's
+#: t tails with its own degrees of freedom, 2026-12-07)
+_COMBINE_VERSION = "combine-2"
 #: part of the weak-form posterior's cache key: bump when bd.weak_form_data or the weak-form fit changes
 _WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (1 − ρ²)³); 3: with the Gaia errors' mean
 
@@ -589,6 +592,7 @@ class Run:
                 parts.append(self.cfg["errors"])
         else:  # the node likelihood's key is what it was before inference.likelihood existed
             parts = [{k: v for k, v in inf.items() if k != "likelihood"}, self._read_stamp("accelerations")]
+            parts.append(_COMBINE_VERSION)
         return _fingerprint(parts[0], self.cfg["model"], self.cfg["seed"], *parts[1:], _CACHE_VERSION)
 
     def posterior(self, data):

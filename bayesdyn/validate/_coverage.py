@@ -442,6 +442,8 @@ class _Run:
             "model": repr(self.mock.model()),  # the fitted model: a mock's model can change between versions
             "bayesdyn_version": __version__,
         }
+        if self.likelihood.members:  # combine_members' draws changed (2026-12-07): older members runs do not resume
+            config["combine"] = "combine-2"
         return json.loads(json.dumps(config))  # as it reads back from config.json (tuples → lists)
 
 
