@@ -435,6 +435,7 @@ class _WeightedScores:
     def __init__(self, source, weight):
         self.source, self.weight = source, VELOCITY_WEIGHTS[weight]
         self.info, self.n_members, self.sun = source.info, source.n_members, getattr(source, "sun", None)
+        self.exact = getattr(source, "exact", False)  # exact scores stay exact (no one-member warning)
 
     def sample_velocities(self, x, n, seed):
         return self.source.sample_velocities(x, n, seed)

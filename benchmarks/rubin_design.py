@@ -58,11 +58,13 @@ N_SIM = 200_000
 N_SIM_DRAWS, N_DRAWS = 20_000, 2000
 
 
-def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator, draws: str = "") -> tuple[float, ...]:
+def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator, draws: str = "",
+             w: float = W_OVER_B) -> tuple[float, ...]:
     """Coverage and median half-width (units of √V_true) at 68 and 95 %; ``draws``: "" for the analytic t of scale
-    T, "new" / "old" for combine_members' draws with ν_b / ν_b (1 + 1/r)² on the between part."""
+    T, "new" / "old" for combine_members' draws with ν_b / ν_b (1 + 1/r)² on the between part; ``w``: the
+    within-member variance in units of V_s + V_t."""
     n_sim = N_SIM_DRAWS if draws else N_SIM
-    vt, vs, w = share, 1.0 - share, W_OVER_B
+    vt, vs = share, 1.0 - share
     theta = rng.normal(0.0, np.sqrt(vs), n_sim)
     m = theta[:, None, None] + rng.normal(0.0, np.sqrt(vs), (n_sim, j, 1)) + rng.normal(0.0, np.sqrt(vt), (n_sim, j, l))
     err = m.mean(axis=(1, 2)) + rng.normal(0.0, np.sqrt(w), n_sim)  # the within-member noise, honest in W
@@ -139,5 +141,19 @@ def main() -> None:
                   f"{float(row['coverage_95']):.3f} | — |")
 
 
+def toy() -> None:
+    """Plain Rubin (one member per resample, no training variance) with within = between variance."""
+    print()
+    print("Toy: K independent members, V_t = 0, W = V_s (between = within); analytic Rubin t and the draws")
+    print("| K | rule | cov 68 % | half 68 % | cov 95 % | half 95 % |")
+    print("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(20261207)
+    for k in (2, 4, 8):
+        for label, draws in (("Rubin's t (analytic)", ""), ("draws, ν_b (now)", "new"), ("draws, old ν", "old")):
+            c68, h68, c95, h95 = simulate(0.0, k, 1, "rubin", rng, draws=draws, w=1.0)
+            print(f"| {k} | {label} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
+
+
 if __name__ == "__main__":
     main()
+    toy()

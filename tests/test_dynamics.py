@@ -240,3 +240,25 @@ def test_star_score_data_is_checked_and_its_overconfidence_is_said():
         AccelerationData.create(bad_x[5:8], np.ones((3, 3)), np.broadcast_to(np.eye(3), (3, 3, 3)))
     with pytest.warns(UserWarning, match="far too narrow"):
         bd.infer(model, good, num_chains=1, num_warmup=5, num_samples=5, progress=False)
+
+
+def test_catalog_like_objects_have_their_units_converted():
+    """fit_neural_potential, weak_form_data, resmear and ExactScores read .x and .v of any catalog-like object through
+    the unit check (np.asarray dropped a Quantity's unit: positions in pc were used as kpc)."""
+    import types
+
+    import astropy.units as u
+    import pytest
+
+    from bayesdyn import neural
+    from bayesdyn.dynamics import ExactScores, resmear, weak_form_data
+    from bayesdyn.units import UnitError
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    wrong = types.SimpleNamespace(x=x * u.km / u.s, v=x * u.km / u.s)
+    for call in (lambda: neural.fit_neural_potential(None, wrong), lambda: weak_form_data(wrong),
+                 lambda: resmear(wrong, 0, velocity_error=1.0), lambda: ExactScores(None, wrong)):
+        with pytest.raises(UnitError, match="catalog.x"):
+            call()
+    pc = types.SimpleNamespace(x=x * 1000 * u.pc, v=x * u.km / u.s, solar=types.SimpleNamespace(position=np.zeros(3)))
+    assert_allclose(ExactScores(None, pc).positions, x, rtol=1e-12)

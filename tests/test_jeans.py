@@ -307,7 +307,7 @@ def test_bad_input_is_named(sheet_catalog):
 def test_small_bins_keep_their_full_bootstrap_spread():
     """Bins are chosen on the catalog (≥ min_count stars); every replicate then counts. A bin of 11 stars has a
     relative density error of 1/√11 = 0.30; leaving out the 35 % of replicates with fewer than 10 stars there (the
-    first version) gave 0.23. A quantity undefined in > 1 % of the replicates gets a NaN error and a warning."""
+    first version) gave 0.222 for these stars. A quantity undefined in > 1 % of the replicates gets a NaN error and a warning."""
     rng = np.random.default_rng(5)
     r = np.concatenate([rng.uniform(1.0, 2.0, 11), rng.uniform(2.0, 3.0, 2000), rng.uniform(3.0, 4.0, 2000)])
     u = rng.normal(size=(r.size, 3))

@@ -209,8 +209,10 @@ class ExactScores:
 
     def __init__(self, truth: Any, catalog: Any):
         self.truth = truth
-        self.positions = np.asarray(catalog.x)
-        self._v = np.asarray(catalog.v)
+        from .. import units as _u
+
+        self.positions = np.asarray(_u.strip(catalog.x, "length", "catalog.x"), dtype=float)
+        self._v = np.asarray(_u.strip(catalog.v, "velocity", "catalog.v"), dtype=float)
         self.sun = np.asarray(catalog.solar.position)
 
     def sample_velocities(self, x: Any, n: int, seed: int) -> np.ndarray:

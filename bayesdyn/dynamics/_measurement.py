@@ -98,8 +98,10 @@ def resmear(catalog, seed: int, *, velocity_error: Any = None, position_error: A
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    x = np.asarray(catalog.x, np.float64)
-    v = np.asarray(catalog.v, np.float64)
+    from .. import units as _u
+
+    x = np.asarray(_u.strip(catalog.x, "length", "catalog.x"), np.float64)  # a Quantity in pc is converted
+    v = np.asarray(_u.strip(catalog.v, "velocity", "catalog.v"), np.float64)
     n = x.shape[0]
     if velocity_error is None and position_error is None:
         with warnings.catch_warnings():

@@ -519,8 +519,10 @@ def weak_form_data(catalog: Any, *, volume: Any = "auto", efficiency: Any = None
 
     if int(degree_x) != degree_x or degree_x < 0 or int(degree_v) != degree_v or degree_v < 1:
         raise ValueError(f"degree_x must be an integer ≥ 0 and degree_v an integer ≥ 1, got {degree_x}, {degree_v}")
-    x = np.asarray(catalog.x, float)
-    v = np.asarray(catalog.v, float)
+    from .. import units as _u
+
+    x = np.asarray(_u.strip(catalog.x, "length", "catalog.x"), float)  # a Quantity in pc is converted
+    v = np.asarray(_u.strip(catalog.v, "velocity", "catalog.v"), float)
     bad = ~(np.isfinite(x).all(axis=1) & np.isfinite(v).all(axis=1))
     if bad.any():
         raise ValueError(

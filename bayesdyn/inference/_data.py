@@ -146,9 +146,10 @@ class StarScoreData(NamedTuple):
         for name, arr in (("v", v), ("s_x", sx), ("s_v", sv)):
             if arr.shape != x.shape:
                 raise ValueError(f"StarScoreData.{name} must be (N, 3) = {x.shape} like x; got {arr.shape}")
-        if sigma.shape != x.shape[:1]:
-            raise ValueError(f"StarScoreData.sigma must be (N,) = {x.shape[:1]}, one residual scale per star; "
+        if sigma.shape not in ((), x.shape[:1]):
+            raise ValueError(f"StarScoreData.sigma must be one residual scale or one per star (N,) = {x.shape[:1]}; "
                              f"got {sigma.shape}")
+        sigma = np.broadcast_to(sigma, x.shape[:1])
         if sun.shape != (3,) or not np.isfinite(sun).all():
             raise ValueError(f"StarScoreData.sun must be 3 finite numbers [kpc]; got {sun.tolist()}")
         bad = ~(np.isfinite(x).all(1) & np.isfinite(v).all(1) & np.isfinite(sx).all(1) & np.isfinite(sv).all(1)

@@ -25,6 +25,7 @@ the bins next to them. The density is noisy.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -202,6 +203,11 @@ def spherical(
     fields = {"nu": nu, "vr_mean": vr_mean, "sigma_r": np.sqrt(s_r2), "sigma_t": np.sqrt(s_t2), "beta": beta,
               "dlnnu_dlnr": dlnnu, "dlnsigma2_dlnr": dlns2, "mass": mass, "a_r": a_r, "vc": vc,
               "density": density}
+    if ends == "nan" and n_bins < 5:
+        gone = "M(<r), a_r, v_c and ρ" if n_bins < 3 else "ρ"
+        warnings.warn(f"jeans.spherical: with {n_bins} bins and ends='nan' no bin has {gone} (the end bins have no "
+                      "central difference, and ρ needs one more); use more bins, or ends='one_sided' for biased "
+                      "values", UserWarning, stacklevel=2)
     undefined: list[str] = []
     result = SphericalJeans(
         r=rc, r_edges=r_edges, count=np.rint(full[:, 0]).astype(np.int64),

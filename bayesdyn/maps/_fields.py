@@ -86,7 +86,13 @@ class FieldMap(NamedTuple):
                 error: an honest width for a handful of ensemble members, 3.56 sd at
                 95 % for K = 4; without √(1 + 1/K) simulated coverage was 0.935);
                 ``"quantile"``: the members' empirical quantiles (for many members,
-                e.g. posterior draws).
+                e.g. posterior draws). Both treat the members as independent: a
+                neural ensemble fitted member by member to flows of J resamples × L
+                seeds (``fit_psd``'s default pairs for K = 4) shares resamples, and
+                its band leaves out part of the sampling variance (a review simulated
+                95 % coverage 0.75 when the seeds add no variance, 0.95 at the NFW
+                mock's share 0.46); fit the flows with ``seeds_per_resample=1`` for
+                neural bands.
 
         Returns:
             (lo, hi), each shaped like ``mean``; both equal ``mean`` without members

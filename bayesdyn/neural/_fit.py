@@ -627,8 +627,8 @@ def fit_neural_potential(
     Returns:
         :class:`NeuralFit`; ``info["n_stars"]`` counts the (x, v) pairs used.
     """
-    x = np.asarray(catalog.x, dtype=float)
-    v = np.asarray(catalog.v, dtype=float)
+    x = np.asarray(_units.strip(catalog.x, "length", "catalog.x"), dtype=float)  # a Quantity in pc is converted
+    v = np.asarray(_units.strip(catalog.v, "velocity", "catalog.v"), dtype=float)
     n_stars = x.shape[0]
     m = int(velocities_per_star)
     if m < 0:

@@ -590,9 +590,9 @@ class Run:
             parts = [inf, wf, self._read_stamp("catalog"), _WEAK_VERSION]
             if self.cfg["errors"]["correct"]:
                 parts.append(self.cfg["errors"])
-        else:  # the node likelihood's key is what it was before inference.likelihood existed
+        else:  # the node likelihood's key: as before inference.likelihood existed, plus the combination's version
             parts = [{k: v for k, v in inf.items() if k != "likelihood"}, self._read_stamp("accelerations")]
-            parts.append(_COMBINE_VERSION)
+            parts.append(_COMBINE_VERSION)  # (also for combine="mean" or one member: those recompute once)
         return _fingerprint(parts[0], self.cfg["model"], self.cfg["seed"], *parts[1:], _CACHE_VERSION)
 
     def posterior(self, data):
