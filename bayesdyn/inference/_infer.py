@@ -145,9 +145,10 @@ def _real_line_init(model, data, model_kwargs, key, num_chains, warn=True):
 def _real_line_mass(model, data, model_kwargs) -> np.ndarray | None:
     """NUTS's initial inverse mass matrix (diagonal, sites in sorted order, as NumPyro ravels them) for a model with
     real-line priors: each such coordinate's prior spread², 1 elsewhere; None for any other model (NumPyro's own
-    identity start). With the identity, a Normal(1.2e10, 3e9) M☉ mass took steps of ~1 M☉ through the first
-    adaptation window, its windowed variance stayed tiny, and after 2 × 200 warm-up steps r̂ was 2.07 (20 minutes
-    of maximal trees); started at the spreads, r̂ 1.04 in 48 s."""
+    identity start). With the identity, a Normal(1.2e10, 3e9) M☉ mass with a free scale radius (weak form, 5000
+    Plummer stars, 2 × 200 warm-up steps) ended at r̂ 2.07, and a rerun had not finished after 21 minutes on a
+    loaded 2-core machine (the first adaptation window steps ~1 M☉ at a time); started at the spreads: r̂ 1.04 in
+    38 s."""
     out = _real_line_init(model, data, model_kwargs, jax.random.PRNGKey(0), 1, warn=False)
     if out is None:
         return None
