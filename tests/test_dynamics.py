@@ -238,8 +238,8 @@ def test_star_score_data_is_checked_and_its_overconfidence_is_said():
         bd.infer(model, StarScoreData(bad_x, v, sx, sv, sigma, sun), num_warmup=5, num_samples=5, progress=False)
     with pytest.raises(ValueError, match="NaN/inf positions"):
         AccelerationData.create(bad_x[5:8], np.ones((3, 3)), np.broadcast_to(np.eye(3), (3, 3, 3)))
-    with pytest.warns(UserWarning, match="far too narrow"):
-        bd.infer(model, good, num_chains=1, num_warmup=5, num_samples=5, progress=False)
+    with pytest.warns(UserWarning, match="far too narrow"), pytest.raises(ValueError, match="positive"):
+        bd.infer(model, good, num_chains=1, num_warmup=5, num_samples=0, progress=False)  # warned before sampling
 
 
 def test_catalog_like_objects_have_their_units_converted():

@@ -70,9 +70,14 @@ def test_posterior_key_counts_the_weak_form_settings_and_keeps_the_node_key(tmp_
     nodes = dict(CONFIG, inference={"num_chains": 2})
     cfg = validate_config(copy.deepcopy(nodes))
     (tmp_path / ".accelerations.stamp").write_text("abc\n")
-    legacy = _fingerprint({k: v for k, v in cfg["inference"].items() if k != "likelihood"}, cfg["model"], cfg["seed"],
-                          "abc", _CACHE_VERSION)  # the key before inference.likelihood existed
-    assert Run(cfg, folder=tmp_path, log=lambda *_: None).posterior_key() == legacy
+    from bayesdyn.pipeline._stages import _COMBINE_VERSION
+
+    inference = {k: v for k, v in cfg["inference"].items() if k != "likelihood"}
+    legacy = _fingerprint(inference, cfg["model"], cfg["seed"], "abc", _CACHE_VERSION)  # before inference.likelihood
+    # the node key is the legacy one plus the members' combination version: posteriors combined by the old rule
+    # (before 2026-12-07) are recomputed, not reused
+    now = _fingerprint(inference, cfg["model"], cfg["seed"], "abc", _COMBINE_VERSION, _CACHE_VERSION)
+    assert Run(cfg, folder=tmp_path, log=lambda *_: None).posterior_key() == now != legacy
 
 
 @pytest.mark.parametrize("table, match", [
