@@ -660,7 +660,7 @@ class Run:
                 f"CAVEAT: ρ_DM(⊙) counts the dark disk ({', '.join(dark_disks)}), whose surface density cannot go "
                 "below its prior's edge at 0: where the data limit it weakly, its draws pile up above 0 and set much "
                 "of ρ_DM(⊙)'s upper error, and raise its median when there is no dark disk (bayesdyn demo, "
-                "2026-12-06: ρ_DM(⊙) = 0.331 +0.689 GeV/cm³, the halo's own 0.307 +0.028). Read the halo's own "
+                "2026-12-07: ρ_DM(⊙) = 0.332 +0.707 GeV/cm³, the halo's own 0.300 +0.028). Read the halo's own "
                 "density and the dark-disk limits, not this number, for the halo.")
         if self.weak:
             lines.append(
@@ -1003,7 +1003,10 @@ def member_caveat(combine: dict) -> str:
                  "inside their 95 % intervals, but with NUTS unconverged (max r̂ 1.13)")
     return (f"CAVEAT: intervals combine one posterior per flow member ({design}; Student-t tails); they carry the "
             f"members' disagreement and the least-squares noise, not an error shared by all members (flow bias). "
-            f"{calib}. An error shared by all members is not in these intervals.")
+            f"{calib}. Those coverages were measured before 2026-12-07, when the between-member part's tails were "
+            "lighter (simulated at the NFW mock's training shares, 95 % coverage is now 0.025–0.054 higher; "
+            "docs/calibration). "
+            "An error shared by all members is not in these intervals.")
 
 
 #: The flow settings of the calibration on mocks (docs/calibration ran fit_psd with its defaults).
