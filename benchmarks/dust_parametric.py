@@ -224,8 +224,9 @@ def neural_stage(args, dcat, dpsd, sun, grad_tilt, sel, clouds, at, a_true_sun, 
     if grad_tilt is not None:
         sx = sx + np.asarray(grad_tilt(jnp.asarray(x - sun)))[None]
     g_eps = np.asarray(sel.grad_log_efficiency(jnp.asarray(x, jnp.float32)), dtype=float)
+    n_star = len(x) // 4  # star_velocities: the stars first, then 3 draws of each, split and resampled together
     kw = dict(steps=args.neural_steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"),
-              eval_every=250)
+              eval_every=250, groups=np.concatenate([np.arange(n_star), np.repeat(np.arange(n_star), 3)]))
     def errors(potential):
         """rms |a − a_true| over the cloud points [(km/s)²/kpc] and |Δa(⊙)|/|a(⊙)| [%] of a fitted potential."""
         a = np.asarray(potential.acceleration(clouds), dtype=float)

@@ -440,8 +440,10 @@ def main() -> None:
     a_sun = np.asarray(truth.acceleration(sun), dtype=float)
     x, v, sx, sv = star_velocities(dcat, dpsd, args.velocities_per_star)
     gt = np.asarray(grad_tilt(jnp.asarray(x - sun)))
+    n_star = len(x) // (1 + args.velocities_per_star)  # star_velocities: the stars first, then m draws of each
     kw = dict(steps=args.steps, batch_size=2048, architecture=neural.Architecture(64, 2, "gelu"), eval_every=250,
-              selection_architecture=neural.Architecture(args.selection_width, 2, "gelu"))
+              selection_architecture=neural.Architecture(args.selection_width, 2, "gelu"),
+              groups=np.concatenate([np.arange(n_star), np.repeat(np.arange(n_star), args.velocities_per_star)]))
     variants = [("with tilt", sx + gt[None])] + ([("flows only", sx)] if args.compare else [])
     if args.oracle:  # the true ε's term taken out of the observed position scores; fitted without an ε of its own
         g_true = np.asarray(dust.grad_log_efficiency(x), dtype=float)
