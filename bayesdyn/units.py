@@ -134,6 +134,9 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
         UnitError: if ``value`` is a Quantity whose unit cannot be converted.
     """
     target = _unit_for(physical_type)
+    mask = getattr(value, "mask", None)
+    if mask is not None and np.any(mask):  # a masked entry's value underneath is not a number to use
+        raise UnitError(f"{name} has {int(np.sum(mask))} masked (missing) entries; drop or fill them first")
     if getattr(value, "unit", None) is not None and not isinstance(value, u.Quantity):
         value = u.Quantity(value)  # an astropy Column with a unit is a Quantity in disguise
     if isinstance(value, u.Quantity):

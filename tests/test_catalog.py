@@ -538,3 +538,52 @@ def test_save_names_nan_in_meta_as_the_problem(gaia_cat, tmp_path):
     assert cat.to_table().meta["bayesdyn"]["meta"]["bad"] is cat.meta["bad"]
     with pytest.raises(bd.CatalogError, match="cannot be written as JSON"):
         cat.save(tmp_path / "c.npz")
+
+
+def test_reserved_names_masks_units_duplicates_and_nested_meta(tmp_path):
+    """A column named x/y/z/v_* replaced the positions in to_table; units.strip used the values under a mask; a custom
+    column's unit was dropped; masked integers read -1, flags came back as floats; duplicated source_ids counted
+    twice; a selection's edit of nested meta reached its parent; Catalog.read ignored solar= for a .npz."""
+    import astropy.units as u
+    from astropy.table import MaskedColumn
+    from astropy.utils.masked import Masked
+
+    from bayesdyn import units
+    from bayesdyn.catalog import CatalogError, CatalogUnitError
+
+    rng = np.random.default_rng(0)
+    x, v = rng.normal(size=(5, 3)) + [-8.0, 0, 0], rng.normal(size=(5, 3)) * 30
+    with pytest.raises(CatalogError, match=r"\['v_z', 'x'\] are reserved"):
+        bd.Catalog(x, v, columns={"x": np.arange(5.0), "v_z": np.zeros(5)})
+    with pytest.raises(units.UnitError, match="1 masked"):
+        units.strip(Masked([1000.0, 2000.0] * u.pc, mask=[False, True]), "length")
+    with pytest.raises(units.UnitError, match="1 masked"):
+        units.strip(MaskedColumn([1000.0, 0.0], unit="pc", mask=[False, True]), "length")
+    assert_allclose(units.strip(MaskedColumn([1000.0, 5.0], unit="pc", mask=[False, False]), "length"), [1.0, 0.005])
+    with pytest.raises(CatalogUnitError, match="'dist' is a Quantity in pc"):
+        bd.Catalog(x, v, columns={"dist": np.full(5, 500.0) * u.pc})
+    with pytest.raises(CatalogError, match="source_id value"):
+        bd.Catalog(x, v, columns={"source_id": np.array([1, 2, 2, 3, 4])})
+    m = {"truth": {"params": {"a": 1}}}
+    cat = bd.Catalog(x, v, columns={"flag": np.array([True, False, True, True, False])}, meta=m)
+    child = cat.select(np.array([True, True, False, True, True]))
+    child.meta["truth"]["params"]["a"] = 99
+    assert cat.meta["truth"]["params"]["a"] == 1 and m["truth"]["params"]["a"] == 1
+    back = bd.Catalog.from_table(cat.to_table())
+    assert back.columns["flag"].dtype == bool
+    t = cat.to_table()
+    t["n_obs"] = MaskedColumn([3, 4, 5, 6, 7], mask=[False, True, False, False, False])
+    t["label"] = MaskedColumn(["a", "b", "c", "d", "e"], mask=[False, False, True, False, False])
+    with pytest.raises(CatalogError, match="string column 'label' has 1 masked"):
+        bd.Catalog.from_table(t)
+    del t["label"]
+    n_obs = bd.Catalog.from_table(t).columns["n_obs"]
+    assert np.isnan(n_obs[1]) and n_obs[0] == 3  # missing, not −1
+    cat.save(tmp_path / "c.npz")
+    with pytest.raises(CatalogError, match="other solar parameters"):
+        bd.Catalog.read(tmp_path / "c.npz", solar=bd.SolarParameters(galcen_distance=8.3))
+    assert bd.Catalog.read(tmp_path / "c.npz").n == 5
+    mags = bd.Catalog(x, v, columns={"phot_g_mean_mag": np.arange(5.0) + 10})
+    with pytest.raises(CatalogUnitError, match=r"g_mag\(max=...\) was given in km"):
+        mags.g_mag(max=5 * u.km)
+    assert mags.g_mag(max=12.5 * u.mag).n == 3

@@ -407,3 +407,14 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 10])  # 10 of 4010 draws below it
     outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")[3]
     assert outside.endswith("has 99.8 % of its draws above it")
+
+
+def test_parallax_cut_on_a_source_without_gaia_columns_names_the_config_key(tmp_path):
+    """catalog.parallax_over_error on the default mock (no Gaia columns) named Catalog.from_gaia and columns=, not the
+    config key."""
+    from bayesdyn.pipeline import ConfigError, Run, validate_config
+
+    cfg = copy.deepcopy(CONFIG)
+    cfg["catalog"]["parallax_over_error"] = 5.0
+    with pytest.raises(ConfigError, match=r"catalog.parallax_over_error = 5.0 needs the Gaia columns"):
+        Run(validate_config(cfg), folder=tmp_path, progress=False, log=lambda *_: None).catalog()

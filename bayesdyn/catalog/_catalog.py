@@ -17,6 +17,9 @@ from . import _gaia, _io
 from ._errors import CatalogError, CatalogUnitError, DroppedRowsWarning, warn_caller
 from ._solar import SolarParameters
 
+#: column names that to_table uses for the positions and velocities
+RESERVED_COLUMNS = ("x", "y", "z", "v_x", "v_y", "v_z")
+
 __all__ = ["Catalog", "CatalogError", "CutRecord"]
 
 _GALACTOCENTRIC = ("x", "y", "z", "v_x", "v_y", "v_z")
@@ -140,6 +143,12 @@ def _as_column(key: str, col: Any, n: int) -> np.ndarray:
     if isinstance(col, u.Quantity):
         target = _gaia.COLUMN_UNITS.get(key)
         if target is None:
+            if col.unit != u.dimensionless_unscaled:
+                raise CatalogUnitError(
+                    f"column {key!r} is a Quantity in {col.unit}, but only Gaia's own columns have known units; "
+                    f"pass plain numbers in the unit you mean and name it, e.g. columns={{'{key}_kpc': "
+                    f"q.to_value('kpc')}} (the unit was dropped silently)"
+                )
             arr = np.asarray(col.value)
         else:
             try:
@@ -262,10 +271,25 @@ class Catalog:
         self._x = x
         self._v = v
         self.solar = solar if solar is not None else SolarParameters()
+        reserved = sorted({str(k) for k in (columns or {})} & set(RESERVED_COLUMNS))
+        if reserved:  # to_table writes the positions and velocities under these names: a column would replace them
+            raise CatalogError(
+                f"column name(s) {reserved} are reserved for the positions and velocities (to_table writes x, y, z, "
+                "v_x, v_y, v_z); rename them, e.g. columns={'" + reserved[0] + "_obs': ...}"
+            )
         self.columns: dict[str, np.ndarray] = {
             str(key): _as_column(str(key), col, x.shape[0]) for key, col in (columns or {}).items()
         }
-        self.meta: dict[str, Any] = dict(meta or {})
+        sid = self.columns.get("source_id")
+        if sid is not None and sid.dtype.kind in "iu":
+            uniq, counts = np.unique(sid, return_counts=True)
+            if (counts > 1).any():  # the same star twice counts twice in every fit
+                raise CatalogError(
+                    f"{int((counts > 1).sum())} source_id value(s) appear more than once ({int(counts[counts > 1].sum())} "
+                    f"rows, first {uniq[counts > 1][:3].tolist()}): duplicated stars would count twice; keep one row "
+                    "each, e.g. astropy.table.unique(table, keys='source_id')"
+                )
+        self.meta: dict[str, Any] = copy.deepcopy(dict(meta or {}))  # nested records are the catalog's own
         self.history: list[CutRecord] = list(history or [])
         for rec in self.history:
             if not isinstance(rec, CutRecord):
@@ -439,6 +463,12 @@ class Catalog:
             if dtype.kind in "fiub":
                 columns[col] = _gaia.read_column(table, col, _gaia.COLUMN_UNITS.get(col), table_name=name)
             elif dtype.kind in "US":
+                if np.any(getattr(c, "mask", False)):
+                    raise CatalogError(
+                        f"{name}: string column {col!r} has {int(np.sum(c.mask))} masked (missing) entries, which "
+                        f"would read as whatever lies under the mask; fill them (table[{col!r}].filled('')) or "
+                        "drop the column"
+                    )
                 columns[col] = np.asarray(c)
             else:
                 skipped.append(f"{col!r} (dtype {dtype})")
@@ -512,7 +542,16 @@ class Catalog:
             **read_kwargs: passed to ``astropy.table.Table.read``.
         """
         if format is None and str(path).lower().endswith(".npz"):
-            return cls.load(path)
+            cat = cls.load(path)
+            given = [k for k, v in (("strict", strict), ("extra_columns", extra_columns)) if v]
+            if given or read_kwargs:
+                raise CatalogError(f"{path}: a saved .npz catalog keeps its own columns and cuts; "
+                                   f"{sorted(set(given) | set(read_kwargs))} do not apply to it (use Catalog.load)")
+            if solar is not None and cls._check_solar(solar) != cat.solar:
+                raise CatalogError(f"{path} was saved with other solar parameters ({cat.solar}); a saved catalog's "
+                                   "positions are in its own frame: load it without solar=, or rebuild it from the "
+                                   "Gaia table with the new ones")
+            return cat
         table, name = cls._table_from(path, format, read_kwargs)
         return cls.from_table(table, solar=solar, strict=strict, name=name, extra_columns=extra_columns)
 
@@ -583,7 +622,7 @@ class Catalog:
         out._v = self._v[keep]
         out.solar = self.solar
         out.columns = {k: c[keep] for k, c in self.columns.items()}
-        out.meta = dict(self.meta)
+        out.meta = copy.deepcopy(self.meta)  # a selection's provenance edits must not reach its parent
         out.history = self.history + [CutRecord(reason, removed, int(keep.sum()))]
         return out
 
@@ -650,8 +689,15 @@ class Catalog:
         """
         if max is None and min is None:
             raise CatalogError("g_mag() needs max= (faint limit) and/or min= (bright limit), in mag")
-        lo = -np.inf if min is None else float(min.to_value(u.mag) if isinstance(min, u.Quantity) else min)
-        hi = np.inf if max is None else float(max.to_value(u.mag) if isinstance(max, u.Quantity) else max)
+        def mag(value, name):
+            try:
+                return float(value.to_value(u.mag) if isinstance(value, u.Quantity) else value)
+            except u.UnitConversionError:
+                raise CatalogUnitError(f"g_mag({name}=...) was given in {value.unit}; pass magnitudes (a number "
+                                       "or a Quantity in mag)") from None
+
+        lo = -np.inf if min is None else mag(min, "min")
+        hi = np.inf if max is None else mag(max, "max")
         if not lo < hi:
             raise CatalogError(f"g_mag(min={lo}, max={hi}) is no interval; pass min < max")
         g = self._column("phot_g_mean_mag", "g_mag()")

@@ -147,11 +147,12 @@ def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: s
     arr = np.asarray(values)
     if arr.dtype.kind not in "fiub":
         raise CatalogError(_non_numeric_message(arr, name, unit, table_name))
-    if unit is None and arr.dtype.kind in "iu":  # identifiers (source_id) stay integers
-        arr = arr.astype(np.int64)
-        if mask is not None and mask.any():
-            arr[mask] = -1
-        return arr
+    masked = mask is not None and bool(np.any(mask))
+    if unit is None and arr.dtype.kind in "iu" and not masked:  # identifiers (source_id) stay integers
+        return arr.astype(np.int64)
+    if unit is None and arr.dtype.kind == "b" and not masked:  # flags stay booleans (they came back as floats)
+        return arr.astype(bool)
+    # masked integers and flags become floats with NaN where missing (masked integers had read -1, a valid value)
     arr = arr.astype(np.float64)
     if mask is not None and mask.any():
         arr[mask] = np.nan
@@ -205,6 +206,9 @@ def _extra_columns(table: Any, names: Any, kept: set, table_name: str) -> dict[s
         if kind in "fiub":
             out[name] = read_column(table, found, None, table_name=table_name)
         elif kind in "US":
+            if np.any(getattr(col, "mask", False)):
+                raise CatalogError(f"{table_name}: string column {found!r} has {int(np.sum(col.mask))} masked (missing) "
+                                   f"entries; fill them (table[{found!r}].filled('')) or leave the column out")
             out[name] = np.asarray(col)
         else:
             raise CatalogError(f"{table_name}: column {found!r} is neither numbers nor strings; extra_columns "

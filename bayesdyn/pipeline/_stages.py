@@ -188,6 +188,12 @@ class Run:
                         raise ConfigError(f"weak_form.efficiency_column = {extra[0]!r}: {err}") from None
                     raise
             if c["parallax_over_error"] > 0:
+                if "parallax" not in cat.columns or "parallax_error" not in cat.columns:
+                    raise ConfigError(
+                        f"catalog.parallax_over_error = {c['parallax_over_error']} needs the Gaia columns parallax and "
+                        f"parallax_error, which catalog.source = {c['source']!r} does not have (mocks and "
+                        "Galactocentric tables have none): set it to 0, or read a Gaia file"
+                    )
                 cat = cat.parallax_over_error(c["parallax_over_error"])
             if c["within_kpc"] > 0:
                 cat = cat.within(c["within_kpc"])
