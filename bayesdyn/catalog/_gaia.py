@@ -129,7 +129,9 @@ def split_mask(col: Any) -> tuple[Any, np.ndarray | None]:
 
 
 def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: str = "the table") -> np.ndarray:
-    """One numeric column as float64 in ``unit``; masked entries become NaN.
+    """One numeric column as float64 in ``unit``; masked entries become NaN. With ``unit=None`` an unmasked
+    integer column stays int64 (identifiers such as source_id) and an unmasked boolean one stays bool; masked ones
+    become float64 with NaN where missing.
 
     A column without a unit is taken to be in ``unit`` already (the Gaia archive's
     CSV export has no units). ``unit=None`` means "keep the values as they are".
