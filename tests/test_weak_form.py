@@ -451,6 +451,7 @@ def test_corrected_moments_match_autodiff_of_the_whole_moment(weighted):
         assert np.all(np.max(np.abs(mean_term), axis=0) > 1e-2 * scale)  # the mean's terms matter here
 
 
+@pytest.mark.filterwarnings("ignore:4 source_id value:UserWarning")  # the Monte Carlo copies of 4 stars, on purpose
 def test_gaia_errors_are_corrected_with_their_mean():
     """Monte Carlo over Gaussian errors of Gaia's observables (parallax 5 %, proper motions 0.2–0.5 mas/yr correlated
     with it, RV; distance 1/ϖ): the moments corrected with position_errors="catalog" (covariance and mean at the

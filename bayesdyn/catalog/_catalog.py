@@ -284,10 +284,11 @@ class Catalog:
         if sid is not None and sid.dtype.kind in "iu":
             uniq, counts = np.unique(sid, return_counts=True)
             if (counts > 1).any():  # the same star twice counts twice in every fit
-                raise CatalogError(
+                warn_caller(
                     f"{int((counts > 1).sum())} source_id value(s) appear more than once ({int(counts[counts > 1].sum())} "
-                    f"rows, first {uniq[counts > 1][:3].tolist()}): duplicated stars would count twice; keep one row "
-                    "each, e.g. astropy.table.unique(table, keys='source_id')"
+                    f"rows, first {uniq[counts > 1][:3].tolist()}): unless these are deliberate copies (Monte Carlo "
+                    "draws of the same stars), duplicated stars count twice in every fit; keep one row each, e.g. "
+                    "astropy.table.unique(table, keys='source_id')", UserWarning,
                 )
         self.meta: dict[str, Any] = copy.deepcopy(dict(meta or {}))  # nested records are the catalog's own
         self.history: list[CutRecord] = list(history or [])
