@@ -142,20 +142,19 @@ def _real_line_init(model, data, model_kwargs, key, num_chains, warn=True):
     return jax.tree.map(lambda *zs: jnp.stack(zs), *starts), sites
 
 
-def _real_line_mass(model, data, model_kwargs) -> np.ndarray | None:
-    """NUTS's initial inverse mass matrix (diagonal, sites in sorted order, as NumPyro ravels them) for a model with
-    real-line priors: each such coordinate's prior spread², 1 elsewhere; None for any other model (NumPyro's own
-    identity start). With the identity, a Normal(1.2e10, 3e9) M☉ mass with a free scale radius (weak form, 5000
+def _real_line_mass(real) -> np.ndarray | None:
+    """NUTS's initial inverse mass matrix (diagonal, sites in sorted order, as NumPyro ravels them) from
+    :func:`_real_line_init`'s result for a model with real-line priors: each such coordinate's prior spread², 1
+    elsewhere; None for any other model (``real`` None: NumPyro's own identity start). With the identity, a Normal(1.2e10, 3e9) M☉ mass with a free scale radius (weak form, 5000
     Plummer stars, 2 × 200 warm-up steps) ended at r̂ 2.07, and a rerun had not finished after 21 minutes on a
     loaded 2-core machine (the first adaptation window steps ~1 M☉ at a time); started at the spreads: r̂ 1.04 in
     38 s."""
-    out = _real_line_init(model, data, model_kwargs, jax.random.PRNGKey(0), 1, warn=False)
-    if out is None:
+    if real is None:
         return None
-    starts, sites = out
+    starts, sites = real
     parts = []
     for name in sorted(starts):
-        shape = np.shape(starts[name])[1:]  # (chains = 1, ...)
+        shape = np.shape(starts[name])[1:]  # (chains, ...)
         spread = sites[name][1] if name in sites else 1.0
         parts.append(np.broadcast_to(np.asarray(spread, np.float64) ** 2, shape).ravel())
     return np.concatenate(parts)
@@ -186,11 +185,13 @@ def _run_nuts(
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
     if backend == "numpyro":
+        real = None  # real-line priors start in their own scale, and the mass matrix at their spreads
+        if mcmc is None or init_params is None:
+            real = _real_line_init(model, data, model_kwargs, key, num_chains, warn=init_params is None)
         if mcmc is None:
             mcmc = _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress,
-                                 _real_line_mass(model, data, model_kwargs))
-        if init_params is None:  # real-line priors start in their own scale (None, NumPyro's own starts, otherwise)
-            real = _real_line_init(model, data, model_kwargs, key, num_chains)
+                                 _real_line_mass(real))
+        if init_params is None:  # (None: NumPyro's own starts)
             init_params = None if real is None else real[0]
         mcmc.run(key, data, extra_fields=("diverging",), init_params=init_params, **model_kwargs)
         samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
@@ -817,7 +818,8 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict, restar
             mcmc = _numpyro_mcmc(
                 model, options["num_chains"], options["num_warmup"], options["num_samples"],
                 options["target_accept"], options["dense_mass"], options["progress"],
-                _real_line_mass(model, _to_float64(data.member(0)), None),
+                _real_line_mass(_real_line_init(model, _to_float64(data.member(0)), None, jax.random.PRNGKey(0), 1,
+                                                warn=False)),
             )
         for j in range(k):
             if options["progress"]:
