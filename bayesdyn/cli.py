@@ -202,8 +202,8 @@ def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> 
     args.run_folder = run.folder.resolve()
     print(f"run folder: {run.folder.resolve()}")
     cat = run.catalog()
-    if upto != "psd" and not run.weak:
-        run.node_radius(cat, quiet=True)  # a bad node setting fails now, not after the flows
+    if upto != "psd":
+        run.preflight(cat)  # a bad node or error-copy setting fails now, not after the flows
     if upto == "psd" or not run.weak:  # the weak-form likelihood uses no flows
         psd = run.psd(cat)
     if upto == "psd":

@@ -189,21 +189,35 @@ def test_command_line_likelihood_overrides_the_config_and_is_validated(tmp_path)
 
 @pytest.mark.filterwarnings("ignore:effective sample size")  # short chains
 @pytest.mark.filterwarnings("ignore:r̂")
-def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
+def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path, monkeypatch):
     """A catalog file (no truth: the real-data branch) with the default model's dark disk: the reference check
-    against MWPotential2014, a finite dark-disk limit from the weak form, and errors.correct with position errors
-    only: the position errors' bias is removed, the velocities' is not claimed."""
+    against MWPotential2014, a finite dark-disk limit from the weak form (its runs at the configured target_accept),
+    and errors.correct with position errors only: the position errors' bias is removed, the velocities' is not
+    claimed."""
     import bayesdyn as bd
+    import bayesdyn.results
     from bayesdyn.pipeline import Run, validate_config
+
+    limit_runs = []
+    real_limits = bayesdyn.results.dark_disk_limits
+
+    def recorded(*args, **kwargs):
+        limit_runs.append(kwargs)
+        return real_limits(*args, **kwargs)
+
+    monkeypatch.setattr(bayesdyn.results, "dark_disk_limits", recorded)
 
     cat, _ = bd.mocks.load_default()
     keep = np.zeros(cat.n, bool)
     keep[np.random.default_rng(0).choice(cat.n, 8000, replace=False)] = True
     path = tmp_path / "stars.npz"
-    cat.select(keep, "random subset").save(path)
+    stars = cat.select(keep, "random subset")
+    del stars.meta["truth"]  # as real data: the mock file's recorded truth would be checked against
+    stars.save(path)
     cfg = validate_config({
         "catalog": {"source": str(path)},
-        "inference": {"likelihood": "weak_form", "num_chains": 1, "num_warmup": 150, "num_samples": 200},
+        "inference": {"likelihood": "weak_form", "num_chains": 1, "num_warmup": 150, "num_samples": 200,
+                      "target_accept": 0.85},
         "weak_form": {"volume": [-8.0, 0.0, 0.0208, 2.0]},
         "errors": {"correct": True, "position_error_kpc": 0.01},
         "report": {"dark_disk_scale_heights_kpc": [0.1], "corner": False},
@@ -213,6 +227,7 @@ def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path):
     assert "| `derived.v_circ_R0` | 220 |" in (out / "reference_check.md").read_text()
     limit = float(np.asarray(__import__("pandas").read_csv(out / "dark_disk_limits.csv")["Sigma_DD_upper_Msun_pc2"])[0])
     assert 0 < limit < 30  # M☉/pc²: inside the prior U(0, 30)
+    assert [k.get("target_accept") for k in limit_runs] == [0.85]  # they had run at infer's default 0.8
     summary = (out / "local_dm.txt").read_text()
     assert summary.startswith("Weak-form fit: 8000 stars")
     errors_line = summary.split("Measurement errors:")[1].split("\n")[0]

@@ -47,7 +47,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
     "catalog": {
         # "default" = the shipped disk mock; else a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5)
-        # or a Catalog .npz file
+        # or a Catalog .npz file (one written by `bayesdyn mock plummer|disk` carries its truth: the report
+        # checks against it)
         "source": "default",
         "strict": False,
         "max_stars": 0,  # 0 = all
@@ -404,8 +405,12 @@ def _build_component(comp: dict[str, Any]):
 def build_model(cfg_model: dict[str, Any]):
     """A :class:`bayesdyn.PotentialModel` from the ``[model]`` table."""
     from ..inference import PotentialModel
+    from ..inference._model import _is_dark
 
     comps = {name: _build_component(comp) for name, comp in cfg_model.items()}
     flagged = [name for name, comp in cfg_model.items() if "dark" in comp]
-    dark = tuple(name for name, comp in cfg_model.items() if comp.get("dark")) if flagged else None
+    # a `dark` key decides for its own component only; the others keep the rule by name (a single
+    # `dark = false` on the dark disk had dropped the halo too, and with it ρ_DM(⊙) from the report)
+    dark = tuple(name for name, comp in cfg_model.items()
+                 if bool(comp.get("dark", _is_dark(name)))) if flagged else None
     return PotentialModel(dark=dark, **comps)  # no `dark` key anywhere: PotentialModel's rule by name

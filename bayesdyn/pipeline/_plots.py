@@ -88,9 +88,12 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
     if truth is not None:
         ax.plot(rs, np.asarray(truth.acceleration(line_r)) @ rhat, color="tab:green", lw=1, ls=":", label="truth (mock)")
     rn = np.hypot(nodes[:, 0], nodes[:, 1])
-    ar_n = (a_nodes[:, 0] * nodes[:, 0] + a_nodes[:, 1] * nodes[:, 1]) / rn
+    rhat_n = nodes[:, :2] / rn[:, None]
+    ar_n = np.einsum("pi,pi->p", a_nodes[:, :2], rhat_n)
+    # the sd of a_R = R̂·a is √(R̂ᵀ C R̂), with the x–y covariance (hypot(σ_x, σ_y)/√2 ignored both)
+    err_r = np.sqrt(np.einsum("pi,pij,pj->p", rhat_n, np.asarray(data.cov)[:, :2, :2], rhat_n)) if has_nodes else rn
     if has_nodes:
-        ax.errorbar(rn[near_plane], ar_n[near_plane], np.hypot(err[near_plane, 0], err[near_plane, 1]) / np.sqrt(2),
+        ax.errorbar(rn[near_plane], ar_n[near_plane], err_r[near_plane],
                     fmt="o", ms=3, color="tab:red", label="CBE estimate at nodes (|z| < 0.3 kpc)")
     ax.set_xlabel("R [kpc] (z = 0)")
     ax.set_ylabel(r"$a_R$ [(km/s)$^2$/kpc]")

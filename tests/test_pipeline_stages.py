@@ -1,0 +1,152 @@
+"""The pipeline's stages and report between the stages' own computations: which components count as dark matter, the
+checks made before the flows train, a mock file's truth, the report's error bars and CAVEATs, and the stamps."""
+
+import copy
+
+import numpy as np
+import pytest
+
+
+def test_a_dark_flag_decides_for_its_own_component_only():
+    """`dark = false` on the dark disk keeps the halo dark by its name (it had emptied the dark list, and the report
+    then dropped ρ_DM(⊙)); `dark = true` on a third component adds it to the halo and the dark disk."""
+    from bayesdyn.pipeline import DEFAULT_CONFIG, build_model, validate_config
+
+    cfg = validate_config({})
+    assert build_model(cfg["model"]).dark == ("halo", "dark_disk")
+    model = copy.deepcopy(DEFAULT_CONFIG["model"])
+    model["dark_disk"]["dark"] = False
+    assert build_model(validate_config({"model": model})["model"]).dark == ("halo",)
+    model = copy.deepcopy(DEFAULT_CONFIG["model"])
+    model["cold"] = {"type": "NFW", "scale_density": 1e6, "scale_radius": 5.0, "dark": True}
+    assert build_model(validate_config({"model": model})["model"]).dark == ("halo", "dark_disk", "cold")
+
+
+def test_run_command_checks_the_error_copies_before_the_flows(tmp_path, monkeypatch, capsys):
+    """`bayesdyn run` with errors.correct on a catalog without Gaia error columns (and no errors given in the config)
+    stops before training, naming the config keys, as Run.all does; it had trained the flows first."""
+    from bayesdyn import cli
+    from bayesdyn.pipeline import Run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the flows were trained before the copies were checked")
+
+    monkeypatch.setattr(Run, "psd", no_training)
+    config = tmp_path / "run.toml"
+    config.write_text(f'output = "{tmp_path / "run"}"\n[catalog]\nmax_stars = 3000\n[errors]\ncorrect = true\n')
+    assert cli.main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "errors.correct = true: copy 0" in err and "errors.velocity_error_kms" in err and "Traceback" not in err
+    from bayesdyn.pipeline import ConfigError, validate_config
+
+    cfg = validate_config({"catalog": {"max_stars": 3000}, "errors": {"correct": True}})
+    with pytest.raises(ConfigError, match="errors.correct = true: copy 0"):
+        Run(cfg, folder=tmp_path / "all", progress=False, log=lambda s: None).all()
+
+
+def test_a_mock_files_truth_is_checked_against(tmp_path):
+    """A catalog written by `bayesdyn mock` records its truth; the catalog stage rebuilds it (Plummer, disk), so the
+    report checks against it (it had called the run real data); a kind it cannot rebuild is said, not ignored."""
+    from bayesdyn import cli
+    from bayesdyn.catalog import Catalog
+    from bayesdyn.mocks import PlummerTruth
+    from bayesdyn.pipeline import Run, validate_config
+
+    path = tmp_path / "plummer.npz"
+    assert cli.main(["mock", "plummer", "--n", "2000", "--seed", "3", "--output", str(path)]) == 0
+    logs = []
+    run = Run(validate_config({"catalog": {"source": str(path)}}), folder=tmp_path / "a", progress=False,
+              log=logs.append)
+    run.catalog()
+    assert isinstance(run.truth, PlummerTruth)
+    x = np.array([[0.3, -0.2, 0.5]])
+    truth = PlummerTruth.from_dict(Catalog.load(path).meta["truth"])
+    np.testing.assert_allclose(np.asarray(run.truth.acceleration(x)), np.asarray(truth.acceleration(x)), rtol=1e-12)
+    assert any("records its mock's truth (plummer)" in line for line in logs)
+    cat = Catalog.load(path)
+    cat.meta["truth"]["kind"] = "spherical_tracer"
+    cat.save(tmp_path / "other.npz")
+    logs.clear()
+    run = Run(validate_config({"catalog": {"source": str(tmp_path / "other.npz")}}), folder=tmp_path / "b",
+              progress=False, log=logs.append)
+    run.catalog()
+    assert run.truth is None and any("'spherical_tracer' mock's truth" in line for line in logs)
+
+
+def test_radial_plot_error_bar_is_the_sd_of_a_R(tmp_path, monkeypatch):
+    """The a_R error bar at a node is √(R̂ᵀ C R̂) with the x–y covariance; it was hypot(σ_x, σ_y)/√2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from bayesdyn.inference import AccelerationData, PotentialModel
+    from bayesdyn.pipeline import _plots
+    from bayesdyn.potentials import NFW
+    from bayesdyn.results import Posterior
+
+    nodes = np.array([[-8.0, 0.0, 0.0], [-8.0 / np.sqrt(2), -8.0 / np.sqrt(2), 0.1]])  # R̂ = (−1, 0), (−1, −1)/√2
+    cov = np.zeros((2, 3, 3))
+    cov[0, :2, :2] = [[1.0, 0.0], [0.0, 4.0]]
+    cov[1, :2, :2] = [[1.0, 0.9], [0.9, 1.0]]
+    cov[:, 2, 2] = 1.0
+    data = AccelerationData.create(nodes, np.zeros((2, 3)), cov, sun=[-8.0, 0.0, 0.02])
+    model = PotentialModel(halo=NFW(scale_density=__import__("numpyro").distributions.LogUniform(1e6, 1e8),
+                                    scale_radius=16.0))
+    post = Posterior({"halo.scale_density": np.full((1, 4), 1e7) * np.array([1.0, 1.1, 0.9, 1.05])}, {})
+    bars = []
+    real = Axes.errorbar
+
+    def record(self, x, y, yerr=None, **kw):
+        if "nodes (|z| < 0.3 kpc)" in kw.get("label", ""):
+            bars.append(np.asarray(yerr))
+        return real(self, x, y, yerr, **kw)
+
+    monkeypatch.setattr(Axes, "errorbar", record)
+    _plots.acceleration_and_density(post, model, data, None, tmp_path)
+    # node 0: var(a_R) = C_xx = 1; node 1: (1 + 1 + 2·0.9)/2 = 1.9 (the old bar: hypot(1, 2)/√2 = 1.58, and 1)
+    np.testing.assert_allclose(bars[0], [1.0, np.sqrt(1.9)], rtol=1e-6)  # float32 data
+
+
+def test_member_caveat_of_seed_only_members_does_not_call_them_bootstrap():
+    """With psd.bootstrap = false the members differ by seed only: the CAVEAT says so and quotes the no-bootstrap
+    calibration run (docs/calibration's nfw-no-bootstrap table), not the bootstrap designs'."""
+    import re
+    from pathlib import Path
+
+    from bayesdyn.pipeline._stages import member_caveat
+
+    text = member_caveat({"n_members": 4}, bootstrap=False)
+    assert "bootstrap members" not in text and "differ only by training seed" in text
+    doc = (Path(__file__).parents[1] / "docs" / "calibration" / "index.md").read_text()
+    table = doc.split("### `nfw-no-bootstrap`")[1].split("###")[0]
+    rows = [r.split("|") for r in table.splitlines() if r.startswith("| `")]
+    c68 = sorted({float(r[6]) for r in rows})
+    c95 = sorted({float(r[7]) for r in rows})
+    assert f"68 % coverage {c68[0]:.2f}" in text and len(c68) == 1
+    assert f"95 % coverage {c95[0]:.2f}–{c95[-1]:.2f}" in text
+    n_real = re.search(r"(\d+) realisations", table).group(1)
+    assert f"R = {n_real} only" in text
+    assert "4 bootstrap members" in member_caveat({"n_members": 4})
+
+
+def test_a_stage_removes_its_stamp_before_overwriting_its_artefact(tmp_path, monkeypatch):
+    """A run killed while a stage writes must not leave the old stamp beside a new or truncated artefact: the stamp is
+    removed before the write and written after it."""
+    from bayesdyn.catalog import Catalog
+    from bayesdyn.pipeline import Run, validate_config
+
+    run = Run(validate_config({"catalog": {"max_stars": 2000}}), folder=tmp_path, progress=False, log=lambda s: None)
+    run.catalog()
+    stamp = tmp_path / ".catalog.stamp"
+    assert stamp.is_file()
+
+    def killed(self, path):
+        assert not stamp.exists()  # at the moment of the write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Catalog, "save", killed)
+    run.cfg["catalog"]["max_stars"] = 1500  # a new key: the stage recomputes
+    with pytest.raises(KeyboardInterrupt):
+        run.catalog()
+    assert not stamp.exists()
