@@ -122,6 +122,38 @@ def test_posterior_tables_and_warnings():
         post.upper_limit("nope")
 
 
+def test_paper_facing_outputs_say_the_runs_problems(tmp_path):
+    """A posterior read back from its file warns about its convergence as from_samples did; to_latex carries the
+    problems as LaTeX comments and warns; local_dm_line warns (all three had dropped them silently)."""
+    rng = np.random.default_rng(1)
+    chains = np.stack([rng.normal(m, 1.0, 300) for m in (0.0, 0.0, 0.0, 3.0)])  # one chain 3 σ off: r̂ ≈ 1.5
+    samples = {"h.m": chains, "derived.rho_dm_sun": 1e7 + 1e6 * chains}
+    info = {"diverging": np.zeros((4, 300), bool)}
+    with pytest.warns(ConvergenceWarning):
+        Posterior.from_samples(samples, info).save(tmp_path / "p.nc")
+    with pytest.warns(ConvergenceWarning, match="r̂"):
+        post = Posterior.load(tmp_path / "p.nc")
+    with pytest.warns(ConvergenceWarning, match="to_latex: .*r̂"):
+        tex = post.to_latex()
+    assert any(ln.startswith("% WARNING: ") and "r̂" in ln for ln in tex.splitlines())
+    with pytest.warns(ConvergenceWarning, match="local_dm_line: .*r̂"):
+        post.local_dm_line()
+
+
+def test_upper_limit_leaves_out_draws_below_the_physical_bound():
+    """upper_limit(lower=0) takes the quantile of the draws at or above 0, as dark_disk_limits does (the posterior
+    under the prior truncated at the physical bound); without it, mass below 0 tightened the limit."""
+    rng = np.random.default_rng(2)
+    draws = rng.normal(2e6, 5e6, size=(4, 5000))  # M☉/kpc², a third below 0
+    post = Posterior({"dd.surface_density": draws}, {"diverging": np.zeros((4, 5000), bool)})
+    plain, physical = post.upper_limit("dd.surface_density"), post.upper_limit("dd.surface_density", lower=0.0)
+    flat = draws.reshape(-1)
+    assert physical == np.quantile(flat[flat >= 0], 0.95) and plain == np.quantile(flat, 0.95)
+    assert physical > 1.05 * plain  # ≈ 11.2 against 10.2 M☉/pc²
+    with pytest.raises(ValueError, match="no draw"):
+        post.upper_limit("dd.surface_density", lower=1e12)
+
+
 def test_dark_disk_limit_brackets_truth():
     """Accelerations made by a dark disk of known Σ: the limit lies above it and the median near it."""
     with jax.enable_x64(True):

@@ -318,3 +318,12 @@ def test_calibration_suite_rebuilds_the_index_when_its_runs_land_in_the_docs(tmp
     assert cal.rebuilds_index(False, "full", cal.DOCS / "sub")
     assert not cal.rebuilds_index(False, "quick", tmp_path / "ci")
     assert not cal.rebuilds_index(False, None, cal.DOCS / "disk")  # --mock: --index afterwards
+
+
+def test_smallest_ess_of_realisations_ignores_nan_in_any_order():
+    """The harness's smallest ESS over posteriors skips a NaN (one chain) wherever it sits; Python's min kept a NaN
+    that came first and skipped one that came later."""
+    from bayesdyn.validate._coverage import _min_ess
+
+    assert _min_ess([float("nan"), 5.0, 7.0]) == 5.0 == _min_ess([7.0, 5.0, float("nan")])
+    assert np.isnan(_min_ess([float("nan"), float("nan")]))

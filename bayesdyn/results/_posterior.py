@@ -156,7 +156,7 @@ class Posterior:
                     f"{sum(over.values())} of the combined draws of {sorted(over)} are not finite (overflow): the "
                     f"members were combined with ν = {combined.get('dof', float('nan')):.1f} degrees of freedom, whose "
                     "Student-t tails reach beyond the numbers this prior's transform can hold (the members' own "
-                    "runs are finite); their quantiles stand, their mean and sd do not, and derived quantities of "
+                    "runs are finite); their central quantiles stand while they do not reach the overflowed draws (a quantile that does is NaN), their mean and sd do not, and derived quantities of "
                     "those draws may be NaN, which makes their rows NaN — fit more bootstrap resamples (fit_psd's "
                     "ensemble) or give the parameter a bounded prior"
                 )
@@ -269,6 +269,15 @@ class Posterior:
             value = _latex_value(r["median"], r["q84"] - r["median"], r["median"] - r["q16"])
             lines.append(rf"\texttt{{{name}}} & {_latex_unit(r['unit'])} & ${value}$ \\")
         lines += [r"\hline", r"\end{tabular}"]
+        # a paper's table must not lose what to_markdown says: the warnings ride along as LaTeX comments, and warn
+        dof = df.attrs["combine_dof"]
+        notes = list(df.attrs["problems"])
+        if dof is not None and dof <= HEAVY_TAIL_DOF:
+            notes.append(f"the flow members were combined with nu = {dof:.1f} degrees of freedom: heavy Student-t "
+                         "tails, quote the quantiles")
+        if notes:
+            warnings.warn("to_latex: " + "; ".join(notes), ConvergenceWarning, stacklevel=2)
+        lines += [f"% WARNING: {n}" for n in notes]
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | Path) -> None:
@@ -291,6 +300,9 @@ class Posterior:
     def local_dm_line(self) -> str:
         """One line: ρ_DM(⊙) = median +err −err GeV/cm³ (= … M☉/pc³), 68 % interval."""
         t = self.local_dm_density()
+        problems = self.check(warn=False)
+        if problems:  # the line goes into papers: its run's problems must be said where it is made
+            warnings.warn("local_dm_line: " + "; ".join(problems), ConvergenceWarning, stacklevel=2)
         g, m = t.loc["GeV/cm3"], t.loc["Msun/pc3"]
         up, lo = g["q84"] - g["median"], g["median"] - g["q16"]
         d = max(3, _error_decimals(up, lo))  # the smaller error to two significant digits, at least 0.001 GeV/cm³
@@ -300,13 +312,33 @@ class Posterior:
             f"-{m['median'] - m['q16']:.2g} Msun/pc^3 (68 %)"
         )
 
-    def upper_limit(self, name: str, q: float = 0.95) -> float:
-        """One-sided upper limit: the q-quantile of the marginal posterior of ``name``, in its unit."""
+    def upper_limit(self, name: str, q: float = 0.95, lower: float | None = None) -> float:
+        """One-sided upper limit: the q-quantile of the marginal posterior of ``name``, in the site's internal unit
+        (M☉/kpc² for a surface density: divide by 1e6 for M☉/pc²).
+
+        Args:
+            name: the site.
+            q: the limit's credibility.
+            lower: the quantity's physical lower bound (e.g. 0 for a dark disk's Σ_DD), in the same unit. Draws below
+                it are left out first, as :func:`bayesdyn.results.dark_disk_limits` does: under a prior that reaches
+                below it (a Normal), the posterior under the physical (truncated) prior is this one's part above it,
+                and counting the mass below would tighten the limit (by 9 % where a third of the draws lay below 0).
+                None: every draw counts (right when the prior itself stops at the bound).
+
+        Raises:
+            ValueError: q outside (0, 1), or no draw at or above ``lower``.
+        """
         if not 0 < q < 1:
             raise ValueError(f"q must be in (0, 1), got {q}")
         if name not in self.samples:
             raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
-        return float(np.quantile(self.samples[name].reshape(-1), q))
+        x = self.samples[name].reshape(-1)
+        if lower is not None:
+            lower = float(lower)
+            x = x[x >= lower]
+            if x.size == 0:
+                raise ValueError(f"no draw of {name!r} lies at or above lower={lower:g}: no limit")
+        return float(np.quantile(x, q))
 
     # ------------------------------------------------------------- plots
     def corner(self, path: str | Path | None = None, names: list[str] | None = None, truths: Mapping[str, float] | None = None):
@@ -357,7 +389,9 @@ class Posterior:
         info = json.loads(post.attrs.get("bayesdyn_info", "{}"))
         if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
             info["diverging"] = np.asarray(idata.sample_stats["diverging"].values)
-        return cls(samples, info)
+        out = cls(samples, info)
+        out.check(warn=True)  # a posterior read back is as loud about its problems as the run that made it
+        return out
 
     def __repr__(self) -> str:
         n = next(iter(self.samples.values())).shape[:2] if self.samples else (0, 0)

@@ -350,7 +350,7 @@ def _markdown(res: CoverageResult) -> str:
     diag = [r.get("diagnostics", {}) for r in res.records if "rows" in r]
     if diag:
         rh = _max_rhat([d.get("max_r_hat", float("nan")) for d in diag])
-        ess = min(d.get("min_ess_bulk", float("nan")) for d in diag)
+        ess = _min_ess([d.get("min_ess_bulk", float("nan")) for d in diag])
         ndiv = sum(d.get("divergences", 0) for d in diag)
         bad = sum(1 for r in res.records if _unconverged(r))
         lines.append(
@@ -731,6 +731,13 @@ def _max_rhat(values: list[float]) -> float:
     return float("inf") if np.isinf(v).any() else float(np.nanmax(v)) if np.isfinite(v).any() else float("nan")
 
 
+def _min_ess(values: list[float]) -> float:
+    """The smallest ESS, NaN only if all are NaN (one chain, or draws that never move); Python's min kept or skipped
+    a NaN by its place in the list."""
+    v = np.asarray(values, float)
+    return float(np.nanmin(v)) if (~np.isnan(v)).any() else float("nan")
+
+
 def _unconverged(rec: dict[str, Any]) -> bool:
     d = rec.get("diagnostics")
     return bool(d) and (d.get("max_r_hat", 1.0) > 1.01 or d.get("divergences", 0) > 0)
@@ -827,8 +834,8 @@ def _one_realisation(run: _Run, runner, evaluator, seeds, clock, psd_path) -> di
         ]
     rec["diagnostics"] = {
         "max_r_hat": _max_rhat([d["max_r_hat"] for d in diags]),
-        "min_ess_bulk": min(d["min_ess_bulk"] for d in diags),
-        "min_ess_tail": min(d["min_ess_tail"] for d in diags),
+        "min_ess_bulk": _min_ess([d["min_ess_bulk"] for d in diags]),
+        "min_ess_tail": _min_ess([d["min_ess_tail"] for d in diags]),
         "divergences": sum(d["divergences"] for d in diags),
         "problems": sorted({p for d in diags for p in d["problems"]}),
         "n_posteriors": len(datasets),
