@@ -246,6 +246,24 @@ def test_malformed_selection_arguments(cat):
         cat.within(1, center="moon")
     with pytest.raises(CatalogError, match="needs max="):
         cat.g_mag()
+    # a masked selection array: its masked entries are refused (they selected by the values under the mask); a mask
+    # with nothing masked selects as its values
+    hidden = np.ma.array(np.ones(8, dtype=bool), mask=[True] + [False] * 7)
+    with pytest.raises(CatalogError, match="1 masked entries.*filled"):
+        cat.select(hidden)
+    assert cat.select(np.ma.array(np.arange(8) > 2, mask=False)).n == 5
+
+
+def test_parallax_errors_of_zero_or_below_are_refused():
+    """A parallax_error of 0 made an infinite signal to noise that passed any parallax_over_error cut (and a negative
+    one failed every cut): both are refused, naming the stars' count and the fix."""
+    t = gaia_table()
+    t["parallax_error"] = np.array([0.05, 0.0, 0.05, 0.05, -0.1, 0.05]) * u.mas
+    gaia = bd.Catalog.from_gaia(t)
+    with pytest.raises(CatalogError, match=r"2 stars have parallax_error ≤ 0"):
+        gaia.parallax_over_error(5)
+    fixed = gaia.select(gaia.columns["parallax_error"] > 0, "positive parallax_error")
+    assert fixed.parallax_over_error(0.0).n == fixed.n
 
 
 # ------------------------------------------------------------------ error propagation

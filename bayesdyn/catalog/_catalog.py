@@ -648,9 +648,15 @@ class Catalog:
             reason: the description stored in the :class:`CutRecord`.
 
         Raises:
-            CatalogError: wrong shape or dtype, or no star left.
+            CatalogError: wrong shape or dtype, masked entries, or no star left.
         """
-        return self._subset(np.asarray(mask), reason)
+        values, hidden = _gaia.split_mask(mask)
+        if hidden is not None and hidden.any():  # np.asarray would select by the values under the mask
+            raise CatalogError(
+                f"the selection mask has {int(hidden.sum())} masked entries, whose hidden values would decide; "
+                "fill them first, e.g. mask.filled(False) to drop those stars"
+            )
+        return self._subset(np.asarray(values), reason)
 
     def with_rv(self) -> "Catalog":
         """Keep the stars with a finite ``radial_velocity`` column [km/s].
@@ -662,18 +668,26 @@ class Catalog:
         return self._subset(np.isfinite(rv), "with_rv: radial_velocity present")
 
     def parallax_over_error(self, minimum: float) -> "Catalog":
-        """Keep stars with parallax / parallax_error ≥ ``minimum`` (NaN ratios are removed).
+        """Keep stars with parallax / parallax_error ≥ ``minimum`` (NaN ratios are removed; a parallax_error ≤ 0 is
+        refused).
 
         Args:
             minimum: the smallest fractional-parallax signal to noise (dimensionless),
                 e.g. 5 or 10 to keep the 1/parallax distance nearly unbiased.
 
         Raises:
-            CatalogError: no ``parallax``/``parallax_error`` column, or no star left.
+            CatalogError: no ``parallax``/``parallax_error`` column, a parallax_error ≤ 0, or no star left.
         """
         minimum = float(_u.strip(minimum, "dimensionless", "minimum"))
         plx = self._column("parallax", "parallax_over_error()")
         err = self._column("parallax_error", "parallax_over_error()")
+        bad = np.isfinite(err) & (err <= 0)
+        if bad.any():  # a zero error made an infinite ratio that passed any cut; a negative one failed every cut
+            raise CatalogError(
+                f"parallax_over_error(): {int(bad.sum())} stars have parallax_error ≤ 0, which is not an error; "
+                "remove or fix them first, e.g. cat = cat.select(cat.columns['parallax_error'] > 0, "
+                "'positive parallax_error')"
+            )
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = plx / err
         return self._subset(ratio >= minimum, f"parallax_over_error >= {minimum:g}")
