@@ -6,7 +6,7 @@ the distribution function and its scores ∂log f/∂x, ∂log f/∂v.
 
 * :func:`plummer` — a self-consistent Plummer sphere (exact f(E), exact scores);
 * :func:`spherical_tracer` — tracers (Plummer or Zhao) in a fixed NFW or cored
-  (pseudo-isothermal, ρ₀/(1 + r²/r_c²)) halo, isotropic or Osipkov–Merritt (needs galpy);
+  (pseudo-isothermal, ρ₀/(1 + r²/r_c²)) halo, isotropic or Osipkov–Merritt;
 * :func:`solar_neighbourhood_disk` — a quasi-isothermal disk in MWPotential2014,
   sampled in a sphere around the Sun (needs galpy);
 * :func:`load_default` — the shipped 10⁵-star disk mock (no galpy needed);

@@ -136,6 +136,11 @@ class NFWMock(CalibrationMock):
             tracer_scale_radius=self.tracer_scale_radius,
         )
 
+    def to_dict(self):
+        # the catalogs' sampler: until 2026-12-07 galpy drew the velocities (their ⟨v²⟩ 0.5 % high at 0.5 kpc); a
+        # flow cache or a resumed run of those catalogs is keyed apart, not mixed with these
+        return {**super().to_dict(), "sampler": "truth-df"}
+
     def nodes(self, catalog, n_nodes, seed):
         r = np.linalg.norm(np.asarray(catalog.x), axis=1)
         lo, hi = np.percentile(r, self.node_quantiles)
