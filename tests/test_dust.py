@@ -74,6 +74,9 @@ def test_apply_dust_removes_a_binomial_fraction_and_records_it():
     older.meta = {k: v for k, v in out.meta.items() if k != "dust_history"}
     again_older, _ = apply_dust(older, dust, seed=6)
     assert [d["seed"] for d in again_older.meta["dust_history"]] == [5, 6]
+    # the mock's own seed would remove by radius (the same stream's first uniforms drew the radii): refused
+    with pytest.raises(MockError, match="Plummer mock's own seed"):
+        apply_dust(cat, dust, seed=3)
 
 
 def test_default_clouds_near_the_sun():
@@ -86,7 +89,7 @@ def test_default_clouds_near_the_sun():
     assert_allclose(dust.depths, 0.9)
     # up to 90 % removed at the centres
     assert np.all(np.asarray(dust.efficiency(c)) < 0.11)
-    cat, _ = bd.mocks.plummer(500, seed=0, center=tuple(sun))
+    cat, _ = bd.mocks.plummer(500, seed=1, center=tuple(sun))
     out, default = apply_dust(cat, seed=0)
     assert default.to_dict() == DustModel.near_sun(cat.solar.position, seed=0).to_dict()
     assert out.n < cat.n

@@ -180,13 +180,15 @@ def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) ->
         dust: the :class:`DustModel`; default :meth:`DustModel.near_sun` around
             ``catalog.solar.position`` (4 clouds, 90 % removed at their centres)
             with the same ``seed``.
-        seed: random seed of the removal (numpy generator).
+        seed: random seed of the removal (numpy generator; refused when it is the seed of the
+            :func:`plummer` mock it is applied to, whose radii come from the same stream).
 
     Returns:
         (the new catalog, the dust model: its ``efficiency`` is the truth).
 
     Raises:
-        MockError: ``dust`` is not a DustModel, or the seed is not a non-negative integer.
+        MockError: ``dust`` is not a DustModel, the seed is not a non-negative integer, or it is the Plummer
+            mock's own seed.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MockError(f"seed must be a non-negative integer, got {seed!r}")
@@ -194,6 +196,14 @@ def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) ->
         dust = DustModel.near_sun(catalog.solar.position, seed=int(seed))
     if not isinstance(dust, DustModel):
         raise MockError(f"dust must be a bayesdyn.mocks.DustModel, got {type(dust).__name__}")
+    meta = getattr(catalog, "meta", None) or {}
+    if meta.get("mock") == "plummer" and meta.get("seed") == int(seed):
+        # plummer draws its radii from default_rng(seed)'s first uniforms, which the removal below draws too
+        raise MockError(
+            f"seed={seed} is this Plummer mock's own seed: its radii come from the first uniforms of the same numpy "
+            "stream as the removal's, so the stars kept would follow their radius, not ε (with equal seeds, 0 of 80 "
+            "stars survived in a cloud's core where ε keeps 17 %); pass another seed"
+        )
     x = np.asarray(catalog.x, dtype=np.float64)
     eps = np.asarray(dust.efficiency(x), dtype=np.float64)
     keep = np.random.default_rng(int(seed)).random(x.shape[0]) < eps
