@@ -150,3 +150,18 @@ def test_a_stage_removes_its_stamp_before_overwriting_its_artefact(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         run.catalog()
     assert not stamp.exists()
+
+
+def test_velocities_outside_the_catalog_name_the_config_keys_as_a_config_error():
+    """A flow whose p(v|x) draws fall outside the catalog's velocity box raises a ConfigError (the command line prints
+    it as a configuration error; a bare ValueError had printed a traceback), naming psd.max_epochs."""
+    from bayesdyn.pipeline import ConfigError
+    from bayesdyn.pipeline._stages import _VelocitiesInsideCatalog
+
+    class FarFlow:
+        def sample_velocities(self, x, n, seed):
+            return np.full((len(x), n, 3), 1e7)  # km/s, far outside
+
+    source = _VelocitiesInsideCatalog(FarFlow(), np.random.default_rng(0).normal(0, 30, (100, 3)))
+    with pytest.raises(ConfigError, match=r"psd\.max_epochs"):
+        source.sample_velocities(np.zeros((2, 3)), 8, seed=0)

@@ -64,7 +64,7 @@ class _VelocitiesInsideCatalog:
             pool = np.concatenate([pool, np.take_along_axis(draw, order[..., None], axis=1)[:, :take]], axis=1)
             if pool.shape[1] >= n:
                 return pool[:, :n]
-        raise ValueError(
+        raise ConfigError(  # names the config keys: the command line prints it without a traceback
             f"fewer than {n} of the velocities drawn from p(v|x) at some node lie within the catalog's velocity "
             f"range {self.lo.round(0).tolist()}–{self.hi.round(0).tolist()} km/s; the flows are poor there: "
             "train longer (psd.max_epochs) or place nodes inside the catalog (nodes.radius_kpc)"
