@@ -83,7 +83,10 @@ def test_real_line_priors_start_in_their_own_scale_and_default_priors_as_numpyro
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             post = infer(normal, data, seed=0, num_chains=2, num_warmup=30, num_samples=30, progress=False)
+            # one chain: the starts without their chain axis (they had come back as (1, 30, 1) draws)
+            one = infer(normal, data, seed=0, num_chains=1, num_warmup=30, num_samples=30, progress=False)
     assert np.all(np.isfinite(post.samples["halo.mass"])) and np.median(post.samples["halo.mass"]) > 1e9
+    assert one.samples["halo.mass"].shape == (1, 30) and "halo.mass" in one.summary().index
 
 
 def test_posterior_tables_and_warnings():
