@@ -3,7 +3,7 @@
     python examples/spherical_nfw.py [--tiny] [--out posterior.nc]
 
 Uses the mock's exact scores in place of flows (docs/howto/spherical.md), so any bias
-left belongs to the dynamics and inference stages. Needs galpy (`pip install -e ".[test]"`).
+left belongs to the dynamics and inference stages.
 Default: 20 000 tracers, 64 nodes × 64 velocities, 2 chains × (300 + 500) draws, about
 a minute on two cores. ``--tiny`` (or BAYESDYN_EXAMPLES_TINY=1): 3000 tracers, 24 nodes,
 1 chain × (150 + 200) draws — seconds, for the test suite; the recovery is still

@@ -29,7 +29,6 @@ def _run_example(name: str, argv: list[str]):
 
 def test_spherical_nfw_example_recovers_the_halo(capsys):
     """Exact scores, tiny settings: ρ_s and r_s within 5 % of the mock's (1e7 M☉/kpc³, 10 kpc)."""
-    pytest.importorskip("galpy", reason="the spherical mock needs galpy (pip install -e '.[test]')")
     post = _run_example("spherical_nfw.py", ["--tiny"])
     table = post.summary()
     np.testing.assert_allclose(table.loc["halo.scale_density", "median"], 1e7, rtol=0.05)  # M☉/kpc³

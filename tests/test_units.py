@@ -81,3 +81,51 @@ def test_quantity_attaches_internal_units():
     q = units.quantity([1.0, 2.0], "acceleration")
     assert q.unit == units.ACCELERATION
     assert_allclose(q.to_value(u.kpc / u.Gyr**2), [1.04594, 2.09188], atol=1e-5)
+
+
+def test_quantities_are_converted_at_the_remaining_boundaries():
+    """AccelerationData.create, weak_form_data's error arguments, the mocks' truths, DustModel and
+    Posterior.upper_limit(lower=) convert astropy Quantities (each had dropped the unit: pc read as kpc, m/s as km/s)
+    and refuse a Quantity of the wrong kind."""
+    import bayesdyn as bd
+    from bayesdyn.inference import AccelerationData
+    from bayesdyn.results import Posterior
+
+    x = np.array([[-8.0, 0.0, 0.02], [-8.1, 0.2, -0.1]])
+    a = np.array([[6000.0, 0.0, -100.0], [5900.0, -30.0, 400.0]])
+    cov = np.broadcast_to(np.eye(3) * 25.0, (2, 3, 3))
+    plain = AccelerationData.create(x, a, cov, sun=[-8.0, 0.0, 0.02])
+    acc2 = (u.km / u.s) ** 4 / u.kpc**2
+    fancy = AccelerationData.create(x * 1e3 * u.pc, a * (u.km / u.s) ** 2 / u.kpc, cov * acc2,
+                                    sun=[-8000.0, 0.0, 20.0] * u.pc)
+    for field in ("x", "a", "cov", "sun"):
+        assert_allclose(np.asarray(getattr(fancy, field)), np.asarray(getattr(plain, field)), rtol=1e-6)
+    with pytest.raises(units.UnitError, match="cov was given in"):
+        AccelerationData.create(x, a, cov * u.kpc)
+
+    cat, truth = bd.mocks.plummer(3000, seed=1)
+    assert_allclose(np.asarray(truth.acceleration([500.0, 0.0, 0.0] * u.pc)),
+                    np.asarray(truth.acceleration([0.5, 0.0, 0.0])), rtol=1e-6)
+    with pytest.raises(units.UnitError):
+        truth.acceleration([1.0, 0.0, 0.0] * u.km / u.s)
+    dust = bd.mocks.DustModel(centers=[[500.0, 0.0, 0.0]] * u.pc, radii=[300.0] * u.pc, depths=[0.5])
+    assert_allclose(dust.radii, [0.3]) and assert_allclose(dust.centers, [[0.5, 0.0, 0.0]])
+
+    ball = ((0.0, 0.0, 0.0), 1.0)
+    sigma = np.full((cat.n, 3), 5.0)
+    kms = bd.weak_form_data(cat, volume=ball, velocity_errors=sigma)
+    ms = bd.weak_form_data(cat, volume=ball, velocity_errors=sigma * 1e3 * u.m / u.s)
+    none = bd.weak_form_data(cat, volume=ball)
+    changed = [f for f in kms._fields if isinstance(getattr(kms, f), (np.ndarray, type(kms.x)))
+               and not np.allclose(np.asarray(getattr(kms, f)), np.asarray(getattr(none, f)))]
+    assert changed  # the errors enter the data
+    for f in changed:
+        assert_allclose(np.asarray(getattr(ms, f)), np.asarray(getattr(kms, f)), rtol=1e-6)
+    with pytest.raises(units.UnitError, match="velocity_errors was given in kpc"):
+        bd.weak_form_data(cat, volume=ball, velocity_errors=sigma * u.kpc)
+
+    post = Posterior({"dd.surface_density": np.random.default_rng(0).normal(2e6, 5e6, (2, 500))}, {})
+    assert post.upper_limit("dd.surface_density", lower=0 * u.Msun / u.pc**2) == post.upper_limit(
+        "dd.surface_density", lower=0.0)
+    with pytest.raises(units.UnitError, match="cannot be converted"):
+        post.upper_limit("dd.surface_density", lower=0 * u.kpc)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import units as _u
+
 __all__ = ["weak_form_data", "weak_form_moments", "VELOCITY_UNIT"]
 
 #: v₀ of the velocity monomials [km/s]: only the conditioning depends on it (each moment is rescaled
@@ -359,7 +361,19 @@ def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.
 
 
 def _per_axis_covariance(value: Any, n: int, inside: np.ndarray, name: str, unit: str) -> np.ndarray:
-    """``value`` as an array; per-star σ (n, 3) [unit] (checked ≥ 0 in the ball) become diagonal covariances."""
+    """``value`` as an array; per-star σ (n, 3) [unit] (checked ≥ 0 in the ball) become diagonal covariances. A
+    Quantity is converted: σ to ``unit``, covariances (n, 3, 3) to ``unit``² (np.asarray had dropped the unit: 10 000
+    m/s read as 10 000 km/s, and 10 kpc as 10 km/s)."""
+    if getattr(value, "unit", None) is not None:
+        import astropy.units as u
+
+        q = u.Quantity(value)
+        target = u.Unit(unit) if q.shape == (n, 3) else u.Unit(unit) ** 2
+        try:
+            value = q.to_value(target)
+        except u.UnitConversionError:
+            raise _u.UnitError(f"{name} was given in {q.unit}; per-star σ must be in {unit} and covariances in "
+                               f"({unit})² (or bare numbers in those units)") from None
     cov = np.asarray(value, float)
     if cov.shape == (n, 3):
         if not (cov[inside] >= 0).all():
@@ -423,6 +437,9 @@ def _phase_space_covariance(catalog: Any, position_errors: Any, velocity_errors:
 
 def _error_mean(error_mean: Any, n: int, inside: np.ndarray) -> np.ndarray:
     """``weak_form_data``'s ``error_mean`` (N, 6) [kpc, km/s], checked, for the stars inside the ball."""
+    if getattr(error_mean, "unit", None) is not None:  # its columns mix kpc and km/s: one unit cannot hold them
+        raise _u.UnitError(f"error_mean was given as a Quantity in {error_mean.unit}; pass bare numbers, the first "
+                           "three columns in kpc and the last three in km/s (Catalog.error_mean() gives them so)")
     mean = np.asarray(error_mean, float)
     if mean.shape != (n, 6):
         raise ValueError(f"error_mean must be each star's mean error of (x [kpc], v [km/s]), shape ({n}, 6) for the "

@@ -30,9 +30,11 @@ class DustModel(eqx.Module):
         depths: fraction removed at each centre d_c (C,), in [0, 1).
     """
 
-    centers: np.ndarray = eqx.field(converter=lambda a: np.asarray(a, dtype=np.float64))
-    radii: np.ndarray = eqx.field(converter=lambda a: np.asarray(a, dtype=np.float64))
-    depths: np.ndarray = eqx.field(converter=lambda a: np.asarray(a, dtype=np.float64))
+    # Quantities are converted (np.asarray had dropped the unit: radii in pc read as kpc)
+    centers: np.ndarray = eqx.field(converter=lambda a: np.asarray(_u.strip(a, "length", "centers"), dtype=np.float64))
+    radii: np.ndarray = eqx.field(converter=lambda a: np.asarray(_u.strip(a, "length", "radii"), dtype=np.float64))
+    depths: np.ndarray = eqx.field(converter=lambda a: np.asarray(_u.strip(a, "dimensionless", "depths"),
+                                                                  dtype=np.float64))
 
     def __check_init__(self):
         c, r, d = self.centers, self.radii, self.depths

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import units as _u
+
 __all__ = ["Truth", "MockError", "GalpyRequiredError"]
 
 
@@ -39,8 +41,9 @@ def _require_galpy(what: str):
 
 
 def _points(x: Any, name: str = "x") -> jnp.ndarray:
-    """``x`` as a JAX array of shape (3,) or (..., 3)."""
-    arr = jnp.asarray(x)
+    """``x`` as a JAX array of shape (3,) or (..., 3); a Quantity is converted (kpc, or km/s for ``name="v"``) and one of
+    the wrong kind refused (jnp.asarray had dropped the unit: 1000 pc read as 1000 kpc)."""
+    arr = jnp.asarray(_u.strip(x, "velocity" if name == "v" else "length", name))
     if arr.ndim == 0 or arr.shape[-1] != 3:
         raise ValueError(f"{name} has shape {arr.shape}; pass (3,) or (N, 3) Galactocentric values")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
@@ -49,7 +52,7 @@ def _points(x: Any, name: str = "x") -> jnp.ndarray:
 
 
 def _np_points(x: Any, name: str = "x") -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
+    arr = np.asarray(_u.strip(x, "velocity" if name == "v" else "length", name), dtype=np.float64)
     if arr.ndim == 0 or arr.shape[-1] != 3:
         raise ValueError(f"{name} has shape {arr.shape}; pass (3,) or (N, 3) Galactocentric values")
     return arr

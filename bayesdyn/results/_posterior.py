@@ -333,6 +333,14 @@ class Posterior:
         if name not in self.samples:
             raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
         x = self.samples[name].reshape(-1)
+        if getattr(lower, "unit", None) is not None:  # a Quantity: to the site's unit
+            import astropy.units as u
+
+            try:
+                lower = u.Quantity(lower).to_value(u.Unit(_unit_of(name) or u.dimensionless_unscaled))
+            except (ValueError, u.UnitConversionError):
+                raise _u.UnitError(f"lower={lower} cannot be converted to the unit of {name!r} "
+                                   f"({_unit_of(name) or 'unknown'}); pass a bare number in that unit") from None
         if lower is not None:
             lower = float(lower)
             x = x[x >= lower]
