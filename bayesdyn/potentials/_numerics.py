@@ -17,12 +17,14 @@ _FRACTIONS = np.concatenate([(p + 0.5 * (_nodes + 1.0)) / _PANELS for p in range
 _WEIGHTS = np.concatenate([0.5 * _weights / _PANELS for _ in range(_PANELS)])
 
 
-def sinh_quadrature(log_integrand, lower, upper, center, scale):
-    """∫ exp(log_integrand(u)) du from ``lower`` to ``upper`` (scalars).
+def sinh_quadrature(log_integrand, lower, upper, center, scale, factor=None):
+    """∫ exp(log_integrand(u)) · factor(u) du from ``lower`` to ``upper`` (scalars).
 
     The substitution u = center + scale·sinh(t) puts nodes densely near ``center``
     (where the integrand changes shape) and sparsely in the exponential tails; the
     t-interval is split into 4 panels of 12-point Gauss–Legendre (48 nodes).
+    ``factor`` (default 1) is a part of the integrand that may be 0 or underflow
+    at some nodes: multiplied in, not taken the log of (the gradient of log 0 is NaN).
     """
     dtype = jnp.result_type(lower, upper, center, scale)
     frac = jnp.asarray(_FRACTIONS, dtype=dtype)
@@ -31,7 +33,10 @@ def sinh_quadrature(log_integrand, lower, upper, center, scale):
     t_hi = jnp.arcsinh((upper - center) / scale)
     t = t_lo + (t_hi - t_lo) * frac
     u = center + scale * jnp.sinh(t)
-    return (t_hi - t_lo) * jnp.sum(wts * scale * jnp.cosh(t) * jnp.exp(log_integrand(u)))
+    values = jnp.exp(log_integrand(u))
+    if factor is not None:
+        values = values * factor(u)
+    return (t_hi - t_lo) * jnp.sum(wts * scale * jnp.cosh(t) * values)
 
 
 def upper_incomplete_gamma(a, x):

@@ -440,8 +440,19 @@ class PseudoIsothermal(SphericalComponent):
 
 
 def _log_tanh(y):
-    """ln tanh(y) for y > 0, accurate at small and large y."""
-    return jnp.log(-jnp.expm1(-2.0 * y)) - jnp.log1p(jnp.exp(-2.0 * y))
+    """ln tanh(y) for y > 0, accurate at small and large y.
+
+    From y = 0.5 on, ln tanh y = −2 atanh(w) with w = e^{−2y}: accurate however
+    small w gets (ln(1 − w) − ln(1 + w) rounds 1 − w; in float32 1 − tanh 5 came
+    out 2.1e-4 high, 1 − tanh 9 half its value). Below, ln(−expm1(−2y)) − log1p(w),
+    where atanh(w) → ∞.
+    """
+    return num.small_large(
+        y,
+        0.5,
+        lambda t: jnp.log(-jnp.expm1(-2.0 * t)) - jnp.log1p(jnp.exp(-2.0 * t)),
+        lambda t: -2.0 * jnp.arctanh(jnp.exp(-2.0 * t)),
+    )
 
 
 class CoreNFW(SphericalComponent):
@@ -502,14 +513,19 @@ class CoreNFW(SphericalComponent):
         r_eval = jnp.where(positive, r, 1e-8 * self.core_radius)
         nfw = -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * jnp.where(positive, jnp.log1p(s) / s, 1.0)
 
-        def log_integrand(v):  # v = ln r'; integrand M_NFW(r') (1 − f^n) / r'² · r'
-            t = jnp.exp(v)
-            one_minus_fn = -jnp.expm1(self.n * _log_tanh(t / self.core_radius))
-            return jnp.log(self._nfw_mass(t)) + jnp.log(one_minus_fn) - v
+        def log_mass(v):  # v = ln r'; the integrand is M_NFW(r') / r'² · r' times (1 − f^n)
+            return jnp.log(self._nfw_mass(jnp.exp(v))) - v
+
+        def one_minus_fn(v):
+            # 1 − f^n = −expm1(n ln tanh y) → 2n e^{−2y} far out: it underflows to 0 (float32 from y ≈ 44,
+            # float64 from y ≈ 370; the nodes reach y = r/r_c + 20) and n = 0 makes it 0 everywhere. Its log
+            # (as it was taken) kept the value but made every gradient NaN: Flattened(CoreNFW), whose
+            # acceleration is −∇Φ, gave NaN from r = 40 kpc (float32, r_c = 1) or 3 kpc (r_c = 0.1), and for n = 0.
+            return -jnp.expm1(self.n * _log_tanh(jnp.exp(v) / self.core_radius))
 
         lower = jnp.log(r_eval)
         upper = jnp.log(r_eval + 20.0 * self.core_radius)
-        correction = num.sinh_quadrature(log_integrand, lower, upper, jnp.log(self.core_radius), 1.0)
+        correction = num.sinh_quadrature(log_mass, lower, upper, jnp.log(self.core_radius), 1.0, factor=one_minus_fn)
         return nfw + _G * correction
 
 
