@@ -179,8 +179,7 @@ class NFW(SphericalComponent):
         return self.scale_density / (s * (1.0 + s) ** 2)
 
     def _potential_r(self, r):
-        s, positive = _safe_positive(r / self.scale_radius)
-        ratio = jnp.where(positive, jnp.log1p(s) / s, 1.0)
+        ratio = num.log1p_ratio(r / self.scale_radius)
         return -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * ratio
 
 
@@ -433,10 +432,8 @@ class PseudoIsothermal(SphericalComponent):
         return self.central_density / (1.0 + s * s)
 
     def _potential_r(self, r):
-        s, positive = _safe_positive(r / self.core_radius)
-        ratio = jnp.where(positive, jnp.arctan(s) / s, 1.0)
-        s = jnp.where(positive, s, 0.0)
-        return _FOUR_PI * _G * self.central_density * self.core_radius**2 * (0.5 * jnp.log1p(s * s) + ratio)
+        shape = num.isothermal_potential_function(r / self.core_radius)
+        return _FOUR_PI * _G * self.central_density * self.core_radius**2 * shape
 
 
 def _log_tanh(y):
@@ -509,9 +506,8 @@ class CoreNFW(SphericalComponent):
         return jnp.where(positive, rho, centre)
 
     def _potential_r(self, r):
-        s, positive = _safe_positive(r / self.scale_radius)
-        r_eval = jnp.where(positive, r, 1e-8 * self.core_radius)
-        nfw = -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * jnp.where(positive, jnp.log1p(s) / s, 1.0)
+        r_eval = jnp.where(r > 0, r, 1e-8 * self.core_radius)
+        nfw = -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * num.log1p_ratio(r / self.scale_radius)
 
         def log_mass(v):  # v = ln r'; the integrand is M_NFW(r') / r'² · r' times (1 − f^n)
             return jnp.log(self._nfw_mass(jnp.exp(v))) - v
