@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._base import Component, PotentialComponent, parameter
+from ._base import Component, CompositePotential, PotentialComponent, parameter
+from ._spherical import SphericalComponent
 
 __all__ = ["Flattened", "Tilted"]
 
@@ -33,6 +34,8 @@ class Flattened(PotentialComponent):
     smooth and cheap, but its density is more flattened than the potential
     (roughly q_ρ ≈ 1 − 3(1 − q) near the core) and turns negative on the z-axis
     for strong flattening — keep q ≳ 0.7 and check ``density`` where it matters.
+    At the exact origin a spherical part contributes its limit ρ(0)(1 + 1/p² + 1/q²)/3
+    (autodiff alone gives 0 there; ∞ for a cusp).
     Parameters are named ``q``, ``p`` next to those of the wrapped component.
 
     Args:
@@ -53,8 +56,43 @@ class Flattened(PotentialComponent):
         self.q = parameter(q, "dimensionless", "q", "Flattened")
         self.p = parameter(p, "dimensionless", "p", "Flattened")
 
+    def _scaled(self, x):
+        return jnp.stack([x[0], x[1] / self.p, x[2] / self.q])
+
     def _potential(self, x):
-        return self.component._potential(jnp.stack([x[0], x[1] / self.p, x[2] / self.q]))
+        return self.component._potential(self._scaled(x))
+
+    def _density(self, x):
+        # A spherical part's Φ is Φ_r(where(r > 0, r, 0)): a constant to autodiff at its centre, so its
+        # Hessian there comes out 0 (Flattened(Plummer(5e9, 1), q=1).density(0) was 0, not 1.19e9 M☉/kpc³).
+        # Its true Hessian is isotropic, 4πGρ(0)/3 · 1, and Φ(x, y/p, z/q) scales the yy and zz entries by
+        # 1/p² and 1/q²: add ρ(0)(1 + 1/p² + 1/q²)/3 per spherical part at the origin (∞ for a cusp).
+        rho = super()._density(x)
+        parts = _spherical_parts(self.component)
+        if not parts:
+            return rho
+        scaled = self._scaled(x)
+        factor = (1.0 + self.p**-2 + self.q**-2) / 3.0
+        central = jnp.zeros_like(rho)
+        for part in parts:
+            # ρ(X) at the point itself (ρ(0) at the origin, the only place it is used); a cusp's ρ(0) = ∞ is
+            # put in as a constant and ρ taken at X = (1, 1, 1) kpc instead: the derivatives of ∞ are NaN,
+            # and they would reach the gradients of every point of a batch that holds the origin
+            cusp = ~jnp.isfinite(part._density(scaled))
+            rho_part = part._density(jnp.where(cusp, jnp.ones_like(scaled), scaled))
+            central = central + jnp.where(cusp, jnp.inf, rho_part * factor)
+        return jnp.where(jnp.all(x == 0), rho + central, rho)
+
+
+def _spherical_parts(component: Component) -> list[SphericalComponent]:
+    """The spherical components (centred at the origin) whose potentials ``component`` sums or rotates."""
+    if isinstance(component, SphericalComponent):
+        return [component]
+    if isinstance(component, CompositePotential):
+        return [part for c in component.components for part in _spherical_parts(c)]
+    if isinstance(component, Tilted):
+        return _spherical_parts(component.component)
+    return []
 
 
 def rotation_matrix(tilt: Any, azimuth: Any, roll: Any = 0.0) -> jax.Array:
