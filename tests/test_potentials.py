@@ -714,6 +714,23 @@ def test_zhao_special_cases_match_closed_forms():
     assert_allclose(zhao.potential(x), plummer.potential(x), rtol=1e-9)
 
 
+def test_zhao_and_power_law_cutoff_potential_at_the_centre():
+    """Zhao: Φ(0) = −4πGρ_s r_s² K(0), K(0) = ∫₀^∞ t^{1−γ}(1 + t^α)^{−(β−γ)/α} dt = B((2−γ)/α, (β−2)/α)/α
+    for γ < 2, −∞ for γ ≥ 2. The quadrature stops at ln s = −30/α; without the analytic tail beyond,
+    ≈ s^{2−γ}/(2−γ), K(0) was 5.449 for (α, β, γ) = (5, 3, 1.9) (exact 10.938) and 9.502 for (1, 3, 1.9)
+    (exact 10), and finite for γ ≥ 2. PowerLawCutoff: Φ(0) = −GM Γ(1 − α/2)/(r_c Γ((3 − α)/2)) for α < 2,
+    −∞ for α ≥ 2 (was −GM/(r_c Γ((3 − α)/2))). Tolerance 1e-12 relative (8e-15 measured)."""
+    origin = np.zeros((1, 3))
+    for alpha, beta, gamma in ((5.0, 3.0, 1.9), (1.0, 3.0, 1.9), (2.0, 5.0, 0.0)):
+        k0 = special.beta((2 - gamma) / alpha, (beta - 2) / alpha) / alpha
+        phi0 = bp.Zhao(1e7, 2.0, alpha, beta, gamma).potential(origin)
+        assert_allclose(phi0, -FOUR_PI * G * 1e7 * 2.0**2 * k0, rtol=1e-12, err_msg=str((alpha, beta, gamma)))
+    assert np.isneginf(float(bp.Zhao(1e7, 2.0, 1.0, 3.0, 2.5).potential(origin)[0]))
+    phi0 = bp.PowerLawCutoff(2e9, 1.8, 3.0).potential(origin)
+    assert_allclose(phi0, -G * 2e9 * special.gamma(0.1) / (3.0 * special.gamma(0.6)), rtol=1e-12)
+    assert np.isneginf(float(bp.PowerLawCutoff(2e9, 2.4, 3.0).potential(origin)[0]))
+
+
 def test_zhao_gradient_with_respect_to_slopes():
     """∂a/∂γ through the quadrature agrees with finite differences of the exact betainc mass."""
     x = np.array([0.3, 1.0, 4.0])

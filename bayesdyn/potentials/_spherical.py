@@ -200,7 +200,7 @@ class Zhao(SphericalComponent):
     differentiable in all parameters, relative error < 1e-9 for 0.5 ≤ α ≤ 5,
     γ < 3, β ≤ 10 and 1e-6 < r/r_s < 1e6 (float64). The potential adds the outer
     integral 4πG ∫_r^∞ ρ r' dr' and is finite (zero at infinity) only for β > 2
-    (NaN otherwise).
+    (NaN otherwise); Φ(0) = −∞ for γ ≥ 2.
 
     Args:
         scale_density: ρ_s [M☉/kpc³].
@@ -267,11 +267,26 @@ class Zhao(SphericalComponent):
         return self.scale_density * s ** (-self.gamma) * (1.0 + s**self.alpha) ** (-(self.beta - self.gamma) / self.alpha)
 
     def _potential_r(self, r):
+        a, g = self.alpha, self.gamma
         log_s = self._log_s(r)
         s = jnp.exp(log_s)
         inner = jnp.where(r > 0, self._inner_integral(log_s) / s, 0.0)
-        outer = self._outer_integral(jnp.where(r > 0, log_s, -30.0 / self.alpha))
-        return -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * (inner + outer)
+        log_zero = -30.0 / a  # ln s standing in for ln 0 (e^{α ln s} = e^{−30})
+        outer = self._outer_integral(jnp.where(r > 0, log_s, log_zero))
+        # at the centre add K's analytic tail from −∞ to log_zero, ∫ e^{(2−γ)u} (1 − k e^{αu} + …) du: finite
+        # for γ < 2 only (Φ(0) = −∞ from γ = 2 on). Left out, Φ(0) was 5.449 instead of 10.938 (× −4πGρ_s r_s²)
+        # for (α, β, γ) = (5, 3, 1.9), and finite for γ ≥ 2.
+        k = (self.beta - g) / a
+        d = 2.0 - g
+        d_safe = jnp.where(d > 0, d, 1.0)
+        e = jnp.exp(a * log_zero)
+        tail = jnp.exp(d_safe * log_zero) * (
+            1.0 / d_safe - k * e / (d_safe + a) + 0.5 * k * (k + 1.0) * e * e / (d_safe + 2.0 * a)
+        )
+        outer = outer + jnp.where(r > 0, 0.0, tail)
+        phi = -_FOUR_PI * _G * self.scale_density * self.scale_radius**2 * (inner + outer)
+        # −∞ as a constant: a product with ∞ would make the gradients NaN for every point of a batch
+        return jnp.where((r > 0) | (d > 0), phi, -jnp.inf)
 
 
 class ZhaoAtRadius(SphericalComponent):
@@ -643,7 +658,7 @@ class PowerLawCutoff(SphericalComponent):
     ``PowerSphericalPotentialwCutoff`` is the same profile with amplitude A. Φ → 0
     at infinity: Φ = −G M(<r)/r − G M Γ(1 − α/2, r²/r_c²) / [r_c Γ((3−α)/2)], with
     the upper incomplete gamma function by quadrature (valid for 0 ≤ α < 3,
-    including α ≥ 2 where its order is ≤ 0).
+    including α ≥ 2 where its order is ≤ 0); Φ(0) = −∞ for α ≥ 2.
 
     Args:
         mass: total mass M [M☉].
@@ -683,4 +698,7 @@ class PowerLawCutoff(SphericalComponent):
         inner = jnp.where(positive, _G * self._enclosed_mass(r_safe) / r_safe, 0.0)
         outer_at0 = jnp.exp(jsp.gammaln(jnp.where(a2 > 0, a2, 1.0)))  # Γ(a2, 0) = Γ(a2) for a2 > 0
         outer = jnp.where(positive, num.upper_incomplete_gamma(a2, x), outer_at0)
-        return -inner - _G * self.mass * outer / (rc * jnp.exp(jsp.gammaln(a1)))
+        phi = -inner - _G * self.mass * outer / (rc * jnp.exp(jsp.gammaln(a1)))
+        # Γ(a2, 0) = ∞ for a2 ≤ 0: Φ(0) = −∞ for α ≥ 2 (it was −GM/(r_c Γ(a1)), Γ(1) put in for Γ(a2));
+        # a constant, as a product with ∞ would make the gradients NaN for every point of a batch
+        return jnp.where(positive | (a2 > 0), phi, -jnp.inf)
