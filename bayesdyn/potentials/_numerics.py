@@ -50,7 +50,8 @@ def upper_incomplete_gamma(a, x):
     shape = jnp.log(jnp.maximum(a, 1.0))  # the integrand turns over near e^u ≈ max(a, 1)
     center = jnp.maximum(log_x, shape)
     upper = jnp.maximum(log_x, shape) + 4.5
-    scale = 1.5 / jnp.maximum(jnp.maximum(1.0, jnp.sqrt(jnp.maximum(a, 0.0))), x - a)
+    # √max(a, 1), not max(1, √max(a, 0)): same value, but √ at 0 has an infinite slope (×0 = NaN for a ≤ 0)
+    scale = 1.5 / jnp.maximum(jnp.sqrt(jnp.maximum(a, 1.0)), x - a)
     # for a > 0 the far left contributes only e^{a u}: integrate it in closed form
     a_pos = jnp.where(a > 0, a, 1.0)
     lower = jnp.where(a > 0, jnp.maximum(log_x, center - 12.0 / a_pos), log_x)
