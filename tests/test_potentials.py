@@ -717,6 +717,27 @@ def test_flattened_cores_and_cusps_near_the_centre_in_float32():
         assert_allclose(rho32, halo.density(x), rtol=1e-5, err_msg=f"float32 Flattened({name}) density")
 
 
+def test_sech2_densities_have_finite_gradients_in_float32():
+    """DarkDisk's and CoreNFW's densities hold sech²y; as 1/cosh²y it overflowed in float32 from y ≈ 44 and
+    the parameter gradients were NaN (DarkDisk h = 5 pc at z = 1.1 kpc; CoreNFW r_c = 0.1 kpc at r = 10 kpc),
+    and where cosh² did not overflow but its slope underflowed, ∂ρ/∂h kept only −ρ/h (h = 10 pc, z = 0.5 kpc:
+    −1.93e-11 instead of ρ(2y tanh y − 1)/h = +9.45e-10 M☉/kpc⁴). float32 within 1e-4 of the closed form."""
+    with jax.enable_x64(False):
+        def disk_rho(h, z):
+            return bp.DarkDisk(1e7, 0.05).bind({"scale_height": h}).density(jnp.array([[8.0, 0.0, z]]))[0]
+
+        def core_rho(rc):
+            return bp.CoreNFW(1e8, 2.0, 0.1, 1.0).bind({"core_radius": rc}).density(jnp.array([[10.0, 0.0, 0.0]]))[0]
+
+        thin = jax.grad(disk_rho)(jnp.float32(0.005), jnp.float32(1.1))
+        thicker = jax.grad(disk_rho)(jnp.float32(0.01), jnp.float32(0.5))
+        core = jax.grad(core_rho)(jnp.float32(0.1))
+    assert np.isfinite(float(thin)) and np.isfinite(float(core)), (thin, core)
+    h, y = 0.01, 0.5 / 0.02
+    rho = 1e7 / (4 * h) / np.cosh(y) ** 2
+    assert_allclose(float(thicker), rho * (2 * y * np.tanh(y) - 1) / h, rtol=1e-4)
+
+
 def test_zhao_special_cases_match_closed_forms():
     x = TestNFW().points()
     nfw = bp.NFW(1e7, 10.0)

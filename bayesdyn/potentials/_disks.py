@@ -204,4 +204,4 @@ class DarkDisk(Component):
 
     def _density(self, x):
         h = self.scale_height
-        return self.surface_density / (4.0 * h) / jnp.cosh(x[2] / (2.0 * h)) ** 2
+        return self.surface_density / (4.0 * h) * num.sech2(x[2] / (2.0 * h))

@@ -144,6 +144,16 @@ def isothermal_mass_function(s):
     return small_large(s, 0.1, lambda t: t**3 * horner(coeffs, t * t), lambda t: t - jnp.arctan(t))
 
 
+def sech2(y):
+    """sech²(y) = 4w/(1 + w)² with w = e^{−2|y|}: no overflow.
+
+    1/cosh²(y) overflowed cosh² (float32 from |y| ≈ 44, float64 from ≈ 355): the
+    value still came out 0, but its gradient −2 sinh/cosh³ = ∞/∞ was NaN.
+    """
+    w = jnp.exp(-2.0 * jnp.abs(y))
+    return 4.0 * w / (1.0 + w) ** 2
+
+
 def log_cosh(y):
     """ln cosh(y) without overflow."""
     a = jnp.abs(y)

@@ -510,7 +510,7 @@ class CoreNFW(SphericalComponent):
         log_f = _log_tanh(y)
         fn = jnp.exp(self.n * log_f)
         fn1 = jnp.exp((self.n - 1.0) * log_f)
-        one_minus_f2 = 1.0 / jnp.cosh(y) ** 2
+        one_minus_f2 = num.sech2(y)
         s = r_safe / self.scale_radius
         rho_nfw = self.scale_density / (s * (1.0 + s) ** 2)
         rho = fn * rho_nfw + self.n * fn1 * one_minus_f2 * self._nfw_mass(r_safe) / (
