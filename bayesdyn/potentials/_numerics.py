@@ -155,9 +155,22 @@ def sech2(y):
 
 
 def log_cosh(y):
-    """ln cosh(y) without overflow."""
+    """ln cosh(y) without overflow or cancellation.
+
+    |y| < 1: log1p(2 sinh²(y/2)) (cosh y = 1 + 2 sinh²(y/2)), on y itself so that
+    the second derivative at 0 is 1. Beyond: |y| + log1p(e^{−2|y|}) − ln 2, whose
+    terms cancel near 0 (y²/2 from three terms of size ln 2): DarkDisk(1e7, 0.05)'s Φ
+    at z = 0.01 pc came out 0 in float32 (relative error −1) and 4.4e-9 off in float64.
+    """
     a = jnp.abs(y)
-    return a + jnp.log1p(jnp.exp(-2.0 * a)) - 0.6931471805599453
+    small = a < 1.0
+    y_small = jnp.where(small, y, 1.0)
+    a_large = jnp.where(small, 1.0, a)
+    return jnp.where(
+        small,
+        jnp.log1p(2.0 * jnp.sinh(0.5 * y_small) ** 2),
+        a_large + jnp.log1p(jnp.exp(-2.0 * a_large)) - 0.6931471805599453,
+    )
 
 
 def safe_norm(x):
