@@ -303,6 +303,17 @@ class TestEinasto(ComponentTests, Float32Tests):
         rho_c = p["scale_density"] * np.exp(2 * n)
         return [galpy_reference(gp.EinastoPotential(amp=G * rho_c, n=n, h=p["scale_radius"] / (2 * n) ** n))]
 
+    def test_docstring_gives_the_galpy_call_that_matches(self):
+        """The docstring named EinastoPotential(n=1/α, rm2=r₋₂), which galpy 1.12.1 returns e^{2n} times too
+        low (amp = Gρ₋₂); it now gives the h= form that references() uses and warns about rm2=. If galpy's
+        rm2= starts rescaling amp, the ratio below fails: then the docstring's warning is out of date."""
+        assert "EinastoPotential(amp=G ρ₋₂ e^{2n}, h=r₋₂/(2n)^n, n=1/α)" in " ".join(bp.Einasto.__doc__.split())
+        p = self.params
+        n = 1 / p["alpha"]
+        rm2_form = gp.EinastoPotential(amp=G * p["scale_density"], n=n, rm2=p["scale_radius"])
+        ours = self.make().density(np.array([[3.0, 0.0, 4.0]]))[0]
+        assert_allclose(rm2_form.dens(3.0, 4.0) / G / ours, np.exp(-2 * n), rtol=1e-10)
+
 
 # ====================================================================== bulges
 class TestHernquist(ComponentTests):

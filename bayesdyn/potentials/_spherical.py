@@ -546,8 +546,11 @@ class Einasto(SphericalComponent):
     ρ₋₂ and r₋₂ are the density and radius where the logarithmic slope is −2;
     α ≈ 0.17 for ΛCDM halos. With n = 1/α and h = r₋₂/(2n)^n,
     M(<r) = 4π ρ₋₂ e^{2n} h³ n Γ(3n) P(3n, (r/h)^{1/n}) (P the regularized
-    lower incomplete gamma function). Same profile as galpy's
-    ``EinastoPotential(n=1/α, rm2=r₋₂)``; Φ → 0 at infinity.
+    lower incomplete gamma function). Φ → 0 at infinity. Same profile as galpy's
+    ``EinastoPotential(amp=G ρ₋₂ e^{2n}, h=r₋₂/(2n)^n, n=1/α)`` (amp the central
+    density times G, in galpy's natural units). Not ``EinastoPotential(amp=G ρ₋₂,
+    n=1/α, rm2=r₋₂)``: galpy 1.12.1's ``rm2=`` does not rescale ``amp``, and that
+    profile comes out e^{2n} times too low (7.8e-6 for α = 0.17).
 
     Args:
         scale_density: ρ₋₂ [M☉/kpc³].
