@@ -55,7 +55,7 @@ def test_plummer_posterior_recovers_truth_within_1_percent(plummer_data, tmp_pat
     assert back.info["num_divergences"] == post.info["num_divergences"]
 
 
-def test_real_line_priors_start_in_their_own_scale_and_default_priors_as_numpyro_does(plummer_data):
+def test_real_line_priors_start_in_their_own_scale_and_default_priors_as_numpyro_does(plummer_data, monkeypatch):
     """A Normal prior's unconstrained coordinate is the parameter in M☉: NUTS's starts are now its centre ± 2 spreads
     (they were in (−2, 2) M☉), drawn outside any trace (the first version drew them inside NumPyro's traced start
     search and crashed with 2 chains), with a warning that such scales adapt slowly; a model with bounded priors
@@ -87,6 +87,12 @@ def test_real_line_priors_start_in_their_own_scale_and_default_priors_as_numpyro
             one = infer(normal, data, seed=0, num_chains=1, num_warmup=30, num_samples=30, progress=False)
     assert np.all(np.isfinite(post.samples["halo.mass"])) and np.median(post.samples["halo.mass"]) > 1e9
     assert one.samples["halo.mass"].shape == (1, 30) and "halo.mass" in one.summary().index
+    # and a one-chain rerun from the mode (forced here) takes its start without the chain axis too
+    monkeypatch.setattr(_infer, "_max_rhat", lambda *args, **kwargs: 2.0)  # (one chain has no r̂ of its own)
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rerun = infer(normal, data, seed=0, num_chains=1, num_warmup=30, num_samples=30, progress=False)
+    assert rerun.info.get("restarted") and rerun.samples["halo.mass"].shape == (1, 30)
 
 
 def test_posterior_tables_and_warnings():
@@ -155,6 +161,10 @@ def test_upper_limit_leaves_out_draws_below_the_physical_bound():
     assert physical > 1.05 * plain  # ≈ 11.2 against 10.2 M☉/pc²
     with pytest.raises(ValueError, match="no draw"):
         post.upper_limit("dd.surface_density", lower=1e12)
+    broken = draws.copy()
+    broken[0, :10] = np.nan  # a broken run gives no limit, as in dark_disk_limits (the cut at 0 had hidden the NaN)
+    with pytest.raises(ValueError, match="10 of 20000 draws .* not finite"):
+        Posterior({"dd.surface_density": broken}, {}).upper_limit("dd.surface_density", lower=0.0)
 
 
 def test_dark_disk_limit_brackets_truth():

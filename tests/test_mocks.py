@@ -313,6 +313,12 @@ def test_spherical_seed_reproducible_and_global_rng_untouched():
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.v, b.v)
     assert spherical_tracer(5, seed=2**40, halo="cored", tracer="plummer")[0].n == 5  # galpy's np.random.seed refused
+    # the radii of a heavy outer tail (β = 3.2) and of a steep cusp (γ = 2.9) are finite and positive: the inverse
+    # enclosed fraction through t = r/(r + a) had rounded to 1 (infinite radii) and through 1 − t to 0
+    for kw in (dict(tracer_outer_slope=3.2), dict(tracer_inner_slope=2.9)):
+        cat = spherical_tracer(4000, seed=1, **kw)[0]
+        r = np.linalg.norm(cat.x, axis=1)
+        assert np.isfinite(cat.v).all() and np.all((r > 0) & np.isfinite(r)), kw
 
 
 def test_spherical_tracer_inner_velocities_follow_the_jeans_equation():

@@ -20,6 +20,32 @@ def test_a_dark_flag_decides_for_its_own_component_only():
     model = copy.deepcopy(DEFAULT_CONFIG["model"])
     model["cold"] = {"type": "NFW", "scale_density": 1e6, "scale_radius": 5.0, "dark": True}
     assert build_model(validate_config({"model": model})["model"]).dark == ("halo", "dark_disk", "cold")
+    # an unflagged component counted dark by its name but called stellar is said (PotentialModel warns only
+    # without dark=)
+    model = {"stellar_halo": {"type": "NFW", "scale_density": 1e6, "scale_radius": 5.0},
+             "nfw": {"type": "NFW", "scale_density": 1e7, "scale_radius": 16.0, "dark": True}}
+    with pytest.warns(UserWarning, match=r"\['stellar_halo'\] have no `dark` key"):
+        assert build_model(validate_config({"model": model})["model"]).dark == ("stellar_halo", "nfw")
+
+
+def test_posterior_key_holds_the_resolved_dark_components_of_a_flagged_model(tmp_path):
+    """A model with `dark` flags keys its posterior by the dark components as resolved (derived.rho_dm_sun is sampled
+    from them; the flag's rule changed), so an old rule's posterior is not reused; unflagged models keep their key."""
+    from bayesdyn.pipeline import DEFAULT_CONFIG, Run, validate_config
+    from bayesdyn.pipeline import _stages
+
+    plain = Run(validate_config({}), folder=tmp_path / "a", progress=False, log=lambda s: None).posterior_key()
+    model = copy.deepcopy(DEFAULT_CONFIG["model"])
+    model["dark_disk"]["dark"] = False
+    flagged = Run(validate_config({"model": model}), folder=tmp_path / "b", progress=False, log=lambda s: None)
+    key = flagged.posterior_key()
+    real = _stages.build_model
+    try:  # the same config under a rule that resolved other dark components: another key
+        _stages.build_model = lambda cfg: type("M", (), {"dark": ()})()
+        assert flagged.posterior_key() != key
+    finally:
+        _stages.build_model = real
+    assert flagged.posterior_key() == key and key != plain
 
 
 def test_run_command_checks_the_error_copies_before_the_flows(tmp_path, monkeypatch, capsys):

@@ -109,7 +109,8 @@ def test_quantities_are_converted_at_the_remaining_boundaries():
     with pytest.raises(units.UnitError):
         truth.acceleration([1.0, 0.0, 0.0] * u.km / u.s)
     dust = bd.mocks.DustModel(centers=[[500.0, 0.0, 0.0]] * u.pc, radii=[300.0] * u.pc, depths=[0.5])
-    assert_allclose(dust.radii, [0.3]) and assert_allclose(dust.centers, [[0.5, 0.0, 0.0]])
+    assert_allclose(dust.radii, [0.3])
+    assert_allclose(dust.centers, [[0.5, 0.0, 0.0]])
 
     ball = ((0.0, 0.0, 0.0), 1.0)
     sigma = np.full((cat.n, 3), 5.0)
@@ -125,7 +126,10 @@ def test_quantities_are_converted_at_the_remaining_boundaries():
         bd.weak_form_data(cat, volume=ball, velocity_errors=sigma * u.kpc)
 
     post = Posterior({"dd.surface_density": np.random.default_rng(0).normal(2e6, 5e6, (2, 500))}, {})
-    assert post.upper_limit("dd.surface_density", lower=0 * u.Msun / u.pc**2) == post.upper_limit(
-        "dd.surface_density", lower=0.0)
+    assert post.upper_limit("dd.surface_density", lower=1 * u.Msun / u.pc**2) == post.upper_limit(
+        "dd.surface_density", lower=1e6)  # M☉/kpc²
+    kz = Posterior({"derived.Kz_1p1kpc": np.random.default_rng(1).normal(2000.0, 100.0, (2, 500))}, {})
+    assert kz.upper_limit("derived.Kz_1p1kpc", lower=1500 * (u.km / u.s) ** 2 / u.kpc) == kz.upper_limit(
+        "derived.Kz_1p1kpc", lower=1500.0)
     with pytest.raises(units.UnitError, match="cannot be converted"):
         post.upper_limit("dd.surface_density", lower=0 * u.kpc)

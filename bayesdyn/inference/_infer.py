@@ -191,9 +191,10 @@ def _run_nuts(
         if mcmc is None:
             mcmc = _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress,
                                  _real_line_mass(real))
-        if init_params is None:  # (None: NumPyro's own starts; one chain takes them without the chain axis)
-            init_params = None if real is None else (real[0] if num_chains > 1 else
-                                                     jax.tree.map(lambda z: z[0], real[0]))
+        if init_params is None:  # (None: NumPyro's own starts)
+            init_params = None if real is None else real[0]
+        if init_params is not None and num_chains == 1:  # our starts carry a chain axis; one chain takes them
+            init_params = jax.tree.map(lambda z: z[0], init_params)  # without it (or its draws come back (1, n, 1))
         mcmc.run(key, data, extra_fields=("diverging",), init_params=init_params, **model_kwargs)
         samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
         diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])

@@ -430,7 +430,8 @@ def _galpy_df(halo, rho, rs, tracer, a, gamma, beta, ra):
 #: this mock's random stream: numpy's generator seeded with (seed, _STREAM), not with seed alone, so that a later
 #: ``apply_dust(..., seed=seed)`` (whose removal draws default_rng(seed)'s first uniforms) is independent of it
 _STREAM = 0x5E7
-#: speed grid per star: 0 and _N_SPEED − 1 points log-spaced from 10⁻⁵ w_max to w_max (0.9 % apart)
+#: speed grid per star: 0 and _N_SPEED − 1 points log-spaced from w_lo to w_max, w_lo = 10⁻⁵ w_max or less where the
+#: star's own speed scale √(2 e_r) is smaller (1.1 % apart over five decades)
 _N_SPEED = 1024
 #: stars per vectorised batch of the speed draw (memory ∝ batch × _N_SPEED)
 _SPEED_BATCH = 4096
@@ -443,27 +444,42 @@ def _draw_radii(rng: np.random.Generator, n: int, tracer: str, a: float, gamma: 
 
     q = rng.random(n)
     if tracer == "plummer":
-        return a * np.cbrt(q) / np.sqrt(1.0 - q ** (2.0 / 3.0))
-    t = betaincinv(3.0 - gamma, beta - 3.0, q)
-    return a * t / (1.0 - t)
+        with np.errstate(divide="ignore"):  # q = 0: log 0 = −inf, r = 0
+            return a * np.cbrt(q) / np.sqrt(-np.expm1(np.log(q) * (2.0 / 3.0)))
+    # the outer half through s = 1 − t = a/(r + a), drawn from its own (mirrored) incomplete beta function: t itself
+    # rounds to 1 for far stars of a heavy tail (β = 3.2, 2 × 10⁴ stars: 12 infinite radii); the inner half through
+    # t, which 1 − s would round to 0 (γ = 2.9: radii of 0)
+    inner = q < 0.5
+    t = betaincinv(3.0 - gamma, beta - 3.0, np.where(inner, q, 0.25))
+    s = betaincinv(beta - 3.0, 3.0 - gamma, np.where(inner, 0.75, 1.0 - q))
+    return np.where(inner, a * t / (1.0 - t), a * (1.0 - s) / s)
 
 
 @jax.jit
 def _speed_quantiles(truth: "SphericalTracerTruth", e_r, w_max, q):
     """w with P(< w) = q under p(w) ∝ f(e_r + w²/2) w² on [0, w_max], per star (the trapezoid CDF on a log grid of w,
-    inverted linearly). e_r = Φ(r) − Φ(0) [(km/s)²]; w_max [km/s]."""
-    grid = jnp.concatenate([jnp.zeros(1), jnp.logspace(-5.0, 0.0, _N_SPEED - 1)])
-    w = w_max[:, None] * grid[None, :]
+    inverted linearly). e_r = Φ(r) − Φ(0) [(km/s)²]; w_max [km/s]. The grid starts at 10⁻⁵ w_max, or at 10⁻³ of the
+    star's own speed scale √(2 e_r) where that is lower (deep in a steep cusp, γ = 2.9, the speeds of the innermost
+    stars lay below 10⁻⁵ w_max and were drawn uniformly under it)."""
+    lo = jnp.log10(jnp.clip(1e-3 * jnp.sqrt(2.0 * e_r) / w_max, 1e-30, 1e-5))
+    frac = jnp.linspace(0.0, 1.0, _N_SPEED - 1)
+    grid = jnp.concatenate([jnp.zeros((w_max.shape[0], 1)), 10.0 ** (lo[:, None] * (1.0 - frac[None, :]))], axis=1)
+    w = w_max[:, None] * grid
     log_p = truth._log_f_of_depth(e_r[:, None] + 0.5 * w**2) + 2 * jnp.log(jnp.where(w > 0, w, 1.0))
     log_p = jnp.where(w > 0, log_p, -jnp.inf)
     p = jnp.exp(log_p - jnp.max(log_p, axis=1, keepdims=True))
     cdf = jnp.concatenate([jnp.zeros((w.shape[0], 1)), jnp.cumsum(0.5 * (p[:, 1:] + p[:, :-1]) * jnp.diff(w, axis=1),
                                                                   axis=1)], axis=1)
-    cdf = cdf / cdf[:, -1:]
+    total = cdf[:, -1:]
+    # a star so far out (r ≫ 10³ scale radii, β near 3) that f vanishes on its whole grid or w_max = 0: the
+    # speed of a uniform ball of radius w_max (it was NaN)
+    ok = jnp.isfinite(total[:, 0]) & (total[:, 0] > 0)
+    cdf = cdf / jnp.where(ok[:, None], total, 1.0)
     i = jnp.clip(jax.vmap(jnp.searchsorted)(cdf, q), 1, _N_SPEED - 1)
     c0, c1 = jnp.take_along_axis(cdf, (i - 1)[:, None], 1)[:, 0], jnp.take_along_axis(cdf, i[:, None], 1)[:, 0]
     w0, w1 = jnp.take_along_axis(w, (i - 1)[:, None], 1)[:, 0], jnp.take_along_axis(w, i[:, None], 1)[:, 0]
-    return w0 + (w1 - w0) * jnp.clip((q - c0) / jnp.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
+    drawn = w0 + (w1 - w0) * jnp.clip((q - c0) / jnp.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
+    return jnp.where(ok, drawn, w_max * jnp.cbrt(q))
 
 
 def _draw_velocities(rng: np.random.Generator, truth: "SphericalTracerTruth", x: np.ndarray) -> np.ndarray:

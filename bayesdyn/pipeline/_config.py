@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -413,4 +414,9 @@ def build_model(cfg_model: dict[str, Any]):
     # `dark = false` on the dark disk had dropped the halo too, and with it ρ_DM(⊙) from the report)
     dark = tuple(name for name, comp in cfg_model.items()
                  if bool(comp.get("dark", _is_dark(name)))) if flagged else None
+    stellar = [n for n in dark or () if "dark" not in cfg_model[n] and ("stellar" in n.lower() or "star" in n.lower())]
+    if stellar:  # PotentialModel warns only without dark=: say it here for the unflagged ones counted by name
+        warnings.warn(f"model components {stellar} have no `dark` key and count as dark matter by name (they contain "
+                      "'halo' or 'dark'); if they are stellar, add dark = false to their [model.<name>] tables",
+                      UserWarning, stacklevel=2)
     return PotentialModel(dark=dark, **comps)  # no `dark` key anywhere: PotentialModel's rule by name

@@ -649,6 +649,10 @@ class Run:
         else:  # the node likelihood's key: as before inference.likelihood existed, plus the combination's version
             parts = [{k: v for k, v in inf.items() if k != "likelihood"}, self._read_stamp("accelerations")]
             parts.append(_COMBINE_VERSION)  # (also for combine="mean" or one member: those recompute once)
+        if any("dark" in comp for comp in self.cfg["model"].values()):
+            # the dark components as resolved (derived.rho_dm_sun is sampled from them): a `dark` flag's rule changed
+            # on 2026-12-07, and a posterior of the old rule must not be reused (only flagged models are affected)
+            parts.append({"dark": list(build_model(self.cfg["model"]).dark)})
         return _fingerprint(parts[0], self.cfg["model"], self.cfg["seed"], *parts[1:], _CACHE_VERSION)
 
     def posterior(self, data):

@@ -275,8 +275,8 @@ class Posterior:
         if dof is not None and dof <= HEAVY_TAIL_DOF:
             notes.append(f"the flow members were combined with nu = {dof:.1f} degrees of freedom: heavy Student-t "
                          "tails, quote the quantiles")
-        if notes:
-            warnings.warn("to_latex: " + "; ".join(notes), ConvergenceWarning, stacklevel=2)
+        if df.attrs["problems"]:  # the heavy-tail note alone is the design's (ν ≤ 4 for 2 × 2 members), not a problem
+            warnings.warn("to_latex: " + "; ".join(df.attrs["problems"]), ConvergenceWarning, stacklevel=2)
         lines += [f"% WARNING: {n}" for n in notes]
         return "\n".join(lines) + "\n"
 
@@ -337,12 +337,16 @@ class Posterior:
             import astropy.units as u
 
             try:
-                lower = u.Quantity(lower).to_value(u.Unit(_unit_of(name) or u.dimensionless_unscaled))
+                unit = _unit_of(name).replace("(km/s)2/kpc", "km2 / (s2 kpc)")  # astropy cannot parse the label
+                lower = u.Quantity(lower).to_value(u.Unit(unit or u.dimensionless_unscaled))
             except (ValueError, u.UnitConversionError):
                 raise _u.UnitError(f"lower={lower} cannot be converted to the unit of {name!r} "
                                    f"({_unit_of(name) or 'unknown'}); pass a bare number in that unit") from None
         if lower is not None:
             lower = float(lower)
+            if not np.isfinite(x).all():  # as dark_disk_limits: no limit from a broken run (the cut would hide it)
+                raise ValueError(f"{int(np.sum(~np.isfinite(x)))} of {x.size} draws of {name!r} are not finite: "
+                                 "no limit")
             x = x[x >= lower]
             if x.size == 0:
                 raise ValueError(f"no draw of {name!r} lies at or above lower={lower:g}: no limit")
