@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference._model import _is_dark
 from ._config import ConfigError, build_model, resolve_source
 
 __all__ = ["Run"]
@@ -649,10 +650,15 @@ class Run:
         else:  # the node likelihood's key: as before inference.likelihood existed, plus the combination's version
             parts = [{k: v for k, v in inf.items() if k != "likelihood"}, self._read_stamp("accelerations")]
             parts.append(_COMBINE_VERSION)  # (also for combine="mean" or one member: those recompute once)
-        if any("dark" in comp for comp in self.cfg["model"].values()):
-            # the dark components as resolved (derived.rho_dm_sun is sampled from them): a `dark` flag's rule changed
-            # on 2026-12-07, and a posterior of the old rule must not be reused (only flagged models are affected)
-            parts.append({"dark": list(build_model(self.cfg["model"]).dark)})
+        model = self.cfg["model"]
+        if any("dark" in comp for comp in model.values()):
+            # derived.rho_dm_sun is sampled from the dark components: where the `dark` flags' rule of 2026-12-07
+            # (a flag decides for its own component, the others by name) resolves them otherwise than the old one
+            # (only the flagged components), the key holds them, so that the old rule's posterior is not reused
+            old = [n for n, comp in model.items() if comp.get("dark")]
+            new = [n for n, comp in model.items() if bool(comp.get("dark", _is_dark(n)))]
+            if new != old:
+                parts.append({"dark": new})
         return _fingerprint(parts[0], self.cfg["model"], self.cfg["seed"], *parts[1:], _CACHE_VERSION)
 
     def posterior(self, data):
