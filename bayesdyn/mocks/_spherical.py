@@ -145,7 +145,7 @@ class SphericalTracerTruth(Truth):
     scores are accurate to better than ~1e-5 relative (tests). The sample is
     drawn from this same spline: radii by inverting the tracer's enclosed
     fraction, speeds by inverting each star's speed CDF on a fine grid
-    (``_draw_velocities``; at fixed r, ⟨w²⟩ within 0.2 % of its quadrature
+    (``_draw_velocities``; at fixed r, ⟨w²⟩ within 0.3 % (1σ) of its quadrature
     value, 4 × 10⁵ draws). Before 2026-12-07 galpy's samplers drew the
     velocities, from a 100-point speed table: ⟨v²⟩ 2.5× too large within
     0.2 kpc of a cored halo with a γ = 1, a = 2 kpc tracer, and the speed tail
