@@ -33,13 +33,13 @@ def test_posterior_key_holds_the_dark_components_where_the_flag_rule_changed_the
     posterior key holds them (derived.rho_dm_sun is sampled from them), so the old rule's posterior is not reused;
     where both rules agree the key is unchanged (tests/test_pipeline_weak_form.py checks that key)."""
     from bayesdyn.pipeline import DEFAULT_CONFIG, Run, validate_config
-    from bayesdyn.pipeline import _stages
+    from bayesdyn.pipeline import _config
 
     model = copy.deepcopy(DEFAULT_CONFIG["model"])
     model["dark_disk"]["dark"] = False  # old rule: no dark component; new: the halo (by name)
     run = Run(validate_config({"model": model}), folder=tmp_path, progress=False, log=lambda s: None)
     key = run.posterior_key()
-    monkeypatch.setattr(_stages, "_is_dark", lambda name: False)  # a rule by name that agrees with the old one
+    monkeypatch.setattr(_config, "_is_dark", lambda name: False)  # a rule by name that agrees with the old one
     assert run.posterior_key() != key
 
 

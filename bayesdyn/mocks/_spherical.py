@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import units as _u
 from ..catalog import Catalog
-from ._plummer import _check_n_seed
+from ._plummer import _check_n_seed, _isotropic
 from ._truth import MockError, Truth, _bayesdyn_version, _points, _require_galpy
 
 __all__ = ["spherical_tracer", "SphericalTracerTruth"]
@@ -506,19 +506,13 @@ def _draw_velocities(rng: np.random.Generator, truth: "SphericalTracerTruth", x:
                                                         jnp.asarray(w_max[i:i + _SPEED_BATCH]),
                                                         jnp.asarray(q[i:i + _SPEED_BATCH])))
                             for i in range(0, r.size, _SPEED_BATCH)])
-    u = _unit_vectors(rng, r.size) * w[:, None]
+    u = _isotropic(rng, r.size) * w[:, None]
     rhat = x / np.where(r > 0, r, 1.0)[:, None]
     u_r = np.sum(u * rhat, axis=1)
     u_t = u - u_r[:, None] * rhat
     return u_r[:, None] * rhat + u_t / np.sqrt(1.0 + truth.inv_ra2 * r**2)[:, None]
 
 
-def _unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n directions uniform on the sphere, (n, 3)."""
-    cos_t = rng.uniform(-1.0, 1.0, n)
-    phi = rng.uniform(0.0, 2 * np.pi, n)
-    sin_t = np.sqrt(1 - cos_t**2)
-    return np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=1)
 
 
 def spherical_tracer(
@@ -618,7 +612,7 @@ def spherical_tracer(
         spline_coef=jnp.asarray(coef),
     )
     rng = np.random.default_rng([seed, _STREAM])
-    x = _draw_radii(rng, n, tracer, a, gamma, beta)[:, None] * _unit_vectors(rng, n)
+    x = _draw_radii(rng, n, tracer, a, gamma, beta)[:, None] * _isotropic(rng, n)
     v = _draw_velocities(rng, truth, x)
     meta = {
         "mock": "spherical_tracer",

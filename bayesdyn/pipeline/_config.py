@@ -12,6 +12,8 @@ from typing import Any
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "resolve_source", "PRIORS", "COMPONENTS"]
 
 
+from ..inference._model import _is_dark
+
 class ConfigError(ValueError):
     """A configuration key is missing, unknown or has a value of the wrong kind."""
 
@@ -403,17 +405,21 @@ def _build_component(comp: dict[str, Any]):
     return getattr(bp, comp["type"])(**kwargs)
 
 
+def dark_components(cfg_model: dict[str, Any]) -> tuple[str, ...] | None:
+    """The ``[model]`` table's dark-matter components when any table has a ``dark`` key, else None (PotentialModel's
+    rule by name). A ``dark`` key decides for its own component only; the others keep the rule by name (a single
+    ``dark = false`` on the dark disk had dropped the halo too, and with it ρ_DM(⊙) from the report)."""
+    if not any("dark" in comp for comp in cfg_model.values()):
+        return None
+    return tuple(name for name, comp in cfg_model.items() if bool(comp.get("dark", _is_dark(name))))
+
+
 def build_model(cfg_model: dict[str, Any]):
     """A :class:`bayesdyn.PotentialModel` from the ``[model]`` table."""
     from ..inference import PotentialModel
-    from ..inference._model import _is_dark
 
     comps = {name: _build_component(comp) for name, comp in cfg_model.items()}
-    flagged = [name for name, comp in cfg_model.items() if "dark" in comp]
-    # a `dark` key decides for its own component only; the others keep the rule by name (a single
-    # `dark = false` on the dark disk had dropped the halo too, and with it ρ_DM(⊙) from the report)
-    dark = tuple(name for name, comp in cfg_model.items()
-                 if bool(comp.get("dark", _is_dark(name)))) if flagged else None
+    dark = dark_components(cfg_model)
     stellar = [n for n in dark or () if "dark" not in cfg_model[n] and ("stellar" in n.lower() or "star" in n.lower())]
     if stellar:  # PotentialModel warns only without dark=: say it here for the unflagged ones counted by name
         warnings.warn(f"model components {stellar} have no `dark` key and count as dark matter by name (they contain "

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inference._model import _is_dark
-from ._config import ConfigError, build_model, resolve_source
+from ._config import ConfigError, build_model, dark_components, resolve_source
 
 __all__ = ["Run"]
 
@@ -651,14 +650,12 @@ class Run:
             parts = [{k: v for k, v in inf.items() if k != "likelihood"}, self._read_stamp("accelerations")]
             parts.append(_COMBINE_VERSION)  # (also for combine="mean" or one member: those recompute once)
         model = self.cfg["model"]
-        if any("dark" in comp for comp in model.values()):
-            # derived.rho_dm_sun is sampled from the dark components: where the `dark` flags' rule of 2026-12-07
-            # (a flag decides for its own component, the others by name) resolves them otherwise than the old one
-            # (only the flagged components), the key holds them, so that the old rule's posterior is not reused
-            old = [n for n, comp in model.items() if comp.get("dark")]
-            new = [n for n, comp in model.items() if bool(comp.get("dark", _is_dark(n)))]
-            if new != old:
-                parts.append({"dark": new})
+        new = dark_components(model)
+        # derived.rho_dm_sun is sampled from the dark components: where the `dark` flags' rule of 2026-12-07 (a flag
+        # decides for its own component, the others by name) resolves them otherwise than the old one (only the
+        # flagged components), the key holds them, so that the old rule's posterior is not reused
+        if new is not None and list(new) != [n for n, comp in model.items() if comp.get("dark")]:
+            parts.append({"dark": list(new)})
         return _fingerprint(parts[0], self.cfg["model"], self.cfg["seed"], *parts[1:], _CACHE_VERSION)
 
     def posterior(self, data):
