@@ -152,6 +152,22 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
     return value
 
 
+def strip_squared(value: Any, physical_type: str, name: str = "value") -> Any:
+    """:func:`strip` for a quantity in the internal unit squared (a covariance, e.g. ((km/s)²/kpc)²).
+
+    Raises:
+        UnitError: if ``value`` is a Quantity whose unit cannot be converted.
+    """
+    if getattr(value, "unit", None) is None:
+        return value
+    target = _unit_for(physical_type) ** 2
+    try:
+        return np.asarray(u.Quantity(value).to_value(target))
+    except u.UnitConversionError:
+        raise UnitError(f"{name} was given in {value.unit}, but it must be a ({physical_type})²: pass a Quantity "
+                        f"convertible to {target}, or bare numbers in {target}") from None
+
+
 def quantity(value: Any, physical_type: str) -> u.Quantity:
     """Attach the internal unit of ``physical_type`` to plain numbers."""
     return u.Quantity(np.asarray(value), _unit_for(physical_type))

@@ -364,16 +364,8 @@ def _per_axis_covariance(value: Any, n: int, inside: np.ndarray, name: str, unit
     """``value`` as an array; per-star σ (n, 3) [unit] (checked ≥ 0 in the ball) become diagonal covariances. A
     Quantity is converted: σ to ``unit``, covariances (n, 3, 3) to ``unit``² (np.asarray had dropped the unit: 10 000
     m/s read as 10 000 km/s, and 10 kpc as 10 km/s)."""
-    if getattr(value, "unit", None) is not None:
-        import astropy.units as u
-
-        q = u.Quantity(value)
-        target = u.Unit(unit) if q.shape == (n, 3) else u.Unit(unit) ** 2
-        try:
-            value = q.to_value(target)
-        except u.UnitConversionError:
-            raise _u.UnitError(f"{name} was given in {q.unit}; per-star σ must be in {unit} and covariances in "
-                               f"({unit})² (or bare numbers in those units)") from None
+    kind = {"kpc": "length", "km/s": "velocity"}[unit]
+    value = _u.strip(value, kind, name) if np.shape(value) == (n, 3) else _u.strip_squared(value, kind, name)
     cov = np.asarray(value, float)
     if cov.shape == (n, 3):
         if not (cov[inside] >= 0).all():

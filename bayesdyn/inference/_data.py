@@ -14,22 +14,6 @@ __all__ = ["AccelerationData", "StarScoreData", "DEFAULT_SUN"]
 DEFAULT_SUN = (-8.121973372128914, 0.0, 0.0208)
 
 
-def _acceleration_squared(value, name: str):
-    """A covariance of accelerations as numbers in ((km/s)²/kpc)²; a Quantity is converted or refused."""
-    import astropy.units as u
-
-    from .. import units as _u
-
-    if getattr(value, "unit", None) is None:
-        return value
-    target = (u.km / u.s) ** 4 / u.kpc**2
-    try:
-        return np.asarray(u.Quantity(value).to_value(target))
-    except u.UnitConversionError:
-        raise _u.UnitError(f"{name} was given in {value.unit}; it must be an acceleration squared, e.g. in "
-                           f"{target}, or bare numbers in that unit") from None
-
-
 class AccelerationData(NamedTuple):
     """Accelerations estimated at nodes, with their covariance.
 
@@ -82,10 +66,10 @@ class AccelerationData(NamedTuple):
 
         x = jnp.asarray(_u.strip(x, "length", "x"))
         a = jnp.asarray(_u.strip(a, "acceleration", "a"))
-        cov = jnp.asarray(_acceleration_squared(cov, "cov"))
+        cov = jnp.asarray(_u.strip_squared(cov, "acceleration", "cov"))
         sun = _u.strip(sun, "length", "sun")
         members = None if members is None else _u.strip(members, "acceleration", "members")
-        member_cov = None if member_cov is None else _acceleration_squared(member_cov, "member_cov")
+        member_cov = None if member_cov is None else _u.strip_squared(member_cov, "acceleration", "member_cov")
         if x.ndim != 2 or x.shape[1] != 3 or a.shape != x.shape:
             raise ValueError(f"x and a must both be (P, 3); got {x.shape} and {a.shape}")
         if cov.shape != x.shape + (3,):
