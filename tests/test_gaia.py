@@ -167,6 +167,19 @@ def test_file_formats_round_trip(gaia_dir, dr2_100, tmp_path, ext, kwargs):
     assert cat.meta["source"]["name"] == path.name
 
 
+def test_hdf5_dataset_path_reaches_astropy(gaia_dir, dr2_100, tmp_path):
+    """``path=`` names the HDF5 dataset (the file is positional only): with two datasets in one file, each is read."""
+    table = Table.read(gaia_dir / "gdr2_rv_100.fits")
+    f = tmp_path / "two.h5"
+    table[:40].write(f, path="first", serialize_meta=True)
+    table.write(f, path="second", serialize_meta=True, append=True)
+    for read in (bd.Catalog.read, bd.Catalog.from_gaia):
+        assert read(f, path="first").n == 40
+        cat = read(f, path="second")
+        assert cat.n == 100
+        assert_allclose(cat.x, dr2_100.x, rtol=1e-13, atol=0)  # kpc
+
+
 def test_masked_rv_survives_csv(gaia_dir, tmp_path):
     """The archive's CSV leaves missing RVs empty; they are counted as missing, not misread."""
     with warnings.catch_warnings():

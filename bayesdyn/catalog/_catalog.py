@@ -523,6 +523,7 @@ class Catalog:
     def read(
         cls,
         path: str | os.PathLike,
+        /,
         *,
         solar: SolarParameters | None = None,
         strict: bool = False,
@@ -540,7 +541,8 @@ class Catalog:
             format: astropy ``Table.read`` format, overriding the extension.
             extra_columns: see :meth:`from_gaia` (Gaia columns only; a table of
                 Galactocentric columns or a saved catalog keeps all its columns).
-            **read_kwargs: passed to ``astropy.table.Table.read``.
+            **read_kwargs: passed to ``astropy.table.Table.read``, e.g. ``path="stars"`` for an HDF5
+                file's dataset (the file itself is the first argument, positional only).
         """
         if format is None and str(path).lower().endswith(".npz"):
             cat = cls.load(path)

@@ -53,11 +53,12 @@ def table_format(path: str | os.PathLike) -> str:
     )
 
 
-def read_table(path: str | os.PathLike, format: str | None = None, **kwargs: Any) -> Table:
+def read_table(path: str | os.PathLike, /, format: str | None = None, **kwargs: Any) -> Table:
     """Read a table file with astropy, the format chosen by extension unless given.
 
     Args:
-        path: file path (FITS, VOTable, CSV, ECSV, Parquet or HDF5).
+        path: file path (FITS, VOTable, CSV, ECSV, Parquet or HDF5); positional only, so that
+            ``path=`` reaches ``Table.read`` as an HDF5 dataset's path.
         format: an astropy ``Table.read`` format that overrides the extension.
         **kwargs: passed to ``Table.read`` (e.g. ``path="data"`` for an HDF5 dataset).
 
