@@ -477,8 +477,8 @@ class Run:
         ``nodes.radius_kpc``, but never beyond the distance that holds
         :attr:`EDGE_QUANTILE` (80 %) of the stars: near a catalog's edge the learnt
         density falls steeply and its scores are poor, so nodes stay inside the volume
-        the catalog covers (a 100 pc sphere gets nodes within ~93 pc). ``radius_kpc = 0``
-        means exactly that distance.
+        the catalog covers (a uniformly filled 100 pc sphere gets nodes within
+        0.8^(1/3) × 100 = 92.8 pc). ``radius_kpc = 0`` means exactly that distance.
 
         Args:
             cat: the run's catalog.
