@@ -450,7 +450,7 @@ def _disk_spec(name, title, cat, truth, s, seed) -> MockSpec:
         f"selection volumes of the {radius_sphere:g}-kpc sphere; no density.",
         f"CBE-flows ρ: −∇·a/4πG from central differences of the node accelerations with steps h = "
         f"{DISK_FD_STEP:g} and {2 * DISK_FD_STEP:g} kpc, Richardson-extrapolated (on the exact field this "
-        "formula is within 1.3 % of the true ρ at the Sun).",
+        "formula is within 1.4 % of the true ρ at the Sun).",
     ]
     notes.append(
         f"Weak-form fit: `bd.weak_form_data(catalog)` (the CBE integrated against {WEAK_MOMENTS} test functions "
@@ -572,7 +572,8 @@ def get_psd(spec: MockSpec, s, seed, cache: Path | None, clock: Clock, external:
 
 
 def robust_accelerations(psd, x, n_velocities, seed, sun):
-    """``bd.estimate_accelerations`` at x; if some points give NaN/inf, point by point, those left NaN.
+    """``bd.estimate_accelerations`` at x; if some points give NaN/inf (or too many bad velocity draws), point by
+    point, those left NaN.
 
     Returns ``(data, bad)``: an object with ``a`` (P, 3), ``cov`` (P, 3, 3), ``members``
     (K, P, 3) as numpy arrays, and the boolean mask of the failed points.
@@ -582,6 +583,8 @@ def robust_accelerations(psd, x, n_velocities, seed, sun):
     try:
         d = bd.estimate_accelerations(psd, x, n_velocities=n_velocities, seed=seed, sun=sun)
         return d, np.zeros(len(x), bool)
+    except FloatingPointError:  # more than 10 % of a point's velocity draws non-finite or outlying
+        pass
     except ValueError as err:
         if "NaN/inf" not in str(err):
             raise
@@ -590,7 +593,7 @@ def robust_accelerations(psd, x, n_velocities, seed, sun):
     for i, xi in enumerate(np.asarray(x)):  # loop over the few points, only when some fail
         try:
             d = bd.estimate_accelerations(psd, xi[None], n_velocities=n_velocities, seed=seed, sun=sun)
-        except ValueError:
+        except (ValueError, FloatingPointError):
             continue
         a[i], cov[i], mem[:, i] = np.asarray(d.a)[0], np.asarray(d.cov)[0], np.asarray(d.members)[:, 0]
     bad = ~np.isfinite(a).all(axis=1)
@@ -871,6 +874,17 @@ class Realisations:
         return list(range(len(self.cells))) if self.ids is None else list(self.ids)
 
 
+def _pairing_text(psd_options: dict) -> str:
+    """How ``fit_psd`` groups the members under these options: "2 resamples × 2 seeds", "4 resamples", "4 seeds"."""
+    from bayesdyn.psd._fit import resolve_seeds_per_resample
+
+    k, boot = int(psd_options.get("ensemble", 4)), bool(psd_options.get("bootstrap", True))
+    spr = resolve_seeds_per_resample(k, psd_options.get("seeds_per_resample", "auto"), boot)
+    if not boot:
+        return f"{k} seeds, no bootstrap"
+    return f"{k // spr} resamples × {spr} seeds" if spr > 1 else f"{k} resamples"
+
+
 def realisation_psd_id(real, cfg, r) -> str:
     """The posterior cache's id for a disk realisation's flows and stars (``validate.realisation``'s output)."""
     head = None if real["psd_path"] is None else real["psd_path"] / "psd.json"
@@ -945,7 +959,7 @@ def run_disk_realisations(s, seed, cache, flow_cache, fresh, log) -> Realisation
         "realisation r has the stars, seeds and flows of realisation r of `validate.coverage(\"disk\", "
         f"n_stars={cfg['n']}, seed={seed}, psd_options={cfg['psd']})` (`validate.realisation`; with seed 0, r = 0–2 are "
         "the realisations of `python benchmarks/calibration.py --suite full --only disk-1e5` and later ones continue "
-        f"its seed sequence); flows: `fit_psd`'s defaults (2 resamples × 2 seeds) with {json.dumps(cfg['psd'])}, "
+        f"its seed sequence); flows: `fit_psd` ({_pairing_text(cfg['psd'])}) with {json.dumps(cfg['psd'])}, "
         f"shared through `{flow_cache}`.",
         f"Rows, nodes ({s['n_nodes']} within 1.5 kpc of the Sun, the calibration's), parametric model "
         "(`validate.DiskMock.model()`) and Jeans stencils as in the shipped disk's table above: the parametric fit "
@@ -1042,7 +1056,8 @@ def realisations_markdown(res: Realisations) -> str:
         "; ".join(verdict) + ".", "",
         "These realisations were fixed before the run. On 20 further disk realisations that this table has not "
         "seen, least-squares refits of the same parametric model to the same kind of nodes (no NUTS) gave a larger "
-        "ratio for a_R at the Sun than on these 20; read that row with [the held-out test and the pooled "
+        "ratio for a_R at the Sun than on "
+        + ("these 20" if R == 20 else "the 20 of the published table") + "; read that row with [the held-out test and the pooled "
         "estimate](calibration/index.md#node-sampling-the-disk-fits-error-is-the-flows-not-the-nodes) "
         "(`benchmarks/league_nodes.py`).", "",
         f"The expected error of each method is measured as the RMS of its relative error over {R} independent "
@@ -1216,7 +1231,9 @@ def page(results, argv, settings, machine_start, machine_end, total_s, realisati
         "vanish on the sample's boundary — no flows and no density estimate: the moments' own covariance gives the "
         "errors, by two-step GMM and NUTS; [weak form](weak-form.md); disk only); and the classic binned **Jeans** equations "
         "with bootstrap errors (see [Jeans baselines](jeans.md)). Each cell is value ± 1σ and, in brackets, "
-        "the relative error against the truth. Accelerations a = −∇Φ are in (km/s)²/kpc (a_R, a_r < 0 point "
+        "the relative error (estimate − truth)/|truth|: its sign is that of the difference on the number line, so "
+        "for a component that points inwards or downwards (negative) a positive value means a weaker pull than "
+        "the truth's. Accelerations a = −∇Φ are in (km/s)²/kpc (a_R, a_r < 0 point "
         "inwards; 1 (km/s)²/kpc = 1.0459 kpc/Gyr²), densities in M☉/kpc³ (1e7 M☉/kpc³ = 0.01 M☉/pc³).",
         "",
         "What each method assumes: the CBE flows assume equilibrium only (no symmetry, no model); Jeans assumes "
@@ -1295,15 +1312,19 @@ def parse(argv):
     return args
 
 
-def main(argv=None) -> dict[str, Any]:
-    """Run the league; returns {mock name: MockResult} and "realisations": the disk realisations (or None)."""
-    args = parse(argv)
-    settings = json.loads(json.dumps(TINY if args.tiny else FULL))
-    # fit_psd's default seed pairing ("auto": 2 seeds per bootstrap resample when K is even and ≥ 4), resolved so
-    # that the flows' cache key and the page name it; L = 1 is left out of the key (caches of earlier runs stay valid)
+def resolve_settings(args) -> dict[str, Any]:
+    """The run's settings: TINY or FULL, then ``--psd-option`` and ``--realisations``, then fit_psd's seed pairing.
+
+    fit_psd's default pairing ("auto": 2 seeds per bootstrap resample when K is even and ≥ 4) is resolved after the
+    options (``ensemble=5`` or ``bootstrap=false`` change it), so that the flows' cache key and the page name it;
+    L = 1 is left out of the key (caches of earlier runs stay valid). validate.realisation resolves the
+    realisations' own.
+    """
     from bayesdyn.psd._fit import resolve_seeds_per_resample
 
-    # (validate.realisation resolves the realisations' own)
+    settings = json.loads(json.dumps(TINY if args.tiny else FULL))
+    settings["psd"].update(args.psd_extra)
+    settings["realisations"]["psd"].update(args.psd_extra)
     opts = settings["psd"]
     spr = resolve_seeds_per_resample(opts.get("ensemble", 4), opts.pop("seeds_per_resample", "auto"),
                                      opts.get("bootstrap", True))
@@ -1311,8 +1332,13 @@ def main(argv=None) -> dict[str, Any]:
         opts["seeds_per_resample"] = spr
     if args.realisations is not None:
         settings["realisations"]["count"] = args.realisations
-    settings["psd"].update(args.psd_extra)
-    settings["realisations"]["psd"].update(args.psd_extra)
+    return settings
+
+
+def main(argv=None) -> dict[str, Any]:
+    """Run the league; returns {mock name: MockResult} and "realisations": the disk realisations (or None)."""
+    args = parse(argv)
+    settings = resolve_settings(args)
     cache = Path(args.cache).expanduser() if args.cache else None
     if cache is not None and args.tiny:
         cache = cache / "tiny"

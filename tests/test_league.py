@@ -152,6 +152,56 @@ def test_diverged_realisation_flows_are_left_out_and_other_errors_raise(monkeypa
         league.run_disk_realisations(s, 0, None, None, False, lambda *a: None)
 
 
+def test_points_with_too_many_bad_velocity_draws_are_left_out_not_fatal(monkeypatch):
+    """estimate_accelerations' FloatingPointError (> 10 % bad draws at a node) marks that point failed, as NaN/inf
+    does; the other points keep their accelerations, and an unrelated ValueError still raises."""
+    import bayesdyn as bd
+
+    league = _league()
+
+    class Psd:
+        n_members = 2
+
+    x = np.array([[1.0, 0.0, 0.0], [10.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+
+    def estimate(psd, xs, n_velocities, seed, sun):
+        xs = np.asarray(xs)
+        if np.any(xs[:, 0] == 10.0):
+            raise FloatingPointError("1 node(s) (first [10.0, 0.0, 0.0] kpc) have non-finite scores or outlying "
+                                     "draws at more than 10 % of their velocities")
+        a = -xs
+        return league._Data(a, np.broadcast_to(np.eye(3), (len(xs), 3, 3)).copy(), np.stack([a, a]))
+
+    monkeypatch.setattr(bd, "estimate_accelerations", estimate)
+    data, bad = league.robust_accelerations(Psd(), x, 8, 0, None)
+    assert bad.tolist() == [False, True, False]
+    np.testing.assert_array_equal(data.a[[0, 2]], -x[[0, 2]])
+    assert np.isnan(data.a[1]).all() and np.isnan(data.members[:, 1]).all()
+
+    def broken(psd, xs, n_velocities, seed, sun):
+        raise ValueError("a bug, not a bad point")
+
+    monkeypatch.setattr(bd, "estimate_accelerations", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        league.robust_accelerations(Psd(), x, 8, 0, None)
+
+
+def test_psd_options_are_applied_before_the_seed_pairing_is_resolved():
+    """--psd-option ensemble=5 or bootstrap=false leave one seed per resample (fit_psd's "auto"), not the default
+    ensemble's two; the page's note names the pairing the options give."""
+    league = _league()
+    for extra, spr in ((["ensemble=5"], None), (["bootstrap=false"], None), (["ensemble=2"], None), ([], 2),
+                       (["ensemble=6"], 2), (["seeds_per_resample=1"], None)):
+        s = league.resolve_settings(league.parse([a for e in extra for a in ("--psd-option", e)]))
+        assert s["psd"].get("seeds_per_resample") == spr, extra
+        assert s["realisations"]["psd"] == {**league.FULL["realisations"]["psd"], **league.psd_options(extra)}
+    assert league.resolve_settings(league.parse(["--realisations", "3"]))["realisations"]["count"] == 3
+    assert league._pairing_text({}) == "2 resamples × 2 seeds"
+    assert league._pairing_text({"ensemble": 5}) == "5 resamples"
+    assert league._pairing_text({"bootstrap": False}) == "4 seeds, no bootstrap"
+    assert league._pairing_text({"ensemble": 6, "seeds_per_resample": 3}) == "2 resamples × 3 seeds"
+
+
 def test_member_variance_follows_the_combination_rule():
     """Ungrouped members: (1 + 1/K)·var; seed pairs: M/(JL) + (1 + 1/J)·[S − M/L]₊ (bd.infer's combine rule)."""
     league = _league()
