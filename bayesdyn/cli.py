@@ -318,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bayesdyn`` command."""
     from .catalog import CatalogError
     from .mocks import MockError
+    from .mocks._truth import GalpyRequiredError
     from .pipeline import ConfigError
     from .psd import PSDFileError
 
@@ -335,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
-    except (CatalogError, PSDFileError, MockError) as err:  # bad input files or mock settings: the message names the fix
+    except (CatalogError, PSDFileError, MockError, GalpyRequiredError) as err:  # the message names the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except FloatingPointError as err:  # bayesdyn's own: training diverged, nodes outside the catalog's bulk, …
         print(f"error: {err}", file=sys.stderr)
         return 1
     except FileNotFoundError as err:

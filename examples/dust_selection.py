@@ -69,7 +69,7 @@ def main(argv=None):
         seen, _ = mocks.apply_dust(cat, dust, seed=2)
         print(f"dust removed {cat.n - seen.n} of {cat.n} stars ({seen.history[-1].reason})")
 
-        # nodes at observed stars: around the cloud's edge (0.5–1.5 radii, where ∇log ε peaks) and far from it
+        # nodes at observed stars: around the cloud's edge (0.5–1.5 radii, where ∇log ε is large; it peaks near 0.4) and far from it
         d = np.linalg.norm(seen.x - dust.centers[0], axis=1) / dust.radii[0]
         r = np.linalg.norm(seen.x, axis=1)
         rng = np.random.default_rng(args.seed)

@@ -81,7 +81,9 @@ def main(argv=None):
     print(f"dark disk (h = 50 pc): Sigma_DD < {limit:.2f} Msun/pc^2 (95 %)")
     rho_true = float(mw["halo"].density(sun))
     print(f"truth (MWPotential2014 halo at this Sun): rho_DM = {rho_true:.3g} Msun/kpc^3 = "
-          f"{float(units.density_to(rho_true, 'GeV/cm3')):.3f} GeV/cm^3")
+          f"{float(units.density_to(rho_true, 'GeV/cm3')):.3f} GeV/cm^3; the posterior's rho_DM counts the halo "
+          "and the dark disk, whose prior keeps Sigma_DD >= 0, so it lies above the halo alone by construction "
+          "(docs/howto/local-dm.md)")
     if out:
         post.save(out / "posterior.nc")
         post.to_csv(out / "constraints.csv")

@@ -65,6 +65,26 @@ def test_run_command_checks_the_error_copies_before_the_flows(tmp_path, monkeypa
         Run(cfg, folder=tmp_path / "all", progress=False, log=lambda s: None).all()
 
 
+@pytest.mark.parametrize("error", ["galpy", "diverged"])
+def test_cli_names_a_missing_galpy_or_a_diverged_fit_without_a_traceback(tmp_path, monkeypatch, capsys, error):
+    """GalpyRequiredError (galpy is optional) and fit_psd's "training diverged" FloatingPointError reach the user as
+    one line naming the fix and exit status 1 (they were tracebacks)."""
+    from bayesdyn import cli, mocks
+    from bayesdyn.mocks._truth import GalpyRequiredError
+
+    def fail(**kwargs):
+        if error == "galpy":
+            raise GalpyRequiredError("the disk mock needs galpy: pip install galpy")
+        raise FloatingPointError("training diverged: (member, flow) pairs [[0, 1]] never reached a finite "
+                                 "validation loss; lower learning_rate")
+
+    monkeypatch.setattr(mocks, "solar_neighbourhood_disk", fail)
+    assert cli.main(["mock", "disk", "--n", "100", "--output", str(tmp_path / "d.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and ("pip install galpy" in err or "lower learning_rate" in err)
+    assert "Traceback" not in err
+
+
 def test_a_mock_files_truth_is_checked_against(tmp_path):
     """A catalog written by `bayesdyn mock` records its truth; the catalog stage rebuilds it (Plummer, disk), so the
     report checks against it (it had called the run real data); a kind it cannot rebuild is said, not ignored."""

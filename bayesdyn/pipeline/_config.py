@@ -51,7 +51,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "catalog": {
         # "default" = the shipped disk mock; else a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5)
         # or a Catalog .npz file (one written by `bayesdyn mock plummer|disk` carries its truth: the report
-        # checks against it)
+        # checks against it; a plummer or spherical mock is centred on the origin, 8 kpc from the Sun, where
+        # the default nodes find no stars: set nodes.radius_kpc = 0, as the preflight's refusal says)
         "source": "default",
         "strict": False,
         "max_stars": 0,  # 0 = all
