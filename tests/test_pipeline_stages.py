@@ -89,7 +89,7 @@ def test_a_mock_files_truth_is_checked_against(tmp_path):
     """A catalog written by `bayesdyn mock` records its truth; the catalog stage rebuilds it (Plummer, disk), so the
     report checks against it (it had called the run real data); a kind it cannot rebuild is said, not ignored."""
     from bayesdyn import cli
-    from bayesdyn.catalog import Catalog
+    from bayesdyn.catalog import Catalog, CatalogError
     from bayesdyn.mocks import PlummerTruth
     from bayesdyn.pipeline import Run, validate_config
 
@@ -112,6 +112,13 @@ def test_a_mock_files_truth_is_checked_against(tmp_path):
               progress=False, log=logs.append)
     run.catalog()
     assert run.truth is None and any("'spherical_tracer' mock's truth" in line for line in logs)
+    cat = Catalog.load(path)  # a damaged record of a kind it rebuilds is an error naming the fix, not "real data"
+    del cat.meta["truth"]["params"]["mass_msun"]
+    cat.save(tmp_path / "damaged.npz")
+    run = Run(validate_config({"catalog": {"source": str(tmp_path / "damaged.npz")}}), folder=tmp_path / "c",
+              progress=False, log=logs.append)
+    with pytest.raises(CatalogError, match=r"meta\['truth'\] record of its plummer mock is damaged \(KeyError"):
+        run.catalog()
 
 
 def test_radial_plot_error_bar_is_the_sd_of_a_R(tmp_path, monkeypatch):

@@ -161,6 +161,7 @@ class Run:
     def _truth_from_meta(self, cat) -> None:
         """A mock written by ``bayesdyn mock`` records its truth in ``meta["truth"]``: the report checks against it
         (it had called such a run "real data" and compared it with MWPotential2014 only)."""
+        from ..catalog import CatalogError
         from ..mocks import DiskTruth, PlummerTruth
 
         record = cat.meta.get("truth") if isinstance(cat.meta, dict) else None
@@ -169,7 +170,14 @@ class Run:
         kinds = {"plummer": PlummerTruth, "solar_neighbourhood_disk": DiskTruth}
         kind = record.get("kind")
         if kind in kinds:
-            self.truth = kinds[kind].from_dict(record)
+            try:
+                self.truth = kinds[kind].from_dict(record)
+            except (KeyError, TypeError, ValueError) as err:  # a run of a mock must not become a "real data" run
+                raise CatalogError(
+                    f"the catalog's meta['truth'] record of its {kind} mock is damaged ({type(err).__name__}: "
+                    f"{err}); write the catalog again with `bayesdyn mock`, or delete meta['truth'] to run it "
+                    "without a truth check"
+                ) from err
             self.log(f"[catalog] the catalog records its mock's truth ({kind}): the report checks against it")
         else:
             self.log(f"[catalog] NOTE: the catalog records a {kind!r} mock's truth, which the pipeline cannot "
