@@ -151,9 +151,22 @@ def test_radial_plot_error_bar_is_the_sd_of_a_R(tmp_path, monkeypatch):
         return real(self, x, y, yerr, **kw)
 
     monkeypatch.setattr(Axes, "errorbar", record)
-    _plots.acceleration_and_density(post, model, data, None, tmp_path)
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("svg")  # a user's backend (a notebook's inline one): writing the report's plots leaves it alone
+    try:
+        open_figures = plt.get_fignums()
+        _plots.acceleration_and_density(post, model, data, None, tmp_path)
+        post.corner(tmp_path / "corner.png")
+        assert matplotlib.get_backend() == "svg"  # was switched to Agg
+        assert len(plt.get_fignums()) == len(open_figures) + 1  # the corner plot's, returned to the caller
+        plt.close("all")
+    finally:
+        matplotlib.use("Agg")
     # node 0: var(a_R) = C_xx = 1; node 1: (1 + 1 + 2·0.9)/2 = 1.9 (the old bar: hypot(1, 2)/√2 = 1.58, and 1)
     np.testing.assert_allclose(bars[0], [1.0, np.sqrt(1.9)], rtol=1e-6)  # float32 data
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("acceleration_vertical.png", "acceleration_radial.png",
+                                                                "density_vertical.png", "corner.png"))
 
 
 def test_member_caveat_of_seed_only_members_does_not_call_them_bootstrap():

@@ -40,10 +40,7 @@ def _band(ax, t, y, color, label):
 
 def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = None) -> None:
     """Write ``acceleration_vertical.png``, ``acceleration_radial.png`` and ``density_vertical.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend and open figures are left alone
 
     from ..potentials import MWPotential2014
 
@@ -67,7 +64,8 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
     near_plane = np.abs(nodes[:, 2]) < 0.3
 
     # vertical force along the line of sight to the Galactic poles
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     _band(ax, zs, fz["acceleration"][..., 2], "tab:blue", "posterior")
     ax.plot(zs, np.asarray(ref.acceleration(line_z))[:, 2], "k--", lw=1, label="MWPotential2014")
     if truth is not None:
@@ -79,10 +77,10 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
     ax.set_ylabel(r"$a_z$ [(km/s)$^2$/kpc]")
     ax.legend(fontsize=7, frameon=False)
     fig.savefig(out / "acceleration_vertical.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
     # radial force in the midplane
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     _band(ax, rs, fr["acceleration"] @ rhat, "tab:blue", "posterior")
     ax.plot(rs, np.asarray(ref.acceleration(line_r)) @ rhat, "k--", lw=1, label="MWPotential2014")
     if truth is not None:
@@ -99,10 +97,10 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
     ax.set_ylabel(r"$a_R$ [(km/s)$^2$/kpc]")
     ax.legend(fontsize=7, frameon=False)
     fig.savefig(out / "acceleration_radial.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
     # density along z
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     _band(ax, zs, fz["density"] * 1e-9, "tab:blue", "posterior, total")
     ax.plot(zs, np.asarray(ref.density(line_z)) * 1e-9, "k--", lw=1, label="MWPotential2014")
     if truth is not None:
@@ -112,4 +110,3 @@ def acceleration_and_density(post, model, data, cat, out: Path, truth: Any = Non
     ax.set_yscale("log")
     ax.legend(fontsize=7, frameon=False)
     fig.savefig(out / "density_vertical.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)

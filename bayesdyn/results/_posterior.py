@@ -356,10 +356,7 @@ class Posterior:
     def corner(self, path: str | Path | None = None, names: list[str] | None = None, truths: Mapping[str, float] | None = None):
         """Corner plot of ``names`` (default: the free parameters) with optional truths; saved to ``path``."""
         import corner as _corner
-        import matplotlib
 
-        if path is not None:
-            matplotlib.use("Agg", force=False)
         names = names or [n for n in self.scalar_names if not n.startswith("derived.")] or self.scalar_names
         data = np.stack([self.samples[n].reshape(-1) for n in names], axis=-1)
         tv = None if truths is None else [truths.get(n) for n in names]

@@ -246,10 +246,6 @@ def plot_pit(table: pd.DataFrame, path: str | Path | None = None, title: str = "
     Returns:
         The matplotlib Figure.
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(table["quantity"]))
