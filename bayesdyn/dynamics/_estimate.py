@@ -100,6 +100,16 @@ def estimate_accelerations(
     Returns:
         :class:`bayesdyn.inference.AccelerationData`.
 
+    Raises:
+        ValueError: ``n_velocities`` not an integer ≥ 4; ``x`` not (P, 3); no ``x`` from a source without
+            positions; a density whose ``info["resample_groups"]`` does not match its members.
+        FloatingPointError: a node where more than 10 % of the velocity draws give non-finite scores or lie
+            beyond ``OUTLIER_MAD`` robust sd of the node's draws (a node outside the catalog's bulk).
+
+    Warns:
+        RuntimeWarning: some draws (≤ 10 % at every node) were left out of the solves for the reason above.
+        UserWarning: a one-member density (below).
+
     With a one-member density (K = 1) the covariance is the least-squares one
     alone: it does not contain the density's own (smooth, correlated) error, which
     DESIGN §6 measured at ~10× that width; a warning says so. Noise in the velocity
