@@ -189,6 +189,10 @@ def test_spherical_powerlaw_exact():
     assert_allclose(one_sided.mass.value[inner], res.mass.value[inner], rtol=1e-12)
     with pytest.raises(jeans.JeansError, match="ends="):
         jeans.spherical(bd.Catalog(x, v), np.geomspace(1.0, 15.0, 9), ends="clip")
+    # edges from r = 0: the first centre is its bin's midpoint, the others stay geometric (all became midpoints)
+    from_zero = jeans.spherical(bd.Catalog(x[:20_000], v[:20_000]), [0.0, 1.0, 2.0, 4.0, 8.0, 16.0], n_boot=4,
+                               seed=0)
+    assert_allclose(from_zero.r, [0.5, np.sqrt(2.0), np.sqrt(8.0), np.sqrt(32.0), np.sqrt(128.0)], rtol=1e-12)
     # the bootstrap error of a count is √n (multinomial: √(n(1 − n/N)))
     n = res.count
     assert_allclose(res.nu.error / res.nu.value, np.sqrt(1 / n - 1 / 200_000), rtol=0.25)
@@ -294,6 +298,12 @@ def test_bad_input_is_named(sheet_catalog):
         jeans.spherical(sheet_catalog, [1.0, 2.0])
     with pytest.raises(jeans.JeansError, match="fewer than 10 stars"):
         jeans.acceleration_at(sheet_catalog, 9.6, 0.0, dR=0.2, dz=0.2)
+    with pytest.raises(jeans.JeansError, match=r"fewer than 10 entries \(stars \+ mirror images\)"):
+        jeans.acceleration_at(sheet_catalog, 9.6, 0.0, dR=0.2, dz=0.2, symmetrize_z=True)
+    # a 3 × 3 stencil has terms up to X²Z² (degree 4): degree 5 was fitted as 4 and reported as 5
+    with pytest.raises(jeans.JeansError, match="a 3 × 3 stencil fits at most degree 4"):
+        jeans.acceleration_at(sheet_catalog, R_SUN, 0.0, dR=0.4, dz=0.1, degree=5)
+    assert jeans.acceleration_at(sheet_catalog, R_SUN, 0.0, dR=0.4, dz=0.1, degree=4, n_boot=4).degree == 4
     with pytest.raises(jeans.JeansError, match="n_boot"):
         jeans.spherical(sheet_catalog, [0.1, 1, 2], n_boot=1)
     with pytest.raises(jeans.JeansError, match="boolean array"):

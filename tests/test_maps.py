@@ -154,6 +154,21 @@ def test_plots_have_bands_and_references(tmp_path, x64):
     assert out.stat().st_size > 10_000
     with pytest.raises(ValueError, match="2-d slice"):
         maps.plot_map(maps.evaluate(mw, "density", maps.line_of_sight(0, 0, [0.0, 1.0])))
+    # a 1-d cut of grid() is drawn along its one long axis (the first axis, x, has one value: it crashed)
+    cut = maps.grid(-8.122, 0.0, (-1.0, 1.0, 5))
+    ax = maps.plot_profile(maps.evaluate(mw, "a_z", cut), levels=())
+    assert ax.get_xlabel() == "z [kpc]"
+    assert_allclose(ax.lines[0].get_xdata(), np.linspace(-1.0, 1.0, 5))
+    assert_allclose(ax.lines[0].get_ydata(), np.asarray(mw.acceleration(cut.flat()))[:, 2], rtol=1e-6)
+    with pytest.raises(ValueError, match="has 1 values but the map has 5 points"):
+        maps.plot_profile(maps.evaluate(mw, "a_z", cut), axis="x", levels=())
+    with pytest.raises(ValueError, match=r"axes \['x', 'z'\] with more than one value"):
+        maps.plot_profile(maps.evaluate(mw, "a_z", maps.grid((-9.0, -7.0, 3), 0.0, (-1.0, 1.0, 5))), levels=())
+    # angles as Quantities, as line_of_sight takes them (the title's float() raised after the work was done)
+    import astropy.units as u
+
+    ax = maps.plot_line_of_sight(mw, 30 * u.deg, 0.5 * u.rad, np.linspace(0, 1, 3), "a_z", levels=())
+    assert ax.get_title() == f"l = 30°, b = {np.degrees(0.5):g}°"
 
 
 def test_potential_along_a_line_of_sight_is_relative_to_the_neural_zero_point(x64):

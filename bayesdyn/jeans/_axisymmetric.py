@@ -19,8 +19,8 @@ They follow from the CBE multiplied by v_R (or v_z) and integrated over velociti
 the check of the signs is the isothermal sheet: ν ∝ exp(−Φ/σ²) with constant σ
 gives (1/ν) ∂(νσ²)/∂z = −∂Φ/∂z = a_z. Derivatives are taken in the form
 (1/ν) ∂(ν Q)/∂x = Q ∂ln ν/∂x + ∂Q/∂x, identical in the continuum; the derivative
-of ln ν is exact on bin averages of an exponential profile, which the derivative
-of ν is not.
+of ln ν is exact on bin averages of an exponential profile over bins of equal
+width, which the derivative of ν is not.
 """
 
 from __future__ import annotations
@@ -362,7 +362,8 @@ def axisymmetric(
         symmetrize_z: assume mirror symmetry about z = 0 and add the mirror image
             (−z, −v_z) of every star (it shares the star's bootstrap weight, so
             errors are not underestimated).
-        min_count: bins with fewer stars are NaN.
+        min_count: bins with fewer stars are NaN (with ``symmetrize_z``, fewer entries:
+            stars plus mirror images).
 
     Returns:
         :class:`AxisymmetricJeans` with every quantity at the bin centres.
@@ -458,7 +459,8 @@ def acceleration_at(
         center: the point on the symmetry axis, (3,) [kpc].
         selection: completeness region, x (M, 3) [kpc] → (M,) bool (see :func:`axisymmetric`).
         symmetrize_z: add mirror images (−z, −v_z) (see :func:`axisymmetric`).
-        min_count: every stencil bin must hold at least this many stars.
+        min_count: every stencil bin must hold at least this many stars (with
+            ``symmetrize_z``, entries: stars plus mirror images).
 
     Returns:
         :class:`PointAcceleration`; ``.cartesian(phi)`` gives (a_x, a_y, a_z).
@@ -487,6 +489,9 @@ def acceleration_at(
         raise JeansError(f"stencil must have at least 2 bins along each axis for derivatives, got {stencil!r}")
     if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
         raise JeansError(f"degree must be an integer ≥ 1, got {degree!r}")
+    if degree > n_r + n_z - 2:  # the terms X^i Z^j need i < nR, j < nz: a higher degree adds none (it was capped)
+        raise JeansError(f"degree={degree} needs a larger stencil: a {n_r} × {n_z} stencil fits at most degree "
+                         f"{n_r + n_z - 2}")
     R_edges = R0 + dR * (np.arange(n_r + 1) - n_r / 2)
     z_edges = z0 + dz * (np.arange(n_z + 1) - n_z / 2)
     if R_edges[0] < 0:
@@ -498,7 +503,8 @@ def acceleration_at(
     if (count < min_count).any():
         raise JeansError(
             f"{int((count < min_count).sum())} of the {count.size} stencil bins around (R, z) = ({R0}, {z0}) kpc "
-            f"hold fewer than {min_count} stars (counts {count.astype(int).tolist()}); widen dR/dz or use a "
+            f"hold fewer than {min_count} {'entries (stars + mirror images)' if symmetrize_z else 'stars'} "
+            f"(counts {count.astype(int).tolist()}); widen dR/dz or use a "
             "catalog that covers the stencil"
         )
     Rc = 0.5 * (R_edges[1:] + R_edges[:-1])

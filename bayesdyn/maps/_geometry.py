@@ -58,8 +58,9 @@ def grid(x: Any, y: Any, z: Any) -> Grid:
     """A 3-d lattice of Galactocentric positions.
 
     Args:
-        x: the x values [kpc]: ``(lo, hi, n)`` for n evenly spaced values, a
-            number, or an array (Quantities are converted).
+        x: the x values [kpc]: a tuple ``(lo, hi, n)`` with an integer n for n evenly
+            spaced values (so ``(0, 1, 2)`` means 0 and 1 kpc), a number, or a list or
+            array of explicit values (Quantities are converted).
         y: likewise.
         z: likewise.
 

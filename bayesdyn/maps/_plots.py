@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import units as _u
 from ._fields import QUANTITIES, DisequilibriumMap, FieldMap, evaluate
 from ._geometry import line_of_sight
 
@@ -134,7 +135,8 @@ def plot_profile(
         maps: a :class:`FieldMap` on a 1-d grid, or label → FieldMap; ensembles get
             shaded bands at ``levels``.
         ax: matplotlib Axes (default: a new figure).
-        axis: the grid axis for the abscissa (default: the first of the map's axes).
+        axis: the grid axis for the abscissa (default: the one axis with more than one value, e.g.
+            ``"z"`` for ``grid(-8.122, 0, (-1, 1, 5))``).
         references: label → FieldMap of reference models (e.g. MWPotential2014),
             drawn as dashed lines.
         levels: band probability contents (see :meth:`FieldMap.band`).
@@ -152,8 +154,19 @@ def plot_profile(
     first = next(iter(maps.values()))
     if first.axes is None:
         raise ValueError("plot_profile needs maps evaluated on a Grid (line_of_sight or grid)")
-    axis = axis or next(iter(first.axes))
-    xs = first.axes[axis]
+    n_points = int(np.prod(np.shape(first.mean)[: len(first.axes)])) if first.axes else 0
+    long_axes = [k for k, v in first.axes.items() if len(v) > 1]
+    if axis is None:
+        if len(long_axes) > 1:
+            raise ValueError(f"plot_profile draws a 1-d grid; this map's grid has axes {long_axes} with more than one "
+                             "value: cut it to one (or use plot_slice for 2-d)")
+        axis = long_axes[0] if long_axes else next(iter(first.axes))
+    if axis not in first.axes:
+        raise ValueError(f"axis={axis!r} is not one of the map's grid axes {list(first.axes)}")
+    xs = np.asarray(first.axes[axis])
+    if len(xs) != n_points:
+        raise ValueError(f"axis={axis!r} has {len(xs)} values but the map has {n_points} points: plot_profile draws "
+                         f"a 1-d grid along its one axis with more than one value ({long_axes or 'none'})")
     for i, (label, fm) in enumerate(maps.items()):
         color = f"C{i}"
         mean = _scalar(fm.mean, fm.quantity).reshape(-1)
@@ -227,7 +240,7 @@ def plot_line_of_sight(
     ax = plot_profile({"estimate": est}, ax=ax, axis="distance", references=refs, levels=levels, log=log)
     if quantity == "potential" and zero is not None:
         ax.set_ylabel(f"Φ − Φ(x₀) [{QUANTITIES['potential'][0]}], x₀ = ({', '.join(f'{c:g}' for c in np.asarray(zero))}) kpc")
-    ax.set_title(f"l = {float(l):g}°, b = {float(b):g}°")
+    ax.set_title(f"l = {float(_u.strip(l, 'angle', 'l')):g}°, b = {float(_u.strip(b, 'angle', 'b')):g}°")
     return ax
 
 
