@@ -479,6 +479,42 @@ def test_checkpoint_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
         fit_psd(cat, checkpoint_dir=tmp_path, **settings)
 
 
+
+def test_a_checkpoint_write_killed_between_its_two_files_keeps_the_previous_epoch(tmp_path, monkeypatch):
+    """The checkpoint's arrays are named by their content and the old ones removed only after the new header: a
+    kill between the two writes leaves the previous epoch readable (with one arrays name the old header met the new
+    arrays, a checksum error, and the training was lost — as the unversioned write below still shows)."""
+    from bayesdyn.psd import _io
+
+    a, b = {"w": jnp.arange(3.0)}, {"w": jnp.arange(3.0) + 10.0}
+    real = _io._atomic_write
+
+    def killed_before_the_header(path, data):
+        if path.suffix == ".json":
+            raise KeyboardInterrupt("simulated kill")
+        real(path, data)
+
+    for versioned in (True, False):
+        folder = tmp_path / str(versioned)
+        _io.write_bundle(folder, "checkpoint", {"format": "F", "epoch": 1}, a, versioned=versioned)
+        monkeypatch.setattr(_io, "_atomic_write", killed_before_the_header)
+        with pytest.raises(KeyboardInterrupt):
+            _io.write_bundle(folder, "checkpoint", {"format": "F", "epoch": 2}, b, versioned=versioned)
+        monkeypatch.setattr(_io, "_atomic_write", real)
+        header = _io.read_header(folder, "checkpoint", "F")
+        assert header["epoch"] == 1
+        if versioned:
+            assert_array_equal(np.asarray(_io.read_leaves(folder, header, a)["w"]), np.arange(3.0))
+        else:
+            with pytest.raises(PSDFileError):
+                _io.read_leaves(folder, header, a)
+    # the next complete write replaces the pair and leaves one arrays file
+    folder = tmp_path / "True"
+    _io.write_bundle(folder, "checkpoint", {"format": "F", "epoch": 2}, b, versioned=True)
+    header = _io.read_header(folder, "checkpoint", "F")
+    assert header["epoch"] == 2 and [p.name for p in folder.glob("checkpoint*.eqx")] == [header["leaves_file"]]
+    assert_array_equal(np.asarray(_io.read_leaves(folder, header, a)["w"]), np.arange(3.0) + 10.0)
+
 def test_bootstrap_members_see_different_data(data, psd):
     cat, _, _ = data
     boot = psd  # bootstrap members are fit_psd's default

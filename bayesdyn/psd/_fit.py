@@ -418,8 +418,9 @@ def fit_psd(
             member per resample, Rubin's rules; e.g. K = 2 or K odd). The value
             used is ``info["training"]["seeds_per_resample"]`` (absent when 1).
         checkpoint_dir: if given, the full training state is written there after
-            every epoch (``checkpoint.json`` + ``checkpoint.eqx``, no pickle), and a
-            call with the same data and settings resumes from it.
+            every epoch (``checkpoint.json`` + ``checkpoint-<sha256>.eqx``, no pickle;
+            a kill during a write keeps the previous epoch's pair), and a call with
+            the same data and settings resumes from it.
         progress: show a progress bar with the running training and validation
             losses (in the flows' standardised variables).
 

@@ -52,7 +52,8 @@ def _atomic_write(path: pathlib.Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_bundle(folder: str | os.PathLike, name: str, header: dict[str, Any], tree: Any) -> pathlib.Path:
+def write_bundle(folder: str | os.PathLike, name: str, header: dict[str, Any], tree: Any,
+                 versioned: bool = False) -> pathlib.Path:
     """Write ``tree``'s array leaves and a checksummed JSON header into ``folder``.
 
     Args:
@@ -60,6 +61,11 @@ def write_bundle(folder: str | os.PathLike, name: str, header: dict[str, Any], t
         name: file stem, e.g. ``"psd"`` gives ``psd.json`` and ``psd.eqx``.
         header: JSON-serialisable metadata; the checksums are added to a copy.
         tree: the pytree whose array leaves are saved.
+        versioned: name the arrays file by its content (``<name>-<sha256[:16]>.eqx``) and remove the
+            previous one only after the new header is in place, so that a write killed at any moment
+            leaves a readable pair (the old one or the new one). For files rewritten in place, e.g. a
+            training checkpoint: with one arrays name, a kill between the arrays and the header left
+            the old header with the new arrays, a checksum mismatch, and the training lost.
 
     Returns:
         The path of the header file.
@@ -69,13 +75,18 @@ def write_bundle(folder: str | os.PathLike, name: str, header: dict[str, Any], t
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, tree)
     leaves = buf.getvalue()
+    sha = hashlib.sha256(leaves).hexdigest()
     header = dict(header)
-    header["leaves_file"] = f"{name}.eqx"
-    header["leaves_sha256"] = hashlib.sha256(leaves).hexdigest()
+    header["leaves_file"] = f"{name}-{sha[:16]}.eqx" if versioned else f"{name}.eqx"
+    header["leaves_sha256"] = sha
     header["header_sha256"] = hashlib.sha256(_canonical(header)).hexdigest()
-    _atomic_write(folder / f"{name}.eqx", leaves)
+    _atomic_write(folder / header["leaves_file"], leaves)
     text = json.dumps(header, indent=2, sort_keys=True, allow_nan=True) + "\n"
     _atomic_write(folder / f"{name}.json", text.encode())
+    if versioned:  # the old arrays only now: until the header above was replaced, it named them
+        for old in [folder / f"{name}.eqx", *folder.glob(f"{name}-*.eqx")]:
+            if old.name != header["leaves_file"]:
+                old.unlink(missing_ok=True)
     return folder / f"{name}.json"
 
 

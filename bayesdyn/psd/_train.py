@@ -359,7 +359,8 @@ def train_ensemble(
             history["cpu_seconds"].append(time.process_time() - c0)
             stopped = bool(np.all(np.asarray(state.bad) >= train.patience))
             if ckpt is not None:
-                write_bundle(ckpt, "checkpoint", {**header_base, "epoch": epoch, "history": history}, state)
+                write_bundle(ckpt, "checkpoint", {**header_base, "epoch": epoch, "history": history}, state,
+                             versioned=True)
             bar.update(1)
             bar.set_postfix(
                 train=f"{train_np.sum(axis=1).mean():.4f}",
