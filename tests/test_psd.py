@@ -25,7 +25,7 @@ from scipy.special import gammaln
 import bayesdyn as bd
 from bayesdyn.psd import PSDFileError, fit_psd, load_psd, score_errors
 from bayesdyn.psd import _train
-from bayesdyn.psd._flows import reference_log_prob
+from bayesdyn.psd._flows import FlowConfig, reference_log_prob
 from bayesdyn.psd._io import _canonical
 from bayesdyn.psd._transforms import (
     axis_map,
@@ -271,6 +271,8 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     psd = fit_psd(cat, ensemble=1, seed=0, max_epochs=3, **TINY)
     assert psd.info["support_rule"].startswith("auto: meta['support_spheres'][0]")
     assert_allclose(psd.info["support_radius_kpc"], 1.5 * 1.002, rtol=1e-6)
+    assert_allclose(psd.info["support_sphere_radius_kpc"], 1.5, rtol=1e-6)  # the sphere the stars fill
+    assert "R = 1.503 kpc, the support sphere's × 1.002" in psd.summary()
     # ∫ n dx over the ball = N (uniform proposals in the support ball, float32 densities)
     m = 20_000
     d = rng.normal(size=(m, 3))
@@ -549,6 +551,16 @@ def test_seeds_per_resample_groups_members_on_shared_resamples(data, psd):
     assert_array_equal(indices(4), tr_idx[np.random.default_rng(7).integers(0, 300, size=(4, 300))])
     assert "seeds_per_resample" not in _train.TrainConfig().to_dict()  # checkpoints of earlier versions still match
     assert _train.TrainConfig(seeds_per_resample=2).to_dict()["seeds_per_resample"] == 2
+    # numpy integers are integers (they were refused as "must be a positive integer"), stored as int
+    t = _train.TrainConfig(batch_size=np.int64(256), max_epochs=np.int32(3))
+    assert t.batch_size == 256 and type(t.batch_size) is int and json.dumps(t.to_dict())
+    f = FlowConfig(n_layers=np.int64(2), width=np.int64(8))
+    assert type(f.width) is int and f.to_dict()["width"] == 8
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        _train.TrainConfig(batch_size=np.float64(256.0))
+    # the block neural autoregressive flow is not offered (default width refused, sampling failed beyond 2 layers)
+    with pytest.raises(ValueError, match="flow='bnaf' is not offered: its numerical inverse fails"):
+        FlowConfig(flow="bnaf")
     cat, _, _ = data
     for kw, msg in [(dict(ensemble=4, seeds_per_resample=3), "divides ensemble"),
                     (dict(ensemble=4, seeds_per_resample=2, bootstrap=False), "needs bootstrap=True"),

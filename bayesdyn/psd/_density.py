@@ -91,7 +91,8 @@ class PhaseSpaceDensity:
     (or (3,) for one point; astropy Quantities are converted). Outputs are JAX
     arrays (float32). A density fitted on a sphere (``fit_psd``'s support, a
     distance-limited sample) is defined inside it only: at positions on or outside
-    its surface every output is NaN, with no error; keep evaluation points inside.
+    the ball map's surface (radius R = the sphere's × 1.002, ``info["support_radius_kpc"]``)
+    every output is NaN, with no error; keep evaluation points inside the sphere.
     Rows with NaN or inf are refused with an error, except inside a user's
     ``jax.jit`` (traced inputs cannot be checked): there they give NaN outputs.
     """
@@ -307,6 +308,8 @@ class PhaseSpaceDensity:
 
     def summary(self) -> str:
         """A readable description: architecture, transforms, training and validation record."""
+        from ._fit import SUPPORT_MARGIN  # (_fit imports this module)
+
         c = self._config
         p = self._prep
         lines = [
@@ -317,7 +320,7 @@ class PhaseSpaceDensity:
             "  transforms: x → "
             + (
                 f"y = (x − x₀)/R → y·atanh|y|/|y| (x₀ = {np.round(np.asarray(p.support_center), 4).tolist()} kpc, "
-                f"R = {float(p.support_radius):.4g} kpc"
+                f"R = {float(p.support_radius):.4g} kpc, the support sphere's × {SUPPORT_MARGIN:g}"
                 + (f"; identity inside |y| < {float(p.support_core):g}" if float(p.support_core) > 0 else "")
                 + ") → "
                 if float(p.support_radius) > 0

@@ -311,8 +311,8 @@ def fit_psd(
             time; opt-in: on the disk mock, without the radial map, better vertical
             slopes at |z| = 1 kpc but a worse calibrated density at the Sun, and 2 of
             25 fits diverged: docs/flows.md), ``"coupling"``,
-            ``"spline_maf"``, ``"spline_coupling"``, ``"bnaf"`` (DESIGN §9: spline
-            flows gave poor scores).
+            ``"spline_maf"``, ``"spline_coupling"`` (DESIGN §9: spline flows gave
+            poor scores).
         n_layers: flow layers per flow.
         width: conditioner hidden width.
         depth: conditioner hidden layers.
@@ -616,7 +616,8 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         "radial_map_auto": 0.0 if axes.any() else _radius("auto", zc)[0],
         "axis_map": axes.tolist(),
         "support_center_kpc": [float(c) for c in s_center],
-        "support_radius_kpc": float(s_radius),
+        "support_radius_kpc": float(s_radius),  # the ball map's radius: the support sphere's × SUPPORT_MARGIN
+        "support_sphere_radius_kpc": float(s_radius / SUPPORT_MARGIN),
         "support_rule": support_rule,
         "support_core": s_core,
         "velocity_frame": {v: k for k, v in FRAMES.items()}[cyl],

@@ -55,8 +55,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "patience", "seeds_per_resample"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
+            object.__setattr__(self, name, int(value))  # numpy integers as int (JSON, the checkpoint's key)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction={self.val_fraction!r} must be in (0, 1), e.g. 0.1")
         for name in ("learning_rate", "final_learning_rate", "clip_norm"):
