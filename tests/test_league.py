@@ -30,10 +30,11 @@ def test_tiny_league_disk(tmp_path):
     out = tmp_path / "league.md"
     res = league.main(["--tiny", "--mocks", "disk", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet",
                        "--realisations", "1"])
-    # one realisation of validate.DiskMock (3000 stars): its flows land in the run's cache, every method has a value
+    # one realisation of validate.DiskMock (5000 stars, the disk's count, so it reuses the disk's compiled programs):
+    # its flows land in the run's cache, every method has a value
     disk, real = res["disk"], res["realisations"]
-    assert len(real.cells) == 1 and real.n_stars == 3000
-    assert list((tmp_path / "cache" / "tiny" / "realisation-flows").glob("disk-n3000-s0-*/r0000/psd.json"))
+    assert len(real.cells) == 1 and real.n_stars == 5000
+    assert list((tmp_path / "cache" / "tiny" / "realisation-flows").glob("disk-n5000-s0-*/r0000/psd.json"))
     # the same potential (MWPotential2014) and the same Sun as the shipped mock: the same true rows
     assert math.isclose(real.cells[0]["truth"]["az_up"].value, disk.cells["truth"]["az_up"].value, rel_tol=1e-6)
     for m in ("flows", "parametric", "weak", "jeans"):
@@ -62,7 +63,7 @@ def test_tiny_league_disk(tmp_path):
     # the league table, the one-catalog ratios (6 × 3 bayesdyn rows), the realisations' summary (6 × 4 methods)
     # and per-realisation errors (6 × 4)
     assert len(table_rows) == len(keys) + 18 + 24 + 24
-    assert "### Acceptance (issue 8) over 1 independent realisations of 3000 stars" in text
+    assert "### Acceptance (issue 8) over 1 independent realisations of 5000 stars" in text
     assert "Machine (start)" in text and "## Timings" in text
 
 
