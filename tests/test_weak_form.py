@@ -304,16 +304,15 @@ def test_velocity_errors_bias_the_mass_unless_corrected():
     cat = bd.Catalog(x, v + sig * rng.normal(size=v.shape))
     ball = ((0.0, 0.0, 0.0), 2.5)
     model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
-    post = bd.infer(model, bd.weak_form_data(cat, volume=ball, velocity_errors=sig), num_chains=2, num_warmup=300,
-                    num_samples=400, progress=False, seed=0)
+    corrected = bd.weak_form_data(cat, volume=ball, velocity_errors=sig)
+    post = bd.infer(model, corrected, num_chains=2, num_warmup=300, num_samples=400, progress=False, seed=0)
     draws = np.asarray(post.samples["halo.mass"]).ravel()
     med, sd = np.median(draws), np.std(draws)
     assert abs(med - MASS) < 3 * sd and sd < 0.05 * MASS, (med, sd)
     _, plain = weak_form_weights(model, bd.weak_form_data(cat, volume=ball))
     assert plain["mode"]["halo.mass"] - MASS > 5 * sd, (plain, sd)
     as_cov = bd.weak_form_data(cat, volume=ball, velocity_errors=sig[:, :, None] ** 2 * np.eye(3))
-    np.testing.assert_allclose(np.asarray(as_cov.transport),
-                               np.asarray(bd.weak_form_data(cat, volume=ball, velocity_errors=sig).transport))
+    np.testing.assert_allclose(np.asarray(as_cov.transport), np.asarray(corrected.transport))
     with pytest.raises(ValueError, match="per-star σ"):
         bd.weak_form_data(cat, volume=ball, velocity_errors=sig[:10])
     with pytest.raises(ValueError, match="Gaia errors"):
