@@ -236,14 +236,16 @@ def test_continuity_efficiency_recovers_a_hole_along_the_mean_flow():
     g_obs = (bump / (1 - bump))[:, None] * d / (w * w)  # ∇log(1 − bump)
     pos = u + [-8.0, 0.0, 0.0]
     phi_hat = np.stack([-pos[:, 1], pos[:, 0], np.zeros(len(u))], axis=1) / np.hypot(pos[:, 0], pos[:, 1])[:, None]
-    log_eps, _ = dust_tilt.continuity_efficiency(u, g_obs, 200.0 * phi_hat, np.zeros(len(u)), steps=800)
+    # 500 steps (800 cost 1/4 more time): over data seeds 0–3, e[0] 0.157–0.177, min e[1:] 0.942–0.978 and r
+    # 0.973–0.988 (800 steps: 0.151–0.170, 0.949–0.982, 0.984–0.992)
+    log_eps, _ = dust_tilt.continuity_efficiency(u, g_obs, 200.0 * phi_hat, np.zeros(len(u)), steps=500)
     probe = np.array([[0.2, 0.1, 0.0], [0.2, -0.7, 0.0], [-0.6, 0.5, 0.1], [0.6, 0.6, -0.1]])
     e = np.exp(np.asarray(log_eps(jnp.asarray(probe, jnp.float32))))
-    assert e[0] < 0.3  # the hole's centre (truth 0.1; 0.16 measured with 800 steps, 0.15 with 1500)
-    assert np.all(e[1:] > 0.9)  # along its streamline and away from it (truth ≥ 0.99; 0.964–0.998 measured)
+    assert e[0] < 0.3  # the hole's centre (truth 0.1; 0.165 measured with 500 steps, 0.16 with 800, 0.15 with 1500)
+    assert np.all(e[1:] > 0.9)  # along its streamline and away from it (truth ≥ 0.99; 0.951–0.998 measured)
     grid = rng.uniform(-0.6, 0.6, size=(4000, 3)) * [1.0, 1.0, 0.3]
     r = np.corrcoef(np.exp(np.asarray(log_eps(jnp.asarray(grid, jnp.float32)))), np.exp(log_eps_true(grid)))[0, 1]
-    assert r > 0.9  # 0.987 measured (0.996 with 1500 steps)
+    assert r > 0.9  # 0.975 measured (0.987 with 800 steps, 0.996 with 1500)
 
 
 def test_weak_continuity_bumps_are_every_bump_within_h():
