@@ -159,7 +159,7 @@ def plot_profile(
     if axis is None:
         if len(long_axes) > 1:
             raise ValueError(f"plot_profile draws a 1-d grid; this map's grid has axes {long_axes} with more than one "
-                             "value: cut it to one (or use plot_slice for 2-d)")
+                             "value: cut it to one (or draw a 2-d slice with plot_map)")
         axis = long_axes[0] if long_axes else next(iter(first.axes))
     if axis not in first.axes:
         raise ValueError(f"axis={axis!r} is not one of the map's grid axes {list(first.axes)}")
