@@ -269,6 +269,29 @@ def test_bad_scores_are_named():
         neural.NeuralFitConfig(selection="dust")
     with pytest.raises(ValueError, match="density_penalty_where='grid'"):
         neural.NeuralFitConfig(density_penalty_where="grid")
+    # too few stars left after the validation split names val_fraction (it was standardisation's shape error)
+    good = np.ones((50, 3))
+    with pytest.raises(ValueError, match=r"only \d+ of 50 stars are left to train on .* val_fraction = 0.9"):
+        neural.fit_neural_potential_scores(x, x, good, good, steps=1, val_fraction=0.9)
+
+
+def test_steps_is_the_number_of_steps_run_and_tracer_density_needs_n_of_x(x64):
+    """steps = 150 with eval_every = 100 runs 150 steps (whole chunks ran 200, past the schedule's end), validated
+    at 100 and 150; selection='tracer_density' with a source without n(x) is refused before any work."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 3))
+    v = rng.normal(size=(200, 3)) * 10.0
+    fit = neural.fit_neural_potential_scores(x, v, -x, -v / 100.0, steps=150, eval_every=100, seed=0,
+                                             architecture=neural.Architecture(8, 1, "tanh"))
+    assert len(fit.info["val_loss"]) == 2 and max(fit.info["best_step"]) <= 150
+    assert set(fit.info["best_step"]) <= {100, 150}
+
+    class ScoresOnly:
+        def score_members(self, x, v):
+            raise AssertionError("scores were computed before the refusal")
+
+    with pytest.raises(TypeError, match="needs the density's own n\\(x\\): ScoresOnly has no number_density or"):
+        neural.fit_neural_potential(ScoresOnly(), bd.Catalog(x, v), selection="tracer_density")
 
 
 def test_density_penalty_in_the_ball_reaches_a_hole_without_stars():

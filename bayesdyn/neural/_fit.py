@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -97,7 +98,8 @@ class NeuralFitConfig:
             with dust, in the ball, it halved the uncorrected in-cloud error
             (docs/gallery/notes.md, "Positivity where the stars are not").
         val_fraction: stars held out; each member keeps its best-validation weights.
-        eval_every: steps between validations.
+        eval_every: steps between validations (the last interval is shorter when it does not divide
+            ``steps``: exactly ``steps`` steps run).
         bootstrap: each member fits its own bootstrap resample of the stars
             (adds the finite-sample error to the members' spread).
         scale: input length scale [kpc] (scalar or 3); default the data's per-axis
@@ -429,6 +431,10 @@ def fit_neural_potential_scores(
     rng = np.random.default_rng(seed)
     train_idx, val_idx, counts, n_groups = _split_rows(groups, n, cfg.val_fraction, k, cfg.bootstrap, rng)
     n_val = val_idx.size
+    n_train = np.unique(train_idx).size
+    if n_train < 16:  # (standardisation's shape error did not say why)
+        raise ValueError(f"only {n_train} of {n} stars are left to train on after holding out val_fraction = "
+                         f"{cfg.val_fraction} for validation; lower val_fraction or use more stars")
     center, scale = standardisation(x[train_idx], cfg.scale)
     length = float(np.mean(scale))
     a0 = cfg.acceleration or acceleration_scale(v[train_idx], sx[:, train_idx], sv[:, train_idx])
@@ -525,9 +531,9 @@ def fit_neural_potential_scores(
         p = optax.apply_updates(p, upd)
         return (p, s), loss
 
-    @jax.jit
-    def run_chunk(p, s, key):
-        keys = jax.random.split(key, cfg.eval_every)
+    @functools.partial(jax.jit, static_argnums=3)
+    def run_chunk(p, s, key, length):
+        keys = jax.random.split(key, length)
         (p, s), losses = jax.lax.scan(step, (p, s), keys)
         return p, s, jnp.mean(losses, axis=0)
 
@@ -539,14 +545,19 @@ def fit_neural_potential_scores(
         f = jax.vmap(residual_loss, in_axes=(0, 0, 0, 0, 0, None))
         return f(p, data["sx"], data["sv"], data["w"], ones, eval_idx)
 
-    n_chunks = max(1, math.ceil(cfg.steps / cfg.eval_every))
+    # chunks of eval_every steps, the last one shorter: exactly cfg.steps steps (whole chunks ran up to
+    # eval_every − 1 steps more, at the schedule's final rate, and best_step could exceed steps)
+    chunks = [cfg.eval_every] * (cfg.steps // cfg.eval_every)
+    chunks += [cfg.steps % cfg.eval_every] if cfg.steps % cfg.eval_every else []
+    done = 0
     best = params
     best_val = np.full(k, np.inf)
     best_step = np.zeros(k, dtype=int)
     train_hist, val_hist = [], []
-    for i in range(n_chunks):
+    for length in chunks:
         k_run, sub = jax.random.split(k_run)
-        params, opt_state, tl = run_chunk(params, opt_state, sub)
+        params, opt_state, tl = run_chunk(params, opt_state, sub, length)
+        done += length
         vl = np.asarray(validate(params))
         train_hist.append(np.asarray(tl).tolist())
         val_hist.append(vl.tolist())
@@ -555,9 +566,9 @@ def fit_neural_potential_scores(
             m = jnp.asarray(improved)
             best = jax.tree.map(lambda b, q: jnp.where(m.reshape((-1,) + (1,) * (q.ndim - 1)), q, b), best, params)
             best_val = np.where(improved, vl, best_val)
-            best_step = np.where(improved, (i + 1) * cfg.eval_every, best_step)
+            best_step = np.where(improved, done, best_step)
         if progress:
-            print(f"step {(i + 1) * cfg.eval_every:6d}  train {np.round(np.asarray(tl), 5)}  val {np.round(vl, 5)}")
+            print(f"step {done:6d}  train {np.round(np.asarray(tl), 5)}  val {np.round(vl, 5)}")
     if not np.all(np.isfinite(best_val)):
         raise FloatingPointError(
             f"{int((~np.isfinite(best_val)).sum())} of {k} members never reached a finite validation loss; "
@@ -615,8 +626,10 @@ def fit_neural_potential(
 
     Args:
         psd: a :class:`bayesdyn.psd.PhaseSpaceDensity` (or anything with
-            ``score_members(x, v)`` → (K, N, 3) pairs and, for
-            ``velocities_per_star``, ``sample_velocities(x, n, seed)``).
+            ``score_members(x, v)`` → (K, N, 3) pairs; for
+            ``velocities_per_star``, ``sample_velocities(x, n, seed)``; for
+            ``selection="tracer_density"``, ``number_density(x)`` and
+            ``number_density_gradient(x)``).
         catalog: the stars (``.x`` [kpc], ``.v`` [km/s]), usually the one the density was fitted to.
         seed: random seed (velocity draws and the fit).
         velocities_per_star: extra velocities m drawn from p(v|x) per star (0: only the stars' own).
@@ -630,6 +643,11 @@ def fit_neural_potential(
     x = np.asarray(_units.strip(catalog.x, "length", "catalog.x"), dtype=float)  # a Quantity in pc is converted
     v = np.asarray(_units.strip(catalog.v, "velocity", "catalog.v"), dtype=float)
     n_stars = x.shape[0]
+    selection = settings.get("selection", (config or NeuralFitConfig()).selection)
+    missing = [name for name in ("number_density", "number_density_gradient") if not hasattr(psd, name)]
+    if selection == "tracer_density" and missing:  # before the draws and scores (it failed after them)
+        raise TypeError(f"selection='tracer_density' needs the density's own n(x): {type(psd).__name__} has no "
+                        f"{' or '.join(missing)}; pass a PhaseSpaceDensity, or use selection='efficiency'")
     m = int(velocities_per_star)
     if m < 0:
         raise ValueError(f"velocities_per_star={velocities_per_star!r} must be ≥ 0")
