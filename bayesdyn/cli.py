@@ -336,10 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
-    except (CatalogError, PSDFileError, MockError, GalpyRequiredError) as err:  # the message names the fix
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except FloatingPointError as err:  # bayesdyn's own: training diverged, nodes outside the catalog's bulk, …
+    # bad input, mock settings, a missing optional package, or bayesdyn's own FloatingPointErrors (training
+    # diverged, nodes outside the catalog's bulk): the message names the fix
+    except (CatalogError, PSDFileError, MockError, GalpyRequiredError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except FileNotFoundError as err:

@@ -643,9 +643,9 @@ def fit_neural_potential(
     x = np.asarray(_units.strip(catalog.x, "length", "catalog.x"), dtype=float)  # a Quantity in pc is converted
     v = np.asarray(_units.strip(catalog.v, "velocity", "catalog.v"), dtype=float)
     n_stars = x.shape[0]
-    selection = settings.get("selection", (config or NeuralFitConfig()).selection)
+    cfg = dataclasses.replace(config or NeuralFitConfig(), **settings) if settings else (config or NeuralFitConfig())
     missing = [name for name in ("number_density", "number_density_gradient") if not hasattr(psd, name)]
-    if selection == "tracer_density" and missing:  # before the draws and scores (it failed after them)
+    if cfg.selection == "tracer_density" and missing:  # before the draws and scores (it failed after them)
         raise TypeError(f"selection='tracer_density' needs the density's own n(x): {type(psd).__name__} has no "
                         f"{' or '.join(missing)}; pass a PhaseSpaceDensity, or use selection='efficiency'")
     m = int(velocities_per_star)
@@ -657,7 +657,6 @@ def fit_neural_potential(
         v = np.concatenate([v, draws.reshape(-1, 3)])
     s_x, s_v = psd.score_members(x, v)
     s_x = np.asarray(s_x)
-    cfg = dataclasses.replace(config or NeuralFitConfig(), **settings) if settings else (config or NeuralFitConfig())
     if cfg.selection == "tracer_density":
         grad_n = np.asarray(psd.number_density_gradient(x)) / np.asarray(psd.number_density(x))[:, None]
         s_x = s_x - grad_n[None]
