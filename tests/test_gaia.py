@@ -67,6 +67,25 @@ def test_negative_error_message_suggests_a_fix_that_removes_it(dr2_100):
     fixed = cat.select(np.isfinite(e) & (e >= 0), "valid radial_velocity_error")
     assert fixed.n == 99 and np.isfinite(fixed.covariance()).all()
 
+def test_observables_without_a_distance_are_refused_not_propagated(dr2_100):
+    """A NaN observable gave NaN covariances and a parallax <= 0 a finite one for a negative distance, silently
+    (Catalog(x, v, columns=...) and from_table keep such rows; from_gaia removes them)."""
+    cat = dr2_100
+    for col, value, pattern in (("parallax", -1.0, r"1 of 100 rows have parallax <= 0"),
+                                ("parallax", 0.0, r"1 of 100 rows have parallax <= 0"),
+                                ("ra", np.nan, r"1 of 100 rows have NaN or inf in \['ra'\]")):
+        original = cat.columns[col]
+        cat.columns[col] = good = original.copy()
+        good[7] = value
+        for method in (cat.covariance, cat.error_mean):
+            with pytest.raises(CatalogError, match=pattern):
+                method()
+        with np.errstate(invalid="ignore"):
+            fixed = cat.select(np.isfinite(good) & ((good > 0) if col == "parallax" else True), "the message's fix")
+        assert fixed.n == 99 and np.isfinite(fixed.covariance()).all() and np.isfinite(fixed.error_mean()).all()
+        cat.columns[col] = original  # valid again for the next case
+
+
 def test_dr3_1000_reports_dropped_rows(gaia_dir):
     with pytest.warns(DroppedRowsWarning, match=r"kept 23 of 1000 rows; dropped 976 with no radial_velocity.*; 1 with parallax <= 0"):
         cat = bd.Catalog.from_gaia(gaia_dir / "gdr3_1000.fits")

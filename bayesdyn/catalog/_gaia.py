@@ -430,8 +430,9 @@ def observable_errors(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np
         (1/(3.6e6 cos δ) deg per mas for ra, 1/3.6e6 deg per mas for dec, 1 for the rest).
 
     Raises:
-        CatalogError: observables or required error columns absent, non-finite or
-            negative errors, or correlations outside [−1, 1] or not positive semi-definite.
+        CatalogError: observables or required error columns absent, non-finite observables
+            or a parallax ≤ 0, non-finite or negative errors, or correlations outside [−1, 1]
+            or not positive semi-definite.
     """
     missing_obs = [n for n in OBSERVABLES if n not in columns]
     if missing_obs:
@@ -449,6 +450,23 @@ def observable_errors(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np
         )
     n = len(columns["ra"])
     obs = np.stack([np.asarray(columns[k], dtype=np.float64) for k in OBSERVABLES], axis=-1)
+    # a NaN observable gave NaN covariances and a parallax <= 0 a finite one for a negative distance, both
+    # silently (Catalog.from_gaia removes such rows; Catalog(x, v, columns=...) and from_table keep them)
+    bad = ~np.isfinite(obs)
+    if bad.any():
+        names = [OBSERVABLES[i] for i in np.flatnonzero(bad.any(axis=0))]
+        raise CatalogError(
+            f"{int(bad.any(axis=-1).sum())} of {n} rows have NaN or inf in {names}, so their errors cannot be "
+            "propagated; remove them first, e.g. ok = np.all([np.isfinite(cat.columns[c]) for c in "
+            f"{names}], axis=0); cat = cat.select(ok, 'finite observables'), as Catalog.from_gaia does"
+        )
+    bad = ~(obs[:, 2] > 0)
+    if bad.any():
+        raise CatalogError(
+            f"{int(bad.sum())} of {n} rows have parallax <= 0, which is no distance (errors are propagated with "
+            "d = 1/parallax); remove them first, e.g. cat = cat.select(cat.columns['parallax'] > 0, "
+            "'parallax > 0'), as Catalog.from_gaia does"
+        )
     sigma = np.zeros((n, 6))
     for i, name in enumerate(OBSERVABLES):
         col = ERROR_COLUMNS[name]
@@ -511,8 +529,8 @@ def galactocentric_error_mean(columns: Mapping[str, np.ndarray], solar: SolarPar
     E[g(o + e)] − g(o) = ½ Σ_jk Σ_jk ∂²g/∂o_j∂o_k + O(e⁴) for Gaussian errors e ~ N(0, Σ) of the observables o,
     with g = :func:`observables_to_galactocentric` (``jax.hessian``, vmapped over stars) and Σ = S D R D S as in
     :func:`galactocentric_covariance`. For distances 1/ϖ the distance's term is d (σ_ϖ/ϖ)², which also scales the
-    tangential velocity; the parallax–proper-motion correlations add −K d² cov(ϖ, μ) [km/s] to it along the proper
-    motion's direction (K = 4.74047 km/s per kpc mas/yr). Evaluated in fixed-size chunks of ``chunk`` stars (the
+    tangential velocity; the parallax–proper-motion correlations add −K d² (cov(ϖ, μ_α*) ê_α + cov(ϖ, μ_δ) ê_δ) [km/s]
+    to it (K = 4.74047 km/s per kpc mas/yr; ê_α, ê_δ the sky's unit vectors). Evaluated in fixed-size chunks of ``chunk`` stars (the
     last one padded): one compiled program, and memory bounded whatever the catalog's size.
     """
     obs, sigma, corr, scale = observable_errors(columns)
