@@ -113,6 +113,24 @@ def test_correction_algebra_members_covariances_and_monte_carlo_error(x64):
         measurement_error_correction(data(obs, 0.1, with_cov=False), [data(sm1, 0.2, with_cov=False)] * 2)
     with pytest.raises(ValueError, match="at least one"):
         measurement_error_correction(data(obs, 0.1), [])
+    # two resample groups: a third copy would correct no member, and is not dropped silently
+    with pytest.warns(UserWarning, match="3 re-smeared copies but 2 resample groups: copies 2–2 are not used"):
+        three = measurement_error_correction(data(obs, 0.1), [data(sm1, 0.2), data(sm2, 0.3), data(obs, 0.4)])
+    np.testing.assert_allclose(np.asarray(three.members), expect, rtol=1e-12)
+
+
+def test_more_copies_than_resample_groups_are_refused_before_they_are_fitted(x64):
+    fits = []
+
+    def counting_fit(catalog):
+        fits.append(catalog.n)
+        return fit_gaussian(catalog)
+
+    observed = resmear(sphere(4000), 7, velocity_error=10.0)
+    nodes = np.array([[1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"n_copies=5 but the flows have 4 resample groups.*n_copies <= 4"):
+        correct_measurement_errors(observed, counting_fit, nodes, n_copies=5, velocity_error=10.0, n_velocities=8)
+    assert len(fits) == 1  # the observed catalog's only
 
 
 def test_resmear_draws_the_given_errors_recuts_the_selection_and_refuses_lost_stars(x64, shared_data):

@@ -180,7 +180,12 @@ def measurement_error_correction(data, smeared: Sequence, *, floor: float = 0.0)
         combined estimate and covariance as :func:`~bayesdyn.estimate_accelerations`
         forms them (member mean; between-member spread + mean least-squares part /
         K). For a single field: 2 a − mean_c a'_c with covariance 4 C + Σ_c C'_c/n²
-        plus the copies' spread / n (per node). Resample groups are kept.
+        plus the copies' spread / n (per node). That spread already holds the copies'
+        own noise C', so for n ≥ 2 the C'/n term is counted twice: conservative on
+        purpose, as the spread of n = 2 copies is a one-degree-of-freedom estimate that
+        can be near zero at a node. Resample groups are kept. With members, copies
+        beyond the number of resample groups (or members) are not used, and a warning
+        says so.
 
     Raises:
         ValueError: copies at other nodes, with another number of members or other
@@ -214,6 +219,12 @@ def measurement_error_correction(data, smeared: Sequence, *, floor: float = 0.0)
         groups = np.arange(k) if data.member_groups is None else np.asarray(data.member_groups)
         _, label = np.unique(groups, return_inverse=True)
         which = label % n  # the copy each member is corrected with
+        if n > label.max() + 1:
+            warnings.warn(
+                f"{n} re-smeared copies but {label.max() + 1} resample groups: copies {label.max() + 1}–{n - 1} "
+                "are not used (member k is corrected with the copy of its group); give one copy per group",
+                UserWarning, stacklevel=2,
+            )
         a_sm = jnp.stack([jnp.asarray(smeared[c].members)[m] for m, c in enumerate(which)])
         c_sm = jnp.stack([unfloor(smeared[c].member_cov[m], smeared[c].members[m]) for m, c in enumerate(which)])
         members = 2.0 * jnp.asarray(data.members) - a_sm
@@ -229,7 +240,9 @@ def measurement_error_correction(data, smeared: Sequence, *, floor: float = 0.0)
         cov = 4.0 * unfloor(data.cov, data.a) + sum(unfloor(s.cov, s.a) for s in smeared) / n**2
         if n >= 2:
             d = a_sm - jnp.mean(a_sm, axis=0)
-            cov = cov + jnp.einsum("npi,npj->pij", d, d) / (n - 1) / n  # Monte Carlo error of the copies' mean
+            # the copies' spread: re-smearing, training and velocity-draw noise of their mean (the last also in
+            # the C'/n² above; counted twice on purpose, a floor under a spread of few copies)
+            cov = cov + jnp.einsum("npi,npj->pij", d, d) / (n - 1) / n
         members = member_cov = None
     if floor > 0:
         cov = cov + ((floor * jnp.linalg.norm(a, axis=-1)) ** 2)[:, None, None] * eye
@@ -297,7 +310,9 @@ def correct_measurement_errors(
         n_copies: re-smeared copies (≥ 1); ``"auto"``: one per bootstrap resample of
             the data's flows (their ``resample_groups``: 2 for ``fit_psd``'s default
             K = 4), or 2 without groups. With one copy its Monte Carlo noise is in no
-            interval (a warning says so).
+            interval (a warning says so). For an ensemble, at most one per resample
+            group (per member without groups): member k is corrected with its group's
+            copy, so more would not be used and are refused before a copy is fitted.
         seed: seed of the copies' error draws (copy c uses :func:`copy_seed`) and of the
             velocity draws at the nodes (the same for every fit).
         velocity_error: Gaussian velocity errors for :func:`resmear` [km/s]; with
@@ -316,16 +331,25 @@ def correct_measurement_errors(
 
     if n_copies != "auto" and (isinstance(n_copies, bool) or not isinstance(n_copies, (int, np.integer))
                                or n_copies < 1):
-        raise ValueError(f"n_copies={n_copies!r} must be \"auto\" or a positive integer (≥ 2: one per resample)")
+        raise ValueError(f"n_copies={n_copies!r} must be \"auto\" (one per resample) or a positive integer "
+                         "(1 runs, with a warning that its noise is in no interval)")
     if "seed" in estimate_options:
         raise TypeError("give the seed as correct_measurement_errors(seed=...); it is also the velocity-draw seed")
     floor = float(estimate_options.pop("floor", 0.0))  # taken out of the pieces and added once to the result
     x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
     src = fit(catalog) if psd is None else psd
     observed = estimate_accelerations(src, x, seed=seed, floor=floor, **estimate_options)
+    groups = observed.member_groups
     if n_copies == "auto":
-        groups = observed.member_groups
         n_copies = len(np.unique(groups)) if groups is not None else 2
+    n_groups = (len(np.unique(groups)) if groups is not None else observed.n_members) \
+        if observed.n_members >= 2 else None
+    if n_groups is not None and n_copies > n_groups:  # each copy costs a flow fit
+        raise ValueError(
+            f"n_copies={n_copies} but the flows have {n_groups} resample groups (members): member k is corrected "
+            f"with its group's copy, so copies beyond {n_groups} would cost a flow fit each and not be used; "
+            f"give n_copies <= {n_groups}, or \"auto\""
+        )
     smeared = []
     for c in range(int(n_copies)):
         copy = resmear(catalog, copy_seed(seed, c), velocity_error=velocity_error, position_error=position_error)
