@@ -90,6 +90,7 @@ def test_likelihood_strings_round_trip_and_reject_unknown_options():
         ("floor", validate.Likelihood(floor=0.05)),
         ("floor:0.02+inflate:auto", validate.Likelihood(floor=0.02, inflate="auto")),
         ("mixture+inflate:3", validate.Likelihood(inflate=3.0, mixture=True)),
+        ("floor:0.123456789", validate.Likelihood(floor=0.123456789)),  # labels name runs: not rounded to 6 digits
     ]:
         lik = validate.Likelihood.parse(spec)
         assert lik == expect and validate.Likelihood.parse(lik.label) == lik
@@ -119,6 +120,29 @@ def test_design_effect_is_p_for_fully_correlated_members_and_near_one_for_indepe
     assert 1.0 <= indep["factor"] < 2.0 and abs(indep["mean_correlation"]) < 0.1
     one = AccelerationData.create(np.ones((2, 3)), np.ones((2, 3)), np.broadcast_to(np.eye(3), (2, 3, 3)))
     assert validate.design_effect(one)["factor"] == 1.0
+
+
+def test_design_effect_sees_a_common_scaling_of_the_field_and_equal_members():
+    """Members a_k = (1 + ε_k) a around a centre: the error is wholly shared (a mass error), which the per-component
+    correlation misses (its ρ_ij is (1/3) Σ_c sign(a_ic a_jc), about 0); the factor along the field sees it."""
+    rng = np.random.default_rng(3)
+    k, p = 8, 20
+    x = rng.normal(size=(p, 3)) * 5.0
+    a = -100.0 * x / np.linalg.norm(x, axis=1, keepdims=True)  # km²/s²/kpc, pointing at the centre
+    members = a * (1.0 + 0.05 * rng.normal(size=(k, 1, 1)))
+    d = members - members.mean(0)
+    cov = np.einsum("kpi,kpj->pij", d, d) / (k - 1) + 0.01 * np.eye(3)
+    de = validate.design_effect(AccelerationData.create(x, members.mean(0), cov, members=members))
+    assert de["component_factor"] < 2.0 and abs(de["mean_correlation"]) < 0.2  # blind to it
+    assert_allclose(de["amplitude_factor"], p, rtol=0.01)  # P nodes count as one
+    assert de["factor"] == de["amplitude_factor"]
+    # one node where every member agrees: no NaN (it gave NaN, which build_data passed on as a bad covariance)
+    members = a + rng.normal(size=(k, p, 3))
+    members[:, 4] = a[4]
+    d = members - members.mean(0)
+    cov = np.einsum("kpi,kpj->pij", d, d) / (k - 1) + np.eye(3)
+    de = validate.design_effect(AccelerationData.create(x, members.mean(0), cov, members=members))
+    assert all(np.isfinite(v) for v in de.values()) and 1.0 <= de["factor"] < 3.0
 
 
 def test_evaluate_draws_binds_each_draw(x64):
@@ -196,6 +220,9 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
         assert_allclose([saved[q]["pit_ks_p"], saved[q]["mean_w68"]], [row["pit_ks_p"], row["mean_w68"]], rtol=1e-13)
     rec = json.loads((out / "realisations" / "r0002.json").read_text())
     assert {"mock", "accel", "nuts"} <= set(rec["timing"]) and rec["diagnostics"]["divergences"] >= 0
+    # summary.md counts low-ESS realisations too (it counted r̂ and divergences only), by the records
+    low = sum(min(r["diagnostics"]["min_ess_bulk"], r["diagnostics"]["min_ess_tail"]) < 400 for r in res.records)
+    assert f", {low} with a bulk or tail ESS below 400 (all kept in the table)" in (out / "summary.md").read_text()
 
     # resuming reruns nothing; other settings in the same folder are refused
     again = validate.coverage("nfw", out=out, **QUICK)

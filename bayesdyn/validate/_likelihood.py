@@ -49,6 +49,8 @@ class Likelihood:
             design effect of the members' correlations between nodes.
         mixture: pool the posteriors of the members instead of one posterior of
             the ensemble mean.
+        members: one posterior per member, combined by Rubin's rules
+            (:func:`bayesdyn.inference.combine_members`); not with ``mixture``.
     """
 
     floor: float = 0.0
@@ -106,43 +108,67 @@ class Likelihood:
         if self.members:
             parts.append("members")
         if self.floor:
-            parts.append(f"floor:{self.floor:g}")
+            parts.append(f"floor:{_exact(self.floor)}")
         if self.inflate != 1.0:
-            parts.append(f"inflate:{self.inflate if isinstance(self.inflate, str) else format(self.inflate, 'g')}")
+            parts.append(f"inflate:{self.inflate if isinstance(self.inflate, str) else _exact(self.inflate)}")
         return "+".join(parts) or "ensemble"
+
+
+def _exact(value: float) -> str:
+    """``value`` as short as ``:g`` writes it where that reads back exactly, else in full (``repr``): labels name
+    runs, so two floors that differ in the 7th digit must not share one."""
+    short = format(value, "g")
+    return short if float(short) == value else repr(float(value))
 
 
 def design_effect(data: AccelerationData) -> dict[str, float]:
     """Covariance inflation for errors correlated between nodes, from the ensemble members.
 
-    The members' deviations from their mean, d_ki = a_ki − ā_i, scaled per node and
-    component by their spread, give the correlation between nodes i and j,
-    ρ_ij = Σ_k,c u_kic u_kjc / √(Σ u_ki² Σ u_kj²). Only the between-member part of
-    the covariance is correlated (the within-member part comes from independent
-    velocity draws at each node), so ρ_ij is weighted by the fractions
-    w_i = √(tr B_i / tr C_i). For P nodes sharing a correlation ρ̄ a common shift
-    is known only as well as from P / (1 + (P − 1) ρ̄) independent nodes; here
+    Two views of the members' deviations from their mean, d_ki = a_ki − ā_i, and the
+    larger of their factors:
 
-        c = 1 + (1/P) Σ_{i≠j} w_i w_j ρ_ij,    clipped to [1, P].
+    1. **Per component.** Scaled per node and component by their spread, they give the
+       correlation between nodes i and j, ρ_ij = Σ_k,c u_kic u_kjc / √(Σ u_ki² Σ u_kj²).
+       Only the between-member part of the covariance is correlated (the within-member
+       part comes from independent velocity draws at each node), so ρ_ij is weighted by
+       the fractions w_i = √(tr B_i / tr C_i). For P nodes sharing a correlation ρ̄ a
+       common shift is known only as well as from P / (1 + (P − 1) ρ̄) independent
+       nodes; here c_comp = 1 + (1/P) Σ_{i≠j} w_i w_j ρ_ij. This sees a common
+       translation of the field, but not a common scaling: for a_k = (1 + ε_k) a its
+       ρ_ij is (1/3) Σ_c sign(a_ic a_jc), about 0 for nodes around a centre.
+    2. **Along the field (its amplitude).** g_ki = ā_iᵀ C_i⁻¹ d_ki is member k's
+       deviation in the direction that measures a common scale of the field (the mass
+       of a model); the scale's least-squares error has variance Σ_i ā_iᵀ C_i⁻¹ ā_i
+       (in its inverse) for independent nodes, and with the members' correlations
+       c_amp = 1 + Σ_{i≠j} Cov_k(g_ki, g_kj) / Σ_i ā_iᵀ C_i⁻¹ ā_i. A common scaling
+       of every member's field gives c_amp ≈ P.
+
+    c = max(c_comp, c_amp), clipped to [1, P].
 
     With few members c is mostly noise: the K deviations at each node give ρ_ij
     from K − 1 degrees of freedom, so even for independent nodes (true c = 1) the
     sum's sd is ≈ w²·√(2/(3(K − 1))) whatever P, and the clip at 1 turns that noise
-    into an upward bias: a review's simulation gave a mean c of 1.16–1.19 at K = 4
-    (w = 1), 1.34 at K = 2, 1.07 at K = 16, for independent nodes (2026-12-07).
-    Read ``inflate:auto`` rows of the calibration with that in mind.
+    into an upward bias: a review's simulation gave a mean c_comp of 1.16–1.19 at K = 4
+    (w = 1), 1.34 at K = 2, 1.07 at K = 16, for independent nodes (2026-12-07). c_amp's
+    own noise is ≈ 1/√(K − 1), and the maximum adds to the bias: for 20 independent
+    nodes (w = 1, 400 draws each) the mean c was 1.33, 1.31, 1.31, 1.21 at K = 2, 4, 8,
+    16, against c_comp's 1.33, 1.19, 1.13, 1.09 (/tmp/s29/de2.py, 2026-12-07). Read
+    ``inflate:auto`` rows of the calibration with that in mind (those of 2026-12-07 and
+    before used c_comp alone).
 
     Args:
         data: :class:`bayesdyn.inference.AccelerationData` with ``members`` (K ≥ 2).
 
     Returns:
-        dict with ``factor`` (c), ``mean_correlation`` (mean ρ_ij over pairs),
-        ``correlated_fraction`` (mean w_i²) and ``n_members``; c = 1 when there
-        are fewer than 2 members.
+        dict with ``factor`` (c), ``component_factor`` (c_comp), ``amplitude_factor``
+        (c_amp), ``mean_correlation`` (mean ρ_ij over pairs), ``correlated_fraction``
+        (mean w_i²) and ``n_members``; c = 1 when there are fewer than 2 members. A node
+        where every member agrees exactly counts as uncorrelated (ρ = 0).
     """
     if data.members is None or np.shape(data.members)[0] < 2:
         k = 0 if data.members is None else int(np.shape(data.members)[0])
-        return {"factor": 1.0, "mean_correlation": 0.0, "correlated_fraction": 0.0, "n_members": k}
+        return {"factor": 1.0, "component_factor": 1.0, "amplitude_factor": 1.0, "mean_correlation": 0.0,
+                "correlated_fraction": 0.0, "n_members": k}
     m = np.asarray(data.members, dtype=np.float64)  # (K, P, 3)
     k, p, _ = m.shape
     d = m - m.mean(axis=0)
@@ -150,13 +176,22 @@ def design_effect(data: AccelerationData) -> dict[str, float]:
     sd = np.sqrt(np.maximum(np.einsum("pii->pi", between), 1e-300))
     u = (d / sd).transpose(1, 0, 2).reshape(p, -1)  # (P, K·3)
     norm = np.sqrt(np.sum(u**2, axis=1))
-    rho = (u @ u.T) / np.outer(norm, norm)
+    safe = np.where(norm > 0, norm, 1.0)  # all members equal at a node: its row of u is 0, and so its ρ
+    rho = (u @ u.T) / np.outer(safe, safe)
     cov = np.asarray(data.cov, dtype=np.float64)
     w = np.sqrt(np.clip(np.trace(between, axis1=1, axis2=2) / np.trace(cov, axis1=1, axis2=2), 0.0, 1.0))
     off = ~np.eye(p, dtype=bool)
-    factor = 1.0 + float(np.sum((np.outer(w, w) * rho)[off])) / p
+    comp = 1.0 + float(np.sum((np.outer(w, w) * rho)[off])) / p
+    # along the field: member k's deviation in the direction of a common scale, C⁻¹ ā per node
+    direction = np.linalg.solve(cov, np.asarray(data.a, dtype=np.float64)[..., None])[..., 0]  # (P, 3)
+    info = float(np.einsum("pi,pi->", np.asarray(data.a, dtype=np.float64), direction))
+    g = np.einsum("kpi,pi->kp", d, direction)  # (K, P)
+    gram = g.T @ g / (k - 1)
+    amp = 1.0 + float(np.sum(gram[off])) / info if info > 0 else 1.0
     return {
-        "factor": float(np.clip(factor, 1.0, p)),
+        "factor": float(np.clip(max(comp, amp), 1.0, p)),
+        "component_factor": float(np.clip(comp, 1.0, p)),
+        "amplitude_factor": float(np.clip(amp, 1.0, p)),
         "mean_correlation": float(rho[off].mean()) if p > 1 else 0.0,
         "correlated_fraction": float(np.mean(w**2)),
         "n_members": k,
@@ -212,8 +247,8 @@ def build_data(
         sun: the Sun's position (3,) [kpc] (for the model's derived quantities).
 
     Returns:
-        ``(datasets, info)``: one :class:`AccelerationData` (or one per member for a
-        mixture), and a dict with the inflation ``factor`` applied and the
+        ``(datasets, info)``: one :class:`AccelerationData` (or one per member for
+        ``mixture`` and ``members``), and a dict with the inflation ``factor`` applied and the
         :func:`design_effect` diagnostics of the ensemble.
     """
     ens = estimate_accelerations(source, x, n_velocities=n_velocities, seed=seed, floor=likelihood.floor, sun=sun)
