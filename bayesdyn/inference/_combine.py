@@ -181,7 +181,10 @@ def combine_members(
 
     Returns:
         ``(samples, info)``: the combined draws, site → (K·chains, draws), and a
-        dict with ``n_members``, ``dof`` (ν), and per site ``between_fraction``
+        dict with ``n_members``, ``dof`` (ν_b: the degrees of freedom of the
+        between-member variance the draws use, K − 1 or with groups Satterthwaite's
+        value; not Rubin's ν of the whole scale; ∞ when the members agree), and per
+        site ``between_fraction``
         ((1 + 1/K)B / T on the diagonal: the share of the variance from the
         members' disagreement), ``member_medians`` (K,) in the parameter's unit;
         with resample groups also ``n_resamples`` (J), ``seeds_per_resample`` (L)

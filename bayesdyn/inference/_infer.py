@@ -337,12 +337,13 @@ WEAK_FORM_P_WARN = 1e-3
 
 def _mode_values(model, data, key, start=None, search=None):
     """The posterior mode of ``model`` given ``data``, as (constrained ``{site: value}``, the unconstrained mode,
-    whether BFGS converged). From ``start`` (an unconstrained point), or else from 8 prior draws and, for weak-form
+    whether BFGS converged). From ``start`` (an unconstrained point), or else from 8 random starts (NumPyro's
+    ``init_to_uniform``, uniform in (−2, 2) unconstrained; not prior draws) and, for weak-form
     data with linear moments, the moments' least-squares solution: BFGS runs from the 3 best of them by objective
     and the lowest end point wins (one start could end at a corner of the priors: a bounded parameter's
     unconstrained coordinate runs off to infinity, where the objective's gradient vanishes). Without linear
     moments (a scale radius or a shape free) BFGS first takes Adam's bounded steps (as :func:`_mode_starts`): plain
-    BFGS from prior draws ended at a different prior corner from each of 4 seeds, its objective 31.6–403 against 20.9
+    BFGS from those starts ended at a different prior corner from each of 4 seeds, its objective 31.6–403 against 20.9
     at the mode, on a disk mock with the halo's scale radius and the disk's a and b free (2026-12-06).
 
     ``search``: a dict the caller keeps between calls on the same model with data of the same shapes (the GMM's

@@ -349,9 +349,14 @@ def _markdown(res: CoverageResult) -> str:
         ess = _min_ess([d.get("min_ess_bulk", float("nan")) for d in diag])
         ndiv = sum(d.get("divergences", 0) for d in diag)
         bad = sum(1 for r in res.records if _unconverged(r))
+        from ..results._posterior import MIN_ESS
+
+        low = sum(1 for d in diag if min(d.get("min_ess_bulk", np.inf), d.get("min_ess_tail", np.inf)) < MIN_ESS)
+        rh_text = f"max r̂ {rh:.3f}" if np.isfinite(rh) or np.isinf(rh) else "r̂ not available (one chain each)"
         lines.append(
-            f"NUTS over all realisations: max r̂ {rh:.3f}, min bulk ESS {ess:.0f}, {ndiv} divergent transitions; "
-            f"{bad} realisation(s) with r̂ > 1.01 or divergences (kept in the table)."
+            f"NUTS over all realisations: {rh_text}, min bulk ESS {ess:.0f}, {ndiv} divergent transitions; "
+            f"{bad} realisation(s) with r̂ > 1.01 or divergences, {low} with a bulk or tail ESS below {MIN_ESS} "
+            "(all kept in the table)."
         )
         lines.append("")
     if len(res.table):
@@ -609,7 +614,8 @@ def coverage(
         seed: master seed; realisation r uses seeds derived from ``(seed, r)``.
         method: ``"flow"`` (fit a flow ensemble per realisation), ``"exact"`` or ``"truth"``.
         likelihood: a :class:`Likelihood` or its string (``"ensemble"``,
-            ``"floor:0.05"``, ``"inflate:auto"``, ``"mixture"``, joined by ``+``).
+            ``"floor:0.05"``, ``"inflate:auto"``, ``"mixture"``, ``"members"``, joined
+            by ``+``).
             ``method="exact"`` and ``"truth"`` need a floor.
         quantities: names of the mock's quantities to report (default all).
         n_nodes: acceleration nodes per realisation.

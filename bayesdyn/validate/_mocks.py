@@ -73,7 +73,12 @@ def _radial_band(catalog: Catalog, lo: float, hi: float, center=(0.0, 0.0, 0.0))
 
 
 def _log_radius_nodes(positions: np.ndarray, n_nodes: int, seed: int, lo: float, hi: float) -> np.ndarray:
-    """Stars nearest in radius to random log-uniform targets in [lo, hi] (each star once): nodes even in log r."""
+    """Stars at random log-uniform target radii in [lo, hi] (each star once): nodes even in log r.
+
+    Each target takes the first star at or above it in log r when that star is free, else the nearer of the free
+    stars found walking down and up from there: not always the nearest (the star just below a free one is not
+    considered), a bias outwards of under one star spacing in log r. Kept as it is: calibration runs resume by
+    realisation, and the same seed must give the same nodes."""
     rng = np.random.default_rng(seed)
     log_r = np.log(np.linalg.norm(positions, axis=1))
     order = np.argsort(log_r)

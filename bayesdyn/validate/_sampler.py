@@ -8,9 +8,10 @@ same model from data of the same shape, so this runner compiles one BlackJAX
 program — window adaptation with a dense mass matrix, then NUTS, chains
 vectorised — that takes the data as an argument, and reuses it. It is the same
 algorithm and the same NumPyro model as ``bayesdyn.infer(..., backend="blackjax")``,
-except for the starting points: each chain starts from its own prior draw (as
-NumPyro's ``init_to_uniform``) moved by ``init_steps`` Adam steps on the
-log posterior. Started far from the mode, the window adaptation sometimes
+except for the starting points: each chain starts from its own NumPyro
+``init_to_uniform`` point (uniform in (−2, 2) in the unconstrained space, not a
+prior draw; a real-line prior at its centre + spread × that) moved by
+``init_steps`` Adam steps on the log posterior. Started far from the mode, the window adaptation sometimes
 collapsed the step size (to ~1e-6) and left a chain stuck (r̂ ≈ 2 in about one
 NFW realisation in 30 with 64 nodes); started near it, it did not.
 """
@@ -41,7 +42,7 @@ class NutsRunner:
         target_accept: target acceptance probability of the step-size adaptation.
         dense_mass: adapt a dense mass matrix (as :func:`bayesdyn.infer` does by default).
         init_steps: Adam steps (learning rate 0.05 in the unconstrained space) from
-            each chain's prior draw before the adaptation; 0 starts at the prior draw.
+            each chain's ``init_to_uniform`` point before the adaptation; 0 starts there.
     """
 
     def __init__(
