@@ -150,9 +150,10 @@ def design_effect(data: AccelerationData) -> dict[str, float]:
     sum's sd is ≈ w²·√(2/(3(K − 1))) whatever P, and the clip at 1 turns that noise
     into an upward bias: a review's simulation gave a mean c_comp of 1.16–1.19 at K = 4
     (w = 1), 1.34 at K = 2, 1.07 at K = 16, for independent nodes (2026-12-07). c_amp's
-    own noise is ≈ 1/√(K − 1), and the maximum adds to the bias: for 20 independent
-    nodes (w = 1, 400 draws each) the mean c was 1.33, 1.31, 1.31, 1.21 at K = 2, 4, 8,
-    16, against c_comp's 1.33, 1.19, 1.13, 1.09 (/tmp/s29/de2.py, 2026-12-07). Read
+    own noise adds to the bias through the maximum: for 20 independent nodes (w ≈ 1,
+    400 data sets each) the mean c was 1.33, 1.31, 1.31, 1.21 at K = 2, 4, 8, 16, against
+    c_comp's 1.33, 1.19, 1.13, 1.09; a shared translation or scaling gave c = 19.5–20.0
+    (``python benchmarks/design_effect.py``, 2026-12-07). Read
     ``inflate:auto`` rows of the calibration with that in mind (those of 2026-12-07 and
     before used c_comp alone).
 
