@@ -360,6 +360,17 @@ def test_velocity_errors_from_the_catalogs_gaia_columns():
     velocities_only = bd.weak_form_data(cat, volume=ball, velocity_errors="catalog", window_power=3, degree_x=1,
                                         min_stars=300)  # the same window: only the position terms differ
     assert not np.allclose(np.asarray(full.transport), np.asarray(velocities_only.transport), rtol=1e-3)
+    # only the ball's stars' errors are propagated (velocity_errors='catalog' propagated the whole catalog's, and
+    # so refused a bad error column of a star the fit never uses)
+    d = np.sort(np.linalg.norm(np.asarray(cat.x) - ball[0], axis=1))
+    small = (ball[0], 0.5 * (d[-1] + d[-2]))  # all stars but the farthest
+    kws = (dict(velocity_errors="catalog"), dict(position_errors="catalog"))
+    refs = [bd.weak_form_data(cat, volume=small, degree_x=1, min_stars=300, **kw) for kw in kws]
+    cat.columns["radial_velocity_error"] = e = cat.columns["radial_velocity_error"].copy()
+    e[np.argmax(np.linalg.norm(np.asarray(cat.x) - ball[0], axis=1))] = np.nan
+    for kw, ref in zip(kws, refs):
+        again = bd.weak_form_data(cat, volume=small, degree_x=1, min_stars=300, **kw)
+        np.testing.assert_allclose(np.asarray(again.transport), np.asarray(ref.transport), rtol=1e-12)
 
 
 def test_position_error_correction_is_unbiased_over_the_errors():

@@ -373,12 +373,13 @@ def _velocity_covariance(catalog: Any, velocity_errors: Any, n: int, inside: np.
         if velocity_errors != "catalog":
             raise ValueError(f"velocity_errors={velocity_errors!r}: pass None, 'catalog', per-star σ (N, 3) [km/s] "
                              "or covariances (N, 3, 3) [(km/s)²]")
-        try:
-            cov = np.asarray(catalog.covariance(), float)[:, 3:, 3:]
+        try:  # the stars in the ball only, as for position_errors='catalog' (it propagated the whole catalog's)
+            sub = catalog.select(inside, "inside the weak form's ball") if hasattr(catalog, "select") else catalog
+            cov = np.asarray(sub.covariance(), float)[:, 3:, 3:]
         except Exception as err:  # CatalogError: no Gaia observables or error columns
             raise ValueError(f"velocity_errors='catalog' needs the catalog's Gaia errors: {err}") from None
-    else:
-        cov = _per_axis_covariance(velocity_errors, n, inside, "velocity_errors", "km/s")
+        return _checked_covariance(cov if len(cov) == int(inside.sum()) else cov[inside], "velocity-error")
+    cov = _per_axis_covariance(velocity_errors, n, inside, "velocity_errors", "km/s")
     if cov.shape != (n, 3, 3):
         raise ValueError(f"velocity_errors must be per-star σ (N, 3) [km/s] or covariances (N, 3, 3) [(km/s)²] for "
                          f"the catalog's {n} stars; got shape {cov.shape}")
