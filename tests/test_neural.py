@@ -294,6 +294,30 @@ def test_steps_is_the_number_of_steps_run_and_tracer_density_needs_n_of_x(x64):
         neural.fit_neural_potential(ScoresOnly(), bd.Catalog(x, v), selection="tracer_density")
 
 
+def test_a_member_that_diverges_after_its_best_keeps_it_with_a_warning(x64, monkeypatch):
+    """Updates that turn NaN after step 110 of 150: the member's best weights (step 100) are kept, as before, but no
+    longer silently."""
+    import optax
+
+    real_adam = optax.adam
+
+    def nan_after(n):
+        def update(updates, count, params=None):
+            return jax.tree.map(lambda u: jnp.where(count >= n, jnp.nan, u), updates), count + 1
+
+        return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+    monkeypatch.setattr(optax, "adam", lambda schedule: optax.chain(real_adam(schedule), nan_after(110)))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 3))
+    v = rng.normal(size=(200, 3)) * 10.0
+    with pytest.warns(UserWarning, match=r"neural members \[0\] diverged .* by step 150; .* of step\(s\) \[100\] of 150"):
+        fit = neural.fit_neural_potential_scores(x, v, -x, -v / 100.0, steps=150, eval_every=100, seed=0,
+                                                 architecture=neural.Architecture(8, 1, "tanh"))
+    assert fit.info["diverged_members"] == [0] and fit.info["best_step"] == [100]
+    assert np.isfinite(np.asarray(fit.potential.acceleration(x[:5]))).all()
+
+
 def test_density_penalty_in_the_ball_reaches_a_hole_without_stars():
     """ρ ≥ 0 where there are no stars. Isothermal stars (σ = 1 km/s) in Φ = ½Ω²r² + A exp(−r²/2s²) (Ω = 1 km/s/kpc,
     A = 1 (km/s)², s = 0.3 kpc: a repulsive bump, negative density inside r ≈ 0.5 kpc), kept only at 0.5 < r < 1 kpc,

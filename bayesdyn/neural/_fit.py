@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import warnings
 import pathlib
 import zipfile
 from typing import Any
@@ -189,8 +190,12 @@ class NeuralFit:
             the training stars) or :class:`NeuralTracerDensity`, or None.
         config: the settings.
         info: training record: ``acceleration_scale`` a₀ [(km/s)²/kpc],
-            ``train_loss`` and ``val_loss`` (evaluations × K), ``best_step`` (K),
-            ``n_stars`` (rows: (x, v) pairs), ``n_positions`` (stars), ``n_members``, ``seed``.
+            ``train_loss`` (the mini-batch objective, penalties included) and
+            ``val_loss`` (the CBE residual loss alone, which picks each member's best
+            weights) (evaluations × K), ``best_step`` (K), ``diverged_members`` (those
+            whose last validation loss was not finite: they keep their best weights, and a
+            warning says so), ``n_stars`` (rows: (x, v) pairs), ``n_positions`` (stars),
+            ``n_members``, ``seed``.
     """
 
     potential: NeuralPotential
@@ -574,6 +579,14 @@ def fit_neural_potential_scores(
             f"{int((~np.isfinite(best_val)).sum())} of {k} members never reached a finite validation loss; "
             "lower learning_rate or check the scores"
         )
+    diverged = np.flatnonzero(~np.isfinite(vl))  # after a finite best: its weights are kept, say so
+    if diverged.size:
+        warnings.warn(
+            f"neural members {diverged.tolist()} diverged (non-finite validation loss) by step {done}; each keeps "
+            f"its best weights, of step(s) {best_step[diverged].tolist()} of {cfg.steps}, trained less than the "
+            "others: lower learning_rate (or raise the gradient clipping) and refit",
+            UserWarning, stacklevel=3,
+        )
 
     potential = NeuralPotential(best["phi"], arch, center, scale, amplitude)
     sel_obj = None
@@ -588,6 +601,7 @@ def fit_neural_potential_scores(
         "val_loss": val_hist,
         "best_val_loss": best_val.tolist(),
         "best_step": best_step.tolist(),
+        "diverged_members": diverged.tolist(),
         "n_stars": int(n),
         "n_train": int(train_idx.size),
         "n_positions": int(n_groups),
