@@ -109,6 +109,10 @@ def test_posterior_tables_and_warnings():
     # LaTeX: errors to two significant digits, the median to their decimal place, a power of ten, units in math
     row = next(ln for ln in tex.splitlines() if "rho" in ln)
     assert r"$\mathrm{M_\odot/kpc^{3}}$" in row and re.search(r"\$\d\.\d\d\^\{\+\d\.\d\d\}_\{-\d\.\d\d\} \\times 10\^\{6\}\$", row), row
+    # a constant row (a fixed halo's ρ_DM(⊙)) keeps its digits: no error to round to (7.54e6 printed as 8 × 10⁶)
+    fixed = Posterior({"h.m": good["h.m"], "derived.rho_dm_sun": np.full((4, 1000), 7.54e6)},
+                      {"diverging": np.zeros((4, 1000), bool)})
+    assert r"7.54^{+0}_{-0} \times 10^{6}" in fixed.to_latex()
     # a narrow interval keeps its ends apart in the Markdown table (229.31 ± 0.02 read [229.3, 229.3])
     narrow = Posterior({"derived.v_circ_R0": rng.normal(229.31, 0.02, size=(4, 1000))},
                        {"diverging": np.zeros((4, 1000), bool)})
@@ -310,6 +314,15 @@ def test_combined_posterior_judges_convergence_by_its_members_and_names_overflow
     problems = Posterior({"p.a": over}, {"combine": info}).check(warn=False)
     assert any("2 of the combined draws of ['p.a'] are not finite (overflow)" in p for p in problems), problems
     assert not any("stuck" in p for p in problems)
+    # one chain per member (examples/local_dm.py --tiny): r̂ is NaN, which read as "never moves" and blanked the ESS,
+    # so 2 × 40 autocorrelated draws passed every check; their ESS is judged now
+    walk = [{"p.a": np.cumsum(rng.standard_normal((1, 40)), axis=1) * 0.1} for _ in range(2)]
+    out1, info1 = combine_members(walk, {"p.a": dist.Normal(0.0, 100.0)}, seed=0)
+    info1 = {**info1, "member_diagnostics": member_diagnostics(walk), "member_max_r_hat": [np.nan, np.nan]}
+    one_chain = Posterior(out1, {"combine": info1})
+    d = one_chain.diagnostics().loc["p.a"]
+    assert np.isnan(d["r_hat"]) and 0 < d["ess_bulk"] < 400
+    assert any("effective sample size < 400 for ['p.a']" in p for p in one_chain.check(warn=False))
 
 
 def test_combine_members_with_resample_groups_splits_training_from_sampling_variance():

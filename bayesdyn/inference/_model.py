@@ -41,8 +41,10 @@ class PotentialModel:
     - ``derived.rho_dm_sun``: dark-matter density at the Sun [M☉/kpc³] (components
       whose name contains "halo" or "dark", or those listed in ``dark=``);
     - ``derived.rho_total_sun``: total density at the Sun [M☉/kpc³];
-    - ``derived.v_circ_R0``: circular velocity in the midplane at R0 [km/s];
-    - ``derived.Kz_1p1kpc``: vertical force |a_z| at (R0, z = 1.1 kpc) [(km/s)²/kpc];
+    - ``derived.v_circ_R0``: circular velocity in the midplane at R0 [km/s] (0, not NaN,
+      at a draw whose radial force there points outwards);
+    - ``derived.Kz_1p1kpc``: vertical force −a_z at (R0, z = 1.1 kpc) [(km/s)²/kpc], signed:
+      positive when it pulls towards the plane;
     - ``derived.Sigma_1p1kpc``: total surface density within |z| < 1.1 kpc at R0,
       ∫ρ(R0, z) dz over |z| < 1.1 kpc [M☉/pc²] (composite Gauss–Legendre on panels
       from 1 pc wide at the plane, so layers a few pc thick are resolved; unlike

@@ -124,8 +124,16 @@ class Posterior:
             x = self.samples[n]
             if n in members:
                 r = np.asarray(members[n]["r_hat"], float)
-                moves = ~np.isnan(r)
-                r_hat = np.nan if not moves.any() else float(np.max(r)) if moves.all() else np.inf
+                # a member's site moves where its ESS is finite (member_diagnostics: NaN where the draws never move,
+                # r̂ inf where they are not finite); its r̂ is NaN also for one chain, which read as "never moves"
+                # and blanked the ESS, so that one-chain members were never judged at all
+                moves = np.isfinite(np.asarray(members[n]["ess_bulk"], float))
+                if np.isinf(r).any() or (moves.any() and not moves.all()):
+                    r_hat = np.inf
+                elif not moves.any() or np.isnan(r).all():
+                    r_hat = np.nan
+                else:
+                    r_hat = float(np.nanmax(r))
                 ess = [float(np.sum(members[n][k])) if moves.all() else np.nan for k in ("ess_bulk", "ess_tail")]
                 rows[n] = (r_hat, *ess)
                 continue
@@ -313,8 +321,9 @@ class Posterior:
         )
 
     def upper_limit(self, name: str, q: float = 0.95, lower: float | None = None) -> float:
-        """One-sided upper limit: the q-quantile of the marginal posterior of ``name``, in the site's internal unit
-        (M☉/kpc² for a surface density: divide by 1e6 for M☉/pc²).
+        """One-sided upper limit: the q-quantile of the marginal posterior of ``name``, in the site's unit as
+        :meth:`summary` gives it (its ``unit`` column): M☉/kpc² for a component's surface-density parameter (divide
+        by 1e6 for M☉/pc²), but M☉/pc² for ``derived.Sigma_1p1kpc``.
 
         Args:
             name: the site.
@@ -427,14 +436,19 @@ def _error_decimals(*errors: float) -> int:
 
 
 def _latex_value(median: float, up: float, down: float) -> str:
-    """median^{+up}_{-down} for LaTeX math: errors to two significant digits, the median to their decimal place, a
-    common power of ten outside (1.8^{+65.1}_{-1.8} × 10^{5}) when |median| ≥ 10⁴ or < 10⁻³."""
+    """median^{+up}_{-down} for LaTeX math: errors to two significant digits (all their integer digits when ≥ 10),
+    the median to their decimal place, a common power of ten outside (1.8^{+65.1}_{-1.8} × 10^{5}) when |median| ≥
+    10⁴ or < 10⁻³; without a positive error (a constant row, e.g. a fixed halo's ρ_DM(⊙)) the median to 4
+    significant digits (it was rounded to no decimal place: 7.54 × 10⁶ printed as 8 × 10⁶)."""
     if not (np.isfinite(median) and np.isfinite(up) and np.isfinite(down)):
         return r"\mathrm{nan}"
     ref = abs(median) if median != 0 else max(abs(up), abs(down))
     exp = int(np.floor(np.log10(ref))) if ref > 0 else 0
     exp = exp if (exp >= 4 or exp < -3) else 0
     scale = 10.0 ** exp
+    if not (up > 0 or down > 0):
+        text = f"{median / scale:.4g}^{{+0}}_{{-0}}"
+        return rf"{text} \times 10^{{{exp}}}" if exp else text
     d = _error_decimals(up / scale, down / scale)
     text = f"{median / scale:.{d}f}^{{+{up / scale:.{d}f}}}_{{-{down / scale:.{d}f}}}"
     return rf"{text} \times 10^{{{exp}}}" if exp else text
