@@ -53,8 +53,15 @@ def _toml_value(v: Any) -> str:
 
 
 def to_toml(cfg: dict[str, Any]) -> str:
-    """A configuration as TOML text (tables one level deep; model components as sub-tables)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
+    """A configuration as TOML text (tables one level deep; model components as sub-tables), each key with its line
+    of :data:`bayesdyn.pipeline.KEY_HELP` as a comment."""
+    from .pipeline._config import KEY_HELP
+
+    def line(key: str, value: Any) -> str:
+        note = KEY_HELP.get(key)
+        return f"{key.rsplit('.', 1)[-1]} = {_toml_value(value)}" + (f"  # {note}" if note else "")
+
+    lines = [line(k, v) for k, v in cfg.items() if not isinstance(v, dict)]
     for sec, table in cfg.items():
         if not isinstance(table, dict):
             continue
@@ -68,7 +75,7 @@ def to_toml(cfg: dict[str, Any]) -> str:
                     f"{k} = {_toml_value(v)}" + (f"  # [{_PARAM_UNITS[k]}]" if _PARAM_UNITS.get(k) else "")
                     for k, v in comp.items()]
             continue
-        lines += ["", f"[{sec}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines += ["", f"[{sec}]"] + [line(f"{sec}.{k}", v) for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -82,6 +82,24 @@ def test_quick_start_matches_readme():
     assert block.group(1) in index, "docs/index.md's Quick start commands differ from README.md's; copy them over"
 
 
+def test_cli_page_holds_the_default_configuration_with_a_line_per_key():
+    """docs/cli.md shows `bayesdyn config`'s output as it is, and every key of the defaults has its line of help (so
+    a new key is documented where `bayesdyn config` and the page show it)."""
+    from bayesdyn.cli import to_toml
+    from bayesdyn.pipeline import DEFAULT_CONFIG, KEY_HELP
+
+    keys = [k for k, v in DEFAULT_CONFIG.items() if not isinstance(v, dict)]
+    keys += [f"{sec}.{k}" for sec, t in DEFAULT_CONFIG.items() if isinstance(t, dict) and sec != "model" for k in t]
+    assert sorted(k for k in keys if k not in KEY_HELP) == [] and sorted(set(KEY_HELP) - set(keys)) == []
+    text = to_toml(DEFAULT_CONFIG)
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert f"```toml\n{text}```" in page, "docs/cli.md's configuration differs from `bayesdyn config`; paste it over"
+    assert all(f"  # {KEY_HELP[k]}" in text for k in keys)
+    import tomllib
+
+    assert tomllib.loads(text) == DEFAULT_CONFIG  # the comments change nothing
+
+
 def test_report_caveat_quotes_the_calibration_table():
     """The pipeline report's CAVEAT states what docs/calibration/index.md's summary table measured for each member
     design: the coverage ranges on the disk and NFW mocks and how many Gaia Challenge densities fall inside."""

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "resolve_source", "PRIORS", "COMPONENTS"]
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "KEY_HELP", "load_config", "validate_config", "resolve_source", "PRIORS", "COMPONENTS"]
 
 
 from ..inference._model import _is_dark
@@ -97,7 +97,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         # With likelihood = "weak_form": the moments instead, analytically (velocities exactly, positions to
         # second order; weak_form_data's velocity_errors / position_errors)
         "correct": False,
-        "copies": 2,  # ≥ 2 estimates the copies' Monte Carlo error
+        "copies": 2,  # ≥ 2 estimates the copies' Monte Carlo error; at most one per bootstrap resample (2 at ensemble 4)
         # Gaussian errors per Galactocentric axis; both 0 = draw from the catalog's Gaia error columns
         "velocity_error_kms": 0.0,
         "position_error_kpc": 0.0,
@@ -138,6 +138,57 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "dark_disk_scale_heights_kpc": [0.05, 0.1, 0.2, 0.4],
         "corner": True,
     },
+}
+
+#: One line per key of :data:`DEFAULT_CONFIG` (outside ``model``), printed after it by ``bayesdyn config`` (and in each
+#: run folder's config.toml) and listed in docs/cli.md; a test asks for one per key.
+KEY_HELP: dict[str, str] = {
+    "output": "run folder (stages are cached there; a rerun resumes)",
+    "seed": "master seed of every stage (flows, nodes, velocity draws, NUTS)",
+    "catalog.source": '"default" = the shipped disk mock; a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5) or '
+                      "a Catalog .npz (a bayesdyn mock's carries its truth)",
+    "catalog.strict": "refuse rows without a 6D point instead of dropping them (with a warning)",
+    "catalog.max_stars": "0 = all; else a random subset of this many stars",
+    "catalog.within_kpc": "0 = no cut; else keep stars within this distance of the Sun [kpc]",
+    "catalog.parallax_over_error": "0 = no cut; else keep parallax / parallax_error above this",
+    "psd.ensemble": "flow members (fit_psd's ensemble; the calibrated setting is 4)",
+    "psd.n_layers": "MAF layers per flow",
+    "psd.width": "hidden units per layer",
+    "psd.max_epochs": "training epochs at most (early stopping on the validation loss)",
+    "psd.patience": "epochs without improvement before stopping",
+    "psd.batch_size": "stars per mini-batch",
+    "psd.learning_rate": "Adam's learning rate",
+    "psd.bootstrap": "each member trained on a bootstrap resample of the stars",
+    "psd.seeds_per_resample": '"auto" = 2 for an even ensemble >= 4 with bootstrap, else 1; members per resample',
+    "psd.support_core": "fraction of the support ball's radius left untouched by the support map",
+    "psd.flow": '"maf" (the calibrated default) or "sas_maf" (opt-in, docs/flows.md)',
+    "psd.radial_map": '"auto", or the radius s in robust standard deviations (0 = no map)',
+    "psd.axis_map": "[] = none; else per-axis radii [s_x, s_y, s_z] of asinh maps, instead of the radial map",
+    "nodes.n": "nodes where accelerations are estimated",
+    "nodes.radius_kpc": "nodes within this distance of the Sun [kpc], never beyond the one holding 80 % of the "
+                        "stars; 0 = that distance (origin-centred mocks need 0)",
+    "nodes.n_velocities": "velocities drawn from p(v|x) per node",
+    "nodes.floor": "relative noise floor on each acceleration covariance",
+    "errors.correct": "correct for measurement errors (SIMEX copies; with the weak form, analytically)",
+    "errors.copies": "re-smeared copies, one flow fit each: >= 2, at most one per bootstrap resample",
+    "errors.velocity_error_kms": "Gaussian error per axis [km/s]; both 0 = the catalog's Gaia error columns",
+    "errors.position_error_kpc": "Gaussian error per axis [kpc]; both 0 = the catalog's Gaia error columns",
+    "inference.backend": '"numpyro" or "blackjax" (NUTS)',
+    "inference.num_chains": "chains per posterior",
+    "inference.num_warmup": "warm-up steps per chain",
+    "inference.num_samples": "draws kept per chain",
+    "inference.target_accept": "NUTS's target acceptance probability",
+    "inference.combine": '"auto"/"members": one posterior per flow member, combined (Rubin\'s rules); "mean": one '
+                         "posterior of the member-mean accelerations",
+    "inference.likelihood": '"nodes" (flows, accelerations at nodes) or "weak_form" (the stars\' weak-form CBE '
+                            "moments, no flows)",
+    "weak_form.volume": "[] = the sphere recorded with the catalog; else [x, y, z, radius] [kpc], Galactocentric",
+    "weak_form.degree_x": "highest degree of the spatial test functions (2: 10 of them)",
+    "weak_form.degree_v": "highest degree of the velocity monomials (1: 30 moments with degree_x = 2)",
+    "weak_form.efficiency_column": '"" = complete inside the ball; else a column of detection probabilities, '
+                                   "each star weighted by 1/ε",
+    "report.dark_disk_scale_heights_kpc": "scale heights of the dark-disk limits [kpc]; [] = none",
+    "report.corner": "draw the corner plot",
 }
 
 #: keys whose value is "auto" or an integer
@@ -300,6 +351,18 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     er = cfg["errors"]
     if er["copies"] < 1:
         raise ConfigError(f"'errors.copies' must be ≥ 1 (2 or more estimate the Monte Carlo error), got {er['copies']}")
+    if er["correct"] and inf["likelihood"] == "nodes" and ps["ensemble"] >= 2:
+        # correct_measurement_errors' rule, before any training: member k is corrected with its resample's copy
+        from ..psd._fit import resolve_seeds_per_resample
+
+        groups = ps["ensemble"] // resolve_seeds_per_resample(ps["ensemble"], ps["seeds_per_resample"], ps["bootstrap"])
+        if er["copies"] > groups:
+            raise ConfigError(
+                f"'errors.copies' = {er['copies']} but the flows have {groups} bootstrap resamples (psd.ensemble = "
+                f"{ps['ensemble']}, seeds_per_resample = {ps['seeds_per_resample']!r}): each member is corrected "
+                f"with its resample's copy, so copies beyond {groups} would cost a flow fit each and not be used; "
+                f"set errors.copies <= {groups}"
+            )
     for key in ("velocity_error_kms", "position_error_kpc"):
         if not er[key] >= 0:
             raise ConfigError(f"'errors.{key}' must be ≥ 0 (0 with the other 0: use the Gaia error columns), got {er[key]}")
