@@ -109,12 +109,16 @@ def main(argv=None) -> int:
     print(f"clouds (dust seed {args.dust_seed}): centres {np.round(dust.centers - sun, 2).tolist()} kpc from the Sun, "
           f"radii {np.round(dust.radii, 2).tolist()} kpc; {cat.n - dcat.n} of {cat.n} stars removed")
     folder = pathlib.Path(args.dust_psd).expanduser()
+    # before loading or fitting: a fit for another seed saved into the default folder would be loaded by every later
+    # default run against dust seed 1's clouds (the check ran only when the folder existed)
+    if args.dust_seed != 1 and folder == pathlib.Path(ap.get_default("dust_psd")).expanduser():
+        ap.error(f"--dust-seed {args.dust_seed}: the default --dust-psd holds the flows of dust seed 1; "
+                 "give a folder of its own")
     if (folder / "psd.json").is_file():
         dpsd = bd.load_psd(folder)
         print(f"dusty flows loaded from {folder} ({dcat.n} stars)")
-        if args.dust_seed != 1 and folder == pathlib.Path(ap.get_default("dust_psd")).expanduser():
-            ap.error(f"--dust-seed {args.dust_seed}: the default --dust-psd holds the flows of dust seed 1; "
-                     "give a folder of its own")
+        if dpsd.n_stars != dcat.n:
+            ap.error(f"--dust-psd {folder} holds flows fitted to {dpsd.n_stars} stars, not this dust seed's {dcat.n}")
     else:
         t0 = time.perf_counter()
         dpsd = bd.fit_psd(dcat, ensemble=4, seed=0, max_epochs=100, progress=False)

@@ -253,6 +253,9 @@ def main() -> None:
                     help="cross-validate the held-out loss less its noise (it grows as 1/ε² and favours shallow holes)")
     ap.add_argument("--clean", action="store_true", help="also fit ε on the dust-free stars (the truth is ε = 1)")
     args = ap.parse_args()
+    for name in ("scales", "basis"):  # pairs: an odd count silently dropped the last value
+        if getattr(args, name) is not None and len(getattr(args, name)) % 2:
+            ap.error(f"--{name} takes pairs of values; got {len(getattr(args, name))}")
 
     import bayesdyn as bd
     from bayesdyn.mocks import DustModel, apply_dust

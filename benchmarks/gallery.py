@@ -77,7 +77,10 @@ def accuracy_section(fig: dict, command: str | None) -> list[str]:
            f"Measured by `{command or 'python benchmarks/neural_disk.py --json figures.json'}` "
            f"(settings {fig['settings']}; machine: {fig['machine']}). Bands: member "
            f"{c.get('band', 'mean ± t(0.975, K−1) × sd (before the √(1 + 1/K) prediction factor of 2026-12-07)')} "
-           "over the K neural fits, one per flow member.", "",
+           "over the K neural fits, one per flow member." + (
+               "" if "band" in c else " These figures predate 2026-12-07 (a3a71bb): the current code's bands are "
+               "√(1 + 1/K) = 1.12× wider at K = 4, and its neural fits split and resample stars, not (x, v) rows, "
+               "which widens the members' spread; rerun neural_disk.py to refresh them."), "",
            "| quantity | measured | target | |", "|---|---|---|---|"]
     out += [f"| {q} | {m} | {tg} | {r} |" for q, m, tg, r in rows]
     extra = [f"For reference: the ball-averaged density (divergence theorem, h = 0.2 kpc) "

@@ -134,8 +134,10 @@ def get_neural(psd, cat, name: str, cache: pathlib.Path, s: dict, seed: int, log
     from bayesdyn import neural
     from bayesdyn.psd._density import FORMAT_VERSION
 
-    # a neural fit belongs to its flows: their format version is part of the name
-    tag = "_".join(f"{k}{v}" for k, v in sorted({**extra, "psdv": FORMAT_VERSION}.items()))
+    # a neural fit belongs to its flows: this package's flow format version is part of the name, and "splitstar"
+    # marks fits that split and resample stars, not (x, v) rows (a3a71bb, 2026-12-07): earlier cached fits, whose
+    # members' spread was too narrow, are not reused
+    tag = "_".join(f"{k}{v}" for k, v in sorted({**extra, "psdv": FORMAT_VERSION, "split": "star"}.items()))
     fr = f"_fr{s['fit_radius']:g}" if s["fit_radius"] and s["fit_radius"] > 0 else ""
     folder = cache / (f"neural_{name}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_st{s['steps']}_b{s['batch']}"
                       f"_m{s['m']}_w{s['width']}_s{seed}{fr}{'_' + tag if tag else ''}")
@@ -258,12 +260,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # where the CBE sees the dust: ∇log n_obs. How deep are the clouds in the flows' n(x)? (truth: ε = 0.1 at the
     # centres, ~0.87 two radii out along x)
     probe = np.concatenate([dust.centers, dust.centers + 2 * dust.radii[:, None] * np.array([1.0, 0.0, 0.0])])
-    ratio_flow = (np.asarray(dpsd.number_density(probe), dtype=float) / np.asarray(psd.number_density(probe), dtype=float)
-                  * cat.n / dcat.n)
+    # number_density counts stars (it integrates to each fit's own N), so the ratio estimates ε itself (until
+    # 2026-12-07 it was multiplied by N_clean/N_dust as well, which inflated it by 1.081 on the gallery's mock)
+    ratio_flow = np.asarray(dpsd.number_density(probe), dtype=float) / np.asarray(psd.number_density(probe), dtype=float)
     n_ratio = {"centres": ratio_flow[: len(dust.centers)].tolist(), "two_radii_out": ratio_flow[len(dust.centers):].tolist(),
                "true_eps_centres": np.asarray(dust.efficiency(dust.centers), dtype=float).tolist(),
                "true_eps_two_radii_out": np.asarray(dust.efficiency(probe[len(dust.centers):]), dtype=float).tolist()}
-    print(f"  flows' n_dust/n_clean (× N_clean/N_dust) at the cloud centres {np.round(n_ratio['centres'], 2).tolist()} "
+    print(f"  flows' n_dust/n_clean (an estimate of ε) at the cloud centres {np.round(n_ratio['centres'], 2).tolist()} "
           f"and two radii out {np.round(n_ratio['two_radii_out'], 2).tolist()}; true ε "
           f"{np.round(n_ratio['true_eps_centres'], 2).tolist()} and {np.round(n_ratio['true_eps_two_radii_out'], 2).tolist()}")
 

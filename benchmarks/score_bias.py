@@ -1,7 +1,8 @@
 """Where a flow's acceleration error comes from: position or velocity scores, by radius (spherical mocks).
 
-For one calibration realisation of the NFW-tracer mock (the same stars, nodes and
-cached flows as ``benchmarks/calibration.py --suite full --only nfw``) — or, with
+For one calibration realisation of the NFW-tracer mock (the same stars and nodes as
+``benchmarks/calibration.py --suite full --only nfw``; flows fitted and cached here, with one seed
+per bootstrap resample, as the ``nfw-one-seed`` run's) — or, with
 ``--mock om-dwarf``, a Gaia-Challenge-like dwarf with exact scores (10⁴ Zhao
 tracers, a = 0.1 kpc, γ = 0.1, β = 5, Osipkov–Merritt r_a = 0.1 kpc, in an NFW
 halo ρ_s = 6.4e7 M☉/kpc³, r_s = 1 kpc; nodes at 12 stars per radial bin) — velocities

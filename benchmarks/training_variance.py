@@ -4,7 +4,8 @@ On one realisation of the calibration's NFW-tracer mock (same seeds as realisati
 ``benchmarks/calibration.py --mock nfw``), fits K-member ensembles with and without
 bootstrap resampling and with different epoch budgets, estimates the accelerations
 at the harness's nodes from shared velocity draws, and fits each member's radial
-accelerations with an NFW halo by weighted least squares (a fast stand-in for the
+accelerations with an NFW halo by weighted least squares (weights 1/(σ² + (0.02 a_true)²):
+each node's σ with a 2 % floor; a fast stand-in for the
 per-member NUTS posteriors of ``bd.infer``; the calibration's Rubin combination sees
 the members through exactly these per-member estimates). Prints, per setting, the
 between-member variance of log ρ_s, log r_s and log ρ(r_s) and the node-level spread

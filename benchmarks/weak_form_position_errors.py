@@ -96,7 +96,7 @@ def main(argv=None):
     ap.add_argument("--stars", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=5000, help="mock seed of the first realisation (then +1, +2, …)")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES, metavar="CASE",
-                    help=f"error cases to run (default all: {', '.join(repr(c) for c in CASES)})")
+                    help=f"error cases to run (default all: {', '.join(repr(c) for c in CASES)})".replace("%", "%%"))
     ap.add_argument("--window-power", type=int, default=3,
                     help="k of the window (1 − ρ²)^k for every fit (position errors need ≥ 3)")
     a = ap.parse_args(argv)
