@@ -164,6 +164,15 @@ def test_outlying_velocity_draws_are_left_out_and_counted():
     with pytest.warns(RuntimeWarning, match="2 of 192 velocity draws .* beyond 10 robust sd"):
         est = estimate_accelerations(_OutlierSource([0, 2]), x, n_velocities=64, seed=1)
     assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-5, atol=1e-3)  # (km/s)²/kpc
+    # a NaN draw (a flow's inf − inf far out) is one left-out draw too: it made its node's median NaN, which flagged
+    # all 64 draws and refused the node ("more than 10 %")
+    nan_source = _OutlierSource([1])
+    nan_source.sample_velocities = lambda x, n, seed: np.where(
+        (np.arange(len(x))[:, None, None] == 1) & (np.arange(n)[None, :, None] == 0), np.nan,
+        _HarmonicSource.sample_velocities(nan_source, x, n, seed))
+    with pytest.warns(RuntimeWarning, match="1 of 192 velocity draws"):
+        est = estimate_accelerations(nan_source, x, n_velocities=64, seed=1)
+    assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-5, atol=1e-3)
 
 
 class _OneHarmonic(_HarmonicSource):

@@ -4,6 +4,7 @@ import re
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
@@ -215,6 +216,18 @@ def test_acceleration_likelihood_matches_numpyro_mvn(rng):
         assert_allclose(float(acceleration_log_likelihood(a_model, data)), ref, rtol=1e-12)
         with pytest.raises(ValueError, match="not positive definite"):
             AccelerationData.create(x, data.a, -cov)
+    # integer positions: floats, and the Sun is not cast to integers (it was: (−8, 0, 0), every local quantity off)
+    ints = AccelerationData.create([[8, 0, 0], [7, 1, 0]], [[-1, 0, 0], [-1, 0, 0]], np.broadcast_to(np.eye(3), (2, 3, 3)))
+    assert jnp.issubdtype(ints.x.dtype, jnp.floating) and jnp.issubdtype(ints.cov.dtype, jnp.floating)
+    assert_allclose(np.asarray(ints.sun), [-8.121973372128914, 0.0, 0.0208], rtol=1e-6)  # DEFAULT_SUN [kpc]
+    # a covariance that passes the float64 check but whose float32 Cholesky factor is NaN (eigenvalues 1, 1, 2e-8,
+    # rotated): the factor is taken in float64, so the likelihood is finite
+    q = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))[0]
+    thin = (q * [1.0, 1.0, 2e-8]) @ q.T
+    thin32 = np.asarray(jnp.asarray(thin, jnp.float32))
+    assert not np.isfinite(np.asarray(jnp.linalg.cholesky(0.5 * (thin32 + thin32.T)))).all()  # the pitfall
+    one = AccelerationData.create(np.zeros((1, 3)), np.zeros((1, 3)), thin[None])
+    assert np.isfinite(np.asarray(one.scale_tril)).all()
 
 
 def test_nfw_tracer_posterior_recovers_truth_within_1_percent():

@@ -52,11 +52,17 @@ OUTLIER_MAD = 10.0
 
 
 def _inliers(v: np.ndarray) -> np.ndarray:
-    """(P, M) mask of the velocity draws (P, M, 3) within OUTLIER_MAD robust sd of their node's median, per axis."""
-    med = np.median(v, axis=1, keepdims=True)
-    mad = 1.4826 * np.median(np.abs(v - med), axis=1, keepdims=True)
+    """(P, M) mask of the velocity draws (P, M, 3) within OUTLIER_MAD robust sd of their node's median, per axis;
+    non-finite draws are outliers, and the median and MAD are those of the finite ones (one NaN draw made its node's
+    median NaN, which flagged every draw of the node and so refused it)."""
+    finite = np.isfinite(v)
+    w = np.where(finite, v, np.nan)
+    with warnings.catch_warnings():  # an axis with no finite draw: NaN median, every draw flagged, as it should
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(w, axis=1, keepdims=True)
+        mad = 1.4826 * np.nanmedian(np.abs(w - med), axis=1, keepdims=True)
     scale = np.where(mad > 0, mad, np.inf)  # a constant axis flags nothing
-    return np.all(np.abs(v - med) <= OUTLIER_MAD * scale, axis=-1)
+    return np.all(finite & (np.abs(w - med) <= OUTLIER_MAD * scale), axis=-1)
 
 
 def estimate_accelerations(

@@ -64,9 +64,13 @@ class AccelerationData(NamedTuple):
         of the wrong kind)."""
         from .. import units as _u
 
-        x = jnp.asarray(_u.strip(x, "length", "x"))
-        a = jnp.asarray(_u.strip(a, "acceleration", "a"))
-        cov = jnp.asarray(_u.strip_squared(cov, "acceleration", "cov"))
+        def floating(v):  # integer input became integer arrays, and the Sun was then cast to them: (−8, 0, 0)
+            v = jnp.asarray(v)
+            return v if jnp.issubdtype(v.dtype, jnp.floating) else v.astype(jnp.result_type(float))
+
+        x = floating(_u.strip(x, "length", "x"))
+        a = floating(_u.strip(a, "acceleration", "a"))
+        cov = floating(_u.strip_squared(cov, "acceleration", "cov"))
         sun = _u.strip(sun, "length", "sun")
         members = None if members is None else _u.strip(members, "acceleration", "members")
         member_cov = None if member_cov is None else _u.strip_squared(member_cov, "acceleration", "member_cov")
@@ -113,7 +117,9 @@ class AccelerationData(NamedTuple):
             cov,
             jnp.asarray(sun, dtype=x.dtype),
             members,
-            jnp.linalg.cholesky(cov),
+            # in float64, as the check above: a float32 factor of a covariance that passed it (eigenvalues 1, 1,
+            # 4e-8) came out NaN, and the likelihood with it
+            jnp.asarray(np.linalg.cholesky(np.asarray(cov, dtype=np.float64)), dtype=cov.dtype),
             member_cov,
             member_groups,
         )

@@ -53,7 +53,10 @@ def _to_float64(data):
             return jnp.asarray(a, dtype=jnp.float64)
         return a
 
-    return jax.tree.map(conv, data)
+    out = jax.tree.map(conv, data)
+    if isinstance(out, AccelerationData) and out.scale_tril is not None:  # the factor anew, not a float32 one widened
+        out = out._replace(scale_tril=jnp.asarray(np.linalg.cholesky(np.asarray(out.cov, np.float64))))
+    return out
 
 
 def _real_support(fn) -> bool:
