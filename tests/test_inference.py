@@ -696,13 +696,32 @@ def test_single_posterior_with_disagreeing_chains_is_rerun_from_the_mode(monkeyp
     # the chains start within the jitter (0.3 in log ρ_s) of the mode, which is the truth here
     assert all(abs(np.log(f / 8.5e6)) < 1.0 for f in found), found
     assert abs(np.median(post.samples["halo.scale_density"]) / 8.5e6 - 1) < 0.02  # the truth, a 0.6 % fit
-    assert len(calls) == 1  # the restarted run is not judged again: its r̂ is in the table
-    assert post.info["first_run"]["max_r_hat"] == np.inf and post.info["wall_time_s"] > post.info["first_run"]["wall_time_s"]
+    assert len(calls) == 2 and post.info["kept_run"] == "rerun"  # the rerun is judged too, and kept: the lower r̂
+    assert post.info["rerun"]["max_r_hat"] < 1.05 and post.info["first_run"]["max_r_hat"] == np.inf
+    assert post.info["wall_time_s"] > post.info["first_run"]["wall_time_s"]
     calls.clear()  # restart=False (runs known to be too short): the stuck-looking run is kept, no search
     with pytest.warns(ConvergenceWarning):
         kept = infer(model, data, seed=0, num_chains=2, num_warmup=100, num_samples=100, progress=False,
                      combine="mean", restart=False)
     assert "restarted" not in kept.info and len(starts) == 1 and calls == []
+
+
+def test_a_rerun_that_ends_worse_than_the_first_run_is_not_kept(monkeypatch):
+    """The restart's starts can end worse (a corner of the priors): the run with the lower r̂ is kept, and both runs'
+    r̂ are recorded (the rerun replaced the first run whatever its r̂)."""
+    from bayesdyn.inference import _infer
+
+    runs = iter([({"p.a": np.zeros((2, 5))}, {"diverging": np.zeros((2, 5), bool), "wall_time_s": 1.0}),
+                 ({"p.a": np.ones((2, 5))}, {"diverging": np.ones((2, 5), bool), "wall_time_s": 2.0})])
+    monkeypatch.setattr(_infer, "_run_nuts", lambda *a, **k: next(runs))
+    monkeypatch.setattr(_infer, "_mode_starts", lambda *a: None)
+    r_hats = iter([1.3, 2.0])
+    monkeypatch.setattr(_infer, "_max_rhat", lambda s, n: next(r_hats))
+    args = (None, None, 0, 2, 5, 5, "numpyro")
+    samples, info = _infer._nuts_restarting(args, {"p.a": dist.Normal()}, True, 1)
+    assert np.all(samples["p.a"] == 0) and info["kept_run"] == "first run" and not info["diverging"].any()
+    assert (info["first_run"]["max_r_hat"], info["rerun"]["max_r_hat"]) == (1.3, 2.0)
+    assert info["rerun"]["num_divergences"] == 10 and info["wall_time_s"] == 3.0
 
 
 def test_every_potential_parameter_has_a_unit_in_the_tables():

@@ -218,8 +218,10 @@ def _run_nuts(
 
 def _nuts_restarting(args: tuple, priors, restart: bool, key_seed: int, mcmc=None):
     """``_run_nuts(*args)`` (float64 data), and once more from starts near the posterior mode when its chains
-    disagree (NumPyro, ``restart``, max r̂ > ``RESTART_RHAT``: one stuck in a secondary mode or at a prior's edge);
-    a rerun's info has ``restarted`` and ``first_run`` (the replaced run's r̂, divergences and wall time)."""
+    disagree (NumPyro, ``restart``, max r̂ > ``RESTART_RHAT``: one stuck in a secondary mode or at a prior's edge).
+    The run with the lower r̂ is kept (the rerun was kept whatever its r̂, also when its starts ended worse); after a
+    rerun the info has ``restarted``, ``first_run`` and ``rerun`` (each run's r̂, divergences and wall time), and
+    ``kept_run`` ("rerun" or "first run"); its wall time is both runs'."""
     model, data, _, num_chains, _, _, backend = args[:7]
     samples, info = _run_nuts(*args, mcmc=mcmc)
     r_hat = _max_rhat(samples, priors) if restart and backend == "numpyro" and priors else 1.0
@@ -227,10 +229,17 @@ def _nuts_restarting(args: tuple, priors, restart: bool, key_seed: int, mcmc=Non
         first = {"max_r_hat": r_hat, "num_divergences": int(np.sum(info["diverging"])),
                  "wall_time_s": info["wall_time_s"]}
         init = _mode_starts(model, data, None, jax.random.PRNGKey(key_seed), num_chains)
-        samples, info = _run_nuts(*args, mcmc=mcmc, init_params=init)
+        samples2, info2 = _run_nuts(*args, mcmc=mcmc, init_params=init)
+        r_hat2 = _max_rhat(samples2, priors)
+        second = {"max_r_hat": r_hat2, "num_divergences": int(np.sum(info2["diverging"])),
+                  "wall_time_s": info2["wall_time_s"]}
+        keep_rerun = not r_hat2 > r_hat  # ties (both inf) and NaN go to the rerun, from starts near the mode
+        if keep_rerun:
+            samples, info = samples2, info2
         info["restarted"] = True
-        info["first_run"] = first
-        info["wall_time_s"] += first["wall_time_s"]
+        info["kept_run"] = "rerun" if keep_rerun else "first run"
+        info["first_run"], info["rerun"] = first, second
+        info["wall_time_s"] = first["wall_time_s"] + second["wall_time_s"]
     return samples, info
 
 
@@ -417,6 +426,10 @@ def _lowest_end(f, flat, search):
     a search that converged ended within 10⁻⁶ of the winner's f (the same minimum: on a disk mock the least-squares
     start's converged end and another start's unconverged one agreed to 6 × 10⁻¹³, the latter 10⁻¹³ lower)."""
     values = np.array([float(f(q)) for q in flat])
+    if np.isnan(values).all():  # (numpy's "All-NaN slice encountered" said nothing of the cause)
+        raise ValueError(f"the posterior mode search found no start with a defined objective (NaN at all {len(values)} "
+                         "starts): the model's accelerations or the likelihood are NaN across the priors' range; check "
+                         "the priors' bounds and the data for NaN")
     best_q, best_f = flat[int(np.nanargmin(values))], np.inf
     ends = []
     for i in np.argsort(np.where(np.isfinite(values), values, np.inf))[:3]:
@@ -701,8 +714,9 @@ def infer(
         divergences occurred or the effective sample size is low; with
         ``combine="members"`` its ``info["combine"]`` holds the members' medians,
         the t degrees of freedom and each parameter's between-member share (and
-        ``restarted_members``); a rerun single posterior has ``info["restarted"]`` and
-        ``info["first_run"]`` (the replaced run's r̂, divergences and wall time).
+        ``restarted_members``); a rerun single posterior has ``info["restarted"]``,
+        ``info["first_run"]`` and ``info["rerun"]`` (each run's r̂, divergences and wall
+        time) and ``info["kept_run"]``: the run with the lower r̂ is kept.
     """
     from ..results import Posterior
 
