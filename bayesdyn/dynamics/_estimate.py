@@ -82,7 +82,12 @@ def estimate_accelerations(
     member's scores there give a least-squares acceleration (DESIGN §3). The
     estimate is the member mean and its covariance is the between-member
     covariance *plus* the mean within-member least-squares covariance / K,
-    plus an optional relative noise floor: C += (floor·|a|)² I. With K ≥ 2 the
+    plus an optional relative noise floor: C += (floor·|a|)² I. (Neither the
+    covariance of a mean of independent members, B/K, which the members' shared
+    data make too narrow, nor Rubin's (1 + 1/K) B of
+    :func:`bayesdyn.inference.combine_members`; B already holds the members'
+    least-squares noise, so the W̄/K term counts it twice. This is the ``"mean"``
+    likelihood whose coverage docs/calibration measured as "ensemble".) With K ≥ 2 the
     result also carries each member's accelerations and own covariance, which
     :func:`bayesdyn.infer` uses by default (one posterior per member, combined by
     Rubin's rules; see docs/calibration).
