@@ -257,7 +257,14 @@ def test_config_refuses_bad_priors_ranges_and_scale_heights_before_any_stage(tmp
         ({"report": {"dark_disk_scale_heights_kpc": ["0.1"]}}, "dark_disk_scale_heights_kpc"),
         ({"catalog": {"max_stars": -5}}, "catalog.max_stars"),
         ({"catalog": {"within_kpc": -1.0}}, "catalog.within_kpc"),
-        ({"seed": -1}, "'seed' must be an integer ≥ 0"),
+        ({"seed": -1}, r"'seed' must be an integer in \[0, 2\*\*31\)"),
+        ({"seed": 2**31}, r"'seed' must be an integer in \[0, 2\*\*31\)"),  # fit_psd refused it after the catalog
+        # TOML's nan and inf, which failed deep in a stage (fit_psd's radius; "0 stars lie within nan kpc")
+        ({"psd": {"radial_map": float("nan")}}, r"'psd.radial_map' must be \"auto\" or a finite number"),
+        ({"nodes": {"radius_kpc": float("nan")}}, "'nodes.radius_kpc' must be a finite number"),
+        ({"weak_form": {"volume": [float("inf"), 0.0, 0.0, 1.0]}}, "'weak_form.volume'"),
+        # one flow member cannot be combined with others: infer refused it after the flows and accelerations
+        ({"psd": {"ensemble": 1}, "inference": {"combine": "members"}}, r"'psd.ensemble' = 1 trains one"),
         ({"output": ""}, "'output' must name a folder"),
         ({"psd": {"max_epochs": 0}}, "psd.max_epochs"),
         ({"psd": {"learning_rate": -1e-3}}, "psd.learning_rate"),
@@ -274,7 +281,7 @@ def test_config_refuses_bad_priors_ranges_and_scale_heights_before_any_stage(tmp
     (tmp_path / "run.toml").write_text('output = "run"\n')
     assert cli.main(["infer", str(tmp_path / "run.toml"), "--seed", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "missing.fits" in err and "n must be" in err and "'seed' must be an integer ≥ 0" in err
+    assert "missing.fits" in err and "n must be" in err and "'seed' must be an integer in [0, 2**31)" in err
     assert "Traceback" not in err
 
 

@@ -121,6 +121,35 @@ def test_a_mock_files_truth_is_checked_against(tmp_path):
         run.catalog()
 
 
+def test_a_moved_catalog_file_keeps_the_cached_stages(tmp_path):
+    """The same file at another path (another mount, a run folder taken elsewhere) reuses the catalog and keeps its
+    stamp, which is the flows' data key: the path in the key had rebuilt the catalog and retrained the flows. A stamp
+    of the earlier form (the path in the key) is still accepted."""
+    import shutil
+
+    from bayesdyn import cli
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.pipeline._stages import _fingerprint
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert cli.main(["mock", "plummer", "--n", "2000", "--seed", "3", "--output", str(tmp_path / "a" / "cat.npz")]) == 0
+    shutil.copy(tmp_path / "a" / "cat.npz", tmp_path / "b" / "cat.npz")
+    stamps, logs = [], []
+    for where in ("a", "b"):
+        logs.clear()
+        cfg = validate_config({"catalog": {"source": str(tmp_path / where / "cat.npz")}})
+        run = Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append)
+        run.catalog()
+        stamps.append(run._read_stamp("catalog"))
+    assert stamps[0] == stamps[1] and any("reusing" in line for line in logs), logs
+    sha = stamps[0].split(":")[1]
+    (tmp_path / "run" / ".catalog.stamp").write_text(f"{_fingerprint(cfg['catalog'], cfg['seed'])}:{sha}\n")
+    logs.clear()
+    Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append).catalog()
+    assert any("reusing" in line for line in logs), logs
+
+
 def test_radial_plot_error_bar_is_the_sd_of_a_R(tmp_path, monkeypatch):
     """The a_R error bar at a node is √(R̂ᵀ C R̂) with the x–y covariance; it was hypot(σ_x, σ_y)/√2."""
     import matplotlib

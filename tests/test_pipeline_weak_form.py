@@ -32,7 +32,8 @@ def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
     assert any("ball: the mock's sphere" in line for line in logs)  # seen through the stage's random subset
     check = (out / "truth_check.md").read_text()
     rows = [ln for ln in check.splitlines() if ln.startswith("| `derived.")]
-    assert len(rows) == 4 and all(ln.split("|")[6].strip() == "yes" for ln in rows), check
+    assert len(rows) == 4 and all(ln.split("|")[7].strip() == "yes" for ln in rows), check
+    assert "| `derived.rho_total_sun` | Msun/kpc3 |" in check  # units beside the numbers
     summary = (out / "local_dm.txt").read_text().splitlines()
     assert summary[0].startswith("Weak-form fit: 10000 stars, 30 moments; over-identification test J = ")
     assert any(ln.startswith("CAVEAT: intervals from the weak-form fit") for ln in summary)
@@ -224,7 +225,7 @@ def test_weak_form_report_without_truth_with_dark_disk_limits(tmp_path, monkeypa
     })
     logs = []
     out = Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append).all()
-    assert "| `derived.v_circ_R0` | 220 |" in (out / "reference_check.md").read_text()
+    assert "| `derived.v_circ_R0` | km/s | 220 |" in (out / "reference_check.md").read_text()
     limit = float(np.asarray(__import__("pandas").read_csv(out / "dark_disk_limits.csv")["Sigma_DD_upper_Msun_pc2"])[0])
     assert 0 < limit < 30  # M☉/pc²: inside the prior U(0, 30)
     assert [k.get("target_accept") for k in limit_runs] == [0.85]  # they had run at infer's default 0.8

@@ -144,7 +144,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 #: run folder's config.toml) and listed in docs/cli.md; a test asks for one per key.
 KEY_HELP: dict[str, str] = {
     "output": "run folder (stages are cached there; a rerun resumes)",
-    "seed": "master seed of every stage (flows, nodes, velocity draws, NUTS)",
+    "seed": "master seed of every stage (flows, nodes, velocity draws, NUTS); an integer in [0, 2**31)",
     "catalog.source": '"default" = the shipped disk mock; a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5) or '
                       "a Catalog .npz (a bayesdyn mock's carries its truth)",
     "catalog.strict": "refuse rows without a 6D point instead of dropping them (with a warning)",
@@ -218,8 +218,8 @@ def _merge(base: dict, user: dict, path: str, free_tables: tuple[str, ...]) -> d
                 raise ConfigError(f"'{where}' must be a table ([{where}]), got {type(val).__name__}")
             out[key] = _merge(ref, val, where, free_tables)
         elif where in _NUM_OR_AUTO:
-            if val != "auto" and (isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0):
-                raise ConfigError(f"'{where}' must be \"auto\" or a number ≥ 0, got {val!r}")
+            if val != "auto" and (isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val < math.inf):
+                raise ConfigError(f"'{where}' must be \"auto\" or a finite number ≥ 0, got {val!r}")
             out[key] = val if val == "auto" else float(val)
         elif where in _INT_OR_AUTO:
             if val != "auto" and (isinstance(val, bool) or not isinstance(val, int)):
@@ -230,6 +230,8 @@ def _merge(base: dict, user: dict, path: str, free_tables: tuple[str, ...]) -> d
                 not isinstance(val, type(ref)) and not (isinstance(ref, float) and isinstance(val, int))
             ):
                 raise ConfigError(f"'{where}' must be {_TYPES.get(type(ref), type(ref).__name__)}, got {val!r}")
+            if isinstance(ref, float) and not math.isfinite(val):  # TOML's nan and inf failed later, deep in a stage
+                raise ConfigError(f"'{where}' must be a finite number, got {val!r}")
             out[key] = float(val) if isinstance(ref, float) else val
     return out
 
@@ -316,12 +318,16 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     if inf["likelihood"] == "weak_form" and inf["combine"] == "members":
         raise ConfigError("'inference.combine' = \"members\" combines flow members' posteriors; the weak-form "
                           "likelihood uses no flows: set combine = \"auto\"")
+    if inf["likelihood"] == "nodes" and inf["combine"] == "members" and cfg["psd"]["ensemble"] < 2:
+        raise ConfigError(f"'inference.combine' = \"members\" combines the posteriors of flow members, and "
+                          f"'psd.ensemble' = {cfg['psd']['ensemble']} trains one: set psd.ensemble >= 2 (4 is the "
+                          "calibrated setting) or combine = \"auto\"")
     wf = cfg["weak_form"]
     vol = wf["volume"]
-    if vol and (len(vol) != 4 or any(isinstance(t, bool) or not isinstance(t, (int, float)) for t in vol)
-                or not vol[3] > 0):
+    if vol and (len(vol) != 4 or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                                     for t in vol) or not vol[3] > 0):
         raise ConfigError(f"'weak_form.volume' must be [] (the catalog's recorded sphere) or [x, y, z, radius] in "
-                          f"kpc with radius > 0, got {vol!r}")
+                          f"kpc (finite numbers, radius > 0), got {vol!r}")
     wf["volume"] = [float(t) for t in vol]
     if wf["efficiency_column"] and inf["likelihood"] != "weak_form":
         raise ConfigError(f"'weak_form.efficiency_column' = {wf['efficiency_column']!r} weights the weak-form "
@@ -387,8 +393,8 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
     for key in ("max_stars", "within_kpc", "parallax_over_error"):
         if not cat[key] >= 0:
             raise ConfigError(f"'catalog.{key}' must be ≥ 0 (0 = no cut), got {cat[key]!r}")
-    if cfg["seed"] < 0:
-        raise ConfigError(f"'seed' must be an integer ≥ 0, got {cfg['seed']}")
+    if not 0 <= cfg["seed"] < 2**31:  # fit_psd's range (a larger one failed after the catalog stage)
+        raise ConfigError(f"'seed' must be an integer in [0, 2**31), got {cfg['seed']}")
     if not cfg["output"].strip():
         raise ConfigError("'output' must name a folder (default \"bayesdyn-report\"), got an empty string")
     for key in ("max_epochs", "patience", "batch_size", "n_layers", "width"):

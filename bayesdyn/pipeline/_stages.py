@@ -194,7 +194,13 @@ class Run:
         c = self.cfg["catalog"]
         # a column the stages need beyond Gaia's own (a Gaia file keeps it only when named): in the key when set
         extra = [self.cfg["weak_form"]["efficiency_column"]] if self.cfg["weak_form"]["efficiency_column"] else []
-        key = _fingerprint(c, self.cfg["seed"], *([{"extra_columns": extra}] if extra else []))
+        extra_part = [{"extra_columns": extra}] if extra else []
+        # the file's content, not its path, names a catalog: the stamp ends in the file's sha256, and a moved or
+        # copied file (another mount, a run folder taken to another machine) had rebuilt the catalog and so retrained
+        # the flows. Stamps of the earlier form (the path in the key) are still accepted.
+        key = _fingerprint({**c, "source": "default" if c["source"] == "default" else "file"}, self.cfg["seed"],
+                           *extra_part)
+        old_key = _fingerprint(c, self.cfg["seed"], *extra_part)
         path = self.folder / "catalog.npz"
         t0 = time.perf_counter()
         if c["source"] == "default":
@@ -203,7 +209,7 @@ class Run:
             cat, self.truth = load_default()
         # the stamp is the key, then the source file's sha256 (for the later stages' keys: an edited file must not
         # leave the flows, accelerations or posterior of the old stars in use); an earlier version's stamp has no hash
-        cached = self._read_stamp("catalog").split(":")[0] == key
+        cached = self._read_stamp("catalog").split(":")[0] in (key, old_key)
         if cached and path.is_file() and self._source_unchanged(c["source"]):
             cat = Catalog.load(path)
             self.log(f"[catalog] reusing {path} ({cat.n} stars)")
@@ -960,14 +966,16 @@ class Run:
         import jax
 
         from ..inference import derived_quantities
+        from ..results._posterior import _unit_of
 
         with jax.enable_x64(True):
             true = derived_quantities(components, dark, np.asarray(data.sun, dtype=float))
         keys = ("rho_total_sun", "v_circ_R0", "Kz_1p1kpc", "Sigma_1p1kpc") + (("rho_dm_sun",) if dark else ())
         n_out, max_pull, farthest = 0, 0.0, None
         rows = [
-            f"| quantity | {label} | median | 95 % interval | (median − {label})/sd | inside 95 % | draws below {label} |",
-            "|---|---|---|---|---|---|---|",
+            f"| quantity | unit | {label} | median | 95 % interval | (median − {label})/sd | inside 95 % | "
+            f"draws below {label} |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for k in keys:
             name = f"derived.{k}"
@@ -983,8 +991,8 @@ class Run:
             tail = min(below, 1.0 - below)
             if farthest is None or tail < farthest[1]:
                 farthest = (name, tail, pull)
-            rows.append(
-                f"| `{name}` | {t:.4g} | {med:.4g} | [{lo:.4g}, {hi:.4g}] | {pull:+.1f} | "
+            rows.append(  # the unit: the text above a table quotes ρ in M☉/pc³, the table's is M☉/kpc³
+                f"| `{name}` | {_unit_of(name)} | {t:.4g} | {med:.4g} | [{lo:.4g}, {hi:.4g}] | {pull:+.1f} | "
                 f"{'yes' if lo <= t <= hi else '**no**'} | {100 * below:.1f} % |"
             )
         return "\n".join(rows) + "\n", n_out, len(rows) - 2, _outside_text(max_pull, farthest)
