@@ -42,8 +42,16 @@ def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
     post_file = tmp_path / "posterior.nc"
     stamp = post_file.stat().st_mtime_ns
     again = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, progress=False, log=logs.append)
-    again.posterior(again.weak_form(again.catalog()))
+    cat = again.catalog()
+    data = again.weak_form(cat)
+    post = again.posterior(data)
     assert post_file.stat().st_mtime_ns == stamp and "reusing" in logs[-2]
+    # dark-disk limits asked of a model without a dark disk: skipped, and the log says so (it was silent)
+    again.cfg["report"]["dark_disk_scale_heights_kpc"] = [0.1]
+    logs.clear()
+    again.report(post, data, cat)
+    assert any(line.startswith("[report] no dark-disk limits: ") for line in logs), logs
+    assert not (out / "dark_disk_limits.csv").exists()
 
 
 def test_posterior_key_counts_the_weak_form_settings_and_keeps_the_node_key(tmp_path):

@@ -873,6 +873,9 @@ class Run:
         _plots.acceleration_and_density(post, model, data, cat, out, truth=self.truth)
         hs = self.cfg["report"]["dark_disk_scale_heights_kpc"]
         dd = [n for n, c in model.components.items() if type(c).__name__ == "DarkDisk"]
+        if hs and not (dd and f"{dd[0]}.surface_density" in model.free_parameters()):  # skipped, and said so
+            self.log("[report] no dark-disk limits: report.dark_disk_scale_heights_kpc needs a DarkDisk component "
+                     "with a free surface_density (a prior) in the model" + (f"; {dd[0]}'s is fixed" if dd else ""))
         if hs and dd and f"{dd[0]}.surface_density" in model.free_parameters():
             from ..results import dark_disk_limits, plot_dark_disk_limits
 
