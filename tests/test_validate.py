@@ -176,6 +176,14 @@ def test_gaia_challenge_truth_and_nodes(shared_data):
     assert nodes.shape == (24, 3) and rn.min() >= 0.1 and rn.max() <= 1.0
     assert rn.min() < 0.13 and rn.max() > 0.75  # spread over the whole band in log r
     assert not mock.has_exact_scores
+    # one fixed catalog: more stars than it holds is refused up front (every realisation failed at its draw), and
+    # realisations drawn from it are said not to be independent
+    assert mock.fixed_stars == 10_000
+    with pytest.raises(ValueError, match="one fixed catalog of 10000 stars; asked for n_stars = 50000"):
+        validate.coverage(mock, realisations=1, n_stars=50_000)
+    with pytest.warns(UserWarning, match="overlapping subsamples of them .* not independent draws"):
+        with pytest.raises(ValueError, match="no quantities"):  # (stops the run right after the warning)
+            validate.coverage(mock, realisations=2, n_stars=5_000, quantities=["nope"])
 
 
 def test_disk_truths_match_the_mock_truth(x64):

@@ -657,6 +657,17 @@ def coverage(
         raise ValueError("method='truth' has no ensemble members: drop 'mixture'/'members' from the likelihood")
     if realisations < 1 or n_stars < 1 or n_nodes < 1 or n_velocities < 4:
         raise ValueError("realisations, n_stars and n_nodes must be ≥ 1 and n_velocities ≥ 4")
+    fixed = getattr(mock, "fixed_stars", None)
+    if fixed is not None and n_stars > fixed:  # (every realisation failed at its draw, one by one)
+        raise ValueError(f"the {mock.name} mock is one fixed catalog of {fixed} stars; asked for n_stars = {n_stars}: "
+                         f"give n_stars <= {fixed}")
+    if fixed is not None and realisations > 1:
+        warnings.warn(
+            f"the {mock.name} mock is one fixed catalog of {fixed} stars: its {realisations} realisations are "
+            f"{'the same stars' if n_stars == fixed else 'overlapping subsamples of them'} with new flows and nodes, "
+            "not independent draws, so the binomial p-values and pass flags, which assume independence, overstate "
+            "the evidence", UserWarning, stacklevel=2,
+        )
     psd_options = _flow_options(psd_options) if method == "flow" else {**PSD_DEFAULTS, **(psd_options or {})}
     nuts_options = {**NUTS_DEFAULTS, **(nuts_options or {})}
     unknown = set(nuts_options) - set(NUTS_DEFAULTS)

@@ -30,6 +30,8 @@ class CalibrationMock(abc.ABC):
     name: str = ""
     #: True when the mock has exact scores (``method="exact"`` is possible)
     has_exact_scores: bool = True
+    #: stars of a fixed catalog that every realisation draws from (None: each realisation is a new draw)
+    fixed_stars: int | None = None
 
     @abc.abstractmethod
     def draw(self, n: int, seed: int) -> tuple[Catalog, Any]:
@@ -318,6 +320,15 @@ class GaiaChallengeMock(CalibrationMock):
         """The mock's file."""
         folder = _default_data_dir() if self.data_dir is None else Path(self.data_dir)
         return folder / GAIA_CHALLENGE[self.kind][0]
+
+    @property
+    def fixed_stars(self) -> int | None:
+        """The file's stars (its data rows), which every realisation draws from; None when the file is missing."""
+        try:
+            with open(self.path) as fh:
+                return sum(1 for line in fh if line.strip() and not line.lstrip().startswith("#"))
+        except OSError:
+            return None
 
     def draw(self, n, seed):
         if not self.path.is_file():
