@@ -162,6 +162,12 @@ def test_from_gaia_keeps_named_extra_columns_with_the_rows(tmp_path):
         assert cat.columns["label"].tolist() == [f"s{i}" for i in rows]
     with pytest.raises(bd.catalog.CatalogError, match="'selection'.*extra_columns"):
         bd.Catalog.from_gaia(t, extra_columns=["selection"])
+    # a column with a unit keeps bare numbers, its unit recorded and written back (it was dropped silently)
+    t["dist_bj"] = np.linspace(100.0, 900.0, 40) * u.pc
+    with pytest.warns(DroppedRowsWarning):
+        cat = bd.Catalog.from_gaia(t, extra_columns="dist_bj")
+    assert cat.meta["column_units"] == {"dist_bj": "pc"} and cat.to_table()["dist_bj"].unit == u.pc
+    assert_allclose(cat.to_table()["dist_bj"].to_value(u.kpc)[:2], [0.1, 0.1 + 800 / 39 / 1000])
     t["two"] = np.zeros((40, 2))
     with pytest.raises(bd.catalog.CatalogError, match="'two' has shape"):
         bd.Catalog.from_gaia(t, extra_columns="two")
@@ -579,11 +585,47 @@ def test_reserved_names_masks_units_duplicates_and_nested_meta(tmp_path):
     del t["label"]
     n_obs = bd.Catalog.from_table(t).columns["n_obs"]
     assert np.isnan(n_obs[1]) and n_obs[0] == 3  # missing, not −1
+    t["dist"] = np.arange(1.0, 6.0) * u.pc  # a unit that is not Gaia's: recorded, and written back
+    read = bd.Catalog.from_table(t)
+    assert read.meta["column_units"] == {"dist": "pc"} and read.to_table()["dist"].unit == u.pc
+    assert bd.Catalog.from_table(read.to_table()).meta["column_units"] == {"dist": "pc"}
+    del t["dist"]
+    # a masked Gaia source_id (19 digits, after an outer join): as floats with NaN, two thirds of the other ids changed
+    t["source_id"] = MaskedColumn(np.array([4295806720, 5, 6, 7, 8]) * 10**9 + 38016, mask=[False, False, True, False,
+                                                                                             False])
+    with pytest.raises(CatalogError, match=r"'source_id' .* 1 masked .* a float \(for the NaN\) cannot hold exactly"):
+        bd.Catalog.from_table(t)
+    del t["source_id"]
     cat.save(tmp_path / "c.npz")
     with pytest.raises(CatalogError, match="other solar parameters"):
         bd.Catalog.read(tmp_path / "c.npz", solar=bd.SolarParameters(galcen_distance=8.3))
     assert bd.Catalog.read(tmp_path / "c.npz").n == 5
+    # the catalog's own frame as astropy gives it (z_sun one ulp off) is the same frame, not "other solar parameters"
+    assert bd.Catalog.read(tmp_path / "c.npz", solar=bd.SolarParameters.from_astropy()).n == 5
     mags = bd.Catalog(x, v, columns={"phot_g_mean_mag": np.arange(5.0) + 10})
     with pytest.raises(CatalogUnitError, match=r"g_mag\(max=...\) was given in km"):
         mags.g_mag(max=5 * u.km)
     assert mags.g_mag(max=12.5 * u.mag).n == 3
+
+
+def test_off_sky_declinations_object_fields_and_huge_members_are_named(tmp_path):
+    """|dec| > 90 deg gave astropy's bare latitude error, naming no column or row; a structured column with an object
+    field passed the object check, so save pickled it and load refused its own file; a member of a few bytes whose
+    .npy header claims 10¹² values raised MemoryError, not a CatalogError."""
+    import io
+    import zipfile
+
+    t = Table(fake_gaia(n=20, seed=1, errors=False))
+    t["dec"][3] = 95.0
+    with pytest.raises(bd.CatalogError, match=r"1 of 20 rows have \|dec\| > 90 deg \(first rows \[3\]\)"):
+        bd.Catalog.from_gaia(t)
+    x = np.random.default_rng(0).normal(size=(3, 3))
+    with pytest.raises(bd.CatalogError, match="'s' has dtype object \\(or a field of it\\)"):
+        bd.Catalog(x, 10 * x, columns={"s": np.zeros(3, dtype=[("a", "f8"), ("b", "O")])})
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        for member in ("header.npy", "x.npy"):
+            z.writestr(member, buf.getvalue() + b"\0" * 16)
+    with pytest.raises(bd.CatalogError, match="claims more memory than there is"):
+        bd.Catalog.load(tmp_path / "huge.npz")

@@ -147,7 +147,7 @@ def _as_column(key: str, col: Any, n: int) -> np.ndarray:
                 raise CatalogUnitError(
                     f"column {key!r} is a Quantity in {col.unit}, but only Gaia's own columns have known units; "
                     f"pass plain numbers in the unit you mean and name it, e.g. columns={{'{key}_kpc': "
-                    f"q.to_value('kpc')}} (the unit was dropped silently)"
+                    f"q.to_value('kpc')}}"
                 )
             arr = np.asarray(col.value)
         else:
@@ -160,9 +160,10 @@ def _as_column(key: str, col: Any, n: int) -> np.ndarray:
                 ) from None
     else:
         arr = np.asarray(col)
-    if arr.dtype.kind == "O":
+    if arr.dtype.hasobject:  # (a structured dtype with an object field too: save pickled it, and load refused it)
         raise CatalogError(
-            f"column {key!r} has dtype object; pass numbers or strings (object arrays cannot be saved without pickle)"
+            f"column {key!r} has dtype object (or a field of it); pass numbers or strings (object arrays cannot be "
+            "saved without pickle)"
         )
     if arr.shape[:1] != (n,):
         raise CatalogError(
@@ -238,8 +239,12 @@ class Catalog:
             units. Masked entries (``np.ma``, astropy ``MaskedColumn`` or ``Masked``)
             become NaN in x, v and float columns (rows of x or v with NaN are refused);
             an integer, boolean or string column with masked entries is refused
-            (``from_gaia`` writes −1 for a masked ``source_id``).
-        meta: free-form JSON-serialisable metadata (provenance, truth parameters).
+            (``from_gaia`` makes such integer and boolean columns float with NaN, and
+            refuses a masked ``source_id``, whose 19 digits a float cannot hold).
+        meta: free-form JSON-serialisable metadata (provenance, truth parameters);
+            ``meta["column_units"]`` names the unit of each non-Gaia column that
+            ``from_table`` or ``from_gaia(extra_columns=...)`` read with one (the
+            column holds bare numbers in it, and ``to_table`` writes it back).
         history: the cuts already applied, oldest first.
 
     Raises:
@@ -336,7 +341,8 @@ class Catalog:
             format: astropy ``Table.read`` format, overriding the extension.
             extra_columns: names of further 1-D numeric or string columns to keep in
                 :attr:`columns`, cut with the rows (e.g. a detection probability
-                joined to the Gaia rows; masked entries become NaN, or −1 for integers).
+                joined to the Gaia rows; masked entries become NaN, an integer column with
+                them float, and one with integers beyond 2**53, such as an id, is refused).
             **read_kwargs: passed to ``astropy.table.Table.read``.
 
         Raises:
@@ -452,6 +458,7 @@ class Catalog:
                 )
             parts.append(arr)
         columns: dict[str, np.ndarray] = {}
+        units: dict[str, str] = {}
         skipped: list[str] = []
         for col in table.colnames:
             if col in names.values():
@@ -463,6 +470,8 @@ class Catalog:
             dtype = np.asarray(getattr(c, "value", c)).dtype
             if dtype.kind in "fiub":
                 columns[col] = _gaia.read_column(table, col, _gaia.COLUMN_UNITS.get(col), table_name=name)
+                if _gaia.column_unit(table, col) is not None:  # kept as bare numbers: their unit is recorded
+                    units[col] = _gaia.column_unit(table, col)
             elif dtype.kind in "US":
                 if np.any(getattr(c, "mask", False)):
                     raise CatalogError(
@@ -481,6 +490,8 @@ class Catalog:
                 "remove them from the table to silence this",
                 UserWarning,
             )
+        if units:
+            meta = {**meta, "column_units": {**dict(meta.get("column_units") or {}), **units}}
         x = np.column_stack(parts[:3])
         v = np.column_stack(parts[3:])
         return cls(x, v, solar=solar, columns=columns, meta=meta, history=history)
@@ -550,7 +561,7 @@ class Catalog:
             if given or read_kwargs:
                 raise CatalogError(f"{path}: a saved .npz catalog keeps its own columns and cuts; "
                                    f"{sorted(set(given) | set(read_kwargs))} do not apply to it (use Catalog.load)")
-            if solar is not None and cls._check_solar(solar) != cat.solar:
+            if solar is not None and not _same_solar(cls._check_solar(solar), cat.solar):  # (from_astropy: 1 ulp off)
                 raise CatalogError(f"{path} was saved with other solar parameters ({cat.solar}); a saved catalog's "
                                    "positions are in its own frame: load it without solar=, or rebuild it from the "
                                    "Gaia table with the new ones")
@@ -945,8 +956,14 @@ class Catalog:
             t[a] = self._x[:, i] * u.kpc
         for i, a in enumerate("xyz"):
             t[f"v_{a}"] = self._v[:, i] * (u.km / u.s)
+        recorded = self.meta.get("column_units") or {}
         for key, col in self.columns.items():
             unit = _gaia.COLUMN_UNITS.get(key)
+            if unit is None and key in recorded:  # a column read with a unit (from_table, extra_columns)
+                try:
+                    unit = u.Unit(recorded[key])
+                except (ValueError, TypeError):  # a unit astropy cannot parse stays recorded in meta only
+                    unit = None
             if unit is not None and unit != u.dimensionless_unscaled and col.dtype.kind in "fiu":
                 t[key] = col * unit
             else:

@@ -131,13 +131,13 @@ def split_mask(col: Any) -> tuple[Any, np.ndarray | None]:
 def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: str = "the table") -> np.ndarray:
     """One numeric column as float64 in ``unit``; masked entries become NaN. With ``unit=None`` an unmasked
     integer column stays int64 (identifiers such as source_id) and an unmasked boolean one stays bool; masked ones
-    become float64 with NaN where missing.
+    become float64 with NaN where missing, except integers beyond 2**53 (a float cannot hold them), which are refused.
 
     A column without a unit is taken to be in ``unit`` already (the Gaia archive's
     CSV export has no units). ``unit=None`` means "keep the values as they are".
 
     Raises:
-        CatalogError: non-numeric column, or a unit astropy does not recognise.
+        CatalogError: non-numeric column, a unit astropy does not recognise, or masked integers beyond 2**53.
         CatalogUnitError: a unit of the wrong physical type.
     """
     col = table[name]
@@ -154,6 +154,15 @@ def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: s
         return arr.astype(np.int64)
     if unit is None and arr.dtype.kind == "b" and not masked:  # flags stay booleans (they came back as floats)
         return arr.astype(bool)
+    if unit is None and arr.dtype.kind in "iu" and masked and np.abs(arr[~mask].astype(float)).max(initial=0) >= 2**53:
+        # a float holds integers exactly up to 2**53 only: a masked Gaia source_id column (19 digits) as floats with
+        # NaN changed two thirds of the other stars' ids
+        raise CatalogError(
+            f"column {name!r} of {table_name} has {int(np.sum(mask))} masked (missing) entries among integers as "
+            f"large as {int(np.abs(arr[~mask]).max())}, which a float (for the NaN) cannot hold exactly: remove those "
+            f"rows first (table = table[~table[{name!r}].mask]) or fill them (table[{name!r}] = "
+            f"table[{name!r}].filled(-1))"
+        )
     # masked integers and flags become floats with NaN where missing (masked integers had read -1, a valid value)
     arr = arr.astype(np.float64)
     if mask is not None and mask.any():
@@ -177,6 +186,19 @@ def read_column(table: Any, name: str, unit: u.UnitBase | None, *, table_name: s
         ) from None
 
 
+def column_unit(table: Any, name: str) -> str | None:
+    """The unit of a column that is not one of Gaia's own (whose units are known), as a string, when it has one other
+    than dimensionless: :attr:`bayesdyn.Catalog.columns` keeps bare numbers, and ``meta["column_units"]`` records
+    it (it was dropped silently: a distance in pc read back as a bare number)."""
+    if name in COLUMN_UNITS:
+        return None
+    col = table[name]
+    unit = getattr(col, "unit", None)
+    if unit is None or unit == u.dimensionless_unscaled:
+        return None
+    return unit.to_string()
+
+
 def _missing_error(missing: list[str], table: Any, table_name: str, what: str, fix: str) -> CatalogError:
     have = ", ".join(table.colnames[:30]) + (" ..." if len(table.colnames) > 30 else "")
     return CatalogError(
@@ -185,8 +207,10 @@ def _missing_error(missing: list[str], table: Any, table_name: str, what: str, f
     )
 
 
-def _extra_columns(table: Any, names: Any, kept: set, table_name: str) -> dict[str, np.ndarray]:
-    """The columns ``names`` of ``table`` beyond the Gaia ones already ``kept`` (see gaia_to_galactocentric)."""
+def _extra_columns(table: Any, names: Any, kept: set, table_name: str,
+                   units: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The columns ``names`` of ``table`` beyond the Gaia ones already ``kept`` (see gaia_to_galactocentric); the
+    units of those that have one go into ``units``."""
     if isinstance(names, str):
         names = (names,)
     out: dict[str, np.ndarray] = {}
@@ -207,6 +231,8 @@ def _extra_columns(table: Any, names: Any, kept: set, table_name: str) -> dict[s
         kind = np.asarray(getattr(col, "value", col)).dtype.kind
         if kind in "fiub":
             out[name] = read_column(table, found, None, table_name=table_name)
+            if units is not None and column_unit(table, found) is not None:
+                units[name] = column_unit(table, found)
         elif kind in "US":
             if np.any(getattr(col, "mask", False)):
                 raise CatalogError(f"{table_name}: string column {found!r} has {int(np.sum(col.mask))} masked (missing) "
@@ -246,7 +272,8 @@ def gaia_to_galactocentric(
         table_name: how to name the table in messages.
         extra_columns: names of further 1-D numeric or string columns to keep (exact, else a unique
             case-insensitive match), e.g. a selection probability joined to the Gaia rows; numbers are kept
-            as they are, masked entries as NaN (−1 for integers).
+            as they are, masked entries as NaN (an integer column with masked entries becomes float; one
+            with integers beyond 2**53, such as source_id, is refused instead).
 
     Returns:
         ``(x, v, columns, cuts, meta)``: positions (N, 3) [kpc], velocities (N, 3)
@@ -277,8 +304,17 @@ def gaia_to_galactocentric(
         found = _find(table, gaia)
         if found is not None:
             cols[gaia] = read_column(table, found, COLUMN_UNITS.get(gaia), table_name=table_name)
-    cols.update(_extra_columns(table, extra_columns, set(cols), table_name))
+    extra_units: dict[str, str] = {}
+    cols.update(_extra_columns(table, extra_columns, set(cols), table_name, extra_units))
 
+    with np.errstate(invalid="ignore"):  # (NaN rows are counted below)
+        off_sky = np.abs(cols["dec"]) > 90.0
+    if off_sky.any():  # astropy's "Latitude angle(s) must be within -90 deg <= angle <= 90 deg" named no column or row
+        raise CatalogError(
+            f"{table_name}: {int(off_sky.sum())} of {n_rows} rows have |dec| > 90 deg (first rows "
+            f"{np.flatnonzero(off_sky)[:5].tolist()}), which is no position on the sky: check the column's unit "
+            "(degrees) and the file, or remove those rows"
+        )
     keep = np.ones(n_rows, dtype=bool)
     cuts: list[tuple[str, int, int]] = []
     checks = [
@@ -317,6 +353,8 @@ def gaia_to_galactocentric(
     meta = {
         "source": {"name": table_name, "rows_read": n_rows, "distance": "1/parallax"},
     }
+    if extra_units:
+        meta["column_units"] = extra_units
     return x, v, cols, cuts, meta
 
 

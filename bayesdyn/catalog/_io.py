@@ -110,8 +110,9 @@ def write_npz(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str,
             "numbers (no NaN or inf: use None), strings, lists and dicts"
         ) from None
     for key, arr in arrays.items():
-        if arr.dtype.kind == "O":
-            raise CatalogError(f"array {key!r} has dtype object, which is never saved (it would need pickle)")
+        if arr.dtype.hasobject:  # also a structured dtype with an object field (kind 'V'), which np.savez pickled
+            raise CatalogError(f"array {key!r} has (a field of) dtype object, which is never saved (it would need "
+                               "pickle); store numbers or strings")
     blob = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     with open(path, "wb") as fh:
         np.savez(fh, header=blob, **arrays)
@@ -137,6 +138,9 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndar
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as err:
         raise CatalogError(f"{what} ({type(err).__name__}: {err}); write it with Catalog.save") from None
+    except MemoryError:  # a member whose .npy header claims a huge shape (a crafted or damaged file of a few bytes)
+        raise CatalogError(f"{what}: a member's header claims more memory than there is (a damaged or crafted "
+                           "file); write it with Catalog.save") from None
     for key, arr in arrays.items():
         if not isinstance(arr, np.ndarray):  # numpy returns a member without a .npy header as raw bytes
             raise CatalogError(
