@@ -805,6 +805,24 @@ def test_zhao_gradient_with_respect_to_slopes():
     assert_allclose(grad, fd, rtol=1e-6)
 
 
+def test_cored_zhao_and_einasto_have_finite_parameter_gradients_at_the_origin(x64):
+    """ρ, Φ and a at the origin are finite for a cored Zhao (γ = 0) and an Einasto halo, and so must be their
+    derivatives with respect to the parameters: s^(−γ), s^α and (r/r_s)^α there gave NaN (0·∞), which poisons every
+    gradient of a batch holding the origin. Checked against central differences of the values there."""
+    x = jnp.array([[0.0, 0.0, 0.0], [0.3, 0.1, -0.2]])
+    cases = [(lambda v: bp.Zhao(3e6, v, alpha=2.0, beta=5.0, gamma=0.0), 2.0),
+             (lambda v: bp.Zhao(3e6, 2.0, alpha=v, beta=5.0, gamma=0.0), 2.0),
+             (lambda v: bp.Einasto(3e6, v, alpha=0.17), 2.0),
+             (lambda v: bp.Einasto(3e6, 2.0, alpha=v), 0.17),
+             (lambda v: bp.Flattened(bp.Zhao(3e6, v, alpha=2.0, beta=5.0, gamma=0.0), q=0.8), 2.0)]
+    for make, v in cases:
+        for method in ("density", "potential"):
+            grad = jax.grad(lambda p: getattr(make(p), method)(x)[0])(v)
+            fd = (getattr(make(v * (1 + 1e-6)), method)(x)[0] - getattr(make(v * (1 - 1e-6)), method)(x)[0]) / (2e-6 * v)
+            assert np.isfinite(float(grad)) and abs(float(grad) - float(fd)) <= 1e-5 * abs(float(fd)) + 1e-9, (method, grad, fd)
+        assert np.isfinite(np.asarray(jax.jacobian(lambda p: make(p).acceleration(x))(v))).all()
+
+
 def test_docs_zhao_at_radius_toml_example_builds_the_gaia_challenge_model():
     """docs/potentials.md's [model.halo] example parses and gives validate.GaiaChallengeMock's model (r_ref rounded)."""
     import re

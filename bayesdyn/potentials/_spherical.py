@@ -46,6 +46,13 @@ def _safe_positive(r):
     return jnp.where(positive, r, 1.0), positive
 
 
+def _safe_power(s, p):
+    """s^p for s ≥ 0 and p > 0, 0 at s = 0 with finite derivatives there (s**p's derivative with respect to p is
+    ln(s)·s^p, NaN at s = 0, and to s it is p·s^(p−1), ∞·0 in the chain rule for p < 1)."""
+    positive = s > 0
+    return jnp.where(positive, jnp.where(positive, s, 1.0) ** p, 0.0)
+
+
 class SphericalComponent(Component):
     """A spherically symmetric component defined by radial profiles.
 
@@ -263,8 +270,15 @@ class Zhao(SphericalComponent):
         return jnp.where(r > 0, m, 0.0)
 
     def _density_r(self, r):
+        # at s = 0 the powers by their limits, on a safe s: s^(−γ) and s^α there had NaN derivatives with respect to
+        # the parameters (0·∞), also where ρ(0) is finite (γ = 0), and they reach every gradient of a batch
         s = r / self.scale_radius
-        return self.scale_density * s ** (-self.gamma) * (1.0 + s**self.alpha) ** (-(self.beta - self.gamma) / self.alpha)
+        positive = s > 0
+        s_safe = jnp.where(positive, s, 1.0)
+        g = self.gamma
+        cusp = jnp.where(positive, s_safe ** (-g), jnp.where(g > 0, jnp.inf, jnp.where(g == 0, 1.0, 0.0)))
+        s_alpha = jnp.where(positive, s_safe**self.alpha, 0.0)
+        return self.scale_density * cusp * (1.0 + s_alpha) ** (-(self.beta - self.gamma) / self.alpha)
 
     def _potential_r(self, r):
         a, g = self.alpha, self.gamma
@@ -573,7 +587,7 @@ class Einasto(SphericalComponent):
         n = 1.0 / self.alpha
         log_rho_c = jnp.log(self.scale_density) + 2.0 * n
         log_h = jnp.log(self.scale_radius) - n * jnp.log(2.0 * n)
-        x = 2.0 * n * (r / self.scale_radius) ** self.alpha  # (r/h)^{1/n}
+        x = 2.0 * n * _safe_power(r / self.scale_radius, self.alpha)  # (r/h)^{1/n}
         return n, log_rho_c, log_h, x
 
     def _enclosed_mass(self, r):
@@ -583,7 +597,7 @@ class Einasto(SphericalComponent):
 
     def _density_r(self, r):
         s = r / self.scale_radius
-        return self.scale_density * jnp.exp(-2.0 / self.alpha * (s**self.alpha - 1.0))
+        return self.scale_density * jnp.exp(-2.0 / self.alpha * (_safe_power(s, self.alpha) - 1.0))
 
     def _potential_r(self, r):
         n, log_rho_c, log_h, x = self._shape(r)
