@@ -452,6 +452,12 @@ def test_mn3_quantities_and_disks():
     coeffs = bp._disks._MN3_POSITIVE @ np.vander([b_hr], 5)[0]
     for (m, a, b), cm, ca in zip(disk.disks(), coeffs[:3], coeffs[3:]):
         assert_allclose([m, a, b], [5e10 * cm, 3.0 * ca, 3.0 * b_hr], rtol=1e-12)
+    # beyond the fits' range (h_z/h_R ≲ 1/3): a warning, and where they give a < 0 or b <= 0 an error (accepted
+    # silently: a₁ = −0.27 kpc at h_z/h_R = 1)
+    with pytest.warns(UserWarning, match=r"h_z/h_R = 0.5 is beyond the range"):
+        bp.MN3ExponentialDisk(5e10, 3.0, 1.5)
+    with pytest.raises(ValueError, match=r"h_z/h_R = 1 is beyond Smith et al.'s fits, which give a disk with a < 0"):
+        bp.MN3ExponentialDisk(5e10, 3.0, 3.0)
 
 
 class TestDarkDisk(ComponentTests, PoissonTests):
@@ -821,6 +827,17 @@ def test_cored_zhao_and_einasto_have_finite_parameter_gradients_at_the_origin(x6
             fd = (getattr(make(v * (1 + 1e-6)), method)(x)[0] - getattr(make(v * (1 - 1e-6)), method)(x)[0]) / (2e-6 * v)
             assert np.isfinite(float(grad)) and abs(float(grad) - float(fd)) <= 1e-5 * abs(float(fd)) + 1e-9, (method, grad, fd)
         assert np.isfinite(np.asarray(jax.jacobian(lambda p: make(p).acceleration(x))(v))).all()
+
+
+def test_zhao_with_a_traced_gamma_beyond_3_has_no_mass():
+    """γ ≥ 3 is refused for a number, but a traced γ (a prior reaching past 3) gave a finite, negative mass and an
+    outward pull; it is NaN now (no finite central mass), as β ≤ 2 is, which NUTS rejects."""
+    z = bp.Zhao(3e6, 2.0, 1.0, 5.0, 1.0)
+    assert np.isnan(float(z.bind({"gamma": jnp.asarray(3.2)}).enclosed_mass(3.0)))
+    assert np.isnan(np.asarray(bp.ZhaoAtRadius(3e6, 2.0, 1.0, 5.0, 1.0, reference_radius=0.3)
+                               .bind({"gamma": jnp.asarray(3.2)}).acceleration([[1.0, 0.0, 0.0]]))).all()
+    below = float(z.bind({"gamma": jnp.asarray(2.9)}).enclosed_mass(3.0))
+    assert np.isfinite(below) and below > 0
 
 
 def test_docs_zhao_at_radius_toml_example_builds_the_gaia_challenge_model():

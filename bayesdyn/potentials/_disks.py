@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -143,6 +144,19 @@ class MN3ExponentialDisk(Component):
         self.scale_height = parameter(scale_height, "length", "scale_height", "MN3ExponentialDisk")
         self.sech2 = bool(sech2)
         self.positive_density = bool(positive_density)
+        if isinstance(self.scale_length, float) and isinstance(self.scale_height, float):
+            ratio = self.scale_height / self.scale_length
+            parts = [(float(a), float(b)) for _, a, b in self.disks()]
+            if any(a < 0 or b <= 0 for a, b in parts):  # (accepted silently: a₁ = −0.27 kpc at h_z/h_R = 1)
+                raise ValueError(
+                    f"MN3ExponentialDisk: h_z/h_R = {ratio:.3g} is beyond Smith et al.'s fits, which give a disk "
+                    f"with a < 0 or b <= 0 there (a, b = {[(round(a, 3), round(b, 3)) for a, b in parts]} kpc); "
+                    "they hold for h_z/h_R up to about 1/3: use a thinner disk, or a MiyamotoNagai"
+                )
+            if ratio > 1.0 / 3.0:
+                warnings.warn(f"MN3ExponentialDisk: h_z/h_R = {ratio:.3g} is beyond the range of Smith et al.'s fits "
+                              "(about 1/3); the three Miyamoto–Nagai disks approximate the exponential disk poorly",
+                              UserWarning, stacklevel=2)
 
     def disks(self) -> list[tuple[Any, Any, Any]]:
         """The three Miyamoto–Nagai disks as (mass [M☉], a [kpc], b [kpc])."""

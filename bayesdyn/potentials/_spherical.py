@@ -205,9 +205,10 @@ class Zhao(SphericalComponent):
     function, computed for every (α, β, γ) by one fixed 48-node Gauss–Legendre
     rule in ln t (sinh-mapped) plus the analytic small-radius tail: smooth and
     differentiable in all parameters, relative error < 1e-9 for 0.5 ≤ α ≤ 5,
-    γ < 3, β ≤ 10 and 1e-6 < r/r_s < 1e6 (float64). The potential adds the outer
+    γ < 3, 2.5 ≤ β ≤ 10 and 1e-6 < r/r_s < 1e6 (float64; as β → 2 the mass at
+    r/r_s = 1e6 loses accuracy: 4e-7 at α = 5, β = 2.05). The potential adds the outer
     integral 4πG ∫_r^∞ ρ r' dr' and is finite (zero at infinity) only for β > 2
-    (NaN otherwise); Φ(0) = −∞ for γ ≥ 2.
+    (NaN otherwise); Φ(0) = −∞ for γ ≥ 2; the mass is NaN for a traced γ ≥ 3.
 
     Args:
         scale_density: ρ_s [M☉/kpc³].
@@ -247,8 +248,13 @@ class Zhao(SphericalComponent):
         lower = center - 20.0 / a
         body = num.sinh_quadrature(lambda u: c * u - k * _softplus(a * u), lower, log_s, center, 2.0 / a)
         e = jnp.exp(a * lower)
-        tail = jnp.exp(c * lower) * (1.0 / c - k * e / (c + a) + 0.5 * k * (k + 1.0) * e * e / (c + 2.0 * a))
-        return body + tail
+        c_safe = jnp.where(c > 0, c, 1.0)
+        tail = jnp.exp(c_safe * lower) * (
+            1.0 / c_safe - k * e / (c_safe + a) + 0.5 * k * (k + 1.0) * e * e / (c_safe + 2.0 * a)
+        )
+        # γ ≥ 3 (a traced value, e.g. a prior reaching past 3): no finite central mass, so NaN, as the outer integral
+        # gives for β ≤ 2 (the tail's 1/c gave a finite, negative mass: M(3 kpc) = −8.5e10 M☉ at γ = 3.2)
+        return jnp.where(c > 0, body + tail, jnp.nan)
 
     def _outer_integral(self, log_s):
         """K(s) = ∫_{ln s}^{∞} e^{(2−γ)u} (1 + e^{αu})^{−k} du (finite for β > 2)."""
