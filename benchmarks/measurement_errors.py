@@ -115,7 +115,8 @@ def main():
         print(f"\nrealisation {r} (ε = {eps:g} km/s per component, {args.copies} copies, {args.n_stars} stars, "
               f"{row['seconds']:.0f} s)")
         print(f"{'case':<11} {'a_R med|err|':>13} {'a_R mean err':>13} {'a_R rms pull':>13} "
-              f"{'a_z med|err|':>13} {'a_z mean err':>13} {'a_z rms pull':>13}   (errors in units of |a_true|; pulls in units of σ)")
+              f"{'a_z med|err|':>13} {'a_z mean err':>13} {'a_z rms pull':>13}   "
+              "(errors in units of |a_true|; pulls in units of σ)")
         for name in ("error-free", "observed", "corrected"):
             nd = row[name]["nodes"]
             print(f"{name:<11} " + " ".join(

@@ -619,6 +619,21 @@ def test_off_sky_declinations_object_fields_and_huge_members_are_named(tmp_path)
     t["dec"][3] = 95.0
     with pytest.raises(bd.CatalogError, match=r"1 of 20 rows have \|dec\| > 90 deg \(first rows \[3\]\)"):
         bd.Catalog.from_gaia(t)
+    t["radial_velocity"][3] = np.nan  # a sentinel dec on a row dropped anyway (no 6D point) is no matter
+    with pytest.warns(bd.catalog.DroppedRowsWarning, match="kept 19 of 20"):
+        assert bd.Catalog.from_gaia(t).n == 19
+    # a masked source_id (an outer join's unmatched row): refused on a row that is kept, not on one that is dropped;
+    # the other ids stay exact int64 (as floats with NaN, two thirds of them had changed)
+    from astropy.table import MaskedColumn
+
+    sid = np.asarray(t["source_id"])
+    t["source_id"] = MaskedColumn(sid, mask=np.arange(20) == 3)
+    with pytest.warns(bd.catalog.DroppedRowsWarning):
+        kept = bd.Catalog.from_gaia(t)
+    assert kept.columns["source_id"].dtype == np.int64 and np.array_equal(kept.columns["source_id"], np.delete(sid, 3))
+    t["source_id"] = MaskedColumn(sid, mask=np.arange(20) == 5)
+    with pytest.raises(bd.CatalogError, match=r"1 of the rows kept have no source_id \(masked; first rows \[5\]\)"):
+        bd.Catalog.from_gaia(t)
     x = np.random.default_rng(0).normal(size=(3, 3))
     with pytest.raises(bd.CatalogError, match="'s' has dtype object \\(or a field of it\\)"):
         bd.Catalog(x, 10 * x, columns={"s": np.zeros(3, dtype=[("a", "f8"), ("b", "O")])})

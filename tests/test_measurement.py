@@ -114,7 +114,7 @@ def test_correction_algebra_members_covariances_and_monte_carlo_error(x64):
     with pytest.raises(ValueError, match="at least one"):
         measurement_error_correction(data(obs, 0.1), [])
     # two resample groups: a third copy would correct no member, and is not dropped silently
-    with pytest.warns(UserWarning, match="3 re-smeared copies but 2 resample groups: copies 2–2 are not used"):
+    with pytest.warns(UserWarning, match="3 re-smeared copies but 2 resample groups: copies \\[2\\] are not used"):
         three = measurement_error_correction(data(obs, 0.1), [data(sm1, 0.2), data(sm2, 0.3), data(obs, 0.4)])
     np.testing.assert_allclose(np.asarray(three.members), expect, rtol=1e-12)
 

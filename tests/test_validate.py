@@ -96,6 +96,15 @@ def test_likelihood_strings_round_trip_and_reject_unknown_options():
         assert lik == expect and validate.Likelihood.parse(lik.label) == lik
     with pytest.raises(ValueError, match="unknown likelihood option"):
         validate.Likelihood.parse("tempered:2")
+    # inflate:auto's factor changed (max of two design effects, 2026-12-07): its runs record it, so an older run folder
+    # does not resume into a mix of the two rules
+    from bayesdyn.validate._coverage import _Run
+
+    mock = validate.get_mock("nfw")
+    configs = {spec: _Run(mock, 100, 0, "exact", validate.Likelihood.parse(spec), mock.quantities(), 8, 16, {}, {},
+                          None).config(1) for spec in ("floor:0.05+inflate:auto", "floor:0.05")}
+    assert configs["floor:0.05+inflate:auto"]["design_effect"] == "max-comp-amp"
+    assert "design_effect" not in configs["floor:0.05"]
     with pytest.raises(ValueError, match="≥ 1"):
         validate.Likelihood(inflate=0.5)
 

@@ -240,7 +240,8 @@ class Catalog:
             become NaN in x, v and float columns (rows of x or v with NaN are refused);
             an integer, boolean or string column with masked entries is refused
             (``from_gaia`` makes such integer and boolean columns float with NaN, and
-            refuses a masked ``source_id``, whose 19 digits a float cannot hold).
+            refuses a masked ``source_id`` on a row it keeps: 19 digits that a float
+            cannot hold).
         meta: free-form JSON-serialisable metadata (provenance, truth parameters);
             ``meta["column_units"]`` names the unit of each non-Gaia column that
             ``from_table`` or ``from_gaia(extra_columns=...)`` read with one (the

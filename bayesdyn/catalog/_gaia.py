@@ -300,21 +300,20 @@ def gaia_to_galactocentric(
         raise CatalogError(f"{table_name} has 0 rows; check the query or the file")
 
     cols: dict[str, np.ndarray] = {}
+    sid_missing = None  # masked source_ids (an outer join's unmatched rows): refused only if such a row is kept
     for gaia in list(COLUMN_UNITS) + ["source_id"]:
         found = _find(table, gaia)
-        if found is not None:
-            cols[gaia] = read_column(table, found, COLUMN_UNITS.get(gaia), table_name=table_name)
+        if found is None:
+            continue
+        values, mask = split_mask(table[found])
+        if gaia == "source_id" and mask is not None and mask.any() and np.asarray(values).dtype.kind in "iu":
+            sid_missing = np.asarray(mask, bool)
+            cols[gaia] = np.where(sid_missing, -1, np.asarray(values)).astype(np.int64)
+            continue
+        cols[gaia] = read_column(table, found, COLUMN_UNITS.get(gaia), table_name=table_name)
     extra_units: dict[str, str] = {}
     cols.update(_extra_columns(table, extra_columns, set(cols), table_name, extra_units))
 
-    with np.errstate(invalid="ignore"):  # (NaN rows are counted below)
-        off_sky = np.abs(cols["dec"]) > 90.0
-    if off_sky.any():  # astropy's "Latitude angle(s) must be within -90 deg <= angle <= 90 deg" named no column or row
-        raise CatalogError(
-            f"{table_name}: {int(off_sky.sum())} of {n_rows} rows have |dec| > 90 deg (first rows "
-            f"{np.flatnonzero(off_sky)[:5].tolist()}), which is no position on the sky: check the column's unit "
-            "(degrees) and the file, or remove those rows"
-        )
     keep = np.ones(n_rows, dtype=bool)
     cuts: list[tuple[str, int, int]] = []
     checks = [
@@ -341,6 +340,20 @@ def gaia_to_galactocentric(
         raise CatalogError(
             f"{table_name}: none of its {n_rows} rows gives a 6D point ({counts}); "
             "query stars with radial_velocity IS NOT NULL AND parallax > 0"
+        )
+    if sid_missing is not None and (sid_missing & keep).any():
+        rows = np.flatnonzero(sid_missing & keep)
+        raise CatalogError(
+            f"{table_name}: {rows.size} of the rows kept have no source_id (masked; first rows {rows[:5].tolist()}): "
+            "fill them (table['source_id'] = table['source_id'].filled(-1)) or remove those rows first"
+        )
+    with np.errstate(invalid="ignore"):
+        off_sky = keep & (np.abs(cols["dec"]) > 90.0)  # among the rows kept (a dropped row's sentinel is no matter)
+    if off_sky.any():  # astropy's "Latitude angle(s) must be within -90 deg <= angle <= 90 deg" named no column or row
+        raise CatalogError(
+            f"{table_name}: {int(off_sky.sum())} of {n_rows} rows have |dec| > 90 deg (first rows "
+            f"{np.flatnonzero(off_sky)[:5].tolist()}), which is no position on the sky: check the column's unit "
+            "(degrees) and the file, or remove those rows"
         )
     if dropped:
         warn_caller(
@@ -567,9 +580,9 @@ def galactocentric_error_mean(columns: Mapping[str, np.ndarray], solar: SolarPar
     E[g(o + e)] − g(o) = ½ Σ_jk Σ_jk ∂²g/∂o_j∂o_k + O(e⁴) for Gaussian errors e ~ N(0, Σ) of the observables o,
     with g = :func:`observables_to_galactocentric` (``jax.hessian``, vmapped over stars) and Σ = S D R D S as in
     :func:`galactocentric_covariance`. For distances 1/ϖ the distance's term is d (σ_ϖ/ϖ)², which also scales the
-    tangential velocity; the parallax–proper-motion correlations add −K d² (cov(ϖ, μ_α*) ê_α + cov(ϖ, μ_δ) ê_δ) [km/s]
-    to it (K = 4.74047 km/s per kpc mas/yr; ê_α, ê_δ the sky's unit vectors). Evaluated in fixed-size chunks of ``chunk`` stars (the
-    last one padded): one compiled program, and memory bounded whatever the catalog's size.
+    tangential velocity; the parallax–proper-motion correlations add −K d² (cov(ϖ, μ_α*) ê_α + cov(ϖ, μ_δ) ê_δ)
+    [km/s] to it (K = 4.74047 km/s per kpc mas/yr; ê_α, ê_δ the sky's unit vectors). Evaluated in fixed-size chunks
+    of ``chunk`` stars (the last one padded): one compiled program, and memory bounded whatever the catalog's size.
     """
     obs, sigma, corr, scale = observable_errors(columns)
     matrix, x0, v0 = galactocentric_affine(solar)

@@ -221,7 +221,7 @@ def measurement_error_correction(data, smeared: Sequence, *, floor: float = 0.0)
         which = label % n  # the copy each member is corrected with
         if n > label.max() + 1:
             warnings.warn(
-                f"{n} re-smeared copies but {label.max() + 1} resample groups: copies {label.max() + 1}–{n - 1} "
+                f"{n} re-smeared copies but {label.max() + 1} resample groups: copies {list(range(label.max() + 1, n))} "
                 "are not used (member k is corrected with the copy of its group); give one copy per group",
                 UserWarning, stacklevel=2,
             )

@@ -68,7 +68,8 @@ def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int
     run = _error_bias_program(tuple(tuple(int(k) for k in p) for p in powers))
     v = np.asarray(v, np.float64)
     cov = np.asarray(cov, np.float64)
-    chunk = max(1, min(chunk, len(v)))
+    # below ``chunk`` stars, padded to the next power of two: a few compiled sizes, not one per catalog size
+    chunk = max(1, min(chunk, 1 << max(0, len(v) - 1).bit_length()))
     parts = []
     with jax.enable_x64(True):
         for i in range(0, len(v), chunk):

@@ -584,7 +584,7 @@ def fit_neural_potential_scores(
         warnings.warn(
             f"neural members {diverged.tolist()} diverged (non-finite validation loss) by step {done}; each keeps "
             f"its best weights, of step(s) {best_step[diverged].tolist()} of {cfg.steps}, trained less than the "
-            "others: lower learning_rate (or raise the gradient clipping) and refit",
+            "others: lower learning_rate (or clip_norm, the gradient clipping) and refit",
             UserWarning, stacklevel=3,
         )
 

@@ -10,4 +10,5 @@ from ._config import load_config as load_config
 from ._config import validate_config as validate_config
 from ._stages import Run as Run
 
-__all__ = ["COMPONENTS", "DEFAULT_CONFIG", "KEY_HELP", "PRIORS", "ConfigError", "Run", "build_model", "load_config", "validate_config"]
+__all__ = ["COMPONENTS", "DEFAULT_CONFIG", "KEY_HELP", "PRIORS", "ConfigError", "Run", "build_model", "load_config",
+           "validate_config"]

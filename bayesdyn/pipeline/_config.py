@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "KEY_HELP", "load_config", "validate_config", "resolve_source", "PRIORS", "COMPONENTS"]
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "KEY_HELP", "load_config", "validate_config", "resolve_source", "PRIORS",
+           "COMPONENTS"]
 
 
 from ..inference._model import _is_dark
@@ -140,8 +141,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
 }
 
-#: One line per key of :data:`DEFAULT_CONFIG` (outside ``model``), printed after it by ``bayesdyn config`` (and in each
-#: run folder's config.toml) and listed in docs/cli.md; a test asks for one per key.
+#: One line per key of :data:`DEFAULT_CONFIG` (outside ``model``), printed after it by ``bayesdyn config`` and listed in
+#: docs/cli.md; a test asks for one per key.
 KEY_HELP: dict[str, str] = {
     "output": "run folder (stages are cached there; a rerun resumes)",
     "seed": "master seed of every stage (flows, nodes, velocity draws, NUTS); an integer in [0, 2**31)",
@@ -170,7 +171,7 @@ KEY_HELP: dict[str, str] = {
     "nodes.n_velocities": "velocities drawn from p(v|x) per node",
     "nodes.floor": "relative noise floor on each acceleration covariance",
     "errors.correct": "correct for measurement errors (SIMEX copies; with the weak form, analytically)",
-    "errors.copies": "re-smeared copies, one flow fit each: >= 2, at most one per bootstrap resample",
+    "errors.copies": "re-smeared copies, one flow fit each (>= 2 estimates their noise); at most one per resample",
     "errors.velocity_error_kms": "Gaussian error per axis [km/s]; both 0 = the catalog's Gaia error columns",
     "errors.position_error_kpc": "Gaussian error per axis [kpc]; both 0 = the catalog's Gaia error columns",
     "inference.backend": '"numpyro" or "blackjax" (NUTS)',
@@ -364,10 +365,11 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         groups = ps["ensemble"] // resolve_seeds_per_resample(ps["ensemble"], ps["seeds_per_resample"], ps["bootstrap"])
         if er["copies"] > groups:
             raise ConfigError(
-                f"'errors.copies' = {er['copies']} but the flows have {groups} bootstrap resamples (psd.ensemble = "
-                f"{ps['ensemble']}, seeds_per_resample = {ps['seeds_per_resample']!r}): each member is corrected "
-                f"with its resample's copy, so copies beyond {groups} would cost a flow fit each and not be used; "
-                f"set errors.copies <= {groups}"
+                f"'errors.copies' = {er['copies']} but the flows have {groups} "
+                f"{'bootstrap resamples' if ps['bootstrap'] else 'members'} (psd.ensemble = {ps['ensemble']}, "
+                f"seeds_per_resample = {ps['seeds_per_resample']!r}): each member is corrected with its resample's "
+                f"copy, so copies beyond {groups} would cost a flow fit each and not be used; set errors.copies <= "
+                f"{groups}"
             )
     for key in ("velocity_error_kms", "position_error_kpc"):
         if not er[key] >= 0:

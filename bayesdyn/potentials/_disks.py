@@ -112,7 +112,9 @@ class MN3ExponentialDisk(Component):
     ~7–8 h_R, negative density in places). Defaults follow gala's
     ``MN3ExponentialDiskPotential``; galpy's ``MN3ExponentialDiskPotential``
     defaults to ``sech=False, posdens=False`` and takes the midplane density
-    ρ₀ = M / (4π h_R² h_z). The fits hold for h_z/h_R up to about 1/3.
+    ρ₀ = M / (4π h_R² h_z). As galpy does, a b/h_R beyond the fits' range (1.35
+    with ``positive_density``, else 3) warns; a ratio that gives b ≤ 0 or a + b ≤ 0
+    (no Miyamoto–Nagai potential) is refused.
 
     Args:
         mass: total disk mass M [M☉].
@@ -147,15 +149,18 @@ class MN3ExponentialDisk(Component):
         if isinstance(self.scale_length, float) and isinstance(self.scale_height, float):
             ratio = self.scale_height / self.scale_length
             parts = [(float(a), float(b)) for _, a, b in self.disks()]
-            if any(a < 0 or b <= 0 for a, b in parts):  # (accepted silently: a₁ = −0.27 kpc at h_z/h_R = 1)
+            b_hr = parts[0][1] / self.scale_length
+            if any(b <= 0 or a + b <= 0 for a, b in parts):  # no Miyamoto–Nagai potential (accepted silently)
                 raise ValueError(
                     f"MN3ExponentialDisk: h_z/h_R = {ratio:.3g} is beyond Smith et al.'s fits, which give a disk "
-                    f"with a < 0 or b <= 0 there (a, b = {[(round(a, 3), round(b, 3)) for a, b in parts]} kpc); "
-                    "they hold for h_z/h_R up to about 1/3: use a thinner disk, or a MiyamotoNagai"
+                    f"with b <= 0 or a + b <= 0 there (a, b = {[(round(a, 3), round(b, 3)) for a, b in parts]} kpc), "
+                    "no Miyamoto–Nagai potential: use a thinner disk, or a MiyamotoNagai"
                 )
-            if ratio > 1.0 / 3.0:
-                warnings.warn(f"MN3ExponentialDisk: h_z/h_R = {ratio:.3g} is beyond the range of Smith et al.'s fits "
-                              "(about 1/3); the three Miyamoto–Nagai disks approximate the exponential disk poorly",
+            limit = 1.35 if self.positive_density else 3.0  # galpy's MN3ExponentialDiskPotential warns beyond these
+            if b_hr > limit:
+                warnings.warn(f"MN3ExponentialDisk: b/h_R = {b_hr:.3g} (h_z/h_R = {ratio:.3g}) is beyond the range of "
+                              f"Smith et al.'s fits ({limit} for positive_density={self.positive_density}, as galpy "
+                              "checks); the three Miyamoto–Nagai disks approximate the exponential disk poorly",
                               UserWarning, stacklevel=2)
 
     def disks(self) -> list[tuple[Any, Any, Any]]:

@@ -442,6 +442,8 @@ def _latex_value(median: float, up: float, down: float) -> str:
     significant digits (it was rounded to no decimal place: 7.54 × 10⁶ printed as 8 × 10⁶)."""
     if not (np.isfinite(median) and np.isfinite(up) and np.isfinite(down)):
         return r"\mathrm{nan}"
+    if not (up > 0 or down > 0):  # a constant: its power of ten from the value as printed (9999.7 → 1.000 × 10⁴)
+        median = float(f"{median:.4g}")
     ref = abs(median) if median != 0 else max(abs(up), abs(down))
     exp = int(np.floor(np.log10(ref))) if ref > 0 else 0
     exp = exp if (exp >= 4 or exp < -3) else 0

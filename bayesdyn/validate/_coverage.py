@@ -351,7 +351,8 @@ def _markdown(res: CoverageResult) -> str:
         bad = sum(1 for r in res.records if _unconverged(r))
         from ..results._posterior import MIN_ESS
 
-        low = sum(1 for d in diag if min(d.get("min_ess_bulk", np.inf), d.get("min_ess_tail", np.inf)) < MIN_ESS)
+        low = sum(1 for d in diag  # a NaN ESS (draws that never move) counts as low
+                  if not all(d.get(k, np.inf) >= MIN_ESS for k in ("min_ess_bulk", "min_ess_tail")))
         rh_text = f"max r̂ {rh:.3f}" if np.isfinite(rh) or np.isinf(rh) else "r̂ not available (one chain each)"
         lines.append(
             f"NUTS over all realisations: {rh_text}, min bulk ESS {ess:.0f}, {ndiv} divergent transitions; "
@@ -445,6 +446,8 @@ class _Run:
         }
         if self.likelihood.members:  # combine_members' draws changed (2026-12-07): older members runs do not resume
             config["combine"] = "combine-2"
+        if self.likelihood.inflate == "auto":  # design_effect took max(c_comp, c_amp) from 2026-12-07: no mixed runs
+            config["design_effect"] = "max-comp-amp"
         return json.loads(json.dumps(config))  # as it reads back from config.json (tuples → lists)
 
 
@@ -661,7 +664,7 @@ def coverage(
     if fixed is not None and n_stars > fixed:  # (every realisation failed at its draw, one by one)
         raise ValueError(f"the {mock.name} mock is one fixed catalog of {fixed} stars; asked for n_stars = {n_stars}: "
                          f"give n_stars <= {fixed}")
-    if fixed is not None and realisations > 1:
+    if fixed is not None and realisations > 1 and method != "truth":  # (truth: only the noise is drawn anew)
         warnings.warn(
             f"the {mock.name} mock is one fixed catalog of {fixed} stars: its {realisations} realisations are "
             f"{'the same stars' if n_stars == fixed else 'overlapping subsamples of them'} with new flows and nodes, "

@@ -10,8 +10,9 @@ covariance and in how the ensemble members enter:
 - ``floor:f``: the same plus a relative noise floor, C += (f·|a|)² I;
 - ``inflate:c`` / ``inflate:auto``: the covariance times c ≥ 1, for correlations
   between nodes that the node-by-node likelihood ignores. ``auto`` sets c to the
-  design effect 1 + (1/P) Σ_{i≠j} ρ_ij estimated from the correlation ρ_ij of the
-  members' deviations between nodes i and j (see :func:`design_effect`);
+  larger of two design effects of the members' deviations: from their correlation
+  ρ_ij between nodes i and j, 1 + (1/P) Σ_{i≠j} w_i w_j ρ_ij, and along the field
+  (a common scaling) (see :func:`design_effect`);
 - ``mixture``: one posterior per ensemble member, from that member's own
   accelerations and within-member covariance, with the draws pooled (an
   equal-weight mixture of the per-member posteriors);
