@@ -84,7 +84,7 @@ class SphericalComponent(Component):
 
     def _potential(self, x):
         r, positive = num.safe_norm(x)
-        return self._potential_r(jnp.where(positive, r, 0.0))
+        return _radial_potential(self, jnp.where(positive, r, 0.0))
 
     def enclosed_mass(self, r: Any) -> jax.Array:
         """Mass inside spheres of radius r.
@@ -102,6 +102,37 @@ class SphericalComponent(Component):
         if not jnp.issubdtype(r.dtype, jnp.floating):
             r = r.astype(jnp.result_type(float))
         return _radial_batched(self, r)
+
+
+@jax.custom_jvp
+def _radial_potential(component: SphericalComponent, r: jax.Array) -> jax.Array:
+    """Φ(r), whose derivative in r is G M(<r)/r² (exact), not autodiff of Φ's own formula: near the centre that
+    derivative cancels to an absolute error of ~eps × Φ, so a float32 Flattened(Zhao, Burkert, CoreNFW), whose a and
+    ρ are derivatives of Φ, was 1e-4–1e-2 off within 0.01–0.1 kpc of the centre (4 % at 1 pc for r_s = 2 kpc)."""
+    return component._potential_r(r)
+
+
+def _radial_potential_jvp(primals, tangents):
+    from jax.custom_derivatives import SymbolicZero
+
+    component, r = primals
+    component_dot, r_dot = tangents
+    zero = lambda t: isinstance(t, SymbolicZero)  # noqa: E731
+    if all(zero(t) for t in jax.tree.leaves(component_dot, is_leaf=zero)):
+        # (a derivative in x alone: the parameters' part is skipped, not computed as zeros, which would differentiate
+        # Φ's formula once more: Einasto's incomplete gamma has no second derivative in its shape)
+        phi = component._potential_r(r)
+        phi_dot = jnp.zeros_like(phi)
+    else:
+        dense = jax.tree.map(lambda t: np.zeros(t.shape, t.dtype) if zero(t) else t, component_dot, is_leaf=zero)
+        phi, phi_dot = jax.jvp(lambda c: c._potential_r(r), (component,), (dense,))
+    if not zero(r_dot):
+        r_safe, positive = _safe_positive(r)
+        phi_dot = phi_dot + jnp.where(positive, _G * component._enclosed_mass(r_safe) / r_safe**2, 0.0) * r_dot
+    return phi, phi_dot
+
+
+_radial_potential.defjvp(_radial_potential_jvp, symbolic_zeros=True)
 
 
 @jax.jit
