@@ -132,6 +132,13 @@ def test_nonfinite_velocity_draws_are_left_out_and_counted():
     bad[1, :10] = True  # 16 % of a node's draws
     with pytest.raises(FloatingPointError, match="more than 10 %"):
         estimate_accelerations(_HarmonicSource(bad), x, n_velocities=64, seed=1)
+    # draws that do not span three dimensions (v_z = 0 at node 0): a singular solve, named with its node and cause
+    # (AccelerationData.create said only "1 of 2 nodes have NaN/inf ... drop those nodes")
+    flat = _HarmonicSource(np.zeros((2, 64), bool))
+    flat.sample_velocities = lambda x, n, seed: _HarmonicSource.sample_velocities(flat, x, n, seed) * [1.0, 1.0, 0.0]
+    with pytest.raises(FloatingPointError, match=r"2 node\(s\) \(first \[1.0, 0.5, -0.2\] kpc\) have no finite "
+                                                 r"least-squares acceleration: .* singular"):
+        estimate_accelerations(flat, x, n_velocities=64, seed=1)
 
 
 class _OutlierSource(_HarmonicSource):

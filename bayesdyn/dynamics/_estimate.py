@@ -118,7 +118,8 @@ def estimate_accelerations(
         ValueError: ``n_velocities`` not an integer ≥ 4; ``x`` not (P, 3); no ``x`` from a source without
             positions; a density whose ``info["resample_groups"]`` does not match its members.
         FloatingPointError: a node where more than 10 % of the velocity draws give non-finite scores or lie
-            beyond ``OUTLIER_MAD`` robust sd of the node's draws (a node outside the catalog's bulk).
+            beyond ``OUTLIER_MAD`` robust sd of the node's draws (a node outside the catalog's bulk), or whose
+            least-squares solve is singular (draws or scores that do not span three dimensions).
 
     Warns:
         RuntimeWarning: some draws (≤ 10 % at every node) were left out of the solves for the reason above.
@@ -182,6 +183,15 @@ def estimate_accelerations(
         s_x, s_v = jnp.where(keep, s_x, 0.0), jnp.where(keep, s_v, 0.0)
         v = np.where(np.asarray(ok)[:, :, None], v, 0.0)
     fit = lstsq_acceleration(jnp.broadcast_to(jnp.asarray(v), s_x.shape), s_x, s_v, ridge)
+    solved = np.isfinite(np.asarray(fit.a)).all(axis=(0, 2)) & np.isfinite(np.asarray(fit.cov)).all(axis=(0, 2, 3))
+    if not solved.all():  # (AccelerationData.create then said only "drop those nodes", naming neither node nor cause)
+        worst = np.flatnonzero(~solved)
+        raise FloatingPointError(
+            f"{worst.size} node(s) (first {x[worst[0]].tolist()} kpc) have no finite least-squares acceleration: the "
+            "3×3 normal equations of their velocity draws' scores are singular (draws or scores that do not span "
+            "three dimensions there, e.g. a velocity component that is constant at the node); check the density "
+            "there, or move the nodes"
+        )
     members = fit.a  # (K, P, 3)
     a = jnp.mean(members, axis=0)
     within = jnp.mean(fit.cov, axis=0) / k
