@@ -471,8 +471,8 @@ class Catalog:
             dtype = np.asarray(getattr(c, "value", c)).dtype
             if dtype.kind in "fiub":
                 columns[col] = _gaia.read_column(table, col, _gaia.COLUMN_UNITS.get(col), table_name=name)
-                if _gaia.column_unit(table, col) is not None:  # kept as bare numbers: their unit is recorded
-                    units[col] = _gaia.column_unit(table, col)
+                if (unit := _gaia.column_unit(table, col)) is not None:  # kept as bare numbers: unit recorded
+                    units[col] = unit
             elif dtype.kind in "US":
                 if np.any(getattr(c, "mask", False)):
                     raise CatalogError(

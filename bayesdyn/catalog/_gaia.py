@@ -231,8 +231,8 @@ def _extra_columns(table: Any, names: Any, kept: set, table_name: str,
         kind = np.asarray(getattr(col, "value", col)).dtype.kind
         if kind in "fiub":
             out[name] = read_column(table, found, None, table_name=table_name)
-            if units is not None and column_unit(table, found) is not None:
-                units[name] = column_unit(table, found)
+            if units is not None and (unit := column_unit(table, found)) is not None:
+                units[name] = unit
         elif kind in "US":
             if np.any(getattr(col, "mask", False)):
                 raise CatalogError(f"{table_name}: string column {found!r} has {int(np.sum(col.mask))} masked (missing) "

@@ -63,22 +63,33 @@ def _error_bias(v: np.ndarray, cov: np.ndarray, powers: list[tuple[int, int, int
     compiled anew for every catalog size.
     """
     import jax
-    import jax.numpy as jnp
 
     run = _error_bias_program(tuple(tuple(int(k) for k in p) for p in powers))
     v = np.asarray(v, np.float64)
     cov = np.asarray(cov, np.float64)
     # below ``chunk`` stars, padded to the next power of two: a few compiled sizes, not one per catalog size
     chunk = max(1, min(chunk, 1 << max(0, len(v) - 1).bit_length()))
-    parts = []
+    if not len(v):
+        return np.zeros((0, 3, len(powers)))
     with jax.enable_x64(True):
-        for i in range(0, len(v), chunk):
-            vi, ci = v[i:i + chunk], cov[i:i + chunk]
-            pad = chunk - len(vi)
-            out = run(jnp.asarray(np.pad(vi, ((0, pad), (0, 0)), mode="edge")),
-                      jnp.asarray(np.pad(ci, ((0, pad), (0, 0), (0, 0)), mode="edge")))
-            parts.append(np.asarray(out)[:len(vi)])
-    return np.concatenate(parts) if parts else np.zeros((0, 3, len(powers)))
+        return _over_chunks(run, (v, cov), chunk)[0]
+
+
+def _over_chunks(run, arrays, chunk: int, *fixed) -> list[np.ndarray]:
+    """``run(*rows, *fixed)`` over fixed-size chunks of ``chunk`` rows of ``arrays`` (the last chunk padded by
+    repeating its last row, so one compiled program serves every chunk); its output, an array or a tuple of them,
+    as a list of arrays with the padding dropped. Call it with float64 enabled, as the programs expect."""
+    import jax.numpy as jnp
+
+    n = len(arrays[0])
+    parts = []
+    for i in range(0, n, chunk):
+        rows = [a[i:i + chunk] for a in arrays]
+        pad = chunk - len(rows[0])
+        out = run(*(jnp.asarray(np.pad(r, ((0, pad),) + ((0, 0),) * (r.ndim - 1), mode="edge")) for r in rows),
+                  *fixed)
+        parts.append([np.asarray(o)[:len(rows[0])] for o in (out if isinstance(out, tuple) else (out,))])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 @functools.lru_cache(maxsize=8)
@@ -133,15 +144,7 @@ def _position_error_terms(x: np.ndarray, v: np.ndarray, cov: np.ndarray, center:
     chunk = min(chunk, len(y))
     with jax.enable_x64(True):
         c0, r0 = jnp.asarray(center, jnp.float64), jnp.asarray(radius, jnp.float64)
-        parts = []
-        for i in range(0, len(y), chunk):  # fixed-size chunks (the last one padded): one compiled program
-            yi, ci, mi = y[i:i + chunk], cov[i:i + chunk], mean[i:i + chunk]
-            pad = chunk - len(yi)
-            out = run(jnp.asarray(np.pad(yi, ((0, pad), (0, 0)), mode="edge")),
-                      jnp.asarray(np.pad(ci, ((0, pad), (0, 0), (0, 0)), mode="edge")),
-                      jnp.asarray(np.pad(mi, ((0, pad), (0, 0)), mode="edge")), c0, r0)
-            parts.append([np.asarray(o)[:len(yi)] for o in out])
-    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+        return tuple(_over_chunks(run, (y, cov, mean), chunk, c0, r0))
 
 
 @functools.lru_cache(maxsize=8)
