@@ -502,7 +502,8 @@ def _linear_design(model):
 
     def at(values, p):
         with jax.enable_x64(True):
-            return np.asarray(model.total_acceleration(model.bind(values), jnp.asarray(p, jnp.float64)), float)
+            arrays = {k: jnp.asarray(v, jnp.float64) for k, v in values.items()}  # zero amplitudes: arrays bind unchecked
+            return np.asarray(model.total_acceleration(model.bind(arrays), jnp.asarray(p, jnp.float64)), float)
 
     zero = dict.fromkeys(names, 0.0)
     checked = []

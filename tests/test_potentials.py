@@ -9,6 +9,7 @@ except where float32 is the point. About 50 s of CPU, nearly all XLA compilation
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import astropy.units as u
@@ -695,6 +696,59 @@ def test_composite_names_bind_and_sample():
     with numpyro.handlers.seed(rng_seed=0), numpyro.handlers.trace() as tr:
         named.sample("mw")
     assert list(tr) == ["mw.halo.scale_density"]
+
+
+def test_bind_checks_numbers_as_the_constructor_does():
+    """bind() used to take any number: NFW.bind({"scale_radius": -16}) pulled outward, a Zhao γ = 3.5 had a
+    negative mass, a negative dark-disk Σ pushed. Plain numbers and Quantities are now checked with the
+    constructor's rules; JAX arrays (a sampler's draws, traced or not) are bound unchecked."""
+    from bayesdyn import PotentialModel
+
+    mw = bp.MilkyWayPotential()
+    cases = [
+        (bp.NFW(1e7, 16.0), {"scale_radius": -16}, "NFW.scale_radius must be positive"),
+        (bp.NFW(1e7, 16.0), {"scale_density": np.float32(0.0)}, "NFW.scale_density must be positive"),
+        (bp.NFW(1e7, 16.0), {"scale_radius": -16 * u.kpc}, "NFW.scale_radius must be positive"),
+        (bp.NFW(1e7, 16.0), {"scale_radius": float("nan")}, "must be positive; got nan"),
+        (bp.Zhao(1e7, 16.0), {"gamma": 3.5}, "Zhao.gamma must be < 3"),
+        (bp.ZhaoAtRadius(1e7, 16.0, reference_radius=8.0), {"gamma": 3.0}, "ZhaoAtRadius.gamma must be < 3"),
+        (bp.PowerLawCutoff(1e10, 1.8, 2.0), {"alpha": 3.0}, "PowerLawCutoff.alpha must be < 3"),
+        (bp.DarkDisk(1e7, 0.1), {"surface_density": -1.0}, "DarkDisk.surface_density must be non-negative"),
+        (bp.MiyamotoNagai(1e10, 3.0, 0.3), {"b": 0.0}, "MiyamotoNagai.b must be positive"),
+        (bp.CoreNFW(1e7, 16.0, 1.0), {"n": -0.5}, "CoreNFW.n must be non-negative"),
+        (bp.Flattened(bp.NFW(1e7, 16.0), q=0.8), {"q": -0.8}, "Flattened.q must be positive"),
+        (bp.Flattened(bp.NFW(1e7, 16.0), q=0.8), {"scale_radius": 0.0}, "NFW.scale_radius must be positive"),
+        (mw, {"halo.scale_radius": -1.0}, "NFW.scale_radius must be positive"),
+    ]
+    for comp, values, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            comp.bind(values)
+    # what the constructors accept, bind accepts: zero where ">= 0", any sign where "any"
+    assert float(bp.DarkDisk(1e7, 0.1).bind({"surface_density": 0}).surface_density) == 0.0
+    assert float(bp.MiyamotoNagai(1e10, 3.0, 0.3).bind({"a": 0.0}).a) == 0.0
+    assert float(bp.Tilted(bp.NFW(1e7, 16.0), tilt=0.1).bind({"tilt": -0.2}).tilt) == -0.2
+    assert float(bp.Zhao(1e7, 16.0).bind({"gamma": -0.5}).gamma) == -0.5
+    bound = bp.NFW(1e7, 16.0).bind({"scale_radius": 12})
+    assert type(bound.scale_radius) is float and bound.scale_radius == 12.0  # an int is a float, as in __init__
+    with pytest.raises(ValueError, match=r"bind a JAX array, e\.g\. jnp\.asarray\(value\)"):
+        bp.DarkDisk(1e7, 0.1).bind({"surface_density": -1.0})
+    # JAX arrays pass unchecked (NUTS, autodiff probes and a linear design at zero amplitude bind them), and so do
+    # a prior's draws substituted as numbers (numpyro's log_density with a dict of floats)
+    free = PotentialModel(dark=(), halo=bp.Plummer(mass=dist.Uniform(0.0, 1e10), scale_radius=1.0))
+    with numpyro.handlers.substitute(data={"halo.mass": 0.0, "p.mass": 0.0}), numpyro.handlers.seed(rng_seed=0):
+        assert float(free.sample_components()["halo"].mass) == 0.0
+        assert float(free.components["halo"].sample("p").mass) == 0.0
+    assert float(bp.DarkDisk(1e7, 0.1).bind({"surface_density": jnp.asarray(-1e6)}).surface_density) == -1e6
+    assert float(bp.NFW(1e7, 16.0).bind({"scale_density": jnp.asarray(0.0)}).scale_density) == 0.0
+    # the MN3 cross-parameter check runs on bind, and its warning points at the caller's line
+    with pytest.raises(ValueError, match="beyond Smith et al.'s fits"):
+        bp.MN3ExponentialDisk(5e10, 2.6, 0.3).bind({"scale_height": 40.0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bp.MN3ExponentialDisk(5e10, 2.6, 0.3).bind({"scale_height": 10.0})
+    assert [w.filename for w in caught] == [__file__]
+    with pytest.raises(TypeError, match="parameter_requirements"):
+        type("Odd", (bp.Plummer,), {"parameter_requirements": {"radius": "any"}})
 
 
 def test_constructor_errors_are_clear():

@@ -570,15 +570,19 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
         cname, key = name.split(".", 1)
         comp = model.components[cname]
         p0 = _amplitude_scale(prior)
-        a0 = np.asarray(comp.bind({key: p0}).acceleration(probe), np.float64)
+
+        def at(value, comp=comp, key=key):  # an array: a probe past a number's range (a prior mean < 0) is bound
+            return comp.bind({key: jnp.asarray(value, data.x.dtype)})
+
+        a0 = np.asarray(at(p0).acceleration(probe), np.float64)
         scale = float(np.max(np.abs(a0))) if a0.size else 0.0
         if not (np.all(np.isfinite(a0)) and scale > 0):
             return plain
         for lam in (0.5, 2.0, 3.0):
-            a = np.asarray(comp.bind({key: lam * p0}).acceleration(probe), np.float64)
+            a = np.asarray(at(lam * p0).acceleration(probe), np.float64)
             if not np.allclose(a, lam * a0, rtol=1e-10, atol=1e-10 * lam * scale):
                 return plain
-        unit.append((data.field(comp.bind({key: p0}).acceleration), p0))
+        unit.append((data.field(at(p0).acceleration), p0))
 
     fixed = (data.fixed_acceleration if data.fixed_acceleration is not None
              else _with_fixed_acceleration(model, data).fixed_acceleration)

@@ -93,7 +93,12 @@ class PotentialModel:
         return out
 
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Components with the free parameters set from ``{"component.parameter": value}``."""
+        """Components with the free parameters set from ``{"component.parameter": value}``.
+
+        A number is checked as each component's constructor checks it (ValueError outside
+        its range); a JAX array is bound unchecked (see :meth:`Component.bind
+        <bayesdyn.potentials.Component.bind>`).
+        """
         bound = {}
         for cname, comp in self.components.items():
             own = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == cname}
@@ -102,8 +107,11 @@ class PotentialModel:
 
     def sample_components(self) -> dict[str, Any]:
         """Inside a NumPyro model: sample every free parameter and return bound components."""
-        values = {name: numpyro.sample(name, prior) for name, prior in self.free_parameters().items()}
-        return self.bind(values)
+        return self.bind(self._sample_values())
+
+    def _sample_values(self) -> dict[str, jax.Array]:
+        # arrays: a prior's draws are bound unchecked (Component.bind checks numbers), also when substituted
+        return {name: jnp.asarray(numpyro.sample(name, prior)) for name, prior in self.free_parameters().items()}
 
     # ---------------------------------------------------------------- evaluation
     def total_acceleration(self, components: Mapping[str, Any], x: jax.Array) -> jax.Array:
@@ -134,7 +142,7 @@ class PotentialModel:
                 leaves this off and computes them once per draw after sampling (see
                 :meth:`derived`), which keeps every NUTS step cheap.
         """
-        values = {name: numpyro.sample(name, prior) for name, prior in self.free_parameters().items()}
+        values = self._sample_values()
         comps = self.bind(values)
         if record_derived:
             derived_quantities(comps, self.dark, data.sun, record=True)

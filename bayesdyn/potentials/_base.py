@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import abc
 import functools
+import os
 import re
+import sys
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import astropy.units as u
@@ -90,6 +92,29 @@ def parameter(value: Any, physical_type: str, name: str, owner: str, require: st
     return v
 
 
+def _own_parameter(cls: type, name: str, value: Any) -> Any:
+    """:func:`parameter` for ``cls``'s parameter ``name``: its physical type and its
+    requirement (``cls.parameter_requirements``, ``">0"`` where unlisted)."""
+    ptype = cls.parameter_types[cls.parameter_names.index(name)]
+    return parameter(value, ptype, name, cls.__name__, cls.parameter_requirements.get(name, ">0"))
+
+
+def _is_plain_number(value: Any) -> bool:
+    """A Python or NumPy number (or 0-d NumPy array): checked like a constructor argument.
+    JAX arrays (traced or not), priors and arrays of weights are bound unchecked."""
+    return isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+
+
+def _user_stacklevel() -> int:
+    """The ``warnings.warn`` stacklevel of the first frame outside bayesdyn and equinox (whose
+    ``__init__`` wrappers add frames), so that a warning points at the user's line."""
+    skip = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(eqx.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _positions(x: Any, what: str) -> jax.Array:
     """Positions as a float array of shape (..., 3) in kpc."""
     if isinstance(x, u.Quantity):
@@ -138,12 +163,18 @@ class Component(eqx.Module):
 
     parameter_names: ClassVar[tuple[str, ...]] = ()
     parameter_types: ClassVar[tuple[str, ...]] = ()
+    #: name → ``">0"`` (the default), ``">=0"`` or ``"any"``: the range a number must have
+    parameter_requirements: ClassVar[Mapping[str, str]] = {}
     _subcomponent_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if len(cls.parameter_names) != len(cls.parameter_types):
             raise TypeError(f"{cls.__name__}: parameter_names and parameter_types differ in length")
+        odd = sorted(set(cls.parameter_requirements) - set(cls.parameter_names))
+        if odd or not set(cls.parameter_requirements.values()) <= set(_REQUIREMENTS):
+            raise TypeError(f"{cls.__name__}: parameter_requirements names unknown parameters {odd} or rules "
+                            f"other than {sorted(_REQUIREMENTS)}")
         shadowed = [n for n in cls.parameter_names if hasattr(Component, n)]
         if shadowed:
             raise TypeError(f"{cls.__name__}: parameter name(s) {shadowed} would shadow Component methods")
@@ -258,6 +289,10 @@ class Component(eqx.Module):
 
         Raises:
             KeyError: if a name is not a parameter of this component.
+            ValueError: if a plain number (or Quantity) is outside the parameter's
+                range, as the constructor checks it (``NFW.bind({"scale_radius":
+                -16})``). JAX arrays, traced or not, are bound unchecked, so a
+                sampler's draws and an autodiff probe at a boundary pass.
         """
         values = dict(values)
         known = self.parameters()
@@ -271,14 +306,26 @@ class Component(eqx.Module):
         for name, ptype in zip(self.parameter_names, self.parameter_types):
             if name in values:
                 value = values.pop(name)
-                if isinstance(value, u.Quantity):
+                if _is_plain_number(value) or (isinstance(value, u.Quantity) and value.isscalar):
+                    try:
+                        value = _own_parameter(type(self), name, value)
+                    except ValueError as err:
+                        raise ValueError(f"{err}. Fix: bind a value in range; to evaluate one outside it on "
+                                         "purpose (a draw of a prior that reaches past it), bind a JAX array, "
+                                         "e.g. jnp.asarray(value)") from None
+                elif isinstance(value, u.Quantity):
                     value = _units.strip(value, ptype, name=f"{type(self).__name__}.{name}")
                 new = eqx.tree_at(lambda m, n=name: getattr(m, n), new, value)
         for prefix, comp, getter in new._subcomponents():
             mine = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
             if mine:
                 new = eqx.tree_at(getter, new, comp.bind(mine))
+        new._check_values()
         return new
+
+    def _check_values(self) -> None:
+        """Checks across parameters that are plain numbers (a Zhao γ < 3, say), run by the
+        constructor and by :meth:`bind`; a subclass overrides it. Raises ValueError."""
 
     def sample(self, prefix: str | None = None) -> "Component":
         """Draw every free parameter with ``numpyro.sample`` and bind the draws.
@@ -294,8 +341,8 @@ class Component(eqx.Module):
         """
         import numpyro
 
-        values = {
-            name: numpyro.sample(f"{prefix}.{name}" if prefix else name, prior)
+        values = {  # arrays: a prior's draws are bound unchecked, also when substituted as numbers
+            name: jnp.asarray(numpyro.sample(f"{prefix}.{name}" if prefix else name, prior))
             for name, prior in self.free_parameters().items()
         }
         return self.bind(values)

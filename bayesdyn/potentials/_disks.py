@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import units as _units
 from . import _numerics as num
-from ._base import Component, parameter
+from ._base import Component, _own_parameter, _user_stacklevel
 
 __all__ = ["MiyamotoNagai", "MN3ExponentialDisk", "DarkDisk"]
 
@@ -57,11 +57,12 @@ class MiyamotoNagai(Component):
     b: Any
     parameter_names = ("mass", "a", "b")
     parameter_types = ("mass", "length", "length")
+    parameter_requirements: ClassVar[dict[str, str]] = {"a": ">=0"}
 
     def __init__(self, mass: Any, a: Any, b: Any):
-        self.mass = parameter(mass, "mass", "mass", "MiyamotoNagai")
-        self.a = parameter(a, "length", "a", "MiyamotoNagai", require=">=0")
-        self.b = parameter(b, "length", "b", "MiyamotoNagai")
+        self.mass = _own_parameter(type(self), "mass", mass)
+        self.a = _own_parameter(type(self), "a", a)
+        self.b = _own_parameter(type(self), "b", b)
 
     def _potential(self, x):
         return _mn_potential(x, self.mass, self.a, self.b)
@@ -141,11 +142,14 @@ class MN3ExponentialDisk(Component):
         sech2: bool = True,
         positive_density: bool = True,
     ):
-        self.mass = parameter(mass, "mass", "mass", "MN3ExponentialDisk")
-        self.scale_length = parameter(scale_length, "length", "scale_length", "MN3ExponentialDisk")
-        self.scale_height = parameter(scale_height, "length", "scale_height", "MN3ExponentialDisk")
+        self.mass = _own_parameter(type(self), "mass", mass)
+        self.scale_length = _own_parameter(type(self), "scale_length", scale_length)
+        self.scale_height = _own_parameter(type(self), "scale_height", scale_height)
         self.sech2 = bool(sech2)
         self.positive_density = bool(positive_density)
+        self._check_values()
+
+    def _check_values(self) -> None:
         if isinstance(self.scale_length, float) and isinstance(self.scale_height, float):
             ratio = self.scale_height / self.scale_length
             parts = [(float(a), float(b)) for _, a, b in self.disks()]
@@ -161,7 +165,7 @@ class MN3ExponentialDisk(Component):
                 warnings.warn(f"MN3ExponentialDisk: b/h_R = {b_hr:.3g} (h_z/h_R = {ratio:.3g}) is beyond the range of "
                               f"Smith et al.'s fits ({limit} for positive_density={self.positive_density}, as galpy "
                               "checks); the three Miyamoto–Nagai disks approximate the exponential disk poorly",
-                              UserWarning, stacklevel=2)
+                              UserWarning, stacklevel=_user_stacklevel())
 
     def disks(self) -> list[tuple[Any, Any, Any]]:
         """The three Miyamoto–Nagai disks as (mass [M☉], a [kpc], b [kpc])."""
@@ -207,10 +211,11 @@ class DarkDisk(Component):
     scale_height: Any
     parameter_names = ("surface_density", "scale_height")
     parameter_types = ("surface density", "length")
+    parameter_requirements: ClassVar[dict[str, str]] = {"surface_density": ">=0"}
 
     def __init__(self, surface_density: Any, scale_height: Any):
-        self.surface_density = parameter(surface_density, "surface density", "surface_density", "DarkDisk", require=">=0")
-        self.scale_height = parameter(scale_height, "length", "scale_height", "DarkDisk")
+        self.surface_density = _own_parameter(type(self), "surface_density", surface_density)
+        self.scale_height = _own_parameter(type(self), "scale_height", scale_height)
 
     def _potential(self, x):
         h = self.scale_height

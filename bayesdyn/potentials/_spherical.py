@@ -20,7 +20,7 @@ from numpyro.distributions import Distribution
 
 from .. import units as _units
 from . import _numerics as num
-from ._base import Component, parameter
+from ._base import Component, _own_parameter, parameter
 
 __all__ = [
     "SphericalComponent",
@@ -159,8 +159,8 @@ class NFW(SphericalComponent):
     parameter_types = ("density", "length")
 
     def __init__(self, scale_density: Any, scale_radius: Any):
-        self.scale_density = parameter(scale_density, "density", "scale_density", "NFW")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "NFW")
+        self.scale_density = _own_parameter(type(self), "scale_density", scale_density)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
 
     @classmethod
     def from_virial(
@@ -256,15 +256,19 @@ class Zhao(SphericalComponent):
     gamma: Any
     parameter_names = ("scale_density", "scale_radius", "alpha", "beta", "gamma")
     parameter_types = ("density", "length", "dimensionless", "dimensionless", "dimensionless")
+    parameter_requirements: ClassVar[dict[str, str]] = {"beta": "any", "gamma": "any"}
 
     def __init__(self, scale_density: Any, scale_radius: Any, alpha: Any = 1.0, beta: Any = 3.0, gamma: Any = 1.0):
-        self.scale_density = parameter(scale_density, "density", "scale_density", "Zhao")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Zhao")
-        self.alpha = parameter(alpha, "dimensionless", "alpha", "Zhao")
-        self.beta = parameter(beta, "dimensionless", "beta", "Zhao", require="any")
-        self.gamma = parameter(gamma, "dimensionless", "gamma", "Zhao", require="any")
+        self.scale_density = _own_parameter(type(self), "scale_density", scale_density)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
+        self.alpha = _own_parameter(type(self), "alpha", alpha)
+        self.beta = _own_parameter(type(self), "beta", beta)
+        self.gamma = _own_parameter(type(self), "gamma", gamma)
+        self._check_values()
+
+    def _check_values(self) -> None:
         if isinstance(self.gamma, float) and self.gamma >= 3:
-            raise ValueError(f"Zhao.gamma must be < 3 (finite central mass); got {self.gamma}")
+            raise ValueError(f"{type(self).__name__}.gamma must be < 3 (finite central mass); got {self.gamma}")
 
     def _log_s(self, r):
         s, _ = _safe_positive(r / self.scale_radius)
@@ -384,19 +388,19 @@ class ZhaoAtRadius(SphericalComponent):
     reference_radius: float = eqx.field(static=True)
     parameter_names = ("reference_density", "scale_radius", "alpha", "beta", "gamma")
     parameter_types = ("density", "length", "dimensionless", "dimensionless", "dimensionless")
+    parameter_requirements: ClassVar[dict[str, str]] = {"beta": "any", "gamma": "any"}
     #: constructor keywords that are fixed numbers, never priors (the pipeline's config accepts them too)
     fixed_keywords: ClassVar[tuple[str, ...]] = ("reference_radius",)
 
     def __init__(self, reference_density: Any, scale_radius: Any, alpha: Any = 1.0, beta: Any = 3.0,
                  gamma: Any = 1.0, *, reference_radius: Any):
         owner = "ZhaoAtRadius"
-        self.reference_density = parameter(reference_density, "density", "reference_density", owner)
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", owner)
-        self.alpha = parameter(alpha, "dimensionless", "alpha", owner)
-        self.beta = parameter(beta, "dimensionless", "beta", owner, require="any")
-        self.gamma = parameter(gamma, "dimensionless", "gamma", owner, require="any")
-        if isinstance(self.gamma, float) and self.gamma >= 3:
-            raise ValueError(f"ZhaoAtRadius.gamma must be < 3 (finite central mass); got {self.gamma}")
+        self.reference_density = _own_parameter(type(self), "reference_density", reference_density)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
+        self.alpha = _own_parameter(type(self), "alpha", alpha)
+        self.beta = _own_parameter(type(self), "beta", beta)
+        self.gamma = _own_parameter(type(self), "gamma", gamma)
+        self._check_values()
         fix = "Fix: pass a number in kpc, e.g. reference_radius=0.3 or float(np.median(r)), near the middle of the tracers' radii"
         if isinstance(reference_radius, Distribution) or isinstance(reference_radius, str):
             raise TypeError(
@@ -412,6 +416,10 @@ class ZhaoAtRadius(SphericalComponent):
                     f"(shape {tuple(reference_radius.shape)}). {fix}"
                 ) from None
         self.reference_radius = parameter(reference_radius, "length", "reference_radius", owner)
+
+    def _check_values(self) -> None:
+        if isinstance(self.gamma, float) and self.gamma >= 3:
+            raise ValueError(f"ZhaoAtRadius.gamma must be < 3 (finite central mass); got {self.gamma}")
 
     @property
     def scale_density(self):
@@ -451,8 +459,8 @@ class Burkert(SphericalComponent):
     parameter_types = ("density", "length")
 
     def __init__(self, central_density: Any, scale_radius: Any):
-        self.central_density = parameter(central_density, "density", "central_density", "Burkert")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Burkert")
+        self.central_density = _own_parameter(type(self), "central_density", central_density)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
 
     def _enclosed_mass(self, r):
         return np.pi * self.central_density * self.scale_radius**3 * num.burkert_mass_function(r / self.scale_radius)
@@ -487,8 +495,8 @@ class PseudoIsothermal(SphericalComponent):
     parameter_types = ("density", "length")
 
     def __init__(self, central_density: Any, core_radius: Any):
-        self.central_density = parameter(central_density, "density", "central_density", "PseudoIsothermal")
-        self.core_radius = parameter(core_radius, "length", "core_radius", "PseudoIsothermal")
+        self.central_density = _own_parameter(type(self), "central_density", central_density)
+        self.core_radius = _own_parameter(type(self), "core_radius", core_radius)
 
     def _enclosed_mass(self, r):
         return _FOUR_PI * self.central_density * self.core_radius**3 * num.isothermal_mass_function(r / self.core_radius)
@@ -540,12 +548,13 @@ class CoreNFW(SphericalComponent):
     n: Any
     parameter_names = ("scale_density", "scale_radius", "core_radius", "n")
     parameter_types = ("density", "length", "length", "dimensionless")
+    parameter_requirements: ClassVar[dict[str, str]] = {"n": ">=0"}
 
     def __init__(self, scale_density: Any, scale_radius: Any, core_radius: Any, n: Any = 1.0):
-        self.scale_density = parameter(scale_density, "density", "scale_density", "CoreNFW")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "CoreNFW")
-        self.core_radius = parameter(core_radius, "length", "core_radius", "CoreNFW")
-        self.n = parameter(n, "dimensionless", "n", "CoreNFW", require=">=0")
+        self.scale_density = _own_parameter(type(self), "scale_density", scale_density)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
+        self.core_radius = _own_parameter(type(self), "core_radius", core_radius)
+        self.n = _own_parameter(type(self), "n", n)
 
     def _nfw_mass(self, r):
         return _FOUR_PI * self.scale_density * self.scale_radius**3 * num.nfw_mass_function(r / self.scale_radius)
@@ -616,9 +625,9 @@ class Einasto(SphericalComponent):
     parameter_types = ("density", "length", "dimensionless")
 
     def __init__(self, scale_density: Any, scale_radius: Any, alpha: Any = 0.17):
-        self.scale_density = parameter(scale_density, "density", "scale_density", "Einasto")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Einasto")
-        self.alpha = parameter(alpha, "dimensionless", "alpha", "Einasto")
+        self.scale_density = _own_parameter(type(self), "scale_density", scale_density)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
+        self.alpha = _own_parameter(type(self), "alpha", alpha)
 
     def _shape(self, r):
         n = 1.0 / self.alpha
@@ -661,8 +670,8 @@ class Hernquist(SphericalComponent):
     parameter_types = ("mass", "length")
 
     def __init__(self, mass: Any, scale_radius: Any):
-        self.mass = parameter(mass, "mass", "mass", "Hernquist")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Hernquist")
+        self.mass = _own_parameter(type(self), "mass", mass)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
 
     def _enclosed_mass(self, r):
         return self.mass * (r / (r + self.scale_radius)) ** 2
@@ -689,8 +698,8 @@ class Plummer(SphericalComponent):
     parameter_types = ("mass", "length")
 
     def __init__(self, mass: Any, scale_radius: Any):
-        self.mass = parameter(mass, "mass", "mass", "Plummer")
-        self.scale_radius = parameter(scale_radius, "length", "scale_radius", "Plummer")
+        self.mass = _own_parameter(type(self), "mass", mass)
+        self.scale_radius = _own_parameter(type(self), "scale_radius", scale_radius)
 
     def _enclosed_mass(self, r):
         s2 = (r / self.scale_radius) ** 2
@@ -725,11 +734,15 @@ class PowerLawCutoff(SphericalComponent):
     cutoff_radius: Any
     parameter_names = ("mass", "alpha", "cutoff_radius")
     parameter_types = ("mass", "dimensionless", "length")
+    parameter_requirements: ClassVar[dict[str, str]] = {"alpha": "any"}
 
     def __init__(self, mass: Any, alpha: Any, cutoff_radius: Any):
-        self.mass = parameter(mass, "mass", "mass", "PowerLawCutoff")
-        self.alpha = parameter(alpha, "dimensionless", "alpha", "PowerLawCutoff", require="any")
-        self.cutoff_radius = parameter(cutoff_radius, "length", "cutoff_radius", "PowerLawCutoff")
+        self.mass = _own_parameter(type(self), "mass", mass)
+        self.alpha = _own_parameter(type(self), "alpha", alpha)
+        self.cutoff_radius = _own_parameter(type(self), "cutoff_radius", cutoff_radius)
+        self._check_values()
+
+    def _check_values(self) -> None:
         if isinstance(self.alpha, float) and self.alpha >= 3:
             raise ValueError(f"PowerLawCutoff.alpha must be < 3 (finite mass); got {self.alpha}")
 

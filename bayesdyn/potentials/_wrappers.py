@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._base import Component, CompositePotential, PotentialComponent, parameter
+from ._base import Component, CompositePotential, PotentialComponent, _own_parameter
 from ._spherical import SphericalComponent
 
 __all__ = ["Flattened", "Tilted"]
@@ -53,8 +53,8 @@ class Flattened(PotentialComponent):
 
     def __init__(self, component: Component, q: Any, p: Any = 1.0):
         self.component = _check_wrapped(component, "Flattened", self.parameter_names)
-        self.q = parameter(q, "dimensionless", "q", "Flattened")
-        self.p = parameter(p, "dimensionless", "p", "Flattened")
+        self.q = _own_parameter(type(self), "q", q)
+        self.p = _own_parameter(type(self), "p", p)
 
     def _scaled(self, x):
         return jnp.stack([x[0], x[1] / self.p, x[2] / self.q])
@@ -145,13 +145,14 @@ class Tilted(Component):
     roll: Any
     parameter_names = ("tilt", "azimuth", "roll")
     parameter_types = ("angle", "angle", "angle")
+    parameter_requirements: ClassVar[dict[str, str]] = {"tilt": "any", "azimuth": "any", "roll": "any"}
     _subcomponent_fields: ClassVar[tuple[str, ...]] = ("component",)
 
     def __init__(self, component: Component, tilt: Any, azimuth: Any = 0.0, roll: Any = 0.0):
         self.component = _check_wrapped(component, "Tilted", self.parameter_names)
-        self.tilt = parameter(tilt, "angle", "tilt", "Tilted", require="any")
-        self.azimuth = parameter(azimuth, "angle", "azimuth", "Tilted", require="any")
-        self.roll = parameter(roll, "angle", "roll", "Tilted", require="any")
+        self.tilt = _own_parameter(type(self), "tilt", tilt)
+        self.azimuth = _own_parameter(type(self), "azimuth", azimuth)
+        self.roll = _own_parameter(type(self), "roll", roll)
 
     def rotation(self) -> jax.Array:
         """The (3, 3) matrix R taking body to Galactocentric axes."""
