@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from ..psd._io import _atomic_write
 from ._likelihood import Likelihood, build_data
 from ._mocks import CalibrationMock, get_mock
 from ._quantities import DrawEvaluator, interval_summary
@@ -132,8 +133,12 @@ class CoverageResult:
         cfg_path = out / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"no calibration run in {out} (config.json missing)")
-        config = json.loads(cfg_path.read_text())
-        records = [json.loads(p.read_text()) for p in sorted((out / "realisations").glob("r*.json"))]
+        config = _read_record(cfg_path)
+        try:
+            records = [_read_record(p) for p in sorted((out / "realisations").glob("r*.json"))]
+        except ValueError as err:
+            raise ValueError(f"{err}. Fix: delete it and resume the run (the same call with out={str(out)!r}), "
+                             "which runs that realisation again") from None
         return cls(_rows_table(records), records, config)
 
 
@@ -456,7 +461,11 @@ def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
     rdir = out / "realisations"
     unrecorded = False  # resuming results whose config predates the "model" record
     if cfg_path.is_file() and resume:
-        old = json.loads(cfg_path.read_text())
+        try:
+            old = _read_record(cfg_path)
+        except ValueError as err:
+            raise ValueError(f"{err}: its settings cannot be checked. Fix: use another output folder, or "
+                             "resume=False (--fresh) to discard its results") from None
         unrecorded = "model" not in old and "model" in config and any(rdir.glob("r*.json"))
         differ = sorted(k for k in set(old) | set(config) if k != "realisations" and old.get(k) != config.get(k)
                         and not (k == "model" and unrecorded))
@@ -477,7 +486,7 @@ def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
     rdir.mkdir(parents=True, exist_ok=True)
     # after an unchecked resume the model stays unrecorded: writing it would vouch for the old realisations
     written = {k: v for k, v in config.items() if not (k == "model" and unrecorded)}
-    cfg_path.write_text(json.dumps(written, indent=1))
+    _atomic_write(cfg_path, json.dumps(written, indent=1).encode())
 
 
 def _flow_options(psd_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -695,8 +704,11 @@ def coverage(
     for r in range(realisations):
         path = None if out is None else out / "realisations" / f"r{r:04d}.json"
         if path is not None and path.is_file():
-            records.append(json.loads(path.read_text()))
-            continue
+            try:
+                records.append(_read_record(path))
+                continue
+            except ValueError as err:  # a record cut short (a run killed while writing one before they were atomic)
+                warnings.warn(f"{err}; running realisation {r} again", RuntimeWarning, stacklevel=2)
         seeds = _seeds(seed, r)
         clock = _Clock()
         rec: dict[str, Any] = {"realisation": r, "seeds": seeds}
@@ -711,7 +723,7 @@ def coverage(
         records.append(rec)
         n_run += 1
         if path is not None:
-            path.write_text(json.dumps(rec, indent=1, default=_json_default))
+            _atomic_write(path, json.dumps(rec, indent=1, default=_json_default).encode())  # a kill leaves none
             CoverageResult(_rows_table(records), records, config).save(out, plot=False)
         if progress:
             _progress(mock.name, r, realisations, rec, t_start, n_run)
@@ -757,6 +769,17 @@ def _min_ess(values: list[float]) -> float:
 def _unconverged(rec: dict[str, Any]) -> bool:
     d = rec.get("diagnostics")
     return bool(d) and (d.get("max_r_hat", 1.0) > 1.01 or d.get("divergences", 0) > 0)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A JSON object from a calibration folder, or a ValueError naming the file."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path} is damaged (a JSON {type(rec).__name__}, not an object)")
+    return rec
 
 
 def _json_default(o):
