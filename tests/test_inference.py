@@ -154,6 +154,40 @@ def test_paper_facing_outputs_say_the_runs_problems(tmp_path):
         post.local_dm_line()
 
 
+def test_posterior_file_keeps_info_types_and_refuses_foreign_or_damaged_records(tmp_path):
+    """Posterior.save wrote info with default=float (an int64 count read back as 50.0, a bool as 1.0, an array
+    raised a bare TypeError); load took an ArviZ file without bayesdyn's record as an empty info, and a damaged
+    record gave a bare JSONDecodeError or TypeError."""
+    import arviz as az
+
+    rng = np.random.default_rng(3)
+    samples = {"h.m": rng.normal(size=(4, 500))}
+    info = {"num_divergences": np.int64(50), "flag": np.bool_(True), "widths": np.array([1.5, 2.5]),
+            "scale": jnp.asarray(0.5), "note": "kept"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        Posterior(samples, info).save(tmp_path / "p.nc")
+        back = Posterior.load(tmp_path / "p.nc")
+    assert type(back.info["num_divergences"]) is int and back.info["num_divergences"] == 50
+    assert back.info["flag"] is True and back.info["widths"] == [1.5, 2.5] and back.info["scale"] == 0.5
+    assert back.info["note"] == "kept"
+    with pytest.raises(TypeError, match="info holds a object, which a JSON record cannot hold"):
+        Posterior(samples, {"bad": object()}).save(tmp_path / "q.nc")
+
+    def refused(idata, match):
+        path = tmp_path / "x.nc"
+        idata.to_netcdf(str(path), engine="h5netcdf")
+        with pytest.raises(ValueError, match=r"x\.nc is not a NetCDF posterior written by Posterior\.save \(" + match):
+            Posterior.load(path)
+
+    refused(az.from_dict(posterior=samples), r"its posterior has no bayesdyn_info record\)\. Fix: .*from_samples")
+    refused(az.from_dict(observed_data={"y": np.zeros(3)}), r"it has no posterior group")
+    for record, match in (("{not json", r"its bayesdyn_info record is damaged"), ("[1, 2]", r".*a JSON list")):
+        idata = az.from_dict(posterior=samples)
+        idata.posterior.attrs["bayesdyn_info"] = record
+        refused(idata, match)
+
+
 def test_upper_limit_leaves_out_draws_below_the_physical_bound():
     """upper_limit(lower=0) takes the quantile of the draws at or above 0, as dark_disk_limits does (the posterior
     under the prior truncated at the physical bound); without it, mass below 0 tightened the limit."""

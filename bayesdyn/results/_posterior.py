@@ -384,7 +384,7 @@ class Posterior:
             sample_stats["diverging"] = np.asarray(self.info["diverging"], dtype=bool)
         meta = {k: v for k, v in self.info.items() if k != "diverging"}
         idata = az.from_dict(posterior=self.samples, sample_stats=sample_stats or None)
-        idata.posterior.attrs["bayesdyn_info"] = json.dumps(meta, default=float)
+        idata.posterior.attrs["bayesdyn_info"] = json.dumps(meta, default=_info_default)
         return idata
 
     def save(self, path: str | Path) -> None:
@@ -398,13 +398,24 @@ class Posterior:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no posterior file at {path}")
+        what = f"{path} is not a NetCDF posterior written by Posterior.save"
         try:
             idata = az.from_netcdf(str(path), engine="h5netcdf")
         except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{path} is not a NetCDF posterior written by Posterior.save ({err})") from None
+            raise ValueError(f"{what} ({err})") from None
+        if not hasattr(idata, "posterior"):
+            raise ValueError(f"{what} (it has no posterior group)")
         post = idata.posterior
+        if "bayesdyn_info" not in post.attrs:  # its run's info (divergences, combination, units) would be lost
+            raise ValueError(f"{what} (its posterior has no bayesdyn_info record). Fix: for another tool's "
+                             "draws build Posterior.from_samples({name: (chains, draws) array}, info)")
+        try:
+            info = json.loads(post.attrs["bayesdyn_info"])
+        except (ValueError, RecursionError, TypeError) as err:
+            raise ValueError(f"{what} (its bayesdyn_info record is damaged: {err})") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{what} (its bayesdyn_info record is a JSON {type(info).__name__}, not an object)")
         samples = {k: np.asarray(post[k].values) for k in post.data_vars}
-        info = json.loads(post.attrs.get("bayesdyn_info", "{}"))
         if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
             info["diverging"] = np.asarray(idata.sample_stats["diverging"].values)
         out = cls(samples, info)
@@ -414,6 +425,17 @@ class Posterior:
     def __repr__(self) -> str:
         n = next(iter(self.samples.values())).shape[:2] if self.samples else (0, 0)
         return f"Posterior(chains={n[0]}, draws={n[1]}, sites={self.scalar_names})"
+
+
+def _info_default(obj: Any) -> Any:
+    """JSON for numpy and JAX numbers and arrays in a posterior's info: their own type (``default=float`` had
+    turned an int64 count into 50.0 and a bool into 1.0, and refused arrays)."""
+    if isinstance(obj, np.generic) or hasattr(obj, "__array__"):
+        a = np.asarray(obj)
+        if a.dtype.kind in "biufU":
+            return a.item() if a.ndim == 0 else a.tolist()
+    raise TypeError(f"Posterior.save: info holds a {type(obj).__name__}, which a JSON record cannot hold. Fix: "
+                    "store numbers, strings, lists or dicts of them in info")
 
 
 def _fmt(x: float, digits: int = 4) -> str:
