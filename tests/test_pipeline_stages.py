@@ -220,6 +220,70 @@ def test_member_caveat_of_seed_only_members_does_not_call_them_bootstrap():
     assert "4 bootstrap members" in member_caveat({"n_members": 4})
 
 
+def test_damaged_cache_files_are_computed_again_not_a_traceback(tmp_path, monkeypatch):
+    """A cached file cut short or damaged beside a valid stamp (a full disk, an edit) stopped every later run with a
+    bare BadZipFile, KeyError, JSONDecodeError or AttributeError; each stage now logs it and computes it again."""
+    import bayesdyn.dynamics
+    import bayesdyn.inference
+    from bayesdyn import cli
+    from bayesdyn.inference import AccelerationData
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.results import Posterior
+
+    assert cli.main(["mock", "plummer", "--n", "2000", "--seed", "3", "--output", str(tmp_path / "cat.npz")]) == 0
+    cfg = validate_config({"catalog": {"source": str(tmp_path / "cat.npz")}, "nodes": {"n": 8, "radius_kpc": 0}})
+    calls = {"accelerations": 0, "posterior": 0}
+
+    def estimate(source, nodes, **kw):
+        calls["accelerations"] += 1
+        x = np.asarray(nodes, float)
+        return AccelerationData.create(x, -x, np.broadcast_to(np.eye(3), (len(x), 3, 3)).copy(), sun=kw["sun"])
+
+    def infer(model, data, **kw):
+        calls["posterior"] += 1
+        return Posterior({"halo.mass": np.random.default_rng(0).normal(1.0, 0.1, (4, 500))}, {"num_divergences": 0})
+
+    monkeypatch.setattr(bayesdyn.dynamics, "estimate_accelerations", estimate)
+    monkeypatch.setattr(bayesdyn.inference, "infer", infer)
+    logs = []
+
+    def stages():
+        logs.clear()
+        run = Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append)
+        cat = run.catalog()
+        data = run.accelerations(None, cat)
+        run.posterior(data)
+        return cat, data
+
+    cat0, data0 = stages()
+    assert calls == {"accelerations": 1, "posterior": 1}
+    stages()
+    assert calls == {"accelerations": 1, "posterior": 1} and sum("reusing" in line for line in logs) == 3, logs
+    run = tmp_path / "run"
+    damage = {
+        "accelerations.npz": (lambda p: p.write_bytes(p.read_bytes()[:200]), "BadZipFile"),
+        "posterior.nc": (lambda p: p.write_bytes(p.read_bytes()[:300]), "ValueError"),
+        "catalog.npz": (lambda p: p.write_bytes(p.read_bytes()[:500]), "CatalogError"),
+    }
+    for name, (cut, error) in damage.items():
+        cut(run / name)
+        cat, data = stages()
+        assert any(f"{run / name} cannot be read ({error}" in line and "computing it again" in line
+                   for line in logs), (name, logs)
+        assert cat.n == cat0.n and np.array_equal(np.asarray(data.x), np.asarray(data0.x))
+    assert calls == {"accelerations": 2, "posterior": 2}  # the catalog, rebuilt from the same file, keeps its key
+    with np.load(run / "accelerations.npz") as z:  # a file without an array it needs
+        np.savez(run / "accelerations.npz", **{k: z[k] for k in z.files if k != "cov"})
+    stages()
+    assert any("cannot be read (KeyError" in line for line in logs) and calls["accelerations"] == 3, logs
+    for text in ("[]", '{"path": '):  # the catalog file's record, edited or cut short
+        (run / ".catalog.source.json").write_text(text)
+        cat, _ = stages()
+        assert any(".catalog.source.json is damaged" in line and "reading" in line for line in logs), logs
+        assert cat.n == cat0.n
+    assert calls == {"accelerations": 3, "posterior": 2}
+
+
 def test_a_stage_removes_its_stamp_before_overwriting_its_artefact(tmp_path, monkeypatch):
     """A run killed while a stage writes must not leave the old stamp beside a new or truncated artefact: the stamp is
     removed before the write and written after it."""

@@ -12,6 +12,7 @@ import json
 import platform
 import re
 import time
+import zipfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,15 @@ class Run:
     def _stamp(self, name: str, key: str) -> None:
         (self.folder / f".{name}.stamp").write_text(key + "\n")
 
+    def _reuse(self, tag: str, path: Path, load, errors: tuple[type[BaseException], ...]):
+        """``load(path)``, or None (logged) where the cached file cannot be read: a damaged file, or one of another
+        bayesdyn version, is computed again rather than stopping every later run with a bare traceback."""
+        try:
+            return load(path)
+        except errors as err:
+            self.log(f"{tag} {path} cannot be read ({type(err).__name__}: {err}); computing it again")
+            return None
+
     def _unstamp(self, name: str) -> None:
         """Remove a stage's stamp before its artefact is overwritten: a run killed between the write and the new
         stamp must not find the old stamp beside the new (or a truncated) artefact."""
@@ -210,8 +220,11 @@ class Run:
         # the stamp is the key, then the source file's sha256 (for the later stages' keys: an edited file must not
         # leave the flows, accelerations or posterior of the old stars in use); an earlier version's stamp has no hash
         cached = self._read_stamp("catalog").split(":")[0] in (key, old_key)
+        reused = None
         if cached and path.is_file() and self._source_unchanged(c["source"]):
-            cat = Catalog.load(path)
+            reused = self._reuse("[catalog]", path, Catalog.load, (CatalogError, OSError))
+        if reused is not None:
+            cat = reused
             self.log(f"[catalog] reusing {path} ({cat.n} stars)")
         else:
             if c["source"] != "default":
@@ -269,8 +282,10 @@ class Run:
         src = Path(resolve_source(source, None))
         st = src.stat()
         sha = sha or _sha256(src)
-        rec.write_text(json.dumps({"path": str(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                   "sha256": sha}) + "\n")
+        from ..psd._io import _atomic_write
+
+        _atomic_write(rec, (json.dumps({"path": str(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                        "sha256": sha}) + "\n").encode())
         return sha
 
     def _source_unchanged(self, source: str) -> bool:
@@ -288,7 +303,14 @@ class Run:
         if not rec.is_file():
             self._record_source(source)
             return True
-        old = json.loads(rec.read_text())
+        try:
+            old = json.loads(rec.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+            old = err
+        if not isinstance(old, dict):  # cut short, or edited: the cached catalog cannot be vouched for
+            self.log(f"[catalog] {rec} is damaged ({old if isinstance(old, Exception) else type(old).__name__}): "
+                     f"reading {src} again")
+            return False
         st = src.stat()
         if (old.get("path"), old.get("size"), old.get("mtime_ns")) == (str(src), st.st_size, st.st_mtime_ns):
             return True
@@ -320,12 +342,10 @@ class Run:
         t0 = time.perf_counter()
         psd = None
         if self._cached(name, key) and (folder / "psd.json").is_file():
-            try:
-                psd = load_psd(folder)
-                self.log(f"{tag} reusing {folder}")
-            except PSDFileError as err:  # e.g. written by another bayesdyn version
-                self.log(f"{tag} the saved flows in {folder} cannot be read ({err}); training again")
-        if psd is None:
+            psd = self._reuse(tag, folder, load_psd, (PSDFileError,))  # e.g. written by another bayesdyn version
+        if psd is not None:
+            self.log(f"{tag} reusing {folder}")
+        else:
             pairs = (f" ({p['ensemble'] // p['seeds_per_resample']} bootstrap resamples × {p['seeds_per_resample']} seeds)"
                      if p["seeds_per_resample"] > 1 else "")
             ckpt = self.folder / (name + "_checkpoint")
@@ -387,13 +407,19 @@ class Run:
         key = _fingerprint(*parts)
         path = self.folder / "accelerations.npz"
         t0 = time.perf_counter()
-        if self._cached("accelerations", key) and path.is_file():
+        def load(path):
             with np.load(path, allow_pickle=False) as z:
-                data = AccelerationData.create(
+                return AccelerationData.create(
                     z["x"], z["a"], z["cov"], sun=z["sun"], members=z["members"] if "members" in z else None,
                     member_cov=z["member_cov"] if "member_cov" in z else None,
                     member_groups=z["member_groups"] if "member_groups" in z else None,
                 )
+
+        data = None
+        if self._cached("accelerations", key) and path.is_file():
+            data = self._reuse("[accelerations]", path, load, (OSError, ValueError, KeyError, EOFError,
+                                                              zipfile.BadZipFile))
+        if data is not None:
             self.log(f"[accelerations] reusing {path}")
         else:
             sun = cat.solar.position
@@ -681,8 +707,10 @@ class Run:
         key = self.posterior_key()
         path = self.folder / "posterior.nc"
         t0 = time.perf_counter()
+        post = None
         if self._cached("posterior", key) and path.is_file():
-            post = Posterior.load(path)
+            post = self._reuse("[infer]", path, Posterior.load, (ValueError, OSError))
+        if post is not None:
             self.log(f"[infer] reusing {path}")
         else:
             model = build_model(self.cfg["model"])
