@@ -133,7 +133,7 @@ def test_more_copies_than_resample_groups_are_refused_before_they_are_fitted(x64
     assert len(fits) == 1  # the observed catalog's only
 
 
-def test_resmear_draws_the_given_errors_recuts_the_selection_and_refuses_lost_stars(x64, shared_data):
+def test_resmear_draws_the_given_errors_recuts_the_selection_and_refuses_lost_stars(x64):
     cat = sphere(20_000)
     sv = np.full((cat.n, 3), [1.0, 5.0, 10.0])
     out = resmear(cat, 3, velocity_error=sv * u.km / u.s, position_error=0.01)
@@ -154,19 +154,31 @@ def test_resmear_draws_the_given_errors_recuts_the_selection_and_refuses_lost_st
         resmear(cat, 0, velocity_error=-1.0)
     with pytest.raises(bd.CatalogError):
         resmear(cat, 0)  # no Gaia error columns and no errors given
-    # Gaia rows: the copy is one error_draws draw of the observables
+
+
+def test_resmear_of_gaia_rows_draws_the_catalog_errors(x64, shared_data):
+    """Gaia rows: a copy is one error_draws draw of the observables, and it moves each star by its own errors: the
+    pulls (copy − catalog)/σ over 8 copies of 100 stars have unit spread on every axis (σ from the linearised
+    covariance, independent of the draws; 800 pulls per axis, so ±0.1 is 4 standard errors)."""
     gaia = bd.Catalog.from_gaia(shared_data / "gaia" / "gdr2_rv_100.fits")
     good = gaia.parallax_over_error(5)
     copy = resmear(good, 2)
     xs, vs = good.error_draws(1, 2)
     np.testing.assert_allclose(np.asarray(copy.v), vs[0])
     assert copy.columns == {} and copy.n == good.n
+    sd = np.sqrt(np.diagonal(np.asarray(good.covariance()), axis1=1, axis2=2))  # (N, 6): kpc, then km/s
+    copies = [resmear(good, seed) for seed in range(8)]
+    pv = np.concatenate([(np.asarray(c.v) - np.asarray(good.v)) / sd[:, 3:] for c in copies])
+    px = np.concatenate([(np.asarray(c.x) - np.asarray(good.x)) / sd[:, :3] for c in copies])
+    np.testing.assert_allclose(pv.std(axis=0), 1.0, atol=0.1)
+    np.testing.assert_allclose(px.std(axis=0), 1.0, atol=0.1)
     # 20 stars whose parallax is 1e-9 mas ± 1 mas: some draw a parallax ≤ 0 (all positive: p = 2⁻²⁰); refused
     cols = {k: np.array(c, copy=True) for k, c in good.columns.items()}
     cols["parallax"][:20], cols["parallax_error"][:20] = 1e-9, 1.0
     faint = bd.Catalog(good.x, good.v, solar=good.solar, columns=cols)
     with pytest.raises(ValueError, match="parallax ≤ 0.*parallax_over_error"):
         resmear(faint, 2)
+
 
 def test_pipeline_errors_table_fits_copies_and_corrects_the_accelerations(tmp_path, monkeypatch, x64):
     """[errors] correct = true: the accelerations stage fits one density per re-smeared copy (the stars moved by

@@ -120,8 +120,10 @@ def test_plummer_score_is_exact(plummer_mock):
 
 
 def test_plummer_df_is_normalised():
-    """∫ f d³v = ρ/M at several radii (the DF integrates to 1 over phase space)."""
+    """∫ f d³v = ρ/M at several radii (the DF integrates to 1 over phase space): against the closed form
+    ρ/M = 3/(4πb³) (1 + r²/b²)^(−5/2), and the truth's own tracer_density."""
     truth = plummer(10, seed=0)[1]
+    b = float(truth.params["scale_radius_kpc"])
     with jax.enable_x64(True):
         for r in (0.1, 1.0, 4.0):
             x = jnp.array([r, 0.0, 0.0])
@@ -130,6 +132,7 @@ def test_plummer_df_is_normalised():
             vv = jnp.asarray(np.stack([speed, 0 * speed, 0 * speed], 1))
             f = np.exp(np.asarray(truth.log_df(jnp.broadcast_to(x, vv.shape), vv)))
             nu = np.trapezoid(4 * math.pi * speed**2 * f, speed)
+            assert_allclose(nu, 3 / (4 * math.pi * b**3) * (1 + r**2 / b**2) ** -2.5, rtol=1e-4)
             assert_allclose(nu, float(truth.tracer_density(x)), rtol=1e-4)
 
 

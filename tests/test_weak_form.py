@@ -330,6 +330,12 @@ def test_velocity_errors_bias_the_mass_unless_corrected():
         bd.weak_form_data(cat, volume=ball, velocity_errors=cov)
 
 
+def _relative_change(a, b) -> float:
+    """|a − b| / |b| of two WeakFormData's transport moments (Frobenius norms)."""
+    ta, tb = np.asarray(a.transport, np.float64), np.asarray(b.transport, np.float64)
+    return float(np.linalg.norm(ta - tb) / np.linalg.norm(tb))
+
+
 def test_velocity_errors_from_the_catalogs_gaia_columns():
     """velocity_errors='catalog' is the velocity block of Catalog.covariance() (its Gaia errors)."""
     from test_catalog import fake_gaia
@@ -341,14 +347,16 @@ def test_velocity_errors_from_the_catalogs_gaia_columns():
                               min_stars=300)
     plain = bd.weak_form_data(cat, volume=ball, degree_x=1, min_stars=300)
     np.testing.assert_allclose(np.asarray(from_catalog.transport), np.asarray(given.transport), rtol=1e-12)
-    assert not np.allclose(np.asarray(from_catalog.transport), np.asarray(plain.transport), rtol=1e-6)
+    # the terms change the moments by 0.47 % (norm; 0.57 % and 2.2 % below): > 0.1 % catches a wiring that drops
+    # most of them (their size is checked against Monte Carlo elsewhere); not allclose at 1e-6 passed at 1e-5 of it
+    assert _relative_change(from_catalog, plain) > 1e-3
     # position_errors='catalog': the whole 6 × 6 covariance, with the x–v correlations of the parallax errors, and
     # the errors' mean (Catalog.error_mean: 1/ϖ distances are long on average)
     full = bd.weak_form_data(cat, volume=ball, position_errors="catalog", degree_x=1, min_stars=300)
     given = bd.weak_form_data(cat, volume=ball, position_errors=cat.covariance(), error_mean=cat.error_mean(),
                               degree_x=1, min_stars=300)
     zero_mean = bd.weak_form_data(cat, volume=ball, position_errors=cat.covariance(), degree_x=1, min_stars=300)
-    assert not np.allclose(np.asarray(zero_mean.transport), np.asarray(full.transport), rtol=1e-6)
+    assert _relative_change(zero_mean, full) > 1e-3
     both = bd.weak_form_data(cat, volume=ball, position_errors="catalog", velocity_errors="catalog", degree_x=1,
                              min_stars=300)
     for d in (given, both):
@@ -359,7 +367,7 @@ def test_velocity_errors_from_the_catalogs_gaia_columns():
     np.testing.assert_allclose(np.asarray(full.position_covariance), cat.covariance()[inside, :3, :3], rtol=1e-6)  # float32
     velocities_only = bd.weak_form_data(cat, volume=ball, velocity_errors="catalog", window_power=3, degree_x=1,
                                         min_stars=300)  # the same window: only the position terms differ
-    assert not np.allclose(np.asarray(full.transport), np.asarray(velocities_only.transport), rtol=1e-3)
+    assert _relative_change(full, velocities_only) > 5e-3
     # only the ball's stars' errors are propagated (velocity_errors='catalog' propagated the whole catalog's, and
     # so refused a bad error column of a star the fit never uses)
     d = np.sort(np.linalg.norm(np.asarray(cat.x) - ball[0], axis=1))
