@@ -644,3 +644,42 @@ def test_off_sky_declinations_object_fields_and_huge_members_are_named(tmp_path)
             z.writestr(member, buf.getvalue() + b"\0" * 16)
     with pytest.raises(bd.CatalogError, match="claims more memory than there is"):
         bd.Catalog.load(tmp_path / "huge.npz")
+
+
+def test_save_and_to_table_check_columns_edited_after_the_constructor(tmp_path):
+    """Catalog.columns is a plain dict (the pipeline's own messages say cat.columns[name] = eps; cat.save(path)), and
+    only the constructor checked it: a column "z" replaced the positions in to_table (read back up to 0.2 kpc off) and
+    save wrote a file that load refused; a masked column was saved as the values under its mask, a Gaia column in
+    µas as 1000 times the parallax in mas, and a column of the wrong length as a file that load called damaged."""
+    from bayesdyn.catalog import CatalogError
+
+    rng = np.random.default_rng(0)
+    n = 50
+    x, v = rng.normal(size=(n, 3)) * 0.1 + [-8.0, 0, 0], rng.normal(size=(n, 3)) * 30
+    path = tmp_path / "c.npz"
+    cat = bd.Catalog(x, v)
+    cat.columns["z"] = np.zeros(n)
+    for write in (cat.to_table, lambda: cat.save(path)):
+        with pytest.raises(CatalogError, match=r"\['z'\] are reserved for the positions"):
+            write()
+    assert not path.exists()  # refused before anything is written
+    for bad, match in ((np.zeros(n - 1), "'s' has 49 rows but the catalog has 50 stars"),
+                       (np.float64(3.0), "'s' has no rows but the catalog has 50 stars"),
+                       (np.ma.masked_array(np.arange(n), mask=np.arange(n) % 2 == 0), "'s' has 25 masked")):
+        cat = bd.Catalog(x, v)
+        cat.columns["s"] = bad
+        for write in (cat.to_table, lambda: cat.save(path)):
+            with pytest.raises(CatalogError, match=match):
+                write()
+        assert not path.exists()
+    # converted as the constructor converts them: masked floats NaN, a Gaia column to the archive's unit
+    cat = bd.Catalog(x, v)
+    cat.columns["m"] = np.ma.masked_array(np.arange(n, dtype=float), mask=np.arange(n) % 2 == 0)
+    cat.columns["parallax"] = np.full(n, 500.0) * u.uas
+    cat.save(path)
+    back = bd.Catalog.load(path)
+    assert np.isnan(back.columns["m"][::2]).all() and np.array_equal(back.columns["m"][1::2], np.arange(1.0, n, 2))
+    assert_allclose(back.columns["parallax"], 0.5, rtol=1e-15)
+    t = cat.to_table()
+    assert np.isnan(np.asarray(t["m"])[::2]).all() and t["parallax"].unit == u.mas
+    assert_allclose(t["parallax"].value, 0.5, rtol=1e-15)

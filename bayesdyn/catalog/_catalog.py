@@ -173,6 +173,23 @@ def _as_column(key: str, col: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _checked_columns(columns: Mapping[Any, Any], n: int) -> dict[str, np.ndarray]:
+    """The per-star columns as the constructor keeps them: string names, none of them reserved, each through
+    :func:`_as_column` (one value per star of ``n``; masked entries NaN or refused; Gaia units converted).
+
+    The constructor checks its ``columns=`` with it, and :meth:`Catalog.save` and :meth:`Catalog.to_table` check
+    ``Catalog.columns`` again, a plain dict that may have been edited since (``cat.columns[name] = values``).
+    """
+    keys = [str(k) for k in columns]
+    reserved = sorted(set(keys) & set(RESERVED_COLUMNS))
+    if reserved:  # to_table writes the positions and velocities under these names: a column would replace them
+        raise CatalogError(
+            f"column name(s) {reserved} are reserved for the positions and velocities (to_table writes x, y, z, "
+            "v_x, v_y, v_z); rename them, e.g. columns={'" + reserved[0] + "_obs': ...}"
+        )
+    return {key: _as_column(key, col, n) for key, col in zip(keys, columns.values())}
+
+
 def _bounds(value: Any, physical_type: str, name: str) -> tuple[float, float]:
     """A (min, max) pair; None on either side is open. Quantities accepted."""
     try:
@@ -277,15 +294,7 @@ class Catalog:
         self._x = x
         self._v = v
         self.solar = solar if solar is not None else SolarParameters()
-        reserved = sorted({str(k) for k in (columns or {})} & set(RESERVED_COLUMNS))
-        if reserved:  # to_table writes the positions and velocities under these names: a column would replace them
-            raise CatalogError(
-                f"column name(s) {reserved} are reserved for the positions and velocities (to_table writes x, y, z, "
-                "v_x, v_y, v_z); rename them, e.g. columns={'" + reserved[0] + "_obs': ...}"
-            )
-        self.columns: dict[str, np.ndarray] = {
-            str(key): _as_column(str(key), col, x.shape[0]) for key, col in (columns or {}).items()
-        }
+        self.columns: dict[str, np.ndarray] = _checked_columns(columns or {}, x.shape[0])
         sid = self.columns.get("source_id")
         if sid is not None and sid.dtype.kind in "iu":
             uniq, counts = np.unique(sid, return_counts=True)
@@ -951,14 +960,20 @@ class Catalog:
         that :meth:`from_table` (or :meth:`read` after ``table.write``) restores them.
         ECSV, Parquet and HDF5 (``serialize_meta=True``) keep that metadata; FITS,
         CSV and VOTable keep only the columns. :meth:`save` is the lossless format.
+
+        Raises:
+            CatalogError: a column of :attr:`columns` (a dict that may have been edited since the constructor)
+                that the constructor refuses: a reserved name (x … v_z), the wrong number of rows, masked entries in
+                a column without NaN, or dtype object; a unit of the wrong kind raises :class:`CatalogUnitError`.
         """
+        columns = _checked_columns(self.columns, self.n)  # before the table: a column "z" replaced the positions
         t = QTable()
         for i, a in enumerate("xyz"):
             t[a] = self._x[:, i] * u.kpc
         for i, a in enumerate("xyz"):
             t[f"v_{a}"] = self._v[:, i] * (u.km / u.s)
         recorded = self.meta.get("column_units") or {}
-        for key, col in self.columns.items():
+        for key, col in columns.items():
             unit = _gaia.COLUMN_UNITS.get(key)
             if unit is None and key in recorded:  # a column read with a unit (from_table, extra_columns)
                 try:
@@ -990,12 +1005,13 @@ class Catalog:
             path: the file to write (the name is used as given).
 
         Raises:
-            CatalogError: meta that is not JSON-serialisable.
+            CatalogError: meta that is not JSON-serialisable, or a column that the constructor refuses (see
+                :meth:`to_table`; :attr:`columns` is a plain dict), before anything is written.
         """
-        names = list(self.columns)
-        header = self._header() | {"columns": names}
+        columns = _checked_columns(self.columns, self.n)  # as load will check them: a file that loads, or no file
+        header = self._header() | {"columns": list(columns)}
         arrays = {"x": self._x, "v": self._v}
-        arrays |= {f"col_{i}": np.asarray(self.columns[k]) for i, k in enumerate(names)}
+        arrays |= {f"col_{i}": col for i, col in enumerate(columns.values())}
         _io.write_npz(path, header, arrays)
 
     @classmethod
