@@ -683,3 +683,29 @@ def test_save_and_to_table_check_columns_edited_after_the_constructor(tmp_path):
     t = cat.to_table()
     assert np.isnan(np.asarray(t["m"])[::2]).all() and t["parallax"].unit == u.mas
     assert_allclose(t["parallax"].value, 0.5, rtol=1e-15)
+
+
+def test_save_and_to_table_record_the_unit_of_a_quantity_column(tmp_path):
+    """A column set as a Quantity in a unit that is not Gaia's (cat.columns['dist'] = d * u.pc) was saved as bare
+    numbers with no record of the unit; to_table multiplied it by the unit already recorded for it (pc·kpc). Now its
+    numbers are kept and the unit goes to meta['column_units'], as from_table records a table's."""
+    rng = np.random.default_rng(1)
+    n = 20
+    x, v = rng.normal(size=(n, 3)) * 0.1 + [-8.0, 0, 0], rng.normal(size=(n, 3)) * 30
+    cat = bd.Catalog(x, v, meta={"column_units": {"dist": "kpc", "age": "Gyr"}})
+    cat.columns["dist"] = np.arange(n) * u.pc
+    from astropy.utils.masked import Masked
+
+    cat.columns["flux"] = Masked(np.arange(n, dtype=float) * u.Jy, mask=np.arange(n) == 3)
+    cat.save(tmp_path / "c.npz")
+    back = bd.Catalog.load(tmp_path / "c.npz")
+    assert back.meta["column_units"] == {"dist": "pc", "age": "Gyr", "flux": "Jy"}
+    assert type(back.columns["dist"]) is np.ndarray and np.array_equal(back.columns["dist"], np.arange(n))
+    assert np.isnan(back.columns["flux"][3]) and back.columns["flux"][4] == 4
+    assert cat.meta == {"column_units": {"dist": "kpc", "age": "Gyr"}}  # saving does not edit the catalog
+    t = cat.to_table()
+    assert t["dist"].unit == u.pc and t["flux"].unit == u.Jy
+    assert t.meta["bayesdyn"]["meta"]["column_units"] == back.meta["column_units"]
+    again = bd.Catalog.from_table(t)
+    assert again.meta["column_units"] == back.meta["column_units"]
+    assert np.array_equal(again.columns["dist"], np.arange(n))

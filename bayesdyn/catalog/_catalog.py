@@ -173,12 +173,15 @@ def _as_column(key: str, col: Any, n: int) -> np.ndarray:
     return arr
 
 
-def _checked_columns(columns: Mapping[Any, Any], n: int) -> dict[str, np.ndarray]:
+def _checked_columns(columns: Mapping[Any, Any], n: int, units: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """The per-star columns as the constructor keeps them: string names, none of them reserved, each through
     :func:`_as_column` (one value per star of ``n``; masked entries NaN or refused; Gaia units converted).
 
     The constructor checks its ``columns=`` with it, and :meth:`Catalog.save` and :meth:`Catalog.to_table` check
-    ``Catalog.columns`` again, a plain dict that may have been edited since (``cat.columns[name] = values``).
+    ``Catalog.columns`` again, a plain dict that may have been edited since (``cat.columns[name] = values``). These
+    pass ``units``: a Quantity column that is not Gaia's (which the constructor refuses, having nowhere to keep its
+    unit) then keeps its numbers, and its unit is put in ``units`` for ``meta["column_units"]``, as :meth:`from_table`
+    records a table's.
     """
     keys = [str(k) for k in columns]
     reserved = sorted(set(keys) & set(RESERVED_COLUMNS))
@@ -187,7 +190,15 @@ def _checked_columns(columns: Mapping[Any, Any], n: int) -> dict[str, np.ndarray
             f"column name(s) {reserved} are reserved for the positions and velocities (to_table writes x, y, z, "
             "v_x, v_y, v_z); rename them, e.g. columns={'" + reserved[0] + "_obs': ...}"
         )
-    return {key: _as_column(key, col, n) for key, col in zip(keys, columns.values())}
+    out = {}
+    for key, col in zip(keys, columns.values()):
+        if units is not None and key not in _gaia.COLUMN_UNITS:
+            col = _to_quantity_if_unit(_unmasked(col, f"column {key!r}", nan_ok=False))
+            if isinstance(col, u.Quantity) and col.unit != u.dimensionless_unscaled:
+                units[key] = col.unit.to_string()  # (as _gaia.column_unit writes a table's)
+                col = col.value
+        out[key] = _as_column(key, col, n)
+    return out
 
 
 def _bounds(value: Any, physical_type: str, name: str) -> tuple[float, float]:
@@ -966,13 +977,16 @@ class Catalog:
                 that the constructor refuses: a reserved name (x … v_z), the wrong number of rows, masked entries in
                 a column without NaN, or dtype object; a unit of the wrong kind raises :class:`CatalogUnitError`.
         """
-        columns = _checked_columns(self.columns, self.n)  # before the table: a column "z" replaced the positions
+        units: dict[str, str] = {}
+        columns = _checked_columns(self.columns, self.n, units)  # before the table: a column "z" replaced the positions
         t = QTable()
         for i, a in enumerate("xyz"):
             t[a] = self._x[:, i] * u.kpc
         for i, a in enumerate("xyz"):
             t[f"v_{a}"] = self._v[:, i] * (u.km / u.s)
         recorded = self.meta.get("column_units") or {}
+        if units:
+            recorded = {**dict(recorded), **units}
         for key, col in columns.items():
             unit = _gaia.COLUMN_UNITS.get(key)
             if unit is None and key in recorded:  # a column read with a unit (from_table, extra_columns)
@@ -984,17 +998,22 @@ class Catalog:
                 t[key] = col * unit
             else:
                 t[key] = col
-        t.meta["bayesdyn"] = self._header()
+        t.meta["bayesdyn"] = self._header(units)
         return t
 
-    def _header(self) -> dict[str, Any]:
+    def _header(self, units: Mapping[str, str]) -> dict[str, Any]:
+        """The saved solar parameters, history and meta; ``units`` (from :func:`_checked_columns`) are added to
+        ``meta["column_units"]``."""
+        meta = _detached(self.meta)  # a table's meta must not alias the catalog's
+        if units:
+            meta["column_units"] = {**dict(meta.get("column_units") or {}), **units}
         return {
             "format": _io.FILE_FORMAT,
             "version": _io.FILE_VERSION,
             "n_stars": self.n,
             "solar": self.solar.to_dict(),
             "history": [rec.to_dict() for rec in self.history],
-            "meta": _detached(self.meta),  # a table's meta must not alias the catalog's
+            "meta": meta,
         }
 
     # ------------------------------------------------------------------ files
@@ -1008,8 +1027,9 @@ class Catalog:
             CatalogError: meta that is not JSON-serialisable, or a column that the constructor refuses (see
                 :meth:`to_table`; :attr:`columns` is a plain dict), before anything is written.
         """
-        columns = _checked_columns(self.columns, self.n)  # as load will check them: a file that loads, or no file
-        header = self._header() | {"columns": list(columns)}
+        units: dict[str, str] = {}
+        columns = _checked_columns(self.columns, self.n, units)  # as load will check them: a file that loads, or none
+        header = self._header(units) | {"columns": list(columns)}
         arrays = {"x": self._x, "v": self._v}
         arrays |= {f"col_{i}": col for i, col in enumerate(columns.values())}
         _io.write_npz(path, header, arrays)
