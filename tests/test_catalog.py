@@ -709,3 +709,19 @@ def test_save_and_to_table_record_the_unit_of_a_quantity_column(tmp_path):
     again = bd.Catalog.from_table(t)
     assert again.meta["column_units"] == back.meta["column_units"]
     assert np.array_equal(again.columns["dist"], np.arange(n))
+
+
+def test_load_refuses_a_header_that_names_a_column_twice(tmp_path):
+    """A hand-edited header with columns = ["a", "a"] (col_0 and col_1) loaded with one of the two columns lost."""
+    from bayesdyn.catalog import _io
+
+    rng = np.random.default_rng(2)
+    x, v = rng.normal(size=(4, 3)) + [-8.0, 0, 0], rng.normal(size=(4, 3)) * 30
+    path = tmp_path / "c.npz"
+    bd.Catalog(x, v, columns={"a": np.arange(4), "b": np.arange(4) * 2.0}).save(path)
+    header, arrays = _io.read_npz(path)
+    header["columns"] = ["a", "a"]
+    _io.write_npz(path, header, arrays)
+    with pytest.raises(bd.CatalogError, match=r"damaged catalog file: its header names the column\(s\) \['a'\] more "
+                                              "than once"):
+        bd.Catalog.load(path)

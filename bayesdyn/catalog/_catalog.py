@@ -1041,7 +1041,7 @@ class Catalog:
         Raises:
             FileNotFoundError: no such file.
             CatalogError: not a bayesdyn catalog, a newer file version, or a header
-                that does not match the arrays (shapes, names, counts).
+                that does not match the arrays (shapes, names, counts) or names a column twice.
         """
         header, arrays = _io.read_npz(path)
         what = f"{str(path)!r} is a damaged catalog file"
@@ -1056,6 +1056,12 @@ class Catalog:
         names = header.get("columns")
         if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
             raise CatalogError(f"{what}: header 'columns' must be a list of names")
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:  # (a hand-edited header) a dict of them kept the last column of each name, losing the others
+            raise CatalogError(
+                f"{what}: its header names the column(s) {repeated} more than once, so a column would be lost; give "
+                "each of its 'columns' its own name, or write the catalog again with Catalog.save"
+            )
         expected = {"x", "v"} | {f"col_{i}" for i in range(len(names))}
         if set(arrays) != expected:
             raise CatalogError(
