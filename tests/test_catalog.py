@@ -725,3 +725,10 @@ def test_load_refuses_a_header_that_names_a_column_twice(tmp_path):
     with pytest.raises(bd.CatalogError, match=r"damaged catalog file: its header names the column\(s\) \['a'\] more "
                                               "than once"):
         bd.Catalog.load(path)
+    # names equal as strings (1 and "1") are refused too, in the constructor and when saving an edited catalog
+    with pytest.raises(bd.CatalogError, match=r"\['1'\] are given more than once"):
+        bd.Catalog(x, v, columns={1: np.zeros(4), "1": np.ones(4)})
+    cat = bd.Catalog(x, v)
+    cat.columns[1], cat.columns["1"] = np.zeros(4), np.ones(4)
+    with pytest.raises(bd.CatalogError, match=r"\['1'\] are given more than once"):
+        cat.save(path)

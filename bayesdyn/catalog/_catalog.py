@@ -184,6 +184,12 @@ def _checked_columns(columns: Mapping[Any, Any], n: int, units: dict[str, str] |
     records a table's.
     """
     keys = [str(k) for k in columns]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:  # e.g. 1 and "1": a dict of the names kept the last column of each, losing the others
+        raise CatalogError(
+            f"column name(s) {repeated} are given more than once (as keys that are equal as strings, e.g. 1 and '1'); "
+            "give each column its own name"
+        )
     reserved = sorted(set(keys) & set(RESERVED_COLUMNS))
     if reserved:  # to_table writes the positions and velocities under these names: a column would replace them
         raise CatalogError(
