@@ -147,6 +147,17 @@ def test_save_and_load(plummer_fit, tmp_path):
         neural.load_neural_fit(tmp_path)
 
 
+def _forge_checksum(folder):
+    """Record the sha256 of the folder's current neural.npz in its neural.json, as a deliberate edit would: the
+    checks behind the checksum are then reached."""
+    import hashlib
+    import json
+
+    h = json.loads((folder / "neural.json").read_text())
+    h["arrays_sha256"] = hashlib.sha256((folder / "neural.npz").read_bytes()).hexdigest()
+    (folder / "neural.json").write_text(json.dumps(h))
+
+
 def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path):
     """A saved fit whose header and arrays do not belong together, or that is unreadable or newer, is refused
     with a ValueError naming the file and the fix (before: raw KeyError / AttributeError, or silently loaded)."""
@@ -172,6 +183,7 @@ def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path
                 a = {k: z[k] for k in z.files}
             arrays(a)
             np.savez(d / "neural.npz", **a)
+            _forge_checksum(d)
         return d
 
     cases = {
@@ -191,11 +203,93 @@ def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path
     with zipfile.ZipFile(member / "neural.npz", "w") as out:
         out.writestr("potential.npy", b"\x93NUMPY\x01\x00")
         out.writestr("selection.npy", b"")
+    _forge_checksum(member)
     cases["cannot be read as a .npz"] = member
     for message, folder in cases.items():
         with pytest.raises(ValueError, match=message) as err:
             neural.load_neural_fit(folder)
         assert str(folder) in str(err.value)
+
+
+def _tiny_fit(seed, info, config=None):
+    arch = neural.Architecture(8, 1)
+    pot = neural.NeuralPotential.initialise(seed, center=[0, 0, 0], scale=1.0, amplitude=100.0, architecture=arch,
+                                            members=2)
+    return neural.NeuralFit(pot, None, config or neural.NeuralFitConfig(), info)
+
+
+def test_save_writes_the_header_first_atomically_and_load_checks_the_arrays_checksum(tmp_path, monkeypatch):
+    """A fit whose info holds numpy scalars saves (it failed with a TypeError after neural.npz was written, and the
+    folder then loaded the old header and info with the new weights); a save that cannot be written leaves the
+    folder's fit whole; a save cut between its two files, or another fit's neural.npz copied in, is refused on
+    load (it loaded silently); a v1 fit, saved before the checksum, still loads identically."""
+    import json
+    import shutil
+
+    from bayesdyn.neural import _fit
+
+    folder = tmp_path / "fit"
+    a, c = _tiny_fit(0, {"n_stars": 10}), _tiny_fit(1, {"n_stars": np.int64(99), "loss": np.float32(0.5),
+                                                         "best_step": np.arange(2)})
+    a.save(folder)
+    c.save(folder)
+    back = neural.load_neural_fit(folder)
+    assert back.info == {"n_stars": 99, "loss": 0.5, "best_step": [0, 1]} and type(back.info["n_stars"]) is int
+    assert_allclose(np.asarray(back.potential.weights), np.asarray(c.potential.weights))
+
+    # a value JSON cannot write: refused before either file is touched
+    a.save(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ValueError, match=r"cannot be written as JSON.*nothing was written"):
+        _tiny_fit(1, {"n_stars": object()}).save(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    back = neural.load_neural_fit(folder)
+    assert back.info == {"n_stars": 10}
+    assert_allclose(np.asarray(back.potential.weights), np.asarray(a.potential.weights))
+
+    # a numpy float in the config (accepted when built; save failed on it) round-trips
+    cfg = neural.NeuralFitConfig(learning_rate=np.float32(1e-3))
+    _tiny_fit(0, {}, cfg).save(tmp_path / "f32")
+    assert neural.load_neural_fit(tmp_path / "f32").config == cfg
+
+    # a save killed after neural.npz, before neural.json: the old header with the new weights is refused
+    real = _fit._atomic_write
+
+    def killed(path, data):
+        if path.name == "neural.json":
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(_fit, "_atomic_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        c.save(folder)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"neural\.npz is not the arrays file its header neural\.json.*arrays_sha256"
+                                         r".*write the fit again") as err:
+        neural.load_neural_fit(folder)
+    assert str(folder) in str(err.value)
+
+    # another fit's arrays copied into the folder
+    a.save(folder)
+    c.save(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "neural.npz", folder / "neural.npz")
+    with pytest.raises(ValueError, match="copied from another fit"):
+        neural.load_neural_fit(folder)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    # a v1 header (no checksum) loads as before; a v2 header without its checksum is refused
+    a.save(folder)
+    header = json.loads((folder / "neural.json").read_text())
+    assert header["format_version"] == 2
+    header.pop("arrays_sha256")
+    (folder / "neural.json").write_text(json.dumps(header))
+    with pytest.raises(ValueError, match="lacks arrays_sha256"):
+        neural.load_neural_fit(folder)
+    header["format_version"] = 1
+    (folder / "neural.json").write_text(json.dumps(header))
+    back = neural.load_neural_fit(folder)
+    assert back.info == a.info and back.config == a.config
+    assert_allclose(np.asarray(back.potential.weights), np.asarray(a.potential.weights), rtol=0)
 
 
 def test_map_with_priors_on_weights_through_numpyro(plummer):

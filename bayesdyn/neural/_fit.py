@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import io
 import json
 import math
 import os
@@ -18,6 +20,8 @@ import numpy as np
 import optax
 
 from .. import units as _units
+from ..catalog._io import _json_default
+from ..psd._io import _atomic_write
 from ._efficiency import EFFICIENCY_OFFSET, NeuralEfficiency, NeuralTracerDensity
 from ._network import Architecture, standardisation
 from ._potential import NeuralPotential
@@ -47,7 +51,10 @@ NORMALIZATIONS = ("score", "none")
 DENSITY_PENALTY_POINTS = ("stars", "ball")
 
 FORMAT = "bayesdyn.neural_fit"
-FORMAT_VERSION = 1
+#: v2 records the sha256 of ``neural.npz`` in ``neural.json`` (``arrays_sha256``), checked on load
+FORMAT_VERSION = 2
+#: versions :func:`load_neural_fit` reads: v1 files (written before the checksum) load without the check
+READS_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,11 +220,26 @@ class NeuralFit:
         return self.selection
 
     def save(self, folder: str | os.PathLike) -> pathlib.Path:
-        """Write ``neural.json`` (header) and ``neural.npz`` (weights) to ``folder``; no pickle."""
+        """Write ``neural.json`` (header) and ``neural.npz`` (weights) to ``folder``; no pickle.
+
+        The header is serialised before anything is written (numpy scalars and arrays in ``info`` or the
+        config become JSON numbers and lists), so a fit that cannot be saved leaves the folder as it was. The
+        header records the sha256 of ``neural.npz``, which :func:`load_neural_fit` checks; each file is
+        replaced atomically (a temporary file, then a rename), so a save killed between the two files leaves
+        a pair that is refused on load, never one loaded with the other fit's weights.
+
+        Raises:
+            ValueError: ``info`` or the config holds a value JSON cannot write (nothing is written).
+        """
         folder = pathlib.Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         from .. import __version__
 
+        arrays = {"potential": np.asarray(self.potential.weights)}
+        if self.selection is not None:
+            arrays["selection"] = np.asarray(self.selection.weights)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        blob = buf.getvalue()
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -226,21 +248,30 @@ class NeuralFit:
             "potential": self.potential.header(),
             "selection": None if self.selection is None else self.selection.header(),
             "info": self.info,
+            "arrays_sha256": hashlib.sha256(blob).hexdigest(),
         }
-        arrays = {"potential": np.asarray(self.potential.weights)}
-        if self.selection is not None:
-            arrays["selection"] = np.asarray(self.selection.weights)
-        np.savez(folder / "neural.npz", **arrays)
-        (folder / "neural.json").write_text(json.dumps(header, indent=1))
+        try:
+            text = json.dumps(header, indent=1, default=_json_default)
+        except (TypeError, ValueError) as err:  # before any write: the folder keeps its previous fit whole
+            raise ValueError(f"the fit's info or config cannot be written as JSON ({err}); nothing was written to "
+                             f"{folder}: keep info to numbers, strings, lists and dicts (numpy scalars and "
+                             "arrays are converted)") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / "neural.npz", blob)
+        _atomic_write(folder / "neural.json", text.encode())
         return folder
 
 
 def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     """Read a :class:`NeuralFit` written by :meth:`NeuralFit.save` (``np.load(allow_pickle=False)``).
 
+    A header of format v2 records the sha256 of ``neural.npz``; the arrays are read only when it matches (a
+    v1 header, written before the checksum, has none and loads without the check).
+
     Raises:
-        ValueError: missing or unreadable files, another format or version, or arrays that do not match the
-            header (their names, or the number of members); each message names the file and the fix.
+        ValueError: missing or unreadable files, another format or version, arrays whose sha256 is not the one
+            the header records, or arrays that do not match the header (their names, or the number of members);
+            each message names the file and the fix.
     """
     folder = pathlib.Path(folder)
     head_path, arr_path = folder / "neural.json", folder / "neural.npz"
@@ -256,16 +287,31 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     version = header.get("format_version")
     if header.get("format") != FORMAT:
         raise ValueError(f"{head_path} is format {header.get('format')!r}, not {FORMAT!r}: not a neural fit")
-    if version != FORMAT_VERSION:
-        newer = isinstance(version, int) and version > FORMAT_VERSION
-        raise ValueError(f"{head_path} is {FORMAT!r} v{version}; this bayesdyn reads v{FORMAT_VERSION}: "
+    if isinstance(version, bool) or version not in READS_VERSIONS:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        raise ValueError(f"{head_path} is {FORMAT!r} v{version}; this bayesdyn reads "
+                         f"v{', v'.join(map(str, READS_VERSIONS))}: "
                          + ("upgrade bayesdyn to read it" if newer else "refit it with this version"))
     missing = [k for k in ("config", "potential", "selection", "info") if k not in header]
     if missing:
         raise ValueError(f"{head_path} lacks {missing}; {fix}")
+    try:
+        blob = arr_path.read_bytes()  # read once: the bytes checked are the bytes loaded
+    except OSError as err:
+        raise ValueError(f"{arr_path} cannot be read ({err}); {fix}") from None
+    if version >= 2:
+        recorded, actual = header.get("arrays_sha256"), hashlib.sha256(blob).hexdigest()
+        if recorded is None:
+            raise ValueError(f"{head_path} is v{version} but lacks arrays_sha256, the checksum of {arr_path.name}, "
+                             f"so the arrays cannot be checked; {fix}")
+        if recorded != actual:
+            raise ValueError(
+                f"{arr_path} is not the arrays file its header {head_path.name} was saved with: its sha256 "
+                f"({actual[:12]}…) is not the header's arrays_sha256 ({str(recorded)[:12]}…), so the arrays were "
+                f"changed, damaged or copied from another fit after saving; {fix}")
     expected = {"potential"} | ({"selection"} if header["selection"] is not None else set())
     try:
-        with np.load(arr_path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             files = set(z.files)
             arrays = {k: z[k] for k in expected & files}
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:  # not a zip, truncated, a broken member
