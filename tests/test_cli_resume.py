@@ -234,6 +234,20 @@ def test_relative_catalog_paths_resolve_from_the_config_file(tmp_path, monkeypat
         load_config(config)
 
 
+def test_a_config_file_that_is_not_utf8_or_nested_too_deep_is_a_config_error(tmp_path):
+    """A Latin-1 byte (a bare UnicodeDecodeError) and arrays nested 100,000 deep (a bare RecursionError) are
+    ConfigErrors naming the file and the fix."""
+    from bayesdyn.pipeline import ConfigError, load_config
+
+    config = tmp_path / "run.toml"
+    config.write_bytes(b'[catalog]\nsource = "caf\xe9.fits"\n')
+    with pytest.raises(ConfigError, match=r"run\.toml is not UTF-8 text.*save it again in UTF-8"):
+        load_config(config)
+    config.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match=r"run\.toml is not valid TOML"):
+        load_config(config)
+
+
 def test_config_refuses_bad_priors_ranges_and_scale_heights_before_any_stage(tmp_path, capsys):
     """Values that crashed a stage late (a LogUniform from 0 at the posterior, a negative scale height after the whole
     run, a negative max_stars as a numpy traceback) or were ignored (a negative floor) are refused by validate_config,

@@ -292,6 +292,30 @@ def test_save_writes_the_header_first_atomically_and_load_checks_the_arrays_chec
     assert_allclose(np.asarray(back.potential.weights), np.asarray(a.potential.weights), rtol=0)
 
 
+def test_crafted_neural_files_get_the_damaged_file_error(tmp_path):
+    """An .npy member whose header claims shape (1e11,) (a bare MemoryError) and a neural.json nested 100,000
+    levels deep (a bare RecursionError) raise the loader's ValueError naming the file and the fix."""
+    import zipfile
+
+    folder = tmp_path / "huge"
+    _tiny_fit(0, {}).save(folder)
+    head = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"
+    head = head.ljust(117) + "\n"
+    with zipfile.ZipFile(folder / "neural.npz", "w") as out:
+        out.writestr("potential.npy", b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head.encode())
+    _forge_checksum(folder)
+    with pytest.raises(ValueError, match=r"cannot be read as a \.npz.*write the fit again") as err:
+        neural.load_neural_fit(folder)
+    assert str(folder / "neural.npz") in str(err.value)
+
+    folder = tmp_path / "deep"
+    _tiny_fit(0, {}).save(folder)
+    (folder / "neural.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"not valid JSON.*write the fit again") as err:
+        neural.load_neural_fit(folder)
+    assert str(folder / "neural.json") in str(err.value)
+
+
 def test_map_with_priors_on_weights_through_numpyro(plummer):
     """A neural Φ with a N(0, 1/fan_in) prior on its weights in a PotentialModel; MAP by SVI (AutoDelta)."""
     cat, truth, s_x, s_v = plummer

@@ -269,9 +269,10 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     v1 header, written before the checksum, has none and loads without the check).
 
     Raises:
-        ValueError: missing or unreadable files, another format or version, arrays whose sha256 is not the one
-            the header records, or arrays that do not match the header (their names, or the number of members);
-            each message names the file and the fix.
+        ValueError: missing or unreadable files (a damaged or crafted one included: a header nested too deep,
+            an array whose header claims more memory than there is), another format or version, arrays whose
+            sha256 is not the one the header records, or arrays that do not match the header (their names, or
+            the number of members); each message names the file and the fix.
     """
     folder = pathlib.Path(folder)
     head_path, arr_path = folder / "neural.json", folder / "neural.npz"
@@ -280,7 +281,7 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     fix = "write the fit again with NeuralFit.save (or refit it)"
     try:
         header = json.loads(head_path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise ValueError(f"{head_path} is not valid JSON ({err}); {fix}") from None
     if not isinstance(header, dict):
         raise ValueError(f"{head_path} holds a JSON {type(header).__name__}, not a neural fit's header; {fix}")
@@ -316,6 +317,9 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
             arrays = {k: z[k] for k in expected & files}
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:  # not a zip, truncated, a broken member
         raise ValueError(f"{arr_path} cannot be read as a .npz of arrays ({err}); {fix}") from None
+    except MemoryError:  # a member whose .npy header claims a huge shape (a crafted or damaged file of a few bytes)
+        raise ValueError(f"{arr_path} cannot be read as a .npz of arrays: a member's header claims more memory than "
+                         f"there is (a damaged or crafted file); {fix}") from None
     if files != expected:
         raise ValueError(f"{arr_path} holds the arrays {sorted(files)} where its header {head_path.name} "
                          f"describes {sorted(expected)}: the two files do not belong together; {fix}")

@@ -447,8 +447,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"no configuration file at {path}")
     try:
-        user = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+        user = tomllib.loads(path.read_text(encoding="utf-8"))  # TOML is UTF-8 whatever the locale
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err}); TOML files are UTF-8: save it again in "
+                          "UTF-8") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as err:  # RecursionError: arrays or tables nested too deep
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
     cfg = validate_config(user)
     cfg["catalog"]["source"] = resolve_source(cfg["catalog"]["source"], path.resolve().parent)
