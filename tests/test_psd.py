@@ -421,6 +421,23 @@ def test_save_load_bit_identical_and_tamper_detection(psd, data, tmp_path):
 
 
 
+def test_header_and_arrays_that_do_not_belong_together_name_the_fix(psd, tmp_path):
+    """An ensemble size in psd.json that the arrays do not have (checksum forged) is refused naming the shapes and the
+    fix (it named only the shapes), and a psd.json nested 100,000 levels deep is a damaged file (a bare
+    RecursionError)."""
+    folder = tmp_path / "psd"
+    psd.save(folder)
+    header = json.loads((folder / "psd.json").read_text())
+    header["ensemble"] = 3
+    header["header_sha256"] = hashlib.sha256(_canonical(header)).hexdigest()
+    (folder / "psd.json").write_text(json.dumps(header))
+    with pytest.raises(PSDFileError, match=r"expects \(3, .*do not belong together.*save the object again"):
+        load_psd(folder)
+    (folder / "psd.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PSDFileError, match=r"psd\.json is not valid JSON.*save it again"):
+        load_psd(folder)
+
+
 @pytest.mark.parametrize("version, fix", [(99, "upgrade bayesdyn"), (2, "refit the density")])
 def test_format_version_message_names_the_fix(tmp_path, version, fix):
     """A newer file asks for a newer bayesdyn; an older, unreadable one for a refit."""

@@ -103,7 +103,7 @@ def read_header(folder: str | os.PathLike, name: str, expected_format: str) -> d
         raise PSDFileError(f"no {name}.json in {str(folder)!r}; pass the folder given to save()")
     try:
         header = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise PSDFileError(f"{path} is not valid JSON ({err}); the file is damaged — save it again") from None
     if not isinstance(header, dict) or header.get("format") != expected_format:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
@@ -125,7 +125,9 @@ def _strict_loader(f, x):
         if arr.shape != tuple(x.shape) or arr.dtype != np.dtype(x.dtype):
             raise PSDFileError(
                 f"an array in the leaves file has shape {arr.shape} and dtype {arr.dtype}, but the "
-                f"architecture in the header expects {tuple(x.shape)} and {np.dtype(x.dtype)}"
+                f"architecture in the header expects {tuple(x.shape)} and {np.dtype(x.dtype)}: the header and "
+                "the arrays do not belong together; restore the original pair of files, or save the object "
+                "again (or refit it)"
             )
         return jnp.asarray(arr) if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) else arr
     if isinstance(x, (bool, int, float, complex, np.generic)):
