@@ -477,6 +477,22 @@ def test_disk_poisson_and_potential_gradient(default_mock):
     assert poisson < 1e-6 and gradient < 1e-7, (poisson, gradient)
 
 
+
+def test_disk_dark_matter_density_is_galpys_nfw_halo(default_mock):
+    """DiskTruth.dark_matter_density (the truth check's ρ_DM(⊙)) is MWPotential2014's NFW halo, against galpy."""
+    from galpy.potential import MWPotential2014, evaluateDensities
+
+    _, truth = default_mock
+    x = truth.sphere_center + np.random.default_rng(5).normal(size=(20, 3)) * [3.0, 3.0, 1.0]
+    R, z = np.hypot(x[:, 0], x[:, 1]), x[:, 2]
+    with jax.enable_x64(True):
+        dm = np.asarray(truth.dark_matter_density(jnp.asarray(x)))
+    assert_allclose(dm, evaluateDensities(MWPotential2014[2], R / RO, z / RO) * VO**2 / (RO**2 * G), rtol=1e-9)
+    # about 0.29 GeV/cm³ at the Sun (1 GeV/cm³ = 2.633e7 M☉/kpc³), a tenth of the total there
+    sun = float(truth.dark_matter_density(np.asarray(truth.sphere_center)))
+    assert 0.2 < sun / 2.633e7 < 0.4 and 0.05 < sun / float(truth.density(np.asarray(truth.sphere_center))) < 0.2
+
+
 # ----------------------------------------------------------- file handling
 def test_load_default_refuses_bad_files(tmp_path, default_mock):
     from bayesdyn.mocks._default import save_disk_mock

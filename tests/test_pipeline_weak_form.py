@@ -32,8 +32,16 @@ def test_weak_form_run_needs_no_flows_and_covers_the_mocks_truth(tmp_path):
     assert any("ball: the mock's sphere" in line for line in logs)  # seen through the stage's random subset
     check = (out / "truth_check.md").read_text()
     rows = [ln for ln in check.splitlines() if ln.startswith("| `derived.")]
-    assert len(rows) == 4 and all(ln.split("|")[7].strip() == "yes" for ln in rows), check
+    assert len(rows) == 5 and all(ln.split("|")[7].strip() == "yes" for ln in rows), check
     assert "| `derived.rho_total_sun` | Msun/kpc3 |" in check  # units beside the numbers
+    # ρ_DM(⊙), the headline number, against the mock's halo (it was left out of the truth check): galpy's
+    from galpy.potential import MWPotential2014, evaluateDensities
+
+    import bayesdyn as bd
+
+    sun = np.asarray(bd.mocks.mock_solar_parameters().position, float)
+    dm = evaluateDensities(MWPotential2014[2], np.hypot(*sun[:2]) / 8.0, sun[2] / 8.0) * 220.0**2 / (8.0**2 * bd.units.G)
+    assert f"| `derived.rho_dm_sun` | Msun/kpc3 | {dm:.4g} |" in check, (dm, check)
     summary = (out / "local_dm.txt").read_text().splitlines()
     assert summary[0].startswith("Weak-form fit: 10000 stars, 30 moments; over-identification test J = ")
     assert any(ln.startswith("CAVEAT: intervals from the weak-form fit") for ln in summary)

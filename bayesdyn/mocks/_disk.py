@@ -16,7 +16,7 @@ from .. import units as _u
 from ..catalog import Catalog, SolarParameters
 from ._mw2014 import RO_KPC, VO_KMS, MW2014
 from ._plummer import _check_n_seed
-from ._truth import MockError, Truth, _bayesdyn_version, _np_points, _require_galpy
+from ._truth import MockError, Truth, _bayesdyn_version, _jit_call, _np_points, _points, _require_galpy
 
 __all__ = ["solar_neighbourhood_disk", "DiskTruth", "mock_solar_parameters"]
 
@@ -160,6 +160,16 @@ class DiskTruth(Truth):
     def _density(self, x):
         """MWPotential2014's total mass density [M☉/kpc³] (bulge + disk + halo)."""
         return self.potential_model.density(x)
+
+    def dark_matter_density(self, x: Any) -> jnp.ndarray:
+        """The dark matter's density at ``x`` [kpc]: MWPotential2014's NFW halo, shape (...) [M☉/kpc³]. JAX.
+
+        The truth of a posterior's ``derived.rho_dm_sun`` where the model's dark components are its halo.
+        """
+        return _jit_call(self, _points(x), name="_dark_matter_density")
+
+    def _dark_matter_density(self, x):
+        return self.potential_model._halo_dens(jnp.linalg.norm(x, axis=-1))
 
     def _tracer_density(self, x):
         """Not available: the quasi-isothermal DF's density has no closed form.

@@ -864,10 +864,9 @@ class Run:
             )
         self.log(text)
         if self.truth is not None:
-            check = self._truth_check(post, data)
+            check, n_out, n_rows, outside = self._truth_check(post, data)
             (out / "truth_check.md").write_text(check)
             self.log(check)
-            _, n_out, n_rows, outside = self._check_table(post, data, {"truth": self.truth}, (), "truth")
             if n_out:
                 verdicts.append(f"TRUTH CHECK FAILED: the 95 % intervals exclude the mock's truth for {n_out} of "
                                 f"{n_rows} local quantities ({outside}; truth_check.md).")
@@ -988,12 +987,23 @@ class Run:
             )
         return text, verdict
 
-    def _truth_check(self, post, data) -> str:
-        """Markdown table: posterior against the mock's exact local quantities, with pulls."""
-        return "Mock truth against the posterior (exact values from the mock's potential):\n\n" + self._check_table(
-            post, data, {"truth": self.truth}, (), "truth")[0]
+    def _truth_check(self, post, data) -> tuple[str, int, int, str]:
+        """Markdown table: posterior against the mock's exact local quantities, with pulls; also the number outside
+        the 95 % intervals, the number of rows and a summary of the farthest (as :meth:`_check_table`)."""
+        import jax
 
-    def _check_table(self, post, data, components, dark, label: str) -> tuple[str, int, int, str]:
+        dm = None
+        # the disk mock's NFW halo is the truth of ρ_DM(⊙), where the model has dark components (else it is 0)
+        if hasattr(self.truth, "dark_matter_density") and build_model(self.cfg["model"]).dark:
+            with jax.enable_x64(True):
+                dm = float(self.truth.dark_matter_density(np.asarray(data.sun, dtype=float)))
+        table, *counts = self._check_table(post, data, {"truth": self.truth}, (), "truth", dark_matter=dm)
+        return ("Mock truth against the posterior (exact values from the mock's potential):\n\n" + table, *counts)
+
+    def _check_table(self, post, data, components, dark, label: str,
+                     dark_matter: float | None = None) -> tuple[str, int, int, str]:
+        """The check table of ``post``'s derived quantities against ``components`` (ρ_DM(⊙) from ``dark``, or the
+        given ``dark_matter`` density at the Sun [M☉/kpc³]); also the number outside 95 %, the rows, a summary."""
         import jax
 
         from ..inference import derived_quantities
@@ -1001,7 +1011,10 @@ class Run:
 
         with jax.enable_x64(True):
             true = derived_quantities(components, dark, np.asarray(data.sun, dtype=float))
-        keys = ("rho_total_sun", "v_circ_R0", "Kz_1p1kpc", "Sigma_1p1kpc") + (("rho_dm_sun",) if dark else ())
+        if dark_matter is not None:
+            true = {**true, "rho_dm_sun": dark_matter}
+        keys = (("rho_total_sun", "v_circ_R0", "Kz_1p1kpc", "Sigma_1p1kpc")
+                + (("rho_dm_sun",) if dark or dark_matter is not None else ()))
         n_out, max_pull, farthest = 0, 0.0, None
         rows = [
             f"| quantity | unit | {label} | median | 95 % interval | (median − {label})/sd | inside 95 % | "
