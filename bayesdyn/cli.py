@@ -185,16 +185,20 @@ def _interrupted_message(args: argparse.Namespace, argv: list[str]) -> str:
     lines = ["", "interrupted."]
     folder = getattr(args, "run_folder", None)
     if folder is not None:
-        ckpt = Path(folder) / "psd_checkpoint" / "checkpoint.json"
-        if ckpt.is_file():
+        # the flows' checkpoint and, with [errors] correct = true, each error copy's (psd-copy<c>_checkpoint); a
+        # finished stage's (its psd.json written) is not what the next run continues from
+        for ckpt in sorted(Path(folder).glob("psd*_checkpoint/checkpoint.json")):
+            stage = ckpt.parent.name[: -len("_checkpoint")]
+            if (Path(folder) / stage / "psd.json").is_file():
+                continue
+            copy = stage.removeprefix("psd-copy")
+            what = "flow training checkpoint" + ("" if stage == "psd" else f" of the error copy {copy}")
             try:
                 head = json.loads(ckpt.read_text())
-                lines.append(
-                    f"flow training checkpoint: epoch {head['epoch']} of at most {head['training']['max_epochs']} "
-                    f"in {ckpt.parent}"
-                )
+                lines.append(f"{what}: epoch {head['epoch']} of at most {head['training']['max_epochs']} "
+                             f"in {ckpt.parent}")
             except (ValueError, KeyError, TypeError):
-                lines.append(f"flow training checkpoint in {ckpt.parent}")
+                lines.append(f"{what} in {ckpt.parent}")
         lines.append(f"finished stages are kept in {folder}.")
     lines.append("to continue from the last checkpoint, run the same command again:")
     lines.append("    bayesdyn " + " ".join(shlex.quote(a) for a in argv))

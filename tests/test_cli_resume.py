@@ -134,6 +134,34 @@ def test_ctrl_c_during_training_then_rerun_resumes_to_the_same_flows(tmp_path, m
 
 
 # ---------------------------------------------------------------- the pieces, without subprocesses
+def test_interrupt_message_names_the_checkpoints_in_progress_the_error_copies_too(tmp_path):
+    """With [errors] correct = true each error copy trains its own flows (psd-copy<c>_checkpoint): the message named
+    only the data's checkpoint, also when that stage had finished and a copy's training was the one interrupted."""
+    import argparse
+
+    from bayesdyn.cli import _interrupted_message
+
+    def checkpoint(stage, epoch, finished):
+        (tmp_path / f"{stage}_checkpoint").mkdir()
+        (tmp_path / f"{stage}_checkpoint" / "checkpoint.json").write_text(
+            json.dumps({"epoch": epoch, "training": {"max_epochs": 300}}))
+        if finished:
+            (tmp_path / stage).mkdir()
+            (tmp_path / stage / "psd.json").write_text("{}")
+
+    checkpoint("psd", 300, True)
+    checkpoint("psd-copy0", 300, True)
+    checkpoint("psd-copy1", 41, False)
+    (tmp_path / "psd-copy2_checkpoint").mkdir()
+    (tmp_path / "psd-copy2_checkpoint" / "checkpoint.json").write_text("{cut sh")
+    lines = _interrupted_message(argparse.Namespace(run_folder=str(tmp_path)), ["run", "c.toml"]).splitlines()
+    ckpt1, ckpt2 = tmp_path / "psd-copy1_checkpoint", tmp_path / "psd-copy2_checkpoint"
+    assert f"flow training checkpoint of the error copy 1: epoch 41 of at most 300 in {ckpt1}" in lines, lines
+    assert f"flow training checkpoint of the error copy 2 in {ckpt2}" in lines, lines
+    assert not any("copy0" in ln or "psd_checkpoint" in ln for ln in lines), lines  # finished stages
+    assert lines[-1] == "    bayesdyn run c.toml"
+
+
 def test_sigint_waits_while_a_checkpoint_is_written(monkeypatch):
     """Inside a writer (write_bundle, _atomic_write, ...) Ctrl-C is re-sent 50 ms later; elsewhere it interrupts."""
     from bayesdyn import cli
