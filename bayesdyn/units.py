@@ -139,14 +139,24 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
         raise UnitError(f"{name} has {int(np.sum(mask))} masked (missing) entries; drop or fill them first")
     if getattr(value, "unit", None) is not None and not isinstance(value, u.Quantity):
         value = u.Quantity(value)  # an astropy Column with a unit is a Quantity in disguise
+    elif isinstance(value, (list, tuple)) and any(isinstance(e, u.Quantity) for e in np.ravel(np.array(value, object))):
+        try:  # a point written (-8122 * u.pc, 0 * u.pc, 20.8 * u.pc): one Quantity (it was passed on, and failed)
+            value = u.Quantity(value)
+        except (u.UnitsError, TypeError, ValueError) as err:
+            raise UnitError(f"{name}: its elements' units do not agree ({err}); give them one unit, e.g. "
+                            f"[-8.122, 0, 0.0208] * u.kpc") from None
     if isinstance(value, u.Quantity):
         try:
             out = value.to_value(target)
         except u.UnitConversionError:
+            hint = ""
+            if physical_type == "density" and value.unit.physical_type == "energy density":
+                hint = (" (a dark-matter density quoted in GeV/cm³ is a mass density: write it as "
+                        "value * bd.units.GEV_PER_CM3)")
             raise UnitError(
                 f"{name} was given in {value.unit} (a {value.unit.physical_type}), "
                 f"but it must be a {physical_type}: pass a Quantity convertible to "
-                f"{target}, or a bare number in {target}"
+                f"{target}, or a bare number in {target}{hint}"
             ) from None
         return float(out) if np.ndim(out) == 0 else np.asarray(out)
     return value

@@ -133,3 +133,63 @@ def test_quantities_are_converted_at_the_remaining_boundaries():
         "derived.Kz_1p1kpc", lower=1500.0)
     with pytest.raises(units.UnitError, match="cannot be converted"):
         post.upper_limit("dd.surface_density", lower=0 * u.kpc)
+
+
+def test_quantities_at_the_draw_evaluators_maps_scores_and_positions():
+    """np.asarray/jnp.asarray of a Quantity keeps the number and drops the unit: PotentialModel.derived and
+    validate.evaluate_draws read draws in M☉/pc³ as M☉/kpc³ (10⁹ off) and the Sun in pc as kpc; disequilibrium_map
+    read an acceleration in km/s/Myr as (km/s)²/kpc (978× off); a Table column in pc gave positions in kpc; the CBE
+    primitives dropped units. Each converts now, or refuses where it takes internal units only."""
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+    from astropy.table import Table
+
+    import bayesdyn as bd
+    from bayesdyn import potentials as bp
+    from bayesdyn.dynamics import ExactScores
+    from bayesdyn.validate import density_at, evaluate_draws
+
+    model = bd.PotentialModel(halo=bp.NFW(scale_density=dist.LogUniform(1e5, 1e9), scale_radius=16.0))
+    sun = np.array([-8.122, 0.0, 0.0208])
+    rho = 1e7 / (np.linalg.norm(sun) / 16.0 * (1 + np.linalg.norm(sun) / 16.0) ** 2)  # NFW at the Sun, ρ_s = 1e7
+    for draws, where in (([1e7], sun), ([0.01] * u.Msun / u.pc**3, sun), ([1e7], sun * 1e3 * u.pc)):
+        assert_allclose(np.asarray(model.derived({"halo.scale_density": draws}, where)["derived.rho_dm_sun"]),
+                        [rho], rtol=1e-5)
+        out = evaluate_draws(model, {"halo.scale_density": draws}, {"rho": density_at(where)})
+        assert_allclose(out["rho"], [rho], rtol=1e-5)
+    with pytest.raises(units.UnitError, match="halo.scale_density was given in kpc"):
+        model.derived({"halo.scale_density": [0.01] * u.kpc}, sun)
+    assert model.strip_samples({"halo.scale_density": 2e7}) == {"halo.scale_density": 2e7}
+
+    # positions: an astropy Table column with a unit, and a point written as a tuple of Quantities
+    halo = bp.NFW(1e7, 16.0)
+    column = Table({"x": sun * 1e3}, units={"x": "pc"})["x"]
+    for x in (column, tuple(sun * 1e3 * u.pc)):
+        assert_allclose(float(halo.density(x)), rho, rtol=1e-5)
+    assert_allclose(units.strip((-8122 * u.pc, 0 * u.pc, 20.8 * u.pc), "length"), sun, rtol=1e-12)
+    with pytest.raises(units.UnitError, match="units do not agree"):
+        units.strip((1 * u.kpc, 2 * u.km / u.s), "length")
+    with pytest.raises(units.UnitError, match=r"write it as value \* bd.units.GEV_PER_CM3"):
+        bp.NFW(0.38 * u.GeV / u.cm**3, 16.0)
+    assert_allclose(bp.NFW(0.38 * units.GEV_PER_CM3, 16.0).scale_density, 0.38 * 2.6335e7, rtol=1e-3)
+
+    # the disequilibrium map: an acceleration in km/s/Myr; the exact scores of a Plummer sphere at positions in pc
+    cat, truth = bd.mocks.plummer(3000, seed=1)
+    exact = ExactScores(truth, cat)
+    pts = np.array([[0.5, 0.2, -0.1], [1.0, -0.3, 0.4]])
+    a = np.asarray(truth.acceleration(pts))
+    ref = bd.maps.disequilibrium_map(exact, a, pts, n_velocities=32)
+    in_myr = bd.maps.disequilibrium_map(exact, (a * units.ACCELERATION).to(u.km / u.s / u.Myr), pts, n_velocities=32)
+    # in equilibrium, ∂log f/∂t is float32 round-off (~3e-5 km/s/kpc) with either unit; read as (km/s)²/kpc, the
+    # km/s/Myr numbers gave 200-250 km/s/kpc
+    assert np.all(ref.rms < 1e-3) and np.all(in_myr.rms < 1e-3), (ref.rms, in_myr.rms)
+    assert_allclose(exact.sample_velocities(pts * 1e3 * u.pc, 8, 0), exact.sample_velocities(pts, 8, 0))
+    v = exact.sample_velocities(pts, 1, 0)[:, 0]
+    for got, want in zip(exact.score_members(pts * 1e3 * u.pc, v * 1e3 * u.m / u.s), exact.score_members(pts, v)):
+        assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    ones = jnp.ones(3)
+    for fn in (bd.dynamics.cbe_residuals, bd.dynamics.disequilibrium):
+        with pytest.raises(units.UnitError, match=r"\['a'\] carry units"):
+            fn(ones, ones, ones, np.ones(3) * u.km / u.s / u.Myr)
+    with pytest.raises(units.UnitError, match=r"\['v'\] carry units"):
+        bd.dynamics.lstsq_acceleration(np.ones((8, 3)) * u.km / u.s, np.ones((8, 3)), np.ones((8, 3)))

@@ -41,6 +41,20 @@ class LstsqAcceleration(NamedTuple):
     rms_residual: jax.Array
 
 
+def _plain(what: str, **arrays) -> None:
+    """Refuse astropy Quantities: these primitives take internal units, and ``jnp.asarray`` drops a unit silently
+    (an acceleration in km/s/Myr was read as (km/s)²/kpc, 978× too small)."""
+    given = [k for k, a in arrays.items() if getattr(a, "unit", None) is not None]
+    if given:
+        from ..units import UnitError
+
+        raise UnitError(
+            f"{what}: {given} carry units, which would be dropped; it takes plain arrays in internal units (v km/s, "
+            "s_x 1/kpc, s_v s/km, a (km/s)²/kpc). Fix: convert first, e.g. bd.units.strip(a, 'acceleration') "
+            "or q.to_value(1 / u.kpc)"
+        )
+
+
 def cbe_residuals(v: jax.Array, s_x: jax.Array, s_v: jax.Array, a: jax.Array) -> jax.Array:
     """CBE residuals r = v·s_x + a·s_v, zero for an equilibrium f in the potential with a = −∇Φ.
 
@@ -52,7 +66,11 @@ def cbe_residuals(v: jax.Array, s_x: jax.Array, s_v: jax.Array, a: jax.Array) ->
 
     Returns:
         residuals, (...,) [km/s/kpc] (i.e. 1/time in internal units).
+
+    Raises:
+        UnitError: an argument is an astropy Quantity (convert to internal units first).
     """
+    _plain("cbe_residuals", v=v, s_x=s_x, s_v=s_v, a=a)
     return jnp.sum(v * s_x, axis=-1) + jnp.sum(a * s_v, axis=-1)
 
 
@@ -78,7 +96,6 @@ def _lstsq_one(v, s_x, s_v, ridge):
     return LstsqAcceleration(a, cov, jnp.sqrt(jnp.sum(r**2) / jnp.maximum(m, 1)))
 
 
-@jax.jit
 def lstsq_acceleration(v: jax.Array, s_x: jax.Array, s_v: jax.Array, ridge: float = 0.0) -> LstsqAcceleration:
     """Acceleration at each position by least squares over velocities (DESIGN §3).
 
@@ -95,7 +112,16 @@ def lstsq_acceleration(v: jax.Array, s_x: jax.Array, s_v: jax.Array, ridge: floa
 
     Returns:
         :class:`LstsqAcceleration` with leading shape (...).
+
+    Raises:
+        UnitError: an argument is an astropy Quantity (convert to internal units first).
     """
+    _plain("lstsq_acceleration", v=v, s_x=s_x, s_v=s_v)
+    return _lstsq_acceleration(v, s_x, s_v, ridge)
+
+
+@jax.jit
+def _lstsq_acceleration(v, s_x, s_v, ridge):
     v, s_x, s_v = jnp.broadcast_arrays(jnp.asarray(v), jnp.asarray(s_x), jnp.asarray(s_v))
     if v.ndim < 2 or v.shape[-1] != 3:
         raise ValueError(f"v, s_x, s_v must have shape (..., M, 3); got {v.shape}")
@@ -121,5 +147,9 @@ def disequilibrium(v: jax.Array, s_x: jax.Array, s_v: jax.Array, a: jax.Array) -
 
     Returns:
         ∂log f/∂t, (...,) [km/s/kpc] (1 km/s/kpc ≈ 1.0227 /Gyr).
+
+    Raises:
+        UnitError: an argument is an astropy Quantity (convert to internal units first).
     """
+    _plain("disequilibrium", v=v, s_x=s_x, s_v=s_v, a=a)
     return -cbe_residuals(v, s_x, s_v, a)

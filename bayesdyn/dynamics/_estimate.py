@@ -250,7 +250,9 @@ class ExactScores:
         self.sun = np.asarray(catalog.solar.position)
 
     def sample_velocities(self, x: Any, n: int, seed: int) -> np.ndarray:
-        x = np.asarray(x)
+        from .. import units as _u
+
+        x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
         out = np.empty((x.shape[0], n, 3))
         k = min(4 * n, self.positions.shape[0] - 1)
         for i, xi in enumerate(x):  # loop over nodes (few), not stars
@@ -266,5 +268,8 @@ class ExactScores:
         return out
 
     def score_members(self, x: Any, v: Any):
+        from .. import units as _u
+
+        x, v = _u.strip(x, "length", "x"), _u.strip(v, "velocity", "v")
         s_x, s_v = self.truth.score(jnp.asarray(x), jnp.asarray(v))
         return jnp.asarray(s_x)[None], jnp.asarray(s_v)[None]

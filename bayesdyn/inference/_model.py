@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from .. import units as _units
 from ._data import AccelerationData, StarScoreData, WeakFormData
 
 __all__ = ["PotentialModel", "acceleration_log_likelihood", "derived_quantities", "weak_form_log_likelihood"]
@@ -92,6 +93,16 @@ class PotentialModel:
                 out[f"{cname}.{pname}"] = prior
         return out
 
+    def strip_samples(self, samples: Mapping[str, Any]) -> dict[str, Any]:
+        """``samples`` with Quantities converted to each parameter's internal unit (others unchanged).
+
+        Raises:
+            UnitError: a Quantity of the wrong kind for its parameter.
+        """
+        types = {f"{c}.{n}": t for c, comp in self.components.items()
+                 for n, t in comp.parameter_physical_types().items()}
+        return {k: _units.strip(v, types[k], k) if k in types else v for k, v in samples.items()}
+
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Components with the free parameters set from ``{"component.parameter": value}``.
 
@@ -172,16 +183,27 @@ class PotentialModel:
         numpyro.factor("likelihood", ll / tempering)
 
     def derived(self, samples: Mapping[str, Any], sun: Any) -> dict[str, jax.Array]:
-        """``derived.*`` quantities for every draw of ``samples`` (arrays of any common shape)."""
+        """``derived.*`` quantities for every draw of ``samples`` (arrays of any common shape).
+
+        Args:
+            samples: ``{"component.parameter": draws}`` in each parameter's internal unit, or Quantities
+                (converted; a draw in M☉/pc³ was read as M☉/kpc³).
+            sun: the Sun's position (3,) [kpc], or a length Quantity.
+
+        Returns:
+            ``{"derived.<name>": array of the samples' shape}`` in the units of :func:`derived_quantities`.
+        """
         names = list(self.free_parameters())
         missing = [n for n in names if n not in samples]
         if missing:
             raise KeyError(f"samples lack the free parameters {missing}")
+        samples = self.strip_samples({n: samples[n] for n in names})
         shape = jnp.shape(samples[names[0]]) if names else ()
         flat = {n: jnp.reshape(jnp.asarray(samples[n]), (-1,)) for n in names}
+        sun = jnp.asarray(_units.strip(sun, "length", "sun"))
 
         def one(values):
-            return derived_quantities(self.bind(values), self.dark, jnp.asarray(sun))
+            return derived_quantities(self.bind(values), self.dark, sun)
 
         if names:
             out = jax.jit(jax.vmap(one))(flat)

@@ -322,7 +322,7 @@ def disequilibrium_map(
     if hasattr(acceleration, "acceleration"):
         a = np.asarray(acceleration.acceleration(flat), dtype=float)
     else:
-        a = np.asarray(acceleration, dtype=float).reshape(-1, 3)
+        a = np.asarray(_u.strip(acceleration, "acceleration", "acceleration"), dtype=float).reshape(-1, 3)
         if a.shape != (p, 3):
             raise ValueError(f"acceleration array must be (P, 3) = ({p}, 3) [(km/s)²/kpc]; got {a.shape}")
     v = np.asarray(density.sample_velocities(flat, int(n_velocities), seed))  # (P, M, 3)

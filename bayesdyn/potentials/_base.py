@@ -117,9 +117,7 @@ def _user_stacklevel() -> int:
 
 def _positions(x: Any, what: str) -> jax.Array:
     """Positions as a float array of shape (..., 3) in kpc."""
-    if isinstance(x, u.Quantity):
-        x = _units.strip(x, "length", name="x")
-    x = jnp.asarray(x)
+    x = jnp.asarray(_units.strip(x, "length", name="x"))  # a Table column with a unit in pc was read as kpc
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     if x.ndim == 0 or x.shape[-1] != 3:
@@ -270,6 +268,14 @@ class Component(eqx.Module):
         for prefix, comp, _ in self._subcomponents():
             for name, value in comp.parameters().items():
                 out[prefix + name] = value
+        return out
+
+    def parameter_physical_types(self) -> dict[str, str]:
+        """Every parameter's physical type (as :func:`bayesdyn.units.strip` names them), by the names of
+        :meth:`parameters`: the unit a number or a draw of it is in."""
+        out = dict(zip(self.parameter_names, self.parameter_types))
+        for prefix, comp, _ in self._subcomponents():
+            out.update({prefix + name: ptype for name, ptype in comp.parameter_physical_types().items()})
         return out
 
     def free_parameters(self) -> dict[str, Distribution]:

@@ -44,8 +44,11 @@ def parameter(site: str) -> Callable[[Mapping[str, Any]], Any]:
 
 
 def density_at(point: Any, components: tuple[str, ...] | None = None) -> Callable[[Mapping[str, Any]], Any]:
-    """``fn`` giving the mass density [M☉/kpc³] at ``point`` (3,) [kpc], summed over ``components`` (default all)."""
-    point = np.asarray(point, dtype=float).reshape(3)
+    """``fn`` giving the mass density [M☉/kpc³] at ``point`` (3,) [kpc] (or a length Quantity), summed over
+    ``components`` (default all)."""
+    from .. import units as _units
+
+    point = np.asarray(_units.strip(point, "length", "point"), dtype=float).reshape(3)
 
     def fn(comps):
         names = comps.keys() if components is None else components
@@ -99,6 +102,8 @@ class DrawEvaluator:
         missing = [n for n in self.names if n not in samples]
         if missing:
             raise KeyError(f"samples lack the model's free parameters {missing}; pass the posterior's samples dict")
+        if hasattr(self.model, "strip_samples"):  # a PotentialModel: Quantities in each parameter's internal unit
+            samples = self.model.strip_samples({n: samples[n] for n in self.names})
         shape = np.shape(samples[self.names[0]])
         flat = {n: jnp.reshape(jnp.asarray(samples[n]), (-1,)) for n in self.names}
         out = self._fn(flat)
