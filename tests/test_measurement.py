@@ -131,6 +131,11 @@ def test_more_copies_than_resample_groups_are_refused_before_they_are_fitted(x64
     with pytest.raises(ValueError, match=r"n_copies=5 but the flows have 4 resample groups.*n_copies <= 4"):
         correct_measurement_errors(observed, counting_fit, nodes, n_copies=5, velocity_error=10.0, n_velocities=8)
     assert len(fits) == 1  # the observed catalog's only
+    # a copy that loses stars to the recorded sphere has other bootstrap resamples (drawn by row): said, not silent
+    ball = observed.within(3.0, center=[0.0, 0.0, 0.0])
+    with pytest.warns(UserWarning, match=rf"copy 0 lost \d+ of {ball.n} stars to the recorded selection sphere.*"
+                                         r"paired with the data's by seed only"):
+        correct_measurement_errors(ball, counting_fit, nodes, n_copies=1, position_error=0.5, n_velocities=8)
 
 
 def test_resmear_draws_the_given_errors_recuts_the_selection_and_refuses_lost_stars(x64):

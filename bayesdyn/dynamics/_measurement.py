@@ -23,7 +23,10 @@ enters the members' spread — coherently over the nodes, as the combination nee
 the combination counts their spread like sampling variance, so this part of the
 intervals is conservative (with 2 resamples × 2 seeds and 2 copies, by up to 3×
 in variance). With one copy its noise is common to all members and is in no
-interval: a warning says so.
+interval: a warning says so. A copy that loses stars to a recorded selection
+sphere (position errors) has other bootstrap resamples than the data, as
+``fit_psd`` draws them by row: its members are then paired by seed only, the
+training noise does not cancel and the intervals widen; a warning says so too.
 
 **Position errors are corrected less well.** Their bias is not linear in the error
 variance: on a Gaussian tracer of scale length h in a harmonic potential, errors
@@ -353,6 +356,15 @@ def correct_measurement_errors(
     smeared = []
     for c in range(int(n_copies)):
         copy = resmear(catalog, copy_seed(seed, c), velocity_error=velocity_error, position_error=position_error)
+        if copy.n != catalog.n:  # fit_psd draws its validation split and bootstrap resamples by row
+            warnings.warn(
+                f"re-smeared copy {c} lost {catalog.n - copy.n} of {catalog.n} stars to the recorded selection "
+                "sphere, so its flows' validation split and bootstrap resamples are not the data's: member k of "
+                "the copy is paired with the data's by seed only, their training noise no longer cancels in "
+                "2 a_k − a'_k, and the intervals are wider than with paired members (conservative; up to "
+                "~5/(5 − 4ρ) in variance for a pairing correlation ρ). Velocity errors alone cut no star",
+                UserWarning, stacklevel=2,
+            )
         smeared.append(estimate_accelerations(fit(copy), x, seed=seed, floor=floor, **estimate_options))
     corrected = measurement_error_correction(observed, smeared, floor=floor)
     return MeasurementErrorCorrection(corrected, observed, smeared)
