@@ -193,6 +193,19 @@ def test_gaia_challenge_truth_and_nodes(shared_data):
     with pytest.warns(UserWarning, match="overlapping subsamples of them .* not independent draws"):
         with pytest.raises(ValueError, match="no quantities"):  # (stops the run right after the warning)
             validate.coverage(mock, realisations=2, n_stars=5_000, quantities=["nope"])
+    # ... and summary.md keeps that caveat with the results (the warning reached only the run's console)
+    from bayesdyn.validate._coverage import CoverageResult, _rows_table
+
+    row = dict(quantity="rho", unit="Msun/kpc3", truth=1.0, median=1.0, mean=1.0, sd=0.1, in68=True, in95=True, pit=0.5,
+               **{"q2.5": 0.8, "q16": 0.9, "q84": 1.1, "q97.5": 1.2})
+    records = [{"realisation": r, "rows": [row], "timing": {}} for r in range(2)]
+    cfg = {"mock": mock.to_dict(), "method": "flow", "likelihood": "floor:0.05", "n_stars": 5000, "realisations": 2,
+           "seed": 0, "n_nodes": 16, "n_velocities": 32, "nuts_options": {}, "psd_options": {}}
+    text = CoverageResult(_rows_table(records), records, cfg).to_markdown()
+    assert "**Not independent:** The gaia-challenge-cusp mock is one fixed catalog of 10000 stars: its 2 " \
+           "realisations are overlapping subsamples" in text
+    truth_run = CoverageResult(_rows_table(records), records, {**cfg, "method": "truth"}).to_markdown()
+    assert "Not independent" not in truth_run  # only the noise is drawn: independent
 
 
 def test_disk_truths_match_the_mock_truth(x64):

@@ -310,6 +310,23 @@ def pass_text(row: Any) -> str:
     return "yes" if all(flags) else "**no**"
 
 
+def _not_independent(name: str, fixed: int, realisations: int, n_stars: int) -> str:
+    """The caveat of realisations drawn from one fixed catalog (a Gaia Challenge mock)."""
+    return (f"the {name} mock is one fixed catalog of {fixed} stars: its {realisations} realisations are "
+            f"{'the same stars' if n_stars >= fixed else 'overlapping subsamples of them'} with new flows and nodes, "
+            "not independent draws, so the binomial p-values and pass flags, which assume independence, overstate "
+            "the evidence")
+
+
+def _fixed_stars(mock: dict[str, Any]) -> int | None:
+    """The stars of a recorded Gaia Challenge mock's one catalog (None for other mocks, or its file missing)."""
+    from ._mocks import GAIA_CHALLENGE, GaiaChallengeMock
+
+    if mock.get("kind") not in GAIA_CHALLENGE:
+        return None
+    return GaiaChallengeMock(mock["kind"], data_dir=mock.get("data_dir")).fixed_stars
+
+
 def _markdown(res: CoverageResult) -> str:
     c = res.config
     s = res.summary
@@ -340,6 +357,10 @@ def _markdown(res: CoverageResult) -> str:
         "the sd of a Gaussian that heavy tails do not inflate; the t-test asks whether the mean error is 0.",
         "",
     ]
+    fixed = _fixed_stars(c["mock"])
+    if fixed is not None and n_done > 1 and c["method"] != "truth":  # (the run's warning, kept with its results)
+        note = _not_independent(c["mock"]["name"], fixed, n_done, c["n_stars"])
+        lines += ["**Not independent:** " + note[0].upper() + note[1:] + ".", ""]
     t = res.timing()
     if len(t):
         stages = [k[: -len("_wall_s")] for k in t.columns if k.endswith("_wall_s")]
@@ -674,12 +695,7 @@ def coverage(
         raise ValueError(f"the {mock.name} mock is one fixed catalog of {fixed} stars; asked for n_stars = {n_stars}: "
                          f"give n_stars <= {fixed}")
     if fixed is not None and realisations > 1 and method != "truth":  # (truth: only the noise is drawn anew)
-        warnings.warn(
-            f"the {mock.name} mock is one fixed catalog of {fixed} stars: its {realisations} realisations are "
-            f"{'the same stars' if n_stars == fixed else 'overlapping subsamples of them'} with new flows and nodes, "
-            "not independent draws, so the binomial p-values and pass flags, which assume independence, overstate "
-            "the evidence", UserWarning, stacklevel=2,
-        )
+        warnings.warn(_not_independent(mock.name, fixed, realisations, n_stars), UserWarning, stacklevel=2)
     psd_options = _flow_options(psd_options) if method == "flow" else {**PSD_DEFAULTS, **(psd_options or {})}
     nuts_options = {**NUTS_DEFAULTS, **(nuts_options or {})}
     unknown = set(nuts_options) - set(NUTS_DEFAULTS)
