@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -198,7 +199,7 @@ class PotentialModel:
         if missing:
             raise KeyError(f"samples lack the free parameters {missing}")
         samples = self.strip_samples({n: samples[n] for n in names})
-        shape = jnp.shape(samples[names[0]]) if names else ()
+        shape = np.shape(samples[names[0]]) if names else ()
         flat = {n: jnp.reshape(jnp.asarray(samples[n]), (-1,)) for n in names}
         sun = jnp.asarray(_units.strip(sun, "length", "sun"))
 
