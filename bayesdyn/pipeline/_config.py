@@ -144,10 +144,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
 #: One line per key of :data:`DEFAULT_CONFIG` (outside ``model``), printed after it by ``bayesdyn config`` and listed in
 #: docs/cli.md; a test asks for one per key.
 KEY_HELP: dict[str, str] = {
-    "output": "run folder (stages are cached there; a rerun resumes)",
+    "output": "run folder (stages are cached there; a rerun resumes); relative to the working directory",
     "seed": "master seed of every stage (flows, nodes, velocity draws, NUTS); an integer in [0, 2**31)",
     "catalog.source": '"default" = the shipped disk mock; a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5) or '
-                      "a Catalog .npz (a bayesdyn mock's carries its truth)",
+                      "a Catalog .npz (a bayesdyn mock's carries its truth); relative to the config file's folder",
     "catalog.strict": "refuse rows without a 6D point instead of dropping them (with a warning)",
     "catalog.max_stars": "0 = all; else a random subset of this many stars",
     "catalog.within_kpc": "0 = no cut; else keep stars within this distance of the Sun [kpc]",
