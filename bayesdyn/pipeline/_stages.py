@@ -747,13 +747,21 @@ class Run:
         for name in REPORT_FILES:  # what this config does not write must not stay from an earlier run's
             (out / name).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        (out / "constraints.md").write_text(post.to_markdown())
-        (out / "constraints.tex").write_text(post.to_latex())
-        post.to_csv(out / "constraints.csv")
+        from ..results import ConvergenceWarning
+
         model = build_model(self.cfg["model"])
         lines = []
-        if "derived.rho_dm_sun" in post.samples and model.dark:
-            lines.append(post.local_dm_line())
+        # the posterior's convergence problems were warned about once, by infer or Posterior.load; the tables and
+        # the ρ_DM line carry them (a **Warning:** line, % WARNING comments), so their own warnings would only
+        # repeat the same text twice more on the console
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            (out / "constraints.md").write_text(post.to_markdown())
+            (out / "constraints.tex").write_text(post.to_latex())
+            if "derived.rho_dm_sun" in post.samples and model.dark:
+                lines.append(post.local_dm_line())
+        post.to_csv(out / "constraints.csv")
+        if lines:
             post.local_dm_density().to_csv(out / "local_dm_density.csv", index_label="unit")
         combine = post.info.get("combine")
         # free dark disks counted in ρ_DM(⊙) whose surface-density prior stops at 0 (their draws pile up above it)
