@@ -2,14 +2,17 @@
 
 One mock:
 
-    python benchmarks/calibration.py --mock nfw  --realisations 30 --n-stars 50000 --out docs/calibration/nfw
-    python benchmarks/calibration.py --mock disk --realisations 30 --n-stars 50000 --out docs/calibration/disk
+    python benchmarks/calibration.py --mock nfw  --realisations 30 --n-stars 50000 --max-epochs 30 --out my-nfw
+    python benchmarks/calibration.py --mock disk --realisations 30 --n-stars 50000 --max-epochs 30 --out my-disk
     python benchmarks/calibration.py --mock gaia-challenge --out docs/calibration/gaia-challenge
+
+(the stored runs in docs/calibration/ used 30 epochs, as the suite does: ``--suite full --only nfw`` reruns one; a
+folder that holds a run with other settings refuses to resume with these)
 
 Compare likelihoods on the same flows (fitted once, cached outside the repository):
 
-    python benchmarks/calibration.py --mock nfw --realisations 30 --n-stars 50000 \\
-        --likelihood ensemble --likelihood inflate:auto --likelihood mixture --out docs/calibration/nfw
+    python benchmarks/calibration.py --mock nfw --realisations 30 --n-stars 50000 --max-epochs 30 \\
+        --likelihood ensemble --likelihood inflate:auto --likelihood mixture --out my-nfw
 
 (with several ``--likelihood`` each goes to ``<out>/<likelihood>/``). Controls of
 the harness: ``--method exact`` (the mock's exact scores) or ``--method truth``
