@@ -69,6 +69,30 @@ def psd(data):
     return fit_psd(cat, ensemble=2, seed=0, max_epochs=3, **TINY)
 
 
+def test_sample_velocities_in_blocks_of_positions(psd, data, monkeypatch):
+    """All positions × draws in one program took ~1.1 GB per 1000 positions at n = 256 (a 100 × 100 map grid ~11 GB):
+    positions now go in blocks of VELOCITY_BLOCK // n. A call within one block draws what it drew before; the
+    blocks have their own draws (the same position in two blocks differs), and the same seed gives the same."""
+    from bayesdyn.psd import _density
+    from bayesdyn.psd import _evaluate
+
+    cat, _, _ = data
+    x = np.asarray(cat.x[:10])
+    whole = np.asarray(psd.sample_velocities(x, 8, seed=5))
+    direct = np.asarray(_evaluate.sample_velocities(psd._members, psd._prep, psd._config, _density._seed(5),
+                                                    psd._member_index(None), jnp.asarray(x, psd._dtype), 8))
+    np.testing.assert_array_equal(whole, direct)  # one block: as before
+    monkeypatch.setattr(_density, "VELOCITY_BLOCK", 32)  # 4 positions per block at n = 8: 3 blocks, the last padded
+    twice = np.concatenate([x, x])
+    blocks = np.asarray(psd.sample_velocities(twice, 8, seed=5))
+    assert blocks.shape == (20, 8, 3) and np.all(np.isfinite(blocks))
+    np.testing.assert_array_equal(blocks[:4], np.asarray(psd.sample_velocities(x[:4], 8, seed=5)))  # block 0's seed
+    assert not np.any(np.all(blocks[:10] == blocks[10:], axis=(1, 2)))  # no block repeats another's draws
+    np.testing.assert_array_equal(blocks, np.asarray(psd.sample_velocities(twice, 8, seed=5)))
+    members = np.asarray(psd.sample_velocities(twice, 8, seed=5, member=1))
+    assert members.shape == (20, 8, 3) and not np.array_equal(members, blocks)
+
+
 def _members(psd, k):
     return jax.tree.map(lambda a: a[k] if eqx.is_array(a) else a, psd._members)
 
