@@ -594,8 +594,9 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
 
 def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress,
                   inverse_mass_matrix=None):
-    # vectorised chains run everywhere; "parallel" needs one device per chain. The data
-    # are a traced argument (jit_model_args), so one compiled sampler serves every member.
+    # vectorised chains run everywhere; "parallel" needs one device per chain. The data are a traced argument
+    # (jit_model_args), but NumPyro 0.22 still compiles its sampling loop (_fori_collect_loop) anew at every
+    # MCMC.run, ~1.5–4 s per member on 2 CPU cores (a review's measurement): not yet avoided here.
     # inverse_mass_matrix: the adaptation's start (None: the identity; see _real_line_mass)
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     return MCMC(
