@@ -186,10 +186,12 @@ def _interrupted_message(args: argparse.Namespace, argv: list[str]) -> str:
     folder = getattr(args, "run_folder", None)
     if folder is not None:
         # the flows' checkpoint and, with [errors] correct = true, each error copy's (psd-copy<c>_checkpoint); a
-        # finished stage's (its psd.json written) is not what the next run continues from
+        # finished stage's (its psd.json written after the checkpoint) is not what the next run continues from; an
+        # older psd.json is an earlier run's, beside a retraining with other settings
         for ckpt in sorted(Path(folder).glob("psd*_checkpoint/checkpoint.json")):
             stage = ckpt.parent.name[: -len("_checkpoint")]
-            if (Path(folder) / stage / "psd.json").is_file():
+            saved = Path(folder) / stage / "psd.json"
+            if saved.is_file() and saved.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns:
                 continue
             copy = stage.removeprefix("psd-copy")
             what = "flow training checkpoint" + ("" if stage == "psd" else f" of the error copy {copy}")

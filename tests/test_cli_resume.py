@@ -160,6 +160,12 @@ def test_interrupt_message_names_the_checkpoints_in_progress_the_error_copies_to
     assert f"flow training checkpoint of the error copy 2 in {ckpt2}" in lines, lines
     assert not any("copy0" in ln or "psd_checkpoint" in ln for ln in lines), lines  # finished stages
     assert lines[-1] == "    bayesdyn run c.toml"
+    # a psd.json older than the checkpoint is an earlier run's, beside a retraining with other settings: in progress
+    ckpt = tmp_path / "psd_checkpoint" / "checkpoint.json"
+    old = ckpt.stat().st_mtime_ns - 10**9
+    os.utime(tmp_path / "psd" / "psd.json", ns=(old, old))
+    lines = _interrupted_message(argparse.Namespace(run_folder=str(tmp_path)), ["run", "c.toml"]).splitlines()
+    assert f"flow training checkpoint: epoch 300 of at most 300 in {ckpt.parent}" in lines, lines
 
 
 def test_sigint_waits_while_a_checkpoint_is_written(monkeypatch):

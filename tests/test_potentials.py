@@ -730,8 +730,15 @@ def test_bind_checks_numbers_as_the_constructor_does():
     assert float(bp.Zhao(1e7, 16.0).bind({"gamma": -0.5}).gamma) == -0.5
     bound = bp.NFW(1e7, 16.0).bind({"scale_radius": 12})
     assert type(bound.scale_radius) is float and bound.scale_radius == 12.0  # an int is a float, as in __init__
-    with pytest.raises(ValueError, match=r"bind a JAX array, e\.g\. jnp\.asarray\(value\)"):
-        bp.DarkDisk(1e7, 0.1).bind({"surface_density": -1.0})
+    for comp, values in ((bp.DarkDisk(1e7, 0.1), {"surface_density": -1.0}), (bp.Zhao(1e7, 16.0), {"gamma": 3.5})):
+        with pytest.raises(ValueError, match=r"bind a JAX array, e\.g\. jnp\.asarray\(value\)"):
+            comp.bind(values)
+    # an MN3 disk with a free mass: its shape check needs no mass (a prior there raised TypeError, in __init__ too)
+    free_mass = bp.MN3ExponentialDisk(dist.Uniform(1e10, 1e11), 2.6, 0.3)
+    assert_allclose(np.asarray(free_mass.bind({"mass": 5e10}).acceleration([8.0, 0.0, 0.1])),
+                    np.asarray(bp.MN3ExponentialDisk(5e10, 2.6, 0.3).acceleration([8.0, 0.0, 0.1])), rtol=1e-7)
+    all_free = bp.MN3ExponentialDisk(dist.Uniform(1e10, 1e11), dist.Uniform(1.0, 5.0), dist.Uniform(0.1, 0.5))
+    assert list(all_free.bind({"scale_length": 2.6, "scale_height": 0.35}).free_parameters()) == ["mass"]
     # JAX arrays pass unchecked (NUTS, autodiff probes and a linear design at zero amplitude bind them), and so do
     # a prior's draws substituted as numbers (numpyro's log_density with a dict of floats)
     free = PotentialModel(dark=(), halo=bp.Plummer(mass=dist.Uniform(0.0, 1e10), scale_radius=1.0))

@@ -210,6 +210,12 @@ def test_amplitude_parameters_give_linear_moments_with_the_same_likelihood(plumm
         both = bd.PotentialModel(dark=(), halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11),
                                                                      scale_radius=dist.Uniform(0.5, 2)))
         assert _with_linear_moments(both, plain).linear_moments is None
+        # a dark disk whose prior's mean is below 0: the linearity probe binds that mean (an array: numbers below
+        # the range are refused by bind) and finds the amplitude linear
+        dd = bd.PotentialModel(dark=(), halo=bd.potentials.Plummer(mass=MASS, scale_radius=B),
+                               dd=bd.potentials.DarkDisk(surface_density=dist.Normal(-1e6, 1e7), scale_height=0.1))
+        dd_data = _with_linear_moments(dd, _with_fixed_acceleration(dd, bare))
+        assert dd_data.linear_moments is not None and dd_data.linear_moments.shape == (1, 30)
 
 
 def test_auto_ball_refuses_a_sphere_that_later_cuts_made_incomplete():

@@ -99,6 +99,10 @@ def _own_parameter(cls: type, name: str, value: Any) -> Any:
     return parameter(value, ptype, name, cls.__name__, cls.parameter_requirements.get(name, ">0"))
 
 
+_BIND_FIX = (". Fix: bind a value in range; to evaluate one outside it on purpose (a draw of a prior that reaches "
+             "past it), bind a JAX array, e.g. jnp.asarray(value)")
+
+
 def _is_plain_number(value: Any) -> bool:
     """A Python or NumPy number (or 0-d NumPy array): checked like a constructor argument.
     JAX arrays (traced or not), priors and arrays of weights are bound unchecked."""
@@ -108,7 +112,7 @@ def _is_plain_number(value: Any) -> bool:
 def _user_stacklevel() -> int:
     """The ``warnings.warn`` stacklevel of the first frame outside bayesdyn and equinox (whose
     ``__init__`` wrappers add frames), so that a warning points at the user's line."""
-    skip = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(eqx.__file__))
+    skip = (os.path.dirname(os.path.dirname(__file__)) + os.sep, os.path.dirname(eqx.__file__) + os.sep)
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame, level = frame.f_back, level + 1
@@ -316,9 +320,7 @@ class Component(eqx.Module):
                     try:
                         value = _own_parameter(type(self), name, value)
                     except ValueError as err:
-                        raise ValueError(f"{err}. Fix: bind a value in range; to evaluate one outside it on "
-                                         "purpose (a draw of a prior that reaches past it), bind a JAX array, "
-                                         "e.g. jnp.asarray(value)") from None
+                        raise ValueError(f"{err}{_BIND_FIX}") from None
                 elif isinstance(value, u.Quantity):
                     value = _units.strip(value, ptype, name=f"{type(self).__name__}.{name}")
                 new = eqx.tree_at(lambda m, n=name: getattr(m, n), new, value)
@@ -326,7 +328,10 @@ class Component(eqx.Module):
             mine = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
             if mine:
                 new = eqx.tree_at(getter, new, comp.bind(mine))
-        new._check_values()
+        try:
+            new._check_values()
+        except ValueError as err:
+            raise ValueError(f"{err}{_BIND_FIX}") from None
         return new
 
     def _check_values(self) -> None:

@@ -152,7 +152,7 @@ class MN3ExponentialDisk(Component):
     def _check_values(self) -> None:
         if isinstance(self.scale_length, float) and isinstance(self.scale_height, float):
             ratio = self.scale_height / self.scale_length
-            parts = [(float(a), float(b)) for _, a, b in self.disks()]
+            parts = [(float(a), float(b)) for a, b in self._shapes()[1]]  # (a free mass is still a prior)
             b_hr = parts[0][1] / self.scale_length
             if any(b <= 0 or a + b <= 0 for a, b in parts):  # no Miyamoto–Nagai potential (accepted silently)
                 raise ValueError(
@@ -167,15 +167,20 @@ class MN3ExponentialDisk(Component):
                               "checks); the three Miyamoto–Nagai disks approximate the exponential disk poorly",
                               UserWarning, stacklevel=_user_stacklevel())
 
-    def disks(self) -> list[tuple[Any, Any, Any]]:
-        """The three Miyamoto–Nagai disks as (mass [M☉], a [kpc], b [kpc])."""
+    def _shapes(self) -> tuple[list[Any], list[tuple[Any, Any]]]:
+        """The three disks' mass fractions and their (a [kpc], b [kpc]), from h_R and h_z alone."""
         ratio = self.scale_height / self.scale_length
         c3, c2, c1 = _MN3_B_SECH2 if self.sech2 else _MN3_B_EXP
         b_hr = ((c3 * ratio + c2) * ratio + c1) * ratio
         table = _MN3_POSITIVE if self.positive_density else _MN3_NEGATIVE
         coeffs = [num.horner([float(c) for c in row[::-1]], b_hr) for row in table]
         b = b_hr * self.scale_length
-        return [(coeffs[i] * self.mass, coeffs[i + 3] * self.scale_length, b) for i in range(3)]
+        return coeffs[:3], [(coeffs[i + 3] * self.scale_length, b) for i in range(3)]
+
+    def disks(self) -> list[tuple[Any, Any, Any]]:
+        """The three Miyamoto–Nagai disks as (mass [M☉], a [kpc], b [kpc])."""
+        fractions, shapes = self._shapes()
+        return [(f * self.mass, a, b) for f, (a, b) in zip(fractions, shapes)]
 
     def _potential(self, x):
         return sum(_mn_potential(x, *d) for d in self.disks())
