@@ -252,22 +252,30 @@ def test_save_writes_the_header_first_atomically_and_load_checks_the_arrays_chec
     _tiny_fit(0, {}, cfg).save(tmp_path / "f32")
     assert neural.load_neural_fit(tmp_path / "f32").config == cfg
 
-    # a save killed after neural.npz, before neural.json: the old header with the new weights is refused
+    # a save killed between its two files (the header is written first): the new header with the old weights is
+    # refused, also over a v1 fit, whose header has no checksum (the other order left that pair loadable)
     real = _fit._atomic_write
 
     def killed(path, data):
-        if path.name == "neural.json":
+        if path.name == "neural.npz":
             raise KeyboardInterrupt
         real(path, data)
 
-    monkeypatch.setattr(_fit, "_atomic_write", killed)
-    with pytest.raises(KeyboardInterrupt):
-        c.save(folder)
-    monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"neural\.npz is not the arrays file its header neural\.json.*arrays_sha256"
-                                         r".*write the fit again") as err:
-        neural.load_neural_fit(folder)
-    assert str(folder) in str(err.value)
+    for v1 in (False, True):
+        a.save(folder)
+        if v1:
+            header = json.loads((folder / "neural.json").read_text())
+            header.pop("arrays_sha256")
+            (folder / "neural.json").write_text(json.dumps({**header, "format_version": 1}))
+            assert_allclose(np.asarray(neural.load_neural_fit(folder).potential.weights), np.asarray(a.potential.weights))
+        monkeypatch.setattr(_fit, "_atomic_write", killed)
+        with pytest.raises(KeyboardInterrupt):
+            c.save(folder)
+        monkeypatch.undo()
+        with pytest.raises(ValueError, match=r"neural\.npz is not the arrays file its header neural\.json.*"
+                                             r"arrays_sha256.*write the fit again") as err:
+            neural.load_neural_fit(folder)
+        assert str(folder) in str(err.value)
 
     # another fit's arrays copied into the folder
     a.save(folder)

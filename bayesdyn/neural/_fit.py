@@ -224,9 +224,10 @@ class NeuralFit:
 
         The header is serialised before anything is written (numpy scalars and arrays in ``info`` or the
         config become JSON numbers and lists), so a fit that cannot be saved leaves the folder as it was. The
-        header records the sha256 of ``neural.npz``, which :func:`load_neural_fit` checks; each file is
-        replaced atomically (a temporary file, then a rename), so a save killed between the two files leaves
-        a pair that is refused on load, never one loaded with the other fit's weights.
+        header records the sha256 of ``neural.npz``, which :func:`load_neural_fit` checks, and is written
+        first; each file is replaced atomically (a temporary file, then a rename), so a save killed between
+        the two files leaves the new header beside the old arrays, which it refuses on load (also those of a
+        v1 fit), never a pair loaded with the other fit's weights.
 
         Raises:
             ValueError: ``info`` or the config holds a value JSON cannot write (nothing is written).
@@ -257,8 +258,10 @@ class NeuralFit:
                              f"{folder}: keep info to numbers, strings, lists and dicts (numpy scalars and "
                              "arrays are converted)") from None
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "neural.npz", blob)
+        # the header first: killed before the arrays, its checksum refuses the old ones, also those of a v1 fit
+        # (no checksum of its own), which the other order left loadable beside the new weights
         _atomic_write(folder / "neural.json", text.encode())
+        _atomic_write(folder / "neural.npz", blob)
         return folder
 
 
