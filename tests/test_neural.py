@@ -230,11 +230,12 @@ def test_save_writes_the_header_first_atomically_and_load_checks_the_arrays_chec
 
     folder = tmp_path / "fit"
     a, c = _tiny_fit(0, {"n_stars": 10}), _tiny_fit(1, {"n_stars": np.int64(99), "loss": np.float32(0.5),
-                                                         "best_step": np.arange(2)})
+                                                         "best_step": np.arange(2), "rate": jnp.asarray(0.25)})
     a.save(folder)
     c.save(folder)
     back = neural.load_neural_fit(folder)
-    assert back.info == {"n_stars": 99, "loss": 0.5, "best_step": [0, 1]} and type(back.info["n_stars"]) is int
+    assert back.info == {"n_stars": 99, "loss": 0.5, "best_step": [0, 1], "rate": 0.25}  # (a JAX scalar too)
+    assert type(back.info["n_stars"]) is int
     assert_allclose(np.asarray(back.potential.weights), np.asarray(c.potential.weights))
 
     # a value JSON cannot write: refused before either file is touched

@@ -89,11 +89,12 @@ FILE_VERSION = 1
 
 
 def _json_default(obj: Any) -> Any:
-    """numpy scalars and arrays in meta become plain JSON numbers and lists."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biufU":
-        return obj.tolist()
+    """numpy and JAX scalars and arrays become plain JSON numbers (of their own type: an int stays an int) and
+    lists; the ``default=`` of every JSON record bayesdyn writes (catalogs, neural fits, posteriors, calibrations)."""
+    if isinstance(obj, np.generic) or hasattr(obj, "__array__"):
+        a = np.asarray(obj)
+        if a.dtype.kind in "biufU":
+            return a.item() if a.ndim == 0 else a.tolist()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

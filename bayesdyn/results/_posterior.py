@@ -384,7 +384,13 @@ class Posterior:
             sample_stats["diverging"] = np.asarray(self.info["diverging"], dtype=bool)
         meta = {k: v for k, v in self.info.items() if k != "diverging"}
         idata = az.from_dict(posterior=self.samples, sample_stats=sample_stats or None)
-        idata.posterior.attrs["bayesdyn_info"] = json.dumps(meta, default=_info_default)
+        from ..catalog._io import _json_default
+
+        try:
+            idata.posterior.attrs["bayesdyn_info"] = json.dumps(meta, default=_json_default)
+        except TypeError as err:  # (default=float had read an int64 count back as 50.0, a bool as 1.0)
+            raise TypeError(f"Posterior.save: info cannot be written as a JSON record ({err}). Fix: store numbers, "
+                            "strings, lists or dicts of them in info") from None
         return idata
 
     def save(self, path: str | Path) -> None:
@@ -425,17 +431,6 @@ class Posterior:
     def __repr__(self) -> str:
         n = next(iter(self.samples.values())).shape[:2] if self.samples else (0, 0)
         return f"Posterior(chains={n[0]}, draws={n[1]}, sites={self.scalar_names})"
-
-
-def _info_default(obj: Any) -> Any:
-    """JSON for numpy and JAX numbers and arrays in a posterior's info: their own type (``default=float`` had
-    turned an int64 count into 50.0 and a bool into 1.0, and refused arrays)."""
-    if isinstance(obj, np.generic) or hasattr(obj, "__array__"):
-        a = np.asarray(obj)
-        if a.dtype.kind in "biufU":
-            return a.item() if a.ndim == 0 else a.tolist()
-    raise TypeError(f"Posterior.save: info holds a {type(obj).__name__}, which a JSON record cannot hold. Fix: "
-                    "store numbers, strings, lists or dicts of them in info")
 
 
 def _fmt(x: float, digits: int = 4) -> str:

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from ..catalog._io import _json_default
 from ..psd._io import _atomic_write
 from ._likelihood import Likelihood, build_data
 from ._mocks import CalibrationMock, get_mock
@@ -796,16 +797,6 @@ def _read_record(path: Path) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise ValueError(f"{path} is damaged (a JSON {type(rec).__name__}, not an object)")
     return rec
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _progress(name, r, total, rec, t_start, n_run):
