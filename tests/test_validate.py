@@ -206,6 +206,9 @@ def test_gaia_challenge_truth_and_nodes(shared_data):
            "realisations are overlapping subsamples" in text
     truth_run = CoverageResult(_rows_table(records), records, {**cfg, "method": "truth"}).to_markdown()
     assert "Not independent" not in truth_run  # only the noise is drawn: independent
+    elsewhere = {**cfg, "mock": {**cfg["mock"], "data_dir": "/nonexistent"}}  # its file not here: the caveat stays
+    assert "**Not independent:** The gaia-challenge-cusp mock is one fixed catalog: its 2 realisations are the " \
+           "same stars or overlapping" in CoverageResult(_rows_table(records), records, elsewhere).to_markdown()
 
 
 def test_disk_truths_match_the_mock_truth(x64):
@@ -276,6 +279,9 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
     # resumes with a warning that says it could not check
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == repr(validate.NFWMock().model())
+    (out / "config.json").write_text("[]")  # edited or cut short: load names it and the fix
+    with pytest.raises(ValueError, match=r"config\.json is damaged \(a JSON list, not an object\)\. Fix: restore it"):
+        validate.CoverageResult.load(out)
     (out / "config.json").write_text(json.dumps({**cfg, "model": "PotentialModel(halo=Zhao(...))"}))
     with pytest.raises(ValueError, match=r"differ in \['model'\]"):
         validate.coverage("nfw", out=out, **QUICK)

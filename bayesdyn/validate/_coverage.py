@@ -134,7 +134,12 @@ class CoverageResult:
         cfg_path = out / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"no calibration run in {out} (config.json missing)")
-        config = _read_record(cfg_path)
+        try:
+            config = _read_record(cfg_path)
+        except ValueError as err:
+            raise ValueError(f"{err}. Fix: restore it from a copy; its realisations' records are in "
+                             f"{out / 'realisations'}, and the run's own settings rerun into a new folder give "
+                             "the same results") from None
         try:
             records = [_read_record(p) for p in sorted((out / "realisations").glob("r*.json"))]
         except ValueError as err:
@@ -311,21 +316,27 @@ def pass_text(row: Any) -> str:
     return "yes" if all(flags) else "**no**"
 
 
-def _not_independent(name: str, fixed: int, realisations: int, n_stars: int) -> str:
-    """The caveat of realisations drawn from one fixed catalog (a Gaia Challenge mock)."""
-    return (f"the {name} mock is one fixed catalog of {fixed} stars: its {realisations} realisations are "
-            f"{'the same stars' if n_stars >= fixed else 'overlapping subsamples of them'} with new flows and nodes, "
+def _not_independent(name: str, fixed: int | None, realisations: int, n_stars: int) -> str:
+    """The caveat of realisations drawn from one fixed catalog (a Gaia Challenge mock) of ``fixed`` stars (None:
+    its file is not here to count them)."""
+    if fixed is None:
+        which, stars = "the same stars or overlapping subsamples of them", "one fixed catalog"
+    else:
+        which = "the same stars" if n_stars >= fixed else "overlapping subsamples of them"
+        stars = f"one fixed catalog of {fixed} stars"
+    return (f"the {name} mock is {stars}: its {realisations} realisations are {which} with new flows and nodes, "
             "not independent draws, so the binomial p-values and pass flags, which assume independence, overstate "
             "the evidence")
 
 
-def _fixed_stars(mock: dict[str, Any]) -> int | None:
-    """The stars of a recorded Gaia Challenge mock's one catalog (None for other mocks, or its file missing)."""
+def _is_fixed_catalog(mock: dict[str, Any]) -> tuple[bool, int | None]:
+    """Whether a recorded mock is one fixed catalog (a Gaia Challenge mock), and its stars (None where its file is
+    not here to count them: the caveat stays, without the count)."""
     from ._mocks import GAIA_CHALLENGE, GaiaChallengeMock
 
     if mock.get("kind") not in GAIA_CHALLENGE:
-        return None
-    return GaiaChallengeMock(mock["kind"], data_dir=mock.get("data_dir")).fixed_stars
+        return False, None
+    return True, GaiaChallengeMock(mock["kind"], data_dir=mock.get("data_dir")).fixed_stars
 
 
 def _markdown(res: CoverageResult) -> str:
@@ -358,8 +369,8 @@ def _markdown(res: CoverageResult) -> str:
         "the sd of a Gaussian that heavy tails do not inflate; the t-test asks whether the mean error is 0.",
         "",
     ]
-    fixed = _fixed_stars(c["mock"])
-    if fixed is not None and n_done > 1 and c["method"] != "truth":  # (the run's warning, kept with its results)
+    one_catalog, fixed = _is_fixed_catalog(c["mock"])
+    if one_catalog and n_done > 1 and c["method"] != "truth":  # (the run's warning, kept with its results)
         note = _not_independent(c["mock"]["name"], fixed, n_done, c["n_stars"])
         lines += ["**Not independent:** " + note[0].upper() + note[1:] + ".", ""]
     t = res.timing()
