@@ -91,6 +91,7 @@ def test_sample_velocities_in_blocks_of_positions(psd, data, monkeypatch):
     np.testing.assert_array_equal(blocks, np.asarray(psd.sample_velocities(twice, 8, seed=5)))
     members = np.asarray(psd.sample_velocities(twice, 8, seed=5, member=1))
     assert members.shape == (20, 8, 3) and not np.array_equal(members, blocks)
+    assert psd.sample_velocities(np.zeros((0, 3)), 8, seed=5).shape == (0, 8, 3)  # (a ZeroDivisionError before)
 
 
 def _members(psd, k):

@@ -100,8 +100,8 @@ class PotentialModel:
         Raises:
             UnitError: a Quantity of the wrong kind for its parameter.
         """
-        types = {f"{c}.{n}": t for c, comp in self.components.items()
-                 for n, t in comp.parameter_physical_types().items()}
+        types = {f"{c}.{n}": t for c, comp in self.components.items()  # (a duck-typed component may have none)
+                 for n, t in getattr(comp, "parameter_physical_types", dict)().items()}
         return {k: _units.strip(v, types[k], k) if k in types else v for k, v in samples.items()}
 
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:

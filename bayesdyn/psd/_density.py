@@ -277,13 +277,16 @@ class PhaseSpaceDensity:
             member: draw from one member; None draws from the equal-weight mixture
                 of the members (stratified per position: ⌈n/K⌉ from each, shuffled).
 
-        Positions are drawn in blocks of ``VELOCITY_BLOCK // n`` (256 at n = 256), which
-        bounds the memory; the first block's draws are those of the whole call when it
-        holds every position.
+        Positions are drawn in blocks of ``VELOCITY_BLOCK // n`` (256 at n = 256; 128 at
+        the 512 draws per node that the pipeline and ``estimate_accelerations`` ask for),
+        which bounds the memory; a call within one block draws what the whole call drew
+        before blocks (larger calls draw anew).
         """
         n = _count(n, "n")
         xs, single = _points(x, "length", "x", self._dtype)
         member = self._member_index(member)
+        if xs.shape[0] == 0:  # no positions: no draws (it failed with a ZeroDivisionError)
+            return jnp.zeros((0, n, 3), self._dtype)
         block = max(1, VELOCITY_BLOCK // n)  # positions per compiled call: bounded memory
         parts = []
         with jax.enable_x64(False):  # the same draws whatever the global x64 setting
