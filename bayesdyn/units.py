@@ -139,7 +139,7 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
         raise UnitError(f"{name} has {int(np.sum(mask))} masked (missing) entries; drop or fill them first")
     if getattr(value, "unit", None) is not None and not isinstance(value, u.Quantity):
         value = u.Quantity(value)  # an astropy Column with a unit is a Quantity in disguise
-    elif isinstance(value, (list, tuple)) and any(isinstance(e, u.Quantity) for e in np.ravel(np.array(value, object))):
+    elif isinstance(value, (list, tuple)) and any(isinstance(e, u.Quantity) for e in value):
         try:  # a point written (-8122 * u.pc, 0 * u.pc, 20.8 * u.pc): one Quantity (it was passed on, and failed)
             value = u.Quantity(value)
         except (u.UnitsError, TypeError, ValueError) as err:

@@ -12,8 +12,8 @@ import json
 import platform
 import re
 import time
-import zipfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +407,7 @@ class Run:
         key = _fingerprint(*parts)
         path = self.folder / "accelerations.npz"
         t0 = time.perf_counter()
+
         def load(path):
             with np.load(path, allow_pickle=False) as z:
                 return AccelerationData.create(

@@ -137,9 +137,8 @@ class CoverageResult:
         try:
             config = _read_record(cfg_path)
         except ValueError as err:
-            raise ValueError(f"{err}. Fix: restore it from a copy; its realisations' records are in "
-                             f"{out / 'realisations'}, and the run's own settings rerun into a new folder give "
-                             "the same results") from None
+            raise ValueError(f"{err}. Fix: restore it from a copy, or run the calibration again into a new folder "
+                             f"(its realisations' records are in {out / 'realisations'})") from None
         try:
             records = [_read_record(p) for p in sorted((out / "realisations").glob("r*.json"))]
         except ValueError as err:
