@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
 import warnings
 from typing import Any, Literal
@@ -198,9 +200,14 @@ def _run_nuts(
             init_params = None if real is None else real[0]
         if init_params is not None and num_chains == 1:  # our starts carry a chain axis; one chain takes them
             init_params = jax.tree.map(lambda z: z[0], init_params)  # without it (or its draws come back (1, n, 1))
-        mcmc.run(key, data, extra_fields=("diverging",), init_params=init_params, **model_kwargs)
-        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+        if not progress and not model_kwargs and (mcmc.chain_method != "parallel" or num_chains == 1):  # (pmap: own)
+            draws, diverging = _compiled_run(mcmc)(key, data, init_params)
+            samples = {k: np.asarray(v) for k, v in draws.items()}
+            diverging = np.asarray(diverging)
+        else:
+            mcmc.run(key, data, extra_fields=("diverging",), init_params=init_params, **model_kwargs)
+            samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+            diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
     elif backend == "blackjax":
         samples, diverging = _blackjax_nuts(
             model, data, key, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress, model_kwargs
@@ -595,8 +602,7 @@ def _with_linear_moments(model, data: WeakFormData) -> WeakFormData:
 def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, dense_mass, progress,
                   inverse_mass_matrix=None):
     # vectorised chains run everywhere; "parallel" needs one device per chain. The data are a traced argument
-    # (jit_model_args), but NumPyro 0.22 still compiles its sampling loop (_fori_collect_loop) anew at every
-    # MCMC.run, ~1.5–4 s per member on 2 CPU cores (a review's measurement): not yet avoided here.
+    # (jit_model_args); without a progress bar a run goes through _compiled_run, compiled once for all members.
     # inverse_mass_matrix: the adaptation's start (None: the identity; see _real_line_mass)
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     return MCMC(
@@ -608,6 +614,29 @@ def _numpyro_mcmc(model, num_chains, num_warmup, num_samples, target_accept, den
         progress_bar=progress,
         jit_model_args=True,
     )
+
+
+def _run_once(mcmc, key, data, init_params):
+    """One run of ``mcmc``, without model keyword arguments, on a fresh copy of it: the draws grouped by chain, and
+    their divergences. (A NumPyro kernel keeps its step function on itself and wraps it in one more ``vmap`` at every
+    ``init`` with vectorised chains; plain ``MCMC.run`` calls get by only through JAX's cache of the first trace.)"""
+    mcmc = copy.copy(mcmc)  # (their __getstate__: no cached functions, no step function)
+    mcmc.sampler = copy.copy(mcmc.sampler)
+    mcmc.run(key, data, extra_fields=("diverging",), init_params=init_params)
+    return mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)["diverging"]
+
+
+def _compiled_run(mcmc):
+    """:func:`_run_once` on ``mcmc`` as one jitted function of (key, data, starts), kept on ``mcmc``: the members of
+    an ensemble (the same shapes) then share one compilation. NumPyro 0.22 compiles its sampling loop anew at every
+    ``MCMC.run`` (``fori_collect`` wraps its cached body in a new ``jit`` each call, a static argument of the loop's
+    ``jit``): 3–5 s per member on 2 CPU cores, against ~0.1 s to run it. Inside this ``jit`` the loop is traced once;
+    the draws are the same, bit for bit (``tests/test_inference.py``)."""
+    run = getattr(mcmc, "_bayesdyn_run", None)
+    if run is None:
+        run = jax.jit(functools.partial(_run_once, mcmc))
+        mcmc._bayesdyn_run = run
+    return run
 
 
 def _blackjax_nuts(
