@@ -526,8 +526,56 @@ def test_drawn_velocities_are_split_and_resampled_with_their_star():
     assert star_weight.sum(1).tolist() == [len(np.unique(groups[train]))] * k  # N_train draws per member
     rel_sd = star_weight.std() / star_weight.mean()
     assert 0.95 < rel_sd < 1.05  # Poisson(1) per star, not 1/√(m+1) = 0.5
+    # each member its own resample: two members' counts agree on a star with probability ~0.4 (Poisson(1) pairs),
+    # on every star never, and their correlation is ~0
+    assert max(abs(np.corrcoef(star_weight[i], star_weight[j])[0, 1]) for i, j in ((0, 1), (0, 2), (1, 2))) < 0.1
     # without groups each row is a star; without bootstrap every training row weighs 1
     tr, va, c, g = _split_rows(None, 100, 0.2, 2, False, np.random.default_rng(0))
     assert g == 100 and len(va) == 20 and np.all(c[:, tr] == 1) and np.all(c[:, va] == 0)
     with pytest.raises(ValueError, match="groups must be"):
         _split_rows(np.zeros(5), 5, 0.2, 1, True, np.random.default_rng(0))
+
+
+def _grad_log_n(truth, x):
+    """∇log n(x) of the Plummer truth: s_x − ∇log n is ∇_x log p(v|x), what a spatial selection leaves untouched."""
+    return np.asarray(jax.vmap(jax.grad(lambda xi: jnp.log(truth.tracer_density(xi[None])[0])))(jnp.asarray(x)))
+
+
+def test_tracer_density_selection_recovers_the_acceleration_and_the_density(plummer):
+    """selection="tracer_density" fed conditional scores ∇_x log p(v|x): the fit adds the learnt ∇log n_true back
+    (residual v·(∇_x log p + ∇log n) + a·s_v). Measured: acceleration error 7 % and corr(∇log n) 0.997; the same
+    scores without the selection give 107 %, and a flipped sign would fit −∇log n."""
+    cat, truth, s_x, s_v = plummer
+    x = np.asarray(cat.x)
+    ok = np.linalg.norm(x, axis=1) < 3.0
+    x, v, s_x, s_v = x[ok], np.asarray(cat.v)[ok], s_x[ok], s_v[ok]
+    grad_log_n = _grad_log_n(truth, x)
+    fit = neural.fit_neural_potential_scores(
+        x, v, s_x - grad_log_n, s_v, seed=0, steps=400, batch_size=512, learning_rate=1e-2,
+        architecture=neural.Architecture(32, 2, "gelu"), selection="tracer_density",
+        selection_architecture=neural.Architecture(32, 2, "gelu"),
+    )
+    a, a_true = np.asarray(fit.potential.acceleration(x)), np.asarray(truth.acceleration(x))
+    rel = np.sqrt(np.mean(np.sum((a - a_true) ** 2, 1)) / np.mean(np.sum(a_true**2, 1)))
+    assert rel < 0.15, rel
+    g = np.asarray(fit.selection.grad_log_density(x))
+    assert np.corrcoef(g.ravel(), grad_log_n.ravel())[0, 1] > 0.98
+
+
+def test_parametric_potential_with_a_neural_tracer_density_through_numpyro(plummer):
+    """cbe_model with a NeuralTracerDensity (prior on its weights) and conditional scores, MAP by SVI: the Plummer
+    mass and the tracer density's gradient come back (the sign of ∇log n_true in the residual is what this checks).
+    Measured: mass 0.9953e10, corr(∇log n) 0.9996; the same scores without the selection give 0.32e10, and 500 steps
+    of a 16-wide network 0.958e10 (not converged)."""
+    cat, truth, s_x, s_v = plummer
+    n = 2000
+    x, v, s_x, s_v = np.asarray(cat.x)[:n], np.asarray(cat.v)[:n], s_x[:n], s_v[:n]
+    grad_log_n = _grad_log_n(truth, x)
+    xj, vj, sxj, svj = (jnp.asarray(a) for a in (x, v, s_x - grad_log_n, s_v))
+    model = PotentialModel(bulge=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=1.0))
+    tracer = neural.NeuralTracerDensity(ARCH.init(0), ARCH, [0.0, 0.0, 0.0], 1.0).with_prior(1.0)
+    sigma = jnp.full(n, 0.05 * float(jnp.median(jnp.abs(jnp.sum(vj * jnp.asarray(s_x), -1)))))
+    fit = neural.fit_map(model, StarScoreData(xj, vj, sxj, svj, sigma, jnp.zeros(3)), tracer, steps=1000, seed=0)
+    assert_allclose(float(fit.values["bulge.mass"]), 1e10, rtol=0.01)
+    g = np.asarray(fit.selection.grad_log_density(xj))
+    assert np.corrcoef(g.ravel(), grad_log_n.ravel())[0, 1] >= 0.99

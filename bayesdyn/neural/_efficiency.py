@@ -290,7 +290,12 @@ class NeuralEfficiency(_ScalarField):
         return jnp.exp(self._members("_log_members", x, vector=False))
 
     def efficiency(self, x: Any) -> jax.Array:
-        """ε(x), the member mean, shape () or (N,) (dimensionless).
+        """ε(x), the members' arithmetic mean of ε_k, shape () or (N,) (dimensionless).
+
+        Not the ε whose log-gradient :meth:`grad_log_efficiency` gives: that is the mean of the members' ∇log ε_k,
+        the gradient of the log of their geometric mean (as the CBE averages members' scores). Where the members
+        disagree the two differ; ``exp(mean(log_efficiency_members(x)))`` is that geometric mean, up to the
+        members' normalisations.
 
         Args:
             x: positions (3,) or (N, 3) [kpc].
@@ -314,7 +319,9 @@ class NeuralEfficiency(_ScalarField):
         return self._members("_grad_log_members", x, vector=True)
 
     def grad_log_efficiency(self, x: Any) -> jax.Array:
-        """∇log ε(x), the member mean, shape (3,) or (N, 3) [1/kpc]: what the CBE subtracts from s_x,obs.
+        """∇log ε(x), the mean of the members' ∇log ε_k, shape (3,) or (N, 3) [1/kpc]: what the CBE subtracts from
+        s_x,obs. It is the gradient of the log of the members' geometric mean, not of :meth:`efficiency` (their
+        arithmetic mean).
 
         Args:
             x: positions (3,) or (N, 3) [kpc].

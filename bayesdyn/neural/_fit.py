@@ -44,6 +44,9 @@ _FOUR_PI_G = 4.0 * math.pi * _units.G
 #: v·(∇_x log p(v|x) + ∇log n_true) + a·s_v, fed with conditional scores).
 SELECTIONS = ("none", "efficiency", "tracer_density")
 
+#: With ``val_fraction=0``: how many training rows (at most) judge which weights each member keeps
+VALIDATION_ROWS = 8192
+
 #: How each star's residual is scaled in the loss (see :class:`NeuralFitConfig`).
 NORMALIZATIONS = ("score", "none")
 #: Where :class:`NeuralFitConfig`'s density penalty is evaluated: at training stars, or
@@ -105,7 +108,8 @@ class NeuralFitConfig:
             where a network's density was negative being taken from the plane;
             with dust, in the ball, it halved the uncorrected in-cloud error
             (docs/gallery/notes.md, "Positivity where the stars are not").
-        val_fraction: stars held out; each member keeps its best-validation weights.
+        val_fraction: stars held out; each member keeps its best-validation weights. At 0, the weights
+            kept are those with the lowest loss on up to ``VALIDATION_ROWS`` training rows drawn at random.
         eval_every: steps between validations (the last interval is shorter when it does not divide
             ``steps``: exactly ``steps`` steps run).
         bootstrap: each member fits its own bootstrap resample of the stars
@@ -596,7 +600,12 @@ def fit_neural_potential_scores(
         return p, s, jnp.mean(losses, axis=0)
 
     ones = jnp.ones((k, n), dtype)
-    eval_idx = val_j if n_val > 0 else train_j[: min(train_idx.size, 8192)]
+    if n_val > 0:
+        eval_idx = val_j
+    elif train_idx.size <= VALIDATION_ROWS:
+        eval_idx = train_j
+    else:  # a random subset (the first rows were one region of a catalog sorted by distance)
+        eval_idx = jnp.asarray(np.sort(rng.choice(train_idx, VALIDATION_ROWS, replace=False)))
 
     @jax.jit
     def validate(p):
