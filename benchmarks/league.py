@@ -486,7 +486,7 @@ def _spherical_jeans(cat, radii, n_bins):
 
     note = (f"Jeans: `jeans.spherical` in {n_bins} log-spaced radial bins over {lo:.3g}–{hi:.3g} kpc (1st–99th "
             "percentile of the radii), a_r and ρ interpolated linearly in ln r to the reference radii, "
-            "per bootstrap replicate.")
+            "per bootstrap replicate; the binning's bias is not in these errors ([Jeans baselines](jeans.md)).")
     return run, note
 
 

@@ -437,8 +437,9 @@ def acceleration_at(
     first derivatives at the point enter the Jeans equations (module docstring).
     With the default 3 × 3 stencil and degree 2 this is a central difference,
     averaged over the neighbouring rows. The same linear fit is applied to each
-    bootstrap replicate; a replicate with an empty bin is NaN and left out of the
-    error.
+    bootstrap replicate; a replicate with an empty bin is NaN. Up to
+    ``MAX_UNDEFINED_FRACTION`` (1 %) of NaN replicates are left out of the error;
+    beyond that the error is NaN, and a warning names the quantity.
 
     Typical use, the Sun and 1 kpc above it in the astropy Galactocentric frame::
 

@@ -21,6 +21,13 @@ bin, one-sided first order; second order gave −17 % there and +4.5 % at 9 σ i
 last), so by default (``ends="nan"``) the quantities that need a derivative are
 NaN there, and the density ρ(r) = (dM/dr) / (4π r²), one more difference, also in
 the bins next to them. The density is noisy.
+
+The interior bins are biased too: bin averages placed at the centres and differenced
+err by O(Δ ln r²) where ν or σ_r² curves, and the bootstrap, in fixed bins, does not
+see it. On the same sphere: M(<r) +17 % (9 σ) at r = 0.40 kpc and +6 % (11 σ) at
+0.63 kpc; ρ −10 % (27 σ) at 1.0 kpc and +29 % (27 σ) at 2.5 kpc. The bias stays as
+stars are added while the errors shrink; check a number by halving the bins
+(16 bins: pulls within 2.6 σ; ``benchmarks/jeans_binning_bias.py``, docs/jeans.md).
 """
 
 from __future__ import annotations
@@ -141,7 +148,9 @@ def spherical(
             M, a_r, v_c) are NaN in the first and last bin, and ρ also in the second
             and last but one (module docstring: their one-sided differences are
             biased far beyond the errors); ``"one_sided"``: one-sided first-order
-            differences there (biased; their errors do not show it).
+            differences there (biased; their errors do not show it). The interior bins
+            carry a smaller binning bias that the errors do not show either (module
+            docstring).
 
     Returns:
         :class:`SphericalJeans`.

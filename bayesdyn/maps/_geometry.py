@@ -163,8 +163,9 @@ def line_of_sight(l: Any, b: Any, distances: Any, solar: Any = None) -> Grid:  #
 def sphere_rule(order: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """A quadrature rule on the unit sphere: Gauss–Legendre in cos θ × trapezoid in φ.
 
-    Exact for spherical harmonics of degree < ``order`` (polynomials on the sphere
-    of degree ≤ 2·order − 1 in cos θ and < 2·order in φ).
+    Exact for polynomials on the sphere (spherical harmonics) of degree ≤ 2·order − 1:
+    the trapezoid integrates e^{imφ} exactly for |m| < 2·order and Gauss–Legendre
+    P_l(cos θ) for l ≤ 2·order − 1 (checked on monomials x^a y^b z^c).
 
     Args:
         order: Gauss–Legendre nodes in cos θ; there are 2·order azimuths.
