@@ -529,6 +529,38 @@ def test_members_share_one_compiled_sampler_with_plain_runs_draws(plummer_data, 
         np.testing.assert_array_equal(post.samples[name], plain.samples[name], err_msg=name)
 
 
+def test_blackjax_members_share_one_compiled_program_with_per_member_programs_draws(plummer_data, monkeypatch):
+    """backend="blackjax" with members: one program, jitted over the data, compiled once for both members (a program
+    with the data bound compiled again for each, ~4 s); the draws equal those of a program built for each member."""
+    from bayesdyn.inference import _infer
+
+    data, _ = plummer_data
+    cov = np.asarray(data.cov)
+    with jax.enable_x64(True):
+        ens = AccelerationData.create(data.x, np.asarray(data.a), 1e-2 * cov, sun=data.sun,
+                                      members=np.asarray(data.a)[None] * np.array([0.98, 1.02])[:, None, None],
+                                      member_cov=np.broadcast_to(1e-2 * cov, (2,) + cov.shape))
+    model = PotentialModel(halo=bp.Plummer(mass=dist.LogUniform(1e8, 1e12), scale_radius=dist.Uniform(0.3, 3.0)))
+    built = []
+    program = _infer._blackjax_program
+
+    def spy(*args, **kwargs):
+        built.append(program(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(_infer, "_blackjax_program", spy)
+    kw = dict(seed=3, num_chains=2, num_warmup=60, num_samples=60, progress=False, backend="blackjax")
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        shared = infer(model, ens, **kw)
+        assert len(built) == 1 and built[0]._cache_size() == 1
+        calls = iter([None])  # the ensemble's program refused: each member builds its own
+        monkeypatch.setattr(_infer, "_blackjax_program", lambda *a, **k: next(calls, "build") and program(*a, **k))
+        own = infer(model, ens, **kw)
+    for name in shared.samples:
+        np.testing.assert_array_equal(shared.samples[name], own.samples[name], err_msg=name)
+
+
 def test_surface_density_resolves_thin_layers():
     """derived.Sigma_1p1kpc [M☉/pc²] against closed forms: a sech² dark disk gives Σ tanh(Z/2h) for scale heights
     from 2 pc to 1 kpc, and a thin Miyamoto–Nagai disk scipy's adaptive quadrature (a single 32-node rule gave
