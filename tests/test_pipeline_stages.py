@@ -276,11 +276,17 @@ def test_damaged_cache_files_are_computed_again_not_a_traceback(tmp_path, monkey
         np.savez(run / "accelerations.npz", **{k: z[k] for k in z.files if k != "cov"})
     stages()
     assert any("cannot be read (KeyError" in line for line in logs) and calls["accelerations"] == 3, logs
-    for text in ("[]", '{"path": '):  # the catalog file's record, edited or cut short
+    for text in ("[]", '{"path": '):  # the catalog file's record, edited or cut short: the stamp's sha256 vouches
         (run / ".catalog.source.json").write_text(text)
         cat, _ = stages()
-        assert any(".catalog.source.json is damaged" in line and "reading" in line for line in logs), logs
+        assert any("[catalog] reusing" in line for line in logs), logs
         assert cat.n == cat0.n
+    stamp = (run / ".catalog.stamp").read_text()
+    (run / ".catalog.stamp").write_text(stamp.partition(":")[0] + "\n")  # an earlier version's stamp: the record
+    cat, _ = stages()  # decides, and a damaged one cannot vouch for the cached catalog
+    assert any(".catalog.source.json is damaged" in line and "reading" in line for line in logs), logs
+    assert cat.n == cat0.n and (run / ".catalog.stamp").read_text() == stamp
+    # accelerations computed again with the same result keep the posterior (the stamp ends in their content's hash)
     assert calls == {"accelerations": 3, "posterior": 2}
 
 
@@ -319,3 +325,71 @@ def test_velocities_outside_the_catalog_name_the_config_keys_as_a_config_error()
     source = _VelocitiesInsideCatalog(FarFlow(), np.random.default_rng(0).normal(0, 30, (100, 3)))
     with pytest.raises(ConfigError, match=r"psd\.max_epochs"):
         source.sample_velocities(np.zeros((2, 3)), 8, seed=0)
+
+
+def test_the_default_mocks_content_is_in_the_catalog_stamp(tmp_path, monkeypatch):
+    """A new release's (or a regenerated) default mock is another source: its sha256 ends the catalog stamp, and a
+    cached catalog of another mock is read again (its stars had been kept while the truth came from the new file)."""
+    import bayesdyn.mocks._default as default
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.pipeline._stages import _sha256
+
+    cfg = validate_config({"catalog": {"max_stars": 500}})
+    logs = []
+
+    def stage():
+        logs.clear()
+        return Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append).catalog()
+
+    first = stage()
+    stamp = (tmp_path / "run" / ".catalog.stamp").read_text().strip()
+    assert stamp.partition(":")[2] == _sha256(default.DEFAULT_MOCK_PATH)[:16]
+    stage()
+    assert any("[catalog] reusing" in line for line in logs), logs
+    with np.load(default.DEFAULT_MOCK_PATH) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["v"] = arrays["v"] + np.float32(1.0)  # every star 1 km/s faster
+    np.savez(tmp_path / "new_mock.npz", **arrays)
+    monkeypatch.setattr(default, "DEFAULT_MOCK_PATH", tmp_path / "new_mock.npz")
+    again = stage()
+    assert not any("[catalog] reusing" in line for line in logs) and any("differs" in line for line in logs), logs
+    np.testing.assert_allclose(np.asarray(again.v), np.asarray(first.v) + 1.0, rtol=0, atol=1e-4)
+    # an earlier version's stamp (the key alone) does not say which mock it holds: read again
+    (tmp_path / "run" / ".catalog.stamp").write_text(stamp.partition(":")[0] + "\n")
+    stage()
+    assert not any("[catalog] reusing" in line for line in logs), logs
+
+
+@pytest.mark.filterwarnings("ignore:one density member")
+def test_flows_trained_again_to_another_result_are_not_followed_by_the_old_accelerations(tmp_path, monkeypatch):
+    """The accelerations key holds the flows' stamp, which ends in the hash of the flows' arrays: flows trained
+    again with another result (here: a psd.json another version cannot read, no checkpoint left, and a training
+    that differs) are followed by new accelerations; before, the stamp was the config's alone and the old
+    accelerations were reused with the new flows."""
+    import shutil
+
+    import bayesdyn.psd
+    from bayesdyn.pipeline import Run, validate_config
+
+    cfg = validate_config({"catalog": {"max_stars": 1500}, "nodes": {"n": 8, "n_velocities": 16},
+                           "psd": {"ensemble": 1, "n_layers": 1, "width": 8, "max_epochs": 1, "batch_size": 256,
+                                   "radial_map": 0}})
+    logs = []
+
+    def stages():
+        logs.clear()
+        run = Run(cfg, folder=tmp_path, progress=False, log=logs.append)
+        cat = run.catalog()
+        return run.accelerations(run.psd(cat), cat)
+
+    first = stages()
+    flows_stamp = (tmp_path / ".psd.stamp").read_text()
+    (tmp_path / "psd" / "psd.json").write_text("{not json")
+    shutil.rmtree(tmp_path / "psd_checkpoint")
+    fit_psd = bayesdyn.psd.fit_psd
+    monkeypatch.setattr(bayesdyn.psd, "fit_psd", lambda cat, **kw: fit_psd(cat, depth=2, **kw))
+    second = stages()
+    assert any("[psd] training" in line for line in logs) and not any("[accelerations] reusing" in line
+                                                                         for line in logs), logs
+    assert (tmp_path / ".psd.stamp").read_text() != flows_stamp
+    assert not np.allclose(np.asarray(second.a), np.asarray(first.a))

@@ -339,9 +339,10 @@ def test_efficiency_column_weights_the_moments_by_one_over_epsilon(tmp_path):
 
 
 def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
-    """The catalog stage records the source file's size, modification time and sha256: the same file is reused,
-    also when only touched; an edited one is read again, also at the same size (here: a new ε column, as when a
-    user redoes their selection function); a run folder of an earlier version (no record) keeps its cache."""
+    """The catalog stage's stamp ends in the source file's sha256, computed every run: the same file is reused, also
+    when only touched; an edited one is read again, also at the same size (here: a new ε column, as when a user
+    redoes their selection function) and with its old modification time; a run folder of an earlier version (a
+    stamp without the hash, no record) keeps its cache."""
     import os
 
     import bayesdyn as bd
@@ -376,6 +377,22 @@ def test_catalog_stage_reads_an_edited_source_file_again(tmp_path):
     # the later stages' key changes with the content (it stayed the same, and their old results were reused)
     edited = stamp.read_text()
     assert edited != first and edited.split(":")[0] == first.split(":")[0]
+    # another file of the same size put in its place with the recorded times kept (cp -p, rsync -a, tar x): the
+    # recorded size and modification time had vouched for it
+    st = path.stat()
+    cat.columns["eps"] = np.full(500, 0.75)
+    cat.save(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    again, reused = stage()
+    assert not reused and again.columns["eps"][0] == 0.75
+    # the record gone (a run stopped between the stamp and the record, or deleted) and the file edited: the stamp's
+    # sha256 decides (the file had been trusted and recorded as it was then)
+    (tmp_path / "run" / ".catalog.source.json").unlink()
+    cat.columns["eps"] = np.full(500, 0.25)
+    cat.save(path)
+    again, reused = stage()
+    assert not reused and again.columns["eps"][0] == 0.25 and stamp.read_text() == edited
     (tmp_path / "run" / ".catalog.source.json").unlink()  # a folder of an earlier version: its cache is trusted,
     stamp.write_text(first.split(":")[0] + "\n")  # its stamp the key alone, which the later stages keep too
     cat.select(np.arange(500) < 400, "fewer").save(path)

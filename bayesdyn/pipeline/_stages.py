@@ -120,6 +120,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of named arrays' names, dtypes, shapes and bytes (an ``.npz`` file's own bytes hold write times)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _flows_digest(folder: Path) -> str:
+    """The saved flows' content: the sha256 of their arrays, which ``psd.json`` records (its own bytes hold the
+    training's wall time)."""
+    return str(json.loads((folder / "psd.json").read_text(encoding="utf-8"))["leaves_sha256"])
+
+
 class Run:
     """One run of the pipeline in a folder; stages cache their artefacts there.
 
@@ -148,11 +164,16 @@ class Run:
 
     # ---------------------------------------------------------------- helpers
     def _cached(self, name: str, key: str) -> bool:
+        """Whether the stage's stamp is for ``key`` (the part before a ``:digest`` of its artefact)."""
         stamp = self.folder / f".{name}.stamp"
-        return stamp.is_file() and stamp.read_text().strip() == key
+        return stamp.is_file() and stamp.read_text().strip().partition(":")[0] == key
 
-    def _stamp(self, name: str, key: str) -> None:
-        (self.folder / f".{name}.stamp").write_text(key + "\n")
+    def _stamp(self, name: str, key: str, digest: str | None = None) -> None:
+        """Write the stage's stamp: its key, then ``:`` and the start of ``digest``, a hash of the artefact's
+        content. Later stages key on the whole stamp, so that an artefact computed again with another result (a flow
+        file of another version retrained, a run folder taken to another machine) is not followed by the old one's
+        accelerations or posterior; the same result computed again keeps them."""
+        (self.folder / f".{name}.stamp").write_text(key + (f":{digest[:16]}" if digest else "") + "\n")
 
     def _reuse(self, tag: str, path: Path, load, errors: tuple[type[BaseException], ...]):
         """``load(path)``, or None (logged) where the cached file cannot be read: a damaged file, or one of another
@@ -213,15 +234,20 @@ class Run:
         old_key = _fingerprint(c, self.cfg["seed"], *extra_part)
         path = self.folder / "catalog.npz"
         t0 = time.perf_counter()
+        self._source_sha = None  # (this call's: a file may have changed since an earlier call)
         if c["source"] == "default":
             from ..mocks import load_default
+            from ..mocks._default import DEFAULT_MOCK_PATH
 
             cat, self.truth = load_default()
-        # the stamp is the key, then the source file's sha256 (for the later stages' keys: an edited file must not
-        # leave the flows, accelerations or posterior of the old stars in use); an earlier version's stamp has no hash
-        cached = self._read_stamp("catalog").split(":")[0] in (key, old_key)
+            self._source_sha = _sha256(DEFAULT_MOCK_PATH)  # a new release's (or a regenerated) mock is another source
+        # the stamp is the key, then the start of the source file's sha256 (for the later stages' keys: an edited
+        # file must not leave the flows, accelerations or posterior of the old stars in use); an earlier version's
+        # stamp has no hash
+        head, _, tail = self._read_stamp("catalog").partition(":")
+        cached = head in (key, old_key)
         reused = None
-        if cached and path.is_file() and self._source_unchanged(c["source"]):
+        if cached and path.is_file() and self._source_unchanged(c["source"], tail):
             reused = self._reuse("[catalog]", path, Catalog.load, (CatalogError, OSError))
         if reused is not None:
             cat = reused
@@ -255,8 +281,8 @@ class Run:
             cat.save(path)
             # the stamp before the record: a run stopped between the two rebuilds again (record ≠ file), where the
             # other order would keep the old stamp, and the old stars' later stages, for the new catalog
-            sha = None if c["source"] == "default" else (self._source_sha or _sha256(Path(resolve_source(c["source"], None))))
-            self._stamp("catalog", key + (f":{sha[:16]}" if sha else ""))
+            sha = self._source_sha or _sha256(Path(resolve_source(c["source"], None)))
+            self._stamp("catalog", f"{key}:{sha[:16]}")
             self._record_source(c["source"], sha)
         if c["source"] != "default":
             self._truth_from_meta(cat)
@@ -288,20 +314,34 @@ class Run:
                                         "sha256": sha}) + "\n").encode())
         return sha
 
-    def _source_unchanged(self, source: str) -> bool:
-        """Whether the catalog file is the one the cached catalog was read from: the recorded size and
-        modification time, else (a copy, a touch) the recorded sha256, whose record is then renewed. A run folder
-        of an earlier version has no record: its cache is trusted, as it was, and the file recorded now."""
-        if source == "default":
-            return True
-        try:
-            src = Path(resolve_source(source, None))
-        except ConfigError:  # the file is gone: the cached catalog is all there is
-            self.log(f"[catalog] {source} not found: using the catalog cached in {self.folder}")
-            return True
+    def _source_unchanged(self, source: str, stamped: str = "") -> bool:
+        """Whether the catalog source is the one the cached catalog was read from: its sha256 (computed now, every
+        run) against ``stamped``, the start of the one in the stamp. The default mock has its file's. A stamp of an
+        earlier version has none: then the recorded sha256 of the file, or, without a record, trust as before (the
+        file is recorded now). Recorded size and modification time are not trusted: a different file of the same
+        size copied with its times kept (``cp -p``, ``rsync -a``) had passed."""
+        if source != "default":
+            try:
+                src = Path(resolve_source(source, None))
+            except ConfigError:  # the file is gone: the cached catalog is all there is
+                self.log(f"[catalog] {source} not found: using the catalog cached in {self.folder}")
+                return True
+            self._source_sha = _sha256(src)  # hashed once: a changed file's is the new stamp's too
+        sha = self._source_sha
+        where = "the default mock (bayesdyn/data/disk_mock.npz)" if source == "default" else str(src)
+        if stamped:
+            if sha[:16] == stamped:
+                return True
+            what = "one" if source == "default" else "file"
+            self.log(f"[catalog] {where} differs from the {what} the cached catalog was read from: reading it again")
+            return False
+        if source == "default":  # an earlier version's stamp: its mock may not be this one
+            self.log(f"[catalog] the cached catalog's stamp does not record which default mock it holds: reading "
+                     f"{where} again")
+            return False
         rec = self._source_record()
         if not rec.is_file():
-            self._record_source(source)
+            self._record_source(source, sha)
             return True
         try:
             old = json.loads(rec.read_text(encoding="utf-8"))
@@ -311,10 +351,6 @@ class Run:
             self.log(f"[catalog] {rec} is damaged ({old if isinstance(old, Exception) else type(old).__name__}): "
                      f"reading {src} again")
             return False
-        st = src.stat()
-        if (old.get("path"), old.get("size"), old.get("mtime_ns")) == (str(src), st.st_size, st.st_mtime_ns):
-            return True
-        sha = self._source_sha = _sha256(src)  # hashed once: a changed file's is the stamp's too
         if sha != old.get("sha256"):
             self.log(f"[catalog] {src} differs from the file the cached catalog was read from: reading it again")
             return False
@@ -383,7 +419,7 @@ class Run:
                 psd = fit_psd(cat, **settings)
             self._unstamp(name)
             psd.save(folder)
-            self._stamp(name, key)
+            self._stamp(name, key, _flows_digest(folder))
         self._timed(timing, t0)
         self.log(psd.summary())
         if name == "psd":
@@ -436,8 +472,9 @@ class Run:
             arrays = {"x": data.x, "a": data.a, "cov": data.cov, "sun": data.sun, "members": data.members,
                       "member_cov": data.member_cov, "member_groups": data.member_groups}
             self._unstamp("accelerations")
-            np.savez(path, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
-            self._stamp("accelerations", key)
+            arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+            np.savez(path, **arrays)
+            self._stamp("accelerations", key, _arrays_digest(arrays))
             if source.rejected:
                 self.log(
                     f"[accelerations] {source.rejected} of {source.drawn} velocities drawn from p(v|x) fell outside "
