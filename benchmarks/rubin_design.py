@@ -31,12 +31,17 @@ Designs compared:
 
 Those rows are analytic Student-t intervals of the whole scale T. ``bd.infer``'s
 combined posterior is made of draws instead (``combine_members``): N(m̄, W) plus the
-between part √(B_T)·√(ν/χ²_ν), B_T = T − W. The ``draws`` rows simulate exactly that
-(N_DRAWS draws per realisation, their quantiles as the interval), with ν = ν_b (K − 1,
-or the Satterthwaite ν of the nested estimate), as the code does since 2026-12-07, and
-with the earlier ν_b (1 + 1/r)² (``draws, old ν``), whose tails were too light.
+between part. The ``draws (now)`` rows simulate what the code does (N_DRAWS draws per
+realisation, their quantiles as the interval): for plain Rubin √(B_T)·√(ν_b/χ²_ν_b),
+B_T = T − W, ν_b = K − 1 (since 2026-12-07); for resample groups, per draw, M and S
+each from their own scaled-inverse-χ² posterior (J(L − 1) and J − 1 degrees of
+freedom), then M/(JL) + (1 + 1/J)[S − M/L]₊ (since a second change on 2026-12-07).
+Also shown: one t of Satterthwaite's ν for the nested sum (the first change that day),
+and the earlier ν_b (1 + 1/r)²
+(``old ν``), whose tails were too light. ``--shares`` prints the groups' rules over
+training shares from 0 to 0.94 alone.
 
-    python benchmarks/rubin_design.py
+    python benchmarks/rubin_design.py [--shares]
 """
 
 from __future__ import annotations
@@ -95,13 +100,20 @@ def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator
             half = stats.t.ppf(0.5 + level / 2, np.minimum(dof, 1e6)) * np.sqrt(t)
             out += [float(np.mean(np.abs(err) < half)), float(np.median(half) / np.sqrt(v_true))]
         return tuple(out)
-    dof = np.minimum(dof_b if draws == "new" else dof_b * (1 + 1 / r) ** 2, 1e6)
+    if draws == "nested" and design != "anova":
+        raise ValueError("nested draws are for the anova design")
+    dof = np.minimum(dof_b if draws in ("new", "nested") else dof_b * (1 + 1 / r) ** 2, 1e6)
     hits, halves = {0.68: [], 0.95: []}, {0.68: [], 0.95: []}
     for lo in range(0, n_sim, 1000):  # combine_members' draws, 1000 realisations at a time
         sl = slice(lo, lo + 1000)
         n = err[sl].size
-        g = rng.standard_normal((n, N_DRAWS)) * np.sqrt(t[sl] - w)[:, None]
-        g = g * np.sqrt(dof[sl, None] / rng.chisquare(dof[sl, None], (n, N_DRAWS)))
+        if draws == "nested":  # each variance part drawn from its own scaled-inverse-χ² posterior, per draw
+            vt_d = msw[sl, None] * j * (l - 1) / rng.chisquare(j * (l - 1), (n, N_DRAWS))
+            s_d = s2[sl, None] * (j - 1) / rng.chisquare(j - 1, (n, N_DRAWS))
+            g = rng.standard_normal((n, N_DRAWS)) * np.sqrt(vt_d / (j * l) + (1 + 1 / j) * np.maximum(s_d - vt_d / l, 0))
+        else:
+            g = rng.standard_normal((n, N_DRAWS)) * np.sqrt(t[sl] - w)[:, None]
+            g = g * np.sqrt(dof[sl, None] / rng.chisquare(dof[sl, None], (n, N_DRAWS)))
         x = rng.normal(0.0, np.sqrt(w), (n, N_DRAWS)) + g  # about the member mean
         for level in (0.68, 0.95):
             q = np.quantile(x, [0.5 - level / 2, 0.5 + level / 2], axis=1)
@@ -132,7 +144,9 @@ def main() -> None:
             c68, h68, c95, h95 = simulate(share, j, l, design, rng)
             print(f"| {q} | {share:.2f} | {name} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
         for name, j, l, design in designs[:3]:
-            for which, label in (("new", "draws"), ("old", "draws, old ν")):
+            rules = ((("nested", "draws (now)"), ("new", "draws, one t of Satterthwaite's ν"), ("old", "draws, old ν"))
+                     if design == "anova" else (("new", "draws (now)"), ("old", "draws, old ν")))
+            for which, label in rules:
                 c68, h68, c95, h95 = simulate(share, j, l, design, rng, draws=which)
                 print(f"| {q} | {share:.2f} | {name}, {label} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
         if q in measured:
@@ -154,6 +168,30 @@ def toy() -> None:
             print(f"| {k} | {label} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
 
 
+def shares() -> None:
+    """Resample groups over the whole range of training shares: one t of Satterthwaite's ν on the between part
+    (combine_members until a second change on 2026-12-07) against drawing each part from its own posterior
+    (since)."""
+    print()
+    print(f"Resample groups, training share V_t/(V_s + V_t) from 0 to 0.94, W/B = {W_OVER_B}; {N_SIM_DRAWS} × "
+          f"{N_DRAWS} draws per row")
+    print("| J × L | V_t share | rule | cov 68 % | half 68 % | cov 95 % | half 95 % |")
+    print("|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(20261208)
+    for j, l in ((2, 2), (4, 2)):
+        for share in (0.0, 0.1, 0.25, 0.46, 0.7, 0.94):
+            for label, draws in (("one t, Satterthwaite ν", "new"), ("each part from its posterior", "nested")):
+                c68, h68, c95, h95 = simulate(share, j, l, "anova", rng, draws=draws)
+                print(f"| {j} × {l} | {share:.2f} | {label} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |",
+                      flush=True)
+
+
 if __name__ == "__main__":
-    main()
-    toy()
+    import sys
+
+    if sys.argv[1:] == ["--shares"]:
+        shares()
+    else:
+        main()
+        toy()
+        shares()

@@ -373,9 +373,9 @@ def test_combined_posterior_judges_convergence_by_its_members_and_names_overflow
 
 
 def test_combine_members_with_resample_groups_splits_training_from_sampling_variance():
-    """J = 2 resamples × L = 2 seeds: between-member variance M/(JL) + (1 + 1/J)[S − M/L]₊ with Satterthwaite
-    degrees of freedom for the sum of the two parts (the module docstring), not Rubin's (1 + 1/K) B; where the resample means agree better
-    than the seeds do, the training part M/(JL) alone; unbalanced groups are refused."""
+    """J = 2 resamples × L = 2 seeds: between-member variance M/(JL) + (1 + 1/J)[S − M/L]₊ (the module docstring),
+    not Rubin's (1 + 1/K) B; where the resample means agree better than the seeds do, the training part M/(JL)
+    alone, with J(L − 1) degrees of freedom; unbalanced groups are refused."""
     from bayesdyn.inference import combine_members
 
     rng = np.random.default_rng(5)
@@ -394,9 +394,7 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
     _, info, between, within = run(means, [0, 0, 1, 1])
     s, m = np.var([0.9, 1.5], ddof=1), (2 * 0.1**2 + 2 * 0.2**2) / 2  # 0.18, 0.05
     assert_allclose(between, m / 4 + 1.5 * (s - m / 2), rtol=1e-3)  # 0.245
-    c_t, c_s = m / 4, 1.5 * (s - m / 2)  # training part (J(L − 1) = 2 dof), sampling part (J − 1 = 1 dof)
-    satt = (c_t + c_s) ** 2 / (c_t**2 / 2 + c_s**2 / 1)  # 1.109
-    assert_allclose(info["dof"], satt, rtol=1e-3)
+    assert info["dof"] == 1.0  # the sampling part's J − 1: the heaviest tail among the parts drawn
     assert info["n_resamples"] == 2 and info["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in info["combine"]
     # the same members as independent resamples: Rubin's rules
     _, plain, between_rubin, _ = run(means, None)
@@ -412,6 +410,29 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
     for bad in ([0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 2]):
         with pytest.raises(ValueError, match="groups"):
             combine_members([{"p.a": rng.normal(0, w, size=(2, 100))} for _ in range(4)], priors, groups=bad)
+
+
+def test_combined_resample_groups_cover_at_every_training_share():
+    """The toy of benchmarks/rubin_design.py through combine_members: members m_jl = θ̂ + e_s(j) + e_t(jl) about the
+    truth 0, V_s + V_t = 1, within-member sd √0.03, 2 resamples × 2 seeds. One t of Satterthwaite's ν on the
+    between part gave 95 % coverage 0.89 at a training share of 0.25 and 0.93 at 0.46 (the sampling part, estimated
+    from 2 resample means, clipped away when small by chance); each part drawn from its own posterior gives ≥ 0.95
+    (benchmark: 0.976 and 0.987)."""
+    from bayesdyn.inference import combine_members
+
+    prior = {"p": dist.Normal(0.0, 1e3)}
+    groups = np.array([0, 0, 1, 1])
+    for share in (0.25, 0.46):
+        rng = np.random.default_rng(7)
+        hits, n = 0, 400
+        for i in range(n):
+            m = rng.normal(0, np.sqrt(1 - share)) + rng.normal(0, np.sqrt(1 - share), (2, 1)) \
+                + rng.normal(0, np.sqrt(share), (2, 2))
+            members = [{"p": rng.normal(mk, np.sqrt(0.03), (1, 200))} for mk in m.ravel()]
+            out, _ = combine_members(members, prior, seed=i, groups=groups)
+            lo, hi = np.quantile(out["p"], [0.025, 0.975])
+            hits += lo <= 0.0 <= hi
+        assert hits / n >= 0.94, (share, hits / n)  # binomial sd 0.011 at 0.95
 
 
 def test_ensemble_mean_covariance_is_combine_members_rule():
