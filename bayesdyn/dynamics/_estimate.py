@@ -85,9 +85,16 @@ def estimate_accelerations(
     plus an optional relative noise floor: C += (floor·|a|)² I. (Neither the
     covariance of a mean of independent members, B/K, which the members' shared
     data make too narrow, nor Rubin's (1 + 1/K) B of
-    :func:`bayesdyn.inference.combine_members`; B already holds the members'
-    least-squares noise, so the W̄/K term counts it twice. This is the ``"mean"``
-    likelihood whose coverage docs/calibration measured as "ensemble".) With K ≥ 2 the
+    :func:`bayesdyn.inference.combine_members`. B holds the members' least-squares
+    noise as far as it is their own, and W̄/K is right for noise independent between
+    members; but the members are solved on the same velocity draws, and the part of
+    their score errors that they share gives least-squares noise common to all, in
+    neither term: with a shared fraction ρ of the score noise this covariance is too
+    narrow (mean χ² 3.9 at ρ = 0.5 and 13.7 at ρ = 1, against 3; B + W̄ gives 1.4 and
+    3.4; ``python benchmarks/ensemble_covariance.py``), and too wide at ρ = 0 (1.25).
+    This is the ``"mean"`` likelihood whose coverage docs/calibration measured as
+    "ensemble"; the default, one posterior per member, uses each member's own
+    covariance.) With K ≥ 2 the
     result also carries each member's accelerations and own covariance, which
     :func:`bayesdyn.infer` uses by default (one posterior per member, combined by
     Rubin's rules; see docs/calibration).
@@ -102,7 +109,8 @@ def estimate_accelerations(
             hundreds: the least-squares (HC3) covariance is heavy-tailed with few
             draws (a review's simulation with exact scores and noise: per-node χ²
             averaged 8.7 at 8 draws, 4.8 at 16 and 3.06 at 256, against 3).
-        seed: random seed of the velocity draws and node choice.
+        seed: random seed of the velocity draws and node choice (an
+            :class:`ExactScores` source's velocities do not depend on it).
         ridge: Tikhonov term of the 3×3 solves (relative). It shrinks |a|, and the
             covariances do not carry that bias (Plummer sphere, exact scores, 256
             draws: ridge = 0.01 gave |a| 0.8–1.3 % low, 4–7 σ; 0.1 gave 8–12 % low):
@@ -232,7 +240,9 @@ class ExactScores:
 
     Velocities at a node are those of the catalog stars nearest to it (any velocity
     satisfies the CBE with exact scores; near neighbours keep them inside the bound
-    region of phase space).
+    region of phase space): the n nearest whose scores are finite, the same for any
+    ``seed`` (``sample_velocities`` ignores it; with these sources the seed of
+    :func:`estimate_accelerations` changes only the choice of nodes).
 
     Args:
         truth: an object with ``score(x, v)`` → (s_x, s_v), (N, 3) each.
