@@ -760,6 +760,25 @@ def test_check_judges_each_members_effective_sample_size():
     assert "ν = 1.7 degrees of freedom" in post.to_markdown()
 
 
+def test_check_flags_a_derived_sites_member_r_hat_beyond_the_free_parameters():
+    """The members' largest r̂ per site is the table's; member_max_r_hat is over the free parameters only, so a derived
+    site's r̂ of 1.08 in one member (a nonlinear quantity can mix worse) showed in to_markdown with no warning."""
+    rng = np.random.default_rng(3)
+    samples = {"halo.scale_density": rng.normal(1e7, 1e6, (8, 1000)), "derived.rho_dm_sun": rng.normal(1e7, 1e6, (8, 1000))}
+    good = {"r_hat": [1.002, 1.003], "ess_bulk": [900.0, 800.0], "ess_tail": [700.0, 650.0]}
+
+    def check(derived_rhat):
+        info = {"free_parameters": ["halo.scale_density"], "num_divergences": 0,
+                "combine": {"n_members": 2, "dof": 8.0, "member_max_r_hat": [1.003, 1.002], "member_min_ess": [650.0, 700.0],
+                            "member_diagnostics": {"halo.scale_density": good,
+                                                   "derived.rho_dm_sun": {**good, "r_hat": derived_rhat}}}}
+        return Posterior(samples, info).check(warn=False)
+
+    assert check([1.001, 1.004]) == []
+    problems = check([1.001, 1.08])
+    assert len(problems) == 1 and "['derived.rho_dm_sun'] in a member's posterior (max 1.080)" in problems[0]
+
+
 def test_stuck_chains_are_not_converged():
     """Chains that never move (seen: every chain of one flow member's run sitting at a prior's edge) or run off to
     infinity have no r̂: infer's restart test counts them as unconverged (r̂ = inf, so the member is rerun from starts

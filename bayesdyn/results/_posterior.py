@@ -197,6 +197,11 @@ class Posterior:
                    "a member's chains never moved or ran to infinity even after a restart near the mode; check "
                    "that member's accelerations and the priors")
             )
+        elif nchains > 1 and by_members:  # member_max_r_hat is over the free parameters: a derived site's own
+            bad = diag.index[diag["r_hat"] > MAX_RHAT].tolist()  # (the members' largest, in diag) can exceed it
+            if bad:
+                problems.append(f"r̂ > {MAX_RHAT} for {bad} in a member's posterior (max {diag['r_hat'].max():.3f}): "
+                                "run longer")
         low = diag.index[(diag["ess_bulk"] < MIN_ESS) | (diag["ess_tail"] < MIN_ESS)].tolist()
         if low:
             problems.append(f"effective sample size < {MIN_ESS} for {low}: draw more samples")
