@@ -616,7 +616,8 @@ def test_surface_density_resolves_thin_layers():
 
 def test_dark_components_by_name_warn_when_none_or_stellar():
     """derived.rho_dm_sun sums the components counted as dark: when the name rule finds none (a halo named 'nfw'),
-    or counts a stellar halo, the model says so and how to name them with dark=; dark= given is taken as is."""
+    leaves out a dark-matter profile beside one it counts, or counts a stellar halo, the model says so and how to
+    name them with dark=; dark= given is taken as is."""
     from bayesdyn.inference import derived_quantities
 
     halo = bp.NFW(scale_density=1e7, scale_radius=16.0)
@@ -625,10 +626,18 @@ def test_dark_components_by_name_warn_when_none_or_stellar():
         PotentialModel(nfw=halo)
     with pytest.warns(UserWarning, match="stellar_halo"):
         PotentialModel(stellar_halo=bp.Plummer(mass=1e9, scale_radius=5.0), halo=halo)
+    # a halo named by its profile beside a dark disk: the name rule counts the disk alone, and left the halo out of
+    # ρ_DM(⊙) silently (a review found 4.79e6 counted instead of 1.35e7 M☉/kpc³ with an NFW and a dark disk)
+    thin = bp.Tilted(bp.DarkDisk(surface_density=1e7, scale_height=0.1), tilt=1.0)
+    with pytest.warns(UserWarning, match=r"'nfw' \(NFW\) does not count as dark matter.*dark=\('dark_disk', 'nfw'\)"):
+        PotentialModel(nfw=halo, dark_disk=thin)
+    with pytest.warns(UserWarning, match=r"'thin' \(DarkDisk\) does not count"):  # through a Tilted wrapper
+        PotentialModel(halo=halo, thin=thin)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         named = PotentialModel(nfw=halo, dark=("nfw",))
         PotentialModel(disk=bp.MiyamotoNagai(mass=5e10, a=3.0, b=0.28), dark=())
+        PotentialModel(halo=halo, dark_disk=thin, bulge=bp.Plummer(mass=1e9, scale_radius=0.5))
     rho = float(derived_quantities(named.components, named.dark, sun)["rho_dm_sun"])
     assert_allclose(rho, float(halo.density(sun[None])[0]), rtol=1e-6)
 

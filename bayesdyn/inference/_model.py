@@ -26,6 +26,22 @@ def _is_dark(name: str) -> bool:
     return "halo" in n or "dark" in n or n.startswith("dm")
 
 
+#: component classes that are dark matter whatever their name (a Flattened or Tilted one is looked through)
+_DARK_TYPES = ("NFW", "Zhao", "ZhaoAtRadius", "Burkert", "PseudoIsothermal", "CoreNFW", "Einasto", "DarkDisk")
+
+
+def _dark_type(comp: Any) -> str | None:
+    """The dark-matter profile class of a component, looking through Flattened/Tilted wrappers, or None."""
+    for _ in range(8):
+        if type(comp).__name__ in _DARK_TYPES:
+            return type(comp).__name__
+        inner = getattr(comp, "component", None)
+        if inner is None:
+            return None
+        comp = inner
+    return None
+
+
 class PotentialModel:
     """A potential made of named components, each with fixed parameters or NumPyro priors.
 
@@ -41,7 +57,10 @@ class PotentialModel:
     quantities (``derived.*``, computed per draw by :meth:`derived`):
 
     - ``derived.rho_dm_sun``: dark-matter density at the Sun [M☉/kpc³] (components
-      whose name contains "halo" or "dark", or those listed in ``dark=``);
+      whose name contains "halo" or "dark" or starts with "dm", or those listed in
+      ``dark=``; a halo profile or dark disk that the names leave out is warned about),
+      at the Sun's height z☉ (not in the midplane: a dark disk a few pc thick counts
+      there sech²(z☉/2h) of its midplane density);
     - ``derived.rho_total_sun``: total density at the Sun [M☉/kpc³];
     - ``derived.v_circ_R0``: circular velocity in the midplane at R0 [km/s] (0, not NaN,
       at a draw whose radial force there points outwards);
@@ -78,6 +97,17 @@ class PotentialModel:
                 "starting with 'dm'), so derived.rho_dm_sun is 0; name them with dark=('nfw',), or pass dark=() if "
                 "the model has none (in a pipeline config: dark = true or false in each [model.<name>] table)",
                 UserWarning, stacklevel=2)
+        missed = {n: t for n, c in components.items() if dark is None and n not in self.dark
+                  and (t := _dark_type(c)) is not None}
+        if missed and self.dark:  # (with none dark at all, the warning above says it)
+            warnings.warn(
+                f"{', '.join(f'{n!r} ({t})' for n, t in missed.items())} "
+                f"{'do' if len(missed) > 1 else 'does'} not count as dark matter, although "
+                f"{'they are dark-matter profiles' if len(missed) > 1 else 'it is a dark-matter profile'}: by name "
+                f"only {list(self.dark)} do ('halo' or 'dark' in the name, or 'dm' first), so derived.rho_dm_sun "
+                f"leaves {'them' if len(missed) > 1 else 'it'} out; pass dark={tuple(self.dark) + tuple(missed)!r}, "
+                "or dark= with the ones you mean (in a pipeline config: dark = true or false in each "
+                "[model.<name>] table)", UserWarning, stacklevel=2)
         stellar = [n for n in self.dark if dark is None and ("stellar" in n.lower() or "star" in n.lower())]
         if stellar:
             warnings.warn(
