@@ -154,7 +154,7 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
                 hint = (" (a dark-matter density quoted in GeV/cm³ is a mass density: write it as "
                         "value * bd.units.GEV_PER_CM3)")
             raise UnitError(
-                f"{name} was given in {value.unit} (a {value.unit.physical_type}), "
+                f"{name} was given in {value.unit} (physical type: {value.unit.physical_type}), "
                 f"but it must be a {physical_type}: pass a Quantity convertible to "
                 f"{target}, or a bare number in {target}{hint}"
             ) from None

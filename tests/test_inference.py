@@ -109,11 +109,21 @@ def test_posterior_tables_and_warnings():
     assert "| `h.m` |" in md and r"\begin{tabular}" in tex
     # LaTeX: errors to two significant digits, the median to their decimal place, a power of ten, units in math
     row = next(ln for ln in tex.splitlines() if "rho" in ln)
-    assert r"$\mathrm{M_\odot/kpc^{3}}$" in row and re.search(r"\$\d\.\d\d\^\{\+\d\.\d\d\}_\{-\d\.\d\d\} \\times 10\^\{6\}\$", row), row
+    assert r"$\mathrm{M_\odot/kpc^{3}}$" in row and re.search(r"\$\d\.\d\d\^\{\+\d\.\d\d?\}_\{-\d\.\d\d?\} \\times 10\^\{6\}\$", row), row
     # a constant row (a fixed halo's ρ_DM(⊙)) keeps its digits: no error to round to (7.54e6 printed as 8 × 10⁶)
     fixed = Posterior({"h.m": good["h.m"], "derived.rho_dm_sun": np.full((4, 1000), 7.54e6)},
                       {"diverging": np.zeros((4, 1000), bool)})
-    assert r"7.54^{+0}_{-0} \times 10^{6}" in fixed.to_latex()
+    assert r"7.540^{+0}_{-0} \times 10^{6}" in fixed.to_latex()
+    # the power of ten from the largest of the median and its errors, each error to two significant digits, the
+    # mantissa below 10 (a review's cases: 8^{+1234}_{-987} × 10^{-4}, 10.000 × 10^4, 500^{+3012345}_{-480}, −0)
+    from bayesdyn.results._posterior import _latex_value
+
+    assert _latex_value(0.0008, 0.1234, 0.0987) == "0.001^{+0.12}_{-0.099}"
+    assert _latex_value(99996.0, 300.0, 300.0) == r"1.0000^{+0.0030}_{-0.0030} \times 10^{5}"
+    assert _latex_value(500.0, 3012345.0, 480.0) == r"0.00050^{+3.0}_{-0.00048} \times 10^{6}"
+    assert _latex_value(-0.0004, 3.02, 2.51) == "0.0^{+3.0}_{-2.5}"
+    assert _latex_value(9999.7, 0.0, 0.0) == r"1.000^{+0}_{-0} \times 10^{4}"
+    assert _latex_value(float("inf"), 1.0, 1.0) == r"\infty"
     # a narrow interval keeps its ends apart in the Markdown table (229.31 ± 0.02 read [229.3, 229.3])
     narrow = Posterior({"derived.v_circ_R0": rng.normal(229.31, 0.02, size=(4, 1000))},
                        {"diverging": np.zeros((4, 1000), bool)})
@@ -186,6 +196,44 @@ def test_posterior_file_keeps_info_types_and_refuses_foreign_or_damaged_records(
         idata = az.from_dict(posterior=samples)
         idata.posterior.attrs["bayesdyn_info"] = record
         refused(idata, match)
+
+
+def test_paper_outputs_warn_and_format_what_a_review_found(tmp_path):
+    """upper_limit refuses non-finite draws also with lower=None (an inf had passed), warns where a surface density's
+    draws below 0 count, and carries the run's problems; to_csv warns of them (a CSV cannot carry them);
+    dark_disk_limits refuses q = 95 before any run; the corner plot leaves out a constant site (corner's error asked
+    for an argument this method lacks) and titles a 4 pc scale height (in kpc) with its digits (corner's .2f gave
+    0.00); local_dm_line's M☉/pc³ errors to the decimal place of the GeV part's rule ("+0.001 -0.00099")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bayesdyn.results import dark_disk_limits
+
+    rng = np.random.default_rng(5)
+    clean = {"diverging": np.zeros((2, 500), bool)}
+    sigma = rng.normal(1e6, 3e6, (2, 500))
+    post = Posterior({"dark_disk.surface_density": sigma, "derived.rho_dm_sun": rng.normal(-2.0e6, 1.0e6, (2, 500)),
+                      "dark_disk.scale_height": rng.normal(0.004, 0.0015, (2, 500)), "halo.x": np.ones((2, 500))}, clean)
+    with pytest.warns(UserWarning, match="below 0, and they count"):
+        loose = post.upper_limit("dark_disk.surface_density")
+    assert loose < post.upper_limit("dark_disk.surface_density", lower=0.0)
+    broken = Posterior({"h.m": np.where(np.arange(1000).reshape(2, 500) == 7, np.inf, 1.0 + sigma / 1e7)}, clean)
+    with pytest.raises(ValueError, match="not finite"):
+        broken.upper_limit("h.m")
+    stuck = Posterior({"h.m": np.stack([rng.normal(m, 0.1, 500) for m in (0.0, 1.0)])}, clean)
+    with pytest.warns(ConvergenceWarning, match="to_csv: .*r̂"):
+        stuck.to_csv(tmp_path / "t.csv")
+    with pytest.warns(ConvergenceWarning, match="upper_limit: .*r̂"):
+        stuck.upper_limit("h.m")
+    model = PotentialModel(dark_disk=bp.DarkDisk(surface_density=dist.Uniform(0.0, 3e7), scale_height=0.1))
+    with pytest.raises(ValueError, match="q must be a credibility"):
+        dark_disk_limits(model, None, [0.1], q=95)
+    with pytest.warns(UserWarning, match=r"\['halo.x'\] left out"):
+        fig = post.corner(names=["dark_disk.scale_height", "halo.x"])
+    assert any("0.00" in ax.get_title() and "0.0015" in ax.get_title() for ax in fig.axes), [a.get_title() for a in fig.axes]
+    line = post.local_dm_line()
+    m = re.search(r"= -0\.(\d+) \+0\.(\d+) -0\.(\d+) Msun/pc\^3", line)  # one decimal place, the smaller error's
+    assert m and len({len(g) for g in m.groups()}) == 1 and line.endswith("-0.00096 Msun/pc^3 (68 %)"), line
 
 
 def test_upper_limit_leaves_out_draws_below_the_physical_bound():

@@ -798,7 +798,7 @@ class Run:
             (out / "constraints.tex").write_text(post.to_latex())
             if "derived.rho_dm_sun" in post.samples and model.dark:
                 lines.append(post.local_dm_line())
-        post.to_csv(out / "constraints.csv")
+            post.to_csv(out / "constraints.csv")
         if lines:
             post.local_dm_density().to_csv(out / "local_dm_density.csv", index_label="unit")
         combine = post.info.get("combine")

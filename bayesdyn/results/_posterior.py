@@ -294,8 +294,12 @@ class Posterior:
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | Path) -> None:
-        """Write the constraint table as CSV."""
-        self.summary().to_csv(path, index_label="quantity")
+        """Write the constraint table as CSV; the run's convergence problems, which a CSV cannot carry, are warned
+        about (:class:`ConvergenceWarning`), as :meth:`to_latex` does."""
+        df = self.summary()
+        if df.attrs["problems"]:
+            warnings.warn("to_csv: " + "; ".join(df.attrs["problems"]), ConvergenceWarning, stacklevel=2)
+        df.to_csv(path, index_label="quantity")
 
     # ------------------------------------------------------------- physics
     def local_dm_density(self, name: str = "derived.rho_dm_sun") -> pd.DataFrame:
@@ -319,10 +323,11 @@ class Posterior:
         g, m = t.loc["GeV/cm3"], t.loc["Msun/pc3"]
         up, lo = g["q84"] - g["median"], g["median"] - g["q16"]
         d = max(3, _error_decimals(up, lo))  # the smaller error to two significant digits, at least 0.001 GeV/cm³
+        m_up, m_lo = m["q84"] - m["median"], m["median"] - m["q16"]
+        dm = max(4, _error_decimals(m_up, m_lo))  # the same rule in M☉/pc³ (its errors had .2g: "+0.001 -0.00099")
         return (
             f"rho_DM(sun) = {g['median']:.{d}f} +{up:.{d}f} -{lo:.{d}f} GeV/cm^3"
-            f" = {m['median']:#.{_digits(m['median'], m['q16'], m['q84'])}g} +{m['q84'] - m['median']:.2g} "
-            f"-{m['median'] - m['q16']:.2g} Msun/pc^3 (68 %)"
+            f" = {m['median']:.{dm}f} +{m_up:.{dm}f} -{m_lo:.{dm}f} Msun/pc^3 (68 %)"
         )
 
     def upper_limit(self, name: str, q: float = 0.95, lower: float | None = None) -> float:
@@ -340,7 +345,7 @@ class Posterior:
                 None: every draw counts (right when the prior itself stops at the bound).
 
         Raises:
-            ValueError: q outside (0, 1), or no draw at or above ``lower``.
+            ValueError: q outside (0, 1), a draw that is not finite, or no draw at or above ``lower``.
         """
         if not 0 < q < 1:
             raise ValueError(f"q must be in (0, 1), got {q}")
@@ -356,11 +361,19 @@ class Posterior:
             except (ValueError, u.UnitConversionError):
                 raise _u.UnitError(f"lower={lower} cannot be converted to the unit of {name!r} "
                                    f"({_unit_of(name) or 'unknown'}); pass a bare number in that unit") from None
+        if not np.isfinite(x).all():  # as dark_disk_limits: no limit from a broken run (an inf had passed)
+            raise ValueError(f"{int(np.sum(~np.isfinite(x)))} of {x.size} draws of {name!r} are not finite: "
+                             "no limit")
+        if lower is None and name.endswith("surface_density") and np.any(x < 0):
+            warnings.warn(
+                f"{int(np.sum(x < 0))} of {x.size} draws of {name!r} are below 0, and they count (lower=None): the "
+                "limit is tighter than under the physical prior Σ ≥ 0, which dark_disk_limits uses; pass lower=0",
+                UserWarning, stacklevel=2)
+        problems = self.check(warn=False)
+        if problems:  # a limit goes into papers: its run's problems are said where it is made
+            warnings.warn("upper_limit: " + "; ".join(problems), ConvergenceWarning, stacklevel=2)
         if lower is not None:
             lower = float(lower)
-            if not np.isfinite(x).all():  # as dark_disk_limits: no limit from a broken run (the cut would hide it)
-                raise ValueError(f"{int(np.sum(~np.isfinite(x)))} of {x.size} draws of {name!r} are not finite: "
-                                 "no limit")
             x = x[x >= lower]
             if x.size == 0:
                 raise ValueError(f"no draw of {name!r} lies at or above lower={lower:g}: no limit")
@@ -372,10 +385,18 @@ class Posterior:
         import corner as _corner
 
         names = names or [n for n in self.scalar_names if not n.startswith("derived.")] or self.scalar_names
+        constant = [n for n in names if np.ptp(self.samples[n]) == 0 or not np.isfinite(self.samples[n]).all()]
+        if constant:  # corner needs a range for each: its error asked for a `range` argument this method lacks
+            if len(constant) == len(names):
+                raise ValueError(f"the draws of {constant} are constant or not finite: nothing to plot")
+            warnings.warn(f"corner: {constant} left out (their draws are constant or not finite)", UserWarning,
+                          stacklevel=2)
+            names = [n for n in names if n not in constant]
         data = np.stack([self.samples[n].reshape(-1) for n in names], axis=-1)
         tv = None if truths is None else [truths.get(n) for n in names]
         labels = [f"{n}\n[{_unit_of(n)}]" if _unit_of(n) else n for n in names]
-        fig = _corner.corner(data, labels=labels, truths=tv, quantiles=[0.16, 0.5, 0.84], show_titles=True)
+        fig = _corner.corner(data, labels=labels, truths=tv, quantiles=[0.16, 0.5, 0.84], show_titles=True,
+                             title_fmt=[_title_format(data[:, i]) for i in range(len(names))])
         if path is not None:
             fig.savefig(path, dpi=110, bbox_inches="tight")
         return fig
@@ -451,30 +472,67 @@ def _digits(median: float, q16: float, q84: float) -> int:
     return int(np.clip(np.floor(np.log10(abs(median))) - np.floor(np.log10(half)) + 2, 4, 12))
 
 
+def _title_format(x: np.ndarray) -> str:
+    """A corner-plot title format for draws x: the smaller 68 % error to two significant digits (corner's ".2f"
+    titled a 4 ± 1.5 pc scale height, in kpc, 0.00 ± 0.00), in exponent form beyond 10⁴ or below 10⁻³."""
+    q16, q50, q84 = np.percentile(x, [16, 50, 84])
+    ref = max(abs(q50), q84 - q50, q50 - q16)
+    if ref >= 1e4 or 0 < ref < 1e-3:
+        return ".2e"
+    return f".{_error_decimals(q84 - q50, q50 - q16)}f"
+
+
 def _error_decimals(*errors: float) -> int:
     """Decimal places that give the smallest positive finite error two significant digits (0 for errors ≥ 10)."""
     e = [x for x in errors if np.isfinite(x) and x > 0]
     return int(max(0, 1 - np.floor(np.log10(min(e))))) if e else 0
 
 
+def _round_sig(x: float, sig: int = 2) -> float:
+    """x rounded to ``sig`` significant digits (x > 0)."""
+    return float(f"{x:.{sig - 1}e}")
+
+
 def _latex_value(median: float, up: float, down: float) -> str:
-    """median^{+up}_{-down} for LaTeX math: errors to two significant digits (all their integer digits when ≥ 10),
-    the median to their decimal place, a common power of ten outside (1.8^{+65.1}_{-1.8} × 10^{5}) when |median| ≥
-    10⁴ or < 10⁻³; without a positive error (a constant row, e.g. a fixed halo's ρ_DM(⊙)) the median to 4
-    significant digits (it was rounded to no decimal place: 7.54 × 10⁶ printed as 8 × 10⁶)."""
+    """median^{+up}_{-down} for LaTeX math: each error rounded to two significant digits, the median to the decimal
+    place of the smaller one, a common power of ten outside (1.8^{+65}_{-1.8} × 10^{5}) when the largest of |median|
+    and the errors is ≥ 10⁴ or < 10⁻³ (taken from the median alone, a small median with large errors gave
+    8^{+1234}_{-987} × 10^{-4}); without a positive error (a constant row, e.g. a fixed halo's ρ_DM(⊙)) the median
+    to 4 significant digits, zeros kept (7.54 × 10⁶ had printed as 8 × 10⁶; 9999.7 prints 1.000 × 10⁴)."""
+    if np.isinf(median) and np.isfinite(up) and np.isfinite(down):
+        return r"\infty" if median > 0 else r"-\infty"
     if not (np.isfinite(median) and np.isfinite(up) and np.isfinite(down)):
         return r"\mathrm{nan}"
-    if not (up > 0 or down > 0):  # a constant: its power of ten from the value as printed (9999.7 → 1.000 × 10⁴)
+    constant = not (up > 0 or down > 0)
+    if constant:
         median = float(f"{median:.4g}")
-    ref = abs(median) if median != 0 else max(abs(up), abs(down))
+        ref = abs(median)
+    else:
+        up, down = (_round_sig(e) if e > 0 else 0.0 for e in (up, down))
+        ref = max(abs(median), up, down)
     exp = int(np.floor(np.log10(ref))) if ref > 0 else 0
     exp = exp if (exp >= 4 or exp < -3) else 0
-    scale = 10.0 ** exp
-    if not (up > 0 or down > 0):
-        text = f"{median / scale:.4g}^{{+0}}_{{-0}}"
-        return rf"{text} \times 10^{{{exp}}}" if exp else text
-    d = _error_decimals(up / scale, down / scale)
-    text = f"{median / scale:.{d}f}^{{+{up / scale:.{d}f}}}_{{-{down / scale:.{d}f}}}"
+    for _ in range(2):  # once more where the mantissa rounds up to 10 (99996 ± 300 → 1.0000 × 10⁵, not 10.000 × 10⁴)
+        scale = 10.0 ** exp
+        if constant:
+            mantissa = f"{median / scale:#.4g}".rstrip(".")
+            if abs(float(mantissa)) < 10 or not exp:
+                break
+        else:
+            d = _error_decimals(up / scale, down / scale)
+            mantissa = f"{median / scale:.{d}f}"
+            if abs(float(mantissa)) < 10 or not exp:
+                break
+        exp += 1
+    if float(mantissa) == 0:
+        mantissa = mantissa.lstrip("-")  # −0.0 → 0.0
+    if constant:
+        text = f"{mantissa}^{{+0}}_{{-0}}"
+    else:
+        def err(e: float) -> str:
+            return f"{e / scale:.{min(d, _error_decimals(e / scale))}f}" if e > 0 else "0"
+
+        text = f"{mantissa}^{{+{err(up)}}}_{{-{err(down)}}}"
     return rf"{text} \times 10^{{{exp}}}" if exp else text
 
 
