@@ -455,6 +455,13 @@ def test_combine_members_with_resample_groups_splits_training_from_sampling_vari
     assert_allclose(between, (2 * 0.2**2 + 2 * 0.1**2) / 2 / 4, rtol=1e-3)  # 0.0125
     assert_allclose(info["dof"], 2.0, rtol=1e-3)
     assert_allclose(out["p.a"].mean(), 1.0, atol=0.01)
+    # S > 0 but below M/L (2 resamples × 4 seeds, means 1.00 and 1.06): the point estimate clips the sampling part,
+    # but its draws S* enter, with Cauchy tails (1 dof); J(L − 1) = 6 had been reported (a review's case)
+    seeds = np.array([-0.15, -0.05, 0.05, 0.15])
+    out, info, _, _ = run(np.concatenate([1.0 + seeds, 1.06 + seeds]), [0] * 4 + [1] * 4)
+    assert info["dof"] == 1.0
+    x = np.abs(out["p.a"] - 1.03)
+    assert np.quantile(x, 0.999) / np.quantile(x, 0.68) > 50  # a t of 6 dof: 5.5; of 1 dof: 350
     for bad in ([0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 2]):
         with pytest.raises(ValueError, match="groups"):
             combine_members([{"p.a": rng.normal(0, w, size=(2, 100))} for _ in range(4)], priors, groups=bad)
@@ -596,6 +603,22 @@ def test_members_share_one_compiled_sampler_with_plain_runs_draws(plummer_data, 
     assert set(post.samples) == set(plain.samples)
     for name in post.samples:  # the members' draws, combined with the same seed (derived sites included)
         np.testing.assert_array_equal(post.samples[name], plain.samples[name], err_msg=name)
+
+
+def test_a_model_without_a_finite_density_still_says_so_through_the_compiled_sampler():
+    """Inside the jitted run NumPyro cannot raise "Cannot find valid initial parameters": a model whose density is NaN
+    everywhere ran silently (every transition divergent, no draw moving; a review's case); it raises again."""
+    import numpyro
+
+    from bayesdyn.inference import _infer
+
+    def model(data):
+        m = numpyro.sample("m", dist.Uniform(0.0, 1.0))
+        numpyro.factor("lik", jnp.where(data[0] > 0, jnp.nan, 0.0) * m)
+
+    with jax.enable_x64(True):
+        with pytest.raises(RuntimeError, match="Cannot find valid initial parameters"):  # each chain stuck apart
+            _infer._run_nuts(model, jnp.ones(3), 0, 2, 20, 20, "numpyro", 0.8, False, False, None)
 
 
 def test_blackjax_members_share_one_compiled_program_with_per_member_programs_draws(plummer_data, monkeypatch):

@@ -88,8 +88,8 @@ def _lstsq_one(v, s_x, s_v, ridge):
     # h = s_vᵀ(AᵀA)⁻¹s_v, because the fit pulls toward the few fast draws whose large ∂f/∂v carry much of it (up to
     # 22–48 % of the weight near a Plummer sphere's escape speed). HC1's m/(m − 3) did not: χ² of the errors 3.41
     # for 3 (7.6 % beyond the 95 % cut) at 512 draws with iid score noise, against HC3's 3.19 (6.5 %), at one node;
-    # the figures depend on the node (another review, another node: 3.44, 8.6 %, with the stated variance 0.88–0.91
-    # of the empirical one on average, so the excess χ² is from heavy tails).
+    # the figures depend on the node (another review, another node: 3.44, 8.6 %; there the stated variance was
+    # 0.88–0.91 of the empirical one on average).
     inv = jnp.linalg.inv(ata_r)
     h = jnp.einsum("mi,ij,mj->m", s_v, inv, s_v)
     r3 = r / jnp.maximum(1.0 - h, 1e-2)  # h < 1 in exact arithmetic; the floor keeps a lone direction finite

@@ -78,7 +78,8 @@ seed each (plain Rubin) at 68 % (0.901 / 0.858 / 0.767 against 0.902 / 0.866 / 0
 with wider 95 % intervals (half-widths 13.4 / 11.7 / 9.5 against 5.4 / 4.7 / 3.5
 times the true sd): in simulation the pairs no longer buy narrower honest intervals.
 ``info["dof"]`` is then J − 1, the heaviest tail among the parts drawn (J(L − 1)
-where the sampling part is estimated at zero).
+only where the resample means agree exactly, S = 0: S* enters the draws wherever S > 0,
+also where the point estimate [S − M/L]₊ clips to zero).
 ``benchmarks/rubin_design.py`` simulates the coverage of both designs.
 """
 
@@ -130,6 +131,10 @@ def _groups(groups: Any, k: int) -> np.ndarray | None:
             "least 2 resamples; fit the flows with fit_psd(ensemble=J·L, seeds_per_resample=L)"
         )
     return np.stack([np.flatnonzero(g == lab) for lab in labels])
+
+
+#: draws of the between-member part computed together with resample groups ((N, P, P) matrices each)
+COMBINE_BLOCK = 4096
 
 
 def _clip_psd(a: np.ndarray) -> np.ndarray:
@@ -205,8 +210,8 @@ def combine_members(
         ``(samples, info)``: the combined draws, site → (K·chains, draws), and a
         dict with ``n_members``, ``dof`` (ν_b: the degrees of freedom of the
         between-member variance the draws use, K − 1, or with groups the heaviest
-        tail among its parts, J − 1 (J(L − 1) where the sampling part is estimated
-        at zero); not Rubin's ν of the whole scale; ∞ when the members agree), and per
+        tail among its parts, J − 1 (J(L − 1) where the resample means agree
+        exactly); not Rubin's ν of the whole scale; ∞ when the members agree), and per
         site ``between_fraction``
         ((1 + 1/K)B / T on the diagonal: the share of the variance from the
         members' disagreement), ``member_medians`` (K,) in the parameter's unit;
@@ -267,14 +272,23 @@ def combine_members(
         # then M/(JL) + (1 + 1/J)[S − M/L]₊ per draw. One t of Satterthwaite's ν for the sum under-covered where
         # an S small by chance was clipped away (95 % coverage 0.88–0.93 at training shares 0.1–0.46, 2 × 2; module
         # docstring)
-        t_part = nj * (nl - 1) / rng.chisquare(nj * (nl - 1), size=(k, c, s, 1, 1)) * m_mat
-        s_part = (nj - 1) / rng.chisquare(nj - 1, size=(k, c, s, 1, 1)) * s_mat
-        cov_draws = t_part / (nj * nl) + (1 + 1 / nj) * _clip_psd(s_part - t_part / nl)
-        lam, vec = np.linalg.eigh(cov_draws)
-        root = vec * np.sqrt(np.clip(lam, 0.0, None))[..., None, :]
-        g = np.einsum("kcsij,kcsj->kcsi", root, rng.standard_normal((k, c, s, p)))
-        # the heaviest tail among the parts drawn: the sampling part's where it is estimated above zero
-        dof = float(nj - 1 if np.any(vs_d > 0) else nj * (nl - 1)) if np.any(between > 0) else np.inf
+        a_t = (nj * (nl - 1) / rng.chisquare(nj * (nl - 1), size=(k, c, s))).reshape(-1)
+        a_s = ((nj - 1) / rng.chisquare(nj - 1, size=(k, c, s))).reshape(-1)
+        z = rng.standard_normal((k, c, s, p)).reshape(-1, p)
+        g = np.empty_like(z)
+        for lo in range(0, z.shape[0], COMBINE_BLOCK):  # (N, P, P) matrices a block of draws at a time (memory)
+            b = slice(lo, lo + COMBINE_BLOCK)
+            t_part = a_t[b, None, None] * m_mat
+            cov_draws = t_part / (nj * nl) + (1 + 1 / nj) * _clip_psd(a_s[b, None, None] * s_mat - t_part / nl)
+            lam, vec = np.linalg.eigh(cov_draws)
+            root = vec * np.sqrt(np.clip(lam, 0.0, None))[..., None, :]
+            g[b] = np.einsum("nij,nj->ni", root, z[b])
+        g = g.reshape(k, c, s, p)
+        # the heaviest tail among the parts drawn: the sampling part's wherever S > 0 (its draws S* enter also where
+        # the point estimate [S − M/L]₊ clips to zero), else the training part's
+        s_d = np.diag(s_mat)
+        dof = (float(nj - 1) if np.any(s_d > 0) else float(nj * (nl - 1)) if np.any(md > 0) else np.inf) \
+            if np.any(between > 0) or np.any(s_d > 0) else np.inf
         extra = {
             "n_resamples": int(nj),
             "seeds_per_resample": int(nl),
