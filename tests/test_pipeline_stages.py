@@ -393,3 +393,14 @@ def test_flows_trained_again_to_another_result_are_not_followed_by_the_old_accel
                                                                          for line in logs), logs
     assert (tmp_path / ".psd.stamp").read_text() != flows_stamp
     assert not np.allclose(np.asarray(second.a), np.asarray(first.a))
+    # accelerations replaced under their stamp (another run's file copied in): reused, and the stamp follows the
+    # content, so that the posterior keyed on it is computed again
+    acc_stamp = (tmp_path / ".accelerations.stamp").read_text()
+    with np.load(tmp_path / "accelerations.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "accelerations.npz", **{**arrays, "a": 1.01 * arrays["a"]})
+    third = stages()
+    assert any("[accelerations] reusing" in line for line in logs)
+    assert np.allclose(np.asarray(third.a), 1.01 * np.asarray(second.a))
+    assert (tmp_path / ".accelerations.stamp").read_text() != acc_stamp
+    assert any("not the one its stamp records" in line for line in logs), logs

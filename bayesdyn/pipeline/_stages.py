@@ -175,6 +175,15 @@ class Run:
         accelerations or posterior; the same result computed again keeps them."""
         (self.folder / f".{name}.stamp").write_text(key + (f":{digest[:16]}" if digest else "") + "\n")
 
+    def _restamp(self, name: str, key: str, digest: str) -> None:
+        """A reused artefact whose content is not the one its stamp records (replaced under the stamp): the stamp
+        takes the content's digest, so that the later stages, which key on it, follow the artefact as it is. A stamp
+        of an earlier version, without a digest, is left as it is (its later stages stay valid)."""
+        tail = self._read_stamp(name).partition(":")[2]
+        if tail and tail != digest[:16]:
+            self.log(f"[{name}] the cached artefact is not the one its stamp records: the later stages follow it")
+            self._stamp(name, key, digest)
+
     def _reuse(self, tag: str, path: Path, load, errors: tuple[type[BaseException], ...]):
         """``load(path)``, or None (logged) where the cached file cannot be read: a damaged file, or one of another
         bayesdyn version, is computed again rather than stopping every later run with a bare traceback."""
@@ -381,6 +390,7 @@ class Run:
             psd = self._reuse(tag, folder, load_psd, (PSDFileError,))  # e.g. written by another bayesdyn version
         if psd is not None:
             self.log(f"{tag} reusing {folder}")
+            self._restamp(name, key, _flows_digest(folder))
         else:
             pairs = (f" ({p['ensemble'] // p['seeds_per_resample']} bootstrap resamples × {p['seeds_per_resample']} seeds)"
                      if p["seeds_per_resample"] > 1 else "")
@@ -458,6 +468,8 @@ class Run:
                                                               zipfile.BadZipFile))
         if data is not None:
             self.log(f"[accelerations] reusing {path}")
+            with np.load(path, allow_pickle=False) as z:
+                self._restamp("accelerations", key, _arrays_digest({k: z[k] for k in z.files}))
         else:
             sun = cat.solar.position
             radius = self.node_radius(cat)
