@@ -898,19 +898,27 @@ def _run_members(model, data: AccelerationData, seed: int, options: dict, restar
             mcmc = _blackjax_program(model, _to_float64(data.member(0)), jax.random.PRNGKey(0), options["num_warmup"],
                                      options["num_samples"], options["target_accept"], options["dense_mass"], {})
         if options["backend"] == "numpyro":
+            # no NumPyro progress bar: its loop would compile again for every member (_compiled_run); a line per
+            # member says how the runs go instead
             mcmc = _numpyro_mcmc(
                 model, options["num_chains"], options["num_warmup"], options["num_samples"],
-                options["target_accept"], options["dense_mass"], options["progress"],
+                options["target_accept"], options["dense_mass"], False,
                 _real_line_mass(_real_line_init(model, _to_float64(data.member(0)), None, jax.random.PRNGKey(0), 1,
                                                 warn=False)),
             )
         for j in range(k):
             if options["progress"]:
-                print(f"member {j + 1}/{k}:", flush=True)
+                print(f"member {j + 1}/{k}: NUTS, {options['num_chains']} chains × ({options['num_warmup']} warm-up + "
+                      f"{options['num_samples']}) draws{' (compiling first)' if j == 0 else ''} ...", end=" ",
+                      flush=True)
             dj = _to_float64(data.member(j))
             args = (model, dj, seed + 1000 * j, options["num_chains"], options["num_warmup"], options["num_samples"],
-                    options["backend"], options["target_accept"], options["dense_mass"], options["progress"], None)
+                    options["backend"], options["target_accept"], options["dense_mass"], False, None)
             sj, ij = _nuts_restarting(args, priors, restart, seed + 1000 * j + 1, mcmc=mcmc)
+            if options["progress"]:
+                print(f"{ij['wall_time_s']:.1f} s, max r̂ {_max_rhat(sj, priors):.3f}, "
+                      f"{int(np.sum(ij['diverging']))} divergent{', rerun from the mode' if ij.get('restarted') else ''}",
+                      flush=True)
             if ij.get("restarted"):
                 restarted.append(j)
             member_samples.append({n: sj[n] for n in priors})
