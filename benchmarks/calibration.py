@@ -84,7 +84,8 @@ FULL = {
     "gaia-challenge-truth-noise": dict(mock="gaia-challenge", method="truth", likelihood=["floor:0.05"], noise=True,
                                        realisations=10, n_stars=10000, n_nodes=64,
                                        nuts=dict(num_warmup=1500, target_accept=0.9)),
-    # flows with fit_psd's defaults (K = 4 bootstrap members as 2 resamples × 2 seeds, ≤ 30 epochs): what a user gets
+    # flows with fit_psd's defaults (K = 4 bootstrap members, one per resample since 2026-12-07, 2 resamples × 2
+    # seeds in the published runs; ≤ 30 epochs): what a user gets
     "nfw": dict(mock="nfw", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,
                 psd=dict(max_epochs=30)),
     "disk": dict(mock="disk", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,

@@ -396,18 +396,18 @@ def test_psd_table_passes_seeds_per_resample_support_core_flow_radial_and_axis_m
         run = Run(validate_config({"psd": table}), folder=tmp_path / str(len(calls)), log=lambda *_: None)
         with pytest.raises(Stop):
             run.psd(cat)
-    assert [c["seeds_per_resample"] for c in calls] == [2, 1, 1, 2, 2, 2, 2]
+    assert [c["seeds_per_resample"] for c in calls] == [1, 1, 1, 1, 2, 1, 1]
     assert calls[0]["axis_map"] is None and calls[6]["axis_map"] == [0.0, 0.0, 1.0]
     assert keys[6][0]["axis_map"] == [0.0, 0.0, 1.0] and "axis_map" not in keys[0][0]
     assert calls[0]["support_core"] == 0.0 and calls[4]["support_core"] == 0.6
     assert (calls[0]["flow"], calls[0]["radial_map"]) == ("maf", "auto")
     assert (calls[5]["flow"], calls[5]["radial_map"]) == ("sas_maf", 0.0)
     assert keys[5][0]["flow"] == "sas_maf" and keys[5][0]["radial_map"] == 0.0
-    assert keys[0][0]["seeds_per_resample"] == 2 and "support_core" not in keys[0][0]
-    for k in (1, 2):  # one member per resample, the default flows: the key of earlier versions
+    assert "seeds_per_resample" not in keys[0][0] and "support_core" not in keys[0][0]
+    for k in (0, 1, 2, 3):  # one member per resample, the default flows: the key of earlier versions
         assert not {"seeds_per_resample", "support_core", "flow", "radial_map", "axis_map"} & set(keys[k][0])
     assert keys[4][0]["seeds_per_resample"] == 2 and keys[4][0]["support_core"] == 0.6
-    assert keys[0][0] == {**keys[1][0], "seeds_per_resample": 2}  # "auto" keys exactly as an explicit 2
+    assert keys[0][0] == keys[1][0]  # "auto" keys exactly as an explicit 1
 
     from bayesdyn.pipeline import ConfigError
 
@@ -525,8 +525,8 @@ def test_training_caveat_names_settings_that_differ_from_the_calibrated_flows():
         assert part in demo, demo
     assert "ensemble" not in demo and "bootstrap" not in demo  # unchanged settings are not named
     # "auto" seed pairing and the number it resolves to are the same training
-    assert training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 2}) is None
-    assert "psd.seeds_per_resample = 1" in training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 1})
+    assert training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 1}) is None
+    assert "psd.seeds_per_resample = 2" in training_caveat({**DEFAULT_CONFIG["psd"], "seeds_per_resample": 2})
     # a radius given equal to what "auto" chose for the catalog (recorded by fit_psd) is the calibrated training
     off = {**DEFAULT_CONFIG["psd"], "radial_map": 0.0}
     assert training_caveat(off, {"radial_map": 0.0, "radial_map_auto": 0.0}) is None

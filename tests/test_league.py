@@ -188,16 +188,17 @@ def test_points_with_too_many_bad_velocity_draws_are_left_out_not_fatal(monkeypa
 
 
 def test_psd_options_are_applied_before_the_seed_pairing_is_resolved():
-    """--psd-option ensemble=5 or bootstrap=false leave one seed per resample (fit_psd's "auto"), not the default
-    ensemble's two; the page's note names the pairing the options give."""
+    """The seed pairing is resolved after --psd-option (fit_psd's "auto": one seed per resample since 2026-12-07);
+    an explicit seeds_per_resample=2 pairs them; the page's note names the pairing the options give."""
     league = _league()
-    for extra, spr in ((["ensemble=5"], None), (["bootstrap=false"], None), (["ensemble=2"], None), ([], 2),
-                       (["ensemble=6"], 2), (["seeds_per_resample=1"], None)):
+    for extra, spr in ((["ensemble=5"], None), (["bootstrap=false"], None), (["ensemble=2"], None), ([], None),
+                       (["ensemble=6"], None), (["seeds_per_resample=1"], None), (["seeds_per_resample=2"], 2)):
         s = league.resolve_settings(league.parse([a for e in extra for a in ("--psd-option", e)]))
         assert s["psd"].get("seeds_per_resample") == spr, extra
         assert s["realisations"]["psd"] == {**league.FULL["realisations"]["psd"], **league.psd_options(extra)}
     assert league.resolve_settings(league.parse(["--realisations", "3"]))["realisations"]["count"] == 3
-    assert league._pairing_text({}) == "2 resamples × 2 seeds"
+    assert league._pairing_text({}) == "4 resamples"
+    assert league._pairing_text({"seeds_per_resample": 2}) == "2 resamples × 2 seeds"
     assert league._pairing_text({"ensemble": 5}) == "5 resamples"
     assert league._pairing_text({"bootstrap": False}) == "4 seeds, no bootstrap"
     assert league._pairing_text({"ensemble": 6, "seeds_per_resample": 3}) == "2 resamples × 3 seeds"

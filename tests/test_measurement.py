@@ -247,8 +247,10 @@ def test_pipeline_errors_table_fits_copies_and_corrects_the_accelerations(tmp_pa
         with pytest.raises(ConfigError, match="errors"):
             validate_config({"errors": bad})
     # more copies than bootstrap resamples is refused by the config, before any training (it failed in the
-    # accelerations stage, after the flows): 2 resamples at the default ensemble = 4, 4 with one seed each
+    # accelerations stage, after the flows): 4 resamples at the default ensemble = 4, 2 with seed pairs
     with pytest.raises(ConfigError, match=r"'errors.copies' = 3 but the flows have 2 bootstrap resamples"):
-        validate_config({"errors": {"correct": True, "copies": 3}})
-    validate_config({"errors": {"correct": True, "copies": 3}, "psd": {"seeds_per_resample": 1}})
+        validate_config({"errors": {"correct": True, "copies": 3}, "psd": {"seeds_per_resample": 2}})
+    with pytest.raises(ConfigError, match=r"'errors.copies' = 5 but the flows have 4 bootstrap resamples"):
+        validate_config({"errors": {"correct": True, "copies": 5}})
+    validate_config({"errors": {"correct": True, "copies": 3}})
     validate_config({"errors": {"correct": True, "copies": 3}, "inference": {"likelihood": "weak_form"}})

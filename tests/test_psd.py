@@ -609,15 +609,15 @@ def test_seeds_per_resample_groups_members_on_shared_resamples(data, psd):
                     (dict(ensemble=2, seeds_per_resample=2), "gives one resample")]:
         with pytest.raises(ValueError, match=msg):
             fit_psd(cat, seed=0, max_epochs=1, **{**TINY, **kw})
-    assert "resample_groups" not in psd.info  # one member per resample (K = 2: "auto" gives L = 1)
-    # "auto" (the default): pairs for an even K ≥ 4 with bootstrap, one member per resample otherwise
+    assert "resample_groups" not in psd.info  # one member per resample ("auto" gives L = 1)
+    # "auto" (the default): one member per resample (pairs for an even K ≥ 4 until 2026-12-07)
     from bayesdyn.psd._fit import resolve_seeds_per_resample
 
-    assert [resolve_seeds_per_resample(k, "auto", True) for k in (1, 2, 3, 4, 5, 6, 8)] == [1, 1, 1, 2, 1, 2, 2]
+    assert [resolve_seeds_per_resample(k, "auto", True) for k in (1, 2, 3, 4, 5, 6, 8)] == [1] * 7
     assert resolve_seeds_per_resample(4, "auto", False) == 1 and resolve_seeds_per_resample(8, 4, True) == 4
     with pytest.raises(ValueError, match='"auto" or a positive integer'):
         fit_psd(cat, seed=0, max_epochs=1, **{**TINY, "seeds_per_resample": "pairs"})
-    four = fit_psd(cat, seed=0, max_epochs=1, **{**TINY, "ensemble": 4})
+    four = fit_psd(cat, seed=0, max_epochs=1, **{**TINY, "ensemble": 4, "seeds_per_resample": 2})
     assert four.info["resample_groups"] == [0, 0, 1, 1]
     assert four.info["training"]["seeds_per_resample"] == 2
     # the groups travel from the flows' info into the accelerations (here a relabelled copy of the fixture)

@@ -343,13 +343,14 @@ def test_realisation_fits_then_loads_its_flows(tmp_path):
 
 def test_flow_cache_key_is_stable():
     """The flow cache's folder names must not change silently: calibration runs and the league load flows by them
-    (this one holds the disk-1e5 suite's flows: fit_psd's defaults, seed pairs, 30 epochs)."""
+    (this one holds the disk-1e5 suite's flows: seed pairs, fit_psd's default until 2026-12-07, and 30 epochs)."""
     from bayesdyn.validate._coverage import _flow_cache, _flow_options
 
     # coverage() names its flow folder with these two functions (and its realisations' seeds with _seeds)
 
-    opts = _flow_options({"max_epochs": 30})
+    opts = _flow_options({"max_epochs": 30, "seeds_per_resample": 2})
     assert opts == {"ensemble": 4, "bootstrap": True, "max_epochs": 30, "seeds_per_resample": 2}
+    assert _flow_options({"max_epochs": 30}) == {"ensemble": 4, "bootstrap": True, "max_epochs": 30}  # the default
     assert _flow_cache("/c", validate.DiskMock(), 100_000, 0, opts).name == "disk-n100000-s0-875e242843"
     assert "seeds_per_resample" not in _flow_options({"ensemble": 2})  # L = 1 stays out of the key
     assert _flow_cache(None, validate.DiskMock(), 100_000, 0, opts) is None

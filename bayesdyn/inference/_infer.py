@@ -732,9 +732,8 @@ def infer(
     (:func:`bayesdyn.inference.combine_members`): the combined width is the mean
     within-member width plus (1 + 1/K) × the members' disagreement, that part with Student-t
     tails for small K. When the members come in seed groups that share a bootstrap
-    resample (``data.member_groups``, from ``fit_psd``'s default
-    ``seeds_per_resample="auto"``: K = 4 as 2 resamples × 2 seeds), the
-    disagreement is split into its training and sampling parts and the training
+    resample (``data.member_groups``, from ``fit_psd(seeds_per_resample=L ≥ 2)``),
+    the disagreement is split into its training and sampling parts and the training
     part is counted once, as the member mean averages it (nested ANOVA; see
     :func:`~bayesdyn.inference.combine_members`). This carries a flow's spatially correlated errors into the
     parameters, which a likelihood of the mean acceleration with independent

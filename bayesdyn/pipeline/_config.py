@@ -160,7 +160,7 @@ KEY_HELP: dict[str, str] = {
     "psd.batch_size": "stars per mini-batch",
     "psd.learning_rate": "Adam's learning rate",
     "psd.bootstrap": "each member trained on a bootstrap resample of the stars",
-    "psd.seeds_per_resample": '"auto" = 2 for an even ensemble >= 4 with bootstrap, else 1; members per resample',
+    "psd.seeds_per_resample": '"auto" = 1 (one member per bootstrap resample); members per resample',
     "psd.support_core": "fraction of the support ball's radius left untouched by the support map",
     "psd.flow": '"maf" (the calibrated default) or "sas_maf" (opt-in, docs/flows.md)',
     "psd.radial_map": '"auto", or the radius s in robust standard deviations (0 = no map)',

@@ -409,14 +409,18 @@ def fit_psd(
             different seeds (K/L resamples; K must be a multiple of L). With
             L ≥ 2 the members' spread splits into a between-resample part and a
             training (seed) part, which :func:`bayesdyn.inference.combine_members`
-            weighs apart (``info["resample_groups"]``): Rubin's rules with one
-            member per resample count the training variance at full weight though
-            the member mean averages it down, and over-covered on the NFW-tracer
-            mock (68 % coverage of ρ_s 0.90 at R = 30; with L = 2: 0.70;
-            docs/calibration). ``"auto"`` (default): L = 2 when ``bootstrap`` and
-            K is even and ≥ 4 (K = 4: two resamples × two seeds), else L = 1 (one
-            member per resample, Rubin's rules; e.g. K = 2 or K odd). The value
-            used is ``info["training"]["seeds_per_resample"]`` (absent when 1).
+            weighs apart (``info["resample_groups"]``). ``"auto"`` (default): L = 1,
+            one member per resample (Rubin's rules, K − 1 degrees of freedom). Until
+            2026-12-07 it was L = 2 for an even K ≥ 4 with ``bootstrap``: Rubin's rules
+            count the training variance at full weight though the member mean
+            averages it down, and over-covered on the NFW-tracer mock (68 % coverage
+            of ρ_s 0.90 at R = 30; with L = 2: 0.70; docs/calibration); but with the
+            resample part's own uncertainty drawn honestly (J − 1 = 1 degree of
+            freedom at K = 4), pairs cover like one member per resample at 68 % and
+            give 95 % intervals 2.5× as wide in simulation (``python
+            benchmarks/rubin_design.py``), and the demo's dark-disk limits went to the
+            prior's edge (docs/flows.md). The value used is
+            ``info["training"]["seeds_per_resample"]`` (absent when 1).
         checkpoint_dir: if given, the full training state is written there after
             every epoch (``checkpoint.json`` + ``checkpoint-<sha256>.eqx``, no pickle;
             a kill during a write keeps the previous epoch's pair), and a call with
@@ -443,7 +447,8 @@ def fit_psd(
 
 
 def resolve_seeds_per_resample(ensemble: int, seeds_per_resample: Any, bootstrap: bool) -> int:
-    """The L that ``fit_psd`` uses: ``"auto"`` → 2 for bootstrap ensembles with an even K ≥ 4, else 1.
+    """The L that ``fit_psd`` uses: ``"auto"`` → 1, one member per bootstrap resample (until 2026-12-07: 2 for
+    bootstrap ensembles with an even K ≥ 4; see :func:`fit_psd`).
 
     Any other value is checked (:func:`check_seeds_per_resample`) and returned as an int.
     """
@@ -453,8 +458,7 @@ def resolve_seeds_per_resample(ensemble: int, seeds_per_resample: Any, bootstrap
                 f"seeds_per_resample={seeds_per_resample!r} must be \"auto\" or a positive integer that divides "
                 f"ensemble={ensemble}"
             )
-        ok = isinstance(ensemble, (int, np.integer)) and not isinstance(ensemble, bool)
-        return 2 if (ok and bootstrap and ensemble >= 4 and ensemble % 2 == 0) else 1
+        return 1
     check_seeds_per_resample(ensemble, seeds_per_resample, bootstrap)
     return int(seeds_per_resample)
 
