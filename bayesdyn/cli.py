@@ -248,8 +248,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run(args, "report", overrides)
 
 
+def _output_file(path: str) -> str | None:
+    """An error message when ``--output`` cannot be a file to write (a folder, or in a folder that is not there)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return f"--output {path} is a folder; give a file name in it, e.g. {p / 'catalog.npz'}"
+    if not p.parent.is_dir():
+        return f"--output {path}: the folder {p.parent} does not exist; create it first"
+    return None
+
+
 def _cmd_mock(args: argparse.Namespace) -> int:
     from . import mocks
+
+    if (problem := _output_file(args.output)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
 
     makers = {"plummer": mocks.plummer, "spherical": mocks.spherical_tracer, "disk": mocks.solar_neighbourhood_disk}
     cat, truth = makers[args.name](n=args.n, seed=args.seed)
@@ -263,6 +277,9 @@ def _cmd_mock(args: argparse.Namespace) -> int:
 def _cmd_catalog(args: argparse.Namespace) -> int:
     from .catalog import Catalog
 
+    if args.output and (problem := _output_file(args.output)) is not None:  # before reading the table
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     cat = Catalog.from_gaia(args.path, strict=args.strict)
     print(cat.summary())
     if args.output:
@@ -356,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except FileNotFoundError as err:
         print(f"error: no such file: {err.filename or err} (check the path)", file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder where a file was asked, no permission, a full disk: no bare traceback
+        print(f"error: {err.strerror or err}: {err.filename or ''} (check the path and its permissions)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         handler.acknowledge()

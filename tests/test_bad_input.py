@@ -351,3 +351,39 @@ def test_tampered_catalog_files(cat, tmp_path):
     with pytest.raises(CatalogError, match="meta/history cannot be written as JSON"):
         cat.meta["bad"] = object()
         cat.save(tmp_path / "meta.npz")
+
+
+def test_command_line_output_paths_and_model_errors_name_the_fix(tmp_path, monkeypatch, capsys):
+    """Found by trying bad input at the command line: an output folder that is a file (or under one), a mock's
+    --output that is a folder or in a folder that is not there, an unreadable config and a model with no free
+    parameter each gave a bare traceback (the last after the flows); "~" in 'output' made a folder named "~"."""
+    from pathlib import Path
+
+    from bayesdyn import cli
+    from bayesdyn.pipeline import ConfigError, Run, load_config, validate_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    for output in ("afile", "afile/sub"):
+        (tmp_path / "c.toml").write_text(f'output = "{output}"\n')
+        assert cli.main(["run", str(tmp_path / "c.toml")]) == 2
+        assert "is a file, or lies under one: choose another folder" in capsys.readouterr().err
+    assert cli.main(["mock", "plummer", "--n", "50", "--output", str(tmp_path)]) == 1
+    assert "is a folder; give a file name in it" in capsys.readouterr().err
+    assert cli.main(["mock", "plummer", "--n", "50", "--output", str(tmp_path / "no" / "m.npz")]) == 1
+    assert "does not exist; create it first" in capsys.readouterr().err
+    fixed = {"model": {"halo": {"type": "NFW", "scale_density": 1e7, "scale_radius": 16.0}}}
+    with pytest.raises(ConfigError, match="the model has no free parameter"):
+        validate_config(fixed)
+    (tmp_path / "ok.toml").write_text("")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_text", denied)
+        with pytest.raises(ConfigError, match="cannot be read .Permission denied.: check its permissions"):
+            load_config(tmp_path / "ok.toml")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    run = Run(validate_config({"output": "~/runs/a"}), log=lambda *_: None)
+    assert run.folder == tmp_path / "home" / "runs" / "a" and run.folder.is_dir() and not (tmp_path / "~").exists()

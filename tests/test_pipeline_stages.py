@@ -23,7 +23,8 @@ def test_a_dark_flag_decides_for_its_own_component_only():
     # an unflagged component counted dark by its name but called stellar is said (PotentialModel warns only
     # without dark=)
     model = {"stellar_halo": {"type": "NFW", "scale_density": 1e6, "scale_radius": 5.0},
-             "nfw": {"type": "NFW", "scale_density": 1e7, "scale_radius": 16.0, "dark": True}}
+             "nfw": {"type": "NFW", "scale_density": {"prior": "LogUniform", "low": 1e5, "high": 1e9},
+                     "scale_radius": 16.0, "dark": True}}  # (a model needs a free parameter)
     with pytest.warns(UserWarning, match=r"\['stellar_halo'\] have no `dark` key"):
         assert build_model(validate_config({"model": model})["model"]).dark == ("stellar_halo", "nfw")
 

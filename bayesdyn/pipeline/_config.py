@@ -309,6 +309,10 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
             _build_component(comp)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"'{where}' ({typ}): {err}") from None
+    if not any(isinstance(v, dict) for comp in cfg["model"].values() for v in comp.values()):
+        # (NUTS then stopped in JAX's while_loop with a traceback, after the catalog and the flows)
+        raise ConfigError("the model has no free parameter: give at least one parameter of a [model.<name>] table a "
+                          'prior, e.g. scale_density = { prior = "LogUniform", low = 1e5, high = 1e9 }')
     inf = cfg["inference"]
     if inf["backend"] not in ("numpyro", "blackjax"):
         raise ConfigError(f"'inference.backend' must be \"numpyro\" or \"blackjax\", got {inf['backend']!r}")
@@ -448,6 +452,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"no configuration file at {path}")
     try:
         user = tomllib.loads(path.read_text(encoding="utf-8"))  # TOML is UTF-8 whatever the locale
+    except PermissionError as err:
+        raise ConfigError(f"{path} cannot be read ({err.strerror}): check its permissions") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path} is not UTF-8 text ({err}); TOML files are UTF-8: save it again in "
                           "UTF-8") from None

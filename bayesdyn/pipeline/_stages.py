@@ -148,9 +148,16 @@ class Run:
 
     def __init__(self, cfg: dict[str, Any], folder: str | Path | None = None, progress: bool = True, log=print):
         self.cfg = cfg
-        self.folder = Path(folder or cfg["output"])
+        self.folder = Path(folder or cfg["output"]).expanduser()  # ("~/runs/x" had made a folder named "~")
         self._source_sha: str | None = None  # the catalog file's sha256 when _source_unchanged computed it
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"the run folder {str(self.folder)!r} ('output' or --output) is a file, or lies under "
+                              "one: choose another folder") from None
+        except PermissionError as err:
+            raise ConfigError(f"the run folder {str(self.folder)!r} cannot be made ({err.strerror}): choose another "
+                              "'output' or --output") from None
         self.progress = progress
         self.log = log
         self.timings: list[tuple[str, float]] = []
