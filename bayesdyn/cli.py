@@ -97,7 +97,7 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
     if likelihood or output is not None or seed is not None:
         # the merged configuration validates again: the overrides obey the config's rules (the likelihood's, an
         # empty folder name, a negative seed)
-        cfg = validate_config(cfg)
+        cfg = validate_config(cfg, warn_unused=False)  # (every key is there now)
     return cfg
 
 

@@ -387,3 +387,26 @@ def test_command_line_output_paths_and_model_errors_name_the_fix(tmp_path, monke
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     run = Run(validate_config({"output": "~/runs/a"}), log=lambda *_: None)
     assert run.folder == tmp_path / "home" / "runs" / "a" and run.folder.is_dir() and not (tmp_path / "~").exists()
+
+
+def test_settings_the_route_does_not_use_are_named():
+    """A [psd] or [nodes] table under the weak form, weak_form settings under the nodes route, errors settings with
+    errors.correct = false, and copies under the weak form were ignored without a word (a review's finding)."""
+    import warnings
+
+    from bayesdyn.pipeline import validate_config
+
+    with pytest.warns(UserWarning, match=r"not used by this run: \[psd\], \[nodes\], inference.combine"):
+        validate_config({"inference": {"likelihood": "weak_form", "combine": "mean"}, "psd": {"ensemble": 2},
+                         "nodes": {"n": 10}})
+    with pytest.warns(UserWarning, match=r"weak_form.degree_x .*; errors.copies \(errors.correct = false\)"):
+        validate_config({"weak_form": {"degree_x": 2}, "errors": {"copies": 3}})
+    with pytest.warns(UserWarning, match="errors.copies .the weak form corrects its moments analytically"):
+        validate_config({"errors": {"correct": True, "copies": 3}, "inference": {"likelihood": "weak_form"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = validate_config({"psd": {"ensemble": 2}, "errors": {"correct": True, "copies": 2}})
+        validate_config(cfg, warn_unused=False)  # a merged configuration holds every key
+        from bayesdyn.pipeline import DEFAULT_CONFIG
+
+        validate_config(DEFAULT_CONFIG)  # `bayesdyn config` prints every key: values at their defaults are not named

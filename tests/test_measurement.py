@@ -253,4 +253,5 @@ def test_pipeline_errors_table_fits_copies_and_corrects_the_accelerations(tmp_pa
     with pytest.raises(ConfigError, match=r"'errors.copies' = 5 but the flows have 4 bootstrap resamples"):
         validate_config({"errors": {"correct": True, "copies": 5}})
     validate_config({"errors": {"correct": True, "copies": 3}})
-    validate_config({"errors": {"correct": True, "copies": 3}, "inference": {"likelihood": "weak_form"}})
+    with pytest.warns(UserWarning, match="errors.copies .the weak form corrects"):  # allowed, and said to be unused
+        validate_config({"errors": {"correct": True, "copies": 3}, "inference": {"likelihood": "weak_form"}})

@@ -260,10 +260,12 @@ def _check_prior(where: str, spec: dict) -> None:
                           f"for a range from 0), got {spec['low']!r}")
 
 
-def validate_config(user: dict[str, Any]) -> dict[str, Any]:
+def validate_config(user: dict[str, Any], *, warn_unused: bool = True) -> dict[str, Any]:
     """Merge a user configuration into :data:`DEFAULT_CONFIG` and validate it.
 
-    The ``[model]`` table replaces the default model as a whole when given.
+    The ``[model]`` table replaces the default model as a whole when given. Settings given that the run's route does
+    not use (a ``[psd]`` table under the weak form, ``errors`` settings with ``errors.correct = false``) are named in
+    a warning, unless ``warn_unused`` is False (a configuration validated again after a merge holds every key).
 
     Raises:
         ConfigError: naming the key and the expected value.
@@ -415,7 +417,40 @@ def validate_config(user: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"'report.dark_disk_scale_heights_kpc' must be a list of positive numbers in kpc (e.g. "
                           f"[0.05, 0.1] for 50 and 100 pc; [] for no limits), got {hs!r}")
     cfg["report"]["dark_disk_scale_heights_kpc"] = [float(h) for h in hs]
+    if warn_unused:
+        _warn_unused(user, cfg)
     return cfg
+
+
+def _warn_unused(user: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """A warning naming the settings the user gave that this configuration's route does not use (they were ignored
+    without a word: a [psd] table under the weak form, errors settings with errors.correct = false, ...)."""
+    weak = cfg["inference"]["likelihood"] == "weak_form"
+    parts = []
+
+    def given(table: str) -> list[str]:  # keys set to other than the default (`bayesdyn config` prints them all)
+        t = user.get(table)
+        return [k for k, v in t.items() if v != DEFAULT_CONFIG[table].get(k)] if isinstance(t, dict) else []
+
+    if weak:
+        flows = [f"[{t}]" for t in ("psd", "nodes") if given(t)]
+        if "combine" in given("inference"):
+            flows.append("inference.combine")
+        if flows:
+            parts.append(f"{', '.join(flows)} (inference.likelihood = \"weak_form\" fits no flows and no nodes; "
+                         "`bayesdyn fit-psd` alone still trains flows with [psd])")
+    else:
+        wf = [f"weak_form.{k}" for k in given("weak_form") if k != "efficiency_column"]
+        if wf:
+            parts.append(f"{', '.join(wf)} (used by inference.likelihood = \"weak_form\" only)")
+    er = [k for k in given("errors") if k != "correct"]
+    if er and not cfg["errors"]["correct"]:
+        parts.append(f"{', '.join('errors.' + k for k in er)} (errors.correct = false)")
+    elif "copies" in er and weak:
+        parts.append("errors.copies (the weak form corrects its moments analytically, without copies)")
+    if parts:
+        warnings.warn("settings not used by this run: " + "; ".join(parts) + ". Remove them, or change the setting "
+                      "that leaves them out", UserWarning, stacklevel=3)
 
 
 def resolve_source(source: str, config_dir: str | Path | None) -> str:
