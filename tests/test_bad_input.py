@@ -400,7 +400,7 @@ def test_settings_the_route_does_not_use_are_named():
         validate_config({"inference": {"likelihood": "weak_form", "combine": "mean"}, "psd": {"ensemble": 2},
                          "nodes": {"n": 10}})
     with pytest.warns(UserWarning, match=r"weak_form.degree_x .*; errors.copies \(errors.correct = false\)"):
-        validate_config({"weak_form": {"degree_x": 2}, "errors": {"copies": 3}})
+        validate_config({"weak_form": {"degree_x": 3}, "errors": {"copies": 3}})
     with pytest.warns(UserWarning, match="errors.copies .the weak form corrects its moments analytically"):
         validate_config({"errors": {"correct": True, "copies": 3}, "inference": {"likelihood": "weak_form"}})
     with warnings.catch_warnings():
