@@ -410,3 +410,24 @@ def test_settings_the_route_does_not_use_are_named():
         from bayesdyn.pipeline import DEFAULT_CONFIG
 
         validate_config(DEFAULT_CONFIG)  # `bayesdyn config` prints every key: values at their defaults are not named
+
+
+def test_a_prior_with_mass_below_zero_on_a_positive_parameter_is_warned_about():
+    """A Uniform(−1e9, 1e9) prior on a density was accepted without a word (in a config too) and NUTS explored
+    negative densities; narrow real-line priors well above 0 and a dark disk's deliberate Normal(0, σ) are not
+    warned about."""
+    import warnings
+
+    import numpyro.distributions as dist
+
+    from bayesdyn.pipeline import validate_config
+
+    with pytest.warns(UserWarning, match=r"NFW.scale_density must be positive, but its prior Uniform puts 50 %"):
+        bd.potentials.NFW(scale_density=dist.Uniform(-1e9, 1e9), scale_radius=16.0)
+    with pytest.warns(UserWarning, match="Plummer.mass must be positive"):
+        validate_config({"model": {"b": {"type": "Plummer", "mass": {"prior": "Normal", "loc": 1e9, "scale": 1e9},
+                                         "scale_radius": 1.0}}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bd.potentials.NFW(scale_density=dist.Normal(1e7, 1e6), scale_radius=16.0)  # 3e-23 below 0
+        bd.potentials.DarkDisk(surface_density=dist.Normal(0.0, 1e7), scale_height=0.1)  # '>= 0': deliberate

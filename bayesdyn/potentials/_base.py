@@ -14,6 +14,7 @@ import functools
 import os
 import re
 import sys
+import warnings
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import astropy.units as u
@@ -69,6 +70,8 @@ def parameter(value: Any, physical_type: str, name: str, owner: str, require: st
                 f"{value.batch_shape} and event shape {value.event_shape} (use e.g. "
                 "dist.Uniform(2.0, 40.0), not a vector of priors)"
             )
+        if require == ">0":
+            _warn_negative_prior(value, label)
         return value
     if isinstance(value, u.Quantity):
         value = _units.strip(value, physical_type, name=label)
@@ -90,6 +93,26 @@ def parameter(value: Any, physical_type: str, name: str, owner: str, require: st
     if not np.isfinite(v) or not check(v):
         raise ValueError(f"{label} must be {word}; got {v}")
     return v
+
+
+#: a prior of a positive parameter with more than this mass below 0 is warned about
+NEGATIVE_PRIOR_MASS = 1e-3
+
+
+def _warn_negative_prior(prior: Distribution, label: str) -> None:
+    """Warn where a prior of a parameter that must be positive puts real mass below 0 (a Uniform(−1e9, 1e9) on a
+    density: NUTS then explores negative densities, which pull the wrong way). Narrow real-line priors well above 0
+    (a Normal(1.2e10, 3e9) M☉ mass) are fine; priors without a CDF are not judged."""
+    try:
+        below = float(prior.cdf(jnp.asarray(0.0)))
+    except (NotImplementedError, AttributeError, TypeError, ValueError):
+        return
+    if np.isfinite(below) and below > NEGATIVE_PRIOR_MASS:
+        warnings.warn(
+            f"{label} must be positive, but its prior {type(prior).__name__} puts {100 * below:.3g} % of its mass "
+            "below 0, where the component is unphysical (a negative mass or density pulls the wrong way); use a "
+            "prior on positive values (LogUniform, Uniform(low ≥ 0), TruncatedNormal(low=0, ...))",
+            UserWarning, stacklevel=_user_stacklevel())
 
 
 def _own_parameter(cls: type, name: str, value: Any) -> Any:
