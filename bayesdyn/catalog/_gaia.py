@@ -334,7 +334,8 @@ def gaia_to_galactocentric(
     if strict and dropped:
         raise CatalogError(
             f"{table_name}: {dropped} of {n_rows} rows give no 6D point ({counts}); "
-            "strict=True refuses them: remove these rows, or use strict=False to drop them with a report"
+            "strict=True refuses them: remove these rows, or use strict=False to drop them with a report (command "
+            "line: leave out --strict; config: catalog.strict = false)"
         )
     if not keep.any():
         raise CatalogError(
@@ -358,7 +359,8 @@ def gaia_to_galactocentric(
     if dropped:
         warn_caller(
             f"{table_name}: kept {int(keep.sum())} of {n_rows} rows; dropped {counts}. "
-            "The cuts are in Catalog.history; pass strict=True to make them an error.",
+            "The cuts are in Catalog.history; pass strict=True to make them an error (command line: --strict; "
+            "config: catalog.strict = true).",
             DroppedRowsWarning,
         )
     cols = {k: c[keep] for k, c in cols.items()}
