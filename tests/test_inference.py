@@ -597,12 +597,15 @@ def test_members_share_one_compiled_sampler_with_plain_runs_draws(plummer_data, 
         assert post.info["combine"]["restarted_members"] == [0]
         assert len(built) == 3 and len({id(m) for m in built}) == 1  # one MCMC, three runs
         assert built[0]._bayesdyn_run._cache_size() == 2  # ... compiled for NumPyro's starts and for the mode's
-        rhats = iter([1.2, 1.0, 1.0])
-        monkeypatch.setattr(_infer, "_compiled_run", lambda mcmc: functools.partial(_infer._run_once, mcmc))
-        plain = infer(model, ens, **kw)
-    assert set(post.samples) == set(plain.samples)
-    for name in post.samples:  # the members' draws, combined with the same seed (derived sites included)
-        np.testing.assert_array_equal(post.samples[name], plain.samples[name], err_msg=name)
+        # one member's run, jitted (the function compiled above) and not: the same draws, bit for bit (one plain
+        # run: each compiles NumPyro's loop, ~3 s)
+        d1, key = _infer._to_float64(ens.member(1)), jax.random.PRNGKey(3 + 1000)
+        jitted = compiled(built[0])(key, d1, None)
+        plain = functools.partial(_infer._run_once, built[0])(key, d1, None)
+    assert set(jitted[0]) == set(plain[0]) and jitted[0]
+    for name in jitted[0]:
+        np.testing.assert_array_equal(np.asarray(jitted[0][name]), np.asarray(plain[0][name]), err_msg=name)
+    np.testing.assert_array_equal(np.asarray(jitted[1]), np.asarray(plain[1]))
 
 
 def test_a_model_without_a_finite_density_still_says_so_through_the_compiled_sampler():
