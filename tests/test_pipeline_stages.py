@@ -405,3 +405,31 @@ def test_flows_trained_again_to_another_result_are_not_followed_by_the_old_accel
     assert np.allclose(np.asarray(third.a), 1.01 * np.asarray(second.a))
     assert (tmp_path / ".accelerations.stamp").read_text() != acc_stamp
     assert any("not the one its stamp records" in line for line in logs), logs
+
+
+def test_velocity_draws_beyond_the_machines_memory_are_refused_before_the_flows(tmp_path, monkeypatch, capsys):
+    """nodes.n_velocities = 10¹⁴ was accepted and overflowed after the flows had trained; the draws' scores' memory
+    (nodes × draws × (112 + 84 K) bytes, measured) is now checked against the machine's before any training."""
+    from bayesdyn import cli
+    from bayesdyn.pipeline import Run, _stages
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the flows were trained before the draws' memory was checked")
+
+    monkeypatch.setattr(Run, "psd", no_training)
+    monkeypatch.setattr(_stages, "_physical_memory", lambda: 16 * 2**30)
+    config = tmp_path / "run.toml"
+    config.write_text(f'output = "{tmp_path / "run"}"\n[catalog]\nmax_stars = 3000\n[nodes]\nn = 64\n'
+                      "n_velocities = 100000000000000\n")
+    assert cli.main(["run", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "64 × 100000000000000 velocity draws, scored by 4 flow member(s), need about 2.67e+09 GiB" in err
+    assert "this machine has 16 GiB: lower nodes.n_velocities" in err
+    # 64 × 2¹⁷ draws need 3.5 GiB at K = 4 (over half of 4 GiB); 2¹⁶ need half that
+    monkeypatch.setattr(_stages, "_physical_memory", lambda: 4 * 2**30)
+    config.write_text(config.read_text().replace("100000000000000", str(2**17)))
+    assert cli.main(["run", str(config), "--quiet"]) == 2
+    assert "need about 3.5 GiB" in capsys.readouterr().err
+    config.write_text(config.read_text().replace(str(2**17), str(2**16)))
+    with pytest.raises(AssertionError, match="flows were trained"):
+        cli.main(["run", str(config), "--quiet"])

@@ -1009,3 +1009,27 @@ def test_a_batch_with_a_non_finite_loss_is_skipped():
                    jax.tree.leaves(eqx.filter(flow, eqx.is_inexact_array)))]
     assert any(changed)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(eqx.filter(moved, eqx.is_inexact_array)))
+
+
+def test_flows_that_end_worse_than_a_standard_normal_are_warned_about(data, psd, tmp_path, capsys):
+    """Learning rates of 3 and 30 end with finite validation losses (2e3–4e27 nats per star: the fit diverged without
+    overflowing) and fit_psd returned the flows without a word; the pipeline went on to report numbers with exit 0. It
+    now warns, naming the pairs, and the pipeline stops there with exit 1, keeping no flows. A trained fit ends below
+    the standard normal's loss on the same variables, recorded as info["val_loss_gaussian"]."""
+    from bayesdyn import cli
+    from bayesdyn.psd import _fit
+
+    cat, _, _ = data
+    gauss = np.asarray(psd.info["val_loss_gaussian"])
+    assert gauss.shape == (2,) and np.all(np.asarray(psd.info["val_loss_latent"]) < gauss + 0.1)
+    assert _fit.worse_than_gaussian(psd.info) is None
+    with pytest.warns(UserWarning, match=r"flows worse than a standard normal: \(member, flow\) pairs \[\[0, 0\], "
+                                         r"\[0, 1\]\].*learning_rate = 3.0: lower it"):
+        fit_psd(cat, ensemble=1, seed=0, max_epochs=2, learning_rate=3.0, **TINY)
+    config = tmp_path / "run.toml"
+    config.write_text(f'output = "{tmp_path / "run"}"\n[catalog]\nmax_stars = 2000\n[psd]\nensemble = 1\n'
+                      "n_layers = 2\nwidth = 8\nmax_epochs = 2\nbatch_size = 250\nlearning_rate = 3.0\n")
+    assert cli.main(["fit-psd", str(config), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: flows worse than a standard normal") and "psd.learning_rate" in err
+    assert not (tmp_path / "run" / "psd" / "psd.json").exists() and not (tmp_path / "run" / ".psd.stamp").exists()

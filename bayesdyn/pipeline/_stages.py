@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import time
@@ -95,6 +96,14 @@ REPORT_FILES = (
     "dark_disk_limits.csv", "dark_disk_exclusion.png", "run_metadata.json", "timings.txt",
     "acceleration_vertical.png", "acceleration_radial.png", "density_vertical.png",
 )
+
+
+def _physical_memory() -> int | None:
+    """This machine's physical memory [bytes], or None where the system does not say (Windows)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -380,6 +389,7 @@ class Run:
     def _density(self, cat, name: str, data_key: str, timing: str):
         """Fit (or reload) flows with the [psd] settings on ``cat``, in ``<run>/<name>`` (stamp ``.<name>.stamp``)."""
         from ..psd import PSDFileError, fit_psd, load_psd
+        from ..psd._fit import worse_than_gaussian
         from ..psd._fit import resolve_seeds_per_resample
         from ..psd._io import CheckpointMismatchError
 
@@ -402,6 +412,12 @@ class Run:
             pairs = (f" ({p['ensemble'] // p['seeds_per_resample']} bootstrap resamples × {p['seeds_per_resample']} seeds)"
                      if p["seeds_per_resample"] > 1 else "")
             ckpt = self.folder / (name + "_checkpoint")
+
+            def fit(*args, **kwargs):  # fit_psd's warning is this stage's error below
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="flows worse than a standard normal")
+                    return fit_psd(*args, **kwargs)
+
             self.log(f"{tag} training {p['ensemble']} member(s){pairs} on {cat.n} stars (checkpoints in {ckpt})")
             settings = dict(
                 ensemble=p["ensemble"],
@@ -422,7 +438,7 @@ class Run:
                 progress=self.progress,
             )
             try:
-                psd = fit_psd(cat, **settings)
+                psd = fit(cat, **settings)
             except CheckpointMismatchError as err:
                 # a checkpoint of another training (other [psd] settings — e.g. an earlier version's defaults —, seed
                 # or catalog) cannot be resumed: set it aside and train afresh
@@ -433,7 +449,11 @@ class Run:
                     shutil.rmtree(stale)
                 ckpt.rename(stale)
                 self.log(f"{tag} {err}: moved it to {stale}; training afresh")
-                psd = fit_psd(cat, **settings)
+                psd = fit(cat, **settings)
+            if (problem := worse_than_gaussian(psd.info)) is not None:
+                # not saved, so never reused; the checkpoint stays, and another learning rate or max_epochs trains
+                # afresh (the checkpoint's settings differ)
+                raise FloatingPointError(f"{problem}: psd.learning_rate / psd.max_epochs in the config")
             self._unstamp(name)
             psd.save(folder)
             self._stamp(name, key, _flows_digest(folder))
@@ -555,6 +575,14 @@ class Run:
         if self.weak:
             return
         self.node_radius(cat, quiet=True)
+        nd, k = self.cfg["nodes"], self.cfg["psd"]["ensemble"]
+        need = nd["n"] * nd["n_velocities"] * (self.SCORE_BYTES[0] + self.SCORE_BYTES[1] * k)
+        total = _physical_memory()
+        if total is not None and need > 0.5 * total:  # (n_velocities = 1e14 had overflowed after the flows)
+            raise ConfigError(
+                f"nodes.n × nodes.n_velocities = {nd['n']} × {nd['n_velocities']} velocity draws, scored by {k} flow "
+                f"member(s), need about {need / 2**30:.3g} GiB for the accelerations' scores; this machine has "
+                f"{total / 2**30:.3g} GiB: lower nodes.n_velocities (256 is the default) or nodes.n")
         if self.cfg["errors"]["correct"]:
             for c in range(self.cfg["errors"]["copies"]):
                 try:
@@ -567,6 +595,10 @@ class Run:
 
     #: fraction of the stars (by distance from the Sun) inside which nodes may lie
     EDGE_QUANTILE = 0.8
+
+    #: peak memory of estimate_accelerations per velocity draw [bytes]: fixed + per flow member (measured with
+    #: 64 nodes × 16384 draws: 278 bytes at K = 2 members, 445 at K = 4)
+    SCORE_BYTES = (112, 84)
 
     def node_radius(self, cat, quiet: bool = False) -> float:
         """Radius around the Sun [kpc] inside which nodes are drawn from the catalog's positions.

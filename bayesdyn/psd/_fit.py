@@ -437,6 +437,11 @@ def fit_psd(
         ValueError: invalid settings, or too few stars for the batch size.
         bayesdyn.psd.PSDFileError: a checkpoint written with other data or settings.
         FloatingPointError: training diverged (no finite validation loss).
+
+    Warns:
+        UserWarning: a member's flow ended training more than :data:`WORSE_THAN_GAUSSIAN_NATS` above a standard
+            normal's validation loss on the same standardised variables (``info["val_loss_gaussian"]``): training
+            diverged without overflowing, or stopped before it learnt anything; its scores are not usable.
     """
     # the flows are float32 and int32: fit them the same way whatever the global x64
     # setting, so that a seed gives the same density under either
@@ -643,4 +648,32 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
     info["val_nll"] = (nll_x + nll_v).tolist()
     info["val_nll_x"] = nll_x.tolist()
     info["val_nll_v"] = nll_v.tolist()
+    if (problem := worse_than_gaussian(info)) is not None:
+        warnings.warn(problem, UserWarning, stacklevel=3)
     return PhaseSpaceDensity(members, prep, config, n_stars=x.shape[0], info=info)
+
+
+#: nats per star by which a flow's best validation loss may exceed a standard normal's on the same variables. A
+#: standard normal is what a flow starts near (the affine MAF's initial loss was 0.1–0.5 nats above it on the Plummer
+#: and disk mocks; the sinh-arcsinh MAF's up to 3.9); a trained flow ends below it (0.05–0.2 nats on them). Learning
+#: rates of 1 and 30 ended 1–17 and 1e12–1e27 nats above it, finite.
+WORSE_THAN_GAUSSIAN_NATS = 1.0
+
+
+def worse_than_gaussian(info: dict[str, Any]) -> str | None:
+    """A message when a member's flow ended more than :data:`WORSE_THAN_GAUSSIAN_NATS` above a standard normal's
+    validation loss (``info["val_loss_gaussian"]``, recorded since 2026-12-07), else None."""
+    gauss = info.get("val_loss_gaussian")
+    if gauss is None:
+        return None
+    best = np.asarray(info["val_loss_latent"], np.float64)  # (K, 2)
+    bad = np.argwhere(best > np.asarray(gauss, np.float64) + WORSE_THAN_GAUSSIAN_NATS)
+    if not len(bad):
+        return None
+    vals = ", ".join(f"{best[k, j]:.4g}" for k, j in bad)
+    lr = info.get("training", {}).get("learning_rate")
+    return (f"flows worse than a standard normal: (member, flow) pairs {bad.tolist()} ended training with validation "
+            f"losses {vals} nats per star, against a standard normal's {gauss[0]:.3f} (flow 0, n(x)) and "
+            f"{gauss[1]:.3f} (flow 1, p(v|x)) on the same standardised variables; their scores are not usable. "
+            f"Training diverged without overflowing (learning_rate = {lr}: lower it; the default is 1e-2) or "
+            "stopped before it learnt anything (raise max_epochs)")
