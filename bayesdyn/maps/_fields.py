@@ -27,6 +27,10 @@ _FOUR_PI_G = 4.0 * math.pi * _u.G
 #: 1 km/s/kpc in 1/Gyr (rates such as ∂log f/∂t).
 GYR_PER_KPC_S_KM = 1.0227121650537077
 
+#: members below which FieldMap.band(method="quantile") warns that the band covers less than its level (by more
+#: than a point at 95 %: about level × (K − 1)/(K + 1), simulated 0.93 at K = 100)
+QUANTILE_MIN_MEMBERS = 200
+
 #: quantity → (unit, what it is). Components of a: x, y, z; R (cylindrical, outward),
 #: phi (cylindrical, along +φ = atan2(y, x)), r (spherical, outward), all about the Galactic centre.
 QUANTITIES: dict[str, tuple[str, str]] = {
@@ -88,7 +92,7 @@ class FieldMap(NamedTuple):
                 ``"quantile"``: the members' empirical quantiles (for many members,
                 e.g. posterior draws). Both treat the members as independent: a
                 neural ensemble fitted member by member to flows of J resamples × L
-                seeds (``fit_psd``'s default pairs for K = 4) shares resamples, and
+                seeds (``fit_psd(seeds_per_resample=2)``; the default is 1) shares resamples, and
                 its band leaves out part of the sampling variance (a review simulated
                 95 % coverage 0.75 when the seeds add no variance, 0.95 at the NFW
                 mock's share 0.46); fit the flows with ``seeds_per_resample=1`` for
@@ -112,15 +116,40 @@ class FieldMap(NamedTuple):
             half = stats.t.ppf(0.5 + level / 2, k - 1) * np.sqrt(1.0 + 1.0 / k) * self.sd
             return self.mean - half, self.mean + half
         if method == "quantile":
+            k = self.members.shape[0]
+            if k < QUANTILE_MIN_MEMBERS:
+                warnings.warn(
+                    f"{self.quantity}: a quantile band of {k} members covers less than its level: for a value drawn "
+                    "like the members, a 95 % band covered 0.58 of them at K = 4, 0.79 at 10, 0.91 at 50, 0.93 at 100 "
+                    "(about level × (K − 1)/(K + 1)); method='t' covers at its level", UserWarning, stacklevel=2)
             q = np.quantile(self.members, [0.5 - level / 2, 0.5 + level / 2], axis=0)
             return q[0], q[1]
         raise ValueError(f"method={method!r}; choose 't' or 'quantile'")
 
     def covers(self, truth: Any, level: float = 0.95, method: str = "t") -> np.ndarray:
-        """Whether ``truth`` (same shape as ``mean``) lies inside the band, elementwise."""
-        lo, hi = self.band(level, method)
+        """Whether ``truth`` (same shape as ``mean``, or a number) lies inside the band, elementwise."""
         t = np.asarray(truth)
+        if t.ndim and t.shape != np.shape(self.mean):  # a (3, 1) truth against a (3,) map had given (3, 3)
+            raise ValueError(f"truth has shape {t.shape}; it must have the map's shape {np.shape(self.mean)} "
+                             "(or be one number)")
+        lo, hi = self.band(level, method)
         return (t >= lo) & (t <= hi)
+
+
+def _positions(where: Any, name: str) -> tuple[np.ndarray, dict | None]:
+    """(points (..., 3) [kpc], the grid's axes or None) of a Grid or an array, checked: finite, last axis 3."""
+    if isinstance(where, Grid):
+        pts, axes = where.points, where.axes
+    else:
+        pts, axes = np.asarray(_u.strip(where, "length", name), dtype=float), None
+    if pts.ndim == 0 or pts.shape[-1] != 3:
+        raise ValueError(f"{name}: points must have shape (..., 3) [kpc]; got {pts.shape}")
+    bad = ~np.isfinite(pts).all(axis=-1)
+    if bad.any():  # a NaN position had given the density at the centre (r = NaN taken as 0)
+        first = np.argwhere(bad)[0].tolist()
+        raise ValueError(f"{name}: {int(bad.sum())} of {bad.size} points are not finite (the first at index "
+                         f"{first}: {pts[tuple(first)].tolist()}); remove them, or evaluate on finite positions")
+    return pts, axes
 
 
 def _components(a: np.ndarray, x: np.ndarray, quantity: str) -> np.ndarray:
@@ -149,6 +178,18 @@ def _call(source: Any, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
         parts = [_call(s, name, x) for s in source]  # an ensemble's members join as members, not as their mean
         members = np.concatenate([mean[None] if mem is None else mem for mean, mem in parts])
         return members.mean(0), members
+    comps = getattr(source, "components", None)
+    if name != "efficiency" and hasattr(source, "names") and isinstance(comps, tuple) and comps:
+        # a sum of components (e.g. a neural ensemble + a disk): Φ, a and ρ add member by member; the composite's
+        # own method gives the members' mean only, and its band had been empty
+        parts = [_call(c, name, x) for c in comps]
+        ks = sorted({m.shape[0] for _, m in parts if m is not None})
+        if ks:
+            if len(ks) > 1:
+                raise ValueError(f"the components' ensembles have {ks} members; a sum's members add member by "
+                                 "member: give its ensembles the same number of members")
+            members = sum(mean[None] if m is None else m for mean, m in parts)
+            return members.mean(0), members
     fn = getattr(source, name, None)
     if fn is None:
         raise TypeError(f"{type(source).__name__} has no {name}(x); it cannot give this quantity")
@@ -187,11 +228,9 @@ def smoothed_density(source: Any, x: Any, radius: Any, *, order: int = 12) -> Fi
         :class:`FieldMap` of ``smoothed_density`` [M☉/kpc³].
     """
     h = float(_u.strip(radius, "length", "radius"))
-    if not h > 0:
-        raise ValueError(f"radius must be a positive length [kpc]; got {h}")
-    x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
-    if x.shape[-1] != 3:
-        raise ValueError(f"x must have shape (..., 3) [kpc]; got {x.shape}")
+    if not 0 < h < math.inf:
+        raise ValueError(f"radius must be a positive, finite length [kpc]; got {h}")
+    x, _ = _positions(x, "x")
     n, w = sphere_rule(order)
     pts = x[..., None, :] + h * n  # (..., J, 3)
     flat = pts.reshape(-1, 3)
@@ -231,10 +270,10 @@ def evaluate(source: Any, quantity: str, where: Any, *, radius: float | None = N
     """
     if quantity not in QUANTITIES:
         raise ValueError(f"quantity={quantity!r}; choose one of {sorted(QUANTITIES)}")
-    axes = where.axes if isinstance(where, Grid) else None
-    pts = where.points if isinstance(where, Grid) else np.asarray(_u.strip(where, "length", "where"), dtype=float)
-    if pts.shape[-1] != 3:
-        raise ValueError(f"points must have shape (..., 3) [kpc]; got {pts.shape}")
+    pts, axes = _positions(where, "where")
+    if radius is not None and quantity != "smoothed_density":  # it had been ignored
+        raise ValueError(f"radius= is the ball radius of \"smoothed_density\"; {quantity!r} is evaluated at the "
+                         "points: leave radius out, or ask for quantity=\"smoothed_density\"")
     unit = QUANTITIES[quantity][0]
     if quantity == "smoothed_density":
         if radius is None:
@@ -315,8 +354,9 @@ def disequilibrium_map(
     """
     from ..dynamics import disequilibrium
 
-    axes = where.axes if isinstance(where, Grid) else None
-    pts = where.points if isinstance(where, Grid) else np.asarray(_u.strip(where, "length", "where"), dtype=float)
+    pts, axes = _positions(where, "where")
+    if isinstance(n_velocities, bool) or not float(n_velocities).is_integer() or n_velocities < 2:
+        raise ValueError(f"n_velocities={n_velocities!r} must be a whole number ≥ 2 (velocities per position)")
     flat = pts.reshape(-1, 3)
     p = flat.shape[0]
     if hasattr(acceleration, "acceleration"):
@@ -325,6 +365,9 @@ def disequilibrium_map(
         a = np.asarray(_u.strip(acceleration, "acceleration", "acceleration"), dtype=float).reshape(-1, 3)
         if a.shape != (p, 3):
             raise ValueError(f"acceleration array must be (P, 3) = ({p}, 3) [(km/s)²/kpc]; got {a.shape}")
+    if not np.isfinite(a).all():  # it had given rms = NaN there
+        raise ValueError(f"the acceleration is not finite at {int((~np.isfinite(a).all(axis=-1)).sum())} of {p} "
+                         "points; give a finite field there, or leave those points out")
     v = np.asarray(density.sample_velocities(flat, int(n_velocities), seed))  # (P, M, 3)
     m = v.shape[1]
     xs = np.broadcast_to(flat[:, None, :], v.shape).reshape(-1, 3)

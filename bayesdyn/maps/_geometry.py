@@ -48,6 +48,10 @@ def _axis(spec: Any, name: str) -> np.ndarray:
         if n < 1 or not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{name}=(lo, hi, n) needs finite lo, hi [kpc] and n ≥ 1; got {spec}")
         return np.linspace(lo, hi, n)
+    if (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[2], (float, np.floating))
+            and float(spec[2]).is_integer()):  # (0., 1., 3.) had given the three values 0, 1, 3 kpc
+        raise ValueError(f"{name}={spec} is ambiguous: (lo, hi, n) needs an integer n (e.g. {int(spec[2])}); for "
+                         "explicit values pass a list or an array")
     values = np.atleast_1d(np.asarray(_u.strip(spec, "length", name), dtype=float))
     if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"{name} must be (lo, hi, n) or a 1-d array of finite values [kpc]; got shape {values.shape}")
@@ -98,12 +102,14 @@ def plane_slice(
     if plane not in PLANES:
         raise ValueError(f"plane={plane!r}; choose one of {sorted(PLANES)}")
     center = np.asarray(_u.strip(center, "length", "center"), dtype=float).reshape(-1)
-    if center.shape != (3,):
-        raise ValueError(f"center must be 3 numbers (x, y, z) [kpc]; got {center.tolist()}")
+    if center.shape != (3,) or not np.isfinite(center).all():
+        raise ValueError(f"center must be 3 finite numbers (x, y, z) [kpc]; got {center.tolist()}")
     half = np.broadcast_to(np.asarray(_u.strip(extent, "length", "extent"), dtype=float), (2,))
     counts = np.broadcast_to(np.asarray(n), (2,))
-    if not (half > 0).all() or not (counts >= 1).all():
-        raise ValueError(f"extent must be positive [kpc] and n ≥ 1; got extent={half.tolist()}, n={counts.tolist()}")
+    if (not (np.isfinite(half) & (half > 0)).all() or counts.dtype == bool
+            or not np.all([float(c).is_integer() and c >= 1 for c in counts])):  # n = 2.7 had made 2 points
+        raise ValueError(f"extent must be positive and finite [kpc] and n whole numbers ≥ 1; got "
+                         f"extent={half.tolist()}, n={counts.tolist()}")
     i, j, k = PLANES[plane]
     u = center[i] + np.linspace(-half[0], half[0], int(counts[0]))
     w = center[j] + np.linspace(-half[1], half[1], int(counts[1]))
@@ -144,6 +150,8 @@ def line_of_sight(l: Any, b: Any, distances: Any, solar: Any = None) -> Grid:  #
     b_deg = float(_u.strip(b, "angle", "b"))
     if not -90.0 <= b_deg <= 90.0:
         raise ValueError(f"b={b_deg} deg must lie in [-90, 90]")
+    if not np.isfinite(l_deg):  # a NaN longitude had given a line of NaN points
+        raise ValueError(f"l={l_deg} deg must be a finite angle")
     d = np.atleast_1d(np.asarray(_u.strip(distances, "length", "distances"), dtype=float))
     if d.ndim != 1 or not (np.isfinite(d).all() and (d >= 0).all()):
         raise ValueError("distances must be a 1-d array of finite, non-negative lengths [kpc]")
