@@ -1055,3 +1055,19 @@ def test_cored_mass_functions_are_accurate_in_float32():
     with jax.enable_x64(True):
         assert_allclose(np.asarray(num.isothermal_mass_function(jnp.asarray(small))), iso, rtol=1e-14)
         assert_allclose(np.asarray(num.burkert_mass_function(jnp.asarray(small))), burk, rtol=1e-14)
+
+
+def test_a_non_finite_position_gives_nan_not_the_centres_value():
+    """safe_norm read r² = NaN as r = 0, so a spherical component gave its central density (Plummer 2.98e8 M☉/kpc³,
+    NFW inf) and potential at a NaN position; now NaN, while the centre keeps its finite value and zero gradient."""
+    import jax
+
+    import bayesdyn as bd
+
+    x = np.array([[np.nan, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    for comp in (bd.potentials.Plummer(1e10, 2.0), bd.potentials.NFW(1e7, 16.0), bd.potentials.Hernquist(1e10, 1.0)):
+        rho, phi, acc = (np.asarray(f(x)) for f in (comp.density, comp.potential, comp.acceleration))
+        assert np.isnan(rho[0]) and np.isnan(phi[0]) and np.isnan(acc[0]).all()
+        assert np.isfinite(phi[1]) and np.all(acc[1] == 0.0)
+        assert np.all(np.asarray(jax.grad(lambda y: comp.potential(y))(np.zeros(3))) == 0.0)
+    assert np.asarray(bd.potentials.Plummer(1e10, 2.0).density(x))[1] == pytest.approx(3e10 / (4 * np.pi * 8.0), rel=1e-6)

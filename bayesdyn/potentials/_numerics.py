@@ -178,8 +178,9 @@ def log_cosh(y):
 
 
 def safe_norm(x):
-    """(|x|, |x|>0) with a gradient that stays finite at x = 0."""
+    """(|x|, |x| > 0) with a gradient that stays finite at x = 0; a non-finite x counts as positive, so its r (NaN)
+    reaches the result (r2 > 0 is False for NaN, and a NaN position had been evaluated at the centre)."""
     r2 = jnp.sum(x * x, axis=-1)
-    positive = r2 > 0
+    positive = ~(r2 <= 0)
     r = jnp.sqrt(jnp.where(positive, r2, 1.0))
     return r, positive
