@@ -153,6 +153,9 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
             if physical_type == "density" and value.unit.physical_type == "energy density":
                 hint = (" (a dark-matter density quoted in GeV/cm³ is a mass density: write it as "
                         "value * bd.units.GEV_PER_CM3)")
+            if target == u.dimensionless_unscaled:  # the message had read "convertible to , or a bare number in "
+                raise UnitError(f"{name} was given in {value.unit} (physical type: {value.unit.physical_type}), but "
+                                "it must be a dimensionless number: pass a bare number") from None
             raise UnitError(
                 f"{name} was given in {value.unit} (physical type: {value.unit.physical_type}), "
                 f"but it must be a {physical_type}: pass a Quantity convertible to "

@@ -209,3 +209,40 @@ def test_masked_rv_survives_csv(gaia_dir, tmp_path):
     with pytest.warns(DroppedRowsWarning, match="976 with no radial_velocity"):
         cat = bd.Catalog.from_gaia(tmp_path / "dr3.csv")
     assert cat.n == 23
+
+
+def test_pole_rows_absent_correlations_unit_and_case_messages():
+    """Review findings on the Gaia path: a star at the celestial pole had σ(v) ≈ 10⁷ km/s from its RA error (the
+    basis of the proper motions turns by Δα*/cos δ), now refused while 89.99° propagates as before; absent *_corr
+    columns were taken as 0 without a word (up to 11 % in σ on DR3 rows), now named in a warning; a wrong unit for
+    parallax_over_error was a bare UnitError whose text had an empty unit; two columns differing only in case read
+    as a missing column; boolean positions read as 0 and 1 kpc."""
+    from bayesdyn.catalog import CatalogUnitError
+
+    n = 3
+    cols = dict(ra=np.zeros(n), dec=np.array([90.0, 89.99, 0.0]), parallax=np.ones(n), pmra=np.full(n, 10.0),
+                pmdec=np.zeros(n), radial_velocity=np.zeros(n), ra_error=np.full(n, 0.02), dec_error=np.full(n, 0.02),
+                parallax_error=np.full(n, 0.02), pmra_error=np.full(n, 0.02), pmdec_error=np.full(n, 0.02),
+                radial_velocity_error=np.ones(n))
+    cat = bd.Catalog(np.zeros((n, 3)), np.zeros((n, 3)), columns=cols)
+    for method in (cat.covariance, cat.error_mean, lambda: cat.error_draws(10, seed=0)):
+        with pytest.raises(CatalogError, match=r"1 of 3 rows lie so close to a celestial pole \(\|dec\| up to 90 deg"):
+            method()
+    off = cat.select(np.array([False, True, True]), "away from the pole")
+    with pytest.warns(UserWarning, match=r"no Gaia correlation column\(s\) \['ra_dec_corr', .*'pmra_pmdec_corr'\]"):
+        sd = np.sqrt(np.diagonal(off.covariance(), axis1=1, axis2=2))[:, 3:]
+    # 10 mas/yr at 1 kpc: v_t = 47.4 km/s; σ_v per axis of order 1 km/s (RV error 1 km/s, proper motions 0.02 mas/yr ×
+    # 4.74 = 0.095 km/s, parallax 2 % of 47 km/s ≈ 0.95 km/s): all finite and below 1.5 km/s
+    assert np.all(np.isfinite(sd)) and sd.max() < 1.5
+    full = dict(cols, **{c: np.zeros(n) for c in bd.catalog._gaia.CORRELATION_COLUMNS.values()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bd.Catalog(np.zeros((n, 3)), np.zeros((n, 3)), columns=full).select(np.array([False, True, True]), "x").covariance()
+    with pytest.raises(CatalogUnitError, match="must be a dimensionless number: pass a bare number"):
+        cat.parallax_over_error(5 * u.mas)
+    table = Table({"Parallax": [1.0], "PARALLAX": [1.0], **{k: [1.0] for k in ("ra", "dec", "pmra", "pmdec",
+                                                                               "radial_velocity")}})
+    with pytest.raises(CatalogError, match=r"columns \['Parallax', 'PARALLAX'\], which differ only in case"):
+        bd.Catalog.from_gaia(table)
+    with pytest.raises(CatalogError, match="not numeric \\(dtype bool\\)"):
+        bd.Catalog(np.ones((2, 3), bool), np.zeros((2, 3)))

@@ -114,7 +114,7 @@ def _as_xyz(value: Any, physical_type: str, name: str, unit_name: str) -> np.nda
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is user input
         raise CatalogError(f"{name} could not be read as an array ({err}); pass an (N, 3) array in {unit_name}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):  # booleans too (they had read as 0 and 1)
         raise CatalogError(
             f"{name} is not numeric (dtype {arr.dtype}); pass an (N, 3) array of numbers in {unit_name}"
         )
@@ -718,7 +718,10 @@ class Catalog:
         Raises:
             CatalogError: no ``parallax``/``parallax_error`` column, a parallax_error ≤ 0, or no star left.
         """
-        minimum = float(_u.strip(minimum, "dimensionless", "minimum"))
+        try:  # a UnitError is a CatalogUnitError here, as in the other selections
+            minimum = float(_u.strip(minimum, "dimensionless", "minimum"))
+        except _u.UnitError as err:
+            raise CatalogUnitError(str(err)) from None
         plx = self._column("parallax", "parallax_over_error()")
         err = self._column("parallax_error", "parallax_over_error()")
         bad = np.isfinite(err) & (err <= 0)
