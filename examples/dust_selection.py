@@ -34,7 +34,8 @@ from bayesdyn.dynamics import ExactScores, estimate_accelerations
 
 
 class ObservedScores(ExactScores):
-    """Exact scores of the *observed* density ε·f: s_x + ∇log ε (minus ∇log ε again with ``correct``)."""
+    """Exact scores of the *observed* density ε·f: s_x + ∇log ε (minus ∇log ε again with ``correct``: the
+    subtraction is carried out, so that row measures its rounding, not the true scores alone)."""
 
     def __init__(self, truth, catalog, dust, correct: bool):
         super().__init__(truth, catalog)
@@ -42,9 +43,9 @@ class ObservedScores(ExactScores):
 
     def score_members(self, x, v):
         s_x, s_v = super().score_members(x, v)
-        if not self.correct:  # what a density fitted to the observed stars would give
-            s_x = s_x + jnp.asarray(self.dust.grad_log_efficiency(jnp.asarray(x)))[None]
-        return s_x, s_v
+        grad = jnp.asarray(self.dust.grad_log_efficiency(jnp.asarray(x)))[None]
+        s_obs = s_x + grad  # what a density fitted to the observed stars would give
+        return (s_obs - grad if self.correct else s_obs), s_v
 
 
 def relative_error(source, nodes, truth, n_vel, seed) -> np.ndarray:

@@ -43,6 +43,17 @@ def test_bad_dust_models_are_refused():
     cat, _ = bd.mocks.plummer(100, seed=0)
     with pytest.raises(MockError, match="must be a bayesdyn.mocks.DustModel"):
         apply_dust(cat, "clouds")
+    # a depth of 1 − 1e-9 passed and rounded to 1 in float32: ε = 0, log ε = −inf, ∇log ε NaN at the centre
+    with pytest.raises(MockError, match=r"depths must lie in \[0, 0.999999\]"):
+        DustModel([[0.0, 0.0, 0.0]], [0.3], [1 - 1e-9])
+    deepest = DustModel([[0.0, 0.0, 0.0]], [0.3], [1 - 1e-6])  # float32, as by default
+    assert np.isfinite(float(deepest.log_efficiency(np.zeros(3)))) and float(deepest.efficiency(np.zeros(3))) > 0
+    assert np.isfinite(np.asarray(deepest.grad_log_efficiency(np.full(3, 0.01)))).all()
+    with pytest.raises(MockError, match="n_clouds must be an integer ≥ 1, got -1"):
+        DustModel.near_sun(np.zeros(3), n_clouds=-1)
+    # a catalog emptied by the dust names the dust's settings (catalog.select's message said "loosen the cut")
+    with pytest.raises(MockError, match=r"removed all 100 stars .* shallower or smaller clouds"):
+        apply_dust(cat, DustModel([[0.0, 0.0, 0.0]], [1000.0], [1 - 1e-6]), seed=3)
 
 
 def test_apply_dust_removes_a_binomial_fraction_and_records_it():

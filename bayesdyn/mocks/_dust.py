@@ -15,6 +15,10 @@ from ._truth import MockError, _np_points, _points
 __all__ = ["DustModel", "apply_dust"]
 
 
+#: the deepest cloud a DustModel takes: 1 − 1e-6 (deeper ones round to 1 in float32, where ε = 0 and log ε = −inf)
+MAX_DEPTH = 1.0 - 1e-6
+
+
 class DustModel(eqx.Module):
     """A few opaque Gaussian clouds: the detection efficiency ε(x) = Π_c [1 − d_c exp(−|x − x_c|²/2r_c²)].
 
@@ -48,8 +52,9 @@ class DustModel(eqx.Module):
             raise MockError("DustModel: centres, radii and depths must be finite")
         if not (r > 0).all():
             raise MockError(f"DustModel.radii must be positive [kpc]; got {r.tolist()}")
-        if not ((d >= 0) & (d < 1)).all():
-            raise MockError(f"DustModel.depths must lie in [0, 1) (1 would make ε = 0); got {d.tolist()}")
+        if not ((d >= 0) & (d <= MAX_DEPTH)).all():  # 1 − 1e-9 passed and gave ε = 0, log ε = −inf in float32
+            raise MockError(f"DustModel.depths must lie in [0, {MAX_DEPTH!r}] (1 would make ε = 0, and deeper ones "
+                            f"than 1 − 1e-6 round to 1 in float32); got {d.tolist()}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -78,6 +83,8 @@ class DustModel(eqx.Module):
         Returns:
             A :class:`DustModel`; clouds are placed at least 2.2 radii apart.
         """
+        if isinstance(n_clouds, bool) or not isinstance(n_clouds, (int, np.integer)) or n_clouds < 1:
+            raise MockError(f"n_clouds must be an integer ≥ 1, got {n_clouds!r}")
         sun = np.asarray(_u.strip(sun, "length", "sun"), dtype=float).reshape(3)
         rng = np.random.default_rng(seed)
         # evenly spread azimuths (jittered) so the clouds sit on different sides of the Sun
@@ -209,7 +216,13 @@ def apply_dust(catalog: Any, dust: DustModel | None = None, *, seed: int = 0) ->
     x = np.asarray(catalog.x, dtype=np.float64)
     eps = np.asarray(dust.efficiency(x), dtype=np.float64)
     keep = np.random.default_rng(int(seed)).random(x.shape[0]) < eps
-    out = catalog.select(keep, f"synthetic dust: {dust.centers.shape[0]} clouds, survival probability ε(x) (seed {seed})")
+    if not keep.any():  # catalog.select's "loosen the cut" named no setting of the dust
+        raise MockError(
+            f"the dust removed all {x.shape[0]} stars (ε at most {eps.max():.3g} at them): use shallower or smaller "
+            "clouds (the DustModel's depths and radii), clouds away from the stars, or a larger catalog")
+    n_c = dust.centers.shape[0]
+    out = catalog.select(keep, f"synthetic dust: {n_c} cloud{'' if n_c == 1 else 's'}, survival probability ε(x) "
+                               f"(seed {seed})")
     earlier = out.meta.get("dust_history")
     if earlier is None and "dust" in out.meta:  # dusted by a bayesdyn that kept only the last model
         earlier = [{"dust": out.meta["dust"], "seed": out.meta.get("dust_seed")}]

@@ -197,8 +197,9 @@ class NeuralFit:
 
     Attributes:
         potential: the :class:`NeuralPotential` ensemble (one network per score member).
-        selection: the fitted :class:`NeuralEfficiency` (normalised to max 1 over
-            the training stars) or :class:`NeuralTracerDensity`, or None.
+        selection: the fitted :class:`NeuralEfficiency` (each member normalised to
+            max 1 over the training stars, so their mean may peak below 1: 0.95 in a
+            3-member check) or :class:`NeuralTracerDensity`, or None.
         config: the settings.
         info: training record: ``acceleration_scale`` a₀ [(km/s)²/kpc],
             ``train_loss`` (the mini-batch objective, penalties included) and
