@@ -153,6 +153,15 @@ def test_error_correction_settings_choose_the_weak_forms_errors(tmp_path):
         Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
     cfg["errors"]["position_error_kpc"] = 0.0  # velocities only: fine with degree_v = 2
     assert Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat).position_covariance is None
+    # degree_v = 3 with velocity errors: the config key to change is named (weak_form_data's message named none)
+    cfg["weak_form"]["degree_v"] = 3
+    with pytest.raises(ConfigError, match=r"for weak_form.degree_v ≤ 2 only \(got 3\): set weak_form.degree_v to 1 or 2"):
+        Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
+    # a ball with too few stars names config keys, not weak_form_data's min_stars argument
+    cfg = copy.deepcopy(CONFIG)
+    cfg["weak_form"] = {"volume": [8.0, 0.0, 0.0, 0.2]}
+    with pytest.raises(ConfigError, match=r"only \d+ stars lie inside the ball.*a larger radius in weak_form.volume"):
+        Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(cat)
 
 
 def test_error_correction_with_both_errors_zero_takes_the_catalogs_gaia_covariance(tmp_path):

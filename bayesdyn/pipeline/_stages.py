@@ -673,6 +673,11 @@ class Run:
                         f"needs weak_form.degree_v = 1 (got {wf['degree_v']}): position errors are corrected for "
                         "degree_v = 1 only; set it to 1, or position_error_kpc = 0 to correct velocities only")
                 position_errors = None
+            if velocity_errors is not None and wf["degree_v"] > 2:  # (weak_form_data's message named no config key)
+                raise ConfigError(
+                    f"errors.correct with inference.likelihood = \"weak_form\" corrects velocity errors for "
+                    f"weak_form.degree_v ≤ 2 only (got {wf['degree_v']}): set weak_form.degree_v to 1 or 2, or "
+                    "errors.correct = false")
         self.weak_velocity_errors = velocity_errors is not None
         self.weak_position_errors = position_errors is not None
         self.weak_error_mean = isinstance(position_errors, str)  # "catalog": Catalog.error_mean() too
@@ -686,6 +691,9 @@ class Run:
                    "errors.correct = false)" if er["correct"] else "")
             if efficiency is not None and any(w in str(err) for w in ("efficiency", "ε")):
                 fix = f" (in the config: weak_form.efficiency_column = {wf['efficiency_column']!r})"
+            elif "stars lie inside the ball" in str(err):  # min_stars is no config key: name the ones that are
+                fix = (" (in the config: a larger radius in weak_form.volume, more stars through catalog.max_stars or "
+                       "catalog.within_kpc, or lower weak_form.degree_x / degree_v)")
             raise ConfigError(f"inference.likelihood = \"weak_form\": {err}{fix}") from None
         self._timed("weak-form moments", t0)
         ball = np.asarray(data.ball)
