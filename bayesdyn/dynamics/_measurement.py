@@ -310,9 +310,11 @@ def correct_measurement_errors(
             ``lambda c: bd.fit_psd(c, ensemble=4, seed=0)`` (a fixed seed pairs member
             k of every fit).
         x: node positions (P, 3) [kpc].
-        n_copies: re-smeared copies (≥ 1); ``"auto"``: one per bootstrap resample of
-            the data's flows (their ``resample_groups``: 2 for ``fit_psd``'s default
-            K = 4), or 2 without groups. With one copy its Monte Carlo noise is in no
+        n_copies: re-smeared copies (≥ 1); ``"auto"``: one per resample group of
+            the data's flows (their ``resample_groups``, recorded by
+            ``fit_psd(seeds_per_resample=2)``: 2 at K = 4), or 2 without groups (as at
+            ``fit_psd``'s default of one seed per resample: round robin, member k with
+            copy k mod 2). With one copy its Monte Carlo noise is in no
             interval (a warning says so). For an ensemble, at most one per resample
             group (per member without groups): member k is corrected with its group's
             copy, so more would not be used and are refused before a copy is fitted.

@@ -72,7 +72,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "learning_rate": 1e-2,
         "bootstrap": True,
         # members per bootstrap resample, each with its own seed (fit_psd's seeds_per_resample; 1 = one each;
-        # "auto" = 2 for an even ensemble ≥ 4 with bootstrap, else 1)
+        # "auto" = 1 since 2026-12-07)
         "seeds_per_resample": "auto",
         # fraction of the support ball's radius left untouched by the support map (fit_psd's support_core)
         "support_core": 0.0,
@@ -98,7 +98,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         # With likelihood = "weak_form": the moments instead, analytically (velocities exactly, positions to
         # second order; weak_form_data's velocity_errors / position_errors)
         "correct": False,
-        "copies": 2,  # ≥ 2 estimates the copies' Monte Carlo error; at most one per bootstrap resample (2 at ensemble 4)
+        "copies": 2,  # ≥ 2 estimates the copies' Monte Carlo error; at most one per bootstrap resample (4 at ensemble 4)
         # Gaussian errors per Galactocentric axis; both 0 = draw from the catalog's Gaia error columns
         "velocity_error_kms": 0.0,
         "position_error_kpc": 0.0,
