@@ -303,12 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, config: bool):
         if config:
             sp.add_argument("config", help="run configuration (TOML); `bayesdyn config` prints the defaults")
-        sp.add_argument("--output", default=None, help="run folder (default: the config's `output`)")
-        sp.add_argument("--seed", type=int, default=None, help="override the config's seed")
+        # (the demo has no config file: its help names the defaults instead)
+        sp.add_argument("--output", default=None,
+                        help="run folder (default: the config's `output`)" if config else
+                        "run folder (default: bayesdyn-report in the working directory)")
+        sp.add_argument("--seed", type=int, default=None,
+                        help="override the config's seed" if config else "master seed of every stage (default 0)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         sp.add_argument("--likelihood", choices=["nodes", "weak_form"], default=None,
-                        help="override the config's inference.likelihood: nodes (flows → CBE accelerations at nodes "
-                             "→ fit) or weak_form (the model fitted to the stars' weak-form CBE moments, no flows; "
+                        help=("override the config's inference.likelihood: " if config else "") +
+                             "nodes (flows → CBE accelerations at nodes → fit" + ("" if config else "; the default") +
+                             ") or weak_form (the model fitted to the stars' weak-form CBE moments, no flows; "
                              "docs/weak-form.md)")
 
     d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report "

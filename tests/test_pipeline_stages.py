@@ -433,3 +433,22 @@ def test_velocity_draws_beyond_the_machines_memory_are_refused_before_the_flows(
     config.write_text(config.read_text().replace(str(2**17), str(2**16)))
     with pytest.raises(AssertionError, match="flows were trained"):
         cli.main(["run", str(config), "--quiet"])
+
+
+def test_a_partial_model_table_says_what_it_leaves_out():
+    """[model.halo] alone (to change the halo's prior) replaced the whole default model, silently dropping the disk,
+    the bulge and the dark disk; it is now said, with the tables to copy. A model sharing no name with the default (a
+    Plummer sphere) or the whole default is not warned about."""
+    from bayesdyn.pipeline import DEFAULT_CONFIG, validate_config
+
+    halo = copy.deepcopy(DEFAULT_CONFIG["model"]["halo"])
+    with pytest.warns(UserWarning, match=r"this run's model is \['halo'\], without the default's \['disk', 'bulge', "
+                                         r"'dark_disk'\]; to keep them, copy"):
+        assert list(validate_config({"model": {"halo": halo}})["model"]) == ["halo"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate_config({"model": copy.deepcopy(DEFAULT_CONFIG["model"])})
+        validate_config({"model": {"plummer": {"type": "Plummer", "scale_radius": 1.0,
+                                               "mass": {"prior": "LogUniform", "low": 1e9, "high": 1e11}}}})

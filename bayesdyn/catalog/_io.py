@@ -48,8 +48,8 @@ def table_format(path: str | os.PathLike) -> str:
             return TABLE_FORMATS[ext]
     raise CatalogError(
         f"cannot tell the table format of {str(path)!r} from its extension; known extensions: "
-        f"{', '.join(TABLE_FORMATS)}. Rename the file or pass format= (an astropy Table.read format, "
-        "e.g. format='ascii.csv')"
+        f"{', '.join(TABLE_FORMATS)}. Rename the file (the only way from the command line and a config) or, in "
+        "Python, pass format= (an astropy Table.read format, e.g. format='ascii.csv')"
     )
 
 
@@ -79,7 +79,8 @@ def read_table(path: str | os.PathLike, /, format: str | None = None, **kwargs: 
         except (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as err:
             raise CatalogError(
                 f"could not read {str(path)!r} as {fmt} ({type(err).__name__}: {err}); check the file, "
-                "or pass format= if the extension is misleading"
+                "or, if the extension is misleading, rename the file (command line, config) or pass format= "
+                "(Python)"
             ) from err
 
 

@@ -1012,6 +1012,10 @@ class Run:
         if hs and dd and f"{dd[0]}.surface_density" in model.free_parameters():
             from ..results import dark_disk_limits, plot_dark_disk_limits
 
+            if len(dd) > 1:  # the limits vary one component's scale height
+                self.log(f"[report] the model has {len(dd)} DarkDisk components {dd}: the limits are those of "
+                         f"{dd[0]!r} (its scale height varied, the others as they are)")
+
             inf = self.cfg["inference"]
             with warnings.catch_warnings(record=True) as caught:  # the filters in force decide what is recorded
                 table = dark_disk_limits(
