@@ -84,13 +84,14 @@ FULL = {
     "gaia-challenge-truth-noise": dict(mock="gaia-challenge", method="truth", likelihood=["floor:0.05"], noise=True,
                                        realisations=10, n_stars=10000, n_nodes=64,
                                        nuts=dict(num_warmup=1500, target_accept=0.9)),
-    # flows with fit_psd's defaults (K = 4 bootstrap members, one per resample since 2026-12-07, 2 resamples × 2
-    # seeds in the published runs; ≤ 30 epochs): what a user gets
+    # flows of K = 4 bootstrap members as 2 resamples × 2 seeds (fit_psd's default from session 7 until 2026-12-07,
+    # pinned so that these entries rerun their published folders, which refuse other settings; ≤ 30 epochs)
     "nfw": dict(mock="nfw", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,
-                psd=dict(max_epochs=30)),
+                psd=dict(max_epochs=30, seeds_per_resample=2)),
     "disk": dict(mock="disk", method="flow", likelihood=["members", "ensemble"], realisations=30, n_stars=50000,
-                 psd=dict(max_epochs=30)),
-    # the previous default, one member per bootstrap resample (Rubin's rules over K = 4): kept for comparison
+                 psd=dict(max_epochs=30, seeds_per_resample=2)),
+    # one member per bootstrap resample (Rubin's rules over K = 4): fit_psd's default before session 7 and again
+    # since 2026-12-07, so what a user gets today
     "nfw-one-seed": dict(mock="nfw", method="flow", likelihood=["members", "ensemble"], realisations=30,
                          n_stars=50000, psd=dict(max_epochs=30, seeds_per_resample=1)),
     "disk-one-seed": dict(mock="disk", method="flow", likelihood=["members", "ensemble"], realisations=30,
@@ -98,14 +99,15 @@ FULL = {
     # the 5-parameter Zhao posteriors need a longer adaptation: with the harness's default 500 warm-up steps and
     # target_accept 0.8, max r̂ was 1.35 (core) and 1.19 (cusp); with these, 1.03 on the core
     "gaia-challenge": dict(mock="gaia-challenge", method="flow", likelihood=["members"], realisations=1,
-                           n_stars=10000, psd=dict(max_epochs=30), nuts=dict(num_warmup=1500, target_accept=0.9)),
+                           n_stars=10000, psd=dict(max_epochs=30, seeds_per_resample=2),
+                           nuts=dict(num_warmup=1500, target_accept=0.9)),
     "gaia-challenge-one-seed": dict(mock="gaia-challenge", method="flow", likelihood=["members"], realisations=1,
                                     n_stars=10000, psd=dict(max_epochs=30, seeds_per_resample=1)),
     # issue 5's accuracy lines at 10⁵ stars (the posterior medians of ρ_tot(⊙), ρ_DM(⊙) and ρ(r_s) against the truth)
     "nfw-1e5": dict(mock="nfw", method="flow", likelihood=["members"], realisations=3, n_stars=100000,
-                    psd=dict(max_epochs=30)),
+                    psd=dict(max_epochs=30, seeds_per_resample=2)),
     "disk-1e5": dict(mock="disk", method="flow", likelihood=["members"], realisations=3, n_stars=100000,
-                     psd=dict(max_epochs=30)),
+                     psd=dict(max_epochs=30, seeds_per_resample=2)),
 }
 
 

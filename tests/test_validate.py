@@ -396,6 +396,25 @@ def test_calibration_suite_rebuilds_the_index_when_its_runs_land_in_the_docs(tmp
     assert not cal.rebuilds_index(False, None, cal.DOCS / "disk")  # --mock: --index afterwards
 
 
+def test_full_suite_flow_entries_rerun_their_published_folders():
+    """Each flow entry of `--suite full` asks for the flow options its published folder in docs/calibration records
+    (the folders refuse other settings): after fit_psd's default pairing changed (2026-12-07), the `nfw`, `disk`,
+    `gaia-challenge` and `*-1e5` entries asked for one member per resample while their folders hold seed pairs."""
+    from benchmark_modules import load_benchmark
+
+    from bayesdyn.validate._coverage import _flow_options
+
+    cal = load_benchmark("calibration")
+    checked = 0
+    for name, settings in cal.FULL.items():
+        if settings.get("method") != "flow":
+            continue
+        for cfg in sorted((cal.DOCS / name).glob("**/config.json")):
+            assert json.loads(cfg.read_text())["psd_options"] == _flow_options(settings.get("psd")), (name, cfg)
+            checked += 1
+    assert checked >= 14  # (nfw, disk and their one-seed runs: 2 likelihoods each; Gaia Challenge 2 × 2; 1e5 × 2)
+
+
 def test_smallest_ess_of_realisations_ignores_nan_in_any_order():
     """The harness's smallest ESS over posteriors skips a NaN (one chain) wherever it sits; Python's min kept a NaN
     that came first and skipped one that came later."""
