@@ -233,6 +233,13 @@ def test_auto_ball_refuses_a_sphere_that_later_cuts_made_incomplete():
     slab = bd.Catalog(x, v).in_volume(center=(0.0, 0.0, 0.0), radius=2.0, z=(-0.5, 0.5))
     with pytest.raises(ValueError, match="cut together with other shapes"):
         bd.weak_form_data(slab)
+    # a mock whose sphere is in its truth (the shipped disk mock), cut afterwards: the cut is named (the refusal said
+    # that no sphere was recorded)
+    disk, _ = bd.mocks.load_default()
+    half = disk.select(np.random.default_rng(0).random(disk.n) < 0.5, "random half")
+    with pytest.raises(ValueError, match=r"later cuts removed stars inside the mock's sphere .*radius 2 kpc\): random "
+                                         r"half\. If those cuts"):
+        bd.weak_form_data(half)
     model = bd.PotentialModel(halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=B))
     with pytest.raises(ValueError, match="steps must be ≥ 1"):
         weak_form_weights(model, bd.weak_form_data(cat), steps=0)

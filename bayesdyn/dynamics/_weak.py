@@ -274,9 +274,14 @@ def _recorded_spheres(catalog: Any) -> tuple[list[tuple[np.ndarray, float, str]]
         else:
             candidates.append((np.asarray(s["center_kpc"], float), float(s["radius_kpc"]), where))
     params = ((meta.get("truth") or {}).get("params") or {}) if isinstance(meta, dict) else {}
-    if "sphere_center_kpc" in params and "sphere_radius_kpc" in params and not history:
-        candidates.append((np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]),
-                           "the mock's sphere"))
+    if "sphere_center_kpc" in params and "sphere_radius_kpc" in params:
+        if not history:
+            candidates.append((np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]),
+                               "the mock's sphere"))
+        else:  # (the refusal had said that no sphere was recorded)
+            reasons.append(f"later cuts removed stars inside the mock's sphere (centre {params['sphere_center_kpc']} "
+                           f"kpc, radius {float(params['sphere_radius_kpc']):g} kpc): "
+                           + "; ".join(c.reason for c in history))
     return candidates, reasons
 
 
