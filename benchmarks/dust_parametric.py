@@ -48,7 +48,9 @@ from neural_disk import uniform_ball  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dust-psd", default="~/.cache/bayesdyn/neural_disk/full/psd_dust_v6_n92508_k4_e100_s0",
+    from bayesdyn.psd._density import FORMAT_VERSION  # neural_disk.py's cache names carry it
+
+    ap.add_argument("--dust-psd", default=f"~/.cache/bayesdyn/neural_disk/full/psd_dust_v{FORMAT_VERSION}_n92508_k4_e100_s0",
                     help="dusty flows (benchmarks/neural_disk.py's cache; fitted and saved there when missing)")
     ap.add_argument("--dust-seed", type=int, default=1,
                     help="seed of the clouds (DustModel.near_sun) and of the star removal; 1 is neural_disk.py's. "
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
             ap.error(f"--dust-psd {folder} holds flows fitted to {dpsd.n_stars} stars, not this dust seed's {dcat.n}")
     else:
         t0 = time.perf_counter()
-        dpsd = bd.fit_psd(dcat, ensemble=4, seed=0, max_epochs=100, progress=False)
+        # 2 resamples × 2 seeds, as neural_disk.py fits them (fit_psd's "auto" until 2026-12-07)
+        dpsd = bd.fit_psd(dcat, ensemble=4, seed=0, max_epochs=100, seeds_per_resample=2, progress=False)
         dpsd.save(folder)
         print(f"dusty flows fitted in {time.perf_counter() - t0:.0f} s, saved to {folder}")
 

@@ -88,6 +88,8 @@ ACCEPTANCE_RATIO = 0.5
 #: full settings: n stars per mock (None: the whole file), flows, velocities, NUTS, bootstrap
 FULL = {
     "n": {"disk": None, "nfw": 100_000, "core": None, "cusp": None},
+    # fit_psd's default pairing ("auto"): one member per resample since 2026-12-07; the published page was made with
+    # its earlier 2 resamples × 2 seeds (--psd-option seeds_per_resample=2 trains those)
     "psd": {"ensemble": 4, "max_epochs": 100},
     "n_velocities": 2048,  # per reference point (there are few)
     "n_nodes": 64,  # nodes of the parametric fit
@@ -1320,8 +1322,9 @@ def parse(argv):
 def resolve_settings(args) -> dict[str, Any]:
     """The run's settings: TINY or FULL, then ``--psd-option`` and ``--realisations``, then fit_psd's seed pairing.
 
-    fit_psd's default pairing ("auto": 2 seeds per bootstrap resample when K is even and ≥ 4) is resolved after the
-    options (``ensemble=5`` or ``bootstrap=false`` change it), so that the flows' cache key and the page name it;
+    fit_psd's pairing ("auto", its default: one member per resample since 2026-12-07, 2 seeds per bootstrap resample
+    for an even K ≥ 4 before, when the published page was made) is resolved after the options (``ensemble=5`` or ``bootstrap=false`` change it),
+    so that the flows' cache key and the page name it;
     L = 1 is left out of the key (caches of earlier runs stay valid). validate.realisation resolves the
     realisations' own.
     """

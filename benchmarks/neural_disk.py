@@ -107,11 +107,22 @@ def get_psd(cat, name: str, cache: pathlib.Path, s: dict, seed: int, log: dict):
 
     # the format version in the name: a density of an older format is refitted, not loaded
     folder = cache / f"psd_{name}_v{FORMAT_VERSION}_n{cat.n}_k{s['ensemble']}_e{s['psd_epochs']}_s{seed}"
+    # the seed pairing of the published figures and issue 6's numbers: fit_psd's "auto" until 2026-12-07 (2 seeds per
+    # bootstrap resample for an even K ≥ 4), pinned since "auto" became 1; the cache's name predates it, so a cached
+    # density is checked for it (one trained with another pairing is refitted)
+    k = s["ensemble"]
+    pairing = 2 if k >= 4 and k % 2 == 0 else 1
+    groups = [j // pairing for j in range(k)] if pairing > 1 else None
     if (folder / "psd.json").is_file():
-        print(f"  reusing {folder}")
-        return bpsd.load_psd(folder)
+        psd = bpsd.load_psd(folder)
+        if psd.info.get("resample_groups") == groups:
+            print(f"  reusing {folder}")
+            return psd
+        print(f"  {folder} holds flows of another seed pairing (resample groups "
+              f"{psd.info.get('resample_groups')}, not {groups}): refitting")
     with Timer(f"fit_psd {name}", log):
-        psd = bpsd.fit_psd(cat, ensemble=s["ensemble"], seed=seed, max_epochs=s["psd_epochs"], progress=False)
+        psd = bpsd.fit_psd(cat, ensemble=k, seed=seed, max_epochs=s["psd_epochs"], seeds_per_resample=pairing,
+                           progress=False)
     psd.save(folder)
     return psd
 
