@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from bayesdyn.psd import load_psd
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
+    if len(args) != 1 or args[0] in ("-h", "--help"):  # (--help had been read as a folder)
         raise SystemExit(__doc__)
     print(f"machine: {machine()}")
     cat, truth = bd.mocks.load_default()

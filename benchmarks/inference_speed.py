@@ -12,7 +12,7 @@ default for a flow ensemble, one posterior per member (K = 4, each member's fiel
 """
 
 import os
-import platform
+import sys
 import time
 import warnings
 
@@ -22,8 +22,14 @@ from bayesdyn.inference import AccelerationData, infer
 from bayesdyn.pipeline import DEFAULT_CONFIG, build_model
 from bayesdyn.potentials import MWPotential2014
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py: CPU model, load, JAX backend)
+
 
 def main():
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()  # (--help ran the benchmark)
     rng = np.random.default_rng(0)
     sun = np.array([-8.0, 0.0, 0.0208])
     x = sun + rng.normal(size=(64, 3)) * 0.5
@@ -32,7 +38,7 @@ def main():
     a = a_true + sig[:, None] * rng.normal(size=a_true.shape)
     data = AccelerationData.create(x, a, sig[:, None, None] ** 2 * np.eye(3), sun=sun)
     model = build_model(DEFAULT_CONFIG["model"])
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    print(f"machine: {machine()}")
     print(f"model: {model}")
     for backend in ("numpyro", "blackjax"):
         with warnings.catch_warnings(record=True) as w:
@@ -64,7 +70,7 @@ def main():
     print(f"\nnumpyro, combine='members' (default for an ensemble), K = {k} members × 4 chains × (500 + 1000) draws: "
           f"{dt:.1f} s (target ≤ 60 s); per member {[round(t, 1) for t in post.info['member_wall_time_s']]} s "
           f"(the first includes compilation); member r̂ {[round(r, 4) for r in c['member_max_r_hat']]}")
-    print(f"machine (end): load {os.getloadavg()}")
+    print(f"machine (end): {machine()}")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,11 @@ def main():
             res = bd.correct_measurement_errors(observed, fit, x, n_copies=args.copies, seed=seeds["accel"],
                                                 velocity_error=eps, n_velocities=256, sun=mock.sun(truth_cat))
         print(f"realisation {r}: {res.summary()}", flush=True)
-        row = {"realisation": r, "velocity_error_kms": eps, "copies": args.copies, "n_stars": args.n_stars}
+        row = {"realisation": r, "velocity_error_kms": eps, "copies": args.copies, "n_stars": args.n_stars,
+               # the flows' design (fit_psd's default pairing changed on 2026-12-07): K and the resample groups
+               "flows": {"ensemble": res.observed.n_members,
+                         "member_groups": None if res.observed.member_groups is None
+                         else np.asarray(res.observed.member_groups).tolist()}}
         for name, data in (("error-free", clean), ("observed", res.observed), ("corrected", res.corrected)):
             with jax.enable_x64(True):
                 row[name] = {"nodes": node_errors(data, x, a_true), "posterior": posterior(mock, data, seeds["nuts"])}

@@ -11,7 +11,7 @@ truth (ρ_s/4 = 2.5e6 M☉/kpc³), the halo parameters, timings and the machine.
 
 import argparse
 import os
-import platform
+import sys
 import time
 import warnings
 
@@ -19,6 +19,9 @@ import numpy as np
 import numpyro.distributions as dist
 
 import bayesdyn as bd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py: CPU model, load, JAX backend)
 
 
 def main():
@@ -31,7 +34,7 @@ def main():
     ap.add_argument("--no-bootstrap", action="store_true", help="members differ by seed only (no bootstrap resamples)")
     ap.add_argument("--combine", nargs="+", default=["members", "mean"], help="bd.infer combine option(s) to compare")
     args = ap.parse_args()
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    print(f"machine: {machine()}")
     t0 = time.perf_counter()
     cat, truth = bd.mocks.spherical_tracer(n=args.n, seed=args.seed, halo="nfw", halo_density=1e7, halo_scale_radius=10.0)
     print(f"mock: {cat.n} stars in {time.perf_counter() - t0:.1f} s")

@@ -19,7 +19,8 @@ jobs, torch with 2 threads slows down by large factors (threads wait for each
 other), so a second pass with 1 torch thread and the CPU-time ratios are given as
 well; the reference figures are the wall-clock ones on a quiet machine.
 
-Needs the ``bench`` extra (torch, nflows); the package never imports them.
+Needs torch and nflows (``pip install torch nflows``: in no extra of bayesdyn, which
+never imports them).
 
 Run:  python benchmarks/psd_speed.py [--n 50000] [--epochs 6] [--torch-threads 2 1]
 """
@@ -28,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py: CPU model, load, JAX backend)
 
 G = 4.300917270e-6  # kpc (km/s)² / M☉
 
@@ -60,17 +64,6 @@ def plummer(n: int, seed: int, mass: float = 1e10, b: float = 1.0):
         q = np.concatenate([q, qq[yy < qq**2 * (1 - qq**2) ** 3.5]])
     vesc = np.sqrt(2 * G * mass / np.sqrt(r**2 + b**2))
     return r[:, None] * iso(n), (q[:n] * vesc)[:, None] * iso(n), "private sampler"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return f"{platform.node()} | {cpu} | {os.cpu_count()} cores | load avg {load[0]:.2f} | {platform.platform()}"
 
 
 # ----------------------------------------------------------------------------- nflows side
@@ -223,6 +216,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import jax
+
+    import importlib.util
+
+    missing = [m for m in ("torch", "nflows") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"psd_speed.py compares with torch + nflows; {missing} not installed: pip install torch nflows")
     import torch
 
     import bayesdyn as bd

@@ -126,3 +126,19 @@ def test_report_caveat_quotes_the_calibration_table():
     disk = next(r for r in earlier if r.startswith("| disk"))
     assert f"68 % coverage {disk.split('|')[5].strip()}" in old
     assert f"{inside(earlier)} of 8 densities inside" in old
+
+
+def test_every_benchmark_script_parses_help_and_prints_the_machine():
+    """The standard: benchmark figures come with the machine (benchmarks/_machine.py's line). A static check of every
+    script: it calls machine(), and it has an argument parser or answers --help itself (five scripts ran their whole
+    benchmark on --help, or read it as a folder)."""
+    from pathlib import Path
+
+    scripts = sorted(p for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")
+                     if not p.name.startswith("_"))
+    assert len(scripts) >= 40
+    for path in scripts:
+        text = path.read_text()
+        assert "machine()" in text, path.name
+        assert "ArgumentParser" in text or '"--help"' in text, path.name
+        assert "def machine(" not in text, path.name  # one definition, benchmarks/_machine.py
