@@ -155,7 +155,15 @@ def _forge_checksum(folder):
 
     h = json.loads((folder / "neural.json").read_text())
     h["arrays_sha256"] = hashlib.sha256((folder / "neural.npz").read_bytes()).hexdigest()
-    (folder / "neural.json").write_text(json.dumps(h))
+    (folder / "neural.json").write_text(json.dumps(_resign(h)))
+
+
+def _resign(h):
+    """The header with its header_sha256 recomputed, as a deliberate edit would (the checks behind it are reached)."""
+    from bayesdyn.neural import _fit
+
+    h["header_sha256"] = _fit._header_sha256(h)
+    return h
 
 
 def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path):
@@ -177,7 +185,7 @@ def test_load_names_the_file_and_the_fix_for_broken_or_mismatched_files(tmp_path
         h = json.loads((d / "neural.json").read_text())
         if header:
             header(h)
-        (d / "neural.json").write_text(text if text is not None else json.dumps(h))
+        (d / "neural.json").write_text(text if text is not None else json.dumps(_resign(h)))
         if arrays:
             with np.load(d / "neural.npz") as z:
                 a = {k: z[k] for k in z.files}
@@ -267,6 +275,7 @@ def test_save_writes_the_header_first_atomically_and_load_checks_the_arrays_chec
         if v1:
             header = json.loads((folder / "neural.json").read_text())
             header.pop("arrays_sha256")
+            header.pop("header_sha256")
             (folder / "neural.json").write_text(json.dumps({**header, "format_version": 1}))
             assert_allclose(np.asarray(neural.load_neural_fit(folder).potential.weights), np.asarray(a.potential.weights))
         monkeypatch.setattr(_fit, "_atomic_write", killed)
@@ -289,11 +298,31 @@ def test_save_writes_the_header_first_atomically_and_load_checks_the_arrays_chec
     # a v1 header (no checksum) loads as before; a v2 header without its checksum is refused
     a.save(folder)
     header = json.loads((folder / "neural.json").read_text())
-    assert header["format_version"] == 2
+    assert header["format_version"] == 3
     header.pop("arrays_sha256")
-    (folder / "neural.json").write_text(json.dumps(header))
+    (folder / "neural.json").write_text(json.dumps(_resign(header)))
     with pytest.raises(ValueError, match="lacks arrays_sha256"):
         neural.load_neural_fit(folder)
+    # a damaged header (one digit of the amplitude) loaded as another potential before v3's header checksum
+    (folder / "neural.json").write_text(json.dumps(_resign(json.loads((folder / "neural.json").read_text()))))
+    a.save(folder)
+    text = (folder / "neural.json").read_text()
+    amp = json.loads(text)["potential"]["amplitude_kms2"]
+    (folder / "neural.json").write_text(text.replace(json.dumps(amp), json.dumps(amp * 1.001), 1))
+    with pytest.raises(ValueError, match="neural.json was modified or damaged after it was written"):
+        neural.load_neural_fit(folder)
+    # a v1 label on a checksummed header: both checksums still checked (another fit's arrays are refused)
+    shutil.copy(tmp_path / "other" / "neural.npz", folder / "neural.npz")
+    a.save(tmp_path / "v1")
+    h = json.loads((tmp_path / "v1" / "neural.json").read_text())
+    (tmp_path / "v1" / "neural.json").write_text(json.dumps(_resign({**h, "format_version": 1})))
+    shutil.copy(tmp_path / "other" / "neural.npz", tmp_path / "v1" / "neural.npz")
+    with pytest.raises(ValueError, match="copied from another fit"):
+        neural.load_neural_fit(tmp_path / "v1")
+    a.save(folder)
+    header = json.loads((folder / "neural.json").read_text())
+    header.pop("arrays_sha256")
+    header.pop("header_sha256")
     header["format_version"] = 1
     (folder / "neural.json").write_text(json.dumps(header))
     back = neural.load_neural_fit(folder)

@@ -54,10 +54,18 @@ NORMALIZATIONS = ("score", "none")
 DENSITY_PENALTY_POINTS = ("stars", "ball")
 
 FORMAT = "bayesdyn.neural_fit"
-#: v2 records the sha256 of ``neural.npz`` in ``neural.json`` (``arrays_sha256``), checked on load
-FORMAT_VERSION = 2
-#: versions :func:`load_neural_fit` reads: v1 files (written before the checksum) load without the check
-READS_VERSIONS = (1, 2)
+#: v2 records the sha256 of ``neural.npz`` in ``neural.json`` (``arrays_sha256``), checked on load; v3 also that of
+#: the header itself (``header_sha256``, as ``psd.json``: a damaged amplitude or width had loaded as another potential)
+FORMAT_VERSION = 3
+#: versions :func:`load_neural_fit` reads: v1 files (written before the checksums) load without them, v2 with the
+#: arrays' only
+READS_VERSIONS = (1, 2, 3)
+
+
+def _header_sha256(header: dict[str, Any]) -> str:
+    """sha256 of a neural.json header's canonical JSON, without its own ``header_sha256`` (psd.json's rule)."""
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +265,9 @@ class NeuralFit:
             "arrays_sha256": hashlib.sha256(blob).hexdigest(),
         }
         try:
-            text = json.dumps(header, indent=1, default=_json_default)
+            header = json.loads(json.dumps(header, default=_json_default))  # as it will be read back
+            header["header_sha256"] = _header_sha256(header)
+            text = json.dumps(header, indent=1)
         except (TypeError, ValueError) as err:  # before any write: the folder keeps its previous fit whole
             raise ValueError(f"the fit's info or config cannot be written as JSON ({err}); nothing was written to "
                              f"{folder}: keep info to numbers, strings, lists and dicts (numpy scalars and "
@@ -273,8 +283,9 @@ class NeuralFit:
 def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
     """Read a :class:`NeuralFit` written by :meth:`NeuralFit.save` (``np.load(allow_pickle=False)``).
 
-    A header of format v2 records the sha256 of ``neural.npz``; the arrays are read only when it matches (a
-    v1 header, written before the checksum, has none and loads without the check).
+    A header of format v2 records the sha256 of ``neural.npz``, one of v3 also its own; the files are read only
+    when they match (a v1 header, written before the checksums, has none and loads without the checks). A
+    checksum a header holds is checked whatever version it states.
 
     Raises:
         ValueError: missing or unreadable files (a damaged or crafted one included: a header nested too deep,
@@ -301,6 +312,12 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
         raise ValueError(f"{head_path} is {FORMAT!r} v{version}; this bayesdyn reads "
                          f"v{', v'.join(map(str, READS_VERSIONS))}: "
                          + ("upgrade bayesdyn to read it" if newer else "refit it with this version"))
+    if version >= 3 or "header_sha256" in header:
+        recorded, actual = header.get("header_sha256"), _header_sha256(header)
+        if recorded != actual:
+            raise ValueError(
+                f"{head_path} was modified or damaged after it was written: its content no longer matches its "
+                f"header_sha256 ({str(recorded)[:12]}… vs {actual[:12]}…); restore the original file, or {fix}")
     missing = [k for k in ("config", "potential", "selection", "info") if k not in header]
     if missing:
         raise ValueError(f"{head_path} lacks {missing}; {fix}")
@@ -308,7 +325,7 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
         blob = arr_path.read_bytes()  # read once: the bytes checked are the bytes loaded
     except OSError as err:
         raise ValueError(f"{arr_path} cannot be read ({err}); {fix}") from None
-    if version >= 2:
+    if version >= 2 or "arrays_sha256" in header:  # (a v1 label on a checksummed header had skipped the check)
         recorded, actual = header.get("arrays_sha256"), hashlib.sha256(blob).hexdigest()
         if recorded is None:
             raise ValueError(f"{head_path} is v{version} but lacks arrays_sha256, the checksum of {arr_path.name}, "
