@@ -168,6 +168,8 @@ def test_posterior_file_keeps_info_types_and_refuses_foreign_or_damaged_records(
     """Posterior.save wrote info with default=float (an int64 count read back as 50.0, a bool as 1.0, an array
     raised a bare TypeError); load took an ArviZ file without bayesdyn's record as an empty info, and a damaged
     record gave a bare JSONDecodeError or TypeError."""
+    import json
+
     import arviz as az
 
     rng = np.random.default_rng(3)
@@ -196,6 +198,23 @@ def test_posterior_file_keeps_info_types_and_refuses_foreign_or_damaged_records(
         idata = az.from_dict(posterior=samples)
         idata.posterior.attrs["bayesdyn_info"] = record
         refused(idata, match)
+    # (the file-format review) a record of wrong types reached check() and raised AttributeError; a site of strings
+    # a UFuncTypeError; divergences stored as 0.5 counted as 500; a CF scale_factor attribute (save writes none) was
+    # applied: each is refused or ignored now
+    for changes, match in (({"info": {"combine": "x"}}, r"its draws or bayesdyn_info record are damaged: AttributeError"),
+                           ({"site": np.full((4, 500), "a")}, r"sites \['s'\] hold no numbers"),
+                           ({"diverging": np.full((4, 500), 0.5)}, r"its sample_stats.diverging holds values other than")):
+        idata = az.from_dict(posterior={**samples, **({"s": changes["site"]} if "site" in changes else {})},
+                             sample_stats={"diverging": changes.get("diverging", np.zeros((4, 500), bool))})
+        idata.posterior.attrs["bayesdyn_info"] = json.dumps(changes.get("info", {}))
+        refused(idata, match)
+    idata = az.from_dict(posterior=samples)
+    idata.posterior.attrs["bayesdyn_info"] = "{}"
+    idata.posterior["h.m"].attrs["scale_factor"] = 2.0
+    idata.to_netcdf(str(tmp_path / "cf.nc"), engine="h5netcdf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert np.array_equal(Posterior.load(tmp_path / "cf.nc").samples["h.m"], samples["h.m"])
 
 
 def test_paper_outputs_warn_and_format_what_a_review_found(tmp_path):

@@ -432,26 +432,44 @@ class Posterior:
             raise FileNotFoundError(f"no posterior file at {path}")
         what = f"{path} is not a NetCDF posterior written by Posterior.save"
         try:
-            idata = az.from_netcdf(str(path), engine="h5netcdf")
+            # no CF decoding of values (a scale_factor attribute, which save never writes, had doubled a site's
+            # draws), and every value read here, inside the try (ArviZ opens lazily: a damaged chunk surfaced later
+            # as a bare OSError)
+            idata = az.from_netcdf(str(path), engine="h5netcdf", group_kwargs={".*": {"mask_and_scale": False}},
+                                   regex=True)
+            if not hasattr(idata, "posterior"):
+                raise ValueError(f"{what} (it has no posterior group)")
+            post = idata.posterior
+            samples = {k: np.asarray(post[k].values) for k in post.data_vars}
+            diverging = (np.asarray(idata.sample_stats["diverging"].values)
+                         if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats else None)
+            attrs = dict(post.attrs)
+        except ValueError:
+            raise
         except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{what} ({err})") from None
-        if not hasattr(idata, "posterior"):
-            raise ValueError(f"{what} (it has no posterior group)")
-        post = idata.posterior
-        if "bayesdyn_info" not in post.attrs:  # its run's info (divergences, combination, units) would be lost
+            raise ValueError(f"{what} ({type(err).__name__}: {err})") from None
+        bad = [k for k, a in samples.items() if a.dtype.kind not in "fiu"]
+        if bad:
+            raise ValueError(f"{what} (sites {bad} hold no numbers)")
+        if diverging is not None and not np.isin(diverging, (0, 1)).all():
+            raise ValueError(f"{what} (its sample_stats.diverging holds values other than true/false)")
+        if "bayesdyn_info" not in attrs:  # its run's info (divergences, combination, units) would be lost
             raise ValueError(f"{what} (its posterior has no bayesdyn_info record). Fix: for another tool's "
                              "draws build Posterior.from_samples({name: (chains, draws) array}, info)")
         try:
-            info = json.loads(post.attrs["bayesdyn_info"])
+            info = json.loads(attrs["bayesdyn_info"])
         except (ValueError, RecursionError, TypeError) as err:
             raise ValueError(f"{what} (its bayesdyn_info record is damaged: {err})") from None
         if not isinstance(info, dict):
             raise ValueError(f"{what} (its bayesdyn_info record is a JSON {type(info).__name__}, not an object)")
-        samples = {k: np.asarray(post[k].values) for k in post.data_vars}
-        if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
-            info["diverging"] = np.asarray(idata.sample_stats["diverging"].values)
-        out = cls(samples, info)
-        out.check(warn=True)  # a posterior read back is as loud about its problems as the run that made it
+        if diverging is not None:
+            info["diverging"] = diverging.astype(bool)
+        try:
+            out = cls(samples, info)
+            out.check(warn=True)  # a posterior read back is as loud about its problems as the run that made it
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as err:  # a record of wrong types
+            raise ValueError(f"{what} (its draws or bayesdyn_info record are damaged: {type(err).__name__}: "
+                             f"{err}); save the posterior again") from None
         return out
 
     def __repr__(self) -> str:
