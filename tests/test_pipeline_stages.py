@@ -452,3 +452,29 @@ def test_a_partial_model_table_says_what_it_leaves_out():
         validate_config({"model": copy.deepcopy(DEFAULT_CONFIG["model"])})
         validate_config({"model": {"plummer": {"type": "Plummer", "scale_radius": 1.0,
                                                "mass": {"prior": "LogUniform", "low": 1e9, "high": 1e11}}}})
+
+
+def test_a_replaced_catalog_file_in_the_run_folder_is_read_again(tmp_path):
+    """The run folder's catalog.npz replaced by another valid catalog was reused under the old stamp (1000 stars for
+    3000), and the later stages' keys did not change; its sha256 is now recorded and checked, so the source is read
+    again. A stamp of bytes that are not UTF-8 gave a bare UnicodeDecodeError; it matches no key now."""
+    import bayesdyn as bd
+    from bayesdyn.pipeline import Run, validate_config
+
+    cat, _ = bd.mocks.plummer(3000, seed=1)
+    cat.save(tmp_path / "stars.npz")
+    cfg = validate_config({"catalog": {"source": str(tmp_path / "stars.npz")}})
+    logs = []
+    run = Run(cfg, folder=tmp_path / "run", progress=False, log=logs.append)
+    assert run.catalog().n == 3000
+    stamp = run._read_stamp("catalog")
+    assert run.catalog().n == 3000 and any("reusing" in line for line in logs)
+    other, _ = bd.mocks.plummer(1000, seed=2)
+    other.save(tmp_path / "run" / "catalog.npz")
+    logs.clear()
+    assert run.catalog().n == 3000
+    assert any("is not the catalog this stage wrote" in line for line in logs)
+    assert run._read_stamp("catalog") == stamp  # the same source and settings: the later stages stay valid
+    (tmp_path / "run" / ".catalog.stamp").write_bytes(b"\xff\xfe")
+    logs.clear()
+    assert run.catalog().n == 3000 and not any("reusing" in line for line in logs)

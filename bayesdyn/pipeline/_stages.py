@@ -181,8 +181,7 @@ class Run:
     # ---------------------------------------------------------------- helpers
     def _cached(self, name: str, key: str) -> bool:
         """Whether the stage's stamp is for ``key`` (the part before a ``:digest`` of its artefact)."""
-        stamp = self.folder / f".{name}.stamp"
-        return stamp.is_file() and stamp.read_text().strip().partition(":")[0] == key
+        return self._read_stamp(name).partition(":")[0] == key
 
     def _stamp(self, name: str, key: str, digest: str | None = None) -> None:
         """Write the stage's stamp: its key, then ``:`` and the start of ``digest``, a hash of the artefact's
@@ -205,7 +204,7 @@ class Run:
         bayesdyn version, is computed again rather than stopping every later run with a bare traceback."""
         try:
             return load(path)
-        except errors as err:
+        except (*errors, TypeError) as err:  # TypeError: arrays of another dtype (a string x) reaching JAX
             self.log(f"{tag} {path} cannot be read ({type(err).__name__}: {err}); computing it again")
             return None
 
@@ -272,7 +271,7 @@ class Run:
         head, _, tail = self._read_stamp("catalog").partition(":")
         cached = head in (key, old_key)
         reused = None
-        if cached and path.is_file() and self._source_unchanged(c["source"], tail):
+        if cached and path.is_file() and self._source_unchanged(c["source"], tail) and self._catalog_file_unchanged(path):
             reused = self._reuse("[catalog]", path, Catalog.load, (CatalogError, OSError))
         if reused is not None:
             cat = reused
@@ -304,6 +303,7 @@ class Run:
                 cat = cat.select(keep, f"random subset of {c['max_stars']} stars (catalog.max_stars, seed {self.cfg['seed']})")
             self._unstamp("catalog")
             cat.save(path)
+            self._catalog_digest_path().write_text(_sha256(path) + "\n")
             # the stamp before the record: a run stopped between the two rebuilds again (record ≠ file), where the
             # other order would keep the old stamp, and the old stars' later stages, for the new catalog
             sha = self._source_sha or _sha256(Path(resolve_source(c["source"], None)))
@@ -319,6 +319,28 @@ class Run:
                 "prior-dominated posteriors (10⁵ stars is the tested regime)"
             )
         return cat
+
+    def _catalog_digest_path(self) -> Path:
+        return self.folder / ".catalog.npz.sha256"
+
+    def _catalog_file_unchanged(self, path: Path) -> bool:
+        """Whether the run folder's catalog.npz is the one this stage wrote (its sha256, recorded beside it): a
+        replaced catalog.npz had been reused under the old stamp, and the later stages with it. A run folder of an
+        earlier version has no record: trusted, and recorded now."""
+        record = self._catalog_digest_path()
+        actual = _sha256(path)
+        try:
+            recorded = record.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            recorded = None
+        if recorded is None:
+            record.write_text(actual + "\n")
+            return True
+        if recorded != actual:
+            self.log(f"[catalog] {path} is not the catalog this stage wrote (its sha256 changed): reading the source "
+                     "again")
+            return False
+        return True
 
     def _source_record(self) -> Path:
         return self.folder / ".catalog.source.json"
@@ -465,7 +487,8 @@ class Run:
 
     def _read_stamp(self, name: str) -> str:
         stamp = self.folder / f".{name}.stamp"
-        return stamp.read_text().strip() if stamp.is_file() else ""
+        # a damaged stamp (bytes that are not UTF-8) matches no key, so its stage is computed again
+        return stamp.read_bytes().decode("utf-8", "replace").strip() if stamp.is_file() else ""
 
     def accelerations(self, psd, cat):
         """Stage 3: accelerations and covariances at nodes around the Sun (``accelerations.npz``)."""
