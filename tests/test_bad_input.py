@@ -431,3 +431,20 @@ def test_a_prior_with_mass_below_zero_on_a_positive_parameter_is_warned_about():
         warnings.simplefilter("error")
         bd.potentials.NFW(scale_density=dist.Normal(1e7, 1e6), scale_radius=16.0)  # 3e-23 below 0
         bd.potentials.DarkDisk(surface_density=dist.Normal(0.0, 1e7), scale_height=0.1)  # '>= 0': deliberate
+
+
+def test_pickle_files_are_refused_without_numpys_advice_to_load_them_unsafely(tmp_path):
+    """A pickle (or JSON) given to Catalog.load or load_default was refused with numpy's text "If you trust the file
+    you can load it unsafely using allow_pickle= or pickle.load()": advice against the package's own rule."""
+    import pickle
+
+    import bayesdyn as bd
+    from bayesdyn.catalog import CatalogError
+    from bayesdyn.mocks import MockError
+
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps({"x": 1}))
+    for load, error in ((bd.Catalog.load, CatalogError), (bd.mocks.load_default, MockError)):
+        with pytest.raises(error, match="bayesdyn never loads pickles") as err:
+            load(path)
+        assert "unsafely" not in str(err.value) and "allow_pickle" not in str(err.value)

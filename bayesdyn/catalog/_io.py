@@ -84,6 +84,15 @@ def read_table(path: str | os.PathLike, /, format: str | None = None, **kwargs: 
             ) from err
 
 
+def load_error_text(err: BaseException) -> str:
+    """An np.load error for a message: numpy's advice to load pickled data "unsafely" is not passed on (bayesdyn
+    never unpickles: a pickle can run code)."""
+    text = f"{type(err).__name__}: {err}"
+    if "pickle" in str(err):
+        text = "it holds pickled (object) data or is not a .npy/.npz file at all; bayesdyn never loads pickles"
+    return text
+
+
 # ----------------------------------------------------------------- .npz catalog files
 FILE_FORMAT = "bayesdyn.Catalog"
 FILE_VERSION = 1
@@ -139,7 +148,7 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndar
     except CatalogError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as err:
-        raise CatalogError(f"{what} ({type(err).__name__}: {err}); write it with Catalog.save") from None
+        raise CatalogError(f"{what} ({load_error_text(err)}); write it with Catalog.save") from None
     except MemoryError:  # a member whose .npy header claims a huge shape (a crafted or damaged file of a few bytes)
         raise CatalogError(f"{what}: a member's header claims more memory than there is (a damaged or crafted "
                            "file); write it with Catalog.save") from None

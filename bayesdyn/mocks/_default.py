@@ -90,7 +90,9 @@ def load_default(path: str | Path | None = None) -> tuple[Catalog, DiskTruth]:
     except MockError:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise _fail(path, f"it cannot be read as a pickle-free npz ({type(err).__name__}: {err})") from None
+        from ..catalog._io import load_error_text
+
+        raise _fail(path, f"it cannot be read as a pickle-free npz ({load_error_text(err)})") from None
     for name, arr in (("x", x), ("v", v), ("header", blob)):
         if not isinstance(arr, np.ndarray):  # numpy returns a member without a .npy header as raw bytes
             raise _fail(path, f"member {name!r} is not a .npy array (it has no .npy header)")
@@ -98,8 +100,8 @@ def load_default(path: str | Path | None = None) -> tuple[Catalog, DiskTruth]:
         raise _fail(path, f"the header must be uint8 JSON bytes, got {blob.dtype} with shape {blob.shape}")
     try:
         head = json.loads(blob.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _fail(path, f"the header is not JSON ({err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deep
+        raise _fail(path, f"the header is not JSON ({type(err).__name__}: {err})") from None
     if not isinstance(head, dict):
         raise _fail(path, "the header is not a JSON object")
     absent = [k for k in _REQUIRED if k not in head]

@@ -341,7 +341,9 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
             files = set(z.files)
             arrays = {k: z[k] for k in expected & files}
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:  # not a zip, truncated, a broken member
-        raise ValueError(f"{arr_path} cannot be read as a .npz of arrays ({err}); {fix}") from None
+        from ..catalog._io import load_error_text
+
+        raise ValueError(f"{arr_path} cannot be read as a .npz of arrays ({load_error_text(err)}); {fix}") from None
     except MemoryError:  # a member whose .npy header claims a huge shape (a crafted or damaged file of a few bytes)
         raise ValueError(f"{arr_path} cannot be read as a .npz of arrays: a member's header claims more memory than "
                          f"there is (a damaged or crafted file); {fix}") from None
