@@ -448,3 +448,25 @@ def test_pickle_files_are_refused_without_numpys_advice_to_load_them_unsafely(tm
         with pytest.raises(error, match="bayesdyn never loads pickles") as err:
             load(path)
         assert "unsafely" not in str(err.value) and "allow_pickle" not in str(err.value)
+
+
+def test_site_names_with_latex_or_markdown_characters_keep_their_tables_whole():
+    """to_latex escaped only `_`: a site `a&b%c#d.mass` added a column (&), commented out the rest of its row (%) and
+    failed (#); `|` split a Markdown row. Config component names must be identifiers (the review passed `halo&x%`)."""
+    import warnings
+
+    from bayesdyn.pipeline import ConfigError, DEFAULT_CONFIG, validate_config
+    from bayesdyn.results import Posterior
+
+    draws = np.random.default_rng(0).normal(size=(4, 200))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = Posterior({"a&b%c#d_e.mass": draws, "x|y.m": draws + 1.0}, {})
+        latex, markdown = post.to_latex(), post.to_markdown()
+    assert r"\texttt{a\&b\%c\#d\_e.mass} & " in latex
+    row = next(line for line in latex.splitlines() if line.startswith(r"\texttt{a"))
+    assert row.replace(r"\&", "").count("&") == 2 and "%" not in row.replace(r"\%", "")
+    assert all(line.count("|") == 8 for line in markdown.splitlines() if line.startswith("| `"))
+    model = {"halo&x%": DEFAULT_CONFIG["model"]["halo"]}
+    with pytest.raises(ConfigError, match=r"'model.halo&x%': a component name must be a Python identifier"):
+        validate_config({"model": model})

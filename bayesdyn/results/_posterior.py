@@ -258,7 +258,7 @@ class Posterior:
         for n, r in df.iterrows():
             d = _digits(r["median"], r["q16"], r["q84"])  # enough that the 68 % interval's ends differ
             lines.append(
-                f"| `{n}` | {r['unit']} | {_fmt(r['median'], d)} | [{_fmt(r['q16'], d)}, {_fmt(r['q84'], d)}] | "
+                f"| `{n.replace('|', '¦')}` | {r['unit']} | {_fmt(r['median'], d)} | [{_fmt(r['q16'], d)}, {_fmt(r['q84'], d)}] | "
                 f"[{_fmt(r['q2.5'], d)}, {_fmt(r['q97.5'], d)}] | {r['r_hat']:.3f} | {r['ess_bulk']:.0f} |"
             )
         lines.append("")
@@ -278,7 +278,7 @@ class Posterior:
         df = self.summary()
         lines = [r"\begin{tabular}{lll}", r"\hline", r"Quantity & Unit & Median$^{+68\%}_{-68\%}$ \\", r"\hline"]
         for n, r in df.iterrows():
-            name = n.replace("_", r"\_")
+            name = _latex_escape(n)  # (only _ was escaped: & % # in a name broke the table)
             value = _latex_value(r["median"], r["q84"] - r["median"], r["median"] - r["q16"])
             lines.append(rf"\texttt{{{name}}} & {_latex_unit(r['unit'])} & ${value}$ \\")
         lines += [r"\hline", r"\end{tabular}"]
@@ -475,6 +475,15 @@ class Posterior:
     def __repr__(self) -> str:
         n = next(iter(self.samples.values())).shape[:2] if self.samples else (0, 0)
         return f"Posterior(chains={n[0]}, draws={n[1]}, sites={self.scalar_names})"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (for a site name inside \\texttt)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
 def _fmt(x: float, digits: int = 4) -> str:
