@@ -1033,3 +1033,10 @@ def test_flows_that_end_worse_than_a_standard_normal_are_warned_about(data, psd,
     err = capsys.readouterr().err
     assert err.startswith("error: flows worse than a standard normal") and "psd.learning_rate" in err
     assert not (tmp_path / "run" / "psd" / "psd.json").exists() and not (tmp_path / "run" / ".psd.stamp").exists()
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(data, tmp_path):
+    """checkpoint_dir naming an existing file failed with a bare FileExistsError after the first epoch."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"checkpoint_dir='.*afile' is a file, not a folder"):
+        fit_psd(data[0], ensemble=1, seed=0, max_epochs=1, checkpoint_dir=tmp_path / "afile", **TINY)

@@ -512,6 +512,10 @@ def _fit(catalog, ensemble, seed, flow, n_layers, width, depth, activation, radi
         raise ValueError(f"ensemble={ensemble!r} must be a positive integer")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an integer")
+    if checkpoint_dir is not None and os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+        # (it failed with a bare FileExistsError after the first epoch's training)
+        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file, not a folder; give a folder (created "
+                         "when missing) or None")
     seeds_per_resample = resolve_seeds_per_resample(ensemble, seeds_per_resample, bootstrap)
     config = FlowConfig(
         flow=flow,
