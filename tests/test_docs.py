@@ -107,8 +107,8 @@ def test_report_caveat_quotes_the_calibration_table():
 
     text = (ROOT / "docs" / "calibration" / "index.md").read_text()
     rows = [r for r in text.splitlines() if r.startswith("| disk (ii) |") or r.startswith("| nfw (i) |")
-            or r.startswith("| Gaia Challenge (iii) |") or r.startswith("| *earlier default")]
-    split = next(i for i, r in enumerate(rows) if r.startswith("| *earlier default"))
+            or r.startswith("| Gaia Challenge (iii) |") or r.startswith("| *one seed per resample")]
+    split = next(i for i, r in enumerate(rows) if r.startswith("| *one seed per resample"))
     current, earlier = rows[:split], rows[split + 1:]
     assert len(current) == 8 and len(earlier) == 3
 

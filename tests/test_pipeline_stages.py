@@ -437,25 +437,6 @@ def test_velocity_draws_beyond_the_machines_memory_are_refused_before_the_flows(
         cli.main(["run", str(config), "--quiet"])
 
 
-def test_a_partial_model_table_says_what_it_leaves_out():
-    """[model.halo] alone (to change the halo's prior) replaced the whole default model, silently dropping the disk,
-    the bulge and the dark disk; it is now said, with the tables to copy. A model sharing no name with the default (a
-    Plummer sphere) or the whole default is not warned about."""
-    from bayesdyn.pipeline import DEFAULT_CONFIG, validate_config
-
-    halo = copy.deepcopy(DEFAULT_CONFIG["model"]["halo"])
-    with pytest.warns(UserWarning, match=r"this run's model is \['halo'\], without the default's \['disk', 'bulge', "
-                                         r"'dark_disk'\]; to keep them, copy"):
-        assert list(validate_config({"model": {"halo": halo}})["model"]) == ["halo"]
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        validate_config({"model": copy.deepcopy(DEFAULT_CONFIG["model"])})
-        validate_config({"model": {"plummer": {"type": "Plummer", "scale_radius": 1.0,
-                                               "mass": {"prior": "LogUniform", "low": 1e9, "high": 1e11}}}})
-
-
 def test_a_replaced_catalog_file_in_the_run_folder_is_read_again(tmp_path):
     """The run folder's catalog.npz replaced by another valid catalog was reused under the old stamp (1000 stars for
     3000), and the later stages' keys did not change; its sha256 is now recorded and checked, so the source is read

@@ -422,15 +422,6 @@ def validate_config(user: dict[str, Any], *, warn_unused: bool = True) -> dict[s
     cfg["report"]["dark_disk_scale_heights_kpc"] = [float(h) for h in hs]
     if warn_unused:
         _warn_unused(user, cfg)
-        given = user.get("model")
-        if isinstance(given, dict):  # a [model.halo] alone to change its prior had dropped the disk and bulge silently
-            shared = set(given) & set(DEFAULT_CONFIG["model"])
-            left = [n for n in DEFAULT_CONFIG["model"] if n not in given]
-            if shared and left:
-                warnings.warn(
-                    f"the config's [model] replaces the default model as a whole: this run's model is "
-                    f"{sorted(given)}, without the default's {left}; to keep them, copy their [model.<name>] tables "
-                    "from `bayesdyn config`", UserWarning, stacklevel=2)
     return cfg
 
 
