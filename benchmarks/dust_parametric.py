@@ -121,6 +121,10 @@ def main(argv=None) -> int:
         print(f"dusty flows loaded from {folder} ({dcat.n} stars)")
         if dpsd.n_stars != dcat.n:
             ap.error(f"--dust-psd {folder} holds flows fitted to {dpsd.n_stars} stars, not this dust seed's {dcat.n}")
+        if dpsd.n_members == 4 and dpsd.info.get("resample_groups") != [0, 0, 1, 1]:  # neural_disk.py's pairs
+            ap.error(f"--dust-psd {folder} holds flows of another seed pairing (resample groups "
+                     f"{dpsd.info.get('resample_groups')}, not [0, 0, 1, 1]); rerun benchmarks/neural_disk.py, which "
+                     "refits them, or give another folder")
     else:
         t0 = time.perf_counter()
         # 2 resamples × 2 seeds, as neural_disk.py fits them (fit_psd's "auto" until 2026-12-07)

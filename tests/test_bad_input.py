@@ -452,7 +452,8 @@ def test_pickle_files_are_refused_without_numpys_advice_to_load_them_unsafely(tm
 
 def test_site_names_with_latex_or_markdown_characters_keep_their_tables_whole():
     """to_latex escaped only `_`: a site `a&b%c#d.mass` added a column (&), commented out the rest of its row (%) and
-    failed (#); `|` split a Markdown row. Config component names must be identifiers (the review passed `halo&x%`)."""
+    failed (#); `|` split a Markdown row. A config component name with a '.' is refused (its parameters read
+    "<name>.<parameter>"); other characters a TOML key allows (`thin-disk`) are kept."""
     import warnings
 
     from bayesdyn.pipeline import ConfigError, DEFAULT_CONFIG, validate_config
@@ -467,6 +468,7 @@ def test_site_names_with_latex_or_markdown_characters_keep_their_tables_whole():
     row = next(line for line in latex.splitlines() if line.startswith(r"\texttt{a"))
     assert row.replace(r"\&", "").count("&") == 2 and "%" not in row.replace(r"\%", "")
     assert all(line.count("|") == 8 for line in markdown.splitlines() if line.startswith("| `"))
-    model = {"halo&x%": DEFAULT_CONFIG["model"]["halo"]}
-    with pytest.raises(ConfigError, match=r"'model.halo&x%': a component name must be a Python identifier"):
-        validate_config({"model": model})
+    assert list(validate_config({"model": {"thin-disk": DEFAULT_CONFIG["model"]["halo"]}})["model"]) == ["thin-disk"]
+    for name in ("a.b", 1):
+        with pytest.raises(ConfigError, match=r"a component name must be a non-empty string without '\.'"):
+            validate_config({"model": {name: DEFAULT_CONFIG["model"]["halo"]}})

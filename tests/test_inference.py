@@ -208,6 +208,10 @@ def test_posterior_file_keeps_info_types_and_refuses_foreign_or_damaged_records(
                              sample_stats={"diverging": changes.get("diverging", np.zeros((4, 500), bool))})
         idata.posterior.attrs["bayesdyn_info"] = json.dumps(changes.get("info", {}))
         refused(idata, match)
+    idata = az.from_dict(posterior=samples)  # xarray's own ValueError (an undecodable time unit) names the file too
+    idata.posterior.attrs["bayesdyn_info"] = "{}"
+    idata.posterior["h.m"].attrs.update(units="days since 2000-01-01", calendar="nonsense")
+    refused(idata, r"ValueError: ")
     idata = az.from_dict(posterior=samples)
     idata.posterior.attrs["bayesdyn_info"] = "{}"
     idata.posterior["h.m"].attrs["scale_factor"] = 2.0

@@ -245,13 +245,16 @@ def test_a_sums_neural_members_add_and_bad_positions_are_refused(x64):
         "center must be 3 finite numbers": lambda: maps.slice("xy", center=(np.nan, 0, 0)),
         "n whole numbers": lambda: maps.slice("xy", n=2.7),
         "ambiguous": lambda: maps.grid((0.0, 1.0, 3.0), 0.0, 0.0),
-        r"truth has shape \(2, 1\)": lambda: maps.evaluate(plummer, "density", x).covers(np.zeros((2, 1))),
+        r"truth has shape \(2, 1\), which does not broadcast": lambda: maps.evaluate(plummer, "density", x).covers(
+            np.zeros((2, 1))),
         "n_velocities=0 must be a whole number": lambda: maps.disequilibrium_map(None, plummer, x, n_velocities=0),
     }
     for match, call in bad.items():
         with pytest.raises(ValueError, match=match):
             call()
     assert maps.grid((0.0, 1.0, 3), 0.0, 0.0).shape == (3, 1, 1) and maps.slice("xy", n=3.0).shape == (3, 3)
+    acc = maps.evaluate(plummer, "acceleration", x)  # one (3,) truth for an (N, 3) map still broadcasts
+    assert acc.covers(np.zeros(3)).shape == (2, 3)
     rng = np.random.default_rng(0)
     members, truth = rng.normal(size=(4, 20000)), rng.normal(size=20000)
     fm = maps.FieldMap("density", np.zeros((20000, 3)), members.mean(0), members, "")

@@ -127,11 +127,16 @@ class FieldMap(NamedTuple):
         raise ValueError(f"method={method!r}; choose 't' or 'quantile'")
 
     def covers(self, truth: Any, level: float = 0.95, method: str = "t") -> np.ndarray:
-        """Whether ``truth`` (same shape as ``mean``, or a number) lies inside the band, elementwise."""
+        """Whether ``truth`` (the shape of ``mean``, or one that broadcasts to it: a number, one (3,) vector for an
+        (N, 3) map) lies inside the band, elementwise."""
         t = np.asarray(truth)
-        if t.ndim and t.shape != np.shape(self.mean):  # a (3, 1) truth against a (3,) map had given (3, 3)
-            raise ValueError(f"truth has shape {t.shape}; it must have the map's shape {np.shape(self.mean)} "
-                             "(or be one number)")
+        try:
+            grows = np.broadcast_shapes(t.shape, np.shape(self.mean)) != np.shape(self.mean)
+        except ValueError:
+            grows = True
+        if grows:  # a (3, 1) truth against a (3,) map had given (3, 3)
+            raise ValueError(f"truth has shape {t.shape}, which does not broadcast to the map's shape "
+                             f"{np.shape(self.mean)}")
         lo, hi = self.band(level, method)
         return (t >= lo) & (t <= hi)
 

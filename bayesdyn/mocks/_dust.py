@@ -15,7 +15,8 @@ from ._truth import MockError, _np_points, _points
 __all__ = ["DustModel", "apply_dust"]
 
 
-#: the deepest cloud a DustModel takes: 1 − 1e-6 (deeper ones round to 1 in float32, where ε = 0 and log ε = −inf)
+#: the deepest cloud a DustModel takes: 1 − 1e-6 (float32, the positions' default, keeps 1 − d to about 1e-7 of
+#: its size there; 1 − 1e-8 rounds to 1, where ε = 0 and log ε = −inf)
 MAX_DEPTH = 1.0 - 1e-6
 
 
@@ -31,7 +32,7 @@ class DustModel(eqx.Module):
     Attributes:
         centers: cloud centres (C, 3) [kpc] (Galactocentric).
         radii: Gaussian radii r_c (C,) [kpc].
-        depths: fraction removed at each centre d_c (C,), in [0, 1).
+        depths: fraction removed at each centre d_c (C,), in [0, 1 − 1e-6] (:data:`MAX_DEPTH`).
     """
 
     # Quantities are converted (np.asarray had dropped the unit: radii in pc read as kpc)
@@ -53,8 +54,8 @@ class DustModel(eqx.Module):
         if not (r > 0).all():
             raise MockError(f"DustModel.radii must be positive [kpc]; got {r.tolist()}")
         if not ((d >= 0) & (d <= MAX_DEPTH)).all():  # 1 − 1e-9 passed and gave ε = 0, log ε = −inf in float32
-            raise MockError(f"DustModel.depths must lie in [0, {MAX_DEPTH!r}] (1 would make ε = 0, and deeper ones "
-                            f"than 1 − 1e-6 round to 1 in float32); got {d.tolist()}")
+            raise MockError(f"DustModel.depths must lie in [0, {MAX_DEPTH!r}] (1 would make ε = 0, and float32 "
+                            f"loses 1 − d beyond 1 − 1e-6: 1 − 1e-8 rounds to 1); got {d.tolist()}")
 
     # ------------------------------------------------------------------ construction
     @classmethod

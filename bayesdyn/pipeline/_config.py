@@ -279,9 +279,9 @@ def validate_config(user: dict[str, Any], *, warn_unused: bool = True) -> dict[s
         raise ConfigError("'model' needs at least one component table, e.g. [model.halo] with type = \"NFW\"")
     for name, comp in cfg["model"].items():
         where = f"model.{name}"
-        if not name.isidentifier():  # (a name with & or % broke the LaTeX table; CompositePotential's rule)
-            raise ConfigError(f"'{where}': a component name must be a Python identifier (letters, digits and "
-                              f"underscores, not starting with a digit), e.g. [model.halo]; got {name!r}")
+        if not isinstance(name, str) or not name or "." in name:  # parameters read "<name>.<parameter>"
+            raise ConfigError(f"'{where}': a component name must be a non-empty string without '.', e.g. "
+                              f"[model.halo]; got {name!r}")
         if not isinstance(comp, dict):
             raise ConfigError(f"'{where}' must be a table with a 'type' key")
         typ = comp.get("type")

@@ -101,9 +101,10 @@ REPORT_FILES = (
 def _physical_memory() -> int | None:
     """This machine's physical memory [bytes], or None where the system does not say (Windows)."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        total = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
+    return total if total > 0 else None  # (sysconf answers -1 where a value is indeterminate)
 
 
 def _fingerprint(*parts: Any) -> str:

@@ -437,17 +437,16 @@ class Posterior:
             # as a bare OSError)
             idata = az.from_netcdf(str(path), engine="h5netcdf", group_kwargs={".*": {"mask_and_scale": False}},
                                    regex=True)
-            if not hasattr(idata, "posterior"):
-                raise ValueError(f"{what} (it has no posterior group)")
-            post = idata.posterior
-            samples = {k: np.asarray(post[k].values) for k in post.data_vars}
-            diverging = (np.asarray(idata.sample_stats["diverging"].values)
-                         if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats else None)
-            attrs = dict(post.attrs)
-        except ValueError:
-            raise
+            post = getattr(idata, "posterior", None)
+            if post is not None:
+                samples = {k: np.asarray(post[k].values) for k in post.data_vars}
+                diverging = (np.asarray(idata.sample_stats["diverging"].values)
+                             if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats else None)
+                attrs = dict(post.attrs)
         except Exception as err:  # noqa: BLE001
             raise ValueError(f"{what} ({type(err).__name__}: {err})") from None
+        if post is None:
+            raise ValueError(f"{what} (it has no posterior group)")
         bad = [k for k, a in samples.items() if a.dtype.kind not in "fiu"]
         if bad:
             raise ValueError(f"{what} (sites {bad} hold no numbers)")
