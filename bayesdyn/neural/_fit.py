@@ -64,8 +64,9 @@ READS_VERSIONS = (1, 2, 3)
 
 def _header_sha256(header: dict[str, Any]) -> str:
     """sha256 of a neural.json header's canonical JSON, without its own ``header_sha256`` (psd.json's rule)."""
-    body = {k: v for k, v in header.items() if k != "header_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()).hexdigest()
+    from ..psd._io import _canonical
+
+    return hashlib.sha256(_canonical(header)).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
