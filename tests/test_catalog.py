@@ -732,3 +732,29 @@ def test_load_refuses_a_header_that_names_a_column_twice(tmp_path):
     cat.columns[1], cat.columns["1"] = np.zeros(4), np.ones(4)
     with pytest.raises(bd.CatalogError, match=r"\['1'\] are given more than once"):
         cat.save(path)
+
+
+def test_solar_parameters_refuse_non_numbers_in_a_header_and_non_finite_values(tmp_path):
+    """A saved header's galcen_distance_kpc: true loaded as 1 kpc and "8.1" as 8.1 kpc (float() of anything); a NaN
+    v_sun or roll was accepted and made every converted star's velocity or position NaN."""
+    from bayesdyn.catalog import _io
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "c.npz"
+    bd.Catalog(rng.normal(size=(4, 3)) + [-8.0, 0, 0], rng.normal(size=(4, 3)) * 30).save(path)
+    header, arrays = _io.read_npz(path)
+    good = header["solar"]
+    for key, value in (("galcen_distance_kpc", True), ("z_sun_kpc", "0.02"), ("v_sun_kms", [12.9, "245.6", 7.78]),
+                       ("v_sun_kms", "12.9 245.6 7.78"), ("roll_deg", None)):
+        _io.write_npz(path, {**header, "solar": {**good, key: value}}, arrays)
+        with pytest.raises(bd.CatalogError, match=r"damaged catalog file: its solar parameters or history are "
+                                                  rf"malformed \(.*{key}"):
+            bd.Catalog.load(path)
+    _io.write_npz(path, header, arrays)
+    assert bd.Catalog.load(path).solar == bd.SolarParameters.from_dict(good)
+    assert bd.SolarParameters.from_dict({**good, "galcen_distance_kpc": np.float32(8.0)}).galcen_distance == 8.0
+    for kw, message in ((dict(v_sun=(np.nan, 245.6, 7.78)), "v_sun must be 3 finite"),
+                        (dict(roll=np.inf), "roll must be a finite angle"),
+                        (dict(roll=np.nan * u.deg), "roll must be a finite angle")):
+        with pytest.raises(ValueError, match=message):
+            bd.SolarParameters(**kw)

@@ -435,7 +435,11 @@ def test_save_load_bit_identical_and_tamper_detection(psd, data, tmp_path):
         load_psd(tmp_path / "nowhere")
     # header values that are not what save writes, with a forged checksum (they used to load, or raise TypeError)
     for key, value, message in (("n_stars", -5, "n_stars = -5"), ("n_stars", "12", "n_stars = '12'"),
-                                ("ensemble", 2.0, "ensemble = 2.0"), ("info", [1, 2], "info is a list")):
+                                ("ensemble", 2.0, "ensemble = 2.0"), ("info", [1, 2], "info is a list"),
+                                # (a bare TypeError while building the flows)
+                                ("flow", {**psd.config.to_dict(), "radial_condition": "yes"},
+                                 "radial_condition='yes' must be True or False"),
+                                ("flow", {**psd.config.to_dict(), "min_scale": "0.01"}, "min_scale='0.01' must be a number")):
         psd.save(folder)
         header = json.loads((folder / "psd.json").read_text())
         header[key] = value
@@ -514,6 +518,21 @@ def test_checkpoint_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
     # other settings with the same checkpoint folder are refused
     with pytest.raises(PSDFileError, match="different 'seed'"):
         fit_psd(cat, checkpoint_dir=tmp_path, **{**settings, "seed": 4})
+    # a header edited with its checksum recomputed: an epoch "three" raised a bare ValueError, "4" resumed as 4, a
+    # history cut short failed at the end of training
+    good = json.loads((tmp_path / "checkpoint.json").read_text())
+    for edit, message in (({"epoch": "4"}, "its epoch '4' is not a whole number"),
+                          ({"epoch": 9}, r"its epoch 9 is not a whole number in \[0, max_epochs = 4\]"),
+                          ({"history": {**good["history"], "val": good["history"]["val"][:3]}},
+                           r"its history's 'val' is not 4 epoch\(s\) of numbers of shape \(2, 2\)"),
+                          ({"history": {"train": []}}, "its history is not the record")):
+        header = {**good, **edit}
+        header["header_sha256"] = hashlib.sha256(_canonical(header)).hexdigest()
+        (tmp_path / "checkpoint.json").write_text(json.dumps(header))
+        with pytest.raises(PSDFileError, match=rf"checkpoint\.json: {message}.*training checkpoint: delete"):
+            fit_psd(cat, checkpoint_dir=tmp_path, **settings)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(good))
+    assert fit_psd(cat, checkpoint_dir=tmp_path, **settings).info["history"]["val"] == full.info["history"]["val"]
     # a damaged checkpoint says to delete it (it advised "save again", which a checkpoint cannot)
     leaves = tmp_path / json.loads((tmp_path / "checkpoint.json").read_text())["leaves_file"]
     data_bytes = bytearray(leaves.read_bytes())

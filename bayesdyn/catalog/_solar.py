@@ -47,6 +47,12 @@ class SolarParameters:
             raise ValueError(f"galcen_distance must be a positive length in kpc, got {gd}")
         if not (np.isfinite(zs) and abs(zs) < gd):
             raise ValueError(f"z_sun must be a finite length smaller than galcen_distance, got {zs} kpc")
+        # a NaN here made every star's position or velocity NaN (the conversions then refused each row as if the
+        # catalog were at fault)
+        if not np.all(np.isfinite(vs)):
+            raise ValueError(f"v_sun must be 3 finite velocities in km/s, got {vs}")
+        if not np.isfinite(float(roll)):
+            raise ValueError(f"roll must be a finite angle in deg, got {roll}")
         object.__setattr__(self, "galcen_distance", float(gd))
         object.__setattr__(self, "z_sun", float(zs))
         object.__setattr__(self, "v_sun", vs)
@@ -113,19 +119,31 @@ class SolarParameters:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SolarParameters":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`: numbers only (a saved header's ``true`` or ``"8.1"`` had been read as 1 and
+        8.1)."""
         try:
+            if not isinstance(d, dict):
+                raise TypeError(f"a JSON {type(d).__name__}, not an object")
+            v_sun = d["v_sun_kms"]
+            if not isinstance(v_sun, (list, tuple)):
+                raise TypeError(f"v_sun_kms is {v_sun!r}, not a list")
             return cls(
-                galcen_distance=float(d["galcen_distance_kpc"]),
-                z_sun=float(d["z_sun_kpc"]),
-                v_sun=tuple(float(c) for c in d["v_sun_kms"]),
-                roll=float(d.get("roll_deg", 0.0)),
+                galcen_distance=_number(d["galcen_distance_kpc"], "galcen_distance_kpc"),
+                z_sun=_number(d["z_sun_kpc"], "z_sun_kpc"),
+                v_sun=tuple(_number(c, "v_sun_kms") for c in v_sun),
+                roll=_number(d.get("roll_deg", 0.0), "roll_deg"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
                 f"solar parameters are malformed ({err}); expected keys galcen_distance_kpc, "
                 "z_sun_kpc, v_sun_kms (3 numbers), roll_deg"
             ) from None
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{key} is {value!r}, not a number")
+    return float(value)
 
 
 def _vsun_kms(frame: coord.Galactocentric) -> np.ndarray:

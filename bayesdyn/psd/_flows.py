@@ -114,6 +114,13 @@ class FlowConfig:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
             object.__setattr__(self, name, int(value))  # numpy integers (e.g. from an array of settings) as int
+        if not isinstance(self.radial_condition, (bool, np.bool_)):  # a saved "yes" failed while building the flows
+            raise ValueError(f"radial_condition={self.radial_condition!r} must be True or False")
+        object.__setattr__(self, "radial_condition", bool(self.radial_condition))
+        for name in ("min_scale", "interval"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{name}={value!r} must be a number")
         if not 0 < self.min_scale < 1:
             raise ValueError(f"min_scale={self.min_scale!r} must be in (0, 1)")
         if not self.interval > 0:

@@ -131,6 +131,32 @@ def _flow_step(flow, opt_state, opt, lr, loss_fn):
 
 
 @eqx.filter_jit
+def _saved_progress(header: dict, ensemble: int, max_epochs: int, ckpt: pathlib.Path) -> tuple[int, dict]:
+    """The epoch count and loss history of a verified checkpoint header, checked (an edited header whose checksum was
+    recomputed gave a bare ValueError for an epoch "three", or resumed from epoch 3 for "3")."""
+    epoch, history = header.get("epoch"), header.get("history")
+    problem = None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= max_epochs:
+        problem = f"its epoch {epoch!r} is not a whole number in [0, max_epochs = {max_epochs}]"
+    elif not isinstance(history, dict) or set(history) != {"train", "val", "seconds", "cpu_seconds"}:
+        problem = "its history is not the record of train, val, seconds and cpu_seconds"
+    else:
+        shapes = {"train": (epoch, ensemble, 2), "val": (epoch, ensemble, 2), "seconds": (epoch,),
+                  "cpu_seconds": (epoch,)}
+        for key, shape in shapes.items():
+            try:
+                arr = np.asarray(history[key], np.float64) if isinstance(history[key], list) else None
+            except (TypeError, ValueError):  # ragged or not numbers
+                arr = None
+            if arr is None or (arr.shape != shape and not (epoch == 0 and arr.size == 0)):
+                problem = f"its history's {key!r} is not {epoch} epoch(s) of numbers of shape {shape[1:] or '()'}"
+                break
+    if problem:
+        raise PSDFileError(f"{ckpt / 'checkpoint.json'}: {problem}. This is a training checkpoint: delete {ckpt} "
+                           "(or pass another checkpoint_dir) to train afresh")
+    return epoch, history
+
+
 def _run_epoch(state: _State, seed: Array, epoch: Array, train_idx: Array, u: Array, w: Array, sched: Array,
                first_step: Array, *, config: FlowConfig, opt: optax.GradientTransformation, batch_size: int):
     k, n_train = train_idx.shape
@@ -316,8 +342,7 @@ def train_ensemble(
         except PSDFileError as err:
             raise PSDFileError(f"{err}. This is a training checkpoint: delete {ckpt} (or pass another "
                                "checkpoint_dir) to train afresh") from None
-        start_epoch = int(header["epoch"])
-        history = header["history"]
+        start_epoch, history = _saved_progress(header, ensemble, train.max_epochs, ckpt)
 
     from tqdm.auto import tqdm
 
