@@ -96,6 +96,27 @@ def test_real_line_priors_start_in_their_own_scale_and_default_priors_as_numpyro
     assert rerun.info.get("restarted") and rerun.samples["halo.mass"].shape == (1, 30)
 
 
+def test_one_chain_is_named_as_unchecked_convergence(tmp_path):
+    """One chain has no r̂ (ArviZ gives NaN, which no threshold flagged): a chain that drifted from 0 to 5 halfway
+    was reported for its ESS only, and one with enough ESS would have passed; members run with one chain each were
+    not flagged at all."""
+    rng = np.random.default_rng(1)
+    drift = np.concatenate([rng.normal(0, 1, 500), rng.normal(5, 1, 500)])[None]
+    one = Posterior({"h.m": drift}, {"diverging": np.zeros((1, 1000), bool)})
+    assert np.isnan(one.diagnostics().loc["h.m", "r_hat"])
+    assert any("r̂ cannot be computed from one chain" in p for p in one.check(warn=False))
+    four = Posterior({"h.m": rng.normal(size=(4, 1000))}, {"diverging": np.zeros((4, 1000), bool)})
+    assert four.check(warn=False) == []
+    combine = {"n_members": 2, "member_max_r_hat": [float("nan"), 1.001], "member_min_ess": [900.0, 900.0]}
+    members = Posterior({"h.m": rng.normal(size=(2, 1000))},
+                        {"diverging": np.zeros((2, 1000), bool), "combine": combine})
+    message = "r̂ of member(s) [0] cannot be computed from one chain"
+    assert [p for p in members.check(warn=False) if message in p]
+    members.save(tmp_path / "p.nc")
+    with pytest.warns(ConvergenceWarning, match=re.escape(message)):  # a posterior read back says so too
+        Posterior.load(tmp_path / "p.nc")
+
+
 def test_posterior_tables_and_warnings():
     rng = np.random.default_rng(0)
     good = {"h.m": rng.normal(1.0, 0.1, size=(4, 1000)), "derived.rho_dm_sun": rng.normal(1e7, 1e6, size=(4, 1000))}

@@ -279,7 +279,7 @@ def _max_rhat(samples, names) -> float:
         if stuck_draws(x):
             return float("inf")
         vals.append(float(az.rhat(x)))
-    return max(vals) if vals else 1.0
+    return float(np.max(vals)) if vals else 1.0  # (a NaN anywhere gives NaN; max() depended on its place)
 
 
 def _min_ess(samples, names) -> float:

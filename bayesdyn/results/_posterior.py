@@ -189,6 +189,12 @@ class Posterior:
             if bad:
                 problems.append(f"r̂ > {MAX_RHAT} for {bad} (max {diag['r_hat'].max():.3f}): run longer or reparametrise")
         member_rhat = (self.info.get("combine") or {}).get("member_max_r_hat") or []
+        # one chain has no r̂ (ArviZ gives NaN, which no threshold flags): a drifting chain passed unnoticed
+        no_rhat = [j for j, r in enumerate(member_rhat) if r is None or np.isnan(r)]
+        if (nchains == 1 and not by_members) or no_rhat:
+            where = f"of member(s) {no_rhat} " if no_rhat else ""
+            problems.append(f"r̂ {where}cannot be computed from one chain, so convergence was not checked across "
+                            "chains: run ≥ 2 chains (num_chains; 4 is the default)")
         bad_members = [j for j, r in enumerate(member_rhat) if r > MAX_RHAT]
         if bad_members:
             problems.append(
