@@ -304,6 +304,16 @@ def test_bad_input_is_named(sheet_catalog):
     with pytest.raises(jeans.JeansError, match="a 3 × 3 stencil fits at most degree 4"):
         jeans.acceleration_at(sheet_catalog, R_SUN, 0.0, dR=0.4, dz=0.1, degree=5)
     assert jeans.acceleration_at(sheet_catalog, R_SUN, 0.0, dR=0.4, dz=0.1, degree=4, n_boot=4).degree == 4
+    # bool("no") mirrored the stars, a stencil of 3.7 ran as 3, a NaN R failed as "no star in the bins"
+    with pytest.raises(jeans.JeansError, match="symmetrize_z must be True or False, got 'no'"):
+        jeans.axisymmetric(sheet_catalog, [7, 8, 9], [0, 1, 2], symmetrize_z="no")
+    with pytest.raises(jeans.JeansError, match="symmetrize_z must be True or False"):
+        jeans.acceleration_at(sheet_catalog, R_SUN, 0.0, dR=0.4, dz=0.1, symmetrize_z=1)
+    for stencil in ((3.7, 3), (3,), 3):
+        with pytest.raises(jeans.JeansError, match="stencil must be a pair of whole bin counts"):
+            jeans.acceleration_at(sheet_catalog, R_SUN, 0.0, dR=0.4, dz=0.1, stencil=stencil)
+    with pytest.raises(jeans.JeansError, match="R and z must be finite lengths"):
+        jeans.acceleration_at(sheet_catalog, np.nan, 0.0, dR=0.4, dz=0.1)
     with pytest.raises(jeans.JeansError, match="n_boot"):
         jeans.spherical(sheet_catalog, [0.1, 1, 2], n_boot=1)
     with pytest.raises(jeans.JeansError, match="boolean array"):

@@ -227,6 +227,13 @@ class PointAcceleration:
 # --------------------------------------------------------------------------- moments
 
 
+def _flag(value, name: str) -> bool:
+    """A True/False argument (bool() read symmetrize_z="no" as True and mirrored the stars)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise JeansError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _binned_moments(
     catalog, R_edges, z_edges, *, center, selection, symmetrize_z, n_boot, seed, min_count
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -375,7 +382,7 @@ def axisymmetric(
     R_edges = _c.check_edges(R_edges, "R_edges", nonnegative=True)
     z_edges = _c.check_edges(z_edges, "z_edges")
     mom, count, volume = _binned_moments(
-        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=bool(symmetrize_z),
+        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=_flag(symmetrize_z, "symmetrize_z"),
         n_boot=n_boot, seed=seed, min_count=min_count,
     )
     Rc = 0.5 * (R_edges[1:] + R_edges[:-1])
@@ -480,12 +487,17 @@ def acceleration_at(
         if isinstance(err, _u.UnitError):
             raise
         raise JeansError(f"R and z must be single lengths in kpc, got R={R!r}, z={z!r}") from None
+    if not (np.isfinite(R0) and np.isfinite(z0)):  # (it failed as "no star in the bins")
+        raise JeansError(f"R and z must be finite lengths in kpc, got R={R0}, z={z0}")
     dR = _c.check_positive(dR, "length", "dR")
     dz = _c.check_positive(dz, "length", "dz")
     try:
-        n_r, n_z = (int(k) for k in stencil)
+        n_r, n_z = stencil
     except (TypeError, ValueError):
-        raise JeansError(f"stencil must be a pair of bin counts (nR, nz), got {stencil!r}") from None
+        n_r = n_z = None
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in (n_r, n_z)):  # 3.7 ran as 3
+        raise JeansError(f"stencil must be a pair of whole bin counts (nR, nz), got {stencil!r}")
+    n_r, n_z = int(n_r), int(n_z)
     if n_r < 2 or n_z < 2:
         raise JeansError(f"stencil must have at least 2 bins along each axis for derivatives, got {stencil!r}")
     if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
@@ -498,7 +510,7 @@ def acceleration_at(
     if R_edges[0] < 0:
         raise JeansError(f"the stencil reaches R = {R_edges[0]:.3g} kpc < 0; use a smaller dR or stencil")
     mom, count, _ = _binned_moments(
-        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=bool(symmetrize_z),
+        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=_flag(symmetrize_z, "symmetrize_z"),
         n_boot=n_boot, seed=seed, min_count=min_count,
     )
     if (count < min_count).any():
