@@ -112,6 +112,7 @@ def test_one_chain_is_named_as_unchecked_convergence(tmp_path):
                         {"diverging": np.zeros((2, 1000), bool), "combine": combine})
     message = "r̂ of member(s) [0] cannot be computed from one chain"
     assert [p for p in members.check(warn=False) if message in p]
+    assert [p for p in members.local_dm_density("h.m").attrs["problems"] if message in p]  # the table carries them
     members.save(tmp_path / "p.nc")
     with pytest.warns(ConvergenceWarning, match=re.escape(message)):  # a posterior read back says so too
         Posterior.load(tmp_path / "p.nc")
@@ -390,6 +391,8 @@ def test_combine_members_follows_rubins_rules():
                for m in means]
     priors = {"p.a": dist.Normal(0.0, 10.0), "p.b": dist.LogUniform(0.1, 100.0)}
     out, info = combine_members(members, priors, seed=1)
+    with pytest.raises(ValueError, match="at least one free parameter"):  # (it said "got shapes set()")
+        combine_members(members, {}, seed=1)
     k = len(means)
     b = np.var(means, ddof=1)
     assert info["dof"] == k - 1

@@ -223,6 +223,9 @@ def combine_members(
     names = list(priors)
     if k < 2:
         raise ValueError(f"combining needs at least 2 member posteriors, got {k}")
+    if not names:  # (it said "got shapes set()")
+        raise ValueError("combining needs at least one free parameter (priors is empty): a model without free "
+                         "parameters has no posterior to combine")
     shapes = {np.shape(s[n]) for s in member_samples for n in names}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"every member must give (chains, draws) draws of scalar sites; got shapes {shapes}")

@@ -309,7 +309,8 @@ class Posterior:
 
     # ------------------------------------------------------------- physics
     def local_dm_density(self, name: str = "derived.rho_dm_sun") -> pd.DataFrame:
-        """Local dark-matter density with 68 % and 95 % intervals in GeV/cm³, M☉/pc³ and M☉/kpc³."""
+        """Local dark-matter density with 68 % and 95 % intervals in GeV/cm³, M☉/pc³ and M☉/kpc³; ``attrs["problems"]``
+        holds the run's convergence problems, as :meth:`summary`'s does."""
         if name not in self.samples:
             raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
         x = self.samples[name].reshape(-1)
@@ -318,7 +319,9 @@ class Posterior:
             y = _u.density_to(x, unit)
             q = np.percentile(y, [2.5, 16, 50, 84, 97.5])
             rows[unit] = {"median": q[2], "q16": q[1], "q84": q[3], "q2.5": q[0], "q97.5": q[4], "sd": y.std(ddof=1)}
-        return pd.DataFrame.from_dict(rows, orient="index")
+        df = pd.DataFrame.from_dict(rows, orient="index")
+        df.attrs["problems"] = self.check(warn=False)  # as summary()'s: the table goes into papers without its run
+        return df
 
     def local_dm_line(self) -> str:
         """One line: ρ_DM(⊙) = median +err −err GeV/cm³ (= … M☉/pc³), 68 % interval."""
