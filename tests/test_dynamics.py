@@ -180,6 +180,17 @@ def test_outlying_velocity_draws_are_left_out_and_counted():
     with pytest.warns(RuntimeWarning, match="1 of 192 velocity draws"):
         est = estimate_accelerations(nan_source, x, n_velocities=64, seed=1)
     assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-5, atol=1e-3)
+    # a source that refuses non-finite rows, as a PhaseSpaceDensity does: an inf draw aborted the whole estimate
+
+    def strict_scores(x, v):
+        if not np.isfinite(v).all():
+            raise ValueError("v has row(s) with NaN or inf")
+        return _OutlierSource.score_members(nan_source, x, v)
+
+    nan_source.score_members = strict_scores
+    with pytest.warns(RuntimeWarning, match="1 of 192 velocity draws"):
+        est = estimate_accelerations(nan_source, x, n_velocities=64, seed=1)
+    assert_allclose(np.asarray(est.a), -_HarmonicSource.omega2 * x, rtol=1e-5, atol=1e-3)
 
 
 class _OneHarmonic(_HarmonicSource):
