@@ -899,6 +899,35 @@ def test_cored_zhao_and_einasto_have_finite_parameter_gradients_at_the_origin(x6
         assert np.isfinite(np.asarray(jax.jacobian(lambda p: make(p).acceleration(x))(v))).all()
 
 
+def test_float32_accelerations_near_the_centre_and_circular_speed_gradients_on_the_axis_are_finite():
+    """In float32, r³ underflows below r ≈ 2e-13 kpc while r² does not: G M/r³ gave a = (−inf, NaN, NaN) at
+    r = 1e-14 kpc and NaN parameter gradients for every point evaluated with it. v_c = √(R ∂Φ/∂R) is 0 on the z axis,
+    where √'s infinite derivative made the gradients of the whole batch NaN."""
+    nfw = bp.NFW(8.5e6, 16.0)
+    near = np.asarray(nfw.acceleration(jnp.array([[1e-14, 0.0, 0.0], [1e-12, 0.0, 0.0]], jnp.float32)))
+    limit = -2 * np.pi * units.G * 8.5e6 * 16.0  # a → −2πGρ_s r_s at an NFW cusp, (km/s)²/kpc
+    assert np.isfinite(near).all() and np.all(near[:, 1:] == 0)
+    assert_allclose(near[:, 0], limit, rtol=1e-3)
+    x = jnp.array([[8.0, 0.0, 0.0], [1e-14, 0.0, 0.0]], jnp.float32)
+
+    def a_x(p, pts):
+        return nfw.bind({"scale_density": p}).acceleration(pts)[0, 0]
+
+    alone = float(jax.grad(a_x)(jnp.float32(8.5e6), x[:1]))
+    assert np.isfinite(alone) and float(jax.grad(a_x)(jnp.float32(8.5e6), x)) == pytest.approx(alone, rel=1e-6)
+    axis = jnp.array([[8.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    vc = np.asarray(nfw.circular_velocity(axis))
+    assert vc[0] == pytest.approx(np.sqrt(8.0 * -float(nfw.acceleration(axis[:1])[0, 0])), rel=1e-6)
+    assert np.all(vc[1:] == 0)
+
+    def v0(p, pts):
+        return nfw.bind({"scale_density": p}).circular_velocity(pts)[0]
+
+    g_alone, g_axis = float(jax.grad(v0)(8.5e6, axis[:1])), float(jax.grad(v0)(8.5e6, axis))
+    assert np.isfinite(g_axis) and g_axis == pytest.approx(g_alone, rel=1e-6)
+    assert g_alone == pytest.approx(vc[0] / (2 * 8.5e6), rel=1e-5)  # v_c ∝ √ρ_s, km/s per M☉/kpc³
+
+
 def test_zhao_with_a_traced_gamma_beyond_3_has_no_mass():
     """γ ≥ 3 is refused for a number, but a traced γ (a prior reaching past 3) gave a finite, negative mass and an
     outward pull; it is NaN now (no finite central mass), as β ≤ 2 is, which NUTS rejects."""

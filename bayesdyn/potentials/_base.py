@@ -273,7 +273,11 @@ class Component(eqx.Module):
 
     def _circular_velocity(self, x: jax.Array) -> jax.Array:
         a = self._acceleration(x)
-        return jnp.sqrt(-(x[0] * a[0] + x[1] * a[1]))
+        v2 = -(x[0] * a[0] + x[1] * a[1])
+        # √ only of positive values: √0's infinite derivative made the parameter gradients of a whole batch NaN when
+        # one point lay on the z axis; 0 on the axis, NaN where the radial force is outward (or not finite)
+        root = jnp.sqrt(jnp.where(v2 > 0, v2, 1.0))
+        return jnp.where(v2 > 0, root, jnp.where(v2 == 0, 0.0, jnp.nan))
 
     # ---------------------------------------------------------- parameters
     def _subcomponents(self) -> list[tuple[str, "Component", Callable]]:

@@ -117,8 +117,12 @@ class MN3ExponentialDisk(Component):
     with ``positive_density``, else 3) warns; a ratio that gives b ≤ 0 or a + b ≤ 0
     (no Miyamoto–Nagai potential) is refused.
 
+    M is the mass of the exponential disk being approximated: the three MN masses
+    from the fits need not sum to it (1.108 M for gala's MilkyWayPotential2022 disk,
+    h_R = 2.6, h_z = 0.3 kpc; gala and galpy build the same three disks).
+
     Args:
-        mass: total disk mass M [M☉].
+        mass: mass M of the exponential disk approximated [M☉].
         scale_length: h_R [kpc].
         scale_height: h_z [kpc].
         sech2: vertical profile sech² (True) or exponential (False).

@@ -75,8 +75,10 @@ class SphericalComponent(Component):
 
     def _acceleration(self, x):
         r, positive = num.safe_norm(x)
-        g = _G * self._enclosed_mass(r) / r**3
-        return jnp.where(positive, -g, 0.0) * x
+        # G M / r² times the unit vector: r³ underflows float32 below r ≈ 2e-13 kpc while r² does not, which gave
+        # a = (−inf, NaN, NaN) there and NaN parameter gradients for every point evaluated with it
+        g = _G * self._enclosed_mass(r) / r**2
+        return jnp.where(positive, -g, 0.0) * (x / r)
 
     def _density(self, x):
         r, positive = num.safe_norm(x)
