@@ -506,6 +506,13 @@ def test_load_default_refuses_bad_files(tmp_path, default_mock):
 
     with pytest.raises(MockError, match="no disk mock"):
         load_default(tmp_path / "absent.npz")
+    # a folder, and a Catalog file (it said "no disk mock at" the folder, and that the header lacked the mock's keys)
+    with pytest.raises(MockError, match="is a folder; give the disk mock's .npz file"):
+        load_default(tmp_path)
+    small.save(tmp_path / "catalog.npz")
+    with pytest.raises(MockError, match=r"is a bayesdyn Catalog file \(Catalog.save\), not a disk mock: read it with "
+                                        "bd.Catalog.load"):
+        load_default(tmp_path / "catalog.npz")
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(MockError, match="pickle-free npz"):
         load_default(tmp_path / "text.npz")

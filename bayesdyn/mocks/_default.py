@@ -76,6 +76,9 @@ def load_default(path: str | Path | None = None) -> tuple[Catalog, DiskTruth]:
             malformed (names the problem).
     """
     path = Path(path) if path is not None else DEFAULT_MOCK_PATH
+    if path.is_dir():
+        raise MockError(f"{path} is a folder; give the disk mock's .npz file (written by "
+                        "`python -m bayesdyn.data.make_disk_mock --out FILE`)")
     if not path.is_file():
         raise MockError(
             f"no disk mock at {path}; generate one with `python -m bayesdyn.data.make_disk_mock --out {path}`"
@@ -104,6 +107,11 @@ def load_default(path: str | Path | None = None) -> tuple[Catalog, DiskTruth]:
         raise _fail(path, f"the header is not JSON ({type(err).__name__}: {err})") from None
     if not isinstance(head, dict):
         raise _fail(path, "the header is not a JSON object")
+    from ..catalog._io import FILE_FORMAT as CATALOG_FORMAT
+
+    if head.get("format") == CATALOG_FORMAT:  # (it said the header lacked the mock's keys)
+        raise MockError(f"{path} is a bayesdyn Catalog file (Catalog.save), not a disk mock: read it with "
+                        "bd.Catalog.load (a mock file also holds its truth, which load_default returns)")
     absent = [k for k in _REQUIRED if k not in head]
     if absent:
         raise _fail(path, f"the header lacks {absent}")
