@@ -130,7 +130,6 @@ def _flow_step(flow, opt_state, opt, lr, loss_fn):
     return new_flow, new_opt_state, loss
 
 
-@eqx.filter_jit
 def _saved_progress(header: dict, ensemble: int, max_epochs: int, ckpt: pathlib.Path) -> tuple[int, dict]:
     """The epoch count and loss history of a verified checkpoint header, checked (an edited header whose checksum was
     recomputed gave a bare ValueError for an epoch "three", or resumed from epoch 3 for "3")."""
@@ -157,6 +156,7 @@ def _saved_progress(header: dict, ensemble: int, max_epochs: int, ckpt: pathlib.
     return epoch, history
 
 
+@eqx.filter_jit
 def _run_epoch(state: _State, seed: Array, epoch: Array, train_idx: Array, u: Array, w: Array, sched: Array,
                first_step: Array, *, config: FlowConfig, opt: optax.GradientTransformation, batch_size: int):
     k, n_train = train_idx.shape
