@@ -263,6 +263,28 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
     again = validate.coverage("nfw", out=out, **QUICK)
     assert again.records == validate.CoverageResult.load(out).records
     pd.testing.assert_frame_equal(again.table, res.table)
+    # each record names the code that made it: a resume across a code change warns and summary.md says so (the config's
+    # __version__ never changed, so such tables mixed versions silently); a failed realisation is named, not rerun
+    assert {r["code"] for r in res.records} == {validate._coverage.code_fingerprint()}
+    first, last = out / "realisations" / "r0000.json", out / "realisations" / "r0002.json"
+    kept = first.read_text(), last.read_text()
+    first.write_text(json.dumps({**json.loads(kept[0]), "code": "0123456789ab"}))
+    last.write_text(json.dumps({"realisation": 2, "seeds": res.records[2]["seeds"], "error": "MemoryError: x",
+                                "code": res.records[2]["code"]}))
+    with pytest.warns(RuntimeWarning) as caught:
+        validate.coverage("nfw", out=out, **QUICK)
+    text = " | ".join(str(w.message) for w in caught)
+    assert "1 of its 3 realisations were made by other bayesdyn code ({'0123456789ab': 1}" in text
+    assert "realisation(s) [2] failed in an earlier run and are not rerun" in text
+    assert "**Made by 2 versions of the code**" in (out / "summary.md").read_text()
+    # load keeps the config's realisations only (a folder resumed with fewer summarised them all on --regenerate)
+    cfg_text = (out / "config.json").read_text()
+    (out / "config.json").write_text(json.dumps({**json.loads(cfg_text), "realisations": 2}))
+    with pytest.warns(RuntimeWarning, match=r"records of realisations \[2\] beyond its config's 2: left out"):
+        assert [r["realisation"] for r in validate.CoverageResult.load(out).records] == [0, 1]
+    (out / "config.json").write_text(cfg_text)
+    first.write_text(kept[0])
+    last.write_text(kept[1])
     # a record cut short (a run killed while writing, before records were written atomically) is named by load and
     # run again on resume, to the same rows (its seeds are the realisation's)
     damaged = out / "realisations" / "r0001.json"

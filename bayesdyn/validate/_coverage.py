@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -144,6 +145,13 @@ class CoverageResult:
         except ValueError as err:
             raise ValueError(f"{err}. Fix: delete it and resume the run (the same call with out={str(out)!r}), "
                              "which runs that realisation again") from None
+        wanted = config.get("realisations")
+        if isinstance(wanted, int) and not isinstance(wanted, bool):  # (a run resumed with fewer realisations kept
+            extra = [r["realisation"] for r in records if r.get("realisation", 0) >= wanted]  # the others' records)
+            if extra:
+                warnings.warn(f"{out} holds records of realisations {extra} beyond its config's {wanted}: left out "
+                              "(resume the run with more realisations to include them)", RuntimeWarning, stacklevel=2)
+                records = [r for r in records if r.get("realisation", 0) < wanted]
         return cls(_rows_table(records), records, config)
 
 
@@ -379,6 +387,11 @@ def _markdown(res: CoverageResult) -> str:
             lines.append(f"{label} seconds per realisation (wall / CPU): " + ", ".join(
                 f"{k} {red[k + '_wall_s']:.1f} / {red[k + '_cpu_s']:.1f}" for k in stages) + ".")
         lines.append("(The first realisation of each process includes JIT compilation; the median is the steady cost.)")
+        lines.append("")
+    versions = code_versions(res.records)
+    if len(versions) > 1:
+        lines.append(f"**Made by {len(versions)} versions of the code** (realisations per code fingerprint: "
+                     f"{versions}): the table mixes them.")
         lines.append("")
     diag = [r.get("diagnostics", {}) for r in res.records if "rows" in r]
     if diag:
@@ -738,7 +751,7 @@ def coverage(
                 warnings.warn(f"{err}; running realisation {r} again", RuntimeWarning, stacklevel=2)
         seeds = _seeds(seed, r)
         clock = _Clock()
-        rec: dict[str, Any] = {"realisation": r, "seeds": seeds}
+        rec: dict[str, Any] = {"realisation": r, "seeds": seeds, "code": code_fingerprint()}
         try:
             with jax.enable_x64(True):
                 psd_path = None if cache is None else cache / f"r{r:04d}"
@@ -754,10 +767,55 @@ def coverage(
             CoverageResult(_rows_table(records), records, config).save(out, plot=False)
         if progress:
             _progress(mock.name, r, realisations, rec, t_start, n_run)
+    _warn_resumed(out, records, n_run)
     result = CoverageResult(_rows_table(records), records, config)
     if out is not None:
         result.save(out, plot=True)
     return result
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The first 12 hex digits of the sha256 of bayesdyn's own Python sources (paths and bytes).
+
+    Each calibration record holds it: ``__version__`` has not changed between the commits that changed results, so
+    the version in ``config.json`` could not tell a resume across a code change, which mixed the realisations of two
+    versions in one table. Any edit of a source (a comment too) changes it.
+    """
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def code_versions(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Number of realisation records per code fingerprint ("unrecorded" for records written before they held one)."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        key = str(rec.get("code", "unrecorded"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _warn_resumed(out: Path | None, records: list[dict[str, Any]], n_run: int) -> None:
+    """Warn, on a resumed run, about records made by other code and about failed realisations (kept, not rerun)."""
+    resumed = len(records) - n_run
+    if out is None or resumed <= 0:
+        return
+    now = code_fingerprint()
+    versions = code_versions(records)
+    other = {k: n for k, n in versions.items() if k != now}
+    if other:
+        warnings.warn(
+            f"{out}: {sum(other.values())} of its {len(records)} realisations were made by other bayesdyn code "
+            f"({other}; this code is {now}), so its table mixes code versions; if results could have changed since, "
+            "run it again with resume=False (--fresh)", RuntimeWarning, stacklevel=3)
+    failed = [r["realisation"] for r in records if "error" in r]
+    if failed:  # (a record that holds an error counts as done: a transient failure stayed n/a for good)
+        warnings.warn(
+            f"{out}: realisation(s) {failed} failed in an earlier run and are not rerun (their records hold the "
+            "error); delete their files in realisations/ and resume to run them again", RuntimeWarning, stacklevel=3)
 
 
 #: compiled samplers (by model and NUTS settings) and draw evaluators (by mock and quantities), reused by later runs
