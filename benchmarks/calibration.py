@@ -206,7 +206,10 @@ def _run_block(sj: Path, base: Path) -> str:
         + (f", perturbation `{c['perturb']}`" if c.get("perturb") else "")
         + f": {payload['n_realisations']} realisations × {c['n_stars']} stars"
         + (f" ({payload['n_failed']} failed)" if payload["n_failed"] else "")
-        + f"; median {cpu:.0f} CPU s per realisation. [Details]({rel}/summary.md) · [table]({rel}/realisations.csv)\n"
+        + f"; median {cpu:.0f} CPU s per realisation"
+        + (f"; {payload['n_unconverged']} with r̂ > 1.01 or divergences and {payload['n_low_ess']} with a bulk or tail "
+           "ESS below 400, all kept" if "n_low_ess" in payload else "")
+        + f". [Details]({rel}/summary.md) · [table]({rel}/realisations.csv)\n"
     )
     rows = ["| quantity | rel. bias | spread/sd | bias/sd | bias/w68 | 68 % | 95 % | pass |",
             "|---|---|---|---|---|---|---|---|"]

@@ -258,6 +258,7 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
     # summary.md counts low-ESS realisations too (it counted r̂ and divergences only), by the records
     low = sum(min(r["diagnostics"]["min_ess_bulk"], r["diagnostics"]["min_ess_tail"]) < 400 for r in res.records)
     assert f", {low} with a bulk or tail ESS below 400 (all kept in the table)" in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["n_low_ess"] == low  # (the calibration index reads it)
 
     # resuming reruns nothing; other settings in the same folder are refused
     again = validate.coverage("nfw", out=out, **QUICK)

@@ -119,6 +119,7 @@ class CoverageResult:
             "timing_mean": json.loads(t.mean().to_json()) if len(t) else {},
             "timing_median": json.loads(t.median().to_json()) if len(t) else {},
             "n_unconverged": sum(1 for r in self.records if _unconverged(r)),
+            "n_low_ess": sum(1 for r in self.records if "rows" in r and _low_ess(r.get("diagnostics", {}))),
         }
         (out / "summary.json").write_text(json.dumps(payload, indent=1))
         if plot and len(self.table):
@@ -401,8 +402,7 @@ def _markdown(res: CoverageResult) -> str:
         bad = sum(1 for r in res.records if _unconverged(r))
         from ..results._posterior import MIN_ESS
 
-        low = sum(1 for d in diag  # a NaN ESS (draws that never move) counts as low
-                  if not all(d.get(k, np.inf) >= MIN_ESS for k in ("min_ess_bulk", "min_ess_tail")))
+        low = sum(1 for d in diag if _low_ess(d))
         rh_text = f"max r̂ {rh:.3f}" if np.isfinite(rh) or np.isinf(rh) else "r̂ not available (one chain each)"
         lines.append(
             f"NUTS over all realisations: {rh_text}, min bulk ESS {ess:.0f}, {ndiv} divergent transitions; "
@@ -849,6 +849,13 @@ def _min_ess(values: list[float]) -> float:
     a NaN by its place in the list."""
     v = np.asarray(values, float)
     return float(np.nanmin(v)) if (~np.isnan(v)).any() else float("nan")
+
+
+def _low_ess(diagnostics: dict[str, Any]) -> bool:
+    """A realisation's bulk or tail ESS below MIN_ESS (a NaN ESS, draws that never move, counts as low)."""
+    from ..results._posterior import MIN_ESS
+
+    return not all(diagnostics.get(k, np.inf) >= MIN_ESS for k in ("min_ess_bulk", "min_ess_tail"))
 
 
 def _unconverged(rec: dict[str, Any]) -> bool:
