@@ -487,7 +487,7 @@ def _spherical_jeans(cat, radii, n_bins):
     note = (f"Jeans: `jeans.spherical` in {n_bins} log-spaced radial bins over {lo:.3g}–{hi:.3g} kpc (1st–99th "
             "percentile of the radii), a_r and ρ interpolated to the reference radii as a power law between the "
             "two nearest bin centres (the slope of the estimate's own values there, the same for every bootstrap "
-            "replicate); the binning's bias is not in these errors ([Jeans baselines](jeans.md)).")
+            "replicate; extended beyond the outermost centres); the binning's bias is not in these errors ([Jeans baselines](jeans.md)).")
     return run, note
 
 
@@ -495,7 +495,8 @@ def _power_law_interp(r, centres, value, samples):
     """``value`` (n_bins,) and each bootstrap row of ``samples`` (n_boot, n_bins) at radius ``r``, interpolated as
     the power law through the estimate's two bin centres around ``r``, i.e. linearly in ln r after dividing by
     r^k, k = the estimate's slope d ln|value|/d ln r between them; linear in ln r (k = 0) where the two values
-    differ in sign or one is 0.
+    differ in sign or one is 0. Beyond the outermost centres, the end pair's power law is extended (a constant had
+    been held there); with one bin, its value.
 
     Interpolating ρ itself linearly in ln r between log-spaced centres put the exact NFW profile 3.5, 5.4 and 7.7 %
     high at 5, 10 and 20 kpc (16 bins over 0.311–80.4 kpc; 20 kpc lies halfway between two centres), most of
@@ -503,6 +504,8 @@ def _power_law_interp(r, centres, value, samples):
     (a noisy bin) stays usable: the same k is used for every replicate.
     """
     ln_rc, x = np.log(centres), math.log(r)
+    if ln_rc.size < 2:
+        return float(value[0]), np.asarray(samples, float)[:, 0]
     i = int(np.clip(np.searchsorted(ln_rc, x) - 1, 0, ln_rc.size - 2))
     a, b = value[i], value[i + 1]
     k = math.log(b / a) / (ln_rc[i + 1] - ln_rc[i]) if np.isfinite(a) and np.isfinite(b) and a * b > 0 else 0.0

@@ -112,6 +112,11 @@ def test_one_chain_is_named_as_unchecked_convergence(tmp_path):
                         {"diverging": np.zeros((2, 1000), bool), "combine": combine})
     message = "r̂ of member(s) [0] cannot be computed from one chain"
     assert [p for p in members.check(warn=False) if message in p]
+    # a NaN (or a None from a hand-made record) beside a member over the line: that member's r̂ is named, as a number
+    odd = Posterior(members.samples, {**members.info, "combine": {**combine, "member_max_r_hat": [None, 1.5]}})
+    assert [p for p in odd.check(warn=False) if "member(s) [1] (max 1.500): run longer" in p]
+    odd = Posterior(members.samples, {**members.info, "combine": {**combine, "member_max_r_hat": [float("nan"), 1.5]}})
+    assert [p for p in odd.check(warn=False) if "member(s) [1] (max 1.500): run longer" in p]
     assert [p for p in members.local_dm_density("h.m").attrs["problems"] if message in p]  # the table carries them
     members.save(tmp_path / "p.nc")
     with pytest.warns(ConvergenceWarning, match=re.escape(message)):  # a posterior read back says so too

@@ -85,6 +85,11 @@ def test_spherical_jeans_cells_are_interpolated_as_a_power_law_between_bin_centr
     bad = rho.copy()
     bad[10] = np.nan
     assert math.isnan(league._power_law_interp(r, centres, bad, bad[None])[0])
+    # beyond the outermost centres: the end pair's power law; one bin: its value
+    assert league._power_law_interp(0.5 * centres[0], centres, rho, rho[None])[0] == pytest.approx(
+        3.0 * (0.5 * centres[0]) ** -2.4, rel=1e-12)
+    v1, s1 = league._power_law_interp(r, centres[:1], rho[:1], samples[:, :1])
+    assert v1 == rho[0] and np.array_equal(s1, samples[:, 0])
 
 
 def test_realisation_summary_rms_ratios_and_pulls():

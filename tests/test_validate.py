@@ -275,7 +275,8 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
     with pytest.warns(RuntimeWarning) as caught:
         validate.coverage("nfw", out=out, **QUICK)
     text = " | ".join(str(w.message) for w in caught)
-    assert "1 of its 3 realisations were made by other bayesdyn code ({'0123456789ab': 1}" in text
+    assert ("1 of the 3 realisations read back from it were not made by this code" in text
+            and "do not record which code made them ({'0123456789ab': 1})" in text)
     assert "realisation(s) [2] failed in an earlier run and are not rerun" in text
     assert "**Made by 2 versions of the code**" in (out / "summary.md").read_text()
     # load keeps the config's realisations only (a folder resumed with fewer summarised them all on --regenerate)

@@ -58,7 +58,7 @@ class SphericalComponent(Component):
 
     Subclasses implement ``_enclosed_mass(r)`` [M☉], ``_density_r(r)``
     [M☉/kpc³] and ``_potential_r(r)`` [(km/s)²] for a scalar radius r [kpc];
-    the acceleration is a = −G M(<r) x / r³ (zero at the centre).
+    the acceleration is a = −G M(<r)/r² · x/r (zero at the centre).
     """
 
     @abc.abstractmethod

@@ -195,11 +195,12 @@ class Posterior:
             where = f"of member(s) {no_rhat} " if no_rhat else ""
             problems.append(f"r̂ {where}cannot be computed from one chain, so convergence was not checked across "
                             "chains: run ≥ 2 chains (num_chains; 4 is the default)")
-        bad_members = [j for j, r in enumerate(member_rhat) if r > MAX_RHAT]
+        bad_members = [j for j, r in enumerate(member_rhat) if r is not None and r > MAX_RHAT]
         if bad_members:
+            worst = max(member_rhat[j] for j in bad_members)  # (max() of all of them depended on where a NaN sat)
             problems.append(
-                f"r̂ > {MAX_RHAT} in the posterior of member(s) {bad_members} (max {max(member_rhat):.3f}): "
-                + ("run longer" if np.isfinite(max(member_rhat)) else
+                f"r̂ > {MAX_RHAT} in the posterior of member(s) {bad_members} (max {worst:.3f}): "
+                + ("run longer" if np.isfinite(worst) else
                    "a member's chains never moved or ran to infinity even after a restart near the mode; check "
                    "that member's accelerations and the priors")
             )

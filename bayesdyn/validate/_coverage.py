@@ -739,6 +739,7 @@ def coverage(
     cache = _flow_cache(psd_cache, mock, n_stars, seed, psd_options) if method == "flow" else None
     _, runner, evaluator = _compiled(mock, qs, nuts_options)
     records: list[dict[str, Any]] = []
+    resumed: list[int] = []  # realisations read back from an earlier run
     t_start = time.perf_counter()
     n_run = 0
     for r in range(realisations):
@@ -746,6 +747,7 @@ def coverage(
         if path is not None and path.is_file():
             try:
                 records.append(_read_record(path))
+                resumed.append(r)
                 continue
             except ValueError as err:  # a record cut short (a run killed while writing one before they were atomic)
                 warnings.warn(f"{err}; running realisation {r} again", RuntimeWarning, stacklevel=2)
@@ -767,7 +769,7 @@ def coverage(
             CoverageResult(_rows_table(records), records, config).save(out, plot=False)
         if progress:
             _progress(mock.name, r, realisations, rec, t_start, n_run)
-    _warn_resumed(out, records, n_run)
+    _warn_resumed(out, [rec for rec in records if rec["realisation"] in resumed])
     result = CoverageResult(_rows_table(records), records, config)
     if out is not None:
         result.save(out, plot=True)
@@ -783,9 +785,12 @@ def code_fingerprint() -> str:
     versions in one table. Any edit of a source (a comment too) changes it.
     """
     root = Path(__file__).resolve().parents[1]
+    sources = sorted(root.rglob("*.py"))
+    if not sources:  # an install without sources (bytecode only): nothing to tell versions apart by
+        return "unknown"
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sources:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 
@@ -798,20 +803,19 @@ def code_versions(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def _warn_resumed(out: Path | None, records: list[dict[str, Any]], n_run: int) -> None:
-    """Warn, on a resumed run, about records made by other code and about failed realisations (kept, not rerun)."""
-    resumed = len(records) - n_run
-    if out is None or resumed <= 0:
+def _warn_resumed(out: Path | None, resumed: list[dict[str, Any]]) -> None:
+    """Warn about records read back from an earlier run that another code made (or that do not say which), and about
+    those that hold a failure (kept, not rerun)."""
+    if out is None or not resumed:
         return
     now = code_fingerprint()
-    versions = code_versions(records)
-    other = {k: n for k, n in versions.items() if k != now}
+    other = {k: n for k, n in code_versions(resumed).items() if k != now}
     if other:
         warnings.warn(
-            f"{out}: {sum(other.values())} of its {len(records)} realisations were made by other bayesdyn code "
-            f"({other}; this code is {now}), so its table mixes code versions; if results could have changed since, "
-            "run it again with resume=False (--fresh)", RuntimeWarning, stacklevel=3)
-    failed = [r["realisation"] for r in records if "error" in r]
+            f"{out}: {sum(other.values())} of the {len(resumed)} realisations read back from it were not made by this "
+            f"code ({now}) or do not record which code made them ({other}), so its table may mix code versions; if "
+            "results could have changed since, run it again with resume=False (--fresh)", RuntimeWarning, stacklevel=3)
+    failed = [r["realisation"] for r in resumed if "error" in r]
     if failed:  # (a record that holds an error counts as done: a transient failure stayed n/a for good)
         warnings.warn(
             f"{out}: realisation(s) {failed} failed in an earlier run and are not rerun (their records hold the "
