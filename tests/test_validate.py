@@ -318,6 +318,8 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
         assert "model" not in json.loads((out / "config.json").read_text())
 
     # accelerations 20 % too large: the density normalisation is 20 % high, far outside its intervals
+    with pytest.raises(ValueError, match="a lambda has none of its own"):  # (two lambdas resumed into one folder)
+        validate.coverage("nfw", out=tmp_path / "lambda", perturb=lambda data, seed: data, **QUICK)
     biased = validate.coverage("nfw", perturb=validate.scale_accelerations(1.2), **QUICK).summary
     for q in ("rho_at_rs", "halo.scale_density"):
         assert biased.loc[q, "coverage_95"] == 0.0 and biased.loc[q, "bias_over_sd"] > 3.0

@@ -686,6 +686,7 @@ def coverage(
             :class:`AccelerationData` before inference: :func:`scale_accelerations`
             (a biased input the harness must flag) or :func:`gaussian_noise` (with
             exact scores, a likelihood that is exactly right: the positive control).
+            With ``out``, a named function (the run's config records its ``__name__``).
         out: output folder (results saved incrementally; resumable).
         resume: reuse finished realisations found in ``out`` (False discards them).
         psd_cache: folder where each realisation's fitted flows are saved
@@ -731,6 +732,11 @@ def coverage(
     if missing:
         raise ValueError(f"the {mock.name} mock has no quantities {missing}; it reports {list(all_q)}")
     qs = {q: all_q[q] for q in names}
+    if out is not None and perturb is not None and getattr(perturb, "__name__", "<lambda>") == "<lambda>":
+        # the run's config records a perturbation by its name: two lambdas resumed into each other's folders
+        raise ValueError("out= records the perturbation by its __name__, and a lambda has none of its own: use a named "
+                         "function (or set perturb.__name__, e.g. 'shift_0.1'), so that a resumed run can tell it "
+                         "from another")
     run = _Run(mock, n_stars, seed, method, lik, qs, n_nodes, n_velocities, psd_options, nuts_options, perturb)
     config = run.config(realisations)
     out = None if out is None else Path(out)
