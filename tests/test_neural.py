@@ -429,6 +429,13 @@ def test_bad_scores_are_named():
     good = np.ones((50, 3))
     with pytest.raises(ValueError, match=r"only \d+ of 50 stars are left to train on .* val_fraction = 0.9"):
         neural.fit_neural_potential_scores(x, x, good, good, steps=1, val_fraction=0.9)
+    # s_v mostly zero: named (the weights became inf and the fit "never reached a finite validation loss")
+    flat = good.copy()
+    flat[:30] = 0.0
+    with pytest.raises(ValueError, match="30 of 50 velocity scores s_v are zero"):
+        neural.fit_neural_potential_scores(x, x, good, flat, steps=1)
+    with pytest.raises(ValueError, match="center and scale must be finite"):  # (a NaN centre made every output NaN)
+        neural.NeuralPotential(jnp.zeros(ARCH.n_weights()), ARCH, [np.nan, 0, 0], 1.0, 1.0)
 
 
 def test_steps_is_the_number_of_steps_run_and_tracer_density_needs_n_of_x(x64):

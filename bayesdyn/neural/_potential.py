@@ -120,6 +120,9 @@ class NeuralPotential(PotentialComponent):
         self.scale = _positions3(scale, "NeuralPotential.scale")
         if not bool(jnp.all(self.scale > 0)):
             raise ValueError(f"NeuralPotential.scale must be positive lengths [kpc]; got {np.asarray(self.scale).tolist()}")
+        if not bool(jnp.all(jnp.isfinite(self.center)) & jnp.all(jnp.isfinite(self.scale))):  # (NaN: every output NaN)
+            raise ValueError(f"NeuralPotential.center and scale must be finite [kpc]; got "
+                             f"{np.asarray(self.center).tolist()} and {np.asarray(self.scale).tolist()}")
         amp = _units.strip(amplitude, "potential", name="NeuralPotential.amplitude")
         if not isinstance(amp, jax.Array):
             amp = float(amp)
