@@ -432,8 +432,10 @@ def test_bad_scores_are_named():
     # s_v mostly zero: named (the weights became inf and the fit "never reached a finite validation loss")
     flat = good.copy()
     flat[:30] = 0.0
-    with pytest.raises(ValueError, match="30 of 50 velocity scores s_v are zero"):
+    with pytest.raises(ValueError, match=r"member\(s\) \[0\]: more than half of the velocity scores s_v are zero \(30 of 50\)"):
         neural.fit_neural_potential_scores(x, x, good, flat, steps=1)
+    with pytest.raises(ValueError, match=r"member\(s\) \[1\]: .*\(50 of 50\)"):  # one member of zeros among others
+        neural.fit_neural_potential_scores(x, x, np.stack([good, good]), np.stack([good, 0 * good]), steps=1)
     with pytest.raises(ValueError, match="center and scale must be finite"):  # (a NaN centre made every output NaN)
         neural.NeuralPotential(jnp.zeros(ARCH.n_weights()), ARCH, [np.nan, 0, 0], 1.0, 1.0)
 

@@ -1,6 +1,7 @@
 """The calibration harness (bayesdyn.validate): its statistics, its likelihood options, and an end-to-end
 run on exact scores that must pass a clean input and flag a biased one."""
 
+import functools
 import json
 
 import numpy as np
@@ -318,8 +319,10 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
         assert "model" not in json.loads((out / "config.json").read_text())
 
     # accelerations 20 % too large: the density normalisation is 20 % high, far outside its intervals
-    with pytest.raises(ValueError, match="a lambda has none of its own"):  # (two lambdas resumed into one folder)
+    with pytest.raises(ValueError, match="'<lambda>' does not tell it from another"):  # (two lambdas, one folder)
         validate.coverage("nfw", out=tmp_path / "lambda", perturb=lambda data, seed: data, **QUICK)
+    with pytest.raises(ValueError, match="functools.partial.* does not tell it from another"):
+        validate.coverage("nfw", out=tmp_path / "lambda", perturb=functools.partial(lambda data, seed: data), **QUICK)
     biased = validate.coverage("nfw", perturb=validate.scale_accelerations(1.2), **QUICK).summary
     for q in ("rho_at_rs", "halo.scale_density"):
         assert biased.loc[q, "coverage_95"] == 0.0 and biased.loc[q, "bias_over_sd"] > 3.0

@@ -523,9 +523,11 @@ def fit_neural_potential_scores(
         raise ValueError(f"only {n_train} of {n} stars are left to train on after holding out val_fraction = "
                          f"{cfg.val_fraction} for validation; lower val_fraction or use more stars")
     sv_norm = np.linalg.norm(sv, axis=-1)  # (K, N)
-    if not np.median(sv_norm) > 0:  # (the weights became inf and the fit "never reached a finite validation loss")
-        raise ValueError(f"{int(np.sum(sv_norm == 0))} of {sv_norm.size} velocity scores s_v are zero (more than "
-                         "half): they carry the acceleration, so nothing can be fitted; check the scores passed")
+    empty = np.flatnonzero(~(np.median(sv_norm, axis=1) > 0))  # (the weights became inf and the fit "never reached a
+    if empty.size:  # finite validation loss"; a member of zeros among others returned its initial network)
+        raise ValueError(f"member(s) {empty.tolist()}: more than half of the velocity scores s_v are zero "
+                         f"({int(np.sum(sv_norm[empty] == 0))} of {sv_norm[empty].size}); they carry the acceleration, "
+                         "so nothing can be fitted there; check the scores passed")
     center, scale = standardisation(x[train_idx], cfg.scale)
     length = float(np.mean(scale))
     a0 = cfg.acceleration or acceleration_scale(v[train_idx], sx[:, train_idx], sv[:, train_idx])

@@ -732,11 +732,13 @@ def coverage(
     if missing:
         raise ValueError(f"the {mock.name} mock has no quantities {missing}; it reports {list(all_q)}")
     qs = {q: all_q[q] for q in names}
-    if out is not None and perturb is not None and getattr(perturb, "__name__", "<lambda>") == "<lambda>":
-        # the run's config records a perturbation by its name: two lambdas resumed into each other's folders
-        raise ValueError("out= records the perturbation by its __name__, and a lambda has none of its own: use a named "
-                         "function (or set perturb.__name__, e.g. 'shift_0.1'), so that a resumed run can tell it "
-                         "from another")
+    label = None if perturb is None else getattr(perturb, "__name__", repr(perturb))
+    if out is not None and label is not None and (label == "<lambda>" or " at 0x" in label):
+        # the run's config records a perturbation by this label: two lambdas resumed into each other's folders (and a
+        # repr with a memory address, e.g. a functools.partial's, never matched again)
+        raise ValueError(f"out= records the perturbation by its __name__ (or repr), and {label!r} does not tell it from "
+                         "another: use a named function (or set perturb.__name__, e.g. 'shift_0.1'), so that a "
+                         "resumed run can check it")
     run = _Run(mock, n_stars, seed, method, lik, qs, n_nodes, n_velocities, psd_options, nuts_options, perturb)
     config = run.config(realisations)
     out = None if out is None else Path(out)
