@@ -227,13 +227,6 @@ class PointAcceleration:
 # --------------------------------------------------------------------------- moments
 
 
-def _flag(value, name: str) -> bool:
-    """A True/False argument (bool() read symmetrize_z="no" as True and mirrored the stars)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise JeansError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _binned_moments(
     catalog, R_edges, z_edges, *, center, selection, symmetrize_z, n_boot, seed, min_count
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -382,7 +375,7 @@ def axisymmetric(
     R_edges = _c.check_edges(R_edges, "R_edges", nonnegative=True)
     z_edges = _c.check_edges(z_edges, "z_edges")
     mom, count, volume = _binned_moments(
-        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=_flag(symmetrize_z, "symmetrize_z"),
+        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=_c.check_flag(symmetrize_z, "symmetrize_z"),
         n_boot=n_boot, seed=seed, min_count=min_count,
     )
     Rc = 0.5 * (R_edges[1:] + R_edges[:-1])
@@ -510,7 +503,7 @@ def acceleration_at(
     if R_edges[0] < 0:
         raise JeansError(f"the stencil reaches R = {R_edges[0]:.3g} kpc < 0; use a smaller dR or stencil")
     mom, count, _ = _binned_moments(
-        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=_flag(symmetrize_z, "symmetrize_z"),
+        catalog, R_edges, z_edges, center=center, selection=selection, symmetrize_z=_c.check_flag(symmetrize_z, "symmetrize_z"),
         n_boot=n_boot, seed=seed, min_count=min_count,
     )
     if (count < min_count).any():

@@ -172,6 +172,13 @@ def check_positive(value: Any, physical_type: str, name: str) -> float:
     return out
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """A True/False argument (bool() read symmetrize_z="no" as True and mirrored the stars)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise JeansError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_n_boot(n_boot: Any, seed: Any) -> tuple[int, int]:
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
         raise JeansError(f"n_boot must be an integer ≥ 2 (bootstrap replicates), got {n_boot!r}")

@@ -327,7 +327,7 @@ class Posterior:
     def local_dm_line(self) -> str:
         """One line: ρ_DM(⊙) = median +err −err GeV/cm³ (= … M☉/pc³), 68 % interval."""
         t = self.local_dm_density()
-        problems = self.check(warn=False)
+        problems = t.attrs["problems"]  # (the table's own check: not run twice)
         if problems:  # the line goes into papers: its run's problems must be said where it is made
             warnings.warn("local_dm_line: " + "; ".join(problems), ConvergenceWarning, stacklevel=2)
         g, m = t.loc["GeV/cm3"], t.loc["Msun/pc3"]
