@@ -232,6 +232,27 @@ def test_units_at_the_boundary_one_member_warning_and_bad_settings():
     with pytest.raises(ValueError, match="3 labels for its 2 members"):
         estimate_accelerations(two, x, n_velocities=64, seed=1)
 
+    # a custom source answering in Quantities: converted (np.asarray had read draws in m/s as km/s, 1000× too fast)
+    class _InUnits(_OneHarmonic):
+        exact = True
+
+        def sample_velocities(self, x, n, seed):
+            return super().sample_velocities(x, n, seed) * 1000 * u.m / u.s
+
+        def score_members(self, x, v):
+            s_x, s_v = super().score_members(x, v)
+            return s_x / u.kpc, s_v * 1e-3 * u.s / u.m
+
+    plain = estimate_accelerations(flagged, x, n_velocities=64, seed=1)
+    quant = estimate_accelerations(_InUnits(), x, n_velocities=64, seed=1)
+    assert_allclose(np.asarray(quant.a), np.asarray(plain.a), rtol=1e-6)
+    assert_allclose(np.asarray(quant.a), -_OneHarmonic.omega2 * x, rtol=1e-6)
+    wrong = _InUnits()
+    wrong.score_members = lambda x, v: (_OneHarmonic.score_members(wrong, x, v)[0] * u.kg, _OneHarmonic.score_members(
+        wrong, x, v)[1])
+    with pytest.raises(ValueError, match=r"scores s_x were given in kg, but they must be in 1/kpc"):
+        estimate_accelerations(wrong, x, n_velocities=64, seed=1)
+
     pts = np.random.default_rng(0).normal(size=(200, 3))
     in_kpc = default_nodes(pts, 5, 0, center=[0.0, 0.0, 0.0], radius=1.0)
     in_pc = default_nodes(pts * 1000 * u.pc, 5, 0, center=[0.0, 0.0, 0.0] * u.kpc, radius=1000 * u.pc)

@@ -17,7 +17,8 @@ class ScoreSource(Protocol):
     """What acceleration estimation needs from a density estimate (a PhaseSpaceDensity, or exact truth).
 
     ``sample_velocities(x, n, seed)`` → (P, n, 3) [km/s] drawn from p(v|x);
-    ``score_members(x, v)`` → (s_x, s_v), each (K, N, 3), per ensemble member.
+    ``score_members(x, v)`` → (s_x, s_v), each (K, N, 3) [1/kpc, s/km], per ensemble member.
+    Bare numbers are read in these units; Quantities are converted.
     Optional flags silence the one-member warning of :func:`estimate_accelerations`:
     ``exact = True`` (the scores are the truth's) or ``ensemble_member = True`` (one
     member of an ensemble whose posteriors are combined later).
@@ -26,6 +27,21 @@ class ScoreSource(Protocol):
     def sample_velocities(self, x: Any, n: int, seed: int) -> Any: ...
 
     def score_members(self, x: Any, v: Any) -> tuple[Any, Any]: ...
+
+
+def _score_numbers(value: Any, unit: str, name: str) -> Any:
+    """A source's scores as numbers in ``unit`` (1/kpc for ∂log f/∂x, s/km for ∂log f/∂v); bare numbers unchanged."""
+    if getattr(value, "unit", None) is None:
+        return value
+    import astropy.units as u
+
+    from ..units import UnitError
+
+    try:
+        return np.asarray(u.Quantity(value).to_value(u.Unit(unit)))
+    except u.UnitConversionError:
+        raise UnitError(f"the source's scores {name} were given in {value.unit}, but they must be in {unit} (or bare "
+                        f"numbers in {unit})") from None
 
 
 def default_nodes(positions: np.ndarray, n_nodes: int, seed: int, center: np.ndarray | None = None, radius: float | None = None) -> np.ndarray:
@@ -157,7 +173,9 @@ def estimate_accelerations(
     x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
     if x.ndim != 2 or x.shape[1] != 3:
         raise ValueError(f"x must be (P, 3) [kpc], got {x.shape}")
-    v = np.asarray(source.sample_velocities(x, n_velocities, seed))  # (P, M, 3)
+    # a custom source may answer in Quantities: converted here (np.asarray kept the numbers of one in m/s as km/s)
+    v = np.asarray(_u.strip(source.sample_velocities(x, n_velocities, seed), "velocity",
+                            "the source's sample_velocities draws"))  # (P, M, 3)
     p, m = v.shape[:2]
     xs = np.broadcast_to(x[:, None, :], v.shape).reshape(-1, 3)
     # a non-finite draw is an outlier below, but a PhaseSpaceDensity refuses to score it (one inf in P·M draws aborted
@@ -170,6 +188,7 @@ def estimate_accelerations(
             stand_in = np.nan_to_num(np.nanmedian(np.where(np.isfinite(v), v, np.nan), axis=1, keepdims=True))
         v_scored = np.where(np.isfinite(v).all(axis=-1, keepdims=True), v, stand_in)
     s_x, s_v = source.score_members(xs, v_scored.reshape(-1, 3))
+    s_x, s_v = _score_numbers(s_x, "1/kpc", "s_x"), _score_numbers(s_v, "s/km", "s_v")
     s_x = jnp.asarray(s_x).reshape((-1, p, m, 3))
     s_v = jnp.asarray(s_v).reshape((-1, p, m, 3))
     k = s_x.shape[0]
