@@ -87,6 +87,9 @@ _PHYSICAL = {
     "angle": u.deg,
     "angular velocity": u.mas / u.yr,
     "dimensionless": u.dimensionless_unscaled,
+    # scores ∂log f/∂x, ∂log f/∂v and ∇log ε
+    "inverse length": LENGTH**-1,
+    "inverse velocity": VELOCITY**-1,
 }
 
 _ACC_UNITS = {
@@ -127,7 +130,8 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
             ``"mass"`` (M☉), ``"acceleration"`` ((km/s)²/kpc), ``"density"``
             (M☉/kpc³), ``"surface density"`` (M☉/kpc²), ``"potential"``
             ((km/s)²), ``"time"`` (kpc/(km/s)), ``"angle"`` (deg),
-            ``"angular velocity"`` (mas/yr), ``"dimensionless"``.
+            ``"angular velocity"`` (mas/yr), ``"dimensionless"``, ``"inverse length"``
+            (1/kpc), ``"inverse velocity"`` (s/km).
         name: the argument's name, used in error messages.
 
     Raises:
@@ -158,7 +162,8 @@ def strip(value: Any, physical_type: str, name: str = "value") -> Any:
                                 "it must be a dimensionless number: pass a bare number") from None
             raise UnitError(
                 f"{name} was given in {value.unit} (physical type: {value.unit.physical_type}), "
-                f"but it must be a {physical_type}: pass a Quantity convertible to "
+                f"but it must be {'an' if physical_type[0] in 'aeiou' else 'a'} {physical_type}: pass a Quantity "
+                "convertible to "
                 f"{target}, or a bare number in {target}{hint}"
             ) from None
         return float(out) if np.ndim(out) == 0 else np.asarray(out)

@@ -250,7 +250,8 @@ def test_units_at_the_boundary_one_member_warning_and_bad_settings():
     wrong = _InUnits()
     wrong.score_members = lambda x, v: (_OneHarmonic.score_members(wrong, x, v)[0] * u.kg, _OneHarmonic.score_members(
         wrong, x, v)[1])
-    with pytest.raises(ValueError, match=r"scores s_x were given in kg, but they must be in 1/kpc"):
+    with pytest.raises(ValueError, match=r"scores s_x was given in kg .*must be an inverse length: pass a Quantity "
+                                         r"convertible to 1 / kpc"):
         estimate_accelerations(wrong, x, n_velocities=64, seed=1)
 
     pts = np.random.default_rng(0).normal(size=(200, 3))

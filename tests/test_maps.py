@@ -136,6 +136,28 @@ def test_disequilibrium_vanishes_for_the_true_acceleration(x64):
     centre = maps.disequilibrium_map(source, np.array([[100.0, 0.0, 0.0]]), np.zeros((1, 3)), n_velocities=64)
     assert np.isnan(centre.relative[0]) and centre.rms[0] > 0
 
+    import astropy.units as u
+
+    # a density of a dusty catalog, f_obs = ε f: its s_x carries ∇log ε, which the map showed as disequilibrium
+    # (no way to remove it); given the efficiency (an object or ∇log ε at the points), equilibrium reads 0 again
+    dust = bd.mocks.DustModel(np.array([[0.4, 0.0, 0.1]]), np.array([0.4]), np.array([0.9]))
+
+    class Dusty:
+        def sample_velocities(self, x, n, seed):
+            return source.sample_velocities(x, n, seed)
+
+        def score_members(self, x, v):
+            s_x, s_v = source.score_members(x, v)
+            return np.asarray(s_x) + np.asarray(dust.grad_log_efficiency(np.asarray(x)))[None], s_v
+
+    seen = maps.disequilibrium_map(Dusty(), truth, pts, n_velocities=64)
+    assert seen.relative[0] > 0.1  # the point 0.12 kpc from the cloud's centre
+    for eff in (dust, np.asarray(dust.grad_log_efficiency(pts)) / u.kpc):
+        fixed = maps.disequilibrium_map(Dusty(), truth, pts, n_velocities=64, efficiency=eff)
+        assert np.all(fixed.relative < 1e-6), fixed.relative
+    with pytest.raises(ValueError, match=r"must be \(P, 3\) = \(3, 3\)"):
+        maps.disequilibrium_map(Dusty(), truth, pts, n_velocities=64, efficiency=np.zeros((2, 3)))
+
 
 def test_plots_have_bands_and_references(tmp_path, x64):
     mw = bd.potentials.MWPotential2014()

@@ -29,21 +29,6 @@ class ScoreSource(Protocol):
     def score_members(self, x: Any, v: Any) -> tuple[Any, Any]: ...
 
 
-def _score_numbers(value: Any, unit: str, name: str) -> Any:
-    """A source's scores as numbers in ``unit`` (1/kpc for ∂log f/∂x, s/km for ∂log f/∂v); bare numbers unchanged."""
-    if getattr(value, "unit", None) is None:
-        return value
-    import astropy.units as u
-
-    from ..units import UnitError
-
-    try:
-        return np.asarray(u.Quantity(value).to_value(u.Unit(unit)))
-    except u.UnitConversionError:
-        raise UnitError(f"the source's scores {name} were given in {value.unit}, but they must be in {unit} (or bare "
-                        f"numbers in {unit})") from None
-
-
 def default_nodes(positions: np.ndarray, n_nodes: int, seed: int, center: np.ndarray | None = None, radius: float | None = None) -> np.ndarray:
     """``n_nodes`` catalog positions drawn without replacement (optionally within ``radius`` of ``center``) [kpc];
     Quantities are converted (positions in pc were returned as pc numbers, read as kpc)."""
@@ -188,7 +173,8 @@ def estimate_accelerations(
             stand_in = np.nan_to_num(np.nanmedian(np.where(np.isfinite(v), v, np.nan), axis=1, keepdims=True))
         v_scored = np.where(np.isfinite(v).all(axis=-1, keepdims=True), v, stand_in)
     s_x, s_v = source.score_members(xs, v_scored.reshape(-1, 3))
-    s_x, s_v = _score_numbers(s_x, "1/kpc", "s_x"), _score_numbers(s_v, "s/km", "s_v")
+    s_x = _u.strip(s_x, "inverse length", "the source's scores s_x")
+    s_v = _u.strip(s_v, "inverse velocity", "the source's scores s_v")
     s_x = jnp.asarray(s_x).reshape((-1, p, m, 3))
     s_v = jnp.asarray(s_v).reshape((-1, p, m, 3))
     k = s_x.shape[0]
