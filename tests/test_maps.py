@@ -183,6 +183,13 @@ def test_plots_have_bands_and_references(tmp_path, x64):
     assert ax.get_xlabel() == "z [kpc]"
     assert_allclose(ax.lines[0].get_xdata(), np.linspace(-1.0, 1.0, 5))
     assert_allclose(ax.lines[0].get_ydata(), np.asarray(mw.acceleration(cut.flat()))[:, 2], rtol=1e-6)
+    # |a| of an ensemble: the line is the members' mean |a|, the centre of the band of their spread (|mean a| lies
+    # below them all for members that disagree, as these random networks do)
+    fa = maps.evaluate(pot, "acceleration", cut)
+    ax = maps.plot_profile(fa, levels=(0.68,))
+    norms = np.linalg.norm(fa.members, axis=-1)
+    assert_allclose(ax.lines[0].get_ydata(), norms.mean(0).reshape(-1), rtol=1e-6)
+    assert np.all(np.linalg.norm(fa.mean, axis=-1) < norms.mean(0))
     with pytest.raises(ValueError, match="has 1 values but the map has 5 points"):
         maps.plot_profile(maps.evaluate(mw, "a_z", cut), axis="x", levels=())
     with pytest.raises(ValueError, match=r"axes \['x', 'z'\] with more than one value"):

@@ -174,7 +174,10 @@ def plot_profile(
             warnings.warn(f"plot_profile: {label!r} has one member, so no band is drawn; its uncertainty is unknown, "
                           "not zero (fit an ensemble for bands)", UserWarning, stacklevel=2)
         if fm.members is not None and fm.n_members > 1:
-            scal = fm._replace(mean=mean, members=_scalar(fm.members, fm.quantity).reshape(fm.n_members, -1))
+            members = _scalar(fm.members, fm.quantity).reshape(fm.n_members, -1)
+            if fm.quantity == "acceleration":  # the members' mean |a|, the centre of their band (|mean a| is smaller)
+                mean = members.mean(axis=0)
+            scal = fm._replace(mean=mean, members=members)
             for lev in sorted(levels, reverse=True):
                 lo, hi = scal.band(lev, method)
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15 if lev > 0.9 else 0.3, lw=0,
