@@ -81,24 +81,22 @@ def to_toml(cfg: dict[str, Any]) -> str:
 
 def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str, Any]:
     from .pipeline import load_config, validate_config
+    from .pipeline._config import overlay
 
-    if getattr(args, "config", None):
-        cfg = load_config(args.config)
-    else:
-        user = copy.deepcopy(overrides or {})
-        cfg = validate_config(user)
+    # the options go into the user's settings before they are validated once: the checks and the warnings about
+    # unused settings see this run's (validated after them, a config with [weak_form] efficiency_column was refused
+    # under --likelihood weak_form, and settings the run used were called unused)
     likelihood, output, seed = (getattr(args, k, None) for k in ("likelihood", "output", "seed"))
+    options: dict[str, Any] = {}
     if likelihood:
-        cfg["inference"]["likelihood"] = likelihood
+        options["inference"] = {"likelihood": likelihood}
     if output is not None:
-        cfg["output"] = output
+        options["output"] = output
     if seed is not None:
-        cfg["seed"] = seed
-    if likelihood or output is not None or seed is not None:
-        # the merged configuration validates again: the overrides obey the config's rules (the likelihood's, an
-        # empty folder name, a negative seed)
-        cfg = validate_config(cfg, warn_unused=False)  # (every key is there now)
-    return cfg
+        options["seed"] = seed
+    if getattr(args, "config", None):
+        return load_config(args.config, overrides=options)
+    return validate_config(overlay(overrides or {}, options))
 
 
 #: functions during which Ctrl-C waits until they return: they write a checkpoint or an

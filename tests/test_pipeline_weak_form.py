@@ -218,6 +218,20 @@ def test_command_line_likelihood_overrides_the_config_and_is_validated(tmp_path)
         _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
     assert _config(build_parser().parse_args(["demo", "--likelihood", "weak_form"]), {})["inference"]["likelihood"] == \
         "weak_form"
+    # the file is validated with the option in place (it had been checked with its own likelihood first): a weak-form
+    # ε column is accepted under --likelihood weak_form, and the unused-settings warning names the run's unused ones
+    import warnings
+
+    cfg_file.write_text('[weak_form]\nefficiency_column = "eps"\n')
+    assert _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))["weak_form"][
+        "efficiency_column"] == "eps"
+    cfg_file.write_text('[weak_form]\ndegree_x = 3\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the settings are used: no warning
+        _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
+    cfg_file.write_text('[psd]\nmax_epochs = 5\n')
+    with pytest.warns(UserWarning, match=r"settings not used by this run: \[psd\]"):
+        _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
 
 
 @pytest.mark.filterwarnings("ignore:effective sample size")  # short chains

@@ -479,11 +479,27 @@ def resolve_source(source: str, config_dir: str | Path | None) -> str:
     )
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def overlay(user: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the user settings ``user`` with ``overrides`` put over them, table by table (a table in both is
+    merged key by key): what a configuration file says, with the command line's options in their place."""
+    out = copy.deepcopy(user)
+    for key, val in (overrides or {}).items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = overlay(out[key], val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read and validate a TOML run configuration.
 
     ``catalog.source``, when a relative path, is resolved relative to the
     configuration file's folder (then the current directory) and stored absolute.
+    ``overrides`` (settings in the file's layout, e.g. the command line's
+    ``{"inference": {"likelihood": "weak_form"}}``) replace the file's before it is
+    validated, so the checks and the warnings about unused settings see the run's
+    own settings.
     """
     path = Path(path)
     if not path.is_file():
@@ -497,7 +513,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
                           "UTF-8") from None
     except (tomllib.TOMLDecodeError, RecursionError) as err:  # RecursionError: arrays or tables nested too deep
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    cfg = validate_config(user)
+    cfg = validate_config(overlay(user, overrides))
     cfg["catalog"]["source"] = resolve_source(cfg["catalog"]["source"], path.resolve().parent)
     return cfg
 
