@@ -507,7 +507,9 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
     over the stars there, sets ``whiten`` = L⁻¹ (S = LLᵀ), and repeats ``steps`` times
     (:data:`WEAK_FORM_STEPS`). ``info`` holds the over-identification statistic J = N |whiten·ḡ|² at the
     final mode with its degrees of freedom (moments − free parameters) and χ² p-value, the mode, and the
-    numbers of stars and moments. :func:`infer` calls it for :class:`WeakFormData`.
+    numbers of stars and moments. The mode is the posterior's: a prior that disagrees with the moments raises J
+    (a Plummer mass with a Normal prior 5 % above the truth, 0.5 % wide: J 55.5 against 37.5 with a flat prior,
+    for 29 degrees of freedom). :func:`infer` calls it for :class:`WeakFormData`.
     """
     from scipy import stats
 
@@ -825,7 +827,9 @@ def infer(
             warnings.warn(
                 f"the weak-form moments disagree with the model: J = {weak['J']:.1f} for {weak['dof']} degrees of "
                 f"freedom (p = {weak['p_value']:.1e}). The model family, equilibrium, or the catalog's "
-                "completeness inside the ball does not hold, and the posterior's intervals do not account for it",
+                "completeness inside the ball does not hold, or a prior disagrees with the moments (J is taken at the "
+                "posterior mode, which an informative prior pulls away from the moments' best fit); the posterior's "
+                "intervals do not account for it",
                 stacklevel=2,
             )
     if combine == "mean":

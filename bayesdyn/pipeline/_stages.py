@@ -1233,8 +1233,8 @@ def weak_form_line(weak: dict) -> str:
     test = f"J = {weak['J']:.1f} for {weak['dof']} degrees of freedom (p = {weak['p_value']:.2g})"
     if weak["p_value"] < WEAK_FORM_P_WARN:
         return (f"MODEL REJECTED: the stars' weak-form moments disagree with the model, {test}: the model family, "
-                "equilibrium or the catalog's completeness inside the ball fails, and the intervals do not "
-                "account for it.")
+                "equilibrium or the catalog's completeness inside the ball fails, or a prior disagrees with the "
+                "moments (J is taken at the posterior mode), and the intervals do not account for it.")
     return (f"Weak-form fit: {weak['n_stars']} stars, {weak['n_moments']} moments; over-identification test {test}: "
             "no disagreement detected.")
 
