@@ -253,6 +253,9 @@ def _output_file(path: str) -> str | None:
         return f"--output {path} is a folder; give a file name in it, e.g. {p / 'catalog.npz'}"
     if not p.parent.is_dir():
         return f"--output {path}: the folder {p.parent} does not exist; create it first"
+    if p.suffix.lower() != ".npz":  # a .npz archive named saved.fits could not be read back by its name
+        return (f"--output {path}: bayesdyn writes a catalog as a .npz file (arrays and a JSON header, read back by "
+                f"Catalog.read or `bayesdyn catalog`); name it {p.with_suffix('.npz')}")
     return None
 
 
@@ -278,7 +281,13 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     if args.output and (problem := _output_file(args.output)) is not None:  # before reading the table
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    cat = Catalog.from_gaia(args.path, strict=args.strict)
+    if str(args.path).lower().endswith(".npz"):  # a catalog saved by --output (it was sent to the table reader)
+        if args.strict:
+            print(f"error: {args.path} is a saved catalog: --strict applies to Gaia tables only", file=sys.stderr)
+            return 1
+        cat = Catalog.load(args.path)
+    else:
+        cat = Catalog.from_gaia(args.path, strict=args.strict)
     print(cat.summary())
     if args.output:
         cat.save(args.output)

@@ -372,6 +372,21 @@ def test_command_line_output_paths_and_model_errors_name_the_fix(tmp_path, monke
     assert "is a folder; give a file name in it" in capsys.readouterr().err
     assert cli.main(["mock", "plummer", "--n", "50", "--output", str(tmp_path / "no" / "m.npz")]) == 1
     assert "does not exist; create it first" in capsys.readouterr().err
+    # a saved catalog is a .npz whatever its name: saved.fits was written as one and could not be read back; the
+    # catalog command reads a saved .npz (in any case) back, and the pipeline takes a .NPZ source as a saved catalog
+    assert cli.main(["mock", "plummer", "--n", "50", "--output", str(tmp_path / "saved.fits")]) == 1
+    assert "writes a catalog as a .npz file" in capsys.readouterr().err and not (tmp_path / "saved.fits").exists()
+    assert cli.main(["mock", "plummer", "--n", "50", "--output", str(tmp_path / "saved.NPZ")]) == 0
+    capsys.readouterr()
+    assert cli.main(["catalog", str(tmp_path / "saved.NPZ")]) == 0
+    assert "50 stars" in capsys.readouterr().out
+    assert cli.main(["catalog", str(tmp_path / "saved.NPZ"), "--strict"]) == 1
+    assert "--strict applies to Gaia tables only" in capsys.readouterr().err
+    from bayesdyn.pipeline import DEFAULT_CONFIG
+
+    (tmp_path / "npz.toml").write_text(f'[catalog]\nsource = "{tmp_path / "saved.NPZ"}"\n')
+    cfg = load_config(tmp_path / "npz.toml")
+    assert cfg != DEFAULT_CONFIG and Run(cfg, folder=tmp_path / "run", log=lambda *a: None).catalog().n == 50
     fixed = {"model": {"halo": {"type": "NFW", "scale_density": 1e7, "scale_radius": 16.0}}}
     with pytest.raises(ConfigError, match="the model has no free parameter"):
         validate_config(fixed)
@@ -472,3 +487,19 @@ def test_site_names_with_latex_or_markdown_characters_keep_their_tables_whole():
     for name in ("a.b", 1):
         with pytest.raises(ConfigError, match=r"a component name must be a non-empty string without '\.'"):
             validate_config({"model": {name: DEFAULT_CONFIG["model"]["halo"]}})
+
+
+def test_a_table_whose_reader_package_is_missing_names_the_io_extra(tmp_path, monkeypatch):
+    """Parquet without pyarrow (HDF5 without h5py): astropy's ModuleNotFoundError ended the command line in a bare
+    traceback; it is a CatalogError that names bayesdyn's io extra."""
+    pytest.importorskip("pyarrow")
+    import sys
+
+    from bayesdyn.catalog._io import read_table
+
+    path = tmp_path / "stars.parquet"
+    Table({"a": [1.0, 2.0]}).write(path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(CatalogError, match=r"needs a package that is not installed .*io extra"):
+        read_table(path)

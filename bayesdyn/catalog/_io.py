@@ -48,7 +48,7 @@ def table_format(path: str | os.PathLike) -> str:
             return TABLE_FORMATS[ext]
     raise CatalogError(
         f"cannot tell the table format of {str(path)!r} from its extension; known extensions: "
-        f"{', '.join(TABLE_FORMATS)}. Rename the file (the only way from the command line and a config) or, in "
+        f"{', '.join(TABLE_FORMATS)} (and .npz, a catalog saved by bayesdyn). Rename the file (the only way from the command line and a config) or, in "
         "Python, pass format= (an astropy Table.read format, e.g. format='ascii.csv')"
     )
 
@@ -76,6 +76,12 @@ def read_table(path: str | os.PathLike, /, format: str | None = None, **kwargs: 
         warnings.simplefilter("ignore", u.UnitsWarning)
         try:
             return Table.read(path, format=fmt, **kwargs)
+        except ImportError as err:  # pyarrow (Parquet) or h5py (HDF5) missing: a bare traceback had ended the CLI
+            raise CatalogError(
+                f"reading {str(path)!r} as {fmt} needs a package that is not installed ({err}); install bayesdyn's "
+                "io extra (pip install 'bayesdyn[io]', or pip install -e '.[io]' in a clone), or convert the file "
+                "to FITS or CSV"
+            ) from err
         except (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as err:
             raise CatalogError(
                 f"could not read {str(path)!r} as {fmt} ({type(err).__name__}: {err}); check the file, "

@@ -151,7 +151,7 @@ KEY_HELP: dict[str, str] = {
     "catalog.strict": "refuse rows without a 6D point instead of dropping them (with a warning)",
     "catalog.max_stars": "0 = all; else a random subset of this many stars",
     "catalog.within_kpc": "0 = no cut; else keep stars within this distance of the Sun [kpc]",
-    "catalog.parallax_over_error": "0 = no cut; else keep parallax / parallax_error above this",
+    "catalog.parallax_over_error": "0 = no cut; else keep parallax / parallax_error at or above this",
     "psd.ensemble": "flow members (fit_psd's ensemble; the calibrated setting is 4)",
     "psd.n_layers": "MAF layers per flow",
     "psd.width": "hidden units per layer",

@@ -281,7 +281,8 @@ class Run:
             if c["source"] != "default":
                 src = Path(resolve_source(c["source"], None))
                 try:
-                    cat = (Catalog.load(src) if src.suffix == ".npz"
+                    # the suffix in any case, as Catalog.read (a .NPZ went to from_gaia, which named table extensions)
+                    cat = (Catalog.load(src) if src.suffix.lower() == ".npz"
                            else Catalog.from_gaia(src, strict=c["strict"], extra_columns=extra))
                 except CatalogError as err:
                     if extra and "extra_columns" in str(err):  # the column weak_form.efficiency_column names
