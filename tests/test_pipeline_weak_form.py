@@ -185,6 +185,17 @@ def test_error_correction_with_both_errors_zero_takes_the_catalogs_gaia_covarian
     np.testing.assert_allclose(np.asarray(data.transport), np.asarray(direct.transport), rtol=1e-12)
     inside = np.linalg.norm(np.asarray(cat.x) - cat.solar.position, axis=1) < 6.0
     np.testing.assert_allclose(np.asarray(data.position_covariance), cat.covariance()[inside, :3, :3], rtol=1e-6)
+    assert "nor the mean the parallax errors add" not in run.weak_errors_line()
+    # degree_v = 2: the velocity block only; the report says that the mean the parallax errors add to the tangential
+    # velocities stays (it had read "the velocity errors' bias on the moments is removed", a review)
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["weak_form"]["degree_v"] = 2
+    run2 = Run(validate_config(cfg2), folder=tmp_path, log=lambda *_: None)
+    run2.weak_form(cat)
+    assert run2.weak_velocity_errors and not run2.weak_position_errors
+    line = run2.weak_errors_line()
+    assert line.startswith("Measurement errors: the velocity errors' bias on the moments is removed")
+    assert "nor the mean the parallax errors add to the tangential velocities" in line
     plain = bd.Catalog(x=np.asarray(cat.x), v=np.asarray(cat.v))  # no Gaia error columns
     with pytest.raises(ConfigError, match="errors.velocity_error_kms and errors.position_error_kpc"):
         Run(validate_config(cfg), folder=tmp_path, log=lambda *_: None).weak_form(plain)

@@ -176,6 +176,7 @@ class Run:
         self.weak_velocity_errors = False  # whether weak_form removed the velocity errors' bias
         self.weak_position_errors = False  # ... and the position errors' (to second order)
         self.weak_error_mean = False  # ... with the Gaia errors' mean (Catalog.error_mean)
+        self.weak_velocity_catalog = False  # velocity errors from the catalog's Gaia columns
         self.weak_efficiency: dict | None = None  # the selection ε weak_form weighted by (column, stars, range)
         self.psd_info: dict | None = None  # the flows' info (set by the psd stage), read by the training CAVEAT
 
@@ -706,6 +707,7 @@ class Run:
         self.weak_velocity_errors = velocity_errors is not None
         self.weak_position_errors = position_errors is not None
         self.weak_error_mean = isinstance(position_errors, str)  # "catalog": Catalog.error_mean() too
+        self.weak_velocity_catalog = isinstance(velocity_errors, str)
         efficiency = self._efficiency_column(cat, position_errors is not None)
         t0 = time.perf_counter()
         try:
@@ -859,6 +861,35 @@ class Run:
             self.log("[infer] " + weak_form_line(post.info["weak_form"]))
         return post
 
+    def weak_errors_line(self) -> str:
+        """The report's line on measurement errors for a weak-form run (after :meth:`weak_form`)."""
+        vel, pos = self.weak_velocity_errors, self.weak_position_errors
+        if vel or pos:
+            done = " and ".join(w for w, on in (("velocity", vel), ("position", pos)) if on)
+            how = (["velocities exactly for Gaussian errors"] if vel else []) + (
+                ["positions to second order in the errors"
+                 + (" (their covariance and mean from the catalog's Gaia columns: 1/ϖ distances are long on "
+                    "average by (σ_ϖ/ϖ)²)" if self.weak_error_mean else "")
+                 + ", which leaves a remainder of order (σ_x/L)⁴ for structure on scales L"] if pos else [])
+            line = f"Measurement errors: the {done} errors' bias on the moments is removed ({'; '.join(how)})"
+            if not pos:
+                line += "; position errors are not corrected" + (
+                    " (that needs weak_form.degree_v = 1)" if self.cfg["weak_form"]["degree_v"] != 1 else
+                    " (errors.position_error_kpc = 0)")
+                if self.weak_velocity_catalog:  # Gaia's parallax errors also make v_t long on average
+                    line += (", nor the mean the parallax errors add to the tangential velocities (long on "
+                             "average by (σ_ϖ/ϖ)², like the distances; removed only with the position correction)")
+            if not vel:
+                line += "; velocity errors are not corrected (errors.velocity_error_kms = 0)"
+            if pos:
+                line += ("; the test functions' window is (1 − ρ²)³, which the position correction needs (σ and J "
+                         "differ from a fit with the default (1 − ρ²)²)")
+            return line + " (docs/weak-form.md#position-errors)."
+        return ("Measurement errors: not corrected by the weak form; velocity errors bias its moments by about "
+                "(σ_err/σ_v)² and position errors by about (σ_x/L)² for structure on scales L "
+                "(errors.correct = true with the catalog's error columns, or errors.velocity_error_kms and "
+                "errors.position_error_kpc, removes that).")
+
     def report(self, post, data, cat) -> Path:
         """Stage 5: the report folder — tables, local ρ_DM, plots, dark-disk limits, metadata."""
         from ..results._limits import _prior_lower
@@ -939,32 +970,7 @@ class Run:
             )
         er_file = self.folder / "measurement_errors.txt"
         if self.weak:
-            vel, pos = self.weak_velocity_errors, self.weak_position_errors
-            if vel or pos:
-                done = " and ".join(w for w, on in (("velocity", vel), ("position", pos)) if on)
-                how = (["velocities exactly for Gaussian errors"] if vel else []) + (
-                    ["positions to second order in the errors"
-                     + (" (their covariance and mean from the catalog's Gaia columns: 1/ϖ distances are long on "
-                        "average by (σ_ϖ/ϖ)²)" if self.weak_error_mean else "")
-                     + ", which leaves a remainder of order (σ_x/L)⁴ for structure on scales L"] if pos else [])
-                line = f"Measurement errors: the {done} errors' bias on the moments is removed ({'; '.join(how)})"
-                if not pos:
-                    line += "; position errors are not corrected" + (
-                        " (that needs weak_form.degree_v = 1)" if self.cfg["weak_form"]["degree_v"] != 1 else
-                        " (errors.position_error_kpc = 0)")
-                if not vel:
-                    line += "; velocity errors are not corrected (errors.velocity_error_kms = 0)"
-                if pos:
-                    line += ("; the test functions' window is (1 − ρ²)³, which the position correction needs (σ and J "
-                             "differ from a fit with the default (1 − ρ²)²)")
-                lines.append(line + " (docs/weak-form.md#position-errors).")
-            else:
-                lines.append(
-                    "Measurement errors: not corrected by the weak form; velocity errors bias its moments by about "
-                    "(σ_err/σ_v)² and position errors by about (σ_x/L)² for structure on scales L "
-                    "(errors.correct = true with the catalog's error columns, or errors.velocity_error_kms and "
-                    "errors.position_error_kpc, removes that)."
-                )
+            lines.append(self.weak_errors_line())
         elif self.cfg["errors"]["correct"] and er_file.is_file():
             lines.append(f"Measurement errors: corrected to leading order — {er_file.read_text().strip()} "
                          "(the corrected intervals' coverage is not calibrated on mocks).")
