@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "report", "the whole pipeline from a config file"),
         ("fit-psd", "psd", "catalog and flows only"),
         ("infer", "posterior", "up to the posterior (reuses cached stages)"),
-        ("report", "report", "the report (reuses every cached stage)"),
+        ("report", "report", "the same as run: every stage, each reused from the cache when its settings are unchanged "
+                             "and run otherwise"),
     ):
         sp = sub.add_parser(name, help=text)
         common(sp, config=True)
