@@ -36,7 +36,7 @@ def _require_galpy(what: str):
         import galpy  # noqa: F401
     except ImportError:  # pragma: no cover - galpy is installed in the test extra
         raise GalpyRequiredError(
-            f"{what} needs galpy (an optional dependency): pip install 'bayesdyn[test]' or pip install galpy"
+            f"{what} needs galpy (an optional dependency): pip install 'bayesdyn[mocks]' (in a clone: pip install -e '.[mocks]') or pip install galpy"
         ) from None
 
 
