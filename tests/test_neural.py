@@ -429,6 +429,9 @@ def test_bad_scores_are_named():
     good = np.ones((50, 3))
     with pytest.raises(ValueError, match=r"only \d+ of 50 stars are left to train on .* val_fraction = 0.9"):
         neural.fit_neural_potential_scores(x, x, good, good, steps=1, val_fraction=0.9)
+    # rows of one star (groups) are not more stars: 50 rows of 2 stars passed the 16-star check
+    with pytest.raises(ValueError, match=r"only 2 stars \(groups\) in the 50 rows"):
+        neural.fit_neural_potential_scores(x, x, good, good, steps=1, groups=np.arange(50) % 2)
     # s_v mostly zero: named (the weights became inf and the fit "never reached a finite validation loss")
     flat = good.copy()
     flat[:30] = 0.0

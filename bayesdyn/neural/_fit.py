@@ -517,6 +517,8 @@ def fit_neural_potential_scores(
     dtype = jnp.result_type(float)
     rng = np.random.default_rng(seed)
     train_idx, val_idx, counts, n_groups = _split_rows(groups, n, cfg.val_fraction, k, cfg.bootstrap, rng)
+    if n_groups < 16:  # rows of the same star (groups) are not more stars: 20 rows of 2 stars had passed
+        raise ValueError(f"only {n_groups} stars (groups) in the {n} rows; a neural potential needs many more")
     n_val = val_idx.size
     n_train = np.unique(train_idx).size
     if n_train < 16:  # (standardisation's shape error did not say why)
