@@ -469,7 +469,7 @@ def _spherical_jeans(cat, radii, n_bins):
 
     r = np.linalg.norm(cat.x, axis=1)
     lo, hi = np.percentile(r, [1, 99])
-    lo, hi = _jeans_range(lo, hi, min(radii), max(radii), n_bins)
+    lo, hi = min(lo, min(radii) / 1.3), max(hi, max(radii) * 1.3)
     edges = np.geomspace(lo, hi, n_bins + 1)
 
     def run(n_boot, jseed):
@@ -485,32 +485,10 @@ def _spherical_jeans(cat, radii, n_bins):
         return out
 
     note = (f"Jeans: `jeans.spherical` in {n_bins} log-spaced radial bins over {lo:.3g}–{hi:.3g} kpc (1st–99th "
-            "percentile of the radii, widened where needed so that every reference radius lies between two bin "
-            "centres where ρ is defined), a_r and ρ interpolated to the reference radii as a power law between the "
+            "percentile of the radii), a_r and ρ interpolated to the reference radii as a power law between the "
             "two nearest bin centres (the slope of the estimate's own values there, the same for every bootstrap "
             "replicate; extended beyond the outermost centres); the binning's bias is not in these errors ([Jeans baselines](jeans.md)).")
     return run, note
-
-
-def _jeans_range(lo, hi, r_min, r_max, n_bins):
-    """The radial range [lo, hi] of ``n_bins`` log-spaced Jeans bins, widened from the given one until the reference
-    radii [r_min, r_max] lie between the 3rd and the 3rd-to-last bin centres, where `jeans.spherical` defines ρ
-    (with ends="nan" a_r is NaN in the end bins and ρ also in the next ones, so a radius closer to an end than that
-    was interpolated from a NaN: the `--tiny` settings' 8 bins gave NaN cells at the innermost radii). A radius
-    within [centre 2, centre n−3] needs ln(r_min/lo) ≥ 2.5 d and ln(hi/r_max) ≥ 2.5 d, d = ln(hi/lo)/n_bins."""
-    if n_bins < 6:
-        raise ValueError(f"jeans_bins = {n_bins}: the spherical Jeans ρ needs ≥ 6 bins to be defined at a reference "
-                         "radius between two bin centres")
-    lo, hi = min(lo, r_min / 1.3), max(hi, r_max * 1.3)
-    a, b, c = math.log(r_min / lo), math.log(hi / r_max), math.log(r_max / r_min)
-    width = a + b + c  # ln(hi/lo); the margins needed grow with it (slope 5/n_bins < 1: one fixed point)
-    for _ in range(10_000):
-        need = 2.5 * width / n_bins * (1 + 1e-6)
-        new = c + max(a, need) + max(b, need)
-        if abs(new - width) < 1e-12:
-            return (lo if a >= need else r_min * math.exp(-need)), (hi if b >= need else r_max * math.exp(need))
-        width = new
-    raise RuntimeError("the Jeans bin range did not converge")  # not reached for n_bins > 5
 
 
 def _power_law_interp(r, centres, value, samples):

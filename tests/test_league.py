@@ -92,28 +92,6 @@ def test_spherical_jeans_cells_are_interpolated_as_a_power_law_between_bin_centr
     assert v1 == rho[0] and np.array_equal(s1, samples[:, 0])
 
 
-def test_spherical_jeans_bins_reach_past_the_reference_radii_so_every_cell_is_defined():
-    """jeans.spherical's a_r is NaN in its end bins and ρ also in the next ones; the --tiny settings' 8 bins put the
-    innermost reference radius between a NaN centre and a defined one (a NaN cell). The bins now widen until every
-    reference radius lies between defined centres; a range that already does so is kept to the last digit."""
-    from bayesdyn import validate
-
-    league = _league()
-    cat, _ = validate.NFWMock().draw(3000, 0)
-    radii = (1.0, 2.0, 5.0, 10.0, 20.0)
-    run, note = league._spherical_jeans(cat, radii, 8)  # the --tiny settings
-    cells = run(20, 0)
-    assert len(cells) == 2 * len(radii)
-    for key, cell in cells.items():
-        assert math.isfinite(cell.value) and math.isfinite(cell.error), (key, cell)
-    lo, hi = league._jeans_range(0.5, 30.0, 1.0, 20.0, 8)
-    centres = np.sqrt(np.geomspace(lo, hi, 9)[1:] * np.geomspace(lo, hi, 9)[:-1])
-    assert centres[2] <= 1.0 and 20.0 <= centres[-3] and centres[2] > 0.99  # as wide as needed, no wider
-    assert league._jeans_range(0.311, 80.4, 1.0, 20.0, 16) == (0.311, 80.4)  # the full settings' NFW range
-    with pytest.raises(ValueError, match="needs ≥ 6 bins"):
-        league._jeans_range(0.5, 30.0, 1.0, 20.0, 5)
-
-
 def test_realisation_summary_rms_ratios_and_pulls():
     """The acceptance over realisations: RMS of the relative errors, their ratio to Jeans', pulls, bold ≤ 0.5."""
     league = _league()
