@@ -157,6 +157,21 @@ def test_disequilibrium_vanishes_for_the_true_acceleration(x64):
         assert np.all(fixed.relative < 1e-6), fixed.relative
     with pytest.raises(ValueError, match=r"must be \(P, 3\) = \(3, 3\)"):
         maps.disequilibrium_map(Dusty(), truth, pts, n_velocities=64, efficiency=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"must be \(P, 3\) = \(4, 3\) .*got shape \(3, 4\)"):  # not scrambled
+        maps.disequilibrium_map(source, truth, np.zeros((4, 3)) + 0.3, n_velocities=8, efficiency=np.zeros((3, 4)))
+
+    # a source answering in Quantities: its scores are converted (s_x in 1/pc had read relative = 999)
+    class InUnits:
+        def sample_velocities(self, x, n, seed):
+            return np.asarray(source.sample_velocities(x, n, seed)) * u.km / u.s
+
+        def score_members(self, x, v):
+            s_x, s_v = source.score_members(x, v)
+            return np.asarray(s_x) * 1e-3 / u.pc, np.asarray(s_v) * u.s / u.km
+
+    quant = maps.disequilibrium_map(InUnits(), np.asarray(truth.acceleration(pts)) * 1.3, pts, n_velocities=64)
+    assert_allclose(quant.rms, wrong.rms, rtol=1e-9)
+    assert_allclose(quant.relative, wrong.relative, rtol=1e-9)
 
 
 def test_plots_have_bands_and_references(tmp_path, x64):

@@ -385,13 +385,12 @@ def disequilibrium_map(
                          "points; give a finite field there, or leave those points out")
     if efficiency is None:
         g = np.zeros((p, 3))
-    elif hasattr(efficiency, "grad_log_efficiency"):
-        g = np.asarray(efficiency.grad_log_efficiency(flat), dtype=float).reshape(p, 3)
     else:
-        g = np.asarray(_u.strip(efficiency, "inverse length", "efficiency"), dtype=float)
-        if g.size != 3 * p:
-            raise ValueError(f"efficiency: ∇log ε must be (P, 3) = ({p}, 3) at the points [1/kpc], or an object with "
-                             f"grad_log_efficiency(x); got shape {g.shape}")
+        given = efficiency.grad_log_efficiency(flat) if hasattr(efficiency, "grad_log_efficiency") else efficiency
+        g = np.asarray(_u.strip(given, "inverse length", "∇log ε"), dtype=float)
+        if g.shape not in ((p, 3), pts.shape):  # (3, P) has P·3 numbers too: it was read scrambled
+            raise ValueError(f"efficiency: ∇log ε must be (P, 3) = ({p}, 3) at the points (or shaped like them, "
+                             f"{pts.shape}) [1/kpc], or an object with grad_log_efficiency(x); got shape {g.shape}")
         g = g.reshape(p, 3)
     if not np.isfinite(g).all():
         raise ValueError(f"∇log ε is not finite at {int((~np.isfinite(g).all(axis=-1)).sum())} of {p} points (ε = 0 "
@@ -401,8 +400,9 @@ def disequilibrium_map(
     m = v.shape[1]
     xs = np.broadcast_to(flat[:, None, :], v.shape).reshape(-1, 3)
     s_x, s_v = density.score_members(xs, v.reshape(-1, 3))
-    s_x = np.asarray(s_x, dtype=float).reshape(-1, p, m, 3) - g[None, :, None, :]
-    s_v = np.asarray(s_v, dtype=float).reshape(-1, p, m, 3)
+    s_x = np.asarray(_u.strip(s_x, "inverse length", "the density's scores s_x"), dtype=float).reshape(-1, p, m, 3)
+    s_x = s_x - g[None, :, None, :]
+    s_v = np.asarray(_u.strip(s_v, "inverse velocity", "the density's scores s_v"), dtype=float).reshape(-1, p, m, 3)
     dlogf = np.asarray(disequilibrium(jnp.asarray(v[None]), jnp.asarray(s_x), jnp.asarray(s_v), jnp.asarray(a[None, :, None, :])))
     rms_k = np.sqrt(np.mean(dlogf**2, axis=-1))  # (K, P)
     mean_k = np.mean(dlogf, axis=-1)
