@@ -96,7 +96,9 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
         options["seed"] = seed
     if getattr(args, "config", None):
         return load_config(args.config, overrides=options)
-    return validate_config(overlay(overrides or {}, options))
+    # no file: the demo's own settings, which the user did not write (--likelihood weak_form warned that its [psd] and
+    # [nodes] were unused)
+    return validate_config(overlay(overrides or {}, options), warn_unused=False)
 
 
 #: functions during which Ctrl-C waits until they return: they write a checkpoint or an
@@ -346,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output", required=True, help="output .npz file")
     m.set_defaults(func=_cmd_mock)
 
-    c = sub.add_parser("catalog", help="read a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5) and summarise it")
+    c = sub.add_parser("catalog", help="read a Gaia file (FITS, VOTable, CSV, ECSV, Parquet, HDF5), or a catalog saved as "
+                                           ".npz, and summarise it")
     c.add_argument("path")
     c.add_argument("--strict", action="store_true", help="fail on rows without a 6D point instead of dropping them")
     c.add_argument("--output", default=None, help="save the catalog to this .npz file")

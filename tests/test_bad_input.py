@@ -380,6 +380,9 @@ def test_command_line_output_paths_and_model_errors_name_the_fix(tmp_path, monke
     capsys.readouterr()
     assert cli.main(["catalog", str(tmp_path / "saved.NPZ")]) == 0
     assert "50 stars" in capsys.readouterr().out
+    with pytest.raises(CatalogError, match=r"is a catalog saved by bayesdyn \(\.npz\), not a table: read it with "
+                                           r"Catalog\.read"):
+        bd.Catalog.from_gaia(tmp_path / "saved.NPZ")
     assert cli.main(["catalog", str(tmp_path / "saved.NPZ"), "--strict"]) == 1
     assert "--strict applies to Gaia tables only" in capsys.readouterr().err
     from bayesdyn.pipeline import DEFAULT_CONFIG

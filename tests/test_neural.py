@@ -432,6 +432,8 @@ def test_bad_scores_are_named():
     # rows of one star (groups) are not more stars: 50 rows of 2 stars passed the 16-star check
     with pytest.raises(ValueError, match=r"only 2 stars \(groups\) in the 50 rows"):
         neural.fit_neural_potential_scores(x, x, good, good, steps=1, groups=np.arange(50) % 2)
+    with pytest.raises(ValueError, match=r"only 8 of 16 stars are left to train on"):  # (it counted 25 rows)
+        neural.fit_neural_potential_scores(x, x, good, good, steps=1, groups=np.arange(50) % 16, val_fraction=0.5)
     # s_v mostly zero: named (the weights became inf and the fit "never reached a finite validation loss")
     flat = good.copy()
     flat[:30] = 0.0

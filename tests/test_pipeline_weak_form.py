@@ -243,6 +243,17 @@ def test_command_line_likelihood_overrides_the_config_and_is_validated(tmp_path)
     cfg_file.write_text('[psd]\nmax_epochs = 5\n')
     with pytest.warns(UserWarning, match=r"settings not used by this run: \[psd\]"):
         _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
+    # the demo's own settings are not the user's: no warning about its [psd] and [nodes] under weak_form
+    from bayesdyn.cli import DEMO_OVERRIDES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _config(build_parser().parse_args(["demo", "--likelihood", "weak_form"]),
+                       copy.deepcopy(DEMO_OVERRIDES))["psd"]["n_layers"] == DEMO_OVERRIDES["psd"]["n_layers"]
+    # a malformed table in the file is still named when an option goes into it (it was replaced)
+    cfg_file.write_text('inference = 3\n')
+    with pytest.raises(ConfigError, match="'inference' must be a table"):
+        _config(build_parser().parse_args(["run", str(cfg_file), "--likelihood", "weak_form"]))
 
 
 @pytest.mark.filterwarnings("ignore:effective sample size")  # short chains

@@ -43,12 +43,15 @@ TABLE_FORMATS: dict[str, str] = {
 def table_format(path: str | os.PathLike) -> str:
     """The astropy format for ``path``, chosen by its extension (case-insensitive)."""
     name = Path(path).name.lower()
+    if name.endswith(".npz"):
+        raise CatalogError(f"{str(path)!r} is a catalog saved by bayesdyn (.npz), not a table: read it with "
+                           "Catalog.read or Catalog.load (bayesdyn catalog and a config's catalog.source take it too)")
     for ext in sorted(TABLE_FORMATS, key=len, reverse=True):
         if name.endswith(ext):
             return TABLE_FORMATS[ext]
     raise CatalogError(
         f"cannot tell the table format of {str(path)!r} from its extension; known extensions: "
-        f"{', '.join(TABLE_FORMATS)} (and .npz, a catalog saved by bayesdyn). Rename the file (the only way from the command line and a config) or, in "
+        f"{', '.join(TABLE_FORMATS)}. Rename the file (the only way from the command line and a config) or, in "
         "Python, pass format= (an astropy Table.read format, e.g. format='ascii.csv')"
     )
 

@@ -520,9 +520,11 @@ def fit_neural_potential_scores(
     if n_groups < 16:  # rows of the same star (groups) are not more stars: 20 rows of 2 stars had passed
         raise ValueError(f"only {n_groups} stars (groups) in the {n} rows; a neural potential needs many more")
     n_val = val_idx.size
-    n_train = np.unique(train_idx).size
+    # stars, not rows, as above (with groups, 25 rows of 8 stars passed)
+    star = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].reshape(n)
+    n_train = np.unique(star[np.unique(train_idx)]).size
     if n_train < 16:  # (standardisation's shape error did not say why)
-        raise ValueError(f"only {n_train} of {n} stars are left to train on after holding out val_fraction = "
+        raise ValueError(f"only {n_train} of {n_groups} stars are left to train on after holding out val_fraction = "
                          f"{cfg.val_fraction} for validation; lower val_fraction or use more stars")
     sv_norm = np.linalg.norm(sv, axis=-1)  # (K, N)
     empty = np.flatnonzero(~(np.median(sv_norm, axis=1) > 0))  # (the weights became inf and the fit "never reached a

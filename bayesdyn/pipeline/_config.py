@@ -486,6 +486,8 @@ def overlay(user: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str,
     for key, val in (overrides or {}).items():
         if isinstance(val, dict) and isinstance(out.get(key), dict):
             out[key] = overlay(out[key], val)
+        elif isinstance(val, dict) and key in out:  # the file's `inference = 3`: kept, for validation to name
+            continue
         else:
             out[key] = copy.deepcopy(val)
     return out
