@@ -167,11 +167,20 @@ def test_disequilibrium_vanishes_for_the_true_acceleration(x64):
 
         def score_members(self, x, v):
             s_x, s_v = source.score_members(x, v)
-            return np.asarray(s_x) * 1e-3 / u.pc, np.asarray(s_v) * u.s / u.km
+            return np.asarray(s_x) * 1e-3 / u.pc, np.asarray(s_v) * 1e-3 * u.s / u.m
 
     quant = maps.disequilibrium_map(InUnits(), np.asarray(truth.acceleration(pts)) * 1.3, pts, n_velocities=64)
     assert_allclose(quant.rms, wrong.rms, rtol=1e-9)
     assert_allclose(quant.relative, wrong.relative, rtol=1e-9)
+    # the acceleration too: an object answering in other units is converted, a (3, P) array refused (it was scrambled)
+    class InKmsMyr:
+        def acceleration(self, x):
+            return (np.asarray(truth.acceleration(x)) * 1.3 * u.km**2 / u.s**2 / u.kpc).to(u.km / u.s / u.Myr)
+
+    assert_allclose(maps.disequilibrium_map(source, InKmsMyr(), pts, n_velocities=64).rms, wrong.rms, rtol=1e-9)
+    four = np.array([[0.5, 0.0, 0.0], [0.0, -1.0, 0.3], [0.2, 0.2, 0.2], [0.3, -0.2, 0.1]])
+    with pytest.raises(ValueError, match=r"acceleration array must be \(P, 3\) = \(4, 3\) .*got \(3, 4\)"):
+        maps.disequilibrium_map(source, np.asarray(truth.acceleration(four)).T, four, n_velocities=8)
 
 
 def test_plots_have_bands_and_references(tmp_path, x64):

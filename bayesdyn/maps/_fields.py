@@ -374,12 +374,12 @@ def disequilibrium_map(
         raise ValueError(f"n_velocities={n_velocities!r} must be a whole number ≥ 2 (velocities per position)")
     flat = pts.reshape(-1, 3)
     p = flat.shape[0]
-    if hasattr(acceleration, "acceleration"):
-        a = np.asarray(acceleration.acceleration(flat), dtype=float)
-    else:
-        a = np.asarray(_u.strip(acceleration, "acceleration", "acceleration"), dtype=float).reshape(-1, 3)
-        if a.shape != (p, 3):
-            raise ValueError(f"acceleration array must be (P, 3) = ({p}, 3) [(km/s)²/kpc]; got {a.shape}")
+    given = acceleration.acceleration(flat) if hasattr(acceleration, "acceleration") else acceleration
+    a = np.asarray(_u.strip(given, "acceleration", "acceleration"), dtype=float)  # an object's Quantities too
+    if a.shape not in ((p, 3), pts.shape):  # checked before reshaping: a (3, P) array was read scrambled
+        raise ValueError(f"acceleration array must be (P, 3) = ({p}, 3) at the points (or shaped like them, "
+                         f"{pts.shape}) [(km/s)²/kpc]; got {a.shape}")
+    a = a.reshape(p, 3)
     if not np.isfinite(a).all():  # it had given rms = NaN there
         raise ValueError(f"the acceleration is not finite at {int((~np.isfinite(a).all(axis=-1)).sum())} of {p} "
                          "points; give a finite field there, or leave those points out")
