@@ -190,8 +190,10 @@ def test_error_correction_with_both_errors_zero_takes_the_catalogs_gaia_covarian
     # velocities stays (it had read "the velocity errors' bias on the moments is removed", a review)
     cfg2 = copy.deepcopy(cfg)
     cfg2["weak_form"]["degree_v"] = 2
-    run2 = Run(validate_config(cfg2), folder=tmp_path, log=lambda *_: None)
+    logs = []
+    run2 = Run(validate_config(cfg2), folder=tmp_path, log=logs.append)
     run2.weak_form(cat)
+    assert any("velocity errors' bias removed (not the mean the parallax errors add" in line for line in logs)
     assert run2.weak_velocity_errors and not run2.weak_position_errors
     line = run2.weak_errors_line()
     assert line.startswith("Measurement errors: the velocity errors' bias on the moments is removed")

@@ -736,6 +736,8 @@ class Run:
         self.log(f"[weak form] {data.n_stars} of {cat.n} stars in the ball of radius {ball[3]:.3g} kpc around "
                  f"({ball[0]:.3g}, {ball[1]:.3g}, {ball[2]:.3g}) kpc; {data.n_moments} moments"
                  + ("; velocity errors' bias removed" if velocity_errors is not None else "")
+                 + (" (not the mean the parallax errors add to the tangential velocities)"
+                    if self.weak_velocity_catalog and position_errors is None else "")
                  + ("; position errors' bias removed to second order" if position_errors is not None else ""))
         return data
 
