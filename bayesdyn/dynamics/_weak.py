@@ -269,20 +269,21 @@ def _recorded_spheres(catalog: Any) -> tuple[list[tuple[np.ndarray, float, str]]
     for s in meta.get("support_spheres", []) or []:
         later = history[int(s.get("cuts", len(history))):]
         where = f"the recorded sphere (centre {s['center_kpc']} kpc, radius {s['radius_kpc']:g} kpc)"
-        bounds.append((np.asarray(s["center_kpc"], float), float(s["radius_kpc"]), where))
+        sphere = (np.asarray(s["center_kpc"], float), float(s["radius_kpc"]), where)
+        bounds.append(sphere)
         if not s.get("alone", False):
             reasons.append(f"{where} was cut together with other shapes (or recorded by an older bayesdyn)")
         elif later:
             reasons.append(f"later cuts removed stars inside {where}: " + "; ".join(c.reason for c in later))
         else:
-            candidates.append((np.asarray(s["center_kpc"], float), float(s["radius_kpc"]), where))
+            candidates.append(sphere)
     params = ((meta.get("truth") or {}).get("params") or {}) if isinstance(meta, dict) else {}
     if "sphere_center_kpc" in params and "sphere_radius_kpc" in params:
-        bounds.append((np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]),
-                       "the mock's sphere"))
+        sphere = (np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]),
+                  "the mock's sphere")
+        bounds.append(sphere)
         if not history:
-            candidates.append((np.asarray(params["sphere_center_kpc"], float), float(params["sphere_radius_kpc"]),
-                               "the mock's sphere"))
+            candidates.append(sphere)
         else:  # (the refusal had said that no sphere was recorded)
             reasons.append(f"later cuts removed stars inside the mock's sphere (centre {params['sphere_center_kpc']} "
                            f"kpc, radius {float(params['sphere_radius_kpc']):g} kpc): "

@@ -522,7 +522,7 @@ def fit_neural_potential_scores(
     n_val = val_idx.size
     # stars, not rows, as above (with groups, 25 rows of 8 stars passed)
     star = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].reshape(n)
-    n_train = np.unique(star[np.unique(train_idx)]).size
+    n_train = np.unique(star[train_idx]).size
     if n_train < 16:  # (standardisation's shape error did not say why)
         raise ValueError(f"only {n_train} of {n_groups} stars are left to train on after holding out val_fraction = "
                          f"{cfg.val_fraction} for validation; lower val_fraction or use more stars")
