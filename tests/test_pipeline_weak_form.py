@@ -521,3 +521,20 @@ def test_parallax_cut_on_a_source_without_gaia_columns_names_the_config_key(tmp_
     cfg["catalog"]["parallax_over_error"] = 5.0
     with pytest.raises(ConfigError, match=r"catalog.parallax_over_error = 5.0 needs the Gaia columns"):
         Run(validate_config(cfg), folder=tmp_path, progress=False, log=lambda *_: None).catalog()
+
+
+def test_report_line_names_the_prior_when_the_prior_free_j_passes():
+    """The report's J line: MODEL REJECTED either way, blaming the prior only when J without it passes."""
+    from bayesdyn.pipeline._stages import weak_form_line
+
+    base = {"J": 78.9, "dof": 29, "p_value": 1.7e-6, "n_stars": 16016, "n_moments": 30}
+    prior = weak_form_line(dict(base, J_prior_free=40.8, p_value_prior_free=0.072))
+    model = weak_form_line(dict(base, J_prior_free=75.0, p_value_prior_free=6e-6))
+    shape = weak_form_line(dict(base, J_prior_free=None, p_value_prior_free=None))
+    assert all(line.startswith("MODEL REJECTED") for line in (prior, model, shape))
+    assert "a prior disagrees with the moments: at the moments' own best fit, with no prior, J = 40.8" in prior
+    assert "model family" not in prior
+    assert "not the priors alone" in model and "J = 75.0" in model
+    assert "model family" in shape and "no prior-free J" in shape
+    passing = weak_form_line(dict(base, J=30.0, p_value=0.4, J_prior_free=29.9, p_value_prior_free=0.41))
+    assert passing.startswith("Weak-form fit:") and "no disagreement detected" in passing

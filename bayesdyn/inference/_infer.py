@@ -509,7 +509,10 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
     final mode with its degrees of freedom (moments − free parameters) and χ² p-value, the mode, and the
     numbers of stars and moments. The mode is the posterior's: a prior that disagrees with the moments raises J
     (a Plummer mass with a Normal prior 5 % above the truth, 0.5 % wide: J 55.5 against 37.5 with a flat prior,
-    for 29 degrees of freedom). :func:`infer` calls it for :class:`WeakFormData`.
+    for 29 degrees of freedom). When the moments are linear in every free parameter, ``J_prior_free`` and
+    ``p_value_prior_free`` are J at the moments' own best fit with no prior (:func:`_prior_free_j`; else None), which
+    tells a prior in tension from a failing model (:func:`weak_form_cause`). :func:`infer` calls it for
+    :class:`WeakFormData`.
     """
     from scipy import stats
 
@@ -540,6 +543,7 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
                                  "the moments, or moments that duplicate each other; lower the degrees")
             data = data._replace(whiten=jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments),
                                                                           lower=True))
+        j_free = _prior_free_j(data)  # (in float64, with the final weights)
     if not converged:
         warnings.warn("the weak-form GMM's mode search (BFGS) did not converge; the weights and J "
                       "rest on an approximate mode: check the priors' range and info['weak_form']['mode']",
@@ -548,9 +552,39 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
     info = {"J": j_stat, "dof": dof, "p_value": float(stats.chi2.sf(j_stat, dof)), "n_stars": data.n_stars,
             "n_moments": data.n_moments, "weight_steps": steps, "mode_converged": bool(converged),
             "mode": {k: np.asarray(v).tolist() for k, v in values.items()},
-            "ball_kpc": [float(t) for t in np.asarray(data.ball)]}
+            "ball_kpc": [float(t) for t in np.asarray(data.ball)],
+            "J_prior_free": j_free,
+            "p_value_prior_free": None if j_free is None else float(stats.chi2.sf(j_free, dof))}
     # the fixed components' part is valid only with this model: infer attaches it again for its own NUTS run
     return data._replace(fixed_acceleration=None, constant_moments=None, linear_moments=None), info
+
+
+def _prior_free_j(data: WeakFormData) -> float | None:
+    """J = N |whiten·ḡ(θ)|² at the moments' own best fit, with no prior: θ = argmin over the whole real line of
+    each amplitude (linear moments ḡ = c + θ·B), with the weights of J. It is ≤ J, and the prior enters it only
+    through the weights (estimated at the posterior mode); a J far above it is the prior's pull. None without
+    linear moments (a shape parameter free)."""
+    if data.linear_moments is None:
+        return None
+    wb, wc = data.whiten @ data.linear_moments.T, data.whiten @ data.constant_moments
+    theta = jnp.linalg.lstsq(wb, -wc)[0]
+    return float(data.n_stars * jnp.sum((wc + wb @ theta) ** 2))
+
+
+def weak_form_cause(weak: dict) -> str:
+    """What a rejecting J test (``post.info["weak_form"]``, p < :data:`WEAK_FORM_P_WARN`) points to: the prior when
+    the moments' own best fit passes (``J_prior_free``), else the model, equilibrium or completeness."""
+    failures = "the model family, equilibrium, or the catalog's completeness inside the ball does not hold"
+    j_free, p_free = weak.get("J_prior_free"), weak.get("p_value_prior_free")
+    if j_free is None:
+        return (f"{failures}, or a prior disagrees with the moments (J is taken at the posterior mode, which an "
+                "informative prior pulls away from the moments' best fit; with a shape parameter free there is no "
+                "prior-free J to tell them apart)")
+    if p_free >= WEAK_FORM_P_WARN:
+        return (f"a prior disagrees with the moments: at the moments' own best fit, with no prior, J = {j_free:.1f} "
+                f"(p = {p_free:.2g}); widen or move the prior, or check it against the data")
+    return (f"{failures} (not the priors alone: at the moments' own best fit, with no prior, J = {j_free:.1f}, "
+            f"p = {p_free:.1e})")
 
 
 def _with_fixed_acceleration(model, data: WeakFormData) -> WeakFormData:
@@ -826,10 +860,8 @@ def infer(
         if weak["p_value"] < WEAK_FORM_P_WARN:
             warnings.warn(
                 f"the weak-form moments disagree with the model: J = {weak['J']:.1f} for {weak['dof']} degrees of "
-                f"freedom (p = {weak['p_value']:.1e}). The model family, equilibrium, or the catalog's "
-                "completeness inside the ball does not hold, or a prior disagrees with the moments (J is taken at the "
-                "posterior mode, which an informative prior pulls away from the moments' best fit); the posterior's "
-                "intervals do not account for it",
+                f"freedom (p = {weak['p_value']:.1e}): {weak_form_cause(weak)}; the posterior's intervals do not "
+                "account for it",
                 stacklevel=2,
             )
     if combine == "mean":

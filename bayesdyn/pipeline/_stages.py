@@ -1237,13 +1237,12 @@ def _own_subset(reason: str) -> bool:
 
 def weak_form_line(weak: dict) -> str:
     """The report's line on the weak-form fit's over-identification test (``post.info["weak_form"]``)."""
-    from ..inference._infer import WEAK_FORM_P_WARN
+    from ..inference._infer import WEAK_FORM_P_WARN, weak_form_cause
 
     test = f"J = {weak['J']:.1f} for {weak['dof']} degrees of freedom (p = {weak['p_value']:.2g})"
     if weak["p_value"] < WEAK_FORM_P_WARN:
-        return (f"MODEL REJECTED: the stars' weak-form moments disagree with the model, {test}: the model family, "
-                "equilibrium or the catalog's completeness inside the ball fails, or a prior disagrees with the "
-                "moments (J is taken at the posterior mode), and the intervals do not account for it.")
+        return (f"MODEL REJECTED: the stars' weak-form moments disagree with the model, {test}: "
+                f"{weak_form_cause(weak)}; the intervals do not account for it.")
     return (f"Weak-form fit: {weak['n_stars']} stars, {weak['n_moments']} moments; over-identification test {test}: "
             "no disagreement detected.")
 
