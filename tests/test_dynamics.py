@@ -282,6 +282,10 @@ def test_star_score_data_is_checked_and_its_overconfidence_is_said():
         StarScoreData(x, v[:, :2], sx, sv, sigma, sun).check()
     with pytest.raises(ValueError, match="sigma ≤ 0"):
         StarScoreData(x, v, sx, sv, np.zeros(50), sun).check()
+    import astropy.units as u  # a Quantity's numbers had been kept: velocities in m/s read as km/s
+
+    with pytest.raises(ValueError, match="StarScoreData.v, s_v: astropy Quantities are not converted"):
+        StarScoreData(x, v * 1e3 * u.m / u.s, sx, sv / 1e3 * u.s / u.m, sigma, sun).check()
     model = PotentialModel(dark=(), halo=bd.potentials.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=1.0))
     with pytest.raises(ValueError, match="stars"):
         bd.infer(model, StarScoreData(bad_x, v, sx, sv, sigma, sun), num_warmup=5, num_samples=5, progress=False)

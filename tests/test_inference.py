@@ -362,6 +362,52 @@ def test_acceleration_likelihood_matches_numpyro_mvn(rng):
     assert np.isfinite(np.asarray(one.scale_tril)).all()
 
 
+def test_acceleration_data_refuses_what_it_had_taken_silently(rng):
+    """Each case had been accepted: an asymmetric covariance symmetrised, a two-number Sun failing only after NUTS,
+    NaN members and an indefinite member covariance kept, a factor left stale by ``_replace(cov=...)`` (the
+    likelihood unchanged by a covariance ×100), a misspelt component in ``bind`` ignored."""
+    import numpyro
+    from numpyro.infer.util import log_density
+
+    x, a = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    cov = np.broadcast_to(np.eye(3), (4, 3, 3)).copy()
+    skew = cov.copy()
+    skew[2, 0, 1], skew[2, 1, 0] = 0.5, -0.5  # positive definite once symmetrised (it was stored as the identity)
+    with pytest.raises(ValueError, match=r"1 of 4 nodes' cov matrices are not symmetric \(first \[2\]\)"):
+        AccelerationData.create(x, a, skew)
+    AccelerationData.create(x, a, cov + 1e-9 * rng.normal(size=cov.shape))  # rounding-level asymmetry passes
+    for sun in ((-8.122, 0.0), -8.122, (-8.122, 0.0, 0.02, 1.0), (np.nan, 0.0, 0.0)):
+        with pytest.raises(ValueError, match="sun must be 3 finite numbers"):
+            AccelerationData.create(x, a, cov, sun=sun)
+    members = np.stack([a, a + 0.1, a - 0.1])
+    nan_members = members.copy()
+    nan_members[1, 2, 0] = np.nan
+    member_cov = np.broadcast_to(np.eye(3), (3, 4, 3, 3)).copy()
+    with pytest.raises(ValueError, match=r"members \[1\] have NaN/inf"):
+        AccelerationData.create(x, a, cov, members=nan_members, member_cov=member_cov)
+    with pytest.raises(ValueError, match="member nodes' member_cov matrices are not positive definite"):
+        AccelerationData.create(x, a, cov, members=members, member_cov=-member_cov)
+    ints = AccelerationData.create(x, a, cov, members=members.astype(int), member_cov=member_cov.astype(int))
+    assert jnp.issubdtype(ints.members.dtype, jnp.floating) and jnp.issubdtype(ints.member_cov.dtype, jnp.floating)
+
+    model = PotentialModel(halo=bp.Plummer(mass=dist.LogUniform(1e9, 1e11), scale_radius=1.0))
+    data = AccelerationData.create(x + [8.0, 0.0, 0.0], a, cov)
+    params = {"halo.mass": 1e10}
+    before = float(log_density(model, (data,), {}, params)[0])
+    assert before == float(log_density(model, (data.check_factor(),), {}, params)[0])
+    with pytest.raises(ValueError, match="scale_tril does not factor cov.*AccelerationData.create"):
+        log_density(model, (data._replace(cov=100 * data.cov),), {}, params)
+    remade = AccelerationData.create(data.x, data.a, 100 * data.cov, sun=data.sun)
+    assert float(log_density(model, (remade,), {}, params)[0]) != before
+    with numpyro.handlers.seed(rng_seed=0):
+        model(data._replace(scale_tril=None))  # no factor: the likelihood takes it from cov
+    with pytest.raises(KeyError, match=r"\['hallo.mass'\] name no component.*\['halo'\]"):
+        model.bind({"hallo.mass": 1e10})
+    with pytest.raises(KeyError, match=r"\['mass'\] name no component"):
+        model.bind({"mass": 1e10})
+    assert float(model.bind(params)["halo"].mass) == 1e10
+
+
 def test_nfw_tracer_posterior_recovers_truth_within_1_percent():
     """Exact scores of tracers in a fixed NFW halo (Eddington DF): ρ_s and r_s within 1 % (BlackJAX NUTS)."""
     with jax.enable_x64(True):

@@ -14,6 +14,25 @@ __all__ = ["AccelerationData", "StarScoreData", "DEFAULT_SUN"]
 DEFAULT_SUN = (-8.121973372128914, 0.0, 0.0208)
 
 
+def _check_covariances(cov, name: str, what: str) -> None:
+    """Raise a ValueError unless every 3×3 matrix of ``cov`` (..., 3, 3) is finite, symmetric up to rounding
+    (|C − Cᵀ| ≤ 10⁻⁵ max |C|: a transposed or mixed-up array had been symmetrised without a word) and positive
+    definite."""
+    c = np.asarray(cov, dtype=np.float64).reshape((-1, 3, 3))
+    if not np.isfinite(c).all():
+        bad = int((~np.isfinite(c).all(axis=(1, 2))).sum())
+        raise ValueError(f"{bad} of {c.shape[0]} {what} have NaN/inf in {name}; drop them")
+    scale = np.abs(c).max(axis=(1, 2))
+    asym = np.abs(c - np.swapaxes(c, 1, 2)).max(axis=(1, 2)) > 1e-5 * scale
+    if asym.any():
+        raise ValueError(f"{int(asym.sum())} of {c.shape[0]} {what}' {name} matrices are not symmetric (first "
+                         f"{np.flatnonzero(asym)[:5].tolist()}): a covariance is; check the array's axes")
+    bad = int((np.linalg.eigvalsh(0.5 * (c + np.swapaxes(c, 1, 2))).min(axis=-1) <= 0).sum())
+    if bad:
+        raise ValueError(f"{bad} of {c.shape[0]} {what}' {name} matrices are not positive definite; add a noise "
+                         "floor (e.g. cov + s² I) or drop those nodes")
+
+
 class AccelerationData(NamedTuple):
     """Accelerations estimated at nodes, with their covariance.
 
@@ -56,6 +75,19 @@ class AccelerationData(NamedTuple):
             raise ValueError("this AccelerationData carries no per-member accelerations and covariances")
         return AccelerationData.create(self.x, self.members[k], self.member_cov[k], sun=self.sun)
 
+    def check_factor(self) -> "AccelerationData":
+        """Raise a ValueError when ``scale_tril`` does not factor ``cov`` (concrete arrays; traced ones are left
+        alone): after ``data._replace(cov=...)`` the likelihood kept the old factor (a covariance ×100 left it
+        unchanged). Returns self."""
+        if self.scale_tril is None or any(isinstance(t, jax.core.Tracer) for t in (self.cov, self.scale_tril)):
+            return self
+        tril, cov = np.asarray(self.scale_tril, np.float64), np.asarray(self.cov, np.float64)
+        if tril.shape != cov.shape or not np.allclose(tril @ np.swapaxes(tril, -1, -2), cov, rtol=1e-4,
+                                                      atol=1e-4 * np.abs(cov).max(axis=(-1, -2), keepdims=True)):
+            raise ValueError("AccelerationData.scale_tril does not factor cov (cov replaced with _replace?); make "
+                             "the data with AccelerationData.create(x, a, cov, ...), which computes the factor")
+        return self
+
     @classmethod
     def create(cls, x, a, cov, sun=DEFAULT_SUN, members=None, member_cov=None, member_groups=None) -> "AccelerationData":
         """Validate shapes and make the arrays; ``cov`` must be symmetric positive definite.
@@ -83,25 +115,27 @@ class AccelerationData(NamedTuple):
                        | ~np.isfinite(np.asarray(x)).all(-1)).sum())
             raise ValueError(f"{bad} of {x.shape[0]} nodes have NaN/inf positions, accelerations or covariances; "
                              "drop those nodes")
-        eig = np.linalg.eigvalsh(np.asarray(0.5 * (cov + jnp.swapaxes(cov, -1, -2)), dtype=np.float64))
-        bad = int((eig.min(axis=-1) <= 0).sum())
-        if bad:
-            raise ValueError(
-                f"{bad} of {x.shape[0]} node covariances are not positive definite; add a noise "
-                "floor (e.g. cov + s² I) or drop those nodes"
-            )
+        if np.shape(sun) != (3,) or not np.isfinite(np.asarray(sun, dtype=float)).all():
+            raise ValueError(f"sun must be 3 finite numbers, the Sun's Galactocentric (x, y, z) [kpc]; got "
+                             f"{np.asarray(sun).tolist()}")  # (it failed only after sampling, in the derived values)
+        _check_covariances(cov, "cov", "nodes")
         cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
         if members is not None:
-            members = jnp.asarray(members)
+            members = floating(members)
             if members.ndim != 3 or members.shape[1:] != x.shape:
                 raise ValueError(f"members must be (K, P, 3) with P = {x.shape[0]}; got {members.shape}")
+            if not np.isfinite(np.asarray(members)).all():
+                bad = np.flatnonzero(~np.isfinite(np.asarray(members)).all(axis=(1, 2)))
+                raise ValueError(f"members {bad.tolist()} have NaN/inf accelerations; drop those members (or the "
+                                 "nodes where they are undefined)")
         if member_cov is not None:
-            member_cov = jnp.asarray(member_cov)
+            member_cov = floating(member_cov)
             if members is None or member_cov.shape != members.shape + (3,):
                 raise ValueError(
                     f"member_cov must be (K, P, 3, 3) matching members; got {member_cov.shape} "
                     f"(members {None if members is None else members.shape})"
                 )
+            _check_covariances(member_cov.reshape((-1, 3, 3)), "member_cov", "member nodes")
             member_cov = 0.5 * (member_cov + jnp.swapaxes(member_cov, -1, -2))
         if member_groups is not None:
             member_groups = np.asarray(member_groups)
@@ -154,6 +188,11 @@ class StarScoreData(NamedTuple):
         traced ones are left alone). Returns self."""
         if any(isinstance(a, jax.core.Tracer) for a in self):
             return self
+        quantities = [n for n, a in zip(self._fields, self) if hasattr(a, "unit")]
+        if quantities:  # (np.asarray kept a Quantity's numbers: velocities in m/s were read as km/s)
+            raise ValueError(f"StarScoreData.{', '.join(quantities)}: astropy Quantities are not converted here; "
+                             "pass numbers in kpc (x, sun), km/s (v), 1/kpc (s_x), s/km (s_v) and km/s/kpc (sigma), "
+                             "e.g. bayesdyn.units.strip(v, 'velocity')")
         x, v, sx, sv, sigma, sun = (np.asarray(a, dtype=float) for a in self)
         if x.ndim != 2 or x.shape[1] != 3:
             raise ValueError(f"StarScoreData.x must be (N, 3) [kpc]; got {x.shape}")

@@ -141,6 +141,10 @@ class PotentialModel:
         its range); a JAX array is bound unchecked (see :meth:`Component.bind
         <bayesdyn.potentials.Component.bind>`).
         """
+        unknown = sorted({k for k in values if k.split(".", 1)[0] not in self.components})
+        if unknown:  # (a misspelt component was left unbound without a word)
+            raise KeyError(f"PotentialModel.bind: {unknown} name no component of this model; names are "
+                           f"'component.parameter' with components {list(self.components)}")
         bound = {}
         for cname, comp in self.components.items():
             own = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == cname}
@@ -189,6 +193,7 @@ class PotentialModel:
         if record_derived:
             derived_quantities(comps, self.dark, data.sun, record=True)
         if isinstance(data, AccelerationData):
+            data.check_factor()
             ll = acceleration_log_likelihood(self.total_acceleration(comps, data.x), data)
         elif isinstance(data, StarScoreData):
             data.check()
