@@ -17,7 +17,8 @@ V_t/B measured on the NFW mock (members on the same stars with different seeds
 against bootstrap members, ``docs/calibration/nfw-no-bootstrap``: 0.94 for ρ_s, 0.82
 for r_s, 0.46 for ρ(r_s)) and prints the coverage of each design's 68 % and 95 %
 Student-t intervals and their median half-widths in units of √V_true, beside the
-coverage measured by the real harness (R = 30, ``docs/calibration/nfw/members``).
+coverage measured by the real harness (R = 30, ``docs/calibration/nfw-one-seed/members`` for the
+one-seed design and ``docs/calibration/nfw/members`` for 2 resamples × 2 seeds).
 Designs compared:
 
 - ``rubin K=4``: bd.infer's default (J = 4, L = 1);
@@ -56,6 +57,8 @@ from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "docs" / "calibration" / "nfw" / "members" / "summary.csv"
+#: the one-seed runs (4 resamples × 1 seed), the design of the "rubin K=4" rows
+MEASURED_ONE_SEED = ROOT / "docs" / "calibration" / "nfw-one-seed" / "members" / "summary.csv"
 SHARES = {"halo.scale_density": 0.94, "halo.scale_radius": 0.82, "rho_at_rs": 0.46}
 W_OVER_B = 0.03  # within-member share: between_fraction ≈ 0.975 in the NFW runs (realisations/*.json)
 N_SIM = 200_000
@@ -127,10 +130,11 @@ def simulate(share: float, j: int, l: int, design: str, rng: np.random.Generator
 
 def main() -> None:
     print(machine())
-    measured = {}
-    if MEASURED.is_file():
-        with open(MEASURED) as fh:
-            measured = {row["quantity"]: row for row in csv.DictReader(fh)}
+    measured, one_seed = {}, {}
+    for path, rows in ((MEASURED, measured), (MEASURED_ONE_SEED, one_seed)):
+        if path.is_file():
+            with open(path) as fh:
+                rows.update({row["quantity"]: row for row in csv.DictReader(fh)})
     designs = [("rubin K=4 (default)", 4, 1, "rubin"), ("rubin K=8", 8, 1, "rubin"),
                ("anova J=2 L=2 (K=4)", 2, 2, "anova"), ("anova J=3 L=2 (K=6)", 3, 2, "anova"), ("anova J=4 L=2 (K=8)", 4, 2, "anova"),
                ("oracle", 4, 1, "oracle")]
@@ -149,10 +153,13 @@ def main() -> None:
             for which, label in rules:
                 c68, h68, c95, h95 = simulate(share, j, l, design, rng, draws=which)
                 print(f"| {q} | {share:.2f} | {name}, {label} | {c68:.3f} | {h68:.2f} | {c95:.3f} | {h95:.2f} |")
-        if q in measured:
-            row = measured[q]
-            print(f"| {q} | — | **measured** (harness, R = 30, K = 4 as 2 resamples × 2 seeds, older draws: read from docs/calibration/nfw/members) | {float(row['coverage_68']):.3f} | — | "
-                  f"{float(row['coverage_95']):.3f} | — |")
+        for rows, design, folder in ((one_seed, "4 resamples × 1 seed, as the rubin K=4 rows", "nfw-one-seed"),
+                                     (measured, "2 resamples × 2 seeds, as the anova J=2 L=2 rows", "nfw")):
+            if q in rows:
+                row = rows[q]
+                print(f"| {q} | — | **measured** (harness, R = 30, K = 4 as {design}, older draws: read from "
+                      f"docs/calibration/{folder}/members) | {float(row['coverage_68']):.3f} | — | "
+                      f"{float(row['coverage_95']):.3f} | — |")
 
 
 def toy() -> None:

@@ -210,6 +210,15 @@ def test_gaia_challenge_truth_and_nodes(shared_data):
     elsewhere = {**cfg, "mock": {**cfg["mock"], "data_dir": "/nonexistent"}}  # its file not here: the caveat stays
     assert "**Not independent:** The gaia-challenge-cusp mock is one fixed catalog: its 2 realisations are the " \
            "same stars or overlapping" in CoverageResult(_rows_table(records), records, elsewhere).to_markdown()
+    # realisations from two machines (a resumed run), one record from before machines were recorded
+    made = [dict(records[0], machine="CPU A, 2 cores, load 1.9, 2.0, 2.1; JAX 0.1 on cpu; Python 3.11"),
+            dict(records[1], machine="CPU A, 2 cores, load 3.0, 2.0, 2.1; JAX 0.1 on cpu; Python 3.11"),
+            dict(records[0], realisation=2, machine="CPU B, 16 cores, load 0.5, 0.4, 0.3; JAX 0.1 on gpu; Python 3.11"),
+            dict(records[1], realisation=3)]
+    text = CoverageResult(_rows_table(made), made, cfg).to_markdown()
+    assert ("Machine: CPU A, 2 cores; JAX 0.1 on cpu; Python 3.11 (2 realisations, 1-minute load 1.9–3.0 at their "
+            "starts); CPU B, 16 cores; JAX 0.1 on gpu; Python 3.11 (1 realisation, 1-minute load 0.5 at their starts); "
+            "not recorded (1 realisation).") in text
 
 
 def test_disk_truths_match_the_mock_truth(x64):
@@ -260,6 +269,12 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
     low = sum(min(r["diagnostics"]["min_ess_bulk"], r["diagnostics"]["min_ess_tail"]) < 400 for r in res.records)
     assert f", {low} with a bulk or tail ESS below 400 (all kept in the table)" in (out / "summary.md").read_text()
     assert json.loads((out / "summary.json").read_text())["n_low_ess"] == low  # (the calibration index reads it)
+    # each realisation records the machine it ran on, and summary.md names it (timings without a machine before)
+    from bayesdyn.validate._machine import machine
+
+    here = machine(load=False)
+    assert all(r["machine"].startswith(here.split(";")[0] + ", load ") for r in res.records)
+    assert f"Machine: {here} (3 realisations, 1-minute load " in (out / "summary.md").read_text()
 
     # resuming reruns nothing; other settings in the same folder are refused
     again = validate.coverage("nfw", out=out, **QUICK)

@@ -20,6 +20,7 @@ import pandas as pd
 from ..catalog._io import _json_default
 from ..psd._io import _atomic_write
 from ._likelihood import Likelihood, build_data
+from ._machine import machine
 from ._mocks import CalibrationMock, get_mock
 from ._quantities import DrawEvaluator, interval_summary
 from ._sampler import NutsRunner
@@ -389,6 +390,11 @@ def _markdown(res: CoverageResult) -> str:
                 f"{k} {red[k + '_wall_s']:.1f} / {red[k + '_cpu_s']:.1f}" for k in stages) + ".")
         lines.append("(The first realisation of each process includes JIT compilation; the median is the steady cost.)")
         lines.append("")
+    machines = _machines(res.records)
+    if machines:
+        lines.append("Machine: " + "; ".join(f"{m} ({len(loads)} realisation{'s' * (len(loads) != 1)}{_load_range(loads)})"
+                                             for m, loads in machines.items()) + ".")
+        lines.append("")
     versions = code_versions(res.records)
     if len(versions) > 1:
         lines.append(f"**Made by {len(versions)} versions of the code** (realisations per code fingerprint: "
@@ -499,6 +505,33 @@ class _Run:
         if self.likelihood.inflate == "auto":  # design_effect took max(c_comp, c_amp) from 2026-12-07: no mixed runs
             config["design_effect"] = "max-comp-amp"
         return json.loads(json.dumps(config))  # as it reads back from config.json (tuples → lists)
+
+
+def _machines(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Machine line (without its load) → the load averages of the realisations run there, in run order; records
+    made before the machine was recorded count under "not recorded"."""
+    out: dict[str, list[str]] = {}
+    for rec in records:
+        if "timing" not in rec:
+            continue
+        cpu, _, rest = rec.get("machine", "not recorded").partition(", load ")
+        load, _, tail = rest.partition("; ")
+        out.setdefault(cpu + (f"; {tail}" if tail else ""), []).append(load or "n/a")
+    return out
+
+
+def _load_range(loads: list[str]) -> str:
+    """", 1-minute load 1.9–3.0 at their starts" from load-average strings ("1.9, 2.0, 2.1"); "" when none is known."""
+    first = []
+    for text in loads:
+        try:
+            first.append(float(text.split(",")[0]))
+        except ValueError:
+            pass
+    if not first:
+        return ""
+    lo, hi = min(first), max(first)
+    return f", 1-minute load {lo:.1f}" + (f"–{hi:.1f}" if hi > lo else "") + " at their starts"
 
 
 def _check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
@@ -761,7 +794,7 @@ def coverage(
                 warnings.warn(f"{err}; running realisation {r} again", RuntimeWarning, stacklevel=2)
         seeds = _seeds(seed, r)
         clock = _Clock()
-        rec: dict[str, Any] = {"realisation": r, "seeds": seeds, "code": code_fingerprint()}
+        rec: dict[str, Any] = {"realisation": r, "seeds": seeds, "code": code_fingerprint(), "machine": machine()}
         try:
             with jax.enable_x64(True):
                 psd_path = None if cache is None else cache / f"r{r:04d}"
