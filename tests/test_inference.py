@@ -304,6 +304,58 @@ def test_upper_limit_leaves_out_draws_below_the_physical_bound():
         Posterior({"dd.surface_density": broken}, {}).upper_limit("dd.surface_density", lower=0.0)
 
 
+def test_posterior_refuses_draws_without_a_chain_axis_or_from_another_run():
+    """Sites given flat, (draws,) as NumPyro's plain mcmc.get_samples() returns them, were left out of every table
+    and of check(), which then looked at nothing while local_dm_line still printed a result; a flat site beside
+    (chains, draws) ones was dropped from the tables silently; a site of one chain beside four-chain ones had a NaN
+    r̂ that no check reported. Each is refused, naming the site, its shape and the fix."""
+    rng = np.random.default_rng(5)
+    good = {"h.m": rng.normal(1.0, 0.1, (4, 500)), "derived.rho_dm_sun": rng.normal(1e7, 1e6, (4, 500))}
+    with pytest.raises(ValueError, match=r"'h.m' have shape \(2000,\); of 'derived.rho_dm_sun' have shape "
+                                         r"\(2000,\): not \(chains, draws.*"
+                                         r"group_by_chain=True.*x\[None\]"):
+        Posterior({k: v.reshape(-1) for k, v in good.items()}, {})
+    with pytest.raises(ValueError, match=r"'h.m' have shape \(2000,\)"):
+        Posterior.from_samples({**good, "h.m": good["h.m"].reshape(-1)}, {})
+    with pytest.raises(ValueError, match=r"'d.s' have shape \(\)"):
+        Posterior({**good, "d.s": np.float64(3.0)}, {})
+    one = rng.normal(1e7, 1e6, (1, 500))
+    with pytest.raises(ValueError, match=r"\['derived.rho_dm_sun'\] have \(chains, draws\) = \(1, 500\), but "
+                                         r"\['h.m', 'd.s'\] have \(chains, draws\) = \(4, 500\).*group_by_chain"):
+        Posterior({"h.m": good["h.m"], "d.s": good["h.m"] + 1.0, "derived.rho_dm_sun": one}, {})
+    with pytest.raises(ValueError, match=r"\(chains, draws\) = \(4, 300\)"):
+        Posterior({**good, "d.s": rng.normal(size=(4, 300))}, {})
+    # what the package makes stays: non-scalar sites of the same run beside scalar ones, one chain, no site at all
+    ok = Posterior({**good, "d.v": rng.normal(size=(4, 500, 3))}, {"diverging": np.zeros((4, 500), bool)})
+    assert ok.scalar_names == ["h.m", "derived.rho_dm_sun"] and ok.check(warn=False) == []
+    assert Posterior({"h.m": good["h.m"][:1]}, {}).samples["h.m"].shape == (1, 500)
+    assert Posterior({}, {}).scalar_names == []
+
+
+def test_upper_limit_and_local_dm_density_refuse_sites_that_are_not_one_density_per_draw():
+    """A (4, 1000, 3) site of components at 0, 10 and 100 gave one upper limit (101.01) and one ρ_DM(⊙) from the
+    three pooled; local_dm_density converted any site as if in M☉/kpc³ (derived.Sigma_1p1kpc, M☉/pc², came out in
+    GeV/cm³). Both refuse, naming the shape or the unit; sites of unknown unit are still taken as M☉/kpc³."""
+    rng = np.random.default_rng(6)
+    vec = rng.normal(0.0, 0.1, (4, 1000, 3)) + np.array([0.0, 10.0, 100.0])
+    post = Posterior({"h.v": vec, "derived.Sigma_1p1kpc": rng.normal(50.0, 2.0, (4, 1000)),
+                      "h.scale_density": rng.normal(1e7, 1e5, (4, 1000)), "h.m": rng.normal(1e7, 1e5, (4, 1000)),
+                      "h.alpha": rng.normal(1.0, 0.1, (4, 1000))}, {"diverging": np.zeros((4, 1000), bool)})
+    for what in (lambda: post.upper_limit("h.v"), lambda: post.local_dm_density("h.v")):
+        with pytest.raises(ValueError, match=r"'h.v' have shape \(4, 1000, 3\), 3 numbers per draw.*Fix: make each "
+                                             r"element its own site"):
+            what()
+    with pytest.raises(ValueError, match=r"'derived.Sigma_1p1kpc' is in Msun/pc2, not a mass density in Msun/kpc3"
+                                         r".*\['h.scale_density'\]"):
+        post.local_dm_density("derived.Sigma_1p1kpc")
+    with pytest.raises(ValueError, match=r"'h.alpha' is in no unit \(dimensionless\)"):
+        post.local_dm_density("h.alpha")
+    # a density parameter and a site of unknown unit give the same table, as before
+    assert_allclose(post.local_dm_density("h.scale_density")["median"], post.local_dm_density("h.m")["median"],
+                    rtol=0.01)
+    assert_allclose(post.upper_limit("derived.Sigma_1p1kpc"), 50.0 + 1.645 * 2.0, atol=0.2)
+
+
 def test_dark_disk_limit_brackets_truth():
     """Accelerations made by a dark disk of known Σ: the limit lies above it and the median near it."""
     with jax.enable_x64(True):

@@ -461,3 +461,29 @@ def test_a_replaced_catalog_file_in_the_run_folder_is_read_again(tmp_path):
     (tmp_path / "run" / ".catalog.stamp").write_bytes(b"\xff\xfe")
     logs.clear()
     assert run.catalog().n == 3000 and not any("reusing" in line for line in logs)
+
+
+def test_prior_vs_posterior_says_a_width_of_non_finite_draws_is_undefined(monkeypatch):
+    """One NaN posterior draw made the width ratio NaN, which fails every comparison: its verdict read "partly
+    constrained" and the Markdown summary said every free parameter was narrower than half its prior. The verdict
+    now says the ratio is undefined and why, and the summary's opening line (the report quotes it) names the site."""
+    from bayesdyn.pipeline import _prior
+    from bayesdyn.results import Posterior
+
+    rng = np.random.default_rng(0)
+    prior = {"halo.scale_density": 10 ** rng.uniform(5.0, 9.0, 4000), "disk.scale_height": rng.uniform(0.1, 1.0, 4000)}
+    monkeypatch.setattr(_prior, "prior_samples", lambda model, sun, n=4000, seed=0: prior)
+    draws = {"halo.scale_density": 10 ** rng.normal(7.0, 0.05, (2, 500)),  # M☉/kpc³, narrow: constrained
+             "disk.scale_height": rng.normal(0.3, 0.005, (2, 500))}  # kpc
+    clean = _prior.prior_vs_posterior(Posterior(draws, {}), None, [-8.0, 0.0, 0.0])
+    assert (clean["verdict"] == "constrained by the data").all() and clean.loc["halo.scale_density", "scale"] == "log10"
+    holes = {**draws, "halo.scale_density": draws["halo.scale_density"].copy()}
+    holes["halo.scale_density"][1, 7] = np.nan
+    table = _prior.prior_vs_posterior(Posterior(holes, {}), None, [-8.0, 0.0, 0.0])
+    row = table.loc["halo.scale_density"]
+    assert row["verdict"] == "undefined: 1 of 1000 posterior draws are not finite", row["verdict"]
+    assert np.isnan(row["width_ratio"]) and row["scale"] == "log10"  # (the NaN had switched the row to linear)
+    assert table.loc["disk.scale_height", "verdict"] == "constrained by the data"
+    first = _prior.prior_vs_posterior_markdown(table).split("\n", 1)[0]
+    assert "Every free parameter" not in first and "**Undefined for `halo.scale_density`**" in first, first
+    assert "Every free parameter" in _prior.prior_vs_posterior_markdown(clean).split("\n", 1)[0]

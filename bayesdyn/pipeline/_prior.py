@@ -12,6 +12,8 @@ __all__ = ["prior_samples", "prior_vs_posterior", "prior_vs_posterior_markdown",
 PRIOR_DOMINATED = 0.5
 #: ... and narrower than this fraction: constrained by the data
 CONSTRAINED = 0.1
+#: the verdict's opening where the posterior's draws of a quantity are not all finite: no width, no ratio
+UNDEFINED = "undefined"
 
 
 def prior_samples(model, sun, n: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -60,7 +62,9 @@ def prior_vs_posterior(post, model, sun, n: int = 4000, seed: int = 0) -> pd.Dat
 
     Returns:
         One row per quantity: ``scale`` ("log10" or "linear"), the prior's and the
-        posterior's 16th/84th percentiles (on that scale), ``width_ratio`` and ``verdict``.
+        posterior's 16th/84th percentiles (on that scale), ``width_ratio`` and ``verdict``: "prior-dominated",
+        "partly constrained", "constrained by the data", or, where some posterior draws are not finite (the
+        percentiles and the ratio are then NaN), "undefined: k of N posterior draws are not finite".
     """
     prior = prior_samples(model, sun, n=n, seed=seed)
     rows = {}
@@ -70,16 +74,24 @@ def prior_vs_posterior(post, model, sun, n: int = 4000, seed: int = 0) -> pd.Dat
         q = post.samples[name].reshape(-1).astype(np.float64)
         p = p[np.isfinite(p)]
         lo95, hi95 = np.percentile(p, [2.5, 97.5])
-        log = bool(np.all(p > 0) and np.all(q > 0) and hi95 > 100 * lo95)
+        # the scale from the finite posterior draws (one NaN draw had also switched a log10 row to linear)
+        log = bool(np.all(p > 0) and np.all(q[np.isfinite(q)] > 0) and hi95 > 100 * lo95)
         plo, phi, pw = _width(p, log)
         if pw <= 0:
             continue
-        qlo, qhi, qw = _width(q, log)
+        with np.errstate(invalid="ignore"):  # (a non-finite draw: the row says so, below)
+            qlo, qhi, qw = _width(q, log)
         ratio = qw / pw
-        verdict = (
-            "prior-dominated" if ratio > PRIOR_DOMINATED else "constrained by the data" if ratio < CONSTRAINED
-            else "partly constrained"
-        )
+        bad = int(np.sum(~np.isfinite(q)))
+        if bad or not np.isfinite(ratio):
+            # a NaN ratio fails every comparison: it had read "partly constrained". The draws are not left out:
+            # which part of the posterior they hide is not known (check() names the site)
+            verdict = f"{UNDEFINED}: {bad} of {q.size} posterior draws are not finite"
+        else:
+            verdict = (
+                "prior-dominated" if ratio > PRIOR_DOMINATED else "constrained by the data" if ratio < CONSTRAINED
+                else "partly constrained"
+            )
         rows[name] = {
             "scale": "log10" if log else "linear",
             "prior_q16": plo, "prior_q84": phi, "posterior_q16": qlo, "posterior_q84": qhi,
@@ -92,6 +104,7 @@ def prior_vs_posterior_markdown(table: pd.DataFrame, n_stars: int | None = None,
     """The comparison as Markdown, with a one-paragraph verdict a reader cannot miss."""
     free = [n for n in table.index if not n.startswith("derived.")]
     dominated = [n for n in free if table.loc[n, "verdict"] == "prior-dominated"]
+    undefined = [n for n in table.index if str(table.loc[n, "verdict"]).startswith(UNDEFINED)]
     lines = []
     where = ""
     if n_stars is not None:
@@ -108,8 +121,15 @@ def prior_vs_posterior_markdown(table: pd.DataFrame, n_stars: int | None = None,
             f"({', '.join(f'`{n}`' for n in dominated)}) have 68 % intervals more than {PRIOR_DOMINATED:.0%} as wide "
             "as their priors: for those, the numbers restate the priors."
         )
-    else:
+    elif not [n for n in free if n in undefined]:
         lines.append(f"Every free parameter's posterior is narrower than {PRIOR_DOMINATED:.0%} of its prior{where}.")
+    else:
+        lines.append(f"No free parameter's posterior is more than {PRIOR_DOMINATED:.0%} as wide as its prior{where} "
+                     "where its width is defined.")
+    if undefined:  # on the opening line, which the report's summary quotes: no verdict may hide them
+        lines[-1] += (f" **Undefined for {', '.join(f'`{n}`' for n in undefined)}**: some of their posterior draws "
+                      "are not finite, so their widths cannot be compared with the priors' (see the posterior's "
+                      "convergence problems).")
     lines += [
         "",
         "Width = 84th − 16th percentile, in log10 for positive quantities whose prior spans more than two "

@@ -66,6 +66,13 @@ def _unit_of(name: str) -> str:
     return _PARAM_UNITS.get(name.split(".")[-1], "")
 
 
+def _known_unit(name: str) -> str | None:
+    """The site's unit where the tables know it ("" for a dimensionless parameter), None where they do not."""
+    if name in _UNITS:
+        return _UNITS[name]
+    return _PARAM_UNITS.get(name.split(".")[-1])
+
+
 def stuck_draws(x) -> bool:
     """Whether draws (chains, draws, ...) are not all finite or have an element that never moves: chains stuck at
     one point (seen at a prior's edge) have no r̂ (NaN) but have not converged."""
@@ -73,15 +80,48 @@ def stuck_draws(x) -> bool:
     return not np.isfinite(x).all() or bool((np.ptp(x.reshape(-1, *x.shape[2:]), axis=0) == 0).any())
 
 
+def _check_draw_shapes(samples: Mapping[str, np.ndarray]) -> None:
+    """Refuse sites that are not (chains, draws, ...) arrays of one run.
+
+    A site given flat, (draws,) as NumPyro's ``mcmc.get_samples()`` returns it, was left out of every table (only
+    (chains, draws) sites are scalar sites) and out of :meth:`Posterior.check`, which then looked at nothing while
+    ``local_dm_line`` still printed a result; a site whose (chains, draws) differed from the others' (one chain
+    beside four) had a NaN r̂ that no check reported, the number of chains being read from the first site only.
+
+    Raises:
+        ValueError: a site with fewer than two axes, or whose leading (chains, draws) differ from the other sites'.
+    """
+    fix = ("Fix: give every site as a (chains, draws, ...) array of the same run — with NumPyro, "
+           "mcmc.get_samples(group_by_chain=True); for the draws of one chain, add a chain axis with x[None]")
+    flat = [f"{name!r} have shape {x.shape}" for name, x in samples.items() if x.ndim < 2]
+    if flat:
+        raise ValueError(f"the draws of {'; of '.join(flat)}: not (chains, draws, ...), and a site without a chain "
+                         f"axis would be left out of the tables and of the convergence checks. {fix}")
+    leading: dict[tuple[int, int], list[str]] = {}
+    for name, x in samples.items():
+        leading.setdefault(tuple(int(n) for n in x.shape[:2]), []).append(name)
+    if len(leading) > 1:
+        # the shape most sites share (the first site's among equals) is the run's; the others are named
+        common = max(leading, key=lambda k: len(leading[k]))
+        odd = "; ".join(f"{names} have (chains, draws) = {shape}" for shape, names in leading.items()
+                        if shape != common)
+        raise ValueError(f"the sites' draws come from different runs: {odd}, but {leading[common]} have "
+                         f"(chains, draws) = {common}; r̂ and the effective sample sizes compare chains of one run "
+                         f"(a site with one chain beside four-chain sites had a NaN r̂ that no check reported). {fix}")
+
+
 class Posterior:
     """Draws from a potential model's posterior, with the usual reductions.
 
     Build it with :func:`bayesdyn.infer` or :meth:`Posterior.load`. ``samples`` maps
-    each site to an array (chains, draws, ...); scalars sites are the ones tabulated.
+    each site to an array (chains, draws, ...), every site with the same chains and draws (a site with fewer than
+    two axes, or other chains or draws than the others', is refused: ValueError); scalars sites, (chains, draws),
+    are the ones tabulated.
     """
 
     def __init__(self, samples: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None):
         self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        _check_draw_shapes(self.samples)
         self.info = dict(info or {})
         div = self.info.get("diverging")
         self.info["num_divergences"] = int(np.sum(div)) if div is not None else int(self.info.get("num_divergences", 0))
@@ -311,9 +351,28 @@ class Posterior:
     # ------------------------------------------------------------- physics
     def local_dm_density(self, name: str = "derived.rho_dm_sun") -> pd.DataFrame:
         """Local dark-matter density with 68 % and 95 % intervals in GeV/cm³, M☉/pc³ and M☉/kpc³; ``attrs["problems"]``
-        holds the run's convergence problems, as :meth:`summary`'s does."""
+        holds the run's convergence problems, as :meth:`summary`'s does.
+
+        Args:
+            name: a site of one mass density per draw, in M☉/kpc³ (its draws are converted from that unit): a
+                site whose unit is known (:meth:`summary`'s ``unit`` column) must be M☉/kpc³; a site of unknown
+                unit is taken to be in M☉/kpc³.
+
+        Raises:
+            KeyError: ``name`` is not a site.
+            ValueError: the site has more than one number per draw, or its known unit is not M☉/kpc³ (e.g.
+                ``derived.Sigma_1p1kpc``, a surface density in M☉/pc², had come out in "GeV/cm³").
+        """
         if name not in self.samples:
             raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
+        self._one_number_per_draw(name, "local_dm_density")
+        unit = _known_unit(name)
+        if unit is not None and unit != "Msun/kpc3":
+            raise ValueError(
+                f"local_dm_density: {name!r} is in {unit or 'no unit (dimensionless)'}, not a mass density in "
+                f"Msun/kpc3: its draws would be converted to GeV/cm³ as if they were. Fix: pass a density site in "
+                f"Msun/kpc3, e.g. 'derived.rho_dm_sun' (the default) or a component's density parameter "
+                f"(sites in Msun/kpc3 here: {[n for n in self.scalar_names if _known_unit(n) == 'Msun/kpc3']})")
         x = self.samples[name].reshape(-1)
         rows = {}
         for unit in ("GeV/cm3", "Msun/pc3", "Msun/kpc3"):
@@ -340,6 +399,17 @@ class Posterior:
             f" = {m['median']:.{dm}f} +{m_up:.{dm}f} -{m_lo:.{dm}f} Msun/pc^3 (68 %)"
         )
 
+    def _one_number_per_draw(self, name: str, what: str) -> None:
+        """Refuse a site that is not one number per draw, (chains, draws): its draws flattened together (a (4, 1000, 3)
+        site of components at 0, 10 and 100 had given one upper limit, 101.01) mean nothing."""
+        shape = self.samples[name].shape
+        if len(shape) != 2:
+            raise ValueError(
+                f"{what}: the draws of {name!r} have shape {shape}, {int(np.prod(shape[2:]))} numbers per draw "
+                f"(chains, draws, {', '.join(map(str, shape[2:]))}), not one; they cannot be pooled into one "
+                f"quantity. Fix: make each element its own site, e.g. Posterior({{**post.samples, "
+                f"'{name}[0]': post.samples[{name!r}][:, :, 0]}}, post.info)")
+
     def upper_limit(self, name: str, q: float = 0.95, lower: float | None = None) -> float:
         """One-sided upper limit: the q-quantile of the marginal posterior of ``name``, in the site's unit as
         :meth:`summary` gives it (its ``unit`` column): M☉/kpc² for a component's surface-density parameter (divide
@@ -355,12 +425,14 @@ class Posterior:
                 None: every draw counts (right when the prior itself stops at the bound).
 
         Raises:
-            ValueError: q outside (0, 1), a draw that is not finite, or no draw at or above ``lower``.
+            ValueError: q outside (0, 1), a site with more than one number per draw (chains, draws, k), a draw that
+                is not finite, or no draw at or above ``lower``.
         """
         if not 0 < q < 1:
             raise ValueError(f"q must be in (0, 1), got {q}")
         if name not in self.samples:
             raise KeyError(f"{name!r} is not in the posterior; sites are {sorted(self.samples)}")
+        self._one_number_per_draw(name, "upper_limit")
         x = self.samples[name].reshape(-1)
         if getattr(lower, "unit", None) is not None:  # a Quantity: to the site's unit
             import astropy.units as u
