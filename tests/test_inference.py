@@ -281,6 +281,8 @@ def test_paper_outputs_warn_and_format_what_a_review_found(tmp_path):
     with pytest.warns(UserWarning, match=r"\['halo.x'\] left out"):
         fig = post.corner(names=["dark_disk.scale_height", "halo.x"])
     assert any("0.00" in ax.get_title() and "0.0015" in ax.get_title() for ax in fig.axes), [a.get_title() for a in fig.axes]
+    with pytest.raises(KeyError, match=r"truths name \['dark_disk.scale_heigth'\], which are not sites"):
+        post.corner(names=["dark_disk.scale_height"], truths={"dark_disk.scale_heigth": 0.1})  # lost its line before
     line = post.local_dm_line()
     m = re.search(r"= -0\.(\d+) \+0\.(\d+) -0\.(\d+) Msun/pc\^3", line)  # one decimal place, the smaller error's
     assert m and len({len(g) for g in m.groups()}) == 1 and line.endswith("-0.00096 Msun/pc^3 (68 %)"), line
@@ -709,6 +711,10 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
         with pytest.raises(UserWarning, match="seeds_per_resample"):
             infer(model, paired, seed=0, num_chains=2, num_warmup=200, num_samples=300, progress=False,
                   combine="mean")
+        # members without their covariances: 'auto' falls back to the mean, and says so (it had said nothing)
+        with pytest.raises(UserWarning, match="3 members but no member_cov.*too narrow"):
+            infer(model, ens._replace(member_cov=None), seed=0, num_chains=2, num_warmup=200, num_samples=300,
+                  progress=False)
     g = grouped.info["combine"]
     assert g["n_resamples"] == 2 and g["seeds_per_resample"] == 2 and "2 resamples × 2 seeds" in g["combine"]
 

@@ -841,6 +841,13 @@ def infer(
         )
     if combine == "auto":
         combine = "members" if has_members else "mean"
+        if isinstance(data, AccelerationData) and data.n_members >= 2 and data.member_cov is None:
+            warnings.warn(  # (they fell back to "mean", which the docs call overconfident for flows, without a word)
+                f"these AccelerationData carry {data.n_members} members but no member_cov, so combine='auto' fits "
+                "the member mean (combine='mean'), whose intervals are too narrow for flows (their errors are "
+                "correlated between nodes); give each member's covariance (bd.estimate_accelerations does) for "
+                "combine='members'", UserWarning, stacklevel=2,
+            )
     if combine == "mean" and isinstance(data, AccelerationData) and data.member_groups is not None:
         warnings.warn(
             "these accelerations come from flows fitted with seeds_per_resample ≥ 2, but combine='mean' uses "

@@ -474,6 +474,10 @@ class Posterior:
             warnings.warn(f"corner: {constant} left out (their draws are constant or not finite)", UserWarning,
                           stacklevel=2)
             names = [n for n in names if n not in constant]
+        unknown = sorted(set(truths or {}) - set(self.samples))
+        if unknown:  # (a misspelt name lost its truth line without a word)
+            raise KeyError(f"corner: truths name {unknown}, which are not sites of the posterior; sites are "
+                           f"{sorted(self.samples)}")
         data = np.stack([self.samples[n].reshape(-1) for n in names], axis=-1)
         tv = None if truths is None else [truths.get(n) for n in names]
         labels = [f"{n}\n[{_unit_of(n)}]" if _unit_of(n) else n for n in names]
