@@ -14,6 +14,8 @@ could drop or flip are larger than the tolerance.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -322,6 +324,16 @@ def test_bad_input_is_named(sheet_catalog):
         import astropy.units as u
 
         jeans.spherical(sheet_catalog, [1, 2, 3] * u.km / u.s)
+    # a star exactly at the centre has no radial direction: it is left out, and said so (it was left out silently)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.zeros((1, 3)), rng.normal(size=(400, 3))])
+    with warnings.catch_warnings(record=True) as caught:  # (random velocities: the undefined-error warnings too)
+        warnings.simplefilter("always")
+        res = jeans.spherical(bd.Catalog(x, rng.normal(size=(401, 3)) * 50), [0.0, 0.5, 1.0, 1.5, 2.0, 4.0], n_boot=4)
+    assert [str(w.message) for w in caught if "exactly at the centre" in str(w.message)] == [
+        "jeans.spherical: 1 star(s) exactly at the centre [0.0, 0.0, 0.0] kpc left out: their radial direction is "
+        "undefined"]
+    assert res.count.sum() == np.sum(np.linalg.norm(x, axis=1) < 4.0) - 1
 
 
 def test_small_bins_keep_their_full_bootstrap_spread():

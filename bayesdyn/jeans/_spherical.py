@@ -179,6 +179,10 @@ def spherical(
             f"none of the {r.size} stars lies in r ∈ [{r_edges[0]}, {r_edges[-1]}] kpc about center "
             f"{center.tolist()} kpc; check r_edges and center"
         )
+    at_centre = int(np.sum((r == 0) & (i >= 0) & (i < n_bins)))
+    if at_centre:  # (left out without a word before)
+        warnings.warn(f"jeans.spherical: {at_centre} star(s) exactly at the centre {center.tolist()} kpc left out: "
+                      "their radial direction is undefined", UserWarning, stacklevel=2)
     n_total = r.size
     x, v, r, i = x[ok], v[ok], r[ok], i[ok]
     vr = np.einsum("ij,ij->i", x, v) / r
