@@ -89,6 +89,10 @@ def test_lstsq_shapes_and_errors():
     v = jnp.ones((2, 5, 4, 3))
     fit = lstsq_acceleration(v + jnp.arange(3.0), v * jnp.arange(1.0, 4.0), v * 2 + jnp.eye(4, 3), ridge=1e-6)
     assert fit.a.shape == (2, 5, 3) and fit.cov.shape == (2, 5, 3, 3) and fit.rms_residual.shape == (2, 5)
+    import pytest  # three draws fit exactly: a covariance of ~1e-22 came back without a word
+
+    with pytest.raises(ValueError, match=r"needs M ≥ 4 velocities per position .* got v of shape \(5, 3, 3\)"):
+        lstsq_acceleration(jnp.ones((5, 3, 3)), jnp.ones((5, 3, 3)), jnp.ones((5, 3, 3)))
     try:
         lstsq_acceleration(jnp.ones((5, 2)), jnp.ones((5, 2)), jnp.ones((5, 2)))
     except ValueError as err:
@@ -258,6 +262,12 @@ def test_units_at_the_boundary_one_member_warning_and_bad_settings():
     in_kpc = default_nodes(pts, 5, 0, center=[0.0, 0.0, 0.0], radius=1.0)
     in_pc = default_nodes(pts * 1000 * u.pc, 5, 0, center=[0.0, 0.0, 0.0] * u.kpc, radius=1000 * u.pc)
     assert_allclose(in_pc, in_kpc, rtol=1e-12)
+    # ... also when estimate_accelerations draws the nodes from a source's positions in pc (read as kpc before)
+    class _PositionsInPc(_InUnits):
+        positions = pts * 1000 * u.pc
+
+    nodes = np.asarray(estimate_accelerations(_PositionsInPc(), n_nodes=5, n_velocities=64, seed=0).x)
+    assert_allclose(nodes, default_nodes(pts, 5, 0), rtol=1e-6)  # (float32 nodes)
 
 
 def test_star_score_data_is_checked_and_its_overconfidence_is_said():

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: bump when lstsq_acceleration's output changes (benchmarks key their cached posteriors on it); 2: HC3 covariance
 ESTIMATOR_VERSION = 2
@@ -119,6 +120,9 @@ def lstsq_acceleration(v: jax.Array, s_x: jax.Array, s_v: jax.Array, ridge: floa
         UnitError: an argument is an astropy Quantity (convert to internal units first).
     """
     _plain("lstsq_acceleration", v=v, s_x=s_x, s_v=s_v)
+    if np.shape(v)[-2:-1] and np.shape(v)[-2] < 4:  # (3 draws fit exactly: a covariance of ~1e-22, no warning)
+        raise ValueError(f"lstsq_acceleration needs M ≥ 4 velocities per position (three unknowns and a residual); "
+                         f"got v of shape {tuple(np.shape(v))}. Draw hundreds from p(v|x)")
     return _lstsq_acceleration(v, s_x, s_v, ridge)
 
 

@@ -151,10 +151,11 @@ def estimate_accelerations(
     if x is None:
         pos = getattr(source, "positions", None)
         if pos is None and hasattr(source, "sample"):
-            pos = np.asarray(source.sample(n_nodes, seed=seed)[0])  # nodes drawn from the learnt n(x)
+            pos = source.sample(n_nodes, seed=seed)[0]  # nodes drawn from the learnt n(x)
         if pos is None:
             raise ValueError("pass node positions x (P, 3) [kpc]: this source has no positions to draw nodes from")
-        x = default_nodes(np.asarray(pos), n_nodes, seed)
+        # (a Quantity converted there: np.asarray here had read positions in pc as kpc)
+        x = default_nodes(pos if hasattr(pos, "unit") else np.asarray(pos), n_nodes, seed)
     x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
     if x.ndim != 2 or x.shape[1] != 3:
         raise ValueError(f"x must be (P, 3) [kpc], got {x.shape}")
