@@ -150,6 +150,10 @@ def test_posterior_tables_and_warnings():
     assert _latex_value(500.0, 3012345.0, 480.0) == r"0.00050^{+3.0}_{-0.00048} \times 10^{6}"
     assert _latex_value(-0.0004, 3.02, 2.51) == "0.0^{+3.0}_{-2.5}"
     assert _latex_value(9999.7, 0.0, 0.0) == r"1.000^{+0}_{-0} \times 10^{4}"
+    # errors ≥ 100: the median to the smaller error's place (it was printed to the unit: 1234^{+150}_{-130})
+    assert _latex_value(1234.0, 150.0, 130.0) == "1230^{+150}_{-130}"
+    assert _latex_value(1793.0, 612.0, 398.0) == "1790^{+610}_{-400}"
+    assert _latex_value(1234.0, 15.0, 13.0) == "1234^{+15}_{-13}"
     assert _latex_value(float("inf"), 1.0, 1.0) == r"\infty"
     # a narrow interval keeps its ends apart in the Markdown table (229.31 ± 0.02 read [229.3, 229.3])
     narrow = Posterior({"derived.v_circ_R0": rng.normal(229.31, 0.02, size=(4, 1000))},

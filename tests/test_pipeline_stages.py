@@ -477,6 +477,9 @@ def test_prior_vs_posterior_says_a_width_of_non_finite_draws_is_undefined(monkey
              "disk.scale_height": rng.normal(0.3, 0.005, (2, 500))}  # kpc
     clean = _prior.prior_vs_posterior(Posterior(draws, {}), None, [-8.0, 0.0, 0.0])
     assert (clean["verdict"] == "constrained by the data").all() and clean.loc["halo.scale_density", "scale"] == "log10"
+    # units beside the numbers (the table had none): log10 of M☉/kpc³ for the density, kpc for the scale height
+    assert clean.loc["halo.scale_density", "unit"] == "log10(Msun/kpc3)" and clean.loc["disk.scale_height", "unit"] == "kpc"
+    assert "| `disk.scale_height` | linear | kpc | [" in _prior.prior_vs_posterior_markdown(clean)
     holes = {**draws, "halo.scale_density": draws["halo.scale_density"].copy()}
     holes["halo.scale_density"][1, 7] = np.nan
     table = _prior.prior_vs_posterior(Posterior(holes, {}), None, [-8.0, 0.0, 0.0])
@@ -487,3 +490,55 @@ def test_prior_vs_posterior_says_a_width_of_non_finite_draws_is_undefined(monkey
     first = _prior.prior_vs_posterior_markdown(table).split("\n", 1)[0]
     assert "Every free parameter" not in first and "**Undefined for `halo.scale_density`**" in first, first
     assert "Every free parameter" in _prior.prior_vs_posterior_markdown(clean).split("\n", 1)[0]
+
+
+def test_report_summary_carries_convergence_acceleration_notes_and_the_real_chi2(tmp_path):
+    """The report's summary (local_dm.txt) said nothing of the posterior's convergence problems (the ρ_DM line's own
+    warning is silenced there); the accelerations stage's warnings reached the console only; the reference check
+    printed √(χ²/dof) as 1 whenever χ²/dof < 1. A posterior of 2 × 60 prior draws (ESS far below 400) and
+    node accelerations of MWPotential2014 with errors 10× their scatter."""
+    import jax
+
+    from bayesdyn import Catalog
+    from bayesdyn.inference import AccelerationData
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.pipeline._config import build_model
+    from bayesdyn.potentials import MWPotential2014
+    from bayesdyn.results import Posterior
+
+    cfg = validate_config({"report": {"dark_disk_scale_heights_kpc": [], "corner": False}})
+    run = Run(cfg, folder=tmp_path, progress=False, log=lambda s: None)
+    model = build_model(cfg["model"])
+    sun = np.array([-8.122, 0.0, 0.0208])
+    keys = jax.random.split(jax.random.PRNGKey(0), len(model.free_parameters()))
+    samples = {n: np.asarray(p.sample(k, (2, 60))) for k, (n, p) in zip(keys, model.free_parameters().items())}
+    derived = {k: np.asarray(v) for k, v in model.derived(samples, sun).items()}
+    post = Posterior({**samples, **derived}, {"diverging": np.zeros((2, 60), bool),
+                                              "free_parameters": list(model.free_parameters())})
+    problems = post.check(warn=False)
+    assert problems  # (the premise: 120 independent draws have ESS < 400)
+    # the prior's 68 % range from enough draws: the dark disk's Uniform(0, 3e7) M☉/kpc² within 0.5 % of its width
+    # (4000 draws put q84 at 2.544e7 for 2.52e7, 0.8 %; the verdict's 0.5 line is drawn on such widths)
+    from bayesdyn.pipeline._prior import prior_samples
+
+    q16, q84 = np.percentile(prior_samples(model, sun, seed=cfg["seed"])["dark_disk.surface_density"], [16, 84])
+    assert abs(q16 - 0.16 * 3e7) < 0.005 * 3e7 and abs(q84 - 0.84 * 3e7) < 0.005 * 3e7, (q16, q84)
+    rng = np.random.default_rng(1)
+    nodes = sun + rng.normal(scale=0.5, size=(20, 3))
+    a = np.asarray(MWPotential2014().acceleration(nodes), np.float64)
+    sd = 50.0  # (km/s)²/kpc
+    data = AccelerationData.create(nodes, a + rng.normal(scale=sd / 10, size=a.shape),
+                                   np.broadcast_to(sd**2 * np.eye(3), (20, 3, 3)), sun=sun)
+    cat = Catalog(sun + rng.normal(scale=0.5, size=(300, 3)), rng.normal(scale=30.0, size=(300, 3)))
+    (tmp_path / "accelerations_notes.txt").write_text("RuntimeWarning: 17 of 12288 velocity draws gave non-finite "
+                                                      "scores\n")
+    out = run.report(post, data, cat)
+    summary = (out / "local_dm.txt").read_text()
+    assert ("WARNING: the posterior did not converge cleanly, so these numbers are not reliable: " + "; ".join(problems)
+            ) in summary
+    assert "NOTE (accelerations stage): RuntimeWarning: 17 of 12288 velocity draws gave non-finite scores" in summary
+    resid = data.a - a
+    chi2_dof = float(np.einsum("pi,pi->", np.asarray(resid), np.asarray(resid)) / sd**2 / resid.size)
+    assert chi2_dof < 0.1  # (the premise)
+    check = (out / "reference_check.md").read_text()
+    assert f"by about √(χ²/dof) = {chi2_dof ** 0.5:.2g}× in standard deviation (below 1: the S/N column" in check

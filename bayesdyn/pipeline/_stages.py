@@ -90,6 +90,9 @@ _WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (
 
 #: every file the report stage writes; it removes them first, as some are written only under some settings (a corner
 #: plot, dark-disk limits, a truth or a reference check, ρ_DM(⊙) with dark components)
+#: the accelerations stage's warnings and notes, beside accelerations.npz; the report quotes them
+ACCELERATION_NOTES = "accelerations_notes.txt"
+
 REPORT_FILES = (
     "constraints.md", "constraints.tex", "constraints.csv", "local_dm_density.csv", "prior_vs_posterior.csv",
     "prior_vs_posterior.md", "truth_check.md", "reference_check.md", "local_dm.txt", "corner.png",
@@ -528,12 +531,17 @@ class Run:
             radius = self.node_radius(cat)
             nodes = default_nodes(cat.x, nd["n"], self.cfg["seed"], center=sun, radius=radius)
             source = _VelocitiesInsideCatalog(psd, cat.v)
-            if er["correct"]:
-                data = self._measurement_error_correction(cat, source, nodes, sun)
-            else:
-                data = estimate_accelerations(
-                    source, nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"], floor=nd["floor"], sun=sun
-                )
+            with warnings.catch_warnings(record=True) as caught:  # the filters in force decide what is recorded
+                if er["correct"]:
+                    data = self._measurement_error_correction(cat, source, nodes, sun)
+                else:
+                    data = estimate_accelerations(
+                        source, nodes, n_velocities=nd["n_velocities"], seed=self.cfg["seed"], floor=nd["floor"],
+                        sun=sun
+                    )
+            for w in caught:  # on the console as before ...
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            notes = [f"{w.category.__name__}: {w.message}" for w in caught]
             arrays = {"x": data.x, "a": data.a, "cov": data.cov, "sun": data.sun, "members": data.members,
                       "member_cov": data.member_cov, "member_groups": data.member_groups}
             self._unstamp("accelerations")
@@ -541,10 +549,16 @@ class Run:
             np.savez(path, **arrays)
             self._stamp("accelerations", key, _arrays_digest(arrays))
             if source.rejected:
-                self.log(
-                    f"[accelerations] {source.rejected} of {source.drawn} velocities drawn from p(v|x) fell outside "
-                    "the box the catalog's velocities span and were redrawn (a flow's far tails are untrained)"
-                )
+                notes.append(f"{source.rejected} of {source.drawn} velocities drawn from p(v|x) fell outside the box "
+                             "the catalog's velocities span and were redrawn (a flow's far tails are untrained)")
+                self.log(f"[accelerations] {notes[-1]}")
+            # ... and kept beside the accelerations for the report, also when a later run reuses them (they reached
+            # the console only, and a cached rerun's report came without them)
+            notes_path = self.folder / ACCELERATION_NOTES
+            if notes:
+                notes_path.write_text("\n".join(notes) + "\n")
+            else:
+                notes_path.unlink(missing_ok=True)
         self._timed("accelerations at nodes", t0)
         d = np.linalg.norm(np.asarray(data.x) - np.asarray(data.sun), axis=1)
         self.log(f"[accelerations] {data.x.shape[0]} nodes, {d.min():.3g}–{d.max():.3g} kpc from the Sun")
@@ -916,6 +930,10 @@ class Run:
             if "derived.rho_dm_sun" in post.samples and model.dark:
                 lines.append(post.local_dm_line())
             post.to_csv(out / "constraints.csv")
+            problems = post.check(warn=False)
+        if problems:  # (the ρ_DM line above carries no word of them: its own warning is silenced here)
+            lines.append("WARNING: the posterior did not converge cleanly, so these numbers are not reliable: "
+                         + "; ".join(problems) + " (constraints.md).")
         if lines:
             post.local_dm_density().to_csv(out / "local_dm_density.csv", index_label="unit")
         combine = post.info.get("combine")
@@ -970,6 +988,9 @@ class Run:
                 "(combine='mean'), which treats the nodes as independent: on the calibration's disk and NFW mocks "
                 "the spread of its medians was 7–11× its posterior standard deviation (docs/calibration)."
             )
+        acc_notes = self.folder / ACCELERATION_NOTES
+        if not self.weak and acc_notes.is_file():
+            lines += [f"NOTE (accelerations stage): {ln}" for ln in acc_notes.read_text().splitlines() if ln.strip()]
         er_file = self.folder / "measurement_errors.txt"
         if self.weak:
             lines.append(self.weak_errors_line())
@@ -1104,12 +1125,14 @@ class Run:
             f"## Can these accelerations detect the Galaxy's components?\n\n"
             f"Fisher signal-to-noise of each MWPotential2014 component's acceleration at the {p} nodes, "
             "√Σ aᵀC⁻¹a, with the stated covariances and independent nodes (an upper bound):\n\n"
-            "| component | S/N, stated errors | S/N, errors × √(χ²/dof) |\n|---|---|---|\n"
+            "| component | S/N, stated errors | S/N, errors × max(1, √(χ²/dof)) |\n|---|---|---|\n"
             + "".join(f"| {n} | {v:.2g} | {v / inflate:.2g} |\n" for n, v in snr.items())
             + f"\nχ²/dof of the node accelerations against MWPotential2014: **{chi2_dof:.2g}** "
             f"({resid.size} numbers). A value well above 1 means the stated covariances are too small "
             "(or the estimates biased) by about √(χ²/dof) = "
-            f"{inflate:.2g}× in standard deviation.\n\n"
+            f"{chi2_dof ** 0.5:.2g}× in standard deviation"
+            + ("" if chi2_dof >= 1 else " (below 1: the S/N column above keeps the stated errors, not scaled down)")
+            + ".\n\n"
             "## The posterior against MWPotential2014\n\n"
             "MWPotential2014 is a common reference model of the Milky Way, **not** the truth (its halo gives "
             "ρ_DM(⊙) ≈ 0.0074 M☉/pc³ ≈ 0.28 GeV/cm³, v_c(R0) ≈ 220 km/s). A pull of several σ on these "

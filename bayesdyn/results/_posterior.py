@@ -596,8 +596,14 @@ def _title_format(x: np.ndarray) -> str:
 
 def _error_decimals(*errors: float) -> int:
     """Decimal places that give the smallest positive finite error two significant digits (0 for errors ≥ 10)."""
+    return max(0, _error_place(*errors))
+
+
+def _error_place(*errors: float) -> int:
+    """The decimal place of the smallest positive finite error's second significant digit: 2 for 0.015, 0 for 15,
+    −1 for 150 (tens); 0 without such an error."""
     e = [x for x in errors if np.isfinite(x) and x > 0]
-    return int(max(0, 1 - np.floor(np.log10(min(e))))) if e else 0
+    return int(1 - np.floor(np.log10(min(e)))) if e else 0
 
 
 def _round_sig(x: float, sig: int = 2) -> float:
@@ -632,7 +638,9 @@ def _latex_value(median: float, up: float, down: float) -> str:
                 break
         else:
             d = _error_decimals(up / scale, down / scale)
-            mantissa = f"{median / scale:.{d}f}"
+            place = _error_place(up / scale, down / scale)  # < 0: the errors' digits lie left of the point
+            # (errors ≥ 100: 1234^{+150}_{-130} had printed its median to the unit, 1230 is to the smaller error's)
+            mantissa = f"{round(median / scale, place):.0f}" if place < 0 else f"{median / scale:.{d}f}"
             if abs(float(mantissa)) < 10 or not exp:
                 break
         exp += 1
