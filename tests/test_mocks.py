@@ -385,6 +385,16 @@ def test_mw2014_matches_galpy():
     assert_allclose(phi - phi[0], gphi - gphi[0], atol=1e-6 * np.abs(gphi).max())
     # v_c(R0) = 220 km/s by galpy's normalisation
     assert_allclose(math.sqrt(8.0 * acc[0, 0]), 220.0, rtol=1e-12)
+    # the centre itself: the bulge's and halo's limits (it was evaluated at r = 1 kpc, −218 718 for −271 938 (km/s)²),
+    # against bayesdyn.potentials' implementation, at and near it (the α = 1.8 bulge's G M(<r)/r ∝ r^0.2 is still
+    # 795 (km/s)² at 10⁻⁹ kpc)
+    from bayesdyn.potentials import MWPotential2014 as Reference
+
+    with jax.enable_x64(True):
+        near = jnp.array([[0.0, 0.0, 0.0], [1e-9, 0.0, 0.0], [0.0, 1e-3, 1e-3]])
+        at, ref = np.asarray(mw.potential(near)), np.asarray(Reference().potential(near))
+    assert_allclose(at, ref, rtol=1e-8)
+    assert ref[0] < -271_900 and ref[0] < ref[1] - 700
 
 
 @pytest.fixture(scope="module")

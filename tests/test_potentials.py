@@ -756,6 +756,14 @@ def test_bind_checks_numbers_as_the_constructor_does():
     assert [w.filename for w in caught] == [__file__]
     with pytest.raises(TypeError, match="parameter_requirements"):
         type("Odd", (bp.Plummer,), {"parameter_requirements": {"radius": "any"}})
+    # text, truth values and lists are refused, not stored (bind) or read as numbers (the constructor): '16' had
+    # become 16.0, True 1.0, and a bound '16' or [-1.0] failed only when evaluated
+    for value in ("16", [-1.0], True):
+        with pytest.raises(TypeError, match=r"NFW.bind: scale_radius must be a number.*got (str|list|bool)"):
+            bp.NFW(1e7, 16.0).bind({"scale_radius": value})
+    for value in ("16", True, np.bool_(True)):
+        with pytest.raises(TypeError, match=r"NFW.scale_radius must be a number in kpc.*got (str|bool)"):
+            bp.NFW(1e7, value)
 
 
 def test_constructor_errors_are_clear():

@@ -199,10 +199,17 @@ class MW2014(eqx.Module):
         return acc_d - _G * m_over_r3[..., None] * x
 
     def potential(self, x):
-        """Φ [(km/s)²] at x [kpc], zero at infinity."""
-        r = _safe(jnp.linalg.norm(x, axis=-1))
+        """Φ [(km/s)²] at x [kpc], zero at infinity (finite at r = 0, where the bulge's and halo's limits are used)."""
+        norm = jnp.linalg.norm(x, axis=-1)
+        r = _safe(norm)
         _, pot_d, _ = self._disk(x)
-        return self._bulge_pot(r) + pot_d + self._halo_pot(r)
+        al, rc = self.bulge_alpha, self.bulge_rc
+        # r = 0: G M(<r)/r → 0 and Γ(1 − α/2, 0) = Γ(1 − α/2); log(1 + x)/x → 1 (evaluated at r = 1 kpc before,
+        # Φ(0) came out −218 718 against −271 938 (km/s)²)
+        bulge0 = -4 * math.pi * _G * self.bulge_amplitude * rc ** (2 - al) / 2 * jnp.exp(jsp.gammaln(1.0 - al / 2))
+        halo0 = -4 * math.pi * _G * self.halo_rho_s * self.halo_rs**2
+        return (jnp.where(norm > 0, self._bulge_pot(r), bulge0) + pot_d
+                + jnp.where(norm > 0, self._halo_pot(r), halo0))
 
     def density(self, x):
         """ρ [M☉/kpc³] at x [kpc] (the bulge and halo are cusped: infinite at r = 0)."""

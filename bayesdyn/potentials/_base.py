@@ -73,6 +73,9 @@ def parameter(value: Any, physical_type: str, name: str, owner: str, require: st
         if require == ">0":
             _warn_negative_prior(value, label)
         return value
+    if isinstance(value, (str, bytes, bool, np.bool_)):  # ('16' became 16.0 and True 1.0 without a word)
+        raise TypeError(f"{label} must be a number in {_units.quantity(1.0, physical_type).unit}, a Quantity or a "
+                        f"numpyro distribution; got {type(value).__name__} {value!r}")
     if isinstance(value, u.Quantity):
         value = _units.strip(value, physical_type, name=label)
     if isinstance(value, jax.Array):
@@ -343,6 +346,10 @@ class Component(eqx.Module):
         for name, ptype in zip(self.parameter_names, self.parameter_types):
             if name in values:
                 value = values.pop(name)
+                if isinstance(value, (str, bytes, bool, np.bool_, list, tuple, dict)):
+                    # (stored as given, they failed only when evaluated: "unsupported operand type(s) for /")
+                    raise TypeError(f"{type(self).__name__}.bind: {name} must be a number, a JAX or NumPy array, a "
+                                    f"Quantity or a numpyro distribution; got {type(value).__name__} {value!r}")
                 if _is_plain_number(value) or (isinstance(value, u.Quantity) and value.isscalar):
                     try:
                         value = _own_parameter(type(self), name, value)
