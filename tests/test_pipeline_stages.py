@@ -542,3 +542,47 @@ def test_report_summary_carries_convergence_acceleration_notes_and_the_real_chi2
     assert chi2_dof < 0.1  # (the premise)
     check = (out / "reference_check.md").read_text()
     assert f"by about √(χ²/dof) = {chi2_dof ** 0.5:.2g}× in standard deviation (below 1: the S/N column" in check
+    assert (out / "local_dm_density.csv").is_file()
+    # a model without dark components: no ρ_DM(⊙) table (the WARNING line had made it write one of zeros)
+    run.cfg = copy.deepcopy(cfg)
+    run.cfg["model"]["halo"]["dark"] = False
+    del run.cfg["model"]["dark_disk"]
+    out = run.report(post, data, cat)
+    assert "WARNING: the posterior did not converge cleanly" in (out / "local_dm.txt").read_text()
+    assert not (out / "local_dm_density.csv").exists()
+
+
+def test_accelerations_stage_keeps_its_warnings_for_the_report(tmp_path, monkeypatch):
+    """The stage's warnings reach the console and accelerations_notes.txt (one line each; a library's deprecation
+    notice stays on the console only); a later run that reuses the accelerations keeps the file, one without
+    warnings removes it."""
+    import warnings
+
+    import bayesdyn.dynamics
+    from bayesdyn import Catalog
+    from bayesdyn.inference import AccelerationData
+    from bayesdyn.pipeline import Run, validate_config
+
+    def fake(source, nodes, **kw):
+        if loud:
+            warnings.warn("17 of 12288 velocity draws gave non-finite scores;\n  left out", RuntimeWarning)
+            warnings.warn("jax.tree_map is deprecated", DeprecationWarning)
+        return AccelerationData.create(nodes, -np.asarray(nodes), np.broadcast_to(np.eye(3), (len(nodes), 3, 3)),
+                                       sun=kw["sun"])
+
+    monkeypatch.setattr(bayesdyn.dynamics, "estimate_accelerations", fake)
+    rng = np.random.default_rng(0)
+    cat = Catalog(np.array([-8.122, 0.0, 0.0208]) + rng.normal(scale=0.3, size=(500, 3)),
+                  rng.normal(scale=30.0, size=(500, 3)))
+    cfg = validate_config({"nodes": {"n": 8}})
+    loud = True
+    with pytest.warns(RuntimeWarning, match="non-finite scores"):
+        Run(cfg, folder=tmp_path, progress=False, log=lambda s: None).accelerations(None, cat)
+    notes = tmp_path / "accelerations_notes.txt"
+    assert notes.read_text() == "RuntimeWarning: 17 of 12288 velocity draws gave non-finite scores; left out\n"
+    Run(cfg, folder=tmp_path, progress=False, log=lambda s: None).accelerations(None, cat)  # reused: kept
+    assert notes.is_file()
+    loud = False
+    cfg["nodes"]["n"] = 9  # computed again, without warnings
+    Run(cfg, folder=tmp_path, progress=False, log=lambda s: None).accelerations(None, cat)
+    assert not notes.exists()

@@ -536,5 +536,7 @@ def test_report_line_names_the_prior_when_the_prior_free_j_passes():
     assert "model family" not in prior
     assert "not the priors alone" in model and "J = 75.0" in model
     assert "model family" in shape and "no prior-free J" in shape
+    older = weak_form_line(base)  # a cached fit from before the prior-free J: not said to have a shape parameter
+    assert "predates the prior-free J: run it again" in older and "shape parameter" not in older
     passing = weak_form_line(dict(base, J=30.0, p_value=0.4, J_prior_free=29.9, p_value_prior_free=0.41))
     assert passing.startswith("Weak-form fit:") and "no disagreement detected" in passing

@@ -88,11 +88,11 @@ _COMBINE_VERSION = "combine-2"
 _WEAK_VERSION = 3  # 2: position errors corrected under errors.correct (window (1 − ρ²)³); 3: with the Gaia errors' mean
 
 
-#: every file the report stage writes; it removes them first, as some are written only under some settings (a corner
-#: plot, dark-disk limits, a truth or a reference check, ρ_DM(⊙) with dark components)
 #: the accelerations stage's warnings and notes, beside accelerations.npz; the report quotes them
 ACCELERATION_NOTES = "accelerations_notes.txt"
 
+#: every file the report stage writes; it removes them first, as some are written only under some settings (a corner
+#: plot, dark-disk limits, a truth or a reference check, ρ_DM(⊙) with dark components)
 REPORT_FILES = (
     "constraints.md", "constraints.tex", "constraints.csv", "local_dm_density.csv", "prior_vs_posterior.csv",
     "prior_vs_posterior.md", "truth_check.md", "reference_check.md", "local_dm.txt", "corner.png",
@@ -541,7 +541,9 @@ class Run:
                     )
             for w in caught:  # on the console as before ...
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            notes = [f"{w.category.__name__}: {w.message}" for w in caught]
+            # the stage's own warnings (a library's deprecation notices stay on the console), one line each
+            notes = [f"{w.category.__name__}: " + " ".join(str(w.message).split()) for w in caught
+                     if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))]
             arrays = {"x": data.x, "a": data.a, "cov": data.cov, "sun": data.sun, "members": data.members,
                       "member_cov": data.member_cov, "member_groups": data.member_groups}
             self._unstamp("accelerations")
@@ -927,14 +929,15 @@ class Run:
             warnings.simplefilter("ignore", ConvergenceWarning)
             (out / "constraints.md").write_text(post.to_markdown())
             (out / "constraints.tex").write_text(post.to_latex())
-            if "derived.rho_dm_sun" in post.samples and model.dark:
+            local_dm = "derived.rho_dm_sun" in post.samples and bool(model.dark)
+            if local_dm:
                 lines.append(post.local_dm_line())
             post.to_csv(out / "constraints.csv")
             problems = post.check(warn=False)
         if problems:  # (the ρ_DM line above carries no word of them: its own warning is silenced here)
             lines.append("WARNING: the posterior did not converge cleanly, so these numbers are not reliable: "
                          + "; ".join(problems) + " (constraints.md).")
-        if lines:
+        if local_dm:  # (not "if lines": a model without dark components wrote a table of zeros beside a WARNING)
             post.local_dm_density().to_csv(out / "local_dm_density.csv", index_label="unit")
         combine = post.info.get("combine")
         # free dark disks counted in ρ_DM(⊙) whose surface-density prior stops at 0 (their draws pile up above it)
