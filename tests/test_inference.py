@@ -699,6 +699,9 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     assert set(md) == {n for n in post.scalar_names if np.ptp(post.samples[n]) > 0}
     assert diag.loc["halo.mass", "r_hat"] == max(md["halo.mass"]["r_hat"])
     assert diag.loc["derived.v_circ_R0", "ess_bulk"] == pytest.approx(sum(md["derived.v_circ_R0"]["ess_bulk"]))
+    # ... and the Markdown table says so under its header (it read as the combined draws' own); a plain run's does not
+    note = "r̂ is the largest of the flow members' own posteriors, and ESS bulk the sum of theirs"
+    assert note in post.to_markdown() and note not in mean.to_markdown()
     # members in resample pairs (fit_psd(seeds_per_resample=2)): bd.infer hands the groups to combine_members,
     # and the member-mean likelihood, which cannot use them, says so
     scale4 = np.array([0.97, 0.99, 1.01, 1.03])

@@ -310,6 +310,9 @@ class Posterior:
             )
         lines.append("")
         lines.append(f"Divergent transitions: {df.attrs['num_divergences']}.")
+        if (self.info.get("combine") or {}).get("member_diagnostics"):  # (the header alone read as the draws' own)
+            lines.append("r̂ is the largest of the flow members' own posteriors, and ESS bulk the sum of theirs (the "
+                         "combined draws are not one chain's).")
         dof = df.attrs["combine_dof"]
         if dof is not None and dof <= HEAVY_TAIL_DOF:
             lines.append(f"**Note:** the flow members were combined with ν = {dof:.1f} degrees of freedom (the "
