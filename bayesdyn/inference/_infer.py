@@ -531,18 +531,14 @@ def weak_form_weights(model: Any, data: WeakFormData, seed: int = 0,
         q, search = None, {}  # the search is compiled once for every step (only whiten changes)
         for _ in range(steps + 1):
             values, q, converged = _mode_values(model, data, key, q, search)
-            bound = model.bind(values)
-            g = data.moments(data.field(lambda x: model.total_acceleration(bound, x)))
-            gbar = jnp.mean(g, axis=0)
+            gbar, whiten = _moments_and_whitening(model, data, values)
             j_stat = float(data.n_stars * jnp.sum((data.whiten @ gbar) ** 2))
             if _ == steps:
                 break
-            chol = jnp.linalg.cholesky(jnp.cov(g.T))
-            if not bool(jnp.all(jnp.isfinite(chol))):
+            if whiten is None:
                 raise ValueError("the weak-form moments' covariance is singular: too few stars in the ball for "
                                  "the moments, or moments that duplicate each other; lower the degrees")
-            data = data._replace(whiten=jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments),
-                                                                          lower=True))
+            data = data._replace(whiten=whiten)
         j_free, theta_free = _prior_free_j(model, data, steps)  # (in float64)
     if not converged:
         warnings.warn("the weak-form GMM's mode search (BFGS) did not converge; the weights and J "
@@ -577,14 +573,23 @@ def _prior_free_j(model, data: WeakFormData, steps: int) -> tuple[float | None, 
         theta = jnp.linalg.lstsq(wb, -wc)[0]
         if step == steps:
             break
-        bound = model.bind({n: jnp.asarray(t, data.x.dtype) for n, t in zip(names, theta)})  # arrays: unchecked
-        g = data.moments(data.field(lambda x: model.total_acceleration(bound, x)))
-        chol = jnp.linalg.cholesky(jnp.cov(g.T))
-        if not bool(jnp.all(jnp.isfinite(chol))):
+        # arrays: bound unchecked (an amplitude may be negative here)
+        _, whiten = _moments_and_whitening(model, data, {n: jnp.asarray(t, data.x.dtype) for n, t in zip(names, theta)})
+        if whiten is None:
             return None, None
-        whiten = jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments), lower=True)
     j = float(data.n_stars * jnp.sum((wc + wb @ theta) ** 2))
     return j, {n: float(t) for n, t in zip(names, theta)}
+
+
+def _moments_and_whitening(model, data: WeakFormData, values: dict) -> tuple[jax.Array, jax.Array | None]:
+    """The stars' mean moments ḡ (M,) with ``model`` bound to ``values``, and the GMM weights L⁻¹ of their covariance
+    S = LLᵀ over the stars (None where S is singular)."""
+    bound = model.bind(values)
+    g = data.moments(data.field(lambda x: model.total_acceleration(bound, x)))
+    chol = jnp.linalg.cholesky(jnp.cov(g.T))
+    if not bool(jnp.all(jnp.isfinite(chol))):
+        return jnp.mean(g, axis=0), None
+    return jnp.mean(g, axis=0), jax.scipy.linalg.solve_triangular(chol, jnp.eye(data.n_moments), lower=True)
 
 
 def weak_form_cause(weak: dict) -> str:
