@@ -586,3 +586,41 @@ def test_accelerations_stage_keeps_its_warnings_for_the_report(tmp_path, monkeyp
     cfg["nodes"]["n"] = 9  # computed again, without warnings
     Run(cfg, folder=tmp_path, progress=False, log=lambda s: None).accelerations(None, cat)
     assert not notes.exists()
+
+
+def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_path):
+    """catalog.strict on the default mock (strict reads Gaia files only) builds the catalog again, identical: the
+    flows are reused and the weak form's key is unchanged (the settings' key had retrained the flows). A setting
+    that changes the stars trains them again, and going back to the first settings keeps the carried key."""
+    from bayesdyn.pipeline import Run, validate_config
+
+    settings = {"catalog": {"max_stars": 1500}, "psd": {"ensemble": 1, "n_layers": 1, "width": 8, "max_epochs": 1,
+                                                        "batch_size": 256, "radial_map": 0}}
+    logs = []
+
+    def stages(**catalog):
+        logs.clear()
+        cfg = validate_config({**settings, "catalog": {**settings["catalog"], **catalog}})
+        run = Run(cfg, folder=tmp_path, progress=False, log=logs.append)
+        run.psd(run.catalog())
+        return run
+
+    first = stages()
+    first.cfg["inference"]["likelihood"] = "weak_form"  # (the weak form keys on the catalog, not on the flows)
+    key, weak, stamp = first.catalog_data_key(), first.posterior_key(), first._read_stamp("catalog")
+    flows = (tmp_path / ".psd.stamp").read_text()
+    strict = stages(strict=True)
+    assert not any("[catalog] reusing" in line for line in logs), logs  # built again (another settings key) ...
+    assert any("give the same catalog" in line for line in logs), logs
+    assert any("[psd] reusing" in line for line in logs), logs  # ... and the flows kept
+    assert strict._read_stamp("catalog") != stamp and strict.catalog_data_key() == key
+    assert (tmp_path / ".psd.stamp").read_text() == flows
+    strict.cfg["inference"]["likelihood"] = "weak_form"
+    assert strict.posterior_key() == weak
+    stages(strict=True, max_stars=1400)  # other stars: trained again
+    assert not any("give the same catalog" in line for line in logs), logs
+    assert any("[psd] training" in line for line in logs), logs
+    assert not (tmp_path / ".catalog.data_key.json").exists()
+    back = stages(max_stars=1400)
+    assert any("give the same catalog" in line for line in logs) and any("[psd] reusing" in line for line in logs)
+    assert back.catalog_data_key() != key

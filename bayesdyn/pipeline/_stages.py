@@ -307,14 +307,29 @@ class Run:
                 keep = np.zeros(cat.n, bool)
                 keep[rng.choice(cat.n, c["max_stars"], replace=False)] = True
                 cat = cat.select(keep, f"random subset of {c['max_stars']} stars (catalog.max_stars, seed {self.cfg['seed']})")
+            # the later stages' data key and the content of the catalog they were computed from, before it is
+            # overwritten: a new catalog identical to it (a setting that changes nothing, e.g. catalog.strict on a
+            # file without bad rows, or max_stars above the count) keeps them (it had retrained the flows)
+            before = self._catalog_content(path)
+            old_data_key = self.catalog_data_key() if before is not None else None
+            self._data_key_record().unlink(missing_ok=True)
             self._unstamp("catalog")
             cat.save(path)
             self._catalog_digest_path().write_text(_sha256(path) + "\n")
             # the stamp before the record: a run stopped between the two rebuilds again (record ≠ file), where the
             # other order would keep the old stamp, and the old stars' later stages, for the new catalog
             sha = self._source_sha or _sha256(Path(resolve_source(c["source"], None)))
-            self._stamp("catalog", f"{key}:{sha[:16]}")
+            stamp = f"{key}:{sha[:16]}"
+            self._stamp("catalog", stamp)
             self._record_source(c["source"], sha)
+            if before is not None and old_data_key != stamp and self._catalog_content(path) == before:
+                from ..psd._io import _atomic_write
+
+                # (a run stopped before this line only computes the later stages again)
+                _atomic_write(self._data_key_record(),
+                              (json.dumps({"stamp": stamp, "data_key": old_data_key}) + "\n").encode())
+                self.log("[catalog] the new settings give the same catalog as the cached one (identical stars, "
+                         "columns, solar parameters and history): the later stages keep their cache")
         if c["source"] != "default":
             self._truth_from_meta(cat)
         self._timed("catalog", t0)
@@ -328,6 +343,33 @@ class Run:
 
     def _catalog_digest_path(self) -> Path:
         return self.folder / ".catalog.npz.sha256"
+
+    def _data_key_record(self) -> Path:
+        return self.folder / ".catalog.data_key.json"
+
+    def _catalog_content(self, path: Path) -> str | None:
+        """The sha256 of the catalog's arrays (header with history, meta and solar parameters included; an ``.npz``
+        file's own bytes hold write times), when ``path`` is the catalog this stage wrote under a stamp; else None."""
+        try:
+            if not self._read_stamp("catalog") or self._catalog_digest_path().read_text().strip() != _sha256(path):
+                return None
+            with np.load(path, allow_pickle=False) as z:
+                return _arrays_digest({k: z[k] for k in z.files})
+        except (OSError, UnicodeDecodeError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+
+    def catalog_data_key(self) -> str:
+        """What the later stages key on for their data: the catalog stage's stamp, or, where the catalog was built
+        again by other settings and came out identical, the data key of the catalog it replaced (recorded in
+        ``.catalog.data_key.json`` beside the stamp it belongs to)."""
+        stamp = self._read_stamp("catalog")
+        try:
+            record = json.loads(self._data_key_record().read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return stamp
+        if isinstance(record, dict) and record.get("stamp") == stamp and isinstance(record.get("data_key"), str):
+            return record["data_key"]
+        return stamp
 
     def _catalog_file_unchanged(self, path: Path) -> bool:
         """Whether the run folder's catalog.npz is the one this stage wrote (its sha256, recorded beside it): a
@@ -412,7 +454,7 @@ class Run:
 
     def psd(self, cat):
         """Stage 2: fit (or reload) the flow ensemble; checkpoints allow resuming."""
-        return self._density(cat, "psd", self._read_stamp("catalog"), "flows (PSD)")
+        return self._density(cat, "psd", self.catalog_data_key(), "flows (PSD)")
 
     def _density(self, cat, name: str, data_key: str, timing: str):
         """Fit (or reload) flows with the [psd] settings on ``cat``, in ``<run>/<name>`` (stamp ``.<name>.stamp``)."""
@@ -582,7 +624,7 @@ class Run:
             c = next(copies)
             if copy.n < cat.n:
                 self.log(f"[errors] copy {c}: {cat.n - copy.n} star(s) left the selection sphere and were cut")
-            dens = self._density(copy, f"psd-copy{c}", _fingerprint(self._read_stamp("catalog"), errors, c),
+            dens = self._density(copy, f"psd-copy{c}", _fingerprint(self.catalog_data_key(), errors, c),
                                  f"flows (re-smeared copy {c})")
             return _VelocitiesInsideCatalog(dens, copy.v)
 
@@ -825,7 +867,7 @@ class Run:
         if self.weak:  # fitted to the catalog's moments: the weak-form settings (and error correction) count
             # options added later enter the key only when set, so that run folders of earlier versions stay valid
             wf = {k: v for k, v in self.cfg["weak_form"].items() if not (k == "efficiency_column" and v == "")}
-            parts = [inf, wf, self._read_stamp("catalog"), _WEAK_VERSION]
+            parts = [inf, wf, self.catalog_data_key(), _WEAK_VERSION]
             if self.cfg["errors"]["correct"]:
                 parts.append(self.cfg["errors"])
         else:  # the node likelihood's key: as before inference.likelihood existed, plus the combination's version
