@@ -502,14 +502,29 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     data = SimpleNamespace(sun=np.array([-8.122, 0.0, 0.0208]))
     draws = 7.544e6 * (1.25 + rng.lognormal(0.0, 0.6, 4000))  # all above MWPotential2014's ρ_DM(⊙), long upper tail
     post = SimpleNamespace(samples={"derived.rho_dm_sun": draws})
-    table, n_out, n_rows, outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")
+    table, n_out, n_rows, outside, tail = run._check_table(post, data, mw, ("halo",), "MWPotential2014")
     pull = (np.median(draws) - 7.544e6) / np.std(draws, ddof=1)
-    assert 1.0 < pull < 2.0 and (n_out, n_rows) == (1, 1)
+    assert 1.0 < pull < 2.0 and (n_out, n_rows, tail) == (1, 1, 0.0)
     assert outside == f"|median − value|/sd up to {pull:.1f}; the farthest, `derived.rho_dm_sun`, has all above it"
     assert table.splitlines()[2].endswith("| **no** | 0.0 % |")
     post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 10])  # 10 of 4010 draws below it
     outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")[3]
     assert outside.endswith("has 99.8 % of its draws above it")
+
+
+def test_a_lone_exclusion_of_the_reference_is_not_called_far_too_narrow():
+    """The summary called intervals "far too narrow" on a single exclusion of MWPotential2014's value, even at a
+    pull of ~1σ; a lone exclusion with ≥ 0.135 % of the draws beyond the value is now said to be weak evidence (with
+    the chance of one exclusion among the rows), two or more, or one beyond 3σ, keep the strong verdict."""
+    from bayesdyn.pipeline._stages import _reference_verdict
+
+    weak = _reference_verdict(1, 5, "…", 0.01)
+    assert weak.startswith("REFERENCE CHECK: the 95 % intervals exclude MWPotential2014's value for 1 of 5")
+    assert "far too narrow" not in weak and "in 23 % of runs" in weak
+    assert "in 5 % of runs" in _reference_verdict(1, 1, "…", 0.0014)
+    for n_out, tail in ((1, 0.0013), (1, 0.0), (2, 0.01)):
+        strong = _reference_verdict(n_out, 5, "…", tail)
+        assert strong.startswith("NOT A MEASUREMENT") and strong.endswith("far too narrow for these data."), strong
 
 
 def test_parallax_cut_on_a_source_without_gaia_columns_names_the_config_key(tmp_path):
