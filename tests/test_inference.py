@@ -404,6 +404,9 @@ def test_acceleration_likelihood_matches_numpyro_mvn(rng):
         a_model = rng.normal(size=(5, 3))
         ref = float(np.sum(MultivariateNormal(np.asarray(data.a), covariance_matrix=cov).log_prob(a_model)))
         assert_allclose(float(acceleration_log_likelihood(a_model, data)), ref, rtol=1e-12)
+        for wrong in (a_model[0], a_model[:1], a_model[:4]):  # (3,) and (1, 3) had been broadcast to every node
+            with pytest.raises(ValueError, match=r"a_model has shape .* the data's accelerations \(5, 3\)"):
+                acceleration_log_likelihood(wrong, data)
         with pytest.raises(ValueError, match="not positive definite"):
             AccelerationData.create(x, data.a, -cov)
     # integer positions: floats, and the Sun is not cast to integers (it was: (−8, 0, 0), every local quantity off)

@@ -386,7 +386,15 @@ def _exact_list(value: Any) -> str:
 
 
 def acceleration_log_likelihood(a_model: jax.Array, data: AccelerationData) -> jax.Array:
-    """Σ_nodes log N(a_model | a_hat, C) [nats] (Cholesky factors precomputed in the data)."""
+    """Σ_nodes log N(a_model | a_hat, C) [nats] (Cholesky factors precomputed in the data).
+
+    Raises:
+        ValueError: ``a_model`` not of the data's shape (nodes, 3): one of shape (3,) or (1, 3) had been broadcast
+            against every node, and one of another node count failed inside the solve, naming neither.
+    """
+    if jnp.shape(a_model) != jnp.shape(data.a):
+        raise ValueError(f"a_model has shape {jnp.shape(a_model)}, the data's accelerations {jnp.shape(data.a)}: give "
+                         "the model's acceleration at each of the data's nodes (data.x), in (km/s)²/kpc")
     tril = data.scale_tril if data.scale_tril is not None else jnp.linalg.cholesky(data.cov)
     z = jax.scipy.linalg.solve_triangular(tril, (a_model - data.a)[..., None], lower=True)[..., 0]
     logdet = jnp.sum(jnp.log(jnp.diagonal(tril, axis1=-2, axis2=-1)))
