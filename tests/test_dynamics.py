@@ -231,6 +231,12 @@ def test_units_at_the_boundary_one_member_warning_and_bad_settings():
         estimate_accelerations(flagged, x, n_velocities=64, seed=1)
     with pytest.raises(ValueError, match="n_velocities=3"):
         estimate_accelerations(flagged, x, n_velocities=3, seed=1)
+    # a NaN node is named (an ExactScores source had said "only 0 neighbour velocities are bound"); no nodes at all
+    # had failed with a ZeroDivisionError
+    with pytest.raises(ValueError, match=r"1 node position\(s\) are NaN or infinite \(first: node 1"):
+        estimate_accelerations(flagged, np.array([x[0], [np.nan, 0.0, 0.0]]), n_velocities=64, seed=1)
+    with pytest.raises(ValueError, match=r"P ≥ 1 nodes, got \(0, 3\)"):
+        estimate_accelerations(flagged, np.zeros((0, 3)), n_velocities=64, seed=1)
     two = _HarmonicSource(np.zeros((2, 64), bool))
     two.info = {"resample_groups": [0, 0, 1]}
     with pytest.raises(ValueError, match="3 labels for its 2 members"):

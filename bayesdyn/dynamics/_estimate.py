@@ -124,8 +124,8 @@ def estimate_accelerations(
         :class:`bayesdyn.inference.AccelerationData`.
 
     Raises:
-        ValueError: ``n_velocities`` not an integer ≥ 4; ``x`` not (P, 3); no ``x`` from a source without
-            positions; a density whose ``info["resample_groups"]`` does not match its members.
+        ValueError: ``n_velocities`` not an integer ≥ 4; ``x`` not (P, 3) with P ≥ 1, or not finite; no ``x``
+            from a source without positions; a density whose ``info["resample_groups"]`` does not match its members.
         FloatingPointError: a node where more than 10 % of the velocity draws give non-finite scores or lie
             beyond ``OUTLIER_MAD`` robust sd of the node's draws (a node outside the catalog's bulk), or whose
             least-squares solve is singular (draws or scores that do not span three dimensions).
@@ -157,8 +157,12 @@ def estimate_accelerations(
         # (a Quantity converted there: np.asarray here had read positions in pc as kpc)
         x = default_nodes(pos if hasattr(pos, "unit") else np.asarray(pos), n_nodes, seed)
     x = np.asarray(_u.strip(x, "length", "x"), dtype=float)
-    if x.ndim != 2 or x.shape[1] != 3:
-        raise ValueError(f"x must be (P, 3) [kpc], got {x.shape}")
+    if x.ndim != 2 or x.shape[1] != 3 or x.shape[0] == 0:
+        raise ValueError(f"x must be (P, 3) [kpc] with P ≥ 1 nodes, got {x.shape}")
+    if not np.isfinite(x).all():  # (an ExactScores source had said "only 0 neighbour velocities are bound")
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        raise ValueError(f"{len(bad)} node position(s) are NaN or infinite (first: node {bad[0]}, "
+                         f"{x[bad[0]].tolist()} kpc); give finite positions")
     # a custom source may answer in Quantities: converted here (np.asarray kept the numbers of one in m/s as km/s)
     v = np.asarray(_u.strip(source.sample_velocities(x, n_velocities, seed), "velocity",
                             "the source's sample_velocities draws"))  # (P, M, 3)
