@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -63,13 +64,32 @@ class MapFit(NamedTuple):
 
 
 def _initial_values(model: Any, selection: _ScalarField | None) -> dict[str, Any]:
+    """The start of every network's weights with a prior, by site name: also a network inside a composite
+    (``"total.neural.weights"``), which had been left out."""
     values = {}
-    for name, comp in model.components.items():
+
+    def visit(prefix: str, comp: Any) -> None:
         if isinstance(comp, NeuralPotential) and comp.free_parameters() and comp.initial_weights is not None:
-            values[f"{name}.weights"] = comp.initial_weights
+            values[f"{prefix}weights"] = comp.initial_weights
+        for sub_prefix, sub, _ in comp._subcomponents():
+            visit(prefix + sub_prefix, sub)
+
+    for name, comp in model.components.items():
+        visit(f"{name}.", comp)
     if selection is not None and selection.free_parameters() and selection.initial_weights is not None:
         values["selection.weights"] = selection.initial_weights
     return values
+
+
+def _init_loc(site: dict | None = None, values: dict[str, Any] | None = None):
+    """The MAP fit's init strategy: the named sites from ``values``, the others from the prior median."""
+    from numpyro.infer.initialization import init_to_median, init_to_value
+
+    if site is None:
+        return functools.partial(_init_loc, values=values)
+    if site["name"] in (values or {}):
+        return init_to_value(site, values=values)
+    return init_to_median(site)
 
 
 def fit_map(
@@ -102,19 +122,13 @@ def fit_map(
     """
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoDelta
-    from numpyro.infer.initialization import init_to_median, init_to_value
-
-    init = _initial_values(model, selection)
-
-    def init_loc(site=None):
-        if site is not None and site["name"] in init:
-            return init_to_value(site, values=init)
-        return init_to_median(site)
 
     def fn(d):
         cbe_model(model, d, selection, tempering=tempering)
 
-    guide = AutoDelta(fn, init_loc_fn=init_loc)
+    # a functools.partial: NumPyro calls any other init strategy once with no site and uses what it returns, which
+    # had been init_to_median for every site (the weights started from a small random network, not initial_weights)
+    guide = AutoDelta(fn, init_loc_fn=functools.partial(_init_loc, values=_initial_values(model, selection)))
     svi = SVI(fn, guide, numpyro.optim.Adam(learning_rate), Trace_ELBO())
     result = svi.run(jax.random.key(int(seed)), int(steps), data, progress_bar=False)
     values = guide.median(result.params)
