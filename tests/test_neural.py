@@ -462,6 +462,16 @@ def test_bad_scores_are_named():
         neural.fit_neural_potential_scores(x, x, np.stack([good, good]), np.stack([good, 0 * good]), steps=1)
     with pytest.raises(ValueError, match="center and scale must be finite"):  # (a NaN centre made every output NaN)
         neural.NeuralPotential(jnp.zeros(ARCH.n_weights()), ARCH, [np.nan, 0, 0], 1.0, 1.0)
+    # scores as Quantities are converted (their numbers had been kept: s_x in 1/pc read as 1/kpc, |a| 1000× small)
+    import astropy.units as u
+
+    rng = np.random.default_rng(1)
+    v, sx, sv = rng.normal(0, 30, (50, 3)), rng.normal(0, 1, (50, 3)), rng.normal(0, 0.03, (50, 3))
+    plain = neural.acceleration_scale(v, sx, sv)
+    assert_allclose(neural.acceleration_scale(v * 1e3 * u.m / u.s, sx * 1e-3 / u.pc, sv * 1e-3 * u.s / u.m), plain,
+                    rtol=1e-12)
+    with pytest.raises(units.UnitError, match="s_x"):  # a dimension that is not 1/length: refused, before fitting
+        neural.fit_neural_potential_scores(x, x, good * u.km / u.s, good, steps=1)
 
 
 def test_steps_is_the_number_of_steps_run_and_tracer_density_needs_n_of_x(x64):

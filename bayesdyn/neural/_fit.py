@@ -384,8 +384,10 @@ def load_neural_fit(folder: str | os.PathLike) -> NeuralFit:
 
 
 # ---------------------------------------------------------------------- inputs
-def _as_members(a: Any, name: str) -> np.ndarray:
-    a = np.asarray(a)
+def _as_members(a: Any, name: str, physical_type: str) -> np.ndarray:
+    """Scores as (K, N, 3) in internal units: a Quantity converted (np.asarray had kept the numbers of one in 1/pc as
+    1/kpc, accelerations 1000× too small), one of another dimension refused."""
+    a = np.asarray(_units.strip(a, physical_type, name))
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or a.shape[-1] != 3:
@@ -405,9 +407,9 @@ def acceleration_scale(v: Any, s_x: Any, s_v: Any) -> float:
         s_x: position scores (N, 3) or (K, N, 3) [1/kpc].
         s_v: velocity scores (N, 3) or (K, N, 3) [s/km].
     """
-    v = np.asarray(v, dtype=float)
-    sx = _as_members(s_x, "s_x").mean(0)
-    sv = _as_members(s_v, "s_v").mean(0)
+    v = np.asarray(_units.strip(v, "velocity", "v"), dtype=float)
+    sx = _as_members(s_x, "s_x", "inverse length").mean(0)
+    sv = _as_members(s_v, "s_v", "inverse velocity").mean(0)
     t = np.sum(v * sx, -1) / np.maximum(np.linalg.norm(sv, axis=-1), 1e-30)
     rms = np.sqrt(np.median(t**2)) / 0.6745
     if not (np.isfinite(rms) and rms > 0):
@@ -497,8 +499,8 @@ def fit_neural_potential_scores(
     cfg = dataclasses.replace(config or NeuralFitConfig(), **settings) if settings else (config or NeuralFitConfig())
     x = np.asarray(_units.strip(x, "length", "x"), dtype=float)
     v = np.asarray(_units.strip(v, "velocity", "v"), dtype=float)
-    sx = _as_members(s_x, "s_x")
-    sv = _as_members(s_v, "s_v")
+    sx = _as_members(s_x, "s_x", "inverse length")
+    sv = _as_members(s_v, "s_v", "inverse velocity")
     if x.ndim != 2 or x.shape[1] != 3 or v.shape != x.shape:
         raise ValueError(f"x and v must both be (N, 3); got {x.shape} and {v.shape}")
     n = x.shape[0]
