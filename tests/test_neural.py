@@ -570,7 +570,17 @@ def test_selection_fields_normalisation_and_gradients(x64, rng):
     eps = np.asarray(tracer.efficiency(x, n_obs))
     assert_allclose(eps.max(), 1.0)
     ratio = n_obs / np.exp(np.asarray(tracer.log_density_members(x))[0])
-    assert_allclose(eps, ratio / ratio.max(), rtol=1e-10)
+    # ε = 1 at the ratio's 99 % quantile, at most 1 (the largest ratio had set the level); quantile=1: the largest
+    assert_allclose(eps, np.minimum(ratio / np.exp(np.quantile(np.log(ratio), 0.99, method="lower")), 1.0), rtol=1e-10)
+    assert_allclose(tracer.efficiency(x, n_obs, quantile=1.0), ratio / ratio.max(), rtol=1e-10)
+    # one point where the ratio is 10⁶ times the others' (n_true extrapolated) no longer sets ε ≈ 0 everywhere
+    with pytest.warns(RuntimeWarning, match=r"1 of 41 points have n_obs/n_true more than twice its 0.99 quantile"):
+        out = np.asarray(tracer.efficiency(np.vstack([x, [[30.0, 0, 0]]]), np.append(n_obs, 1e6 * n_obs.max())))
+    assert out[-1] == 1.0 and np.median(out[:-1]) > 0.1
+    for bad, said in ((n_obs[:, None], r"shape \(40, 1\); give one value per position, shape \(40,\)"),
+                      (np.where(np.arange(40) < 2, 0.0, n_obs), "2 observed densities are not finite and > 0")):
+        with pytest.raises(ValueError, match=said):  # (a (40, 1) had been broadcast to a (40, 40) ε; 0 gave ε = 0)
+            tracer.efficiency(x, bad)
     # the header round trip keeps ε; weights fitted with another sigmoid offset are refused
     back = neural.NeuralEfficiency.from_header(eff.header(), eff.weights)
     assert_allclose(back.efficiency(x), eff.efficiency(x), rtol=1e-12)

@@ -368,12 +368,46 @@ class NeuralTracerDensity(_ScalarField):
         """
         return self._evaluate("_grad_log", x, "NeuralTracerDensity.grad_log_density")
 
-    def efficiency(self, x: Any, observed_density: Any) -> jax.Array:
-        """ε(x) ∝ n_obs/n_true, normalised to a largest value of 1 over ``x``; shape (N,).
+    def efficiency(self, x: Any, observed_density: Any, quantile: float = 0.99) -> jax.Array:
+        """ε(x) ∝ n_obs/n_true, normalised so that the ratio's ``quantile`` over ``x`` is 1, and at most 1; shape (N,).
+
+        Keep ``x`` inside the stars' bulk: n_true is learnt from the stars, and beyond them the network extrapolates.
+        The normalisation is a high quantile rather than the largest ratio, which one such point set: over a
+        Plummer sphere's 3000 stars the farthest, at 85 kpc, had made ε ≈ 0 everywhere else (correlation with the
+        true ε 0.009, against 0.985 for the stars within 1 kpc). Points whose ratio is above the quantile's are at
+        1; a warning counts those more than twice above it.
 
         Args:
             x: positions (N, 3) [kpc].
-            observed_density: n_obs at ``x`` [stars/kpc³] (or any multiple), shape (N,).
+            observed_density: n_obs at ``x`` [stars/kpc³] (or any multiple), shape (N,), finite and > 0.
+            quantile: the quantile of n_obs/n_true over ``x`` that is taken as ε = 1 (the selection-free level).
+
+        Raises:
+            ValueError: ``observed_density`` not of shape (N,), not finite, or not > 0 (it had been broadcast, or
+                given ε = 0 or NaN); ``quantile`` not in (0, 1].
         """
-        log_ratio = jnp.log(jnp.asarray(observed_density)) - jnp.mean(self.log_density_members(x), axis=0)
-        return jnp.exp(log_ratio - jnp.max(log_ratio))
+        x = _points(x, "NeuralTracerDensity.efficiency")
+        n_obs = np.asarray(observed_density, dtype=float)
+        if x.ndim != 2 or n_obs.shape != x.shape[:1]:
+            raise ValueError(f"NeuralTracerDensity.efficiency: observed_density has shape {n_obs.shape}; give one "
+                             f"value per position, shape ({x.shape[0] if x.ndim == 2 else 'N'},), with x (N, 3)")
+        if not (np.isfinite(n_obs).all() and (n_obs > 0).all()):
+            bad = int(np.sum(~(np.isfinite(n_obs) & (n_obs > 0))))
+            raise ValueError(f"NeuralTracerDensity.efficiency: {bad} observed densities are not finite and > 0; "
+                             "evaluate it inside the catalog's bulk (psd.number_density(x))")
+        if not 0 < quantile <= 1:
+            raise ValueError(f"quantile={quantile!r} must lie in (0, 1]")
+        log_ratio = jnp.log(jnp.asarray(n_obs)) - jnp.mean(self.log_density_members(x), axis=0)
+        level = jnp.quantile(log_ratio, quantile, method="lower")  # (a point's own ratio: 2nd largest of < 100)
+        far = int(jnp.sum(log_ratio > level + np.log(2.0)))
+        if far:
+            import warnings
+
+            worst = int(jnp.argmax(log_ratio))
+            warnings.warn(
+                f"NeuralTracerDensity.efficiency: {far} of {x.shape[0]} points have n_obs/n_true more than twice its "
+                f"{quantile:g} quantile (the largest {float(jnp.exp(log_ratio[worst] - level)):.3g}× at "
+                f"{np.asarray(x[worst]).round(3).tolist()} kpc); their ε is set to 1. The learnt n_true "
+                "extrapolates where there are few stars: keep x inside the catalog's bulk",
+                RuntimeWarning, stacklevel=2)
+        return jnp.exp(jnp.minimum(log_ratio - level, 0.0))
