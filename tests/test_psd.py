@@ -657,6 +657,12 @@ def test_scores_recovered_and_jacobian_needed(data, psd):
     err = score_errors(fitted, x, v, sx, sv)
     assert err["x"] < 0.25 and err["v"] < 0.2, err  # measured 0.16 and 0.09
     assert len(err["x_members"]) == 2 and err["n"] == 2000
+    import astropy.units as u  # exact scores as Quantities are converted (their numbers had been kept: "x" 999)
+
+    in_units = score_errors(fitted, x, v, sx * 1e-3 / u.pc, sv * 1e-3 * u.s / u.m)
+    assert_allclose([in_units["x"], in_units["v"]], [err["x"], err["v"]], rtol=1e-5)
+    with pytest.raises(bd.units.UnitError, match="exact_sx"):
+        score_errors(fitted, x, v, sx * u.km / u.s, sv)
 
     prep = fitted.preprocessing
     jac_grad = jax.vmap(jax.grad(lambda xi: prep.position_to_latent(xi)[1]))(jnp.asarray(x, jnp.float32))

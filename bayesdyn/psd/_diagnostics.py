@@ -23,8 +23,8 @@ def score_errors(psd: Any, x: Any, v: Any, exact_sx: Any, exact_sv: Any) -> dict
         psd: a :class:`~bayesdyn.psd.PhaseSpaceDensity`.
         x: positions, (N, 3) [kpc].
         v: velocities, (N, 3) [km/s].
-        exact_sx: exact ∂log f/∂x at (x, v), (N, 3) [kpc⁻¹].
-        exact_sv: exact ∂log f/∂v at (x, v), (N, 3) [(km/s)⁻¹].
+        exact_sx: exact ∂log f/∂x at (x, v), (N, 3) [kpc⁻¹] (a Quantity is converted).
+        exact_sv: exact ∂log f/∂v at (x, v), (N, 3) [(km/s)⁻¹] (a Quantity is converted).
 
     Returns:
         A dict with ``"x"`` and ``"v"`` (median relative errors of the ensemble-mean
@@ -32,8 +32,11 @@ def score_errors(psd: Any, x: Any, v: Any, exact_sx: Any, exact_sv: Any) -> dict
         member), and ``"x_p90"``, ``"v_p90"`` (90th percentiles of the ensemble's
         relative errors).
     """
-    exact_sx = np.asarray(exact_sx, np.float64)
-    exact_sv = np.asarray(exact_sv, np.float64)
+    from .. import units as _u
+
+    # (converted as x and v are: np.asarray had kept the numbers of scores in 1/pc, an error of 999 for a perfect flow)
+    exact_sx = np.asarray(_u.strip(exact_sx, "inverse length", "exact_sx"), np.float64)
+    exact_sv = np.asarray(_u.strip(exact_sv, "inverse velocity", "exact_sv"), np.float64)
     sx_m, sv_m = psd.score_members(x, v)
     sx_m, sv_m = np.asarray(sx_m, np.float64), np.asarray(sv_m, np.float64)
     if sx_m.shape[1:] != exact_sx.shape or sv_m.shape[1:] != exact_sv.shape:
