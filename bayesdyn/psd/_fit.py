@@ -376,7 +376,8 @@ def fit_psd(
             0.21 to 0.78 of the truth, and between 0.25 and 0.5 kpc from 0.60
             to 1.00.
         radial_condition: also condition p(v|x) on ½ log(|u|² + ε²) of the
-            standardised position u (``FlowConfig.radial_condition``), so that the
+            latent position u (the standardised position after the cusp and radial
+            maps; ``FlowConfig.radial_condition``), so that the
             velocity distribution can change quickly with radius near a centre.
             Without it, the velocity scores inside the r⁻¹ tracer cusp of an NFW
             mock were 12 % too small and the accelerations there 14 % too strong;
