@@ -161,6 +161,16 @@ def test_posterior_tables_and_warnings():
     cells = next(ln for ln in narrow.to_markdown().splitlines() if "v_circ" in ln).split("|")
     lo, hi = (float(t) for t in cells[4].strip(" []").split(","))
     assert 229.28 < lo < 229.30 < 229.32 < hi < 229.34, cells
+    # the digits are kept where they end in zeros (%g wrote [14, 18.07] for [14.00, 18.07]), without a bare point
+    from bayesdyn.results._posterior import _fmt
+
+    assert [_fmt(14.0), _fmt(18.07), _fmt(1234.0), _fmt(100.0), _fmt(1.5e7), _fmt(np.nan)] == [
+        "14.00", "18.07", "1234", "100.0", "1.500e+07", "nan"]
+    whole = Posterior({"derived.v_circ_R0": np.full((4, 1000), 14.0) + rng.normal(0, 0.5, (4, 1000))},
+                      {"diverging": np.zeros((4, 1000), bool)})
+    cells = next(ln for ln in whole.to_markdown().splitlines() if "v_circ" in ln).split("|")
+    numbers = [t.strip(" []") for cell in cells[3:6] for t in cell.split(",")]  # median, 68 % and 95 % ends
+    assert len(numbers) == 5 and all(len(t.replace(".", "")) == 4 for t in numbers), cells
     # a derived quantity NaN at some draws: its row is NaN and a warning says why
     holes = {**good, "derived.Kz_1p1kpc": rng.normal(2e3, 50.0, size=(4, 1000))}
     holes["derived.Kz_1p1kpc"][1, :3] = np.nan

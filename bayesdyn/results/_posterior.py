@@ -575,7 +575,11 @@ def _latex_escape(text: str) -> str:
 
 
 def _fmt(x: float, digits: int = 4) -> str:
-    return f"{x:.{digits}g}" if np.isfinite(x) else "nan"
+    """``digits`` significant digits, trailing zeros kept (``%g`` wrote [14, 18.07] for [14.00, 18.07])."""
+    if not np.isfinite(x):
+        return "nan"
+    text = f"{x:#.{digits}g}"
+    return text[:-1] if text.endswith(".") else text  # ('1234.' for 1234)
 
 
 def _digits(median: float, q16: float, q84: float) -> int:
