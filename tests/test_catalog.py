@@ -71,6 +71,12 @@ def test_constructor_converts_quantities_and_columns(rng):
     t = Table({"x": x[:, 0] * 1000}, units={"x": u.pc})
     col_x = np.column_stack([t["x"].quantity.value] * 3) * u.pc
     assert_allclose(bd.Catalog(col_x, v).x[:, 0], x[:, 0], rtol=1e-14)
+    # columns are copies, as x and v are: a reused buffer does not change the catalog's observables
+    g, mas = np.full(10, 12.0), np.ones(10) * u.mas
+    kept = bd.Catalog(x, v, columns={"phot_g_mean_mag": g, "parallax": mas})
+    g[:], mas[:] = 99.0, 5 * u.mas
+    assert_allclose(kept.columns["phot_g_mean_mag"], 12.0)
+    assert_allclose(kept.columns["parallax"], 1.0)
 
 
 def test_constructor_reads_masked_entries_as_missing_not_as_the_values_under_the_mask(gaia_cat):

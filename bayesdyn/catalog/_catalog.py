@@ -149,17 +149,17 @@ def _as_column(key: str, col: Any, n: int) -> np.ndarray:
                     f"pass plain numbers in the unit you mean and name it, e.g. columns={{'{key}_kpc': "
                     f"q.to_value('kpc')}}"
                 )
-            arr = np.asarray(col.value)
+            arr = np.array(col.value)
         else:
             try:
-                arr = np.asarray(col.to_value(target))
+                arr = np.array(col.to_value(target))
             except u.UnitConversionError:
                 raise CatalogUnitError(
                     f"column {key!r} is in {col.unit} (a {col.unit.physical_type}) but must be "
                     f"convertible to {target}; fix its unit"
                 ) from None
     else:
-        arr = np.asarray(col)
+        arr = np.array(col)  # a copy, as x and v are (the caller's array had stayed shared: g[:] = 99 changed it)
     if arr.dtype.hasobject:  # (a structured dtype with an object field too: save pickled it, and load refused it)
         raise CatalogError(
             f"column {key!r} has dtype object (or a field of it); pass numbers or strings (object arrays cannot be "
