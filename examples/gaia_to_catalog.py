@@ -3,7 +3,8 @@
     python examples/gaia_to_catalog.py [PATH] [--out catalog.npz]
 
 Default PATH: ../shared/data/gaia/gdr3_1000.fits (real DR3 rows: 23 give a 6D point;
-976 lack a radial velocity and 1 has a negative parallax — both counts are reported).
+976 lack a radial velocity and 1 has a negative parallax — both counts are reported;
+3 of the 23 have RUWE > 1.4 and are cut, with the count recorded).
 """
 
 import argparse
@@ -24,9 +25,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", bd.DroppedRowsWarning)
-        cat = bd.Catalog.from_gaia(args.path)  # astropy 'v4.0' solar parameters
+        try:  # astropy 'v4.0' solar parameters; RUWE kept where the file has it (DR3's gaia_source; DR2's has not)
+            cat = bd.Catalog.from_gaia(args.path, extra_columns=("ruwe",))
+        except bd.catalog.CatalogError as err:
+            if "ruwe" not in str(err):
+                raise
+            cat = bd.Catalog.from_gaia(args.path)
     for w in caught:
         print(f"note: {w.message}")
+    if "ruwe" in cat.columns:  # a poor astrometric fit (RUWE > 1.4) makes the formal errors unreliable
+        cat = cat.select(cat.columns["ruwe"] < 1.4, "ruwe < 1.4")
+        cut = cat.history[-1]
+        print(f"RUWE cut: removed {cut.removed}, kept {cut.kept}")
     print(cat.summary())
     if cat.error_columns:
         cov = cat.covariance()  # (N, 6, 6) linearised Galactocentric covariance

@@ -16,10 +16,10 @@ def test_gaia_to_catalog_example(shared_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["gaia_to_catalog.py", str(shared_data / "gaia" / "gdr3_1000.fits"), "--out", str(out)])
     runpy.run_path(str(EXAMPLES / "gaia_to_catalog.py"), run_name="__main__")
     text = capsys.readouterr().out
-    assert "976" in text and "23" in text
+    assert "976" in text and "23" in text and "RUWE cut: removed 3, kept 20" in text
     import bayesdyn as bd
 
-    assert bd.Catalog.load(out).n == 23
+    assert bd.Catalog.load(out).n == 20
 
 
 def _run_example(name: str, argv: list[str]):
