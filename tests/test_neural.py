@@ -462,6 +462,19 @@ def test_bad_scores_are_named():
         neural.fit_neural_potential_scores(x, x, np.stack([good, good]), np.stack([good, 0 * good]), steps=1)
     with pytest.raises(ValueError, match="center and scale must be finite"):  # (a NaN centre made every output NaN)
         neural.NeuralPotential(jnp.zeros(ARCH.n_weights()), ARCH, [np.nan, 0, 0], 1.0, 1.0)
+    # concrete JAX amplitudes are checked as numbers are (−5 and NaN passed); NaN centre or log_norm of a selection
+    # field, and infinite penalties or learning rates, are refused
+    for amp in (jnp.asarray(-5.0), jnp.asarray(np.nan)):
+        with pytest.raises(ValueError, match="amplitude must be a positive number"):
+            neural.NeuralPotential(jnp.zeros(ARCH.n_weights()), ARCH, [0, 0, 0], 1.0, amp)
+    for kwargs, said in (({"center": [np.nan, 0, 0]}, "center and scale must be finite"),
+                         ({"log_norm": np.nan}, "log_norm must be finite")):
+        with pytest.raises(ValueError, match=said):
+            neural.NeuralEfficiency(jnp.zeros(ARCH.n_weights()), ARCH, **{"center": [0, 0, 0], "scale": 1.0,
+                                                                            **kwargs})
+    for kwargs in ({"density_penalty": np.inf}, {"efficiency_penalty": np.inf}, {"learning_rate": np.inf}):
+        with pytest.raises(ValueError, match="finite"):
+            neural.NeuralFitConfig(**kwargs)
     # scores as Quantities are converted (their numbers had been kept: s_x in 1/pc read as 1/kpc, |a| 1000× small)
     import astropy.units as u
 

@@ -114,7 +114,12 @@ class _ScalarField(eqx.Module):
         self.scale = _positions3(scale, f"{name}.scale")
         if not bool(jnp.all(self.scale > 0)):
             raise ValueError(f"{name}.scale must be positive lengths [kpc]; got {np.asarray(self.scale).tolist()}")
+        if not bool(jnp.all(jnp.isfinite(self.center)) & jnp.all(jnp.isfinite(self.scale))):  # (NaN: every output NaN)
+            raise ValueError(f"{name}.center and scale must be finite [kpc]; got {np.asarray(self.center).tolist()} "
+                             f"and {np.asarray(self.scale).tolist()}")
         self.log_norm = jnp.asarray(log_norm, dtype=jnp.result_type(float))
+        if not isinstance(self.log_norm, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(self.log_norm))):
+            raise ValueError(f"{name}.log_norm must be finite; got {np.asarray(self.log_norm).tolist()}")
         self.initial_weights = None if initial_weights is None else jnp.asarray(initial_weights)
 
     @abc.abstractmethod

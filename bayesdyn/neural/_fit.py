@@ -170,11 +170,12 @@ class NeuralFitConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
         for name in ("learning_rate", "final_learning_rate", "clip_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
+            if not getattr(self, name) > 0 or (name != "clip_norm" and not np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive" + ("" if name == "clip_norm"
+                                                                                           else " and finite"))
         for name in ("density_penalty", "efficiency_penalty"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be ≥ 0")
+            if not (getattr(self, name) >= 0 and np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be finite and ≥ 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
         if self.scale is not None:

@@ -126,8 +126,10 @@ class NeuralPotential(PotentialComponent):
         amp = _units.strip(amplitude, "potential", name="NeuralPotential.amplitude")
         if not isinstance(amp, jax.Array):
             amp = float(amp)
-            if not (np.isfinite(amp) and amp > 0):
-                raise ValueError(f"NeuralPotential.amplitude must be a positive number of (km/s)²; got {amp}")
+        if not isinstance(amp, jax.core.Tracer):  # (a concrete JAX array had skipped the check: −5 and NaN passed)
+            value = np.asarray(amp, dtype=float)
+            if not (value.size == 1 and np.isfinite(value).all() and (value > 0).all()):
+                raise ValueError(f"NeuralPotential.amplitude must be a positive number of (km/s)²; got {value.tolist()}")
         self.amplitude = amp
         self.initial_weights = None if initial_weights is None else jnp.asarray(initial_weights)
 
