@@ -551,6 +551,11 @@ def test_report_line_names_the_prior_when_the_prior_free_j_passes():
     assert "model family" not in prior
     assert "not the priors alone" in model and "J = 75.0" in model
     assert "model family" in shape and "no prior-free J" in shape
+    # near the threshold the priors' small share of J (62 − 58 = 4, below χ²(1)'s 10.8 at p = 10⁻³) is not blamed
+    near = weak_form_line(dict(base, J=62.0, p_value=3.2e-4, J_prior_free=58.0, p_value_prior_free=1.06e-3,
+                               fit_prior_free={"halo.mass": 1.0e10}))
+    assert near.startswith("MODEL REJECTED") and "the cause is unclear" in near and "add 4.0 to J" in near, near
+    assert "model family" in near and "a prior disagrees with the moments" in near
     older = weak_form_line(base)  # a cached fit from before the prior-free J: not said to have a shape parameter
     assert "predates the prior-free J: run it again" in older and "shape parameter" not in older
     passing = weak_form_line(dict(base, J=30.0, p_value=0.4, J_prior_free=29.9, p_value_prior_free=0.41))
