@@ -512,11 +512,11 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     assert outside.endswith("has 99.8 % of its draws above it")
 
 
-def test_a_lone_exclusion_of_the_reference_is_not_called_far_too_narrow():
+def test_a_lone_exclusion_of_the_reference_or_truth_is_graded():
     """The summary called intervals "far too narrow" on a single exclusion of MWPotential2014's value, even at a
     pull of ~1σ; a lone exclusion with ≥ 0.135 % of the draws beyond the value is now said to be weak evidence (with
     the chance of one exclusion among the rows), two or more, or one beyond 3σ, keep the strong verdict."""
-    from bayesdyn.pipeline._stages import _reference_verdict
+    from bayesdyn.pipeline._stages import _reference_verdict, _truth_verdict
 
     weak = _reference_verdict(1, 5, "…", 0.01)
     assert weak.startswith("REFERENCE CHECK: the 95 % intervals exclude MWPotential2014's value for 1 of 5")
@@ -525,6 +525,9 @@ def test_a_lone_exclusion_of_the_reference_is_not_called_far_too_narrow():
     for n_out, tail in ((1, 0.0013), (1, 0.0), (2, 0.01)):
         strong = _reference_verdict(n_out, 5, "…", tail)
         assert strong.startswith("NOT A MEASUREMENT") and strong.endswith("far too narrow for these data."), strong
+        assert _truth_verdict(n_out, 5, "…", tail).startswith("TRUTH CHECK FAILED: the 95 % intervals exclude")
+    lone = _truth_verdict(1, 5, "…", 0.01)  # the mock's truth: graded alike (a lone 2σ exclusion had read FAILED)
+    assert lone.startswith("TRUTH CHECK: the 95 % intervals exclude the mock's truth for 1 of 5") and "23 %" in lone
 
 
 def test_parallax_cut_on_a_source_without_gaia_columns_names_the_config_key(tmp_path):
