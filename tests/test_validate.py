@@ -244,7 +244,7 @@ QUICK = dict(
 )
 
 
-def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
+def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path, monkeypatch):
     out = tmp_path / "nfw"
     res = validate.coverage("nfw", out=out, **QUICK)
     s = res.summary
@@ -332,6 +332,31 @@ def test_harness_passes_exact_scores_and_flags_biased_accelerations(tmp_path):
         with pytest.warns(RuntimeWarning, match="does not record the fitted model"):
             validate.coverage("nfw", out=out, **QUICK)
         assert "model" not in json.loads((out / "config.json").read_text())
+    # records without their config.json are not resumed unchecked (copied under another mock's name, they had been)
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(out / "realisations", bare / "realisations")
+    with pytest.raises(ValueError, match="holds realisation records but no config.json"):
+        validate.coverage("disk", out=bare, **QUICK)
+    # a fresh run stopped early leaves none of the discarded run's tables or figure (the calibration index had
+    # published them); an unfinished run's summary.md does not show an earlier figure
+    class Stopped(BaseException):  # (as Ctrl-C: not caught as a failed realisation)
+        pass
+
+    def stopped(*args, **kwargs):
+        raise Stopped
+
+    with monkeypatch.context() as m, pytest.raises(Stopped):
+        m.setattr(validate._coverage, "_one_realisation", stopped)
+        validate.coverage("nfw", out=out, resume=False, **QUICK)
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["config.json", "realisations"] and not list((out / "realisations").iterdir()), left
+    part = tmp_path / "part"
+    shutil.copytree(bare, part)
+    (part / "pit.png").write_bytes(b"an earlier run's figure")
+    validate.CoverageResult(res.table, res.records, res.config).save(part, plot=False)
+    assert not (part / "pit.png").exists() and "pit.png" not in (part / "summary.md").read_text()
 
     # accelerations 20 % too large: the density normalisation is 20 % high, far outside its intervals
     with pytest.raises(ValueError, match="'<lambda>' does not tell it from another"):  # (two lambdas, one folder)
