@@ -94,7 +94,7 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
         options["output"] = output
     if seed is not None:
         options["seed"] = seed
-    if getattr(args, "config", None):
+    if getattr(args, "config", None) is not None:  # (an empty path, e.g. an unset "$CFG", had run the whole default)
         return load_config(args.config, overrides=options)
     # no file: the demo's own settings, which the user did not write (--likelihood weak_form warned that its [psd] and
     # [nodes] were unused)
@@ -264,6 +264,7 @@ def _output_file(path: str) -> str | None:
 def _cmd_mock(args: argparse.Namespace) -> int:
     from . import mocks
 
+    args.output = str(Path(args.output).expanduser())  # (checked expanded, it was written to a folder named "~")
     if (problem := _output_file(args.output)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -280,6 +281,8 @@ def _cmd_mock(args: argparse.Namespace) -> int:
 def _cmd_catalog(args: argparse.Namespace) -> int:
     from .catalog import Catalog
 
+    if args.output:
+        args.output = str(Path(args.output).expanduser())  # (checked expanded, it was written to a folder named "~")
     if args.output and (problem := _output_file(args.output)) is not None:  # before reading the table
         print(f"error: {problem}", file=sys.stderr)
         return 1

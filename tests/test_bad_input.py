@@ -506,3 +506,47 @@ def test_a_table_whose_reader_package_is_missing_names_the_io_extra(tmp_path, mo
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(CatalogError, match=r"needs a package that is not installed .*io extra"):
         read_table(path)
+
+
+def test_command_line_config_paths_and_small_catalogs_name_the_fix(tmp_path, monkeypatch, capsys):
+    """Found by a review of the command line: an empty config path (an unset "$CFG") ran the whole default pipeline;
+    a folder, a catalog or a file with a byte-order mark as the config got a wrong or no fix; "~" in --output=~/x.npz
+    was checked expanded and written to a folder named "~"; a catalog with fewer training stars than
+    psd.batch_size gave a traceback; a run folder whose catalog file has gone could not be rerun from the command
+    line, though the catalog stage reuses its cached catalog; 'nodes.n_velocities' was named with 'nodes.n'."""
+    from bayesdyn import cli
+    from bayesdyn.pipeline import ConfigError, Run, load_config, validate_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert cli.main(["fit-psd", ""]) == 2
+    assert "no configuration file at ''" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path)]) == 2
+    assert "is a folder; give the configuration file" in capsys.readouterr().err
+    assert cli.main(["mock", "plummer", "--n", "50", "--output=~/x.npz"]) == 0
+    assert (tmp_path / "home" / "x.npz").is_file() and not (tmp_path / "~").exists()
+    capsys.readouterr()
+    assert cli.main(["run", str(tmp_path / "home" / "x.npz")]) == 2
+    assert "is a catalog, not a configuration file: put it in a configuration's catalog.source" in \
+        capsys.readouterr().err
+    (tmp_path / "bom.toml").write_bytes("\ufeffseed = 3\n".encode("utf-8"))
+    assert load_config(tmp_path / "bom.toml")["seed"] == 3
+    with pytest.raises(ConfigError, match=r"'nodes.n_velocities' must be ≥ 8 \(use hundreds\), got 7"):
+        validate_config({"nodes": {"n_velocities": 7}})
+    # too few stars for a batch: the config key (and a value) named
+    run = Run(validate_config({"catalog": {"max_stars": 300}}), folder=tmp_path / "small", progress=False,
+              log=lambda *a: None)
+    with pytest.raises(ConfigError, match=r"psd.batch_size = 512: only 270 training stars .*set psd.batch_size ≤ 67"):
+        run.psd(run.catalog())
+    # the catalog file gone: the run folder's cached catalog is used (the stage says so); without one, refused
+    (tmp_path / "gone.toml").write_text(f'output = "{tmp_path / "gone-run"}"\n[catalog]\nsource = "x2.npz"\n')
+    (tmp_path / "home" / "x.npz").rename(tmp_path / "x2.npz")
+    logs = []
+    Run(load_config(tmp_path / "gone.toml"), log=logs.append).catalog()
+    (tmp_path / "x2.npz").unlink()
+    cached = Run(load_config(tmp_path / "gone.toml"), log=logs.append).catalog()
+    assert cached.n == 50 and any("not found: using the catalog cached" in line for line in logs), logs
+    (tmp_path / "gone.toml").write_text(f'output = "{tmp_path / "other-run"}"\n[catalog]\nsource = "x2.npz"\n')
+    with pytest.raises(ConfigError, match="'catalog.source' = 'x2.npz': no file at"):
+        load_config(tmp_path / "gone.toml")

@@ -162,7 +162,8 @@ KEY_HELP: dict[str, str] = {
     "psd.bootstrap": "each member trained on a bootstrap resample of the stars",
     "psd.seeds_per_resample": '"auto" = 1 (one member per bootstrap resample); members per resample',
     "psd.support_core": "fraction of the support ball's radius left untouched by the support map",
-    "psd.flow": '"maf" (the calibrated default) or "sas_maf" (opt-in, docs/flows.md)',
+    "psd.flow": '"maf" (the calibrated default) or "sas_maf" (opt-in); also "coupling", "spline_maf", '
+                '"spline_coupling" (uncalibrated, docs/flows.md)',
     "psd.radial_map": '"auto", or the radius s in robust standard deviations (0 = no map)',
     "psd.axis_map": "[] = none; else per-axis radii [s_x, s_y, s_z] of asinh maps, instead of the radial map",
     "nodes.n": "nodes where accelerations are estimated",
@@ -394,8 +395,10 @@ def validate_config(user: dict[str, Any], *, warn_unused: bool = True) -> dict[s
     ps["axis_map"] = axes.tolist() if axes.any() else []  # all zeros is no map: the default's cache key
     if not 0 <= ps["support_core"] < 1:
         raise ConfigError(f"'psd.support_core' must be in [0, 1) (a fraction of the support radius), got {ps['support_core']}")
-    if cfg["nodes"]["n"] < 1 or cfg["nodes"]["n_velocities"] < 8:
-        raise ConfigError("'nodes.n' must be ≥ 1 and 'nodes.n_velocities' ≥ 8")
+    if cfg["nodes"]["n"] < 1:
+        raise ConfigError(f"'nodes.n' must be ≥ 1, got {cfg['nodes']['n']}")
+    if cfg["nodes"]["n_velocities"] < 8:
+        raise ConfigError(f"'nodes.n_velocities' must be ≥ 8 (use hundreds), got {cfg['nodes']['n_velocities']}")
     if cfg["nodes"]["radius_kpc"] < 0:
         raise ConfigError(
             f"'nodes.radius_kpc' must be positive (or 0: fitted to the catalog), got {cfg['nodes']['radius_kpc']}"
@@ -493,6 +496,11 @@ def overlay(user: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str,
     return out
 
 
+#: Suffixes of catalog files (a run's catalog.source), which are not configuration files.
+_CATALOG_SUFFIXES = frozenset({".fits", ".fit", ".fz", ".vot", ".xml", ".csv", ".ecsv", ".parquet", ".h5", ".hdf5",
+                               ".npz"})
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read and validate a TOML run configuration.
 
@@ -503,11 +511,21 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     validated, so the checks and the warnings about unused settings see the run's
     own settings.
     """
+    if not str(path).strip():  # (Path("") is ".", the current folder)
+        raise ConfigError("no configuration file at '': the path is empty (an unset variable?); give a TOML file, "
+                          "or write one with `bayesdyn config > run.toml`")
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the configuration file (TOML) in it, or write one with "
+                          "`bayesdyn config > run.toml`")
     if not path.is_file():
-        raise ConfigError(f"no configuration file at {path}")
+        raise ConfigError(f"no configuration file at {str(path)!r}")
+    if path.suffix.lower() in _CATALOG_SUFFIXES:  # (it was called "not UTF-8 text: save it again in UTF-8")
+        raise ConfigError(f"{path} is a catalog, not a configuration file: put it in a configuration's "
+                          f"catalog.source (`bayesdyn config > run.toml`, then source = \"{path}\" in its [catalog])")
     try:
-        user = tomllib.loads(path.read_text(encoding="utf-8"))  # TOML is UTF-8 whatever the locale
+        # TOML is UTF-8 whatever the locale; utf-8-sig also reads a file saved with a byte-order mark (Notepad)
+        user = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except PermissionError as err:
         raise ConfigError(f"{path} cannot be read ({err.strerror}): check its permissions") from None
     except UnicodeDecodeError as err:
@@ -516,7 +534,16 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     except (tomllib.TOMLDecodeError, RecursionError) as err:  # RecursionError: arrays or tables nested too deep
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
     cfg = validate_config(overlay(user, overrides))
-    cfg["catalog"]["source"] = resolve_source(cfg["catalog"]["source"], path.resolve().parent)
+    try:
+        cfg["catalog"]["source"] = resolve_source(cfg["catalog"]["source"], path.resolve().parent)
+    except ConfigError:
+        # the file is gone, but the run folder holds the catalog read from it: the catalog stage uses that one
+        # (and says so) while its settings are unchanged; the command line had refused every rerun of such a folder
+        run = Path(cfg["output"]).expanduser()
+        if not ((run / "catalog.npz").is_file() and (run / ".catalog.stamp").is_file()):
+            raise
+        src = Path(cfg["catalog"]["source"]).expanduser()
+        cfg["catalog"]["source"] = str(src if src.is_absolute() else path.resolve().parent / src)
     return cfg
 
 

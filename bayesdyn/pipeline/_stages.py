@@ -519,7 +519,15 @@ class Run:
             def fit(*args, **kwargs):  # fit_psd's warning is this stage's error below
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="flows worse than a standard normal")
-                    return fit_psd(*args, **kwargs)
+                    try:
+                        return fit_psd(*args, **kwargs)
+                    except ValueError as err:  # too few stars for a batch: named by its config key (a traceback)
+                        if "fewer than batch_size" not in str(err):
+                            raise
+                        found = re.search(r"only (\d+) training stars", str(err))
+                        hint = f" ≤ {max(1, int(found.group(1)) // 4)}" if found else " lower"
+                        raise ConfigError(f"psd.batch_size = {p['batch_size']}: {str(err).split(';')[0]}; set "
+                                          f"psd.batch_size{hint} in the configuration, or use more stars") from None
 
             self.log(f"{tag} training {p['ensemble']} member(s){pairs} on {cat.n} stars (checkpoints in {ckpt})")
             settings = dict(
