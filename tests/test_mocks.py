@@ -318,10 +318,21 @@ def test_spherical_seed_reproducible_and_global_rng_untouched():
     assert spherical_tracer(5, seed=2**40, halo="cored", tracer="plummer")[0].n == 5  # galpy's np.random.seed refused
     # the radii of a heavy outer tail (β = 3.2) and of a steep cusp (γ = 2.9) are finite and positive: the inverse
     # enclosed fraction through t = r/(r + a) had rounded to 1 (infinite radii) and through 1 − t to 0
+    import warnings
+
     for kw in (dict(tracer_outer_slope=3.2), dict(tracer_inner_slope=2.9)):
-        cat = spherical_tracer(4000, seed=1, **kw)[0]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cat = spherical_tracer(4000, seed=1, **kw)[0]
         r = np.linalg.norm(cat.x, axis=1)
         assert np.isfinite(cat.v).all() and np.all((r > 0) & np.isfinite(r)), kw
+        # β = 3.2 puts 26 % of the tracers beyond the DF spline's outer end (10³ scale radii, 10⁴ kpc), where its
+        # log f is extrapolated: said (the stars there had silently been drawn from another DF)
+        said = [str(w.message) for w in caught if "where the truth's DF is extrapolated" in str(w.message)]
+        assert (said[0].startswith("spherical_tracer: 0.26 of the tracers lie beyond 1e+04 kpc") if "tracer_outer_slope"
+                in kw else not said), (kw, said)
+        if "tracer_outer_slope" in kw:
+            assert abs(np.mean(r > 1e4) - 0.26) < 0.03
 
 
 def test_spherical_tracer_inner_velocities_follow_the_jeans_equation():

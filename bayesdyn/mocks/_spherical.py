@@ -142,7 +142,10 @@ class SphericalTracerTruth(Truth):
     spline of log f on 801 uniform nodes of a variable y(ε − Φ(0)) that resolves
     both the centre and the outskirts. log f and the scores are therefore pure
     JAX; inside the spline's range (tracer radii 10⁻⁴ to 10³ scale radii) the
-    scores are accurate to better than ~1e-5 relative (tests). The sample is
+    scores are accurate to better than ~1e-5 relative (tests). Beyond 10³ scale
+    radii log f is extrapolated, so stars there are not drawn from the tracer's
+    DF; :func:`spherical_tracer` warns when more than 10⁻⁵ of the tracers lie there
+    (an outer slope β near 3: 26 % at β = 3.2; 2.5 × 10⁻⁷ at the default β = 5). The sample is
     drawn from this same spline: radii by inverting the tracer's enclosed
     fraction, speeds by inverting each star's speed CDF on a fine grid
     (``_draw_velocities``; at fixed r, ⟨w²⟩ within 0.3 % (1σ) of its quadrature
@@ -437,6 +440,34 @@ _N_SPEED = 1024
 _SPEED_BATCH = 4096
 
 
+#: The tracer fraction beyond the DF spline's outer end (10³ of the larger scale radius) above which
+#: spherical_tracer warns.
+_BEYOND_SPLINE_WARN = 1e-5
+
+
+def _warn_beyond_spline(tracer: str, a: float, gamma: float, beta: float, smax: float) -> None:
+    """Warn when more than :data:`_BEYOND_SPLINE_WARN` of the tracers lie beyond the spline's outer end, 10³ smax,
+    where log f is extrapolated linearly and is not the tracer's Eddington DF: the stars there are drawn from ν(r)
+    but with speeds from the extrapolated f (a review: ∫f d³v/ν 0.90–1.09 at 3 × 10³ and 0.73–1.27 at 10⁴ scale
+    radii, ⟨v²⟩ 3–7 % below the Jeans value beyond 3 × 10⁴ kpc for β = 3.2, where 26 % of the stars lie beyond)."""
+    from scipy.special import betainc
+
+    r_end = 1e3 * smax
+    if tracer == "plummer":
+        frac = 1.0 - r_end**3 / (r_end**2 + a**2) ** 1.5
+    else:  # the α = 1 Zhao family: 1 − I_t(3 − γ, β − 3) = I_s(β − 3, 3 − γ), s = a/(r + a)
+        frac = float(betainc(beta - 3.0, 3.0 - gamma, a / (r_end + a)))
+    if frac > _BEYOND_SPLINE_WARN:
+        import warnings
+
+        warnings.warn(
+            f"spherical_tracer: {frac:.2g} of the tracers lie beyond {r_end:.3g} kpc (10³ scale radii), where the "
+            "truth's DF is extrapolated, not this tracer's Eddington DF: there the stars are not in equilibrium with "
+            "it, and truth.score and truth.log_df are not those of the sample (about 2 % in the radial score at "
+            "2 × 10⁴ kpc for an outer slope of 3.2). Use a steeper tracer_outer_slope, or cut the catalog: "
+            f"cat.within({r_end:.3g}, center=(0, 0, 0))", UserWarning, stacklevel=3)
+
+
 def _draw_radii(rng: np.random.Generator, n: int, tracer: str, a: float, gamma: float, beta: float) -> np.ndarray:
     """Radii [kpc] by inverting the tracer's enclosed fraction: Plummer r³/(r² + a²)^{3/2}; the α = 1 Zhao family
     I_t(3 − γ, β − 3) with t = r/(r + a) (the regularised incomplete beta function)."""
@@ -597,6 +628,7 @@ def spherical_tracer(
             raise MockError(f"anisotropy_radius must be a positive length in kpc, got {ra}")
     inv_ra2 = 0.0 if ra is None else 1.0 / ra**2
 
+    _warn_beyond_spline(tracer, a, gamma, beta, max(a, rs))
     y0, h, coef = _log_f_spline(halo, rho, rs, tracer, a, gamma, beta, inv_ra2)
     truth = SphericalTracerTruth(
         halo=halo,
