@@ -588,7 +588,7 @@ def test_accelerations_stage_keeps_its_warnings_for_the_report(tmp_path, monkeyp
     assert not notes.exists()
 
 
-def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_path):
+def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_path, monkeypatch):
     """catalog.strict on the default mock (strict reads Gaia files only) builds the catalog again, identical: the
     flows are reused and the weak form's key is unchanged (the settings' key had retrained the flows). A setting
     that changes the stars trains them again, and going back to the first settings keeps the carried key."""
@@ -609,18 +609,39 @@ def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_
     first.cfg["inference"]["likelihood"] = "weak_form"  # (the weak form keys on the catalog, not on the flows)
     key, weak, stamp = first.catalog_data_key(), first.posterior_key(), first._read_stamp("catalog")
     flows = (tmp_path / ".psd.stamp").read_text()
-    strict = stages(strict=True)
+    with pytest.warns(UserWarning, match=r"settings not used by this run: catalog.strict \(it applies to reading"):
+        strict = stages(strict=True)  # (said unused: the default mock is read as it is)
     assert not any("[catalog] reusing" in line for line in logs), logs  # built again (another settings key) ...
-    assert any("give the same catalog" in line for line in logs), logs
+    assert any("is the same as the cached one" in line for line in logs), logs
     assert any("[psd] reusing" in line for line in logs), logs  # ... and the flows kept
     assert strict._read_stamp("catalog") != stamp and strict.catalog_data_key() == key
     assert (tmp_path / ".psd.stamp").read_text() == flows
     strict.cfg["inference"]["likelihood"] = "weak_form"
     assert strict.posterior_key() == weak
-    stages(strict=True, max_stars=1400)  # other stars: trained again
-    assert not any("give the same catalog" in line for line in logs), logs
+    with pytest.warns(UserWarning, match="catalog.strict"):
+        stages(strict=True, max_stars=1400)  # other stars: trained again
+    assert not any("is the same as the cached one" in line for line in logs), logs
     assert any("[psd] training" in line for line in logs), logs
     assert not (tmp_path / ".catalog.data_key.json").exists()
     back = stages(max_stars=1400)
-    assert any("give the same catalog" in line for line in logs) and any("[psd] reusing" in line for line in logs)
+    assert any("is the same as the cached one" in line for line in logs) and any("[psd] reusing" in line
+                                                                                  for line in logs)
     assert back.catalog_data_key() != key
+    # the carried key's catalog.npz gone: built again under the same stamp, the later stages kept (as before carries)
+    (tmp_path / "catalog.npz").unlink()
+    stages(max_stars=1400)
+    assert any("[psd] reusing" in line for line in logs), logs
+    # other stars under a stamp whose key the later stages were carried by (here: the default mock read otherwise, as
+    # by another version): back at the first settings, the flows are trained again, not reused for them
+    import bayesdyn
+    import bayesdyn.mocks
+
+    stages()
+    with pytest.warns(UserWarning, match="catalog.strict"):
+        stages(strict=True)  # carried: its data key is the first settings' stamp
+    assert any("[psd] reusing" in line for line in logs), logs
+    load = bayesdyn.mocks.load_default
+    monkeypatch.setattr(bayesdyn.mocks, "load_default",
+                        lambda: (lambda c, t: (bayesdyn.Catalog(c.x, 1.05 * c.v), t))(*load()))
+    stages()
+    assert any("[psd] training" in line for line in logs), logs

@@ -618,7 +618,7 @@ def weak_form_cause(weak: dict) -> str:
         return (f"a prior disagrees with the moments: at the moments' own best fit{at}, with no prior, "
                 f"J = {j_free:.1f} (p = {p_free:.2g}); widen or move the prior, or check it against the data")
     if p_free >= WEAK_FORM_P_WARN:
-        return (f"the cause is unclear: without the priors the moments' own best fit{at} passes only just (J = "
+        return (f"the cause is unclear: without the priors the moments' own best fit{at} passes (J = "
                 f"{j_free:.1f}, p = {p_free:.2g}), and the priors add {shift:.1f} to J, no more than chance gives "
                 f"for {k} parameter(s) ({chance:.1f} at p = {WEAK_FORM_P_WARN:g}): {failures}, or a prior disagrees "
                 "with the moments")

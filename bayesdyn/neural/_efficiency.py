@@ -377,10 +377,10 @@ class NeuralTracerDensity(_ScalarField):
         """ε(x) ∝ n_obs/n_true, normalised so that the ratio's ``quantile`` over ``x`` is 1, and at most 1; shape (N,).
 
         Keep ``x`` inside the stars' bulk: n_true is learnt from the stars, and beyond them the network extrapolates.
-        The normalisation is a high quantile rather than the largest ratio, which one such point set: over a
-        Plummer sphere's 3000 stars the farthest, at 85 kpc, had made ε ≈ 0 everywhere else (correlation with the
-        true ε 0.009, against 0.985 for the stars within 1 kpc). Points whose ratio is above the quantile's are at
-        1; a warning counts those more than twice above it.
+        The normalisation is a high quantile rather than the largest ratio, which one such point set (an
+        independent review: the farthest of a Plummer sphere's training stars made ε ≈ 0 at all the others).
+        Points whose ratio is above the quantile's are at 1; a warning counts those more than twice above it. Not
+        traceable: call it outside ``jax.jit`` and ``jax.grad`` (the checks and the warning read the values).
 
         Args:
             x: positions (N, 3) [kpc].

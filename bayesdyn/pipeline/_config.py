@@ -449,6 +449,10 @@ def _warn_unused(user: dict[str, Any], cfg: dict[str, Any]) -> None:
         wf = [f"weak_form.{k}" for k in given("weak_form") if k != "efficiency_column"]
         if wf:
             parts.append(f"{', '.join(wf)} (used by inference.likelihood = \"weak_form\" only)")
+    source = str(cfg["catalog"]["source"])
+    if "strict" in given("catalog") and (source == "default" or source.lower().endswith(".npz")):
+        parts.append("catalog.strict (it applies to reading a Gaia table; the default mock and a saved catalog "
+                     ".npz are read as they are)")
     er = [k for k in given("errors") if k != "correct"]
     if er and not cfg["errors"]["correct"]:
         parts.append(f"{', '.join('errors.' + k for k in er)} (errors.correct = false)")
