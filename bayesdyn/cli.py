@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the embedded default: disk mock → flows → posterior → report "
                                      "(--likelihood weak_form: disk mock → weak-form moments → posterior → report)")
     common(d, config=False)
-    d.add_argument("--fast", action="store_true", help="tiny settings (about a minute on two CPU cores): checks the installation only")
+    d.add_argument("--fast", action="store_true", help="tiny settings (a minute or two on two CPU cores): checks the installation only")
     d.set_defaults(func=_cmd_demo)
     for name, upto, text in (
         ("run", "report", "the whole pipeline from a config file"),
