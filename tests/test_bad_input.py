@@ -550,3 +550,18 @@ def test_command_line_config_paths_and_small_catalogs_name_the_fix(tmp_path, mon
     (tmp_path / "gone.toml").write_text(f'output = "{tmp_path / "other-run"}"\n[catalog]\nsource = "x2.npz"\n')
     with pytest.raises(ConfigError, match="'catalog.source' = 'x2.npz': no file at"):
         load_config(tmp_path / "gone.toml")
+
+
+def test_weak_form_demo_draws_enough_for_its_one_posterior(monkeypatch):
+    """`bayesdyn demo --likelihood weak_form` fits one posterior, not one per flow member: it draws WEAK_DEMO_SAMPLES
+    per chain (600 had left the bulk ESS at 215–355 and the report's summary said that the posterior did not
+    converge cleanly); the flows' demo and --fast keep theirs."""
+    from bayesdyn import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run", lambda args, upto, overrides: seen.setdefault(
+        (args.likelihood, args.fast), overrides["inference"]["num_samples"]) and 0)
+    for argv in (["demo", "--likelihood", "weak_form"], ["demo"], ["demo", "--fast", "--likelihood", "weak_form"]):
+        cli.main(argv)
+    assert seen == {("weak_form", False): cli.WEAK_DEMO_SAMPLES, (None, False): 600, ("weak_form", True): 100}
+    assert cli.WEAK_DEMO_SAMPLES == 2000 and cli.DEMO_OVERRIDES["inference"]["num_samples"] == 600
