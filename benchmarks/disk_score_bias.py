@@ -32,7 +32,10 @@ def main(argv=None) -> int:
     from bayesdyn.psd import load_psd
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):  # (--help had been read as a folder)
+    if args[:1] in (["-h"], ["--help"]):  # (help is a success: exit status 0)
+        print(__doc__)
+        return 0
+    if len(args) != 1:  # (--help had been read as a folder)
         raise SystemExit(__doc__)
     print(f"machine: {machine()}")
     cat, truth = bd.mocks.load_default()

@@ -24,7 +24,10 @@ from bayesdyn.dynamics import default_nodes, lstsq_acceleration
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):  # (--help had been read as a folder)
+if sys.argv[1:2] in (["-h"], ["--help"]):  # (help is a success: exit status 0)
+    print(__doc__)
+    raise SystemExit(0)
+if len(sys.argv) != 2:  # (--help had been read as a folder)
     raise SystemExit(__doc__)
 print(f"machine: {machine()}")
 cat, truth = bd.mocks.load_default()
