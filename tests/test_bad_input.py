@@ -520,7 +520,11 @@ def test_command_line_config_paths_and_small_catalogs_name_the_fix(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    assert cli.main(["fit-psd", ""]) == 2
+    from bayesdyn.pipeline import _stages
+
+    with monkeypatch.context() as m:  # (without the fix: the default pipeline would run; fail at once instead)
+        m.setattr(_stages.Run, "catalog", lambda self: pytest.fail("an empty config path ran the default pipeline"))
+        assert cli.main(["fit-psd", ""]) == 2
     assert "no configuration file at ''" in capsys.readouterr().err
     assert cli.main(["run", str(tmp_path)]) == 2
     assert "is a folder; give the configuration file" in capsys.readouterr().err
@@ -547,6 +551,16 @@ def test_command_line_config_paths_and_small_catalogs_name_the_fix(tmp_path, mon
     (tmp_path / "x2.npz").unlink()
     cached = Run(load_config(tmp_path / "gone.toml"), log=logs.append).catalog()
     assert cached.n == 50 and any("not found: using the catalog cached" in line for line in logs), logs
+    # ... but not another file's: a mistyped or missing source beside a run folder of another catalog is refused
+    (tmp_path / "typo.toml").write_text(f'output = "{tmp_path / "gone-run"}"\n[catalog]\nsource = "x3.npz"\n')
+    with pytest.raises(ConfigError, match=r"x3.npz': no such file, and the catalog cached in .*gone-run was read "
+                                          r"from .*x2.npz; restore the file, fix the path"):
+        Run(load_config(tmp_path / "typo.toml"), log=logs.append).catalog()
+    # ... nor under other [catalog] settings, which need the file: said why
+    (tmp_path / "gone.toml").write_text(f'output = "{tmp_path / "gone-run"}"\n[catalog]\nsource = "x2.npz"\n'
+                                        'max_stars = 40\n')
+    with pytest.raises(ConfigError, match="made with other \\[catalog\\] settings, so it cannot stand in"):
+        Run(load_config(tmp_path / "gone.toml"), log=logs.append).catalog()
     (tmp_path / "gone.toml").write_text(f'output = "{tmp_path / "other-run"}"\n[catalog]\nsource = "x2.npz"\n')
     with pytest.raises(ConfigError, match="'catalog.source' = 'x2.npz': no file at"):
         load_config(tmp_path / "gone.toml")

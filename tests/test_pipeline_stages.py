@@ -619,10 +619,10 @@ def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_
     strict.cfg["inference"]["likelihood"] = "weak_form"
     assert strict.posterior_key() == weak
     with pytest.warns(UserWarning, match="catalog.strict"):
-        stages(strict=True, max_stars=1400)  # other stars: trained again
+        other = stages(strict=True, max_stars=1400)  # other stars: trained again, under a key of their content's own
     assert not any("is the same as the cached one" in line for line in logs), logs
     assert any("[psd] training" in line for line in logs), logs
-    assert not (tmp_path / ".catalog.data_key.json").exists()
+    assert other.catalog_data_key().startswith(other._read_stamp("catalog") + ":")
     back = stages(max_stars=1400)
     assert any("is the same as the cached one" in line for line in logs) and any("[psd] reusing" in line
                                                                                   for line in logs)
@@ -643,5 +643,11 @@ def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_
     load = bayesdyn.mocks.load_default
     monkeypatch.setattr(bayesdyn.mocks, "load_default",
                         lambda: (lambda c, t: (bayesdyn.Catalog(c.x, 1.05 * c.v), t))(*load()))
+    stages()
+    assert any("[psd] training" in line for line in logs), logs
+    # ... and with the cached catalog.npz gone, against the content recorded with the data key
+    monkeypatch.setattr(bayesdyn.mocks, "load_default",
+                        lambda: (lambda c, t: (bayesdyn.Catalog(c.x, 1.10 * c.v), t))(*load()))
+    (tmp_path / "catalog.npz").unlink()
     stages()
     assert any("[psd] training" in line for line in logs), logs

@@ -502,9 +502,14 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     data = SimpleNamespace(sun=np.array([-8.122, 0.0, 0.0208]))
     draws = 7.544e6 * (1.25 + rng.lognormal(0.0, 0.6, 4000))  # all above MWPotential2014's ρ_DM(⊙), long upper tail
     post = SimpleNamespace(samples={"derived.rho_dm_sun": draws})
-    table, n_out, n_rows, outside, tail = run._check_table(post, data, mw, ("halo",), "MWPotential2014")
+    table, n_out, n_rows, outside, tail, n_indep = run._check_table(post, data, mw, ("halo",), "MWPotential2014")
     pull = (np.median(draws) - 7.544e6) / np.std(draws, ddof=1)
-    assert 1.0 < pull < 2.0 and (n_out, n_rows, tail) == (1, 1, 0.0)
+    assert 1.0 < pull < 2.0 and (n_out, n_rows, tail, n_indep) == (1, 1, 0.0, 1)
+    # K_z and Σ at 1.1 kpc excluded together count as one independent exclusion
+    pair = {"derived.Kz_1p1kpc": np.full(4000, 3000.0) + rng.normal(0, 10, 4000),
+            "derived.Sigma_1p1kpc": np.full(4000, 120.0) + rng.normal(0, 1, 4000)}
+    counts = run._check_table(SimpleNamespace(samples=pair), data, mw, ("halo",), "MWPotential2014")[1:]
+    assert (counts[0], counts[1], counts[4]) == (2, 2, 1), counts
     assert outside == f"|median − value|/sd up to {pull:.1f}; the farthest, `derived.rho_dm_sun`, has all above it"
     assert table.splitlines()[2].endswith("| **no** | 0.0 % |")
     post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 10])  # 10 of 4010 draws below it
@@ -514,20 +519,21 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
 
 def test_a_lone_exclusion_of_the_reference_or_truth_is_graded():
     """The summary called intervals "far too narrow" on a single exclusion of MWPotential2014's value, even at a
-    pull of ~1σ; one or two exclusions with ≥ 0.135 % of the draws beyond the value are now said to be weak evidence
-    (K_z and Σ at 1.1 kpc are nearly one number), three or more, or one beyond 3σ, keep the strong verdict; the
-    mock's truth check is graded alike."""
+    pull of ~1σ; a lone exclusion with ≥ 0.135 % of the draws beyond the value is now said to be weak evidence (K_z
+    and Σ at 1.1 kpc, nearly one number, count as one), two independent ones, or one beyond 3σ, keep the strong
+    verdict; the mock's truth check is graded alike."""
     from bayesdyn.pipeline._stages import _reference_verdict, _truth_verdict
 
     weak = _reference_verdict(1, 5, "…", 0.01)
     assert weak.startswith("REFERENCE CHECK: the 95 % intervals exclude MWPotential2014's value for 1 of 5")
-    assert "far too narrow" not in weak and "in up to 23 % of runs" in weak and "nearly one number" in weak
+    assert "far too narrow" not in weak and "in up to 23 % of runs" in weak
     assert "in up to 5 % of runs" in _reference_verdict(1, 1, "…", 0.0014)
-    assert _reference_verdict(2, 5, "…", 0.01).startswith("REFERENCE CHECK")  # (K_z and Σ: one miss, two rows)
-    for n_out, tail in ((1, 0.0013), (1, 0.0), (3, 0.01)):
-        strong = _reference_verdict(n_out, 5, "…", tail)
+    pair = _reference_verdict(2, 5, "…", 0.01, n_indep=1)  # K_z and Σ: one miss, two rows
+    assert pair.startswith("REFERENCE CHECK") and "nearly one number by Poisson's equation, count as one" in pair
+    for n_out, tail, n_indep in ((1, 0.0013, 1), (1, 0.0, 1), (2, 0.01, 2), (3, 0.01, 2)):
+        strong = _reference_verdict(n_out, 5, "…", tail, n_indep)
         assert strong.startswith("NOT A MEASUREMENT") and strong.endswith("far too narrow for these data."), strong
-        assert _truth_verdict(n_out, 5, "…", tail).startswith("TRUTH CHECK FAILED: the 95 % intervals exclude")
+        assert _truth_verdict(n_out, 5, "…", tail, n_indep).startswith("TRUTH CHECK FAILED: the 95 % intervals")
     lone = _truth_verdict(1, 5, "…", 0.01)  # the mock's truth: graded alike (a lone 2σ exclusion had read FAILED)
     assert lone.startswith("TRUTH CHECK: the 95 % intervals exclude the mock's truth for 1 of 5") and "23 %" in lone
 

@@ -145,7 +145,7 @@ class SphericalTracerTruth(Truth):
     scores are accurate to better than ~1e-5 relative (tests). Beyond 10³ scale
     radii log f is extrapolated, so stars there are not drawn from the tracer's
     DF; :func:`spherical_tracer` warns when more than 10⁻⁵ of the tracers lie there
-    (an outer slope β near 3: 26 % at β = 3.2; 2.5 × 10⁻⁷ at the default β = 5). The sample is
+    (an outer slope β near 3: 26 % at β = 3.2; 7.5 × 10⁻⁷ at the defaults, β = 5 in the NFW halo). The sample is
     drawn from this same spline: radii by inverting the tracer's enclosed
     fraction, speeds by inverting each star's speed CDF on a fine grid
     (``_draw_velocities``; at fixed r, ⟨w²⟩ within 0.3 % (1σ) of its quadrature

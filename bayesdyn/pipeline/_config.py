@@ -547,7 +547,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         if not ((run / "catalog.npz").is_file() and (run / ".catalog.stamp").is_file()):
             raise
         src = Path(cfg["catalog"]["source"]).expanduser()
-        cfg["catalog"]["source"] = str(src if src.is_absolute() else path.resolve().parent / src)
+        cfg["catalog"]["source"] = str(src.resolve() if src.is_absolute() else (path.resolve().parent / src).resolve())
     return cfg
 
 
