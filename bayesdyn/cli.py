@@ -242,7 +242,7 @@ def _run(args: argparse.Namespace, upto: str, overrides: dict | None = None) -> 
 def _cmd_demo(args: argparse.Namespace) -> int:
     overrides = copy.deepcopy(DEMO_OVERRIDES)
     if getattr(args, "likelihood", None) == "weak_form" and not args.fast:
-        # one NUTS run, not one per flow member: more draws cost ~30 s, and 600 left the bulk ESS at 215–355 (the
+        # one NUTS run, not one per flow member: more draws cost ~20 s, and 600 left the bulk ESS at 215–355 (the
         # report's WARNING that the posterior did not converge cleanly)
         overrides["inference"]["num_samples"] = WEAK_DEMO_SAMPLES
     if args.fast:
