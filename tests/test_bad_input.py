@@ -551,6 +551,13 @@ def test_command_line_config_paths_and_small_catalogs_name_the_fix(tmp_path, mon
     (tmp_path / "x2.npz").unlink()
     cached = Run(load_config(tmp_path / "gone.toml"), log=logs.append).catalog()
     assert cached.n == 50 and any("not found: using the catalog cached" in line for line in logs), logs
+    # ... also one found through the current folder (resolve_source's second place), not the config's
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "cwd.toml").write_text(f'output = "{tmp_path / "cwd-run"}"\n[catalog]\nsource = "x4.npz"\n')
+    bd.mocks.plummer(60, seed=1)[0].save(tmp_path / "x4.npz")
+    Run(load_config(tmp_path / "cfgs" / "cwd.toml"), log=logs.append).catalog()
+    (tmp_path / "x4.npz").unlink()
+    assert Run(load_config(tmp_path / "cfgs" / "cwd.toml"), log=logs.append).catalog().n == 60
     # ... but not another file's: a mistyped or missing source beside a run folder of another catalog is refused
     (tmp_path / "typo.toml").write_text(f'output = "{tmp_path / "gone-run"}"\n[catalog]\nsource = "x3.npz"\n')
     with pytest.raises(ConfigError, match=r"x3.npz': no such file, and the catalog cached in .*gone-run was read "

@@ -592,6 +592,7 @@ def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_
     """catalog.strict on the default mock (strict reads Gaia files only) builds the catalog again, identical: the
     flows are reused and the weak form's key is unchanged (the settings' key had retrained the flows). A setting
     that changes the stars trains them again, and going back to the first settings keeps the carried key."""
+    import bayesdyn.psd._io as bayesdyn_io
     from bayesdyn.pipeline import Run, validate_config
 
     settings = {"catalog": {"max_stars": 1500}, "psd": {"ensemble": 1, "n_layers": 1, "width": 8, "max_epochs": 1,
@@ -605,7 +606,12 @@ def test_a_setting_that_leaves_the_catalog_identical_keeps_the_later_stages(tmp_
         run.psd(run.catalog())
         return run
 
+    order = []  # the data-key record is written before the stamp (a run stopped between them builds again)
+    stamp_of, write = Run._stamp, bayesdyn_io._atomic_write
+    monkeypatch.setattr(Run, "_stamp", lambda self, name, *a: (order.append(name), stamp_of(self, name, *a))[1])
+    monkeypatch.setattr(bayesdyn_io, "_atomic_write", lambda path, data: (order.append(path.name), write(path, data))[1])
     first = stages()
+    assert order.index(".catalog.data_key.json") < order.index("catalog"), order
     first.cfg["inference"]["likelihood"] = "weak_form"  # (the weak form keys on the catalog, not on the flows)
     key, weak, stamp = first.catalog_data_key(), first.posterior_key(), first._read_stamp("catalog")
     flows = (tmp_path / ".psd.stamp").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tomllib
 import warnings
@@ -547,7 +548,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         if not ((run / "catalog.npz").is_file() and (run / ".catalog.stamp").is_file()):
             raise
         src = Path(cfg["catalog"]["source"]).expanduser()
-        cfg["catalog"]["source"] = str(src.resolve() if src.is_absolute() else (path.resolve().parent / src).resolve())
+        # the candidates resolve_source tried (the config's folder, then the current one): the one the cached catalog
+        # was read from (the catalog stage refuses any other), else the first
+        tried = [src.resolve()] if src.is_absolute() else [(path.resolve().parent / src).resolve(), (Path.cwd() / src).resolve()]
+        try:
+            recorded = json.loads((run / ".catalog.source.json").read_text(encoding="utf-8")).get("path")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            recorded = None
+        cfg["catalog"]["source"] = str(next((c for c in tried if isinstance(recorded, str) and Path(recorded) == c),
+                                            tried[0]))
     return cfg
 
 
