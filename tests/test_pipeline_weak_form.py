@@ -515,6 +515,9 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 10])  # 10 of 4010 draws below it
     outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")[3]
     assert outside.endswith("has 99.8 % of its draws above it")
+    post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 2])  # 2 of 4002: not "100.0 % above"
+    outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")[3]
+    assert outside.endswith("has all but 0.05 % of its draws above it"), outside
 
 
 def test_a_lone_exclusion_of_the_reference_or_truth_is_graded():

@@ -121,7 +121,10 @@ def _outside_text(max_pull: float, farthest: tuple | None) -> str:
         return f"|median − value|/sd up to {max_pull:.1f}"
     name, tail, pull = farthest
     side = "above" if pull > 0 else "below"
-    where = f"all {side} it" if tail == 0 else f"{100 * (1 - tail):.1f} % of its draws {side} it"
+    share = f"{100 * (1 - tail):.1f}"
+    # (a share that rounds to 100.0 is said as the part below: "100.0 % above" had stood beside a table's "0.1 % below")
+    where = (f"all {side} it" if tail == 0 else f"all but {100 * tail:.2g} % of its draws {side} it"
+             if share == "100.0" else f"{share} % of its draws {side} it")
     return f"|median − value|/sd up to {max_pull:.1f}; the farthest, `{name}`, has {where}"
 
 
