@@ -506,6 +506,19 @@ _CATALOG_SUFFIXES = frozenset({".fits", ".fit", ".fz", ".vot", ".xml", ".csv", "
                                ".npz"})
 
 
+#: The catalog stage's record of the file its cached catalog was read from (path, size, times, sha256).
+SOURCE_RECORD = ".catalog.source.json"
+
+
+def recorded_source_path(folder: Path) -> Path | None:
+    """The path of the file the run folder's cached catalog was read from (its source record), or None."""
+    try:
+        recorded = json.loads((Path(folder) / SOURCE_RECORD).read_text(encoding="utf-8")).get("path")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return Path(recorded) if isinstance(recorded, str) else None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read and validate a TOML run configuration.
 
@@ -551,12 +564,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         # the candidates resolve_source tried (the config's folder, then the current one): the one the cached catalog
         # was read from (the catalog stage refuses any other), else the first
         tried = [src.resolve()] if src.is_absolute() else [(path.resolve().parent / src).resolve(), (Path.cwd() / src).resolve()]
-        try:
-            recorded = json.loads((run / ".catalog.source.json").read_text(encoding="utf-8")).get("path")
-        except (OSError, ValueError, AttributeError, RecursionError):
-            recorded = None
-        cfg["catalog"]["source"] = str(next((c for c in tried if isinstance(recorded, str) and Path(recorded) == c),
-                                            tried[0]))
+        recorded = recorded_source_path(run)
+        cfg["catalog"]["source"] = str(next((c for c in tried if recorded == c), tried[0]))
     return cfg
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._config import ConfigError, build_model, dark_components, resolve_source
+from ._config import SOURCE_RECORD, ConfigError, build_model, dark_components, recorded_source_path, resolve_source
 
 __all__ = ["Run"]
 
@@ -188,6 +188,12 @@ def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _npz_digest(path: Path) -> str:
+    """:func:`_arrays_digest` of an ``.npz`` file's arrays (never unpickles)."""
+    with np.load(path, allow_pickle=False) as z:
+        return _arrays_digest({k: z[k] for k in z.files})
 
 
 def _flows_digest(folder: Path) -> str:
@@ -375,8 +381,7 @@ class Run:
             sha = self._source_sha or _sha256(Path(resolve_source(c["source"], None)))
             stamp = f"{key}:{sha[:16]}"
             try:
-                with np.load(path, allow_pickle=False) as z:
-                    after = _arrays_digest({k: z[k] for k in z.files})
+                after = _npz_digest(path)
             except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 after = None
             if before is not None and after == before:  # the same stars: the later stages keep theirs
@@ -423,8 +428,7 @@ class Run:
         try:
             if not self._read_stamp("catalog") or self._catalog_digest_path().read_text().strip() != _sha256(path):
                 return None
-            with np.load(path, allow_pickle=False) as z:
-                return _arrays_digest({k: z[k] for k in z.files})
+            return _npz_digest(path)
         except (OSError, UnicodeDecodeError, ValueError, EOFError, zipfile.BadZipFile):
             return None
 
@@ -469,7 +473,7 @@ class Run:
         return True
 
     def _source_record(self) -> Path:
-        return self.folder / ".catalog.source.json"
+        return self.folder / SOURCE_RECORD
 
     def _record_source(self, source: str, sha: str | None = None) -> str | None:
         """Record the catalog file's size, modification time and sha256 beside the catalog stage's stamp; returns
@@ -497,14 +501,10 @@ class Run:
             try:
                 src = Path(resolve_source(source, None))
             except ConfigError:  # the file is gone: the cached catalog is all there is, if it was read from it
-                try:
-                    recorded = json.loads(self._source_record().read_text(encoding="utf-8")).get("path")
-                except (OSError, ValueError, AttributeError, RecursionError):
-                    recorded = None
-                gone = Path(source).expanduser().resolve()
-                if not isinstance(recorded, str) or Path(recorded) != gone:
+                recorded = recorded_source_path(self.folder)
+                if recorded != Path(source).expanduser().resolve():
                     # (a mistyped or missing file had run on another file's catalog cached in a shared output folder)
-                    read = f"was read from {recorded}" if isinstance(recorded, str) else "does not record its file"
+                    read = f"was read from {recorded}" if recorded is not None else "does not record its file"
                     raise ConfigError(
                         f"'catalog.source' = {source!r}: no such file, and the catalog cached in {self.folder} {read}; "
                         "restore the file, fix the path, or use another output folder ('output' or --output)"
@@ -664,8 +664,7 @@ class Run:
                                                               zipfile.BadZipFile))
         if data is not None:
             self.log(f"[accelerations] reusing {path}")
-            with np.load(path, allow_pickle=False) as z:
-                self._restamp("accelerations", key, _arrays_digest({k: z[k] for k in z.files}))
+            self._restamp("accelerations", key, _npz_digest(path))
         else:
             sun = cat.solar.position
             radius = self.node_radius(cat)
