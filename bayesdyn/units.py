@@ -57,23 +57,34 @@ __all__ = [
 ]
 
 LENGTH = u.kpc
+"""The internal length unit: kpc."""
 VELOCITY = u.km / u.s
+"""The internal velocity unit: km/s."""
 MASS = u.Msun
+"""The internal mass unit: M☉."""
 ACCELERATION = u.km**2 / u.s**2 / u.kpc
+"""The internal acceleration unit: (km/s)²/kpc (1.0459 kpc/Gyr², 1.0227e-3 km/s/Myr)."""
 DENSITY = u.Msun / u.kpc**3
+"""The internal mass-density unit: M☉/kpc³ (1e-9 M☉/pc³)."""
 SURFACE_DENSITY = u.Msun / u.kpc**2
+"""The internal surface-density unit: M☉/kpc² (1e-6 M☉/pc²)."""
 POTENTIAL = u.km**2 / u.s**2
+"""The internal potential unit: (km/s)²."""
 TIME = u.kpc / (u.km / u.s)  # ≈ 0.9778 Gyr
+"""The internal time unit: kpc/(km/s) ≈ 0.9778 Gyr."""
 
-#: GeV/cm³ as an astropy unit of mass density (energy density / c²).
 GEV_PER_CM3 = u.def_unit("GeV_per_cm3", (u.GeV / const.c**2 / u.cm**3).to(u.Msun / u.pc**3))
+"""GeV/cm³ as an astropy unit of mass density (energy density / c²)."""
 
-#: Newton's constant in kpc (km/s)² / M☉ (4.300917270e-6).
 G: float = float(const.G.to(LENGTH * VELOCITY**2 / MASS).value)
+"""Newton's constant in kpc (km/s)² / M☉ (4.300917270e-6)."""
 
 KMS2_PER_KPC_IN_KPC_PER_GYR2: float = float((1 * ACCELERATION).to(u.kpc / u.Gyr**2).value)
+"""1 (km/s)²/kpc in kpc/Gyr² (1.04594)."""
 KMS2_PER_KPC_IN_KMS_PER_MYR: float = float((1 * ACCELERATION).to(u.km / u.s / u.Myr).value)
+"""1 (km/s)²/kpc in km/s/Myr (1.02271e-3)."""
 MSUN_PER_PC3_IN_GEV_PER_CM3: float = float((1 * u.Msun / u.pc**3).to(GEV_PER_CM3).value)
+"""1 M☉/pc³ in GeV/cm³ (37.965)."""
 
 _PHYSICAL = {
     "length": LENGTH,

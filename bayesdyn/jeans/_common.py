@@ -54,11 +54,11 @@ class Estimate(NamedTuple):
         return u.Quantity(self.value, self.unit)
 
 
-#: Largest fraction of bootstrap replicates in which a quantity may be undefined (NaN) while its error is
-#: still the spread of the others: leaving out replicates (a bin emptied, M(<r) < 0 under a square root)
-#: truncates the spread. A bin of 11 stars whose replicates were dropped below 10 stars (35 % of them) had a
-#: density error of 0.22–0.23 (two draws of the stars) instead of 1/√11 = 0.30.
 MAX_UNDEFINED_FRACTION = 0.01
+"""Largest fraction of bootstrap replicates in which a quantity may be undefined (NaN) while its error is still
+the spread of the others: leaving out replicates (a bin emptied, M(<r) < 0 under a square root) truncates the
+spread. A bin of 11 stars whose replicates were dropped below 10 stars (35 % of them) had a density error of
+0.22–0.23 (two draws of the stars) instead of 1/√11 = 0.30."""
 
 
 def make_estimate(value: np.ndarray, samples: np.ndarray, unit: str, name: str = "",

@@ -24,15 +24,13 @@ __all__ = [
 ]
 
 _FOUR_PI_G = 4.0 * math.pi * _u.G
-#: 1 km/s/kpc in 1/Gyr (rates such as ∂log f/∂t).
 GYR_PER_KPC_S_KM = 1.0227121650537077
+"""1 km/s/kpc in 1/Gyr (rates such as ∂log f/∂t)."""
 
 #: members below which FieldMap.band(method="quantile") warns that the band covers less than its level (by more
 #: than a point at 95 %: about level × (K − 1)/(K + 1), simulated 0.93 at K = 100)
 QUANTILE_MIN_MEMBERS = 200
 
-#: quantity → (unit, what it is). Components of a: x, y, z; R (cylindrical, outward),
-#: phi (cylindrical, along +φ = atan2(y, x)), r (spherical, outward), all about the Galactic centre.
 QUANTITIES: dict[str, tuple[str, str]] = {
     "potential": ("(km/s)²", "gravitational potential Φ"),
     "acceleration": ("(km/s)²/kpc", "acceleration a = −∇Φ (vector)"),
@@ -46,6 +44,8 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "smoothed_density": ("M☉/kpc³", "ball-averaged density −(3/4πGh)⟨a·n⟩ over a sphere of radius h"),
     "efficiency": ("", "selection efficiency ε"),
 }
+"""quantity → (unit, what it is). Components of a: x, y, z; R (cylindrical, outward), phi (cylindrical, along +φ
+= atan2(y, x)), r (spherical, outward), all about the Galactic centre."""
 
 
 class FieldMap(NamedTuple):

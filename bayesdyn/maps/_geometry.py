@@ -11,8 +11,8 @@ from .. import units as _u
 
 __all__ = ["Grid", "grid", "plane_slice", "line_of_sight", "sphere_rule", "PLANES"]
 
-#: Slice planes: name → (indices of the two in-plane axes, index of the fixed axis).
 PLANES = {"xy": (0, 1, 2), "xz": (0, 2, 1), "yz": (1, 2, 0)}
+"""Slice planes: name → (indices of the two in-plane axes, index of the fixed axis)."""
 _AXES = "xyz"
 
 

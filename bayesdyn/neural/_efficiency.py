@@ -62,15 +62,13 @@ from ._potential import _positions3, check_weights, weight_prior
 
 __all__ = ["NeuralEfficiency", "NeuralTracerDensity", "EFFICIENCY_OFFSET"]
 
-#: Constant added to the efficiency network's output before the sigmoid. Zero: a fresh
-#: network starts at ε ≈ σ(0) = 1/2, where ∂log σ/∂u = 1/2. An offset that starts near
-#: ε ≈ 1 (e.g. σ(4) = 0.98) puts every star on the sigmoid's flat tail, where
-#: ∂log σ/∂u = 1 − ε ≈ 0.02: the efficiency then learns so slowly that the potential
-#: absorbs the dust first (measured on the disk mock with exact scores, 8000 (x, v)
-#: pairs: ε–truth correlation 0.55 with offset 4 and 0.96 with 0 after 1500 steps;
-#: offset 4 reached only 0.58 after 3000). Only ∇log ε enters the CBE, and
-#: :meth:`NeuralEfficiency.normalised` sets the level afterwards.
 EFFICIENCY_OFFSET = 0.0
+"""Constant added to the efficiency network's output before the sigmoid. Zero: a fresh network starts at ε ≈ σ(0)
+= 1/2, where ∂log σ/∂u = 1/2. An offset that starts near ε ≈ 1 (e.g. σ(4) = 0.98) puts every star on the
+sigmoid's flat tail, where ∂log σ/∂u = 1 − ε ≈ 0.02: the efficiency then learns so slowly that the potential
+absorbs the dust first (measured on the disk mock with exact scores, 8000 (x, v) pairs: ε–truth correlation 0.55
+with offset 4 and 0.96 with 0 after 1500 steps; offset 4 reached only 0.58 after 3000). Only ∇log ε enters the
+CBE, and :meth:`NeuralEfficiency.normalised` sets the level afterwards."""
 
 
 @functools.partial(jax.jit, static_argnames="method")

@@ -39,19 +39,18 @@ __all__ = [
 
 _FOUR_PI_G = 4.0 * math.pi * _units.G
 
-#: What the fit learns besides Φ: nothing, the efficiency ε(x) jointly (residual
-#: v·(s_x,obs − ∇log ε) + a·s_v), or the true tracer density (residual
-#: v·(∇_x log p(v|x) + ∇log n_true) + a·s_v, fed with conditional scores).
 SELECTIONS = ("none", "efficiency", "tracer_density")
+"""What the fit learns besides Φ: nothing, the efficiency ε(x) jointly (residual v·(s_x,obs − ∇log ε) + a·s_v),
+or the true tracer density (residual v·(∇_x log p(v|x) + ∇log n_true) + a·s_v, fed with conditional scores)."""
 
 #: With ``val_fraction=0``: how many training rows (at most) judge which weights each member keeps
 VALIDATION_ROWS = 8192
 
-#: How each star's residual is scaled in the loss (see :class:`NeuralFitConfig`).
 NORMALIZATIONS = ("score", "none")
-#: Where :class:`NeuralFitConfig`'s density penalty is evaluated: at training stars, or
-#: uniformly in the ball about the stars' centre that holds every training star.
+"""How each star's residual is scaled in the loss (see :class:`NeuralFitConfig`)."""
 DENSITY_PENALTY_POINTS = ("stars", "ball")
+"""Where :class:`NeuralFitConfig`'s density penalty is evaluated: at training stars, or uniformly in the ball
+about the stars' centre that holds every training star."""
 
 FORMAT = "bayesdyn.neural_fit"
 #: v2 records the sha256 of ``neural.npz`` in ``neural.json`` (``arrays_sha256``), checked on load; v3 also that of

@@ -24,13 +24,13 @@ import numpy as np
 
 __all__ = ["ACTIVATIONS", "Architecture", "standardisation"]
 
-#: Smooth activations (a = −∇Φ and ρ ∝ ∇²Φ need two continuous derivatives; relu is refused).
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": jax.nn.gelu,
     "tanh": jnp.tanh,
     "softplus": jax.nn.softplus,
     "silu": jax.nn.silu,
 }
+"""Smooth activations (a = −∇Φ and ρ ∝ ∇²Φ need two continuous derivatives; relu is refused)."""
 
 
 @dataclasses.dataclass(frozen=True)

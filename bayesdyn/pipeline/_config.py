@@ -20,7 +20,6 @@ class ConfigError(ValueError):
     """A configuration key is missing, unknown or has a value of the wrong kind."""
 
 
-#: Prior families a config may name, with their argument names.
 PRIORS = {
     "Uniform": ("low", "high"),
     "LogUniform": ("low", "high"),
@@ -29,8 +28,8 @@ PRIORS = {
     "LogNormal": ("loc", "scale"),
     "HalfNormal": ("scale",),
 }
+"""Prior families a config may name, with their argument names."""
 
-#: Potential components a config may name (bayesdyn.potentials classes).
 COMPONENTS = (
     "NFW",
     "Zhao",
@@ -46,6 +45,7 @@ COMPONENTS = (
     "MN3ExponentialDisk",
     "DarkDisk",
 )
+"""Potential components a config may name (bayesdyn.potentials classes)."""
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "output": "bayesdyn-report",
@@ -141,9 +141,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "corner": True,
     },
 }
+"""The default configuration (``bayesdyn config`` prints it as TOML; docs/cli.md explains every key)."""
 
-#: One line per key of :data:`DEFAULT_CONFIG` (outside ``model``), printed after it by ``bayesdyn config`` and listed in
-#: docs/cli.md; a test asks for one per key.
 KEY_HELP: dict[str, str] = {
     "output": "run folder (stages are cached there; a rerun resumes); relative to the working directory",
     "seed": "master seed of every stage (flows, nodes, velocity draws, NUTS); an integer in [0, 2**31)",
@@ -193,6 +192,8 @@ KEY_HELP: dict[str, str] = {
     "report.dark_disk_scale_heights_kpc": "scale heights of the dark-disk limits [kpc]; [] = none",
     "report.corner": "draw the corner plot",
 }
+"""One line per key of :data:`DEFAULT_CONFIG` (outside ``model``), printed after it by ``bayesdyn config`` and
+listed in docs/cli.md; a test asks for one per key."""
 
 #: keys whose value is "auto" or an integer
 _INT_OR_AUTO = {"psd.seeds_per_resample"}

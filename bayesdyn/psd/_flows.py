@@ -43,8 +43,6 @@ __all__ = [
     "prng_key",
 ]
 
-#: Smooth activations by name (relu is allowed but gives piecewise-constant score
-#: derivatives; DESIGN §9).
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
@@ -53,8 +51,8 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "elu": jax.nn.elu,
     "relu": jax.nn.relu,
 }
+"""Smooth activations by name (relu is allowed but gives piecewise-constant score derivatives; DESIGN §9)."""
 
-#: Selectable flowjax architectures.
 FLOWS: dict[str, str] = {
     "maf": "masked autoregressive flow, affine transformers (default; fast batched scores)",
     "coupling": "affine coupling flow (RealNVP)",
@@ -64,6 +62,7 @@ FLOWS: dict[str, str] = {
     "sas_maf": "masked autoregressive flow, sinh-arcsinh then affine transformers (smooth skew and tail "
     "weight per conditional; fast batched scores)",
 }
+"""Selectable flowjax architectures."""
 # flowjax's block neural autoregressive flow was offered too: its width had to be divisible by 3 (the default 64
 # was refused), it ignored the activation, and its numerical inverse failed ("maximum steps reached") when sampling
 # velocities with more than 2 layers, which estimate_accelerations needs

@@ -27,10 +27,10 @@ from ._sampler import NutsRunner
 
 __all__ = ["coverage", "CoverageResult", "summarise", "plot_pit", "pull_table", "ACCEPTANCE"]
 
-#: Acceptance bands of issue 5. At R = 30 the binomial σ is 0.085 (68 %) and 0.040 (95 %): the 68 % band is about
-#: ±2σ, the 95 % band's lower edge 2.5σ below 0.95 and it has no upper test (over-wide intervals pass it; the 68 %
-#: band and the PIT catch them).
 ACCEPTANCE = {"coverage_68": (0.50, 0.85), "coverage_95": (0.85, 1.00), "bias_over_sd": (0.0, 0.5)}
+"""Acceptance bands of issue 5. At R = 30 the binomial σ is 0.085 (68 %) and 0.040 (95 %): the 68 % band is about
+±2σ, the 95 % band's lower edge 2.5σ below 0.95 and it has no upper test (over-wide intervals pass it; the 68 %
+band and the PIT catch them)."""
 #: the bands are judged from this many realisations on (issue 5's R ≥ 30): below it the pass flags are None ("n/a";
 #: a calibrated posterior passes the 68 % band at R = 3 with probability 0.44, and never at R = 1)
 ACCEPTANCE_MIN_R = 30

@@ -267,11 +267,11 @@ class DiskMock(CalibrationMock):
 
 
 # ------------------------------------------------------------------- (iii) Gaia Challenge
-#: The two Gaia Challenge spherical mocks (Read et al. 2021): file name, DM Zhao (ρ0, r_s, α, β, γ).
 GAIA_CHALLENGE = {
     "core": ("gs010_bs050_rcrs025_rarc100_core_0400mpc3_df_10000_0.dat", (4e8, 1.0, 1.0, 3.0, 0.0)),
     "cusp": ("gs010_bs050_rcrs010_rarc100_cusp_0064mpc3_df_10000_0.dat", (6.4e7, 1.0, 1.0, 3.0, 1.0)),
 }
+"""The two Gaia Challenge spherical mocks (Read et al. 2021): file name, DM Zhao (ρ0, r_s, α, β, γ)."""
 
 
 def _default_data_dir() -> Path:
@@ -382,13 +382,13 @@ class GaiaChallengeMock(CalibrationMock):
         return out
 
 
-#: mock name → factory
 MOCKS = {
     "nfw": NFWMock,
     "disk": DiskMock,
     "gaia-challenge-core": lambda: GaiaChallengeMock("core"),
     "gaia-challenge-cusp": lambda: GaiaChallengeMock("cusp"),
 }
+"""Calibration mocks by name → a factory of its :class:`CalibrationMock` (:func:`get_mock`)."""
 
 
 def get_mock(mock: "str | CalibrationMock") -> CalibrationMock:
