@@ -97,11 +97,19 @@ def _config(args: argparse.Namespace, overrides: dict | None = None) -> dict[str
         options["output"] = output
     if seed is not None:
         options["seed"] = seed
-    if getattr(args, "config", None) is not None:  # (an empty path, e.g. an unset "$CFG", had run the whole default)
-        return load_config(args.config, overrides=options)
-    # no file: the demo's own settings, which the user did not write (--likelihood weak_form warned that its [psd] and
-    # [nodes] were unused)
-    return validate_config(overlay(overrides or {}, options), warn_unused=False)
+    from .pipeline import ConfigError
+
+    try:
+        if getattr(args, "config", None) is not None:  # (an empty path, e.g. an unset "$CFG", had run the default)
+            return load_config(args.config, overrides=options)
+        # no file: the demo's own settings, which the user did not write (--likelihood weak_form warned that its
+        # [psd] and [nodes] were unused)
+        return validate_config(overlay(overrides or {}, options), warn_unused=False)
+    except ConfigError as err:  # a value given by an option: name the option (the message named the config key)
+        for key, value in (("seed", seed), ("output", output)):
+            if value is not None and str(err).startswith(f"'{key}'"):
+                raise ConfigError(f"--{key} {value!r}: {err}") from None
+        raise
 
 
 #: functions during which Ctrl-C waits until they return: they write a checkpoint or an

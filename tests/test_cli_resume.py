@@ -329,8 +329,14 @@ def test_config_refuses_bad_priors_ranges_and_scale_heights_before_any_stage(tmp
     (tmp_path / "run.toml").write_text('output = "run"\n')
     assert cli.main(["infer", str(tmp_path / "run.toml"), "--seed", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "missing.fits" in err and "n must be" in err and "'seed' must be an integer in [0, 2**31)" in err
+    assert "missing.fits" in err and "n must be" in err and "--seed -1: 'seed' must be an integer in [0, 2**31)" in err
     assert "Traceback" not in err
+    # an option's bad value names the option (it had named the config key alone), a config file's names its key
+    assert cli.main(["demo", "--output", "", "--fast"]) == 2
+    assert "configuration error: --output '': 'output' must name a folder" in capsys.readouterr().err
+    (tmp_path / "bad_seed.toml").write_text("seed = -1\n")
+    assert cli.main(["infer", str(tmp_path / "bad_seed.toml")]) == 2
+    assert "configuration error: 'seed' must be an integer" in capsys.readouterr().err
 
 
 def test_config_command_prints_the_default_with_units_and_reads_back(capsys):
