@@ -385,6 +385,9 @@ def test_exact_method_needs_a_floor_and_unknown_names_are_refused():
         validate.coverage("nfw", method="exact", likelihood="ensemble")
     with pytest.raises(ValueError, match="members"):
         validate.coverage("nfw", method="truth", likelihood="floor:0.05+mixture")
+    # exact accelerations without noise cover by construction: said at once (the run stops later, at a bad option)
+    with pytest.warns(UserWarning, match="hold the truth by construction"), pytest.raises(ValueError, match="bogus"):
+        validate.coverage("nfw", method="truth", likelihood="floor:0.05", nuts_options={"bogus": 1})
     with pytest.raises(ValueError, match="unknown mock"):
         validate.coverage("plummer")
     with pytest.raises(ValueError, match="no quantities"):

@@ -763,6 +763,11 @@ def coverage(
         raise ValueError("method='truth' has no ensemble members: drop 'mixture'/'members' from the likelihood")
     if realisations < 1 or n_stars < 1 or n_nodes < 1 or n_velocities < 4:
         raise ValueError("realisations, n_stars and n_nodes must be ≥ 1 and n_velocities ≥ 4")
+    if method == "truth" and perturb is None:  # (nothing had said so: its coverage reads as a calibration)
+        warnings.warn("method='truth' without perturb: the data are the exact accelerations, so the intervals hold "
+                      "the truth by construction (coverage near 100 %; a check of the model and the reported "
+                      "quantities, not a calibration); perturb=gaussian_noise() draws the noise that the floor "
+                      "states, the calibrated positive control", UserWarning, stacklevel=2)
     fixed = getattr(mock, "fixed_stars", None)
     if fixed is not None and n_stars > fixed:  # (every realisation failed at its draw, one by one)
         raise ValueError(f"the {mock.name} mock is one fixed catalog of {fixed} stars; asked for n_stars = {n_stars}: "
