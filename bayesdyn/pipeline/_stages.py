@@ -131,45 +131,75 @@ def _outside_text(max_pull: float, farthest: tuple | None) -> str:
 #: The farthest value's tail (the smaller fraction of draws beyond it) below which one exclusion is strong
 #: evidence: 3σ one-sided.
 _STRONG_TAIL = 0.00135
-#: Rows that are nearly one number (K_z ≈ 2πGΣ at 1.1 kpc, Poisson's equation; corr. 0.94 over MWPotential2014's
-#: parameters varied by 15 %): excluded together, they count as one exclusion.
-_ONE_NUMBER = ("derived.Kz_1p1kpc", "derived.Sigma_1p1kpc")
+#: The share of the posterior's own draws outside at least as many of its 95 % intervals as the checked values,
+#: below which the exclusions together are strong evidence: as rare as two exclusions of five independent values
+#: (1 − 0.95⁵ − 5·0.05·0.95⁴ = 2.3 %). The rows are correlated (K_z ≈ 2πGΣ at 1.1 kpc by Poisson's equation; ρ_total(⊙)
+#: with both; ρ_DM(⊙) with or against them), so counting exclusions as independent overstates them; a draw of the
+#: posterior carries the same correlation.
+_JOINT_SHARE = 0.025
 
 
-def _reference_verdict(n_out: int, n_rows: int, outside: str, tail: float, n_indep: int | None = None) -> str:
+def _exclusions(draws: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Which of ``values`` (k,) the 95 % intervals of ``draws`` (n, k) exclude; the farthest value's tail (the smallest,
+    over the rows, fraction of a row's draws on the far side of its value; 1 without rows); and the share of the draws
+    themselves outside at least as many of the intervals as the values (1 when none is excluded). If the posterior is
+    right, the values are like one more draw, so that share is the chance of so many exclusions, correlation included."""
+    draws, values = np.asarray(draws, dtype=float), np.asarray(values, dtype=float).reshape(-1)
+    draws = draws[:, None] if draws.ndim == 1 else draws
+    if values.size == 0:
+        return np.zeros(0, bool), 1.0, 1.0
+    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    out = ~((lo <= values) & (values <= hi))
+    below = np.mean(draws < values, axis=0)
+    tail = float(np.min(np.minimum(below, 1.0 - below)))
+    n_out = int(out.sum())
+    share = 1.0 if n_out == 0 else float(np.mean(((draws < lo) | (draws > hi)).sum(axis=1) >= n_out))
+    return out, tail, share
+
+
+def _strong(tail: float, share: float) -> bool:
+    """Whether exclusions are strong evidence: the posterior's own draws are outside as many intervals in fewer than
+    :data:`_JOINT_SHARE` of cases, or one value has fewer than :data:`_STRONG_TAIL` of its draws beyond it."""
+    return share < _JOINT_SHARE or tail < _STRONG_TAIL
+
+
+def _share_text(n_out: int, n_rows: int, share: float) -> str:
+    """The measured chance of the exclusions: how many of the posterior's own draws are outside as many intervals."""
+    many = "one" if n_out == 1 else f"{n_out}"
+    return (f"{100 * share:.2g} % of the posterior's own draws lie outside at least {many} of these {n_rows} "
+            "intervals (the chance of as many exclusions if the intervals carry all the error, the rows' "
+            "correlation included)")
+
+
+def _strong_reason(n_out: int, n_rows: int, tail: float, share: float) -> str:
+    """Why exclusions are strong evidence: their measured chance, or the farthest value beyond 3σ of its draws."""
+    if share < _JOINT_SHARE:
+        return _share_text(n_out, n_rows, share)
+    return f"the farthest value has fewer than {100 * _STRONG_TAIL:.3g} % of its draws beyond it (3σ one-sided)"
+
+
+def _reference_verdict(n_out: int, n_rows: int, outside: str, tail: float, share: float) -> str:
     """The summary's sentence for 95 % intervals that exclude MWPotential2014's value (a reference, not the truth).
-    Two or more exclusions (``n_indep``: K_z and Σ at 1.1 kpc, excluded together, count as one), or one with fewer
-    than 0.135 % of the draws beyond it (3σ one-sided), say that the intervals are far too narrow; a lone one short of
-    that is said to be weak evidence (it had called a lone exclusion at a pull of ~1σ "far too narrow"). The other
-    rows are correlated too (ρ_total(⊙) with K_z, ρ_DM(⊙) against them), so one miss can still count twice."""
-    n_indep = n_out if n_indep is None else n_indep
+    Strong (:func:`_strong`: fewer than 2.5 % of the posterior's own draws outside as many of its intervals, or one
+    value with fewer than 0.135 % of the draws beyond it, 3σ one-sided) says that the intervals are far too narrow;
+    otherwise the exclusions are said to be weak evidence alone, with their measured chance. (A lone exclusion at a
+    pull of ~1σ had read "far too narrow"; then exclusions had been counted as independent but for K_z and Σ.)"""
     what = f"the 95 % intervals exclude MWPotential2014's value for {n_out} of {n_rows} local quantities ({outside})"
-    if n_indep >= 2 or tail < _STRONG_TAIL:
-        return f"NOT A MEASUREMENT: {what}; the intervals are far too narrow for these data."
-    return (f"REFERENCE CHECK: {what}. Weak evidence alone: {_chance_text(n_out, n_rows)}; and MWPotential2014 is a "
-            "reference, not the truth (reference_check.md).")
+    if _strong(tail, share):
+        return (f"NOT A MEASUREMENT: {what}; {_strong_reason(n_out, n_rows, tail, share)}: the intervals are far too "
+                "narrow for these data.")
+    return (f"REFERENCE CHECK: {what}. Weak evidence alone: {_share_text(n_out, n_rows, share)}; and MWPotential2014 "
+            "is a reference, not the truth (reference_check.md).")
 
 
-def _chance_text(n_out: int, n_rows: int) -> str:
-    """How often intervals that carry all the error exclude one true value by chance."""
-    pair = (" (K_z(1.1 kpc) and Σ(1.1 kpc), nearly one number by Poisson's equation, count as one)" if n_out == 2
-            else "")
-    return (f"one exclusion{pair}; intervals that carry all the error exclude at least one of {n_rows} true values in "
-            f"up to {100 * (1 - 0.95 ** n_rows):.0f} % of runs (1 − 0.95ⁿ for independent values; these are "
-            "correlated, which makes it less)")
-
-
-def _truth_verdict(n_out: int, n_rows: int, outside: str, tail: float, n_indep: int | None = None) -> str:
-    """The summary's sentence for 95 % intervals that exclude a mock's truth, graded as :func:`_reference_verdict`:
-    FAILED for two or more independent exclusions or one beyond 3σ; a lone one short of that is weak evidence alone
-    (it had read FAILED too)."""
-    n_indep = n_out if n_indep is None else n_indep
+def _truth_verdict(n_out: int, n_rows: int, outside: str, tail: float, share: float) -> str:
+    """The summary's sentence for 95 % intervals that exclude a mock's truth, graded as :func:`_reference_verdict`."""
     what = (f"the 95 % intervals exclude the mock's truth for {n_out} of {n_rows} local quantities ({outside}; "
             "truth_check.md)")
-    if n_indep >= 2 or tail < _STRONG_TAIL:
-        return f"TRUTH CHECK FAILED: {what}."
-    return (f"TRUTH CHECK: {what}. Weak evidence alone: {_chance_text(n_out, n_rows)}; coverage is measured over many "
-            "realisations (docs/calibration).")
+    if _strong(tail, share):
+        return f"TRUTH CHECK FAILED: {what}; {_strong_reason(n_out, n_rows, tail, share)}."
+    return (f"TRUTH CHECK: {what}. Weak evidence alone: {_share_text(n_out, n_rows, share)}; coverage is measured "
+            "over many realisations (docs/calibration).")
 
 
 def _sha256(path: Path) -> str:
@@ -1166,15 +1196,15 @@ class Run:
             )
         self.log(text)
         if self.truth is not None:
-            check, n_out, n_rows, outside, tail, n_indep = self._truth_check(post, data)
+            check, n_out, n_rows, outside, tail, share = self._truth_check(post, data)
             (out / "truth_check.md").write_text(check)
             self.log(check)
             if n_out:
-                verdicts.append(_truth_verdict(n_out, n_rows, outside, tail, n_indep))
+                verdicts.append(_truth_verdict(n_out, n_rows, outside, tail, share))
         elif self.weak:  # no node accelerations: the posterior against the reference only
             from ..potentials import MWPotential2014
 
-            table, n_out, n_rows, outside, tail, n_indep = self._check_table(
+            table, n_out, n_rows, outside, tail, share = self._check_table(
                 post, data, dict(MWPotential2014().items()), ("halo",), "MWPotential2014")
             check = ("## The posterior against MWPotential2014\n\nMWPotential2014 is a common reference model of "
                      "the Milky Way, **not** the truth; a pull of several σ on these well-measured local quantities "
@@ -1182,7 +1212,7 @@ class Run:
             (out / "reference_check.md").write_text("# Real data against a reference potential\n\n" + check)
             self.log(check)
             if n_out:
-                verdicts.append(_reference_verdict(n_out, n_rows, outside, tail, n_indep))
+                verdicts.append(_reference_verdict(n_out, n_rows, outside, tail, share))
         else:
             check, verdict = self._reference_check(post, data)
             (out / "reference_check.md").write_text("# Real data against a reference potential\n\n" + check)
@@ -1259,7 +1289,7 @@ class Run:
             ac = np.asarray(comp.acceleration(x), np.float64)
             snr[name] = float(np.sqrt(np.einsum("pi,pij,pj->", ac, icov, ac)))
         inflate = max(1.0, chi2_dof) ** 0.5
-        table, n_out, n_rows, outside, tail, n_indep = self._check_table(post, data, dict(mw.items()), ("halo",),
+        table, n_out, n_rows, outside, tail, share = self._check_table(post, data, dict(mw.items()), ("halo",),
                                                                           "MWPotential2014")
         p = x.shape[0]
         text = (
@@ -1288,7 +1318,7 @@ class Run:
                 f"match the data (χ²/dof = {chi2_dof:.2g} against MWPotential2014)."
             )
         if n_out:
-            verdict.append(_reference_verdict(n_out, n_rows, outside, tail, n_indep))
+            verdict.append(_reference_verdict(n_out, n_rows, outside, tail, share))
         return text, verdict
 
     def _truth_check(self, post, data) -> tuple[str, int, int, str, float, int]:
@@ -1305,11 +1335,11 @@ class Run:
         return ("Mock truth against the posterior (exact values from the mock's potential):\n\n" + table, *counts)
 
     def _check_table(self, post, data, components, dark, label: str,
-                     dark_matter: float | None = None) -> tuple[str, int, int, str, float, int]:
+                     dark_matter: float | None = None) -> tuple[str, int, int, str, float, float]:
         """The check table of ``post``'s derived quantities against ``components`` (ρ_DM(⊙) from ``dark``, or the
-        given ``dark_matter`` density at the Sun [M☉/kpc³]); also the number outside 95 %, the rows, a summary, and
-        the farthest value's tail: the smaller fraction of its draws on one side of it (1 without rows), and the number
-        of independent exclusions (K_z and Σ at 1.1 kpc, excluded together, count as one)."""
+        given ``dark_matter`` density at the Sun [M☉/kpc³]); also the number outside 95 %, the rows, a summary, the
+        farthest value's tail (the smaller fraction of its draws on one side of it; 1 without rows), and the share of
+        the posterior's own draws outside at least as many of the intervals (:func:`_exclusions`; 1 when none is)."""
         import jax
 
         from ..inference import derived_quantities
@@ -1321,35 +1351,30 @@ class Run:
             true = {**true, "rho_dm_sun": dark_matter}
         keys = (("rho_total_sun", "v_circ_R0", "Kz_1p1kpc", "Sigma_1p1kpc")
                 + (("rho_dm_sun",) if dark or dark_matter is not None else ()))
-        n_out, max_pull, farthest, excluded = 0, 0.0, None, set()
+        names = [f"derived.{k}" for k in keys if f"derived.{k}" in post.samples]
+        draws = np.column_stack([np.asarray(post.samples[n], dtype=float).reshape(-1) for n in names]) if names \
+            else np.zeros((0, 0))
+        values = np.array([float(true[n.removeprefix("derived.")]) for n in names])
+        out, tail, share = _exclusions(draws, values)
+        max_pull, farthest = 0.0, None
         rows = [
             f"| quantity | unit | {label} | median | 95 % interval | (median − {label})/sd | inside 95 % | "
             f"draws below {label} |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for k in keys:
-            name = f"derived.{k}"
-            if name not in post.samples:
-                continue
-            s = post.samples[name].reshape(-1)
-            t = float(true[k])
+        for j, (name, t) in enumerate(zip(names, values)):
+            s = draws[:, j]
             lo, med, hi = np.percentile(s, [2.5, 50, 97.5])
-            n_out += not lo <= t <= hi
-            if not lo <= t <= hi:
-                excluded.add(name)
             pull = (med - t) / s.std(ddof=1)
             max_pull = max(max_pull, abs(pull))
             below = float(np.mean(s < t))  # where the value sits among the draws: pulls mislead for skewed ones
-            tail = min(below, 1.0 - below)
-            if farthest is None or tail < farthest[1]:
-                farthest = (name, tail, pull)
+            if farthest is None or min(below, 1.0 - below) < farthest[1]:
+                farthest = (name, min(below, 1.0 - below), pull)
             rows.append(  # the unit: the text above a table quotes ρ in M☉/pc³, the table's is M☉/kpc³
                 f"| `{name}` | {_unit_of(name)} | {t:.4g} | {med:.4g} | [{lo:.4g}, {hi:.4g}] | {pull:+.1f} | "
-                f"{'yes' if lo <= t <= hi else '**no**'} | {100 * below:.1f} % |"
+                f"{'**no**' if out[j] else 'yes'} | {100 * below:.1f} % |"
             )
-        tail = 1.0 if farthest is None else farthest[1]
-        n_indep = n_out - (set(_ONE_NUMBER) <= excluded)
-        return "\n".join(rows) + "\n", n_out, len(rows) - 2, _outside_text(max_pull, farthest), tail, n_indep
+        return "\n".join(rows) + "\n", int(out.sum()), len(names), _outside_text(max_pull, farthest), tail, share
 
     def write_metadata(self, out: Path) -> None:
         """``run_metadata.json``: config, seeds, versions, timings, machine."""
