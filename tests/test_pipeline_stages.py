@@ -543,6 +543,14 @@ def test_report_summary_carries_convergence_acceleration_notes_and_the_real_chi2
     check = (out / "reference_check.md").read_text()
     assert f"by about √(χ²/dof) = {chi2_dof ** 0.5:.2g}× in standard deviation (below 1: the S/N column" in check
     assert (out / "local_dm_density.csv").is_file()
+    # a catalog without error columns: the summary says it gives none (it had advised [errors] correct = true, which
+    # is refused for it); with errors given per axis, that advice stands
+    assert ("Measurement errors: not corrected, and the catalog gives none (this catalog has no Gaia observables"
+            in summary and "correct for assumed ones" in summary)
+    run.cfg = copy.deepcopy(cfg)
+    run.cfg["errors"]["velocity_error_kms"] = 1.0
+    summary = (run.report(post, data, cat) / "local_dm.txt").read_text()
+    assert "Measurement errors: not corrected; they bias the accelerations" in summary and "gives none" not in summary
     # a model without dark components: no ρ_DM(⊙) table (the WARNING line had made it write one of zeros)
     run.cfg = copy.deepcopy(cfg)
     run.cfg["model"]["halo"]["dark"] = False

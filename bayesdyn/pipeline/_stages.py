@@ -804,6 +804,17 @@ class Run:
                         "errors.velocity_error_kms and errors.position_error_kpc per axis, for a catalog without "
                         "Gaia error columns, or errors.correct = false)") from None
 
+    def _no_error_copies(self, cat) -> str | None:
+        """Why ``[errors] correct = true`` could not draw an error copy of ``cat`` with this run's settings (None
+        when it could): no Gaia error columns and no errors given per axis, or a copy that loses stars."""
+        from ..catalog import CatalogError
+
+        try:
+            self._copy(cat, 0)
+        except (CatalogError, ValueError) as err:
+            return str(err).rstrip(".")
+        return None
+
     #: fraction of the stars (by distance from the Sun) inside which nodes may lie
     EDGE_QUANTILE = 0.8
 
@@ -1169,10 +1180,17 @@ class Run:
         elif self.cfg["errors"]["correct"] and er_file.is_file():
             lines.append(f"Measurement errors: corrected to leading order — {er_file.read_text().strip()} "
                          "(the corrected intervals' coverage is not calibrated on mocks).")
-        else:
+        elif (missing := self._no_error_copies(cat)) is None:
             lines.append(
                 "Measurement errors: not corrected; they bias the accelerations by about σ_err² ∇log ν "
                 "(set [errors] correct = true; docs: howto/measurement-errors)."
+            )
+        else:  # (it had advised [errors] correct = true, which is refused for a catalog without error columns)
+            lines.append(
+                f"Measurement errors: not corrected, and the catalog gives none ({missing}). If its stars have "
+                "errors, they bias the accelerations by about σ_err² ∇log ν: errors.velocity_error_kms and "
+                "errors.position_error_kpc (per axis) with [errors] correct = true correct for assumed ones "
+                "(docs: howto/measurement-errors)."
             )
         # how much did the data say? posterior against prior widths, in the report for every run
         from ._prior import prior_vs_posterior, prior_vs_posterior_markdown
