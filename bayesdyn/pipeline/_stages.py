@@ -1129,10 +1129,10 @@ class Run:
             lines.append(
                 f"CAVEAT: ρ_DM(⊙) counts the dark disk ({', '.join(dark_disks)}), whose surface density cannot go "
                 "below its prior's edge at 0: where the data limit it weakly, its draws pile up above 0 and set much "
-                "of ρ_DM(⊙)'s upper error, and raise its median when there is no dark disk (bayesdyn demo, with the "
-                "members' combination before the second change of 2026-12-07: ρ_DM(⊙) = 0.332 +0.707 GeV/cm³, the "
-                "halo's own 0.300 +0.028). Read the halo's own "
-                "density and the dark-disk limits, not this number, for the halo.")
+                "of ρ_DM(⊙)'s upper error, and raise its median when there is no dark disk (an example, not this run: on "
+                "the shipped mock, which has no dark disk, bayesdyn demo with the members' combination before the "
+                "second change of 2026-12-07 gave ρ_DM(⊙) = 0.332 +0.707 GeV/cm³ and the halo's own 0.300 +0.028). "
+                "Read the halo's own density and the dark-disk limits, not this number, for the halo.")
         if self.weak:
             lines.append(
                 "CAVEAT: intervals from the weak-form fit (two-step GMM on the stars' CBE moments, no flows). Its "
