@@ -134,6 +134,15 @@ def test_posterior_tables_and_warnings():
     assert_allclose(post.upper_limit("h.m", 0.95), 1.0 + 1.645 * 0.1, atol=0.01)
     md, tex = post.to_markdown(), post.to_latex()
     assert "| `h.m` |" in md and r"\begin{tabular}" in tex
+    # the table shows the tail ESS beside the bulk one (the warning checks both; the table had shown bulk alone)
+    row = next(ln for ln in md.splitlines() if "`h.m`" in ln).split("|")
+    assert "| r̂ | ESS bulk | ESS tail |" in md and float(row[8]) == round(post.diagnostics().loc["h.m", "ess_tail"])
+    walk = np.random.default_rng(5).normal(0, 0.05, size=(4, 1000))  # (own generator: rng's draws feed exact checks)
+    sticky = Posterior({"h.m": np.cumsum(walk, axis=1) % 1.0},  # a slow, wrapped walk: bulk and tail ESS differ
+                       {"diverging": np.zeros((4, 1000), bool)})
+    d = sticky.diagnostics().loc["h.m"]
+    cells = next(ln for ln in sticky.to_markdown().splitlines() if "`h.m`" in ln).split("|")
+    assert (float(cells[7]), float(cells[8])) == (round(d["ess_bulk"]), round(d["ess_tail"])), cells
     # LaTeX: errors to two significant digits, the median to their decimal place, a power of ten, units in math
     row = next(ln for ln in tex.splitlines() if "rho" in ln)
     assert r"$\mathrm{M_\odot/kpc^{3}}$" in row and re.search(r"\$\d\.\d\d\^\{\+\d\.\d\d?\}_\{-\d\.\d\d?\} \\times 10\^\{6\}\$", row), row
@@ -713,7 +722,7 @@ def test_infer_members_widens_to_the_members_disagreement(plummer_data):
     assert diag.loc["halo.mass", "r_hat"] == max(md["halo.mass"]["r_hat"])
     assert diag.loc["derived.v_circ_R0", "ess_bulk"] == pytest.approx(sum(md["derived.v_circ_R0"]["ess_bulk"]))
     # ... and the Markdown table says so under its header (it read as the combined draws' own); a plain run's does not
-    note = "r̂ is the largest of the flow members' own posteriors, and ESS bulk the sum of theirs"
+    note = "r̂ is the largest of the flow members' own posteriors, and ESS bulk and tail the sums of theirs"
     assert note in post.to_markdown() and note not in mean.to_markdown()
     # members in resample pairs (fit_psd(seeds_per_resample=2)): bd.infer hands the groups to combine_members,
     # and the member-mean likelihood, which cannot use them, says so

@@ -296,23 +296,25 @@ class Posterior:
         return df
 
     def to_markdown(self) -> str:
-        """The constraint table as a Markdown table (median and 68 %/95 % intervals)."""
+        """The constraint table as a Markdown table (median and 68 %/95 % intervals, r̂, bulk and tail ESS: the 95 %
+        interval's ends rest on the tail ESS, which the convergence warning also checks)."""
         df = self.summary()
         lines = [
-            "| quantity | unit | median | 68 % interval | 95 % interval | r̂ | ESS bulk |",
-            "|---|---|---|---|---|---|---|",
+            "| quantity | unit | median | 68 % interval | 95 % interval | r̂ | ESS bulk | ESS tail |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for n, r in df.iterrows():
             d = _digits(r["median"], r["q16"], r["q84"])  # enough that the 68 % interval's ends differ
             lines.append(
                 f"| `{n.replace('|', '¦')}` | {r['unit']} | {_fmt(r['median'], d)} | [{_fmt(r['q16'], d)}, {_fmt(r['q84'], d)}] | "
-                f"[{_fmt(r['q2.5'], d)}, {_fmt(r['q97.5'], d)}] | {r['r_hat']:.3f} | {r['ess_bulk']:.0f} |"
+                f"[{_fmt(r['q2.5'], d)}, {_fmt(r['q97.5'], d)}] | {r['r_hat']:.3f} | {r['ess_bulk']:.0f} | "
+                f"{r['ess_tail']:.0f} |"
             )
         lines.append("")
         lines.append(f"Divergent transitions: {df.attrs['num_divergences']}.")
         if (self.info.get("combine") or {}).get("member_diagnostics"):  # (the header alone read as the draws' own)
-            lines.append("r̂ is the largest of the flow members' own posteriors, and ESS bulk the sum of theirs (the "
-                         "combined draws are not one chain's).")
+            lines.append("r̂ is the largest of the flow members' own posteriors, and ESS bulk and tail the sums of "
+                         "theirs (the combined draws are not one chain's).")
         dof = df.attrs["combine_dof"]
         if dof is not None and dof <= HEAVY_TAIL_DOF:
             lines.append(f"**Note:** the flow members were combined with ν = {dof:.1f} degrees of freedom (the "
