@@ -503,8 +503,13 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     draws = 7.544e6 * (1.25 + rng.lognormal(0.0, 0.6, 4000))  # all above MWPotential2014's ρ_DM(⊙), long upper tail
     post = SimpleNamespace(samples={"derived.rho_dm_sun": draws})
     table, n_out, n_rows, outside, tail, share = run._check_table(post, data, mw, ("halo",), "MWPotential2014")
-    pull = (np.median(draws) - 7.544e6) / np.std(draws, ddof=1)
-    assert 1.0 < pull < 2.0 and (n_out, n_rows, tail) == (1, 1, 0.0)
+    q16, q84 = np.percentile(draws, [16, 84])
+    pull = (np.median(draws) - 7.544e6) / (0.5 * (q84 - q16))  # σ₆₈: half the 68 % width, not the sd
+    assert 1.0 < (np.median(draws) - 7.544e6) / np.std(draws, ddof=1) < pull < 3.0  # (the long tail widens the sd)
+    cells = table.splitlines()[2].split("|")  # the table's own value (MWPotential2014's ρ_DM(⊙), 7.356e6)
+    ref = float(cells[3])
+    own = (np.median(draws) - ref) / (0.5 * (q84 - q16))
+    assert (n_out, n_rows, tail) == (1, 1, 0.0) and cells[6].strip() == f"{own:+.1f}" == "+2.0", cells
     assert abs(share - 0.05) < 0.002  # a draw is outside its own 95 % interval 5 % of the time
     # two exclusions: their chance is measured from the draws, so nearly one number (K_z ≈ 2πGΣ) counts about once
     kz = 3000.0 + rng.normal(0, 10, 4000)
@@ -513,8 +518,8 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
         pair = {"derived.Kz_1p1kpc": kz, "derived.Sigma_1p1kpc": sigma}
         counts = run._check_table(SimpleNamespace(samples=pair), data, mw, ("halo",), "MWPotential2014")[1:]
         assert (counts[0], counts[1]) == (2, 2) and abs(counts[4] - expected) < 0.25 * expected + 0.002, counts
-    assert outside == f"|median − value|/sd up to {pull:.1f}; the farthest, `derived.rho_dm_sun`, has all above it"
-    assert table.splitlines()[2].endswith("| **no** | 0.0 % |")
+    assert outside == f"|median − value|/σ₆₈ up to {own:.1f}; the farthest, `derived.rho_dm_sun`, has all above it"
+    assert table.splitlines()[2].endswith("| **no** | 0.0 % |") and "σ₆₈ is half the 68 % interval's width" in table
     post.samples["derived.rho_dm_sun"] = np.concatenate([draws, [7.0e6] * 10])  # 10 of 4010 draws below it
     outside = run._check_table(post, data, mw, ("halo",), "MWPotential2014")[3]
     assert outside.endswith("has 99.8 % of its draws above it")

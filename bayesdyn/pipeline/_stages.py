@@ -115,17 +115,18 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _outside_text(max_pull: float, farthest: tuple | None) -> str:
-    """The check tables' summary for a verdict: the largest |median − value|/sd, and where the farthest value sits
-    among its draws (a skewed posterior can exclude a value from its 95 % interval at a pull of ~1σ)."""
+    """The check tables' summary for a verdict: the largest |median − value|/σ₆₈ (σ₆₈: half the 68 % interval's
+    width), and where the farthest value sits among its draws (a skewed posterior can exclude a value from its 95 %
+    interval at a pull of ~1σ)."""
     if farthest is None:
-        return f"|median − value|/sd up to {max_pull:.1f}"
+        return f"|median − value|/σ₆₈ up to {max_pull:.1f}"
     name, tail, pull = farthest
     side = "above" if pull > 0 else "below"
     share = f"{100 * (1 - tail):.1f}"
     # (a share that rounds to 100.0 is said as the part below: "100.0 % above" had stood beside a table's "0.1 % below")
     where = (f"all {side} it" if tail == 0 else f"all but {100 * tail:.2g} % of its draws {side} it"
              if share == "100.0" else f"{share} % of its draws {side} it")
-    return f"|median − value|/sd up to {max_pull:.1f}; the farthest, `{name}`, has {where}"
+    return f"|median − value|/σ₆₈ up to {max_pull:.1f}; the farthest, `{name}`, has {where}"
 
 
 #: The farthest value's tail (the smaller fraction of draws beyond it) below which one exclusion is strong
@@ -1376,14 +1377,16 @@ class Run:
         out, tail, share = _exclusions(draws, values)
         max_pull, farthest = 0.0, None
         rows = [
-            f"| quantity | unit | {label} | median | 95 % interval | (median − {label})/sd | inside 95 % | "
+            f"| quantity | unit | {label} | median | 95 % interval | (median − {label})/σ₆₈ | inside 95 % | "
             f"draws below {label} |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for j, (name, t) in enumerate(zip(names, values)):
             s = draws[:, j]
-            lo, med, hi = np.percentile(s, [2.5, 50, 97.5])
-            pull = (med - t) / s.std(ddof=1)
+            lo, q16, med, q84, hi = np.percentile(s, [2.5, 16, 50, 84, 97.5])
+            # σ₆₈, half the 68 % width: the sd of member posteriors combined with Student-t tails is many times it
+            # (a K_z outside its 95 % interval had read +0.7 with the sd)
+            pull = (med - t) / (0.5 * (q84 - q16)) if q84 > q16 else np.copysign(np.inf, med - t) if med != t else 0.0
             max_pull = max(max_pull, abs(pull))
             below = float(np.mean(s < t))  # where the value sits among the draws: pulls mislead for skewed ones
             if farthest is None or min(below, 1.0 - below) < farthest[1]:
@@ -1392,7 +1395,10 @@ class Run:
                 f"| `{name}` | {_unit_of(name)} | {t:.4g} | {med:.4g} | [{lo:.4g}, {hi:.4g}] | {pull:+.1f} | "
                 f"{'**no**' if out[j] else 'yes'} | {100 * below:.1f} % |"
             )
-        return "\n".join(rows) + "\n", int(out.sum()), len(names), _outside_text(max_pull, farthest), tail, share
+        note = (f"\nσ₆₈ is half the 68 % interval's width (for a Gaussian posterior its sd); *draws below {label}* is "
+                "the share of the posterior's draws below the value.\n")
+        return ("\n".join(rows) + "\n" + note, int(out.sum()), len(names), _outside_text(max_pull, farthest), tail,
+                share)
 
     def write_metadata(self, out: Path) -> None:
         """``run_metadata.json``: config, seeds, versions, timings, machine."""
