@@ -600,3 +600,18 @@ def test_dust_model_from_dict_names_a_missing_key():
     del d["radii_kpc"]
     with pytest.raises(MockError, match=r"'radii_kpc'.*DustModel\.to_dict"):
         DustModel.from_dict(d)
+
+
+def test_galpy_leaves_warnings_on_stderr():
+    """galpy.util replaces warnings.showwarning at import with a print to stdout: after a disk mock, the examples'
+    ConvergenceWarnings were printed among their results. bayesdyn's galpy import keeps the handler in force (a fresh
+    process: galpy may already be imported in this one)."""
+    pytest.importorskip("galpy")
+    import subprocess
+    import sys
+
+    code = ("import warnings\nfrom bayesdyn.mocks._truth import _require_galpy\n_require_galpy('a test')\n"
+            "import galpy.df\nwarnings.warn('to stderr', UserWarning)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "to stderr" in proc.stderr and "to stderr" not in proc.stdout, (proc.stdout, proc.stderr)

@@ -32,12 +32,20 @@ def _bayesdyn_version() -> str:
 
 
 def _require_galpy(what: str):
+    """Import galpy or raise :class:`GalpyRequiredError` naming ``what`` needs it. galpy.util replaces
+    ``warnings.showwarning`` at import with a print to stdout, which sent every later warning of the process (bayesdyn's
+    ConvergenceWarnings among them) into the results printed on stdout: the handler in force before is kept."""
+    import warnings
+
+    shown = warnings.showwarning
     try:
-        import galpy  # noqa: F401
+        import galpy.util  # noqa: F401
     except ImportError:  # pragma: no cover - galpy is installed in the test extra
         raise GalpyRequiredError(
             f"{what} needs galpy (an optional dependency): pip install 'bayesdyn[mocks]' (in a clone: pip install -e '.[mocks]') or pip install galpy"
         ) from None
+    finally:
+        warnings.showwarning = shown
 
 
 def _points(x: Any, name: str = "x") -> jnp.ndarray:
