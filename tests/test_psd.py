@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -298,6 +299,11 @@ def test_support_sphere_auto_normalised_and_checked(tmp_path):
     assert_allclose(psd.info["support_radius_kpc"], 1.5 * 1.002, rtol=1e-6)
     assert_allclose(psd.info["support_sphere_radius_kpc"], 1.5, rtol=1e-6)  # the sphere the stars fill
     assert "R = 1.503 kpc, the support sphere's × 1.002" in psd.summary()
+    # float32 settings print rounded (x₀ had printed as 0.020800000056624413)
+    assert not re.search(r"\d\.\d{7,}", psd.summary()), psd.summary()
+    from bayesdyn.psd._density import _rounded
+
+    assert _rounded(np.float32([-8.0, 0.0, 0.0208]), 4) == [-8.0, 0.0, 0.0208]
     # ∫ n dx over the ball = N (uniform proposals in the support ball, float32 densities)
     m = 20_000
     d = rng.normal(size=(m, 3))

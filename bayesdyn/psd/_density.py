@@ -71,6 +71,11 @@ def _mean0(a: Any) -> Any:
     return np.mean(a, axis=0) if isinstance(a, np.ndarray) else jnp.mean(a, axis=0)
 
 
+def _rounded(values, decimals: int) -> list:
+    """Values rounded for printing, in float64: float32 rounded in place printed as 0.020800000056624413."""
+    return np.round(np.asarray(values, dtype=np.float64), decimals).tolist()
+
+
 class PhaseSpaceDensity:
     """A learnt phase-space density f(x, v) = n(x) · p(v | x): an ensemble of K flow pairs.
 
@@ -336,7 +341,7 @@ class PhaseSpaceDensity:
             + ("; p(v|x) also conditioned on log|u|" if c.radial_condition else ""),
             "  transforms: x → "
             + (
-                f"y = (x − x₀)/R → y·atanh|y|/|y| (x₀ = {np.round(np.asarray(p.support_center), 4).tolist()} kpc, "
+                f"y = (x − x₀)/R → y·atanh|y|/|y| (x₀ = {_rounded(p.support_center, 4)} kpc, "
                 f"R = {float(p.support_radius):.4g} kpc, the support sphere's × {SUPPORT_MARGIN:g}"
                 + (f"; identity inside |y| < {float(p.support_core):g}" if float(p.support_core) > 0 else "")
                 + ") → "
@@ -350,14 +355,14 @@ class PhaseSpaceDensity:
                 else ""
             )
             + (f" → ·s·asinh(r/s)/r (s = {float(p.radial_scale):g})" if float(p.radial_scale) > 0 else "")
-            + (f" → s_i·asinh(·/s_i) per axis (s = {np.round(np.asarray(p.axis_scale), 4).tolist()})"
+            + (f" → s_i·asinh(·/s_i) per axis (s = {_rounded(p.axis_scale, 4)})"
                if np.any(np.asarray(p.axis_scale) > 0) else "")
-            + f"; c = {np.round(np.asarray(p.x_loc), 4).tolist()}, "
-            f"s = {np.round(np.asarray(p.x_scale), 4).tolist()}"
+            + f"; c = {_rounded(p.x_loc, 4)}, "
+            f"s = {_rounded(p.x_scale, 4)}"
             + (" (mapped units)" if float(p.support_radius) > 0 else " kpc"),
             f"              v → {_FRAME_LABEL.get(round(float(p.cylindrical)), '')}(v − m)/σ; "
-            f"m = {np.round(np.asarray(p.v_loc), 3).tolist()} km/s, "
-            f"σ = {np.round(np.asarray(p.v_scale), 3).tolist()} km/s",
+            f"m = {_rounded(p.v_loc, 3)} km/s, "
+            f"σ = {_rounded(p.v_scale, 3)} km/s",
         ]
         i = self._info
         if "epochs" in i:
