@@ -8,7 +8,7 @@ quantile of Σ_DD (docs/howto/dark-disk.md). The mock has **no** dark disk, so t
 limits are the sensitivity of these data. Default: 64 nodes, h_DD = 25, 50, 100, 200 pc,
 4 chains × (500 + 2000) draws per refit, about 3 minutes on two cores. ``--tiny`` (or
 BAYESDYN_EXAMPLES_TINY=1): 12 nodes, one scale height (100 pc), two short chains —
-seconds, for the test suite (the limits are looser and the chains not converged).
+under a minute, for the test suite (the limits are looser and the chains not converged).
 """
 
 import argparse
