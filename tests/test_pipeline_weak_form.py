@@ -528,6 +528,30 @@ def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_pa
     assert outside.endswith("has all but 0.05 % of its draws above it"), outside
 
 
+def test_check_tables_leave_out_draws_where_a_quantity_is_undefined(tmp_path):
+    """A derived quantity NaN at some draws (the constraint table warns of them) made its percentiles NaN, so the
+    check counted the value as excluded from a posterior centred on it; such draws are now left out of every row,
+    and a check with no finite draw says so."""
+    from types import SimpleNamespace
+
+    from bayesdyn.pipeline import Run, validate_config
+    from bayesdyn.potentials import MWPotential2014
+
+    run = Run(validate_config(copy.deepcopy(CONFIG)), folder=tmp_path, log=lambda *_: None)
+    rng = np.random.default_rng(2)
+    mw = dict(MWPotential2014().items())
+    data = SimpleNamespace(sun=np.array([-8.122, 0.0, 0.0208]))
+    kz = rng.normal(1872.0, 30.0, 4000)  # about MWPotential2014's K_z(1.1 kpc), 1872 (km/s)²/kpc
+    kz[:40] = np.nan
+    samples = {"derived.Kz_1p1kpc": kz, "derived.Sigma_1p1kpc": rng.normal(65.1, 1.0, 4000)}
+    table, n_out, n_rows, _, tail, share = run._check_table(SimpleNamespace(samples=samples), data, mw, ("halo",),
+                                                             "MWPotential2014")
+    assert (n_out, n_rows, share) == (0, 2, 1.0) and tail > 0.2 and "nan" not in table
+    empty = run._check_table(SimpleNamespace(samples={"derived.Kz_1p1kpc": np.full(10, np.nan)}), data, mw,
+                             ("halo",), "MWPotential2014")
+    assert empty[0].startswith("No draw has every one of ['derived.Kz_1p1kpc'] finite") and empty[1] == 0
+
+
 def test_a_lone_exclusion_of_the_reference_or_truth_is_graded():
     """The summary called intervals "far too narrow" on a single exclusion of MWPotential2014's value, even at a
     pull of ~1σ; exclusions are now strong evidence only when fewer than 2.5 % of the posterior's own draws lie

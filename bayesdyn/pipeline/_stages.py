@@ -1340,7 +1340,7 @@ class Run:
             verdict.append(_reference_verdict(n_out, n_rows, outside, tail, share))
         return text, verdict
 
-    def _truth_check(self, post, data) -> tuple[str, int, int, str, float, int]:
+    def _truth_check(self, post, data) -> tuple[str, int, int, str, float, float]:
         """Markdown table: posterior against the mock's exact local quantities, with pulls; also the number outside
         the 95 % intervals, the number of rows and a summary of the farthest (as :meth:`_check_table`)."""
         import jax
@@ -1373,6 +1373,12 @@ class Run:
         names = [f"derived.{k}" for k in keys if f"derived.{k}" in post.samples]
         draws = np.column_stack([np.asarray(post.samples[n], dtype=float).reshape(-1) for n in names]) if names \
             else np.zeros((0, 0))
+        # draws where a quantity is undefined (NaN; the constraint table warns of them) are left out of every row, so
+        # that the rows and the draws' own exclusions are counted on the same draws
+        draws = draws[np.isfinite(draws).all(axis=1)]
+        if names and not len(draws):
+            return (f"No draw has every one of {names} finite: nothing to check against {label}.\n", 0, len(names),
+                    "", 1.0, 1.0)
         values = np.array([float(true[n.removeprefix("derived.")]) for n in names])
         out, tail, share = _exclusions(draws, values)
         max_pull, farthest = 0.0, None
