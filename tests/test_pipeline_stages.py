@@ -551,6 +551,16 @@ def test_report_summary_carries_convergence_acceleration_notes_and_the_real_chi2
     run.cfg["errors"]["velocity_error_kms"] = 1.0
     summary = (run.report(post, data, cat) / "local_dm.txt").read_text()
     assert "Measurement errors: not corrected; they bias the accelerations" in summary and "gives none" not in summary
+    # a catalog with error columns whose copies lose stars (a parallax ≤ 0 in a draw): the cut is named, not "none"
+    def losing(cat, c):
+        raise ValueError("3 of 300 stars got a parallax ≤ 0 in the error draw, so they have no position; cut "
+                         "low-parallax stars first (e.g. catalog.parallax_over_error(5)) so that none is silently lost")
+
+    run._copy = losing
+    summary = (run.report(post, data, cat) / "local_dm.txt").read_text()
+    assert ("[errors] correct = true needs a cut first: 3 of 300 stars got a parallax ≤ 0" in summary
+            and "gives none" not in summary)
+    del run._copy
     # a model without dark components: no ρ_DM(⊙) table (the WARNING line had made it write one of zeros)
     run.cfg = copy.deepcopy(cfg)
     run.cfg["model"]["halo"]["dark"] = False

@@ -561,7 +561,7 @@ def test_a_lone_exclusion_of_the_reference_or_truth_is_graded():
 
     weak = _reference_verdict(1, 5, "…", 0.01, 0.124)
     assert weak.startswith("REFERENCE CHECK: the 95 % intervals exclude MWPotential2014's value for 1 of 5")
-    assert "far too narrow" not in weak and "12 % of the posterior's own draws lie outside at least one of" in weak
+    assert "far too narrow" not in weak and "12.4 % of the posterior's own draws lie outside at least one of" in weak
     pair = _reference_verdict(2, 5, "…", 0.01, 0.05)  # K_z and Σ: nearly one number, ~5 % of the draws miss both
     assert pair.startswith("REFERENCE CHECK") and "5 % of the posterior's own draws lie outside at least 2" in pair
     for n_out, tail, share in ((1, 0.0013, 0.05), (1, 0.0, 0.05), (2, 0.01, 0.0025), (4, 0.002, 0.024)):
@@ -571,7 +571,7 @@ def test_a_lone_exclusion_of_the_reference_or_truth_is_graded():
     assert "; 2.4 % of the posterior's own draws lie outside at least 4 of these 5 intervals" in strong  # the last
     assert "fewer than 0.135 % of its draws beyond it (3σ" in _reference_verdict(1, 5, "…", 0.0, 0.05)
     lone = _truth_verdict(1, 5, "…", 0.01, 0.124)  # the mock's truth: graded alike (a lone 2σ exclusion had read FAILED)
-    assert lone.startswith("TRUTH CHECK: the 95 % intervals exclude the mock's truth for 1 of 5") and "12 %" in lone
+    assert lone.startswith("TRUTH CHECK: the 95 % intervals exclude the mock's truth for 1 of 5") and "12.4 %" in lone
 
 
 def test_strong_verdicts_are_rare_when_the_posterior_is_right_whatever_the_rows_correlation():
@@ -595,6 +595,13 @@ def test_strong_verdicts_are_rare_when_the_posterior_is_right_whatever_the_rows_
             old += out.sum() - bool(out[[2, 3]].all()) >= 2 or tail < _STRONG_TAIL  # the rule until 2026-12-08
             new += _strong(tail, share)
     assert old / len(truths) > 0.045 and new / len(truths) < 0.03, (old / len(truths), new / len(truths))
+    # a row whose draws all equal its value sits inside, not beyond 3σ (its tail had been 0, which made any other
+    # lone exclusion read strong); the share is printed to three figures (2.49 % had read "2.5 %" beside the 2.5 % cut)
+    out, tail, share = _exclusions(np.column_stack([np.full(4000, 5.0), rng.standard_normal(4000)]), [5.0, 2.2])
+    assert list(out) == [False, True] and 0.005 < tail < 0.03 and not _strong(tail, share), (tail, share)
+    from bayesdyn.pipeline._stages import _share_text
+
+    assert _share_text(4, 5, 0.0249).startswith("2.49 % of the posterior's own draws lie outside at least 4 of these 5")
     # independent rows: the share is the binomial chance (two or more of five outside: 2.26 %)
     out, _, share = _exclusions(rng.standard_normal((200_000, 5)), np.array([2.2, -2.2, 0.0, 0.0, 0.0]))
     assert out.sum() == 2 and abs(share - (1 - 0.95 ** 5 - 5 * 0.05 * 0.95 ** 4)) < 0.002, share

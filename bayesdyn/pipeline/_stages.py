@@ -133,8 +133,8 @@ def _outside_text(max_pull: float, farthest: tuple | None) -> str:
 #: evidence: 3σ one-sided.
 _STRONG_TAIL = 0.00135
 #: The share of the posterior's own draws outside at least as many of its 95 % intervals as the checked values,
-#: below which the exclusions together are strong evidence: as rare as two exclusions of five independent values
-#: (1 − 0.95⁵ − 5·0.05·0.95⁴ = 2.3 %). The rows are correlated (K_z ≈ 2πGΣ at 1.1 kpc by Poisson's equation; ρ_total(⊙)
+#: below which the exclusions together are strong evidence: 2.5 %, about as rare as two exclusions of five independent
+#: values (1 − 0.95⁵ − 5·0.05·0.95⁴ = 2.3 %). The rows are correlated (K_z ≈ 2πGΣ at 1.1 kpc by Poisson's equation; ρ_total(⊙)
 #: with both; ρ_DM(⊙) with or against them), so counting exclusions as independent overstates them; a draw of the
 #: posterior carries the same correlation.
 _JOINT_SHARE = 0.025
@@ -147,15 +147,21 @@ def _exclusions(draws: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, floa
     right, the values are like one more draw, so that share is the chance of so many exclusions, correlation included."""
     draws, values = np.asarray(draws, dtype=float), np.asarray(values, dtype=float).reshape(-1)
     draws = draws[:, None] if draws.ndim == 1 else draws
-    if values.size == 0:
-        return np.zeros(0, bool), 1.0, 1.0
+    if values.size == 0 or len(draws) == 0:
+        return np.zeros(values.size, bool), 1.0, 1.0
     lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
     out = ~((lo <= values) & (values <= hi))
-    below = np.mean(draws < values, axis=0)
-    tail = float(np.min(np.minimum(below, 1.0 - below)))
+    tail = float(np.min([_tail(draws[:, j], v) for j, v in enumerate(values)]))
     n_out = int(out.sum())
     share = 1.0 if n_out == 0 else float(np.mean(((draws < lo) | (draws > hi)).sum(axis=1) >= n_out))
     return out, tail, share
+
+
+def _tail(draws: np.ndarray, value: float) -> float:
+    """The smaller share of ``draws`` on one side of ``value``, draws equal to it counted half on each side (a row
+    whose draws all equal its value had a tail of 0, beyond 3σ, though inside its interval)."""
+    below = float(np.mean(draws < value) + 0.5 * np.mean(draws == value))
+    return min(below, 1.0 - below)
 
 
 def _strong(tail: float, share: float) -> bool:
@@ -167,7 +173,8 @@ def _strong(tail: float, share: float) -> bool:
 def _share_text(n_out: int, n_rows: int, share: float) -> str:
     """The measured chance of the exclusions: how many of the posterior's own draws are outside as many intervals."""
     many = "one" if n_out == 1 else f"{n_out}"
-    return (f"{100 * share:.2g} % of the posterior's own draws lie outside at least {many} of these {n_rows} "
+    # three figures: two had printed a share of 2.49 % (strong) and one of 2.5 % (weak) alike, as "2.5 %"
+    return (f"{100 * share:.3g} % of the posterior's own draws lie outside at least {many} of these {n_rows} "
             "intervals (the chance of as many exclusions if the intervals carry all the error, the rows' "
             "correlation included)")
 
@@ -806,14 +813,18 @@ class Run:
                         "Gaia error columns, or errors.correct = false)") from None
 
     def _no_error_copies(self, cat) -> str | None:
-        """Why ``[errors] correct = true`` could not draw an error copy of ``cat`` with this run's settings (None
-        when it could): no Gaia error columns and no errors given per axis, or a copy that loses stars."""
+        """Why ``[errors] correct = true`` could not draw the error copies of ``cat`` with this run's settings, as
+        :meth:`preflight` does (None when it could): "no errors: …" for a catalog without Gaia error columns and no
+        errors given per axis, "a copy loses stars: …" for a copy in which a star's parallax came out ≤ 0."""
         from ..catalog import CatalogError
 
-        try:
-            self._copy(cat, 0)
-        except (CatalogError, ValueError) as err:
-            return str(err).rstrip(".")
+        for c in range(self.cfg["errors"]["copies"]):
+            try:
+                self._copy(cat, c)
+            except CatalogError as err:
+                return f"no errors: {str(err).rstrip('.')}"
+            except ValueError as err:
+                return f"a copy loses stars: {str(err).rstrip('.')}"
         return None
 
     #: fraction of the stars (by distance from the Sun) inside which nodes may lie
@@ -1181,16 +1192,22 @@ class Run:
         elif self.cfg["errors"]["correct"] and er_file.is_file():
             lines.append(f"Measurement errors: corrected to leading order — {er_file.read_text().strip()} "
                          "(the corrected intervals' coverage is not calibrated on mocks).")
-        elif (missing := self._no_error_copies(cat)) is None:
+        elif (why := self._no_error_copies(cat)) is None:
             lines.append(
                 "Measurement errors: not corrected; they bias the accelerations by about σ_err² ∇log ν "
                 "(set [errors] correct = true; docs: howto/measurement-errors)."
             )
-        else:  # (it had advised [errors] correct = true, which is refused for a catalog without error columns)
+        elif why.startswith("no errors: "):  # ([errors] correct = true, which it had advised, is refused here)
             lines.append(
-                f"Measurement errors: not corrected, and the catalog gives none ({missing}). If its stars have "
-                "errors, they bias the accelerations by about σ_err² ∇log ν: errors.velocity_error_kms and "
-                "errors.position_error_kpc (per axis) with [errors] correct = true correct for assumed ones "
+                f"Measurement errors: not corrected, and the catalog gives none ({why.removeprefix('no errors: ')}). "
+                "If its stars have errors, they bias the accelerations by about σ_err² ∇log ν: "
+                "errors.velocity_error_kms and errors.position_error_kpc (per axis) with [errors] correct = true "
+                "correct for assumed ones (docs: howto/measurement-errors)."
+            )
+        else:
+            lines.append(
+                "Measurement errors: not corrected; they bias the accelerations by about σ_err² ∇log ν, and "
+                f"[errors] correct = true needs a cut first: {why.removeprefix('a copy loses stars: ')} "
                 "(docs: howto/measurement-errors)."
             )
         # how much did the data say? posterior against prior widths, in the report for every run
@@ -1395,8 +1412,8 @@ class Run:
             pull = (med - t) / (0.5 * (q84 - q16)) if q84 > q16 else np.copysign(np.inf, med - t) if med != t else 0.0
             max_pull = max(max_pull, abs(pull))
             below = float(np.mean(s < t))  # where the value sits among the draws: pulls mislead for skewed ones
-            if farthest is None or min(below, 1.0 - below) < farthest[1]:
-                farthest = (name, min(below, 1.0 - below), pull)
+            if farthest is None or _tail(s, t) < farthest[1]:
+                farthest = (name, _tail(s, t), pull)
             rows.append(  # the unit: the text above a table quotes ρ in M☉/pc³, the table's is M☉/kpc³
                 f"| `{name}` | {_unit_of(name)} | {t:.4g} | {med:.4g} | [{lo:.4g}, {hi:.4g}] | {pull:+.1f} | "
                 f"{'**no**' if out[j] else 'yes'} | {100 * below:.1f} % |"
