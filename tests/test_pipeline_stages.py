@@ -543,23 +543,23 @@ def test_report_summary_carries_convergence_acceleration_notes_and_the_real_chi2
     check = (out / "reference_check.md").read_text()
     assert f"by about √(χ²/dof) = {chi2_dof ** 0.5:.2g}× in standard deviation (below 1: the S/N column" in check
     assert (out / "local_dm_density.csv").is_file()
-    # a catalog without error columns: the summary says it gives none (it had advised [errors] correct = true, which
-    # is refused for it); with errors given per axis, that advice stands
-    assert ("Measurement errors: not corrected, and the catalog gives none (this catalog has no Gaia observables"
-            in summary and "correct for assumed ones" in summary)
+    # a catalog without error columns: the summary says why its errors cannot be drawn (it had advised [errors]
+    # correct = true, which is refused for it); with errors given per axis, that advice stands
+    assert ("Measurement errors: not corrected, and [errors] correct = true could not draw the error copies: this "
+            "catalog has no Gaia observables" in summary and "give assumed errors per axis" in summary)
     run.cfg = copy.deepcopy(cfg)
     run.cfg["errors"]["velocity_error_kms"] = 1.0
     summary = (run.report(post, data, cat) / "local_dm.txt").read_text()
-    assert "Measurement errors: not corrected; they bias the accelerations" in summary and "gives none" not in summary
-    # a catalog with error columns whose copies lose stars (a parallax ≤ 0 in a draw): the cut is named, not "none"
+    assert "Measurement errors: not corrected; they bias the accelerations" in summary and "could not" not in summary
+    # a catalog with error columns whose copies lose stars (a parallax ≤ 0 in a draw): the cut is named
     def losing(cat, c):
         raise ValueError("3 of 300 stars got a parallax ≤ 0 in the error draw, so they have no position; cut "
                          "low-parallax stars first (e.g. catalog.parallax_over_error(5)) so that none is silently lost")
 
     run._copy = losing
     summary = (run.report(post, data, cat) / "local_dm.txt").read_text()
-    assert ("[errors] correct = true needs a cut first: 3 of 300 stars got a parallax ≤ 0" in summary
-            and "gives none" not in summary)
+    assert ("could not draw the error copies: 3 of 300 stars got a parallax ≤ 0" in summary
+            and "[catalog] parallax_over_error in the config" in summary)
     del run._copy
     # a model without dark components: no ρ_DM(⊙) table (the WARNING line had made it write one of zeros)
     run.cfg = copy.deepcopy(cfg)

@@ -489,8 +489,9 @@ def test_efficiency_column_from_a_gaia_file(tmp_path):
 
 def test_check_tables_say_where_an_excluded_value_sits_among_skewed_draws(tmp_path):
     """The report's check against a reference (or the truth): for a right-skewed posterior that excludes the value
-    from its 95 % interval at |median − value|/sd ≈ 1.3, the verdict says where the value sits among the draws
-    (as the table's new column does) instead of 'pulls up to 1σ'."""
+    from its 95 % interval at |median − value|/sd ≈ 1.6 (≈ 1.9 in σ₆₈, half the 68 % width, which the table now
+    uses), the verdict says where the value sits among the draws (as the table's column does) instead of 'pulls up
+    to 1σ'."""
     from types import SimpleNamespace
 
     from bayesdyn.pipeline import Run, validate_config
@@ -602,6 +603,7 @@ def test_strong_verdicts_are_rare_when_the_posterior_is_right_whatever_the_rows_
     from bayesdyn.pipeline._stages import _share_text
 
     assert _share_text(4, 5, 0.0249).startswith("2.49 % of the posterior's own draws lie outside at least 4 of these 5")
+    assert _share_text(3, 5, 0.0).startswith("none of the posterior's own draws lies outside at least 3 of these 5")
     # independent rows: the share is the binomial chance (two or more of five outside: 2.26 %)
     out, _, share = _exclusions(rng.standard_normal((200_000, 5)), np.array([2.2, -2.2, 0.0, 0.0, 0.0]))
     assert out.sum() == 2 and abs(share - (1 - 0.95 ** 5 - 5 * 0.05 * 0.95 ** 4)) < 0.002, share

@@ -173,6 +173,9 @@ def _strong(tail: float, share: float) -> bool:
 def _share_text(n_out: int, n_rows: int, share: float) -> str:
     """The measured chance of the exclusions: how many of the posterior's own draws are outside as many intervals."""
     many = "one" if n_out == 1 else f"{n_out}"
+    if share == 0:
+        return (f"none of the posterior's own draws lies outside at least {many} of these {n_rows} intervals (the "
+                "chance of as many exclusions if the intervals carry all the error, the rows' correlation included)")
     # three figures: two had printed a share of 2.49 % (strong) and one of 2.5 % (weak) alike, as "2.5 %"
     return (f"{100 * share:.3g} % of the posterior's own draws lie outside at least {many} of these {n_rows} "
             "intervals (the chance of as many exclusions if the intervals carry all the error, the rows' "
@@ -814,17 +817,15 @@ class Run:
 
     def _no_error_copies(self, cat) -> str | None:
         """Why ``[errors] correct = true`` could not draw the error copies of ``cat`` with this run's settings, as
-        :meth:`preflight` does (None when it could): "no errors: …" for a catalog without Gaia error columns and no
-        errors given per axis, "a copy loses stars: …" for a copy in which a star's parallax came out ≤ 0."""
+        :meth:`preflight` does (None when it could): no Gaia observables or error columns, bad error values, or a
+        copy in which a star's parallax came out ≤ 0."""
         from ..catalog import CatalogError
 
         for c in range(self.cfg["errors"]["copies"]):
             try:
                 self._copy(cat, c)
-            except CatalogError as err:
-                return f"no errors: {str(err).rstrip('.')}"
-            except ValueError as err:
-                return f"a copy loses stars: {str(err).rstrip('.')}"
+            except (CatalogError, ValueError) as err:
+                return str(err).rstrip(".")
         return None
 
     #: fraction of the stars (by distance from the Sun) inside which nodes may lie
@@ -1197,18 +1198,13 @@ class Run:
                 "Measurement errors: not corrected; they bias the accelerations by about σ_err² ∇log ν "
                 "(set [errors] correct = true; docs: howto/measurement-errors)."
             )
-        elif why.startswith("no errors: "):  # ([errors] correct = true, which it had advised, is refused here)
+        else:  # (it had advised [errors] correct = true, which is refused for such a catalog)
             lines.append(
-                f"Measurement errors: not corrected, and the catalog gives none ({why.removeprefix('no errors: ')}). "
-                "If its stars have errors, they bias the accelerations by about σ_err² ∇log ν: "
-                "errors.velocity_error_kms and errors.position_error_kpc (per axis) with [errors] correct = true "
-                "correct for assumed ones (docs: howto/measurement-errors)."
-            )
-        else:
-            lines.append(
-                "Measurement errors: not corrected; they bias the accelerations by about σ_err² ∇log ν, and "
-                f"[errors] correct = true needs a cut first: {why.removeprefix('a copy loses stars: ')} "
-                "(docs: howto/measurement-errors)."
+                f"Measurement errors: not corrected, and [errors] correct = true could not draw the error copies: "
+                f"{why}. If the stars have errors, they bias the accelerations by about σ_err² ∇log ν: fix what that "
+                "names (a parallax cut is [catalog] parallax_over_error in the config), or give assumed errors per "
+                "axis, errors.velocity_error_kms and errors.position_error_kpc, with [errors] correct = true (docs: "
+                "howto/measurement-errors)."
             )
         # how much did the data say? posterior against prior widths, in the report for every run
         from ._prior import prior_vs_posterior, prior_vs_posterior_markdown
