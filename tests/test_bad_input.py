@@ -485,7 +485,7 @@ def test_site_names_with_latex_or_markdown_characters_keep_their_tables_whole():
     assert r"\texttt{a\&b\%c\#d\_e.mass} & " in latex
     row = next(line for line in latex.splitlines() if line.startswith(r"\texttt{a"))
     assert row.replace(r"\&", "").count("&") == 2 and "%" not in row.replace(r"\%", "")
-    assert all(line.count("|") == 8 for line in markdown.splitlines() if line.startswith("| `"))
+    assert all(line.count("|") == 9 for line in markdown.splitlines() if line.startswith("| `"))  # 8 columns
     assert list(validate_config({"model": {"thin-disk": DEFAULT_CONFIG["model"]["halo"]}})["model"]) == ["thin-disk"]
     for name in ("a.b", 1):
         with pytest.raises(ConfigError, match=r"a component name must be a non-empty string without '\.'"):
