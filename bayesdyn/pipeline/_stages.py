@@ -792,8 +792,6 @@ class Run:
         Raises:
             ConfigError: naming the config keys to change.
         """
-        from ..catalog import CatalogError
-
         if self.weak:
             return
         self.node_radius(cat, quiet=True)
@@ -805,27 +803,25 @@ class Run:
                 f"nodes.n × nodes.n_velocities = {nd['n']} × {nd['n_velocities']} velocity draws, scored by {k} flow "
                 f"member(s), need about {need / 2**30:.3g} GiB for the accelerations' scores; this machine has "
                 f"{total / 2**30:.3g} GiB: lower nodes.n_velocities (256 is the default) or nodes.n")
-        if self.cfg["errors"]["correct"]:
-            for c in range(self.cfg["errors"]["copies"]):
-                try:
-                    self._copy(cat, c)
-                except (CatalogError, ValueError) as err:
-                    raise ConfigError(
-                        f"errors.correct = true: copy {c} of the catalog cannot be drawn: {err} (in the config: "
-                        "errors.velocity_error_kms and errors.position_error_kpc per axis, for a catalog without "
-                        "Gaia error columns, or errors.correct = false)") from None
+        if self.cfg["errors"]["correct"] and (failed := self._no_error_copies(cat)) is not None:
+            c, err = failed
+            raise ConfigError(
+                f"errors.correct = true: copy {c} of the catalog cannot be drawn: {err} (in the config: "
+                "errors.velocity_error_kms and errors.position_error_kpc per axis, for a catalog without Gaia error "
+                "columns, or errors.correct = false)")
 
-    def _no_error_copies(self, cat) -> str | None:
-        """Why ``[errors] correct = true`` could not draw the error copies of ``cat`` with this run's settings, as
-        :meth:`preflight` does (None when it could): no Gaia observables or error columns, bad error values, or a
-        copy in which a star's parallax came out ≤ 0."""
+    def _no_error_copies(self, cat) -> tuple[int, Exception] | None:
+        """The first error copy of ``cat`` that ``[errors] correct = true`` could not draw with this run's settings,
+        and why (None when every copy can): no Gaia observables or error columns, bad error values, or a copy in
+        which a star's parallax came out ≤ 0. :meth:`preflight` refuses such a run; the report says why the errors
+        were not corrected."""
         from ..catalog import CatalogError
 
         for c in range(self.cfg["errors"]["copies"]):
             try:
                 self._copy(cat, c)
             except (CatalogError, ValueError) as err:
-                return str(err).rstrip(".")
+                return c, err
         return None
 
     #: fraction of the stars (by distance from the Sun) inside which nodes may lie
@@ -1193,7 +1189,7 @@ class Run:
         elif self.cfg["errors"]["correct"] and er_file.is_file():
             lines.append(f"Measurement errors: corrected to leading order — {er_file.read_text().strip()} "
                          "(the corrected intervals' coverage is not calibrated on mocks).")
-        elif (why := self._no_error_copies(cat)) is None:
+        elif (failed := self._no_error_copies(cat)) is None:
             lines.append(
                 "Measurement errors: not corrected; they bias the accelerations by about σ_err² ∇log ν "
                 "(set [errors] correct = true; docs: howto/measurement-errors)."
@@ -1201,7 +1197,7 @@ class Run:
         else:  # (it had advised [errors] correct = true, which is refused for such a catalog)
             lines.append(
                 f"Measurement errors: not corrected, and [errors] correct = true could not draw the error copies: "
-                f"{why}. If the stars have errors, they bias the accelerations by about σ_err² ∇log ν: fix what that "
+                f"{str(failed[1]).rstrip('.')}. If the stars have errors, they bias the accelerations by about σ_err² ∇log ν: fix what that "
                 "names (a parallax cut is [catalog] parallax_over_error in the config), or give assumed errors per "
                 "axis, errors.velocity_error_kms and errors.position_error_kpc, with [errors] correct = true (docs: "
                 "howto/measurement-errors)."
@@ -1408,8 +1404,9 @@ class Run:
             pull = (med - t) / (0.5 * (q84 - q16)) if q84 > q16 else np.copysign(np.inf, med - t) if med != t else 0.0
             max_pull = max(max_pull, abs(pull))
             below = float(np.mean(s < t))  # where the value sits among the draws: pulls mislead for skewed ones
-            if farthest is None or _tail(s, t) < farthest[1]:
-                farthest = (name, _tail(s, t), pull)
+            row_tail = _tail(s, t)
+            if farthest is None or row_tail < farthest[1]:
+                farthest = (name, row_tail, pull)
             rows.append(  # the unit: the text above a table quotes ρ in M☉/pc³, the table's is M☉/kpc³
                 f"| `{name}` | {_unit_of(name)} | {t:.4g} | {med:.4g} | [{lo:.4g}, {hi:.4g}] | {pull:+.1f} | "
                 f"{'**no**' if out[j] else 'yes'} | {100 * below:.1f} % |"
